@@ -1,0 +1,193 @@
+// Package ingest is kiln's front door: the upload API that streams sources
+// into the sources bucket, and the intake that turns "object landed" facts
+// (from the API or from S3 bucket notifications) into jobs.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/tasks"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// PresetMetaKey is the S3 user-metadata key carrying an upload's preset, so
+// both the API's event and the bucket notification start the same job.
+const PresetMetaKey = "Kiln-Preset"
+
+// Objects is the object storage ingest uses.
+type Objects interface {
+	Put(ctx context.Context, bucket, key string, r io.Reader, size int64, contentType string, meta map[string]string) (objstore.Info, error)
+}
+
+// Events publishes ingest's facts.
+type Events interface {
+	PublishObjectLanded(ctx context.Context, ev *kilnv1.ObjectLanded) error
+	tasks.Publisher
+}
+
+// Config holds ingest's dependencies and settings.
+type Config struct {
+	Objects Objects
+	Events  Events
+	Queue   tasks.Enqueuer
+	// SourcesBucket receives uploads; only its notifications start jobs.
+	SourcesBucket string
+	// PublicURL is the externally visible base URL of the API.
+	PublicURL string
+	// MaxUploadBytes caps one upload; default 10 GiB.
+	MaxUploadBytes int64
+	// Presets are the valid preset names; empty allows only "default".
+	Presets []string
+	Logger  *zap.Logger
+}
+
+// Service is the upload API and the intake.
+type Service struct {
+	cfg Config
+	log *zap.Logger
+}
+
+// New returns the ingest service.
+func New(cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.MaxUploadBytes == 0 {
+		cfg.MaxUploadBytes = 10 << 30
+	}
+	if len(cfg.Presets) == 0 {
+		cfg.Presets = []string{"default"}
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	return &Service{cfg: cfg, log: cfg.Logger}
+}
+
+// HandleMessage is the intake's bus handler: it accepts kilnv1.ObjectLanded
+// on bus.SubjectObjectLanded and S3 event JSON on bus.SubjectS3Events.
+func (s *Service) HandleMessage(ctx context.Context, subject string, data []byte) error {
+	switch subject {
+	case bus.SubjectObjectLanded:
+		var ev kilnv1.ObjectLanded
+		if err := proto.Unmarshal(data, &ev); err != nil {
+			return fmt.Errorf("ingest: object landed: %w: %w", bus.ErrPermanent, err)
+		}
+		return s.StartJob(ctx, &ev)
+	case bus.SubjectS3Events:
+		landed, err := ParseS3Event(data)
+		if err != nil {
+			return fmt.Errorf("ingest: s3 event: %w: %w", bus.ErrPermanent, err)
+		}
+		for _, ev := range landed {
+			if ev.Object.Bucket != s.cfg.SourcesBucket {
+				continue
+			}
+			if err := s.StartJob(ctx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("ingest: unexpected subject %q: %w", subject, bus.ErrPermanent)
+}
+
+// StartJob creates the job of a landed object, idempotently: the job id is
+// derived from bucket/key/etag, the queued event is deduplicated by its id
+// and the probe task by its TaskID.
+func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
+	o := ev.GetObject()
+	if o.GetBucket() == "" || o.GetKey() == "" {
+		return fmt.Errorf("ingest: object without bucket or key: %w", bus.ErrPermanent)
+	}
+	jobID, assetID := jobid.FromObject(o.Bucket, o.Key, o.Etag)
+	preset := ev.GetPreset()
+	if preset == "" {
+		preset = "default"
+	}
+	log := s.log.With(zap.String("job_id", jobID), zap.String("bucket", o.Bucket), zap.String("key", o.Key), zap.String("origin", ev.Origin))
+	queued := tasks.Event(jobID, assetID, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
+	queued.Source, queued.Preset = o, preset
+	if err := s.cfg.Events.PublishJobEvent(ctx, queued); err != nil {
+		return err
+	}
+	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: preset}
+	if err := tasks.Enqueue(ctx, s.cfg.Queue, tasks.TypeProbe, tasks.QueueProbe, jobID, probe, 2*time.Minute); err != nil {
+		return err
+	}
+	log.Info("job queued")
+	return nil
+}
+
+// s3Event is the part of the S3 event notification format kiln reads.
+type s3Event struct {
+	Records []struct {
+		EventName string `json:"eventName"`
+		S3        struct {
+			Bucket struct {
+				Name string `json:"name"`
+			} `json:"bucket"`
+			Object struct {
+				Key          string            `json:"key"`
+				Size         int64             `json:"size"`
+				ETag         string            `json:"eTag"`
+				ContentType  string            `json:"contentType"`
+				UserMetadata map[string]string `json:"userMetadata"`
+			} `json:"object"`
+		} `json:"s3"`
+		EventTime time.Time `json:"eventTime"`
+	} `json:"Records"`
+}
+
+// ParseS3Event extracts created objects from an S3 event notification.
+// Other event kinds and folder markers are skipped.
+func ParseS3Event(data []byte) ([]*kilnv1.ObjectLanded, error) {
+	var ev s3Event
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	var out []*kilnv1.ObjectLanded
+	for _, r := range ev.Records {
+		if !strings.HasPrefix(r.EventName, "s3:ObjectCreated:") && !strings.HasPrefix(r.EventName, "ObjectCreated:") {
+			continue
+		}
+		key, err := url.QueryUnescape(r.S3.Object.Key)
+		if err != nil {
+			return nil, fmt.Errorf("parse: object key %q: %w", r.S3.Object.Key, err)
+		}
+		if r.S3.Bucket.Name == "" || key == "" || strings.HasSuffix(key, "/") {
+			continue
+		}
+		var preset string
+		for k, v := range r.S3.Object.UserMetadata {
+			if strings.EqualFold(k, "X-Amz-Meta-"+PresetMetaKey) {
+				preset = v
+			}
+		}
+		out = append(out, &kilnv1.ObjectLanded{
+			Object: &kilnv1.ObjectRef{
+				Bucket: r.S3.Bucket.Name, Key: key, Etag: strings.Trim(r.S3.Object.ETag, `"`),
+				Size: r.S3.Object.Size, ContentType: r.S3.Object.ContentType,
+			},
+			Origin: "s3",
+			Preset: preset,
+			Time:   timestamppb.New(r.EventTime),
+		})
+	}
+	if len(ev.Records) == 0 {
+		return nil, errors.New("parse: no records")
+	}
+	return out, nil
+}

@@ -1,0 +1,304 @@
+// Package app wires kiln's roles — ingest, worker, catalog, or all of them
+// with an embedded NATS server ("serve") — from one Config and runs them
+// until the context ends.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/ingest"
+	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/packager"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+	"github.com/kilnvideo/kiln/workers"
+)
+
+// Role is a part of kiln a process runs.
+type Role string
+
+// Roles.
+const (
+	RoleIngest  Role = "ingest"
+	RoleWorker  Role = "worker"
+	RoleCatalog Role = "catalog"
+)
+
+// Config is everything a kiln process needs; main fills it from flags and
+// KILN_* environment variables.
+type Config struct {
+	Roles []Role
+	// EmbedNATS starts an in-process NATS server on NATSListen.
+	EmbedNATS    bool
+	NATSListen   string
+	NATSStoreDir string
+	NATSURL      string
+
+	HTTPAddr  string
+	PublicURL string
+	APIKeys   []string
+
+	RedisAddr     string
+	RedisPassword string
+	RedisDB       int
+
+	S3            objstore.Config
+	SourcesBucket string
+	OutputsBucket string
+	// NotifyARN, when set, makes ingest configure the sources bucket to
+	// publish object-created events to this notification target.
+	NotifyARN string
+
+	Database string
+	WorkDir  string
+
+	Concurrency    int
+	FFmpegThreads  int
+	X264Preset     string
+	MaxUploadBytes int64
+
+	ShutdownTimeout time.Duration
+	Logger          *zap.Logger
+}
+
+func (c *Config) has(r Role) bool {
+	for _, x := range c.Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// Run runs the configured roles until ctx ends or one of them fails.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if cfg.WorkDir != "" {
+		if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
+			return fmt.Errorf("work dir: %w", err)
+		}
+	}
+	natsURL := cfg.NATSURL
+	if cfg.EmbedNATS {
+		ns, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer ns.Shutdown()
+		natsURL = ns.ClientURL()
+		log.Info("embedded NATS listening", zap.String("url", natsURL))
+	}
+	b, err := bus.Connect(ctx, bus.Config{URL: natsURL, Name: "kiln-" + roleNames(cfg.Roles), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	objects, err := objstore.New(cfg.S3)
+	if err != nil {
+		return err
+	}
+	redisOpt := asynq.RedisClientOpt{Addr: cfg.RedisAddr, Password: cfg.RedisPassword, DB: cfg.RedisDB}
+	client := asynq.NewClient(redisOpt)
+	defer client.Close()
+	inspector := asynq.NewInspector(redisOpt)
+	defer inspector.Close()
+
+	runner := ffmpeg.New(ffmpeg.Config{Logger: log})
+	keys := httpapi.NewKeys(cfg.APIKeys)
+	var storageReady atomic.Bool
+
+	g, ctx := errgroup.WithContext(ctx)
+	mux := http.NewServeMux()
+	checks := map[string]func(context.Context) error{
+		"nats":  b.Ping,
+		"redis": func(ctx context.Context) error { _, err := inspector.Queues(); return err },
+		"storage": func(ctx context.Context) error {
+			if !storageReady.Load() {
+				return errors.New("buckets not set up yet")
+			}
+			return objects.Ping(ctx, cfg.SourcesBucket, cfg.OutputsBucket)
+		},
+	}
+
+	// Storage setup waits for the object store: in the local stack MinIO
+	// starts after kiln, because it needs kiln's NATS for notifications.
+	g.Go(func() error {
+		if err := setupStorage(ctx, objects, cfg, log); err != nil {
+			return err
+		}
+		storageReady.Store(true)
+		return nil
+	})
+
+	if cfg.has(RoleIngest) {
+		in := ingest.New(ingest.Config{
+			Objects: objects, Events: b, Queue: client,
+			SourcesBucket: cfg.SourcesBucket, PublicURL: cfg.PublicURL,
+			MaxUploadBytes: cfg.MaxUploadBytes, Logger: log.Named("ingest"),
+		})
+		mux.Handle("/v1/uploads", keys.Require(in.Handler()))
+		g.Go(func() error {
+			return b.Consume(ctx, bus.ConsumerConfig{
+				Durable:  "ingest",
+				Subjects: []string{bus.SubjectObjectLanded, bus.SubjectS3Events},
+			}, in.HandleMessage)
+		})
+	}
+
+	if cfg.has(RoleCatalog) {
+		store, err := catalog.OpenSQLite(ctx, cfg.Database)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		cat, err := catalog.New(catalog.Config{
+			Store: store, Objects: objects, PublicURL: cfg.PublicURL, APIKeys: keys, Logger: log.Named("catalog"),
+		})
+		if err != nil {
+			return err
+		}
+		h := cat.Handler()
+		mux.Handle("/v1/jobs/", h)
+		mux.Handle("/v1/assets/", h)
+		mux.Handle("/v1/play/", h)
+		g.Go(func() error {
+			return b.Consume(ctx, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}},
+				func(ctx context.Context, _ string, data []byte) error {
+					var ev kilnv1.JobEvent
+					if err := proto.Unmarshal(data, &ev); err != nil {
+						return fmt.Errorf("catalog: %w: %w", bus.ErrPermanent, err)
+					}
+					return cat.HandleEvent(ctx, &ev)
+				})
+		})
+	}
+
+	if cfg.has(RoleWorker) {
+		srvMux := asynq.NewServeMux()
+		workers.New(workers.Config{
+			FFmpeg: runner, Objects: objects, Events: b, Queue: client,
+			OutputsBucket: cfg.OutputsBucket, WorkDir: cfg.WorkDir, Threads: cfg.FFmpegThreads,
+			X264Preset: cfg.X264Preset, Logger: log.Named("worker"),
+		}).Register(srvMux)
+		packager.New(packager.Config{
+			FFmpeg: runner, Objects: objects, Events: b, OutputsBucket: cfg.OutputsBucket,
+			WorkDir: cfg.WorkDir, Logger: log.Named("packager"),
+		}).Register(srvMux)
+		srv := asynq.NewServer(redisOpt, asynq.Config{
+			Concurrency:     cfg.Concurrency,
+			Queues:          tasks.QueueWeights(),
+			ErrorHandler:    &tasks.FailureHandler{Events: b, Logger: log.Named("worker")},
+			ShutdownTimeout: cfg.ShutdownTimeout,
+			Logger:          asynqLogger{log.Named("asynq").Sugar()},
+			BaseContext:     func() context.Context { return ctx },
+		})
+		if err := srv.Start(srvMux); err != nil {
+			return fmt.Errorf("asynq server: %w", err)
+		}
+		g.Go(func() error {
+			<-ctx.Done()
+			srv.Shutdown()
+			return nil
+		})
+	}
+
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		status, code := map[string]string{}, http.StatusOK
+		for name, check := range checks {
+			cctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			if err := check(cctx); err != nil {
+				status[name], code = err.Error(), http.StatusServiceUnavailable
+			} else {
+				status[name] = "ok"
+			}
+			cancel()
+		}
+		httpapi.WriteJSON(w, code, status)
+	})
+	server := &http.Server{
+		Addr:              cfg.HTTPAddr,
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	log.Info("kiln listening", zap.String("addr", ln.Addr().String()), zap.String("public_url", cfg.PublicURL),
+		zap.String("roles", roleNames(cfg.Roles)))
+	g.Go(func() error {
+		if err := server.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return server.Shutdown(sctx)
+	})
+	return g.Wait()
+}
+
+// setupStorage creates the buckets and the bucket notification, retrying
+// until the object store answers or ctx ends.
+func setupStorage(ctx context.Context, objects *objstore.Client, cfg Config, log *zap.Logger) error {
+	delay := 250 * time.Millisecond
+	for {
+		err := objects.EnsureBuckets(ctx, cfg.SourcesBucket, cfg.OutputsBucket)
+		if err == nil && cfg.NotifyARN != "" && cfg.has(RoleIngest) {
+			err = objects.NotifyObjectCreated(ctx, cfg.SourcesBucket, cfg.NotifyARN)
+		}
+		if err == nil {
+			log.Info("storage ready", zap.String("sources", cfg.SourcesBucket), zap.String("outputs", cfg.OutputsBucket))
+			return nil
+		}
+		log.Info("waiting for object storage", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func roleNames(roles []Role) string {
+	var s []string
+	for _, r := range roles {
+		s = append(s, string(r))
+	}
+	return strings.Join(s, "+")
+}
+
+// asynqLogger adapts zap to asynq's logger interface.
+type asynqLogger struct{ s *zap.SugaredLogger }
+
+func (l asynqLogger) Debug(args ...any) { l.s.Debug(args...) }
+func (l asynqLogger) Info(args ...any)  { l.s.Info(args...) }
+func (l asynqLogger) Warn(args ...any)  { l.s.Warn(args...) }
+func (l asynqLogger) Error(args ...any) { l.s.Error(args...) }
+func (l asynqLogger) Fatal(args ...any) { l.s.Error(args...) }

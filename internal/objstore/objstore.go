@@ -1,0 +1,213 @@
+// Package objstore is kiln's thin wrapper over an S3-compatible object store
+// (minio-go). It owns the few operations kiln needs — streamed puts, bounded
+// reads, presigned URLs, bucket setup — so the rest of kiln depends on small
+// consumer-owned interfaces instead of the SDK.
+package objstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/notification"
+)
+
+// ErrNotFound is returned (wrapped) when an object does not exist.
+var ErrNotFound = errors.New("object not found")
+
+// ErrTooLarge is returned (wrapped) when an object exceeds a read bound.
+var ErrTooLarge = errors.New("object too large")
+
+// DefaultPartSize bounds memory used by a streamed upload of unknown size:
+// minio-go buffers one part at a time. 16 MiB parts allow objects up to
+// ~156 GiB (10,000 parts).
+const DefaultPartSize = 16 << 20
+
+// Config locates the object store.
+type Config struct {
+	// Endpoint is host:port of the S3 API, e.g. "127.0.0.1:9700".
+	Endpoint  string
+	AccessKey string
+	SecretKey string
+	// Secure selects https.
+	Secure bool
+	// Region defaults to "us-east-1".
+	Region string
+	// PartSize for streamed uploads; default DefaultPartSize.
+	PartSize uint64
+}
+
+// Client talks to one S3-compatible endpoint.
+type Client struct {
+	mc       *minio.Client
+	region   string
+	partSize uint64
+}
+
+// Info describes a stored object.
+type Info struct {
+	Bucket      string
+	Key         string
+	ETag        string
+	Size        int64
+	ContentType string
+	Metadata    map[string]string
+}
+
+// New returns a client; it does not contact the server.
+func New(cfg Config) (*Client, error) {
+	if cfg.Endpoint == "" {
+		return nil, errors.New("objstore: endpoint is required")
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.PartSize == 0 {
+		cfg.PartSize = DefaultPartSize
+	}
+	mc, err := minio.New(cfg.Endpoint, &minio.Options{
+		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure: cfg.Secure,
+		Region: cfg.Region,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("objstore: %w", err)
+	}
+	return &Client{mc: mc, region: cfg.Region, partSize: cfg.PartSize}, nil
+}
+
+// EnsureBuckets creates the buckets that do not exist yet.
+func (c *Client) EnsureBuckets(ctx context.Context, buckets ...string) error {
+	for _, b := range buckets {
+		ok, err := c.mc.BucketExists(ctx, b)
+		if err != nil {
+			return fmt.Errorf("objstore: bucket %q: %w", b, err)
+		}
+		if ok {
+			continue
+		}
+		if err := c.mc.MakeBucket(ctx, b, minio.MakeBucketOptions{Region: c.region}); err != nil {
+			if resp := minio.ToErrorResponse(err); resp.Code == "BucketAlreadyOwnedByYou" {
+				continue
+			}
+			return fmt.Errorf("objstore: create bucket %q: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// NotifyObjectCreated makes the bucket publish every object-created event to
+// the notification target arn (for MinIO's NATS target:
+// "arn:minio:sqs::<ID>:nats"). It replaces the bucket's notification config.
+func (c *Client) NotifyObjectCreated(ctx context.Context, bucket, arn string) error {
+	a, err := notification.NewArnFromString(arn)
+	if err != nil {
+		return fmt.Errorf("objstore: notification arn %q: %w", arn, err)
+	}
+	qc := notification.NewConfig(a)
+	qc.AddEvents(notification.ObjectCreatedAll)
+	var cfg notification.Configuration
+	cfg.AddQueue(qc)
+	if err := c.mc.SetBucketNotification(ctx, bucket, cfg); err != nil {
+		return fmt.Errorf("objstore: set notification on %q: %w", bucket, err)
+	}
+	return nil
+}
+
+// Put streams r into bucket/key. size may be -1 when unknown; memory stays
+// bounded by the part size either way.
+func (c *Client) Put(ctx context.Context, bucket, key string, r io.Reader, size int64, contentType string, meta map[string]string) (Info, error) {
+	up, err := c.mc.PutObject(ctx, bucket, key, r, size, minio.PutObjectOptions{
+		ContentType:  contentType,
+		UserMetadata: meta,
+		PartSize:     c.partSize,
+	})
+	if err != nil {
+		return Info{}, fmt.Errorf("objstore: put %s/%s: %w", bucket, key, err)
+	}
+	return Info{Bucket: bucket, Key: key, ETag: up.ETag, Size: up.Size, ContentType: contentType}, nil
+}
+
+// PutFile uploads a local file.
+func (c *Client) PutFile(ctx context.Context, bucket, key, path, contentType string) error {
+	_, err := c.mc.FPutObject(ctx, bucket, key, path, minio.PutObjectOptions{ContentType: contentType, PartSize: c.partSize})
+	if err != nil {
+		return fmt.Errorf("objstore: put file %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// Stat returns an object's metadata.
+func (c *Client) Stat(ctx context.Context, bucket, key string) (Info, error) {
+	oi, err := c.mc.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return Info{}, fmt.Errorf("objstore: stat %s/%s: %w", bucket, key, wrapNotFound(err))
+	}
+	return Info{Bucket: bucket, Key: key, ETag: oi.ETag, Size: oi.Size, ContentType: oi.ContentType, Metadata: oi.UserMetadata}, nil
+}
+
+// Get reads a small object whole; objects over maxBytes give ErrTooLarge.
+func (c *Client) Get(ctx context.Context, bucket, key string, maxBytes int64) ([]byte, error) {
+	obj, err := c.mc.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("objstore: get %s/%s: %w", bucket, key, wrapNotFound(err))
+	}
+	defer obj.Close()
+	data, err := io.ReadAll(io.LimitReader(obj, maxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("objstore: get %s/%s: %w", bucket, key, wrapNotFound(err))
+	}
+	if int64(len(data)) > maxBytes {
+		return nil, fmt.Errorf("objstore: get %s/%s: %w (limit %d bytes)", bucket, key, ErrTooLarge, maxBytes)
+	}
+	return data, nil
+}
+
+// PresignGet returns a URL that reads bucket/key without credentials until
+// ttl passes.
+func (c *Client) PresignGet(ctx context.Context, bucket, key string, ttl time.Duration) (*url.URL, error) {
+	u, err := c.mc.PresignedGetObject(ctx, bucket, key, ttl, nil)
+	if err != nil {
+		return nil, fmt.Errorf("objstore: presign %s/%s: %w", bucket, key, err)
+	}
+	return u, nil
+}
+
+// List returns the keys under prefix.
+func (c *Client) List(ctx context.Context, bucket, prefix string) ([]Info, error) {
+	var out []Info
+	for oi := range c.mc.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if oi.Err != nil {
+			return nil, fmt.Errorf("objstore: list %s/%s: %w", bucket, prefix, oi.Err)
+		}
+		out = append(out, Info{Bucket: bucket, Key: oi.Key, ETag: oi.ETag, Size: oi.Size})
+	}
+	return out, nil
+}
+
+// Ping checks that the store answers and the buckets exist.
+func (c *Client) Ping(ctx context.Context, buckets ...string) error {
+	for _, b := range buckets {
+		ok, err := c.mc.BucketExists(ctx, b)
+		if err != nil {
+			return fmt.Errorf("objstore: %w", err)
+		}
+		if !ok {
+			return fmt.Errorf("objstore: bucket %q does not exist", b)
+		}
+	}
+	return nil
+}
+
+func wrapNotFound(err error) error {
+	switch minio.ToErrorResponse(err).Code {
+	case "NoSuchKey", "NoSuchBucket":
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return err
+}

@@ -1,0 +1,57 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// FailureHandler is the asynq ErrorHandler of every stage: it logs each
+// failed attempt and, when the task will not run again (a permanent error or
+// retries exhausted), publishes the job's failed event with a reason code.
+type FailureHandler struct {
+	Events Publisher
+	Logger *zap.Logger
+}
+
+var _ asynq.ErrorHandler = (*FailureHandler)(nil)
+
+// HandleError implements asynq.ErrorHandler.
+func (h *FailureHandler) HandleError(ctx context.Context, task *asynq.Task, err error) {
+	jobID, assetID := Job(task)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	final := errors.Is(err, asynq.SkipRetry) || retried >= maxRetry
+	log := h.Logger.With(zap.String("job_id", jobID), zap.String("task", task.Type()),
+		zap.Int("retried", retried), zap.Int("max_retry", maxRetry), zap.Bool("final", final))
+	if !final {
+		log.Warn("task failed; will retry", zap.Error(err))
+		return
+	}
+	log.Error("task failed", zap.Error(err))
+	if jobID == "" {
+		return
+	}
+	code, msg := "internal", "processing failed after retries"
+	var je *Error
+	switch {
+	case errors.As(err, &je):
+		code, msg = je.Code, je.Message
+	case errors.Is(err, context.DeadlineExceeded):
+		code, msg = "timeout", "processing took longer than its time limit"
+	}
+	ev := Event(jobID, assetID, kilnv1.JobState_JOB_STATE_FAILED, "failed")
+	ev.Error = &kilnv1.JobError{Code: code, Message: msg}
+	// The task context may be done (timeout); publishing the failure must
+	// still happen, bounded by its own deadline.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if perr := h.Events.PublishJobEvent(pctx, ev); perr != nil {
+		log.Error("publish failed event", zap.Error(perr))
+	}
+}

@@ -1,0 +1,130 @@
+// Package tasks defines kiln's asynq commands: task types, queues, payload
+// constructors, failure classification and the job-event helper shared by
+// the stages that run them (workers, packager).
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// Task types.
+const (
+	TypeProbe     = "kiln:probe"
+	TypeTranscode = "kiln:transcode"
+	TypeThumbnail = "kiln:thumbnail"
+	TypePackage   = "kiln:package"
+)
+
+// Queues, one per stage, so a long transcode cannot starve short stages.
+const (
+	QueueProbe     = "probe"
+	QueueTranscode = "transcode"
+	QueueThumbnail = "thumbnail"
+	QueuePackage   = "package"
+)
+
+// QueueWeights are the asynq priorities of the stage queues: short stages
+// that unblock a job's next step win over long transcodes.
+func QueueWeights() map[string]int {
+	return map[string]int{QueueProbe: 6, QueuePackage: 4, QueueThumbnail: 3, QueueTranscode: 2}
+}
+
+// Retention keeps a finished task's id for deduplication of repeated
+// enqueues (at-least-once event delivery).
+const Retention = 24 * time.Hour
+
+// Enqueuer is the part of *asynq.Client that stages use.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+var _ Enqueuer = (*asynq.Client)(nil)
+
+// Enqueue enqueues a stage task for a job with a TaskID derived from the job
+// and stage, so repeated enqueues collapse into one. A duplicate is not an
+// error.
+func Enqueue(ctx context.Context, q Enqueuer, typ, queue, jobID string, payload proto.Message, timeout time.Duration) error {
+	data, err := proto.Marshal(payload)
+	if err != nil {
+		return fmt.Errorf("tasks: marshal %s: %w", typ, err)
+	}
+	_, err = q.EnqueueContext(ctx, asynq.NewTask(typ, data),
+		asynq.TaskID(typ+":"+jobID),
+		asynq.Queue(queue),
+		asynq.MaxRetry(8),
+		asynq.Timeout(timeout),
+		asynq.Retention(Retention),
+	)
+	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("tasks: enqueue %s for %s: %w", typ, jobID, err)
+	}
+	return nil
+}
+
+// Decode unmarshals a task payload, classifying a malformed payload as
+// permanent.
+func Decode(t *asynq.Task, m proto.Message) error {
+	if err := proto.Unmarshal(t.Payload(), m); err != nil {
+		return Permanent("internal", "malformed task payload", err)
+	}
+	return nil
+}
+
+// Job returns the job and asset ids of any kiln task. Every task payload
+// message declares job_id = 1 and asset_id = 2, so one decoder reads them all.
+func Job(t *asynq.Task) (jobID, assetID string) {
+	var head kilnv1.ProbeTask
+	_ = proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(t.Payload(), &head)
+	return head.GetJobId(), head.GetAssetId()
+}
+
+// Error is a job failure with a machine-readable reason code.
+type Error struct {
+	Code    string
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return e.Code + ": " + e.Message
+	}
+	return e.Code + ": " + e.Message + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Permanent is a failure that retrying cannot fix (bad input): the task is
+// not retried and the job fails with code.
+func Permanent(code, message string, err error) error {
+	return fmt.Errorf("%w: %w", &Error{Code: code, Message: message, Err: err}, asynq.SkipRetry)
+}
+
+// Publisher publishes job events (the bus).
+type Publisher interface {
+	PublishJobEvent(ctx context.Context, ev *kilnv1.JobEvent) error
+}
+
+// Event builds a job event with a deterministic id: the same fact published
+// twice dedupes in JetStream and in the catalog.
+func Event(jobID, assetID string, state kilnv1.JobState, fact string) *kilnv1.JobEvent {
+	return &kilnv1.JobEvent{
+		EventId: jobID + "." + fact,
+		JobId:   jobID,
+		AssetId: assetID,
+		State:   state,
+		Time:    timestamppb.Now(),
+	}
+}

@@ -1,0 +1,191 @@
+// Package packager turns encoded rung MP4s into HLS (fMP4 segments, media
+// playlists, a master playlist) and publishes the asset as ready.
+package packager
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/tasks"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// Objects is the object storage the packager uses.
+type Objects interface {
+	PresignGet(ctx context.Context, bucket, key string, ttl time.Duration) (*url.URL, error)
+	PutFile(ctx context.Context, bucket, key, path, contentType string) error
+}
+
+// Config holds the packager's dependencies.
+type Config struct {
+	FFmpeg        *ffmpeg.Runner
+	Objects       Objects
+	Events        tasks.Publisher
+	OutputsBucket string
+	// WorkDir holds per-task temp folders; default os.TempDir().
+	WorkDir string
+	Logger  *zap.Logger
+}
+
+// Handler is the asynq handler of the package stage.
+type Handler struct {
+	cfg Config
+}
+
+// New returns the package handler.
+func New(cfg Config) *Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	return &Handler{cfg: cfg}
+}
+
+// Register adds the handler to mux.
+func (h *Handler) Register(mux *asynq.ServeMux) { mux.HandleFunc(tasks.TypePackage, h.Package) }
+
+// HLSArgs remuxes one encoded rung into VOD HLS with fMP4 segments of
+// segmentSeconds (cut on the rung's fixed-GOP keyframes, so boundaries align
+// across rungs): dir/index.m3u8, dir/init.mp4, dir/seg_00001.m4s…
+func HLSArgs(input string, segmentSeconds int, dir string) []string {
+	return []string{
+		"-protocol_whitelist", "http,https,tcp,tls,file",
+		"-i", input,
+		"-map", "0", "-c", "copy",
+		"-f", "hls",
+		"-hls_time", strconv.Itoa(segmentSeconds),
+		"-hls_playlist_type", "vod",
+		"-hls_segment_type", "fmp4",
+		"-hls_flags", "independent_segments",
+		"-hls_fmp4_init_filename", "init.mp4",
+		"-hls_segment_filename", filepath.Join(dir, "seg_%05d.m4s"),
+		filepath.Join(dir, "index.m3u8"),
+	}
+}
+
+// Package builds HLS for every rung, the master playlist, and publishes the
+// job's ready event with everything the catalog needs.
+func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
+	var p kilnv1.PackageTask
+	if err := tasks.Decode(t, &p); err != nil {
+		return err
+	}
+	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "package"))
+	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_PACKAGING, "packaging")); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp(h.cfg.WorkDir, "package-"+p.JobId+"-")
+	if err != nil {
+		return fmt.Errorf("package: temp dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+
+	byName := map[string]*kilnv1.EncodedRung{}
+	for _, e := range p.Encoded {
+		byName[e.Name] = e
+	}
+	var renditions []*kilnv1.Rendition
+	for _, r := range p.Plan.GetRungs() {
+		enc, ok := byName[r.Name]
+		if !ok {
+			return tasks.Permanent("internal", "rung "+r.Name+" was not encoded", nil)
+		}
+		rend, err := h.packageRung(ctx, &p, r, enc, filepath.Join(work, r.Name))
+		if err != nil {
+			return err
+		}
+		renditions = append(renditions, rend)
+	}
+	master := filepath.Join(work, "master.m3u8")
+	if err := os.WriteFile(master, MasterPlaylist(renditions), 0o644); err != nil {
+		return fmt.Errorf("package: %w", err)
+	}
+	masterKey := tasks.MasterKey(p.AssetId)
+	if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, masterKey, master, ContentTypeHLS); err != nil {
+		return err
+	}
+	ev := tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_READY, "ready")
+	ev.Media, ev.Plan = p.Media, p.Plan
+	ev.Outputs = &kilnv1.AssetOutputs{
+		Bucket:          h.cfg.OutputsBucket,
+		Prefix:          tasks.AssetPrefix(p.AssetId),
+		Renditions:      renditions,
+		MasterKey:       masterKey,
+		Mp4Key:          tasks.RenditionMP4Key(p.AssetId, p.Plan.Rungs[0].Name),
+		PosterKey:       p.PosterKey,
+		DurationSeconds: p.GetMedia().GetDurationSeconds(),
+	}
+	log.Info("packaged", zap.Int("renditions", len(renditions)))
+	return h.cfg.Events.PublishJobEvent(ctx, ev)
+}
+
+// ContentTypeHLS is the media type of HLS playlists.
+const ContentTypeHLS = "application/vnd.apple.mpegurl"
+
+func (h *Handler) packageRung(ctx context.Context, p *kilnv1.PackageTask, r *kilnv1.Rung, enc *kilnv1.EncodedRung, dir string) (*kilnv1.Rendition, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("package: %w", err)
+	}
+	src, err := h.cfg.Objects.PresignGet(ctx, enc.Object.GetBucket(), enc.Object.GetKey(), time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.cfg.FFmpeg.Run(ctx, HLSArgs(src.String(), int(p.Plan.GetSegmentSeconds()), dir), nil); err != nil {
+		return nil, fmt.Errorf("package %s: %w", r.Name, err)
+	}
+	probe, err := h.cfg.FFmpeg.Probe(ctx, src.String(), ffmpeg.ProbeOptions{ProtocolWhitelist: "http,https,tcp,tls"})
+	if err != nil {
+		return nil, fmt.Errorf("package %s: probe: %w", r.Name, err)
+	}
+	codecs, err := Codecs(probe)
+	if err != nil {
+		return nil, tasks.Permanent("internal", "cannot describe the encoded streams", err)
+	}
+	stats, err := MeasurePlaylist(filepath.Join(dir, "index.m3u8"))
+	if err != nil {
+		return nil, fmt.Errorf("package %s: %w", r.Name, err)
+	}
+	hlsDir := tasks.HLSDir(p.AssetId, r.Name)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("package: %w", err)
+	}
+	// Segments and init first, the playlist last: a reader never sees a
+	// playlist that names a segment not yet stored.
+	for _, e := range entries {
+		if e.Name() != "index.m3u8" {
+			if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, hlsDir+"/"+e.Name(), filepath.Join(dir, e.Name()), contentType(e.Name())); err != nil {
+				return nil, err
+			}
+		}
+	}
+	playlistKey := hlsDir + "/index.m3u8"
+	if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, playlistKey, filepath.Join(dir, "index.m3u8"), ContentTypeHLS); err != nil {
+		return nil, err
+	}
+	return &kilnv1.Rendition{
+		Name: r.Name, Width: r.Width, Height: r.Height, FrameRate: p.Plan.GetFrameRate(),
+		Bandwidth: stats.PeakBitRate, AverageBandwidth: stats.AverageBitRate,
+		Codecs: codecs, PlaylistKey: playlistKey,
+	}, nil
+}
+
+func contentType(name string) string {
+	switch filepath.Ext(name) {
+	case ".m4s":
+		return "video/iso.segment"
+	case ".mp4":
+		return "video/mp4"
+	case ".m3u8":
+		return ContentTypeHLS
+	}
+	return "application/octet-stream"
+}

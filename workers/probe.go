@@ -1,0 +1,122 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/tasks"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// Config holds what every worker handler needs.
+type Config struct {
+	FFmpeg  *ffmpeg.Runner
+	Objects Objects
+	Events  tasks.Publisher
+	Queue   tasks.Enqueuer
+	// OutputsBucket receives renditions and thumbnails.
+	OutputsBucket string
+	// WorkDir holds per-task temp folders; default os.TempDir().
+	WorkDir string
+	// Threads caps ffmpeg's threads per task; 0 lets ffmpeg decide.
+	Threads int
+	// Presets by name; "default" is DefaultPreset() when absent.
+	Presets map[string]Preset
+	// X264Preset trades speed for compression; default "veryfast".
+	X264Preset string
+	Logger     *zap.Logger
+}
+
+// Handlers are the asynq handlers of the media stages.
+type Handlers struct {
+	cfg Config
+}
+
+// New returns the handlers.
+func New(cfg Config) *Handlers {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Presets == nil {
+		cfg.Presets = map[string]Preset{}
+	}
+	if _, ok := cfg.Presets["default"]; !ok {
+		cfg.Presets["default"] = DefaultPreset()
+	}
+	if cfg.X264Preset == "" {
+		cfg.X264Preset = "veryfast"
+	}
+	return &Handlers{cfg: cfg}
+}
+
+// Register adds the handlers to mux.
+func (h *Handlers) Register(mux *asynq.ServeMux) {
+	mux.HandleFunc(tasks.TypeProbe, h.Probe)
+	mux.HandleFunc(tasks.TypeTranscode, h.Transcode)
+	mux.HandleFunc(tasks.TypeThumbnail, h.Thumbnail)
+}
+
+const presignTTL = 6 * time.Hour
+
+// Probe runs ffprobe on the source, plans the job and enqueues the transcode.
+func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
+	var p kilnv1.ProbeTask
+	if err := tasks.Decode(t, &p); err != nil {
+		return err
+	}
+	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "probe"))
+	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_PROBING, "probing")); err != nil {
+		return err
+	}
+	preset, ok := h.cfg.Presets[p.GetPreset()]
+	if p.GetPreset() == "" {
+		preset, ok = h.cfg.Presets["default"], true
+	}
+	if !ok {
+		return tasks.Permanent("invalid_preset", fmt.Sprintf("unknown preset %q", p.GetPreset()), nil)
+	}
+	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
+	if err != nil {
+		return err
+	}
+	res, err := h.cfg.FFmpeg.Probe(ctx, src.String(), ffmpeg.ProbeOptions{
+		FormatWhitelist:   FormatWhitelist,
+		ProtocolWhitelist: ProtocolWhitelist,
+		ProbeSize:         ProbeSize,
+		AnalyzeDuration:   AnalyzeDuration,
+	})
+	if err != nil {
+		return classify(err, "invalid_media", "the file is not a readable video or audio file")
+	}
+	media := MediaFromProbe(res)
+	plan, err := Plan(media, preset)
+	if errors.Is(err, ErrNoStreams) {
+		return tasks.Permanent("no_video_or_audio", "the file has no video or audio stream", err)
+	}
+	if err != nil {
+		return tasks.Permanent("invalid_media", "the video stream cannot be planned", err)
+	}
+	if len(plan.Rungs) == 0 {
+		return tasks.Permanent("unsupported_media", "audio-only sources are not supported yet", nil)
+	}
+	log.Info("probed", zap.String("format", media.Format), zap.Float64("duration", media.DurationSeconds),
+		zap.Int("rungs", len(plan.Rungs)))
+	ev := tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_PROBING, "probed")
+	ev.Media, ev.Plan = media, plan
+	if err := h.cfg.Events.PublishJobEvent(ctx, ev); err != nil {
+		return err
+	}
+	next := &kilnv1.TranscodeTask{JobId: p.JobId, AssetId: p.AssetId, Source: p.Source, Media: media, Plan: plan}
+	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypeTranscode, tasks.QueueTranscode, p.JobId, next, TranscodeTimeout(media))
+}
+
+// TranscodeTimeout bounds a transcode by the source duration.
+func TranscodeTimeout(m *kilnv1.MediaInfo) time.Duration {
+	return 10*time.Minute + time.Duration(m.GetDurationSeconds()*20*float64(time.Second))
+}

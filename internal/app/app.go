@@ -186,7 +186,12 @@ func Run(ctx context.Context, cfg Config) error {
 					if err := proto.Unmarshal(data, &ev); err != nil {
 						return fmt.Errorf("catalog: %w: %w", bus.ErrPermanent, err)
 					}
-					return cat.HandleEvent(ctx, &ev)
+					if err := cat.HandleEvent(ctx, &ev); errors.Is(err, catalog.ErrInvalidEvent) {
+						return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
+					} else if err != nil {
+						return err
+					}
+					return nil
 				})
 		})
 	}

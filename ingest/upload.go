@@ -62,9 +62,10 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "upload exceeds "+strconv.FormatInt(s.cfg.MaxUploadBytes, 10)+" bytes")
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
+	// Replace r.Body so that the multipart reader is bounded too.
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
 	var (
-		src         io.Reader = body
+		src         io.Reader = r.Body
 		size                  = r.ContentLength
 		filename              = r.URL.Query().Get("filename")
 		contentType           = r.Header.Get("Content-Type")
@@ -72,6 +73,10 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	mediaType, _, _ := mime.ParseMediaType(contentType)
 	if mediaType == "multipart/form-data" {
 		part, err := firstFilePart(r)
+		if tooLarge(err) {
+			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "upload exceeds "+strconv.FormatInt(s.cfg.MaxUploadBytes, 10)+" bytes")
+			return
+		}
 		if err != nil {
 			httpapi.WriteError(w, http.StatusBadRequest, CodeBadMultipart, err.Error())
 			return
@@ -156,12 +161,12 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // cleanName keeps a readable, safe file name for the object key.
 func cleanName(name string) string {
 	name = unsafeName.ReplaceAllString(path.Base(strings.ReplaceAll(name, `\`, "/")), "_")
+	if len(name) > 100 {
+		name = name[len(name)-100:]
+	}
 	name = strings.TrimLeft(name, ".")
 	if name == "" || name == "_" {
 		return "source"
-	}
-	if len(name) > 100 {
-		name = name[len(name)-100:]
 	}
 	return name
 }

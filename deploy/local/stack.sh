@@ -1,0 +1,580 @@
+#!/usr/bin/env bash
+# Local kiln stack: installs what is missing, then runs Redis, `kiln serve` (with its embedded
+# NATS JetStream) and MinIO on loopback, with all data under the git-ignored .data/ directory.
+# Normally run through the Taskfile (`go tool task up|test|bench|install|build|proto|proto:check`).
+#
+#   stack.sh install       install missing system packages (apt) and MinIO (go install, pinned)
+#   stack.sh build         go build -o .tools/bin/kiln ./cmd/kiln
+#   stack.sh up            start the stack in the foreground (.data/up, ports 8700/4700/6700/9700);
+#                          Ctrl-C or SIGTERM stops everything it started
+#   stack.sh test          fresh stack (.data/test, ports 8710/4710/6710/9710), then go vet,
+#                          proto:check and go test ./...; stops the stack on exit
+#   stack.sh bench         like test (.data/bench, test ports), then the benchmarks in ./bench/...
+#   stack.sh proto         regenerate Go code from proto/**/*.proto
+#   stack.sh proto-check   fail when the committed generated Go code is stale
+#
+# Environment overrides:
+#   KILN_BIN            kiln binary to run; when set, it is used as is and not built
+#                       (default: build .tools/bin/kiln from ./cmd/kiln)
+#   MINIO_BIN           MinIO binary to run; when set, it is used as is and not installed
+#                       (default: .tools/bin/minio, go-installed at the pinned version)
+#   KILN_READY_TIMEOUT  seconds to wait for kiln's /readyz (default 90)
+#   KILN_UP_FOLLOW_LOGS up only: 0 to not follow the kiln log on the terminal (default 1)
+#   KILN_SKIP_APT       1 to never call apt-get (fail instead when a command is missing)
+#   GO_TEST_FLAGS       test only: extra flags for go test (e.g. "-run TestFoo -v")
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+MODULE=github.com/kilnvideo/kiln
+MINIO_MODULE=github.com/minio/minio
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+TOOLS_BIN="$ROOT/.tools/bin"
+S3_ACCESS_KEY=kilnadmin
+SOURCES_BUCKET=kiln-sources
+OUTPUTS_BUCKET=kiln-outputs
+READY_TIMEOUT="${KILN_READY_TIMEOUT:-90}"
+
+# Services, in start order; stopped in the order kiln, minio, redis (see stop_all).
+SERVICES=(redis kiln minio)
+
+# ---------------------------------------------------------------------------------------------
+# output
+
+if [[ -t 2 && -z "${NO_COLOR:-}" && "${CI:-}" != "true" ]]; then
+	C_B=$'\e[1m' C_G=$'\e[32m' C_Y=$'\e[33m' C_R=$'\e[31m' C_0=$'\e[0m'
+else
+	C_B='' C_G='' C_Y='' C_R='' C_0=''
+fi
+log() { printf '%s==> %s%s\n' "$C_B" "$*" "$C_0" >&2; }
+warn() { printf '%swarning: %s%s\n' "$C_Y" "$*" "$C_0" >&2; }
+die() {
+	printf '%serror: %s%s\n' "$C_R" "$*" "$C_0" >&2
+	exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# install
+
+# command -> Debian package providing it
+declare -A APT_PKG=(
+	[ffmpeg]=ffmpeg [ffprobe]=ffmpeg
+	[redis-server]=redis-server [redis-cli]=redis-tools
+	[protoc]=protobuf-compiler
+	[curl]=curl
+)
+
+apt_install() { # pkg...
+	(($#)) || return 0
+	[[ "${KILN_SKIP_APT:-0}" == 1 ]] && die "missing packages: $* (KILN_SKIP_APT=1, not installing)"
+	command -v apt-get >/dev/null || die "missing packages: $*; no apt-get on this machine, install them yourself"
+	local -a sudo=()
+	if ((EUID != 0)); then
+		command -v sudo >/dev/null || die "missing packages: $*; not root and no sudo, install them yourself"
+		sudo=(sudo)
+		[[ -t 0 ]] || sudo+=(-n) # never wait for a password without a terminal
+	fi
+	log "installing with apt-get: $*"
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" </dev/null
+}
+
+# ensure_cmds cmd... installs the packages of the missing commands (one apt-get update at most).
+ensure_cmds() {
+	local -a pkgs=()
+	local c p
+	for c in "$@"; do
+		if [[ "$c" == protoc-includes ]]; then
+			# protoc needs the well-known types (google/protobuf/timestamp.proto).
+			[[ -f /usr/include/google/protobuf/timestamp.proto ]] || pkgs+=(libprotobuf-dev)
+			continue
+		fi
+		command -v "$c" >/dev/null && continue
+		p="${APT_PKG[$c]}"
+		[[ " ${pkgs[*]} " == *" $p "* ]] || pkgs+=("$p")
+	done
+	apt_install "${pkgs[@]}"
+	for c in "$@"; do
+		[[ "$c" == protoc-includes ]] || command -v "$c" >/dev/null || die "$c still missing after install"
+	done
+}
+
+install_minio() {
+	if [[ -n "${MINIO_BIN:-}" ]]; then
+		[[ -x "$MINIO_BIN" ]] || die "MINIO_BIN=$MINIO_BIN is not an executable"
+		return
+	fi
+	MINIO_BIN="$TOOLS_BIN/minio"
+	minio_ok() {
+		[[ -x "$MINIO_BIN" ]] &&
+			go version -m "$MINIO_BIN" 2>/dev/null | awk '$1=="mod"{print $3}' | grep -qx "$MINIO_VERSION"
+	}
+	minio_ok && return
+	mkdir -p "$TOOLS_BIN"
+	# Serialize with concurrent runs; the first one builds, the others find it done.
+	exec {lock}>"$ROOT/.tools/minio.lock"
+	flock "$lock"
+	if ! minio_ok; then
+		log "installing MinIO $MINIO_VERSION into .tools/bin (go install, a few minutes the first time)"
+		GOBIN="$TOOLS_BIN" GOFLAGS= go install "$MINIO_MODULE@$MINIO_VERSION"
+	fi
+	flock -u "$lock"
+	exec {lock}>&-
+	minio_ok || die "MinIO install failed"
+}
+
+cmd_install() {
+	ensure_cmds ffmpeg ffprobe redis-server redis-cli protoc protoc-includes curl
+	install_minio
+}
+
+cmd_build() {
+	if [[ -n "${KILN_BIN:-}" ]]; then
+		[[ -x "$KILN_BIN" ]] || die "KILN_BIN=$KILN_BIN is not an executable"
+		log "using KILN_BIN=$KILN_BIN (not building)"
+		return
+	fi
+	KILN_BIN="$TOOLS_BIN/kiln"
+	log "building .tools/bin/kiln"
+	mkdir -p "$TOOLS_BIN"
+	go build -o "$KILN_BIN" ./cmd/kiln
+}
+
+# ---------------------------------------------------------------------------------------------
+# proto
+
+protoc_gen() { # out_dir
+	local -a files
+	mapfile -t files < <(cd proto && find . -name '*.proto' -printf '%P\n' | sort)
+	((${#files[@]})) || die "no .proto files under proto/"
+	local plugin
+	plugin="$(go tool -n protoc-gen-go)"
+	(cd proto && protoc --plugin=protoc-gen-go="$plugin" --go_out="$1" --go_opt=module="$MODULE" -I . "${files[@]}")
+}
+
+cmd_proto() {
+	ensure_cmds protoc protoc-includes
+	protoc_gen "$ROOT"
+	log "regenerated Go code for: $(cd proto && find . -name '*.proto' -printf '%P ' | sort)"
+}
+
+cmd_proto_check() {
+	ensure_cmds protoc protoc-includes
+	local tmp rc=0 f
+	tmp="$(mktemp -d)"
+	if ! protoc_gen "$tmp"; then
+		rm -rf "$tmp"
+		die "protoc failed"
+	fi
+	while IFS= read -r f; do
+		if [[ ! -f "$ROOT/$f" ]]; then
+			printf '%s: missing (not generated/committed)\n' "$f" >&2
+			rc=1
+		elif ! diff -u --label "$f (committed)" --label "$f (regenerated)" "$ROOT/$f" "$tmp/$f" >&2; then
+			rc=1
+		fi
+	done < <(cd "$tmp" && find . -type f -printf '%P\n' | sort)
+	rm -rf "$tmp"
+	if ((rc)); then
+		die "generated protobuf Go code is stale: run \`go tool task proto\` and commit the result"
+	fi
+	log "proto: generated Go code is up to date"
+}
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+# Config for one stack (mode up|test|bench).
+configure() {
+	MODE="$1"
+	case "$MODE" in
+	up) HTTP_PORT=8700 NATS_PORT=4700 REDIS_PORT=6700 S3_PORT=9700 CONSOLE_PORT=9701 ;;
+	test | bench) HTTP_PORT=8710 NATS_PORT=4710 REDIS_PORT=6710 S3_PORT=9710 CONSOLE_PORT=9711 ;;
+	*) die "unknown mode $MODE" ;;
+	esac
+	DATA="$ROOT/.data/$MODE"
+	RUN="$DATA/run"
+	LOGS="$DATA/logs"
+	API_URL="http://127.0.0.1:$HTTP_PORT"
+	S3_ENDPOINT="127.0.0.1:$S3_PORT"
+	CONSOLE_URL="http://127.0.0.1:$CONSOLE_PORT"
+	NATS_URL="nats://127.0.0.1:$NATS_PORT"
+	REDIS_ADDR="127.0.0.1:$REDIS_PORT"
+	ALL_PORTS=("$HTTP_PORT" "$NATS_PORT" "$REDIS_PORT" "$S3_PORT" "$CONSOLE_PORT")
+}
+
+alive() { # pid: running and not a zombie
+	local st
+	[[ -r "/proc/$1/stat" ]] || return 1
+	st="$(<"/proc/$1/stat")"
+	st="${st##*) }"
+	[[ "${st%% *}" != Z ]]
+}
+
+pgid_of() { # pid
+	local st
+	st="$(<"/proc/$1/stat")" || return 1
+	st="${st##*) }"
+	read -r _ _ pg _ <<<"$st"
+	echo "$pg"
+}
+
+proc_text() { # pid: cmdline + environ, NULs as spaces
+	{ tr '\0' ' ' <"/proc/$1/cmdline"; echo; tr '\0' '\n' <"/proc/$1/environ"; } 2>/dev/null || true
+}
+
+# ours pid: the process was started for this stack (marker in its environment, set by start)
+# or otherwise refers to this stack's data dir (cwd, command line).
+ours() {
+	local t cwd
+	t="$(proc_text "$1")"
+	cwd="$(readlink "/proc/$1/cwd" 2>/dev/null || true)"
+	[[ "$t" == *"KILN_STACK_DATA=$DATA"$'\n'* || "$cwd/" == "$DATA/"* || "$t" == *"$DATA/"* ]]
+}
+
+port_open() { # port: something accepts TCP on 127.0.0.1:port
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+port_pids() { # port: pids holding a listening socket on the port (any address)
+	local hex inodes p fd l
+	hex="$(printf ':%04X' "$1")"
+	mapfile -t inodes < <(awk -v p="$hex" 'FNR>1 && $4=="0A" && substr($2, length($2)-4)==p {print $10}' \
+		/proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u)
+	((${#inodes[@]})) || return 0
+	for p in /proc/[0-9]*; do
+		for fd in "$p"/fd/*; do
+			l="$(readlink "$fd" 2>/dev/null)" || continue
+			[[ "$l" == socket:* ]] || continue
+			for i in "${inodes[@]}"; do
+				if [[ "$l" == "socket:[$i]" ]]; then
+					echo "${p#/proc/}"
+					continue 3
+				fi
+			done
+		done
+	done
+}
+
+# terminate pid [seconds]: SIGTERM its process group (or the process when it is not a group
+# leader), wait, then SIGKILL.
+terminate() {
+	local pid="$1" secs="${2:-20}" target i
+	alive "$pid" || return 0
+	target="$pid"
+	[[ "$(pgid_of "$pid" 2>/dev/null)" == "$pid" ]] && target="-$pid"
+	kill -TERM -- "$target" 2>/dev/null || true
+	for ((i = 0; i < secs * 10; i++)); do
+		alive "$pid" || break
+		sleep 0.1
+	done
+	if alive "$pid"; then
+		warn "pid $pid did not stop within ${secs}s, killing it"
+		kill -KILL -- "$target" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
+	fi
+	# Reap it when it is our child; harmless otherwise.
+	wait "$pid" 2>/dev/null || true
+	# Stray members of the group (children of the service).
+	[[ "$target" == -* ]] && kill -KILL -- "$target" 2>/dev/null || true
+	return 0
+}
+
+# Refuse to run next to a live stack on the same data dir; stop what a dead one left behind.
+clean_stale() {
+	local f pid name port
+	mkdir -p "$RUN"
+	if [[ -f "$RUN/stack.pid" ]]; then
+		pid="$(<"$RUN/stack.pid")"
+		if [[ "$pid" =~ ^[0-9]+$ && "$pid" != $$ ]] && alive "$pid" &&
+			[[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$ROOT" ]] &&
+			tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'stack\.sh'; then
+			die "a kiln $MODE stack is already running (pid $pid, started by $(tr '\0' ' ' <"/proc/$pid/cmdline")); stop it first (Ctrl-C in its terminal, or kill $pid)"
+		fi
+	fi
+	echo $$ >"$RUN/stack.pid"
+	for name in "${SERVICES[@]}"; do
+		f="$RUN/$name.pid"
+		[[ -f "$f" ]] || continue
+		pid="$(<"$f")"
+		if [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid" && ours "$pid"; then
+			warn "stopping $name (pid $pid) left over from a previous run"
+			terminate "$pid" 20
+		fi
+		rm -f "$f"
+	done
+	for port in "${ALL_PORTS[@]}"; do
+		for pid in $(port_pids "$port"); do
+			if ours "$pid"; then
+				warn "stopping pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-80)) left over on port $port"
+				terminate "$pid" 20
+			fi
+		done
+		if port_open "$port"; then
+			local who=""
+			for pid in $(port_pids "$port"); do
+				who+=" pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-100);"
+			done
+			die "port 127.0.0.1:$port is in use by another program (${who:- unknown owner}); the kiln $MODE stack needs ports ${ALL_PORTS[*]}"
+		fi
+	done
+}
+
+declare -A PID=()
+CLEANED=0
+
+# start name logfile cmd...: runs the command in its own session/process group (so terminal
+# signals reach only this script, which stops services in order), stdin from /dev/null.
+start() {
+	local name="$1" logf="$2"
+	shift 2
+	[[ -f "$logf" ]] && mv -f "$logf" "$logf.1"
+	setsid env KILN_STACK_DATA="$DATA" "$@" </dev/null >"$logf" 2>&1 &
+	PID[$name]=$!
+	echo "${PID[$name]}" >"$RUN/$name.pid"
+}
+
+show_log() { # name [lines]
+	local f="$LOGS/$1.log"
+	[[ -f "$f" ]] || return 0
+	printf '%s----- last %s lines of %s -----%s\n' "$C_Y" "${2:-40}" "${f#"$ROOT"/}" "$C_0" >&2
+	tail -n "${2:-40}" "$f" >&2
+	printf '%s-----%s\n' "$C_Y" "$C_0" >&2
+}
+
+# wait_for name seconds description cmd...: poll cmd until it succeeds; fail early when the
+# service died.
+wait_for() {
+	local name="$1" secs="$2" what="$3" i
+	shift 3
+	for ((i = 0; i < secs * 5; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		if ! alive "${PID[$name]}"; then
+			show_log "$name" 60
+			die "$name exited while waiting for $what (log: ${LOGS#"$ROOT"/}/$name.log)"
+		fi
+		sleep 0.2
+	done
+	show_log "$name" 60
+	[[ "$name" != kiln ]] && show_log kiln 40
+	die "timed out after ${secs}s waiting for $what"
+}
+
+redis_pong() { [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
+
+secret() { # file prefix: read the persisted secret or generate it
+	if [[ ! -s "$1" ]]; then
+		(umask 077 && printf '%s%s\n' "$2" "$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" >"$1")
+	fi
+	tr -d ' \n' <"$1"
+}
+
+stop_all() {
+	((CLEANED)) && return 0
+	CLEANED=1
+	trap '' INT TERM HUP # finish stopping even when Ctrl-C is pressed again
+	local p
+	for p in "${TAIL_PID:-}" "${SLEEP_PID:-}"; do
+		[[ -n "$p" ]] || continue
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	local name
+	for name in kiln minio redis; do
+		[[ -n "${PID[$name]:-}" ]] || continue
+		if alive "${PID[$name]}"; then
+			log "stopping $name (pid ${PID[$name]})"
+			terminate "${PID[$name]}" 30
+		else
+			wait "${PID[$name]}" 2>/dev/null || true
+		fi
+		rm -f "$RUN/$name.pid"
+	done
+	if [[ -f "$RUN/stack.pid" && "$(<"$RUN/stack.pid")" == "$$" ]]; then rm -f "$RUN/stack.pid"; fi
+}
+
+on_exit() {
+	local rc=$?
+	stop_all
+	exit "$rc"
+}
+
+on_signal() {
+	echo >&2
+	log "received SIG$1, stopping"
+	stop_all
+	# Stopping is the normal way to end `up`; for test/bench an interruption is a failure.
+	[[ "$MODE" == up ]] && exit 0
+	case "$1" in INT) exit 130 ;; TERM) exit 143 ;; *) exit 129 ;; esac
+}
+
+# start_stack mode: bootstrap and start everything, wait until kiln is ready.
+start_stack() {
+	configure "$1"
+	cmd_install
+	cmd_build
+	trap on_exit EXIT
+	trap 'on_signal INT' INT
+	trap 'on_signal TERM' TERM
+	trap 'on_signal HUP' HUP
+
+	clean_stale
+	if [[ "$MODE" != up ]]; then
+		log "wiping ${DATA#"$ROOT"/}"
+		find "$DATA" -mindepth 1 -maxdepth 1 ! -name run -exec rm -rf {} +
+	fi
+	mkdir -p "$DATA"/{redis,nats,minio,minio-events,work,logs,run}
+	API_KEY="$(secret "$DATA/api-key" kiln_)"
+	S3_SECRET_KEY="$(secret "$DATA/s3-secret-key" '')"
+
+	log "starting redis on $REDIS_ADDR"
+	start redis "$LOGS/redis.log" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
+		--dir "$DATA/redis" --appendonly yes --save '' --daemonize no
+	wait_for redis 30 "redis on $REDIS_ADDR" redis_pong
+
+	log "starting kiln ($KILN_BIN serve) on $API_URL, NATS on 127.0.0.1:$NATS_PORT"
+	start kiln "$LOGS/kiln.log" env \
+		KILN_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
+		KILN_PUBLIC_URL="$API_URL" \
+		KILN_API_KEYS="$API_KEY" \
+		KILN_NATS_LISTEN="127.0.0.1:$NATS_PORT" \
+		KILN_NATS_STORE_DIR="$DATA/nats" \
+		KILN_REDIS_ADDR="$REDIS_ADDR" \
+		KILN_S3_ENDPOINT="$S3_ENDPOINT" \
+		KILN_S3_ACCESS_KEY="$S3_ACCESS_KEY" \
+		KILN_S3_SECRET_KEY="$S3_SECRET_KEY" \
+		KILN_S3_SECURE=false \
+		KILN_S3_NOTIFY_ARN=arn:minio:sqs::KILN:nats \
+		KILN_DATABASE="$DATA/kiln.db" \
+		KILN_WORK_DIR="$DATA/work" \
+		"$KILN_BIN" serve
+	wait_for kiln 60 "kiln's NATS on 127.0.0.1:$NATS_PORT" port_open "$NATS_PORT"
+
+	log "starting minio on $S3_ENDPOINT (console $CONSOLE_URL)"
+	start minio "$LOGS/minio.log" env \
+		MINIO_ROOT_USER="$S3_ACCESS_KEY" \
+		MINIO_ROOT_PASSWORD="$S3_SECRET_KEY" \
+		MINIO_BROWSER=on \
+		MINIO_UPDATE=off \
+		MINIO_NOTIFY_NATS_ENABLE_KILN=on \
+		MINIO_NOTIFY_NATS_ADDRESS_KILN="127.0.0.1:$NATS_PORT" \
+		MINIO_NOTIFY_NATS_SUBJECT_KILN=kiln.s3.events \
+		MINIO_NOTIFY_NATS_JETSTREAM_KILN=on \
+		MINIO_NOTIFY_NATS_QUEUE_DIR_KILN="$DATA/minio-events" \
+		"$MINIO_BIN" server "$DATA/minio" --address "$S3_ENDPOINT" --console-address "127.0.0.1:$CONSOLE_PORT"
+	wait_for minio 60 "minio on $S3_ENDPOINT" curl -sf "http://$S3_ENDPOINT/minio/health/live"
+
+	log "waiting for kiln to be ready ($API_URL/readyz, up to ${READY_TIMEOUT}s)"
+	wait_for kiln "$READY_TIMEOUT" "$API_URL/readyz" curl -sf "$API_URL/readyz"
+	log "${C_G}kiln $MODE stack is ready${C_0}"
+}
+
+# Exit non-zero (after stopping the stack) when a service dies.
+check_services() {
+	local name
+	for name in "${SERVICES[@]}"; do
+		if ! alive "${PID[$name]}"; then
+			show_log "$name" 60
+			die "$name (pid ${PID[$name]}) exited unexpectedly"
+		fi
+	done
+}
+
+export_test_env() {
+	export KILN_TEST_REQUIRE_SERVICES=1
+	export KILN_TEST_API_URL="$API_URL"
+	export KILN_TEST_API_KEY="$API_KEY"
+	export KILN_TEST_S3_ENDPOINT="$S3_ENDPOINT"
+	export KILN_TEST_S3_ACCESS_KEY="$S3_ACCESS_KEY"
+	export KILN_TEST_S3_SECRET_KEY="$S3_SECRET_KEY"
+	export KILN_TEST_REDIS_ADDR="$REDIS_ADDR"
+	export KILN_TEST_NATS_URL="$NATS_URL"
+	export KILN_TEST_SOURCES_BUCKET="$SOURCES_BUCKET"
+	export KILN_TEST_OUTPUTS_BUCKET="$OUTPUTS_BUCKET"
+}
+
+# run_step description cmd...: on failure show the kiln log tail and exit non-zero.
+run_step() {
+	local what="$1" rc=0
+	shift
+	log "$what: $*"
+	"$@" || rc=$?
+	if ((rc)); then
+		show_log kiln 80
+		die "$what failed (exit $rc)"
+	fi
+	check_services
+}
+
+cmd_up() {
+	start_stack up
+	local follow="${KILN_UP_FOLLOW_LOGS:-1}"
+	cat >&2 <<EOF
+
+${C_B}kiln is up${C_0}   (data: .data/up, logs: .data/up/logs)
+API            $API_URL
+API key        $API_KEY
+MinIO console  $CONSOLE_URL   (user $S3_ACCESS_KEY, password $S3_SECRET_KEY; S3 API http://$S3_ENDPOINT)
+upload         curl -H "Authorization: Bearer $API_KEY" -F file=@video.mp4 $API_URL/v1/uploads
+
+Press Ctrl-C to stop.
+EOF
+	if [[ "$follow" == 1 ]]; then
+		echo "----- following ${LOGS#"$ROOT"/}/kiln.log -----" >&2
+		tail -n 0 -F "$LOGS/kiln.log" >&2 &
+		TAIL_PID=$!
+	fi
+	local parent=$PPID done rc
+	while :; do
+		sleep 2 &
+		SLEEP_PID=$!
+		done='' rc=0
+		wait -n -p done "$SLEEP_PID" "${PID[redis]}" "${PID[kiln]}" "${PID[minio]}" || rc=$?
+		if [[ "$done" != "$SLEEP_PID" ]]; then
+			check_services
+			die "a service exited (pid $done, status $rc)"
+		fi
+		# Our parent (task) went away without signalling us: stop too.
+		if ! alive "$parent" || [[ "$(awk '{print $4}' "/proc/$$/stat" 2>/dev/null)" != "$parent" ]]; then
+			log "parent process exited, stopping"
+			exit 0
+		fi
+	done
+}
+
+cmd_test() {
+	start_stack test
+	export_test_env
+	run_step "go vet" go vet ./...
+	run_step "proto:check" bash "${BASH_SOURCE[0]}" proto-check
+	# shellcheck disable=SC2086
+	run_step "go test" go test -count=1 -timeout 25m ${GO_TEST_FLAGS:-} ./...
+	log "${C_G}all tests passed${C_0}"
+}
+
+cmd_bench() {
+	if [[ -z "$(find bench -name '*_test.go' -print -quit 2>/dev/null)" ]]; then
+		warn "no *_test.go files under bench/, nothing to benchmark"
+		return 0
+	fi
+	start_stack bench
+	export_test_env
+	run_step "go test -bench" go test -run '^$' -bench . -benchtime 1x ./bench/...
+}
+
+usage() {
+	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+	exit 2
+}
+
+case "${1:-}" in
+install) cmd_install ;;
+build) cmd_build ;;
+up) cmd_up ;;
+test) cmd_test ;;
+bench) cmd_bench ;;
+proto) cmd_proto ;;
+proto-check | proto:check) cmd_proto_check ;;
+*) usage ;;
+esac

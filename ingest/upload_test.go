@@ -1,0 +1,341 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/textproto"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/jobid"
+)
+
+func TestCleanName(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"plain", "clip.mp4", "clip.mp4"},
+		{"spaces", "my clip (1).mp4", "my_clip_1_.mp4"},
+		{"path traversal", "../../etc/passwd", "passwd"},
+		{"absolute path", "/var/lib/secret.mov", "secret.mov"},
+		{"backslashes", `..\..\Windows\System32\cmd.exe`, "cmd.exe"},
+		{"windows drive", `C:\Users\me\Videos\holiday.MOV`, "holiday.MOV"},
+		{"trailing slash", "dir/", "dir"},
+		{"only dots", "..", "source"},
+		{"three dots", "...", "source"},
+		{"hidden file", ".env", "env"},
+		{"root", "/", "source"},
+		{"empty", "", "source"},
+		{"only unsafe", "???", "source"},
+		{"unicode", "vidéo été.mp4", "vid_o_t_.mp4"},
+		{"cjk", "日本語.mp4", "_.mp4"},
+		{"emoji", "🎬.mov", "_.mov"},
+		{"nul and newline", "a\x00b\nc.mp4", "a_b_c.mp4"},
+		{"query-like", "a.mp4?x=1&y=2", "a.mp4_x_1_y_2"},
+		{"long keeps the end", strings.Repeat("a", 200) + ".mp4", strings.Repeat("a", 96) + ".mp4"},
+		{"long cut at a dot", strings.Repeat("a", 50) + "." + strings.Repeat("b", 99), strings.Repeat("b", 99)},
+		{"long all dots", strings.Repeat(".", 150), "source"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := cleanName(tt.in); got != tt.want {
+				t.Fatalf("cleanName(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+var safeName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$`)
+
+func FuzzCleanName(f *testing.F) {
+	for _, s := range []string{"", "..", "../../x", `a\b`, "vidéo.mp4", strings.Repeat("x.", 80)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		got := cleanName(in)
+		if !safeName.MatchString(got) {
+			t.Fatalf("cleanName(%q) = %q: not a safe name", in, got)
+		}
+	})
+}
+
+// multipartBody writes parts (a file part when filename is set) and returns
+// the body and its Content-Type.
+func multipartBody(t *testing.T, parts ...mpPart) (*bytes.Buffer, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for _, p := range parts {
+		h := textproto.MIMEHeader{}
+		disp := `form-data; name="` + p.field + `"`
+		if p.filename != "" {
+			disp += `; filename="` + p.filename + `"`
+		}
+		h.Set("Content-Disposition", disp)
+		if p.contentType != "" {
+			h.Set("Content-Type", p.contentType)
+		}
+		w, err := mw.CreatePart(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(w, p.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return &buf, mw.FormDataContentType()
+}
+
+type mpPart struct{ field, filename, contentType, data string }
+
+// unsized hides a reader's length, as a chunked request body does.
+type unsized struct{ io.Reader }
+
+func TestUpload(t *testing.T) {
+	const publicURL = "https://kiln.example.com"
+	video := "\x00\x00\x00\x18ftypisom fake video bytes"
+	mpOK, mpOKType := multipartBody(t,
+		mpPart{field: "title", data: "My holiday"},
+		mpPart{field: "file", filename: "../holiday clip.mov", contentType: "video/quicktime", data: video},
+		mpPart{field: "after", data: "ignored"},
+	)
+	mpNoFile, mpNoFileType := multipartBody(t, mpPart{field: "title", data: "no file here"})
+	mpEmptyFile, mpEmptyFileType := multipartBody(t, mpPart{field: "file", filename: "e.mp4", data: ""})
+	mpBig, mpBigType := multipartBody(t, mpPart{field: "file", filename: "big.mp4", data: strings.Repeat("x", 200)})
+	mpBigField, mpBigFieldType := multipartBody(t,
+		mpPart{field: "title", data: strings.Repeat("t", 200)},
+		mpPart{field: "file", filename: "small.mp4", data: "x"},
+	)
+
+	tests := []struct {
+		name        string
+		target      string
+		contentType string
+		body        io.Reader
+		chunked     bool // hide the length (Transfer-Encoding: chunked)
+		maxBytes    int64
+		storeErr    error
+		publishErr  error
+
+		wantStatus int
+		wantCode   string // error code for non-2xx
+		// for 202:
+		wantKeySuffix   string
+		wantData        string
+		wantContentType string
+		wantSize        int64
+		wantPreset      string
+	}{
+		{
+			name: "raw body", target: "/v1/uploads?filename=clip.mp4", contentType: "video/mp4", body: strings.NewReader(video),
+			wantStatus: http.StatusAccepted, wantKeySuffix: "/clip.mp4", wantData: video, wantContentType: "video/mp4",
+			wantSize: int64(len(video)), wantPreset: "default",
+		},
+		{
+			name: "raw body chunked, named preset, no filename", target: "/v1/uploads?preset=hd", body: unsized{strings.NewReader(video)}, chunked: true,
+			wantStatus: http.StatusAccepted, wantKeySuffix: "/source", wantData: video, wantContentType: "application/octet-stream",
+			wantSize: -1, wantPreset: "hd",
+		},
+		{
+			name: "multipart with a field before the file", target: "/v1/uploads", contentType: mpOKType, body: bytes.NewReader(mpOK.Bytes()),
+			wantStatus: http.StatusAccepted, wantKeySuffix: "/holiday_clip.mov", wantData: video, wantContentType: "video/quicktime",
+			wantSize: -1, wantPreset: "default",
+		},
+		{
+			name: "multipart filename query wins", target: "/v1/uploads?filename=x.mp4", contentType: mpOKType, body: bytes.NewReader(mpOK.Bytes()),
+			wantStatus: http.StatusAccepted, wantKeySuffix: "/x.mp4", wantData: video, wantContentType: "video/quicktime",
+			wantSize: -1, wantPreset: "default",
+		},
+		{
+			name: "multipart without file part", target: "/v1/uploads", contentType: mpNoFileType, body: mpNoFile,
+			wantStatus: http.StatusBadRequest, wantCode: CodeBadMultipart,
+		},
+		{
+			name: "multipart without boundary", target: "/v1/uploads", contentType: "multipart/form-data", body: strings.NewReader("x"),
+			wantStatus: http.StatusBadRequest, wantCode: CodeBadMultipart,
+		},
+		{
+			name: "multipart with empty file", target: "/v1/uploads", contentType: mpEmptyFileType, body: mpEmptyFile,
+			wantStatus: http.StatusBadRequest, wantCode: CodeEmptyUpload,
+		},
+		{
+			name: "empty body", target: "/v1/uploads", contentType: "video/mp4", body: strings.NewReader(""),
+			wantStatus: http.StatusBadRequest, wantCode: CodeEmptyUpload,
+		},
+		{
+			name: "empty chunked body", target: "/v1/uploads", body: unsized{strings.NewReader("")}, chunked: true,
+			wantStatus: http.StatusBadRequest, wantCode: CodeEmptyUpload,
+		},
+		{
+			name: "unknown preset", target: "/v1/uploads?preset=nope", body: strings.NewReader(video),
+			wantStatus: http.StatusBadRequest, wantCode: CodeInvalidPreset,
+		},
+		{
+			name: "too large by content length", target: "/v1/uploads", body: strings.NewReader(strings.Repeat("x", 101)), maxBytes: 100,
+			wantStatus: http.StatusRequestEntityTooLarge, wantCode: CodeTooLarge,
+		},
+		{
+			name: "too large while streaming", target: "/v1/uploads", body: unsized{strings.NewReader(strings.Repeat("x", 101))}, chunked: true, maxBytes: 100,
+			wantStatus: http.StatusRequestEntityTooLarge, wantCode: CodeTooLarge,
+		},
+		{
+			name: "exactly max bytes", target: "/v1/uploads", body: strings.NewReader(strings.Repeat("x", 100)), maxBytes: 100,
+			wantStatus: http.StatusAccepted, wantKeySuffix: "/source", wantData: strings.Repeat("x", 100),
+			wantContentType: "application/octet-stream", wantSize: 100, wantPreset: "default",
+		},
+		{
+			name: "too large multipart by content length", target: "/v1/uploads", contentType: mpBigType, body: bytes.NewReader(mpBig.Bytes()), maxBytes: 100,
+			wantStatus: http.StatusRequestEntityTooLarge, wantCode: CodeTooLarge,
+		},
+		{
+			name: "too large multipart while streaming", target: "/v1/uploads", contentType: mpBigType, body: unsized{bytes.NewReader(mpBig.Bytes())}, chunked: true, maxBytes: 100,
+			wantStatus: http.StatusRequestEntityTooLarge, wantCode: CodeTooLarge,
+		},
+		{
+			name: "too large multipart field before the file", target: "/v1/uploads", contentType: mpBigFieldType, body: unsized{bytes.NewReader(mpBigField.Bytes())}, chunked: true, maxBytes: 100,
+			wantStatus: http.StatusRequestEntityTooLarge, wantCode: CodeTooLarge,
+		},
+		{
+			name: "object store failure", target: "/v1/uploads", body: strings.NewReader(video), storeErr: errors.New("s3: connection refused"),
+			wantStatus: http.StatusBadGateway, wantCode: httpapi.CodeUnavailable,
+		},
+		{
+			name: "publish failure still accepted", target: "/v1/uploads?filename=clip.mp4", contentType: "video/mp4", body: strings.NewReader(video),
+			publishErr: errors.New("nats down"),
+			wantStatus: http.StatusAccepted, wantKeySuffix: "/clip.mp4", wantData: video, wantContentType: "video/mp4",
+			wantSize: int64(len(video)), wantPreset: "default",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			objects := &fakeObjects{err: tt.storeErr}
+			events := &fakeEvents{landedErr: tt.publishErr}
+			s := New(Config{
+				Objects: objects, Events: events, Queue: &fakeQueue{},
+				SourcesBucket: "kiln-sources", PublicURL: publicURL + "/",
+				MaxUploadBytes: tt.maxBytes, Presets: []string{"default", "hd"},
+			})
+			req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, tt.target, tt.body)
+			if tt.chunked {
+				req.ContentLength = -1
+				req.TransferEncoding = []string{"chunked"}
+			}
+			if tt.contentType != "" {
+				req.Header.Set("Content-Type", tt.contentType)
+			}
+			rec := httptest.NewRecorder()
+			s.Handler().ServeHTTP(rec, req)
+
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("status = %d, want %d; body %s", rec.Code, tt.wantStatus, rec.Body)
+			}
+			if tt.wantStatus != http.StatusAccepted {
+				var body httpapi.ErrorBody
+				if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+					t.Fatalf("error body %q: %v", rec.Body, err)
+				}
+				if body.Error.Code != tt.wantCode || body.Error.Message == "" {
+					t.Fatalf("error = %+v, want code %q", body.Error, tt.wantCode)
+				}
+				if len(objects.puts) != 0 && tt.storeErr == nil {
+					t.Fatalf("stored %d objects on a refused upload", len(objects.puts))
+				}
+				if len(events.landed) != 0 {
+					t.Fatalf("published %d object landed events on a refused upload", len(events.landed))
+				}
+				return
+			}
+
+			var resp UploadResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+				t.Fatalf("response %q: %v", rec.Body, err)
+			}
+			if len(objects.puts) != 1 {
+				t.Fatalf("stored %d objects, want 1", len(objects.puts))
+			}
+			put := objects.puts[0]
+			if put.Bucket != "kiln-sources" || !strings.HasPrefix(put.Key, "uploads/") || !strings.HasSuffix(put.Key, tt.wantKeySuffix) {
+				t.Errorf("stored at %s/%s, want kiln-sources/uploads/…%s", put.Bucket, put.Key, tt.wantKeySuffix)
+			}
+			if string(put.Data) != tt.wantData {
+				t.Errorf("stored %q, want %q", put.Data, tt.wantData)
+			}
+			if put.ContentType != tt.wantContentType || put.Size != tt.wantSize {
+				t.Errorf("content type/size = %q/%d, want %q/%d", put.ContentType, put.Size, tt.wantContentType, tt.wantSize)
+			}
+			if len(put.Meta) != 1 || put.Meta[PresetMetaKey] != tt.wantPreset {
+				t.Errorf("metadata = %v, want %s=%s", put.Meta, PresetMetaKey, tt.wantPreset)
+			}
+
+			etag := "etag-" + strconv.Itoa(len(tt.wantData))
+			wantJob, wantAsset := jobid.FromObject("kiln-sources", put.Key, etag)
+			if resp.JobID != wantJob || resp.AssetID != wantAsset {
+				t.Errorf("ids = %s/%s, want %s/%s", resp.JobID, resp.AssetID, wantJob, wantAsset)
+			}
+			if resp.StatusURL != publicURL+"/v1/jobs/"+wantJob || resp.AssetURL != publicURL+"/v1/assets/"+wantAsset {
+				t.Errorf("urls = %s %s", resp.StatusURL, resp.AssetURL)
+			}
+
+			if tt.publishErr != nil {
+				return
+			}
+			if len(events.landed) != 1 {
+				t.Fatalf("published %d object landed events, want 1", len(events.landed))
+			}
+			ev := events.landed[0]
+			o := ev.GetObject()
+			if o.Bucket != put.Bucket || o.Key != put.Key || o.Etag != etag || o.Size != int64(len(tt.wantData)) || o.ContentType != tt.wantContentType {
+				t.Errorf("landed object = %v", o)
+			}
+			if ev.Origin != "api" || ev.Preset != tt.wantPreset || ev.GetTime() == nil {
+				t.Errorf("landed = %v", ev)
+			}
+		})
+	}
+}
+
+func TestUploadKeysAreUnique(t *testing.T) {
+	objects := &fakeObjects{}
+	s := New(Config{Objects: objects, Events: &fakeEvents{}, SourcesBucket: "b"})
+	for range 2 {
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/v1/uploads?filename=a.mp4", strings.NewReader("x"))
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusAccepted {
+			t.Fatalf("status = %d", rec.Code)
+		}
+	}
+	if objects.puts[0].Key == objects.puts[1].Key {
+		t.Fatalf("two uploads share the key %q", objects.puts[0].Key)
+	}
+}
+
+func TestUploadRoutes(t *testing.T) {
+	s := New(Config{Objects: &fakeObjects{}, Events: &fakeEvents{}})
+	tests := []struct {
+		method, target string
+		want           int
+	}{
+		{http.MethodGet, "/v1/uploads", http.StatusMethodNotAllowed},
+		{http.MethodPut, "/v1/uploads", http.StatusMethodNotAllowed},
+		{http.MethodPost, "/v1/other", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), tt.method, tt.target, strings.NewReader("x")))
+		if rec.Code != tt.want {
+			t.Errorf("%s %s = %d, want %d", tt.method, tt.target, rec.Code, tt.want)
+		}
+	}
+}

@@ -28,6 +28,15 @@ import (
 // both the API's event and the bucket notification start the same job.
 const PresetMetaKey = "Kiln-Preset"
 
+// PolicyMetaKey is the S3 user-metadata key carrying the playback policy.
+const PolicyMetaKey = "Kiln-Playback-Policy"
+
+// Playback policies: public URLs, or URLs that need an expiring token.
+const (
+	PolicyPublic = "public"
+	PolicySigned = "signed"
+)
+
 // Objects is the object storage ingest uses.
 type Objects interface {
 	Put(ctx context.Context, bucket, key string, r io.Reader, size int64, contentType string, meta map[string]string) (objstore.Info, error)
@@ -119,7 +128,11 @@ func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 	}
 	log := s.log.With(zap.String("job_id", jobID), zap.String("bucket", o.Bucket), zap.String("key", o.Key), zap.String("origin", ev.Origin))
 	queued := tasks.Event(jobID, assetID, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
-	queued.Source, queued.Preset = o, preset
+	policy := ev.GetPlaybackPolicy()
+	if policy != PolicySigned {
+		policy = PolicyPublic
+	}
+	queued.Source, queued.Preset, queued.PlaybackPolicy = o, preset, policy
 	if err := s.cfg.Events.PublishJobEvent(ctx, queued); err != nil {
 		return err
 	}
@@ -170,10 +183,13 @@ func ParseS3Event(data []byte) ([]*kilnv1.ObjectLanded, error) {
 		if r.S3.Bucket.Name == "" || key == "" || strings.HasSuffix(key, "/") {
 			continue
 		}
-		var preset string
+		var preset, policy string
 		for k, v := range r.S3.Object.UserMetadata {
-			if strings.EqualFold(k, "X-Amz-Meta-"+PresetMetaKey) {
+			switch {
+			case strings.EqualFold(k, "X-Amz-Meta-"+PresetMetaKey):
 				preset = v
+			case strings.EqualFold(k, "X-Amz-Meta-"+PolicyMetaKey):
+				policy = v
 			}
 		}
 		out = append(out, &kilnv1.ObjectLanded{
@@ -181,9 +197,10 @@ func ParseS3Event(data []byte) ([]*kilnv1.ObjectLanded, error) {
 				Bucket: r.S3.Bucket.Name, Key: key, Etag: strings.Trim(r.S3.Object.ETag, `"`),
 				Size: r.S3.Object.Size, ContentType: r.S3.Object.ContentType,
 			},
-			Origin: "s3",
-			Preset: preset,
-			Time:   timestamppb.New(r.EventTime),
+			Origin:         "s3",
+			Preset:         preset,
+			PlaybackPolicy: policy,
+			Time:           timestamppb.New(r.EventTime),
 		})
 	}
 	if len(ev.Records) == 0 {

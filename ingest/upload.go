@@ -28,6 +28,7 @@ const (
 	CodeTooLarge      = "too_large"
 	CodeInvalidPreset = "invalid_preset"
 	CodeBadMultipart  = "bad_multipart"
+	CodeInvalidPolicy = "invalid_playback_policy"
 )
 
 // UploadResponse is the body of a successful POST /v1/uploads.
@@ -56,6 +57,14 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	if !slices.Contains(s.cfg.Presets, preset) {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPreset, "unknown preset "+strconv.Quote(preset))
+		return
+	}
+	policy := r.URL.Query().Get("playback_policy")
+	if policy == "" {
+		policy = PolicyPublic
+	}
+	if policy != PolicyPublic && policy != PolicySigned {
+		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPolicy, `playback_policy must be "public" or "signed"`)
 		return
 	}
 	if r.ContentLength > s.cfg.MaxUploadBytes {
@@ -106,7 +115,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 
 	key := "uploads/" + randomID() + "/" + cleanName(filename)
 	info, err := s.cfg.Objects.Put(ctx, s.cfg.SourcesBucket, key, src, size, contentType,
-		map[string]string{PresetMetaKey: preset})
+		map[string]string{PresetMetaKey: preset, PolicyMetaKey: policy})
 	if err != nil {
 		if tooLarge(err) {
 			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "upload exceeds "+strconv.FormatInt(s.cfg.MaxUploadBytes, 10)+" bytes")
@@ -119,7 +128,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	jobID, assetID := jobid.FromObject(info.Bucket, info.Key, info.ETag)
 	landed := &kilnv1.ObjectLanded{
 		Object: &kilnv1.ObjectRef{Bucket: info.Bucket, Key: info.Key, Etag: info.ETag, Size: info.Size, ContentType: contentType},
-		Origin: "api", Preset: preset, Time: timestamppb.Now(),
+		Origin: "api", Preset: preset, PlaybackPolicy: policy, Time: timestamppb.Now(),
 	}
 	if err := s.cfg.Events.PublishObjectLanded(ctx, landed); err != nil {
 		// The object is stored: the bucket notification or the reconciler

@@ -274,8 +274,8 @@ func TestUpload(t *testing.T) {
 			if put.ContentType != tt.wantContentType || put.Size != tt.wantSize {
 				t.Errorf("content type/size = %q/%d, want %q/%d", put.ContentType, put.Size, tt.wantContentType, tt.wantSize)
 			}
-			if len(put.Meta) != 1 || put.Meta[PresetMetaKey] != tt.wantPreset {
-				t.Errorf("metadata = %v, want %s=%s", put.Meta, PresetMetaKey, tt.wantPreset)
+			if len(put.Meta) != 2 || put.Meta[PresetMetaKey] != tt.wantPreset || put.Meta[PolicyMetaKey] != PolicyPublic {
+				t.Errorf("metadata = %v, want %s=%s %s=public", put.Meta, PresetMetaKey, tt.wantPreset, PolicyMetaKey)
 			}
 
 			etag := "etag-" + strconv.Itoa(len(tt.wantData))

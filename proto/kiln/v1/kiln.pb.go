@@ -170,11 +170,13 @@ type ObjectLanded struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Object *ObjectRef             `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
 	// Origin is "api" or "s3".
-	Origin        string                 `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
-	Preset        string                 `protobuf:"bytes,3,opt,name=preset,proto3" json:"preset,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Origin string                 `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	Preset string                 `protobuf:"bytes,3,opt,name=preset,proto3" json:"preset,omitempty"`
+	Time   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// PlaybackPolicy is "public" (default) or "signed".
+	PlaybackPolicy string `protobuf:"bytes,5,opt,name=playback_policy,json=playbackPolicy,proto3" json:"playback_policy,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ObjectLanded) Reset() {
@@ -235,6 +237,13 @@ func (x *ObjectLanded) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ObjectLanded) GetPlaybackPolicy() string {
+	if x != nil {
+		return x.PlaybackPolicy
+	}
+	return ""
+}
+
 // JobEvent is a fact about one job, published by whoever made it happen
 // (ingest, a worker, the packager). The catalog is its only consumer that
 // writes state.
@@ -258,9 +267,12 @@ type JobEvent struct {
 	// Plan is set once the source has been probed.
 	Plan *Plan `protobuf:"bytes,11,opt,name=plan,proto3" json:"plan,omitempty"`
 	// Outputs is set on JOB_STATE_READY.
-	Outputs       *AssetOutputs `protobuf:"bytes,12,opt,name=outputs,proto3" json:"outputs,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Outputs *AssetOutputs `protobuf:"bytes,12,opt,name=outputs,proto3" json:"outputs,omitempty"`
+	// PlaybackPolicy is set on JOB_STATE_QUEUED: "public" or "signed"
+	// (playback URLs need an expiring token).
+	PlaybackPolicy string `protobuf:"bytes,13,opt,name=playback_policy,json=playbackPolicy,proto3" json:"playback_policy,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *JobEvent) Reset() {
@@ -375,6 +387,13 @@ func (x *JobEvent) GetOutputs() *AssetOutputs {
 		return x.Outputs
 	}
 	return nil
+}
+
+func (x *JobEvent) GetPlaybackPolicy() string {
+	if x != nil {
+		return x.PlaybackPolicy
+	}
+	return ""
 }
 
 type JobError struct {
@@ -1383,12 +1402,13 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
 	"\x04etag\x18\x03 \x01(\tR\x04etag\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12!\n" +
-	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"\x9a\x01\n" +
+	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"\xc3\x01\n" +
 	"\fObjectLanded\x12*\n" +
 	"\x06object\x18\x01 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x16\n" +
 	"\x06preset\x18\x03 \x01(\tR\x06preset\x12.\n" +
-	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xb7\x03\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12'\n" +
+	"\x0fplayback_policy\x18\x05 \x01(\tR\x0eplaybackPolicy\"\xe0\x03\n" +
 	"\bJobEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x19\n" +
@@ -1402,7 +1422,8 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x05media\x18\n" +
 	" \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
 	"\x04plan\x18\v \x01(\v2\r.kiln.v1.PlanR\x04plan\x12/\n" +
-	"\aoutputs\x18\f \x01(\v2\x15.kiln.v1.AssetOutputsR\aoutputs\"8\n" +
+	"\aoutputs\x18\f \x01(\v2\x15.kiln.v1.AssetOutputsR\aoutputs\x12'\n" +
+	"\x0fplayback_policy\x18\r \x01(\tR\x0eplaybackPolicy\"8\n" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\xe0\x01\n" +

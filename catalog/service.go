@@ -1,15 +1,14 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
-	"path"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,18 +17,44 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
-	"github.com/kilnvideo/kiln/packager"
+	"github.com/kilnvideo/kiln/internal/objstore"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
 // Objects is the object storage the catalog reads outputs from.
 type Objects interface {
-	// PresignGet returns a URL granting GET on bucket/key for ttl.
-	PresignGet(ctx context.Context, bucket, key string, ttl time.Duration) (*url.URL, error)
+	// PresignGetWith returns a URL granting GET on bucket/key for ttl, whose
+	// response carries the headers opts override.
+	PresignGetWith(ctx context.Context, bucket, key string, ttl time.Duration, opts objstore.PresignOptions) (*url.URL, error)
 	// Get returns a small object (playlists); it fails when the object is
 	// larger than maxBytes.
 	Get(ctx context.Context, bucket, key string, maxBytes int64) ([]byte, error)
+	// Open returns a seekable reader of bucket/key and its metadata (ETag,
+	// size, modification time), or an error wrapping objstore.ErrNotFound.
+	Open(ctx context.Context, bucket, key string) (io.ReadSeekCloser, objstore.Info, error)
 }
+
+var _ Objects = (*objstore.Client)(nil)
+
+// Delivery modes of segments, MP4 downloads and posters.
+const (
+	// DeliveryRedirect answers 302 to a short-lived presigned object URL:
+	// the object store serves the bytes (and range requests) itself.
+	DeliveryRedirect = "redirect"
+	// DeliveryProxy streams objects through the catalog (with range
+	// requests and ETags), so the object store never faces clients.
+	DeliveryProxy = "proxy"
+)
+
+// Playback token lifetimes.
+const (
+	// DefaultTokenTTL is Config.TokenTTL's default.
+	DefaultTokenTTL = 24 * time.Hour
+	// MaxTokenTTL bounds Config.TokenTTL and minted tokens' ttl_seconds.
+	MaxTokenTTL = 30 * 24 * time.Hour
+	// minSigningKey is the shortest accepted signing key, in bytes.
+	minSigningKey = 16
+)
 
 // Config configures a Service.
 type Config struct {
@@ -47,6 +72,16 @@ type Config struct {
 	Logger *zap.Logger
 	// PresignTTL is the lifetime of presigned playback URLs; default 1h.
 	PresignTTL time.Duration
+	// SigningKey signs and checks the playback tokens of assets whose
+	// playback policy is signed; at least 16 bytes. When empty, such assets
+	// answer 503 signing_not_configured (public assets are unaffected).
+	SigningKey []byte
+	// TokenTTL is the lifetime of the token put in a signed asset's playback
+	// URLs, and of minted tokens without a ttl; default DefaultTokenTTL, at
+	// most MaxTokenTTL.
+	TokenTTL time.Duration
+	// Delivery is DeliveryRedirect (default) or DeliveryProxy.
+	Delivery string
 }
 
 // Service applies job events and serves the catalog's HTTP API.
@@ -57,6 +92,11 @@ type Service struct {
 	keys    *httpapi.Keys
 	log     *zap.Logger
 	ttl     time.Duration
+
+	signingKey []byte
+	tokenTTL   time.Duration
+	delivery   string
+	now        func() time.Time
 }
 
 // New validates cfg and returns a Service.
@@ -73,13 +113,33 @@ func New(cfg Config) (*Service, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("catalog: Config.PublicURL %q must be an absolute http(s) URL", cfg.PublicURL)
 	}
+	switch cfg.Delivery {
+	case "":
+		cfg.Delivery = DeliveryRedirect
+	case DeliveryRedirect, DeliveryProxy:
+	default:
+		return nil, fmt.Errorf("catalog: Config.Delivery %q: want %q or %q", cfg.Delivery, DeliveryRedirect, DeliveryProxy)
+	}
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = DefaultTokenTTL
+	}
+	if cfg.TokenTTL < time.Second || cfg.TokenTTL > MaxTokenTTL {
+		return nil, fmt.Errorf("catalog: Config.TokenTTL %v: want 1s to %v", cfg.TokenTTL, MaxTokenTTL)
+	}
+	if n := len(cfg.SigningKey); n > 0 && n < minSigningKey {
+		return nil, fmt.Errorf("catalog: Config.SigningKey has %d bytes, want at least %d", n, minSigningKey)
+	}
 	s := &Service{
-		store:   cfg.Store,
-		objects: cfg.Objects,
-		public:  strings.TrimRight(cfg.PublicURL, "/"),
-		keys:    cfg.APIKeys,
-		log:     cfg.Logger,
-		ttl:     cfg.PresignTTL,
+		store:      cfg.Store,
+		objects:    cfg.Objects,
+		public:     strings.TrimRight(cfg.PublicURL, "/"),
+		keys:       cfg.APIKeys,
+		log:        cfg.Logger,
+		ttl:        cfg.PresignTTL,
+		signingKey: bytes.Clone(cfg.SigningKey),
+		tokenTTL:   cfg.TokenTTL,
+		delivery:   cfg.Delivery,
+		now:        time.Now,
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -110,41 +170,26 @@ func (s *Service) HandleEvent(ctx context.Context, ev *kilnv1.JobEvent) error {
 
 // Handler returns the HTTP API:
 //
-//	GET /v1/jobs/{id}                              job (API key)
-//	GET /v1/assets/{id}                            asset (API key)
-//	GET /v1/play/{id}/master.m3u8                  master playlist, generated
-//	GET /v1/play/{id}/{rendition}/index.m3u8       media playlist, proxied
-//	GET /v1/play/{id}/{rendition}/{file}           302 to a presigned segment
-//	GET /v1/play/{id}/download.mp4                 302 to the presigned MP4
-//	GET /v1/play/{id}/poster.jpg                   302 to the presigned poster
+//	GET  /v1/jobs/{id}                             job (API key)
+//	GET  /v1/assets/{id}                           asset (API key)
+//	POST /v1/assets/{id}/playback-token            mint a playback token (API key)
+//	GET  /v1/play/{id}/master.m3u8                 master playlist, generated
+//	GET  /v1/play/{id}/{rendition}/index.m3u8      media playlist, from storage
+//	GET  /v1/play/{id}/{rendition}/{file}          segment (init.mp4, *.m4s)
+//	GET  /v1/play/{id}/download.mp4                MP4 download
+//	GET  /v1/play/{id}/poster.jpg                  poster
 //	OPTIONS /v1/play/...                           CORS preflight
 //
-// Playback routes need no key (players cannot send bearer headers) and allow
-// any origin.
+// Playback routes need no API key (players cannot send bearer headers) and
+// allow any origin; a signed asset's need a ?token= instead. Segments, MP4
+// and poster are redirects to presigned URLs or proxied (Config.Delivery).
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/jobs/{id}", s.keys.Require(http.HandlerFunc(s.getJob)))
 	mux.Handle("GET /v1/assets/{id}", s.keys.Require(http.HandlerFunc(s.getAsset)))
-	mux.Handle("GET /v1/play/{id}/master.m3u8", cors(s.master))
-	mux.Handle("GET /v1/play/{id}/download.mp4", cors(s.redirect(func(a *Asset) string { return a.MP4Key })))
-	mux.Handle("GET /v1/play/{id}/poster.jpg", cors(s.redirect(func(a *Asset) string { return a.PosterKey })))
-	mux.Handle("GET /v1/play/{id}/{rendition}/index.m3u8", cors(s.mediaPlaylist))
-	mux.Handle("GET /v1/play/{id}/{rendition}/{file}", cors(s.segment))
-	mux.Handle("OPTIONS /v1/play/", cors(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
-		w.Header().Set("Access-Control-Allow-Headers", "Range")
-		w.Header().Set("Access-Control-Max-Age", "86400")
-		w.WriteHeader(http.StatusNoContent)
-	}))
+	mux.Handle("POST /v1/assets/{id}/playback-token", s.keys.Require(http.HandlerFunc(s.mintToken)))
+	s.playbackRoutes(mux)
 	return mux
-}
-
-func cors(h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Access-Control-Allow-Origin", "*")
-		w.Header().Set("Access-Control-Expose-Headers", "Content-Length, Content-Range")
-		h(w, r)
-	})
 }
 
 // JSON shapes of the API.
@@ -155,6 +200,7 @@ type (
 		State      State                `json:"state"`
 		Progress   float64              `json:"progress"`
 		Preset     string               `json:"preset"`
+		Policy     string               `json:"playback_policy"`
 		Source     sourceJSON           `json:"source"`
 		Error      *httpapi.ErrorDetail `json:"error,omitempty"`
 		Media      json.RawMessage      `json:"media,omitempty"`
@@ -171,13 +217,17 @@ type (
 		Size   int64  `json:"size"`
 	}
 	assetJSON struct {
-		ID              string            `json:"id"`
-		JobID           string            `json:"job_id"`
-		State           State             `json:"state"`
-		DurationSeconds float64           `json:"duration_seconds"`
-		Renditions      []renditionJSON   `json:"renditions"`
-		Playback        *playbackJSON     `json:"playback"`
-		Links           map[string]string `json:"links"`
+		ID              string          `json:"id"`
+		JobID           string          `json:"job_id"`
+		State           State           `json:"state"`
+		Policy          string          `json:"playback_policy"`
+		DurationSeconds float64         `json:"duration_seconds"`
+		Renditions      []renditionJSON `json:"renditions"`
+		Playback        *playbackJSON   `json:"playback"`
+		// TokenExpiresAt is when the token in a signed asset's playback
+		// URLs expires.
+		TokenExpiresAt *time.Time        `json:"playback_token_expires_at,omitempty"`
+		Links          map[string]string `json:"links"`
 	}
 	renditionJSON struct {
 		Name             string  `json:"name"`
@@ -207,7 +257,7 @@ func (s *Service) getJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := jobJSON{
-		ID: j.ID, AssetID: j.AssetID, State: j.State, Progress: j.Progress, Preset: j.Preset,
+		ID: j.ID, AssetID: j.AssetID, State: j.State, Progress: j.Progress, Preset: j.Preset, Policy: j.PlaybackPolicy,
 		Source:    sourceJSON{Bucket: j.Source.Bucket, Key: j.Source.Key, ETag: j.Source.ETag, Size: j.Source.Size},
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, Timestamps: j.Timestamps,
 		Links: map[string]string{
@@ -242,7 +292,7 @@ func (s *Service) getAsset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := assetJSON{
-		ID: a.ID, JobID: a.JobID, State: a.State, DurationSeconds: a.DurationSeconds,
+		ID: a.ID, JobID: a.JobID, State: a.State, Policy: a.PlaybackPolicy, DurationSeconds: a.DurationSeconds,
 		Renditions: make([]renditionJSON, 0, len(a.Renditions)),
 		Links: map[string]string{
 			"self": s.public + "/v1/assets/" + a.ID,
@@ -254,16 +304,99 @@ func (s *Service) getAsset(w http.ResponseWriter, r *http.Request) {
 			FrameRate: r.FrameRate, Bandwidth: r.Bandwidth, AverageBandwidth: r.AverageBandwidth, Codecs: r.Codecs})
 	}
 	if a.Ready() {
-		play := s.public + "/v1/play/" + a.ID
-		out.Playback = &playbackJSON{HLS: play + "/master.m3u8"}
-		if a.MP4Key != "" {
-			out.Playback.MP4 = play + "/download.mp4"
+		token := ""
+		if a.PlaybackPolicy == PolicySigned && len(s.signingKey) > 0 {
+			exp := expiryAfter(s.now(), s.tokenTTL)
+			token, out.TokenExpiresAt = MintToken(s.signingKey, a.ID, exp), &exp
+			w.Header().Set("Cache-Control", "no-store")
 		}
-		if a.PosterKey != "" {
-			out.Playback.Poster = play + "/poster.jpg"
-		}
+		out.Playback = s.playbackURLs(a, token)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+// playbackURLs are the asset's playback URLs, carrying token when not empty.
+func (s *Service) playbackURLs(a *Asset, token string) *playbackJSON {
+	play, q := s.public+"/v1/play/"+a.ID, ""
+	if token != "" {
+		q = "?token=" + url.QueryEscape(token)
+	}
+	p := &playbackJSON{HLS: play + "/master.m3u8" + q}
+	if a.MP4Key != "" {
+		p.MP4 = play + "/download.mp4" + q
+	}
+	if a.PosterKey != "" {
+		p.Poster = play + "/poster.jpg" + q
+	}
+	return p
+}
+
+// expiryAfter is now+ttl rounded up to the second (tokens carry seconds).
+func expiryAfter(now time.Time, ttl time.Duration) time.Time {
+	exp := now.Add(ttl)
+	if t := exp.Truncate(time.Second); !t.Equal(exp) {
+		exp = t.Add(time.Second)
+	}
+	return exp.UTC()
+}
+
+// maxTokenRequest bounds the body of POST /v1/assets/{id}/playback-token.
+const maxTokenRequest = 4 << 10
+
+type tokenJSON struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+	HLS       string    `json:"hls"`
+	MP4       string    `json:"mp4,omitempty"`
+	Poster    string    `json:"poster,omitempty"`
+}
+
+// mintToken answers POST /v1/assets/{id}/playback-token with an optional
+// body {"ttl_seconds": N}, N from 1 to MaxTokenTTL; default Config.TokenTTL.
+// Public assets ignore tokens, so their URLs work with or without one.
+func (s *Service) mintToken(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxTokenRequest))
+	if err != nil {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "request body too large or unreadable")
+		return
+	}
+	ttl := s.tokenTTL
+	if len(bytes.TrimSpace(body)) > 0 {
+		var req struct {
+			TTLSeconds *int64 `json:"ttl_seconds"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: "+err.Error())
+			return
+		}
+		if dec.More() {
+			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: one JSON object expected")
+			return
+		}
+		if n := req.TTLSeconds; n != nil {
+			if *n < 1 || *n > int64(MaxTokenTTL/time.Second) {
+				httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest,
+					fmt.Sprintf("ttl_seconds must be from 1 to %d", int64(MaxTokenTTL/time.Second)))
+				return
+			}
+			ttl = time.Duration(*n) * time.Second
+		}
+	}
+	a, ok := s.asset(w, r)
+	if !ok {
+		return
+	}
+	if len(s.signingKey) == 0 {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeSigningNotConfigured, "no playback signing key is configured")
+		return
+	}
+	exp := expiryAfter(s.now(), ttl)
+	token := MintToken(s.signingKey, a.ID, exp)
+	urls := s.playbackURLs(a, token)
+	w.Header().Set("Cache-Control", "no-store")
+	httpapi.WriteJSON(w, http.StatusOK, tokenJSON{Token: token, ExpiresAt: exp, HLS: urls.HLS, MP4: urls.MP4, Poster: urls.Poster})
 }
 
 // asset loads the asset named by the {id} path value, answering the request
@@ -303,81 +436,6 @@ func (s *Service) rendition(w http.ResponseWriter, r *http.Request) (*Asset, Ren
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such rendition")
 	}
 	return a, rend, ok
-}
-
-const (
-	hlsContentType  = "application/vnd.apple.mpegurl"
-	playlistCache   = "public, max-age=60"
-	maxPlaylistSize = 4 << 20
-)
-
-func (s *Service) master(w http.ResponseWriter, r *http.Request) {
-	a, ok := s.readyAsset(w, r)
-	if !ok {
-		return
-	}
-	w.Header().Set("Content-Type", hlsContentType)
-	w.Header().Set("Cache-Control", playlistCache)
-	_, _ = w.Write(packager.MasterPlaylist(a.protoRenditions()))
-}
-
-func (s *Service) mediaPlaylist(w http.ResponseWriter, r *http.Request) {
-	a, rend, ok := s.rendition(w, r)
-	if !ok {
-		return
-	}
-	body, err := s.objects.Get(r.Context(), a.Bucket, rend.PlaylistKey, maxPlaylistSize)
-	if err != nil {
-		s.log.Error("read media playlist", zap.String("asset_id", a.ID), zap.String("key", rend.PlaylistKey), zap.Error(err))
-		httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "media playlist unavailable")
-		return
-	}
-	w.Header().Set("Content-Type", hlsContentType)
-	w.Header().Set("Cache-Control", playlistCache)
-	_, _ = w.Write(body)
-}
-
-// segmentFile is the only shape of file a media playlist references.
-var segmentFile = regexp.MustCompile(`^[A-Za-z0-9_-]+\.(m4s|mp4)$`)
-
-func (s *Service) segment(w http.ResponseWriter, r *http.Request) {
-	file := r.PathValue("file")
-	if !segmentFile.MatchString(file) {
-		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such file")
-		return
-	}
-	a, rend, ok := s.rendition(w, r)
-	if !ok {
-		return
-	}
-	s.presignRedirect(w, r, a, path.Dir(rend.PlaylistKey)+"/"+file)
-}
-
-// redirect serves a 302 to the presigned object keyOf picks, 404 when the
-// asset has none.
-func (s *Service) redirect(keyOf func(*Asset) string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		a, ok := s.readyAsset(w, r)
-		if !ok {
-			return
-		}
-		key := keyOf(a)
-		if key == "" {
-			httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "asset has no such output")
-			return
-		}
-		s.presignRedirect(w, r, a, key)
-	}
-}
-
-func (s *Service) presignRedirect(w http.ResponseWriter, r *http.Request, a *Asset, key string) {
-	u, err := s.objects.PresignGet(r.Context(), a.Bucket, key, s.ttl)
-	if err != nil {
-		s.internal(w, r, fmt.Errorf("presign %s/%s: %w", a.Bucket, key, err))
-		return
-	}
-	w.Header().Set("Cache-Control", "private, max-age="+strconv.Itoa(int((s.ttl/2).Seconds())))
-	http.Redirect(w, r, u.String(), http.StatusFound)
 }
 
 func (s *Service) storeError(w http.ResponseWriter, r *http.Request, err error, what string) {

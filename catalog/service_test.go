@@ -1,12 +1,17 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,29 +20,52 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/objstore"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
-// fakeObjects serves objects from a map and presigns to a fake S3 host.
+// fakeObjects serves objects from a map and presigns to a fake S3 host,
+// with the response header overrides as query parameters like S3's.
 type fakeObjects map[string][]byte // "bucket/key" -> body
 
 var _ Objects = fakeObjects(nil)
 
-func (f fakeObjects) PresignGet(_ context.Context, bucket, key string, ttl time.Duration) (*url.URL, error) {
-	return &url.URL{Scheme: "https", Host: "s3.test", Path: "/" + bucket + "/" + key,
-		RawQuery: fmt.Sprintf("X-Amz-Expires=%d", int(ttl.Seconds()))}, nil
+func (f fakeObjects) PresignGetWith(_ context.Context, bucket, key string, ttl time.Duration, opts objstore.PresignOptions) (*url.URL, error) {
+	q := url.Values{"X-Amz-Expires": {strconv.Itoa(int(ttl.Seconds()))}}
+	if opts.ContentType != "" {
+		q.Set("response-content-type", opts.ContentType)
+	}
+	if opts.ContentDisposition != "" {
+		q.Set("response-content-disposition", opts.ContentDisposition)
+	}
+	return &url.URL{Scheme: "https", Host: "s3.test", Path: "/" + bucket + "/" + key, RawQuery: q.Encode()}, nil
 }
 
 func (f fakeObjects) Get(_ context.Context, bucket, key string, maxBytes int64) ([]byte, error) {
 	b, ok := f[bucket+"/"+key]
 	if !ok {
-		return nil, fmt.Errorf("no such object %s/%s", bucket, key)
+		return nil, fmt.Errorf("no such object %s/%s: %w", bucket, key, objstore.ErrNotFound)
 	}
 	if int64(len(b)) > maxBytes {
 		return nil, fmt.Errorf("object %s/%s larger than %d bytes", bucket, key, maxBytes)
 	}
 	return b, nil
 }
+
+// Open serves the object from memory, with an MD5 ETag like S3's.
+func (f fakeObjects) Open(_ context.Context, bucket, key string) (io.ReadSeekCloser, objstore.Info, error) {
+	b, ok := f[bucket+"/"+key]
+	if !ok {
+		return nil, objstore.Info{}, fmt.Errorf("open %s/%s: %w", bucket, key, objstore.ErrNotFound)
+	}
+	sum := md5.Sum(b)
+	return nopCloser{bytes.NewReader(b)}, objstore.Info{Bucket: bucket, Key: key, ETag: hex.EncodeToString(sum[:]),
+		Size: int64(len(b)), LastModified: t0}, nil
+}
+
+type nopCloser struct{ io.ReadSeeker }
+
+func (nopCloser) Close() error { return nil }
 
 const (
 	testKey    = "kiln_test_key"

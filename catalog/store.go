@@ -99,6 +99,25 @@ func stateOf(s kilnv1.JobState) (State, bool) {
 	return "", false
 }
 
+// Playback policies, recorded from the QUEUED event.
+const (
+	// PolicyPublic: playback URLs work for anyone who has them.
+	PolicyPublic = "public"
+	// PolicySigned: every playback URL needs an unexpired token (see
+	// MintToken).
+	PolicySigned = "signed"
+)
+
+// policyOf normalises the playback policy a QUEUED event carries: "signed"
+// is signed, anything else — including the empty policy of producers that
+// predate policies — is public, as ingest decides.
+func policyOf(p string) string {
+	if p == PolicySigned {
+		return PolicySigned
+	}
+	return PolicyPublic
+}
+
 // Source is the object a job transcodes.
 type Source struct {
 	Bucket string
@@ -115,6 +134,8 @@ type Job struct {
 	Progress float64 // in [0,1] within State; 1 once ready
 	Preset   string
 	Source   Source
+	// PlaybackPolicy is PolicyPublic or PolicySigned (see Asset).
+	PlaybackPolicy string
 	// ErrorCode and ErrorMessage are set when State is StateFailed.
 	ErrorCode    string
 	ErrorMessage string
@@ -130,11 +151,16 @@ type Job struct {
 }
 
 // Asset is the catalog's view of one asset: the outputs of a job. Everything
-// but ID, JobID and State is zero until the job is ready.
+// but ID, JobID, State and PlaybackPolicy is zero until the job is ready.
+//
+// PlaybackPolicy is PolicyPublic or PolicySigned. Until the job's QUEUED
+// event (which alone carries the policy) is recorded it reads PolicySigned:
+// an asset whose policy is unknown fails closed.
 type Asset struct {
 	ID              string
 	JobID           string
-	State           State // the job's state
+	State           State  // the job's state
+	PlaybackPolicy  string // see above
 	Bucket          string
 	Prefix          string
 	MasterKey       string
@@ -228,6 +254,12 @@ var migrations = [][]string{
 			PRIMARY KEY (asset_id, name)
 		)`,
 	},
+	{
+		// '' means "not known yet": the row was created by an event other
+		// than QUEUED, which alone carries the policy. Rows older than this
+		// migration were all public.
+		`ALTER TABLE jobs ADD COLUMN playback_policy TEXT NOT NULL DEFAULT 'public'`,
+	},
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path in WAL
@@ -305,6 +337,7 @@ type fact struct {
 	at             time.Time // event time, or now when the event has none
 	progress       float64
 	preset         string
+	policy         string // set from QUEUED events only, else ""
 	source         Source
 	errCode        string
 	errMessage     string
@@ -347,6 +380,9 @@ func factOf(ev *kilnv1.JobEvent, now time.Time) (*fact, error) {
 		f.progress = 1
 	}
 	f.preset = ev.GetPreset()
+	if st == StateQueued {
+		f.policy = policyOf(ev.GetPlaybackPolicy())
+	}
 	if src := ev.GetSource(); src != nil {
 		f.source = Source{Bucket: src.GetBucket(), Key: src.GetKey(), ETag: src.GetEtag(), Size: src.GetSize()}
 	}
@@ -436,12 +472,12 @@ func apply(ctx context.Context, tx *sql.Tx, f *fact, now time.Time) (bool, error
 	col := f.state.column()
 	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (id, asset_id, state, progress, preset,
 			source_bucket, source_key, source_etag, source_size, error_code, error_message,
-			media_json, plan_json, created_at, updated_at, `+col+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			media_json, plan_json, created_at, updated_at, playback_policy, `+col+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`,
 		f.jobID, f.assetID, f.state, f.progress, f.preset,
 		f.source.Bucket, f.source.Key, f.source.ETag, f.source.Size, f.errCode, f.errMessage,
-		f.media, f.plan, fmtTime(now), fmtTime(now), fmtTime(f.at))
+		f.media, f.plan, fmtTime(now), fmtTime(now), f.policy, fmtTime(f.at))
 	if err != nil {
 		return false, fmt.Errorf("catalog: job %s: insert: %w", f.jobID, err)
 	}
@@ -457,16 +493,18 @@ func apply(ctx context.Context, tx *sql.Tx, f *fact, now time.Time) (bool, error
 		return false, fmt.Errorf("catalog: job %s: read state: %w", f.jobID, err)
 	}
 
-	// Source and preset are facts of the job, never contradicted: fill blanks.
+	// Source, preset and playback policy are facts of the job, never
+	// contradicted: fill blanks.
 	const fillSource = `
 		preset        = CASE WHEN preset = '' THEN :preset ELSE preset END,
+		playback_policy = CASE WHEN playback_policy = '' THEN :policy ELSE playback_policy END,
 		source_bucket = CASE WHEN source_bucket = '' THEN :bucket ELSE source_bucket END,
 		source_key    = CASE WHEN source_bucket = '' THEN :key ELSE source_key END,
 		source_etag   = CASE WHEN source_bucket = '' THEN :etag ELSE source_etag END,
 		source_size   = CASE WHEN source_bucket = '' THEN :size ELSE source_size END,`
 	args := []any{
 		sql.Named("id", f.jobID), sql.Named("now", fmtTime(now)),
-		sql.Named("preset", f.preset), sql.Named("bucket", f.source.Bucket), sql.Named("key", f.source.Key),
+		sql.Named("preset", f.preset), sql.Named("policy", f.policy), sql.Named("bucket", f.source.Bucket), sql.Named("key", f.source.Key),
 		sql.Named("etag", f.source.ETag), sql.Named("size", f.source.Size),
 		sql.Named("media", f.media), sql.Named("plan", f.plan),
 	}
@@ -502,6 +540,7 @@ func apply(ctx context.Context, tx *sql.Tx, f *fact, now time.Time) (bool, error
 			updated_at = :now
 			WHERE id = :id AND (
 				(preset = '' AND :preset <> '') OR (source_bucket = '' AND :bucket <> '') OR
+				(playback_policy = '' AND :policy <> '') OR
 				(media_json IS NULL AND :media IS NOT NULL) OR (plan_json IS NULL AND :plan IS NOT NULL))`, args...)
 		if err != nil {
 			return false, fmt.Errorf("catalog: job %s: backfill: %w", f.jobID, err)
@@ -559,7 +598,7 @@ func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
 		media, plan      sql.NullString
 		created, updated string
 		ts               = make([]sql.NullString, len(states))
-		dest             = []any{&j.AssetID, &j.State, &j.Progress, &j.Preset,
+		dest             = []any{&j.AssetID, &j.State, &j.Progress, &j.Preset, &j.PlaybackPolicy,
 			&j.Source.Bucket, &j.Source.Key, &j.Source.ETag, &j.Source.Size,
 			&j.ErrorCode, &j.ErrorMessage, &media, &plan, &created, &updated}
 		cols []string
@@ -568,7 +607,7 @@ func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
 		cols = append(cols, st.column)
 		dest = append(dest, &ts[i])
 	}
-	err := s.db.QueryRowContext(ctx, `SELECT asset_id, state, progress, preset,
+	err := s.db.QueryRowContext(ctx, `SELECT asset_id, state, progress, preset, playback_policy,
 			source_bucket, source_key, source_etag, source_size, error_code, error_message,
 			media_json, plan_json, created_at, updated_at, `+strings.Join(cols, ", ")+`
 		FROM jobs WHERE id = ?`, id).Scan(dest...)
@@ -578,6 +617,7 @@ func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog: job %s: %w", id, err)
 	}
+	j.PlaybackPolicy = storedPolicy(j.PlaybackPolicy)
 	if j.CreatedAt, err = parseTime(created); err != nil {
 		return nil, fmt.Errorf("catalog: job %s: created_at: %w", id, err)
 	}
@@ -616,17 +656,18 @@ func (s *Store) Asset(ctx context.Context, id string) (*Asset, error) {
 		bucket, prefix, master, mp4, poster, readyAt sql.NullString
 		duration                                     sql.NullFloat64
 	)
-	err := s.db.QueryRowContext(ctx, `SELECT j.id, j.state, a.outputs_bucket, a.outputs_prefix,
+	err := s.db.QueryRowContext(ctx, `SELECT j.id, j.state, j.playback_policy, a.outputs_bucket, a.outputs_prefix,
 			a.master_key, a.mp4_key, a.poster_key, a.duration_seconds, a.ready_at
 		FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id
 		WHERE j.asset_id = ?`, id).
-		Scan(&a.JobID, &a.State, &bucket, &prefix, &master, &mp4, &poster, &duration, &readyAt)
+		Scan(&a.JobID, &a.State, &a.PlaybackPolicy, &bucket, &prefix, &master, &mp4, &poster, &duration, &readyAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("catalog: asset %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("catalog: asset %s: %w", id, err)
 	}
+	a.PlaybackPolicy = storedPolicy(a.PlaybackPolicy)
 	if !readyAt.Valid { // not ready yet
 		return a, nil
 	}
@@ -654,6 +695,15 @@ func (s *Store) Asset(ctx context.Context, id string) (*Asset, error) {
 		return nil, fmt.Errorf("catalog: asset %s: renditions: %w", id, err)
 	}
 	return a, nil
+}
+
+// storedPolicy reads the playback_policy column: "" (no QUEUED event
+// recorded yet) fails closed as signed.
+func storedPolicy(p string) string {
+	if p == PolicyPublic {
+		return PolicyPublic
+	}
+	return PolicySigned
 }
 
 // timeLayout is fixed-width UTC so stored times sort as text.

@@ -364,7 +364,7 @@ func TestStoreSurvivesRestart(t *testing.T) {
 }
 
 func jobsEqual(a, b *Job) bool {
-	if a.ID != b.ID || a.AssetID != b.AssetID || a.State != b.State || a.Progress != b.Progress ||
+	if a.ID != b.ID || a.AssetID != b.AssetID || a.State != b.State || a.Progress != b.Progress || a.PlaybackPolicy != b.PlaybackPolicy ||
 		a.Source != b.Source || a.Preset != b.Preset || !a.CreatedAt.Equal(b.CreatedAt) ||
 		!a.UpdatedAt.Equal(b.UpdatedAt) || !proto.Equal(a.Media, b.Media) || !proto.Equal(a.Plan, b.Plan) ||
 		len(a.Timestamps) != len(b.Timestamps) {
@@ -386,5 +386,83 @@ func TestNotFound(t *testing.T) {
 	}
 	if _, err := s.Asset(t.Context(), assetID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Asset: %v, want ErrNotFound", err)
+	}
+}
+
+func TestPlaybackPolicy(t *testing.T) {
+	jobID, assetID := testJob("policy")
+	queuedWith := func(policy string) *kilnv1.JobEvent {
+		ev := event(jobID, queued, 0)
+		ev.PlaybackPolicy = policy
+		return ev
+	}
+	probingWith := func(policy string) *kilnv1.JobEvent { // policies on other events are ignored
+		ev := event(jobID, probing, 0)
+		ev.PlaybackPolicy = policy
+		return ev
+	}
+	tests := []struct {
+		name   string
+		events []*kilnv1.JobEvent
+		want   string
+	}{
+		{"signed", []*kilnv1.JobEvent{queuedWith("signed"), event(jobID, ready, 0)}, PolicySigned},
+		{"public", []*kilnv1.JobEvent{queuedWith("public"), event(jobID, ready, 0)}, PolicyPublic},
+		{"producer without policies", []*kilnv1.JobEvent{queuedWith(""), event(jobID, ready, 0)}, PolicyPublic},
+		{"unknown value is public, as ingest decides", []*kilnv1.JobEvent{queuedWith("SIGNED?")}, PolicyPublic},
+		{"not queued yet fails closed", []*kilnv1.JobEvent{event(jobID, probing, 0), event(jobID, ready, 0)}, PolicySigned},
+		{"only QUEUED carries it", []*kilnv1.JobEvent{probingWith("public"), event(jobID, ready, 0)}, PolicySigned},
+		{"late QUEUED fills it in", []*kilnv1.JobEvent{event(jobID, probing, 0), event(jobID, ready, 0), queuedWith("public")}, PolicyPublic},
+		{"late signed QUEUED", []*kilnv1.JobEvent{event(jobID, transcoding, 0.5), queuedWith("signed")}, PolicySigned},
+		{"never contradicted", []*kilnv1.JobEvent{queuedWith("signed"), queuedWith("public"), event(jobID, ready, 0)}, PolicySigned},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			for _, ev := range tt.events {
+				if _, err := s.Apply(t.Context(), ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			j, err := s.Job(t.Context(), jobID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := s.Asset(t.Context(), assetID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.PlaybackPolicy != tt.want || a.PlaybackPolicy != tt.want {
+				t.Errorf("policy: job %q, asset %q; want %q", j.PlaybackPolicy, a.PlaybackPolicy, tt.want)
+			}
+		})
+	}
+}
+
+// TestMigratePlaybackPolicy: jobs recorded before the playback_policy
+// column existed were public.
+func TestMigratePlaybackPolicy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	all := migrations
+	migrations = all[:1]
+	s, err := OpenSQLite(t.Context(), path)
+	migrations = all
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobID, assetID := testJob("old")
+	if _, err := s.db.ExecContext(t.Context(), `INSERT INTO jobs (id, asset_id, state, created_at, updated_at)
+		VALUES (?, ?, 'queued', ?, ?)`, jobID, assetID, fmtTime(t0), fmtTime(t0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, path)
+	if j, err := s.Job(t.Context(), jobID); err != nil || j.PlaybackPolicy != PolicyPublic {
+		t.Fatalf("old job after migration: %+v, %v", j, err)
+	}
+	if a, err := s.Asset(t.Context(), assetID); err != nil || a.PlaybackPolicy != PolicyPublic {
+		t.Fatalf("old asset after migration: %+v, %v", a, err)
 	}
 }

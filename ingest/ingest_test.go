@@ -71,28 +71,33 @@ func TestParseS3Event(t *testing.T) {
 	tests := []struct {
 		name    string
 		data    []byte
-		want    []string // "bucket|key|etag|size|contentType|preset"
+		want    []string // "bucket|key|etag|size|contentType|preset|playbackPolicy"
 		wantErr bool
 	}{
 		{
 			name: "minio put",
 			data: []byte(minioPut),
-			want: []string{"kiln-sources|dir/a b.mp4|abc|123|video/mp4|default"},
+			want: []string{"kiln-sources|dir/a b.mp4|abc|123|video/mp4|default|"},
 		},
 		{
 			name: "aws style event name and quoted etag",
 			data: event(record("ObjectCreated:CompleteMultipartUpload", "b", "x.mov", `\"e1\"`, "")),
-			want: []string{"b|x.mov|e1|7|video/mp4|"},
+			want: []string{"b|x.mov|e1|7|video/mp4||"},
 		},
 		{
 			name: "escaped plus, percent and unicode",
 			data: event(record("s3:ObjectCreated:Copy", "b", "a%2Bb+%25+%C3%A9t%C3%A9.mp4", "e", "")),
-			want: []string{"b|a+b % été.mp4|e|7|video/mp4|"},
+			want: []string{"b|a+b % été.mp4|e|7|video/mp4||"},
 		},
 		{
 			name: "preset metadata key is case-insensitive",
 			data: event(record("s3:ObjectCreated:Put", "b", "k", "e", `{"x-amz-meta-kiln-preset":"hd"}`)),
-			want: []string{"b|k|e|7|video/mp4|hd"},
+			want: []string{"b|k|e|7|video/mp4|hd|"},
+		},
+		{
+			name: "playback policy metadata",
+			data: event(record("s3:ObjectCreated:Put", "b", "k", "e", `{"X-Amz-Meta-Kiln-Playback-Policy":"signed","X-Amz-Meta-Kiln-Preset":"hd"}`)),
+			want: []string{"b|k|e|7|video/mp4|hd|signed"},
 		},
 		{
 			name: "delete skipped",
@@ -106,7 +111,7 @@ func TestParseS3Event(t *testing.T) {
 				record("s3:ObjectCreated:Put", "b", "k2", "e", ""),
 				record("s3:ObjectRemoved:DeleteMarkerCreated", "b", "k3", "e", ""),
 			),
-			want: []string{"b|k2|e|7|video/mp4|"},
+			want: []string{"b|k2|e|7|video/mp4||"},
 		},
 		{
 			name: "folder marker skipped",
@@ -141,7 +146,7 @@ func TestParseS3Event(t *testing.T) {
 			for _, ev := range got {
 				o := ev.GetObject()
 				gotS = append(gotS, strings.Join([]string{o.Bucket, o.Key, o.Etag,
-					strconv.FormatInt(o.Size, 10), o.ContentType, ev.Preset}, "|"))
+					strconv.FormatInt(o.Size, 10), o.ContentType, ev.Preset, ev.PlaybackPolicy}, "|"))
 				if ev.Origin != "s3" {
 					t.Errorf("origin = %q, want s3", ev.Origin)
 				}
@@ -294,16 +299,19 @@ func TestStartJob(t *testing.T) {
 	tests := []struct {
 		name       string
 		preset     string
+		policy     string
 		wantPreset string
+		wantPolicy string
 	}{
-		{"default preset when empty", "", "default"},
-		{"explicit preset", "hd", "hd"},
+		{"defaults when empty", "", "", "default", PolicyPublic},
+		{"explicit preset, signed", "hd", PolicySigned, "hd", PolicySigned},
+		{"unknown policy is public", "", "bogus", "default", PolicyPublic},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			events, queue := &fakeEvents{}, &fakeQueue{}
 			s := New(Config{Events: events, Queue: queue, SourcesBucket: "kiln-sources"})
-			if err := s.StartJob(t.Context(), &kilnv1.ObjectLanded{Object: src, Origin: "api", Preset: tt.preset}); err != nil {
+			if err := s.StartJob(t.Context(), &kilnv1.ObjectLanded{Object: src, Origin: "api", Preset: tt.preset, PlaybackPolicy: tt.policy}); err != nil {
 				t.Fatal(err)
 			}
 			if len(events.jobs) != 1 {
@@ -313,7 +321,7 @@ func TestStartJob(t *testing.T) {
 			if ev.EventId != wantJob+".queued" || ev.JobId != wantJob || ev.AssetId != wantAsset {
 				t.Errorf("event ids = %q %q %q", ev.EventId, ev.JobId, ev.AssetId)
 			}
-			if ev.State != kilnv1.JobState_JOB_STATE_QUEUED || ev.Preset != tt.wantPreset || !proto.Equal(ev.Source, src) {
+			if ev.State != kilnv1.JobState_JOB_STATE_QUEUED || ev.Preset != tt.wantPreset || ev.PlaybackPolicy != tt.wantPolicy || !proto.Equal(ev.Source, src) {
 				t.Errorf("event = %v", ev)
 			}
 

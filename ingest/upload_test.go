@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"io"
@@ -136,6 +137,7 @@ func TestUpload(t *testing.T) {
 		wantContentType string
 		wantSize        int64
 		wantPreset      string
+		wantPolicy      string // default public
 	}{
 		{
 			name: "raw body", target: "/v1/uploads?filename=clip.mp4", contentType: "video/mp4", body: strings.NewReader(video),
@@ -176,6 +178,15 @@ func TestUpload(t *testing.T) {
 		{
 			name: "empty chunked body", target: "/v1/uploads", body: unsized{strings.NewReader("")}, chunked: true,
 			wantStatus: http.StatusBadRequest, wantCode: CodeEmptyUpload,
+		},
+		{
+			name: "unknown playback policy", target: "/v1/uploads?playback_policy=private", body: strings.NewReader(video),
+			wantStatus: http.StatusBadRequest, wantCode: CodeInvalidPolicy,
+		},
+		{
+			name: "signed playback policy", target: "/v1/uploads?playback_policy=signed&filename=s.mp4", contentType: "video/mp4", body: strings.NewReader(video),
+			wantStatus: http.StatusAccepted, wantKeySuffix: "/s.mp4", wantData: video, wantContentType: "video/mp4",
+			wantSize: int64(len(video)), wantPreset: "default", wantPolicy: PolicySigned,
 		},
 		{
 			name: "unknown preset", target: "/v1/uploads?preset=nope", body: strings.NewReader(video),
@@ -274,8 +285,9 @@ func TestUpload(t *testing.T) {
 			if put.ContentType != tt.wantContentType || put.Size != tt.wantSize {
 				t.Errorf("content type/size = %q/%d, want %q/%d", put.ContentType, put.Size, tt.wantContentType, tt.wantSize)
 			}
-			if len(put.Meta) != 2 || put.Meta[PresetMetaKey] != tt.wantPreset || put.Meta[PolicyMetaKey] != PolicyPublic {
-				t.Errorf("metadata = %v, want %s=%s %s=public", put.Meta, PresetMetaKey, tt.wantPreset, PolicyMetaKey)
+			wantPolicy := cmp.Or(tt.wantPolicy, PolicyPublic)
+			if len(put.Meta) != 2 || put.Meta[PresetMetaKey] != tt.wantPreset || put.Meta[PolicyMetaKey] != wantPolicy {
+				t.Errorf("metadata = %v, want %s=%s %s=%s", put.Meta, PresetMetaKey, tt.wantPreset, PolicyMetaKey, wantPolicy)
 			}
 
 			etag := "etag-" + strconv.Itoa(len(tt.wantData))
@@ -298,7 +310,7 @@ func TestUpload(t *testing.T) {
 			if o.Bucket != put.Bucket || o.Key != put.Key || o.Etag != etag || o.Size != int64(len(tt.wantData)) || o.ContentType != tt.wantContentType {
 				t.Errorf("landed object = %v", o)
 			}
-			if ev.Origin != "api" || ev.Preset != tt.wantPreset || ev.GetTime() == nil {
+			if ev.Origin != "api" || ev.Preset != tt.wantPreset || ev.PlaybackPolicy != wantPolicy || ev.GetTime() == nil {
 				t.Errorf("landed = %v", ev)
 			}
 		})

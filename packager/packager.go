@@ -33,7 +33,9 @@ type Config struct {
 	OutputsBucket string
 	// WorkDir holds per-task temp folders; default os.TempDir().
 	WorkDir string
-	Logger  *zap.Logger
+	// Jobs tells whether a job was canceled; default: never.
+	Jobs   tasks.CancelChecker
+	Logger *zap.Logger
 }
 
 // Handler is the asynq handler of the package stage.
@@ -45,6 +47,9 @@ type Handler struct {
 func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Jobs == nil {
+		cfg.Jobs = tasks.NoCancel{}
 	}
 	return &Handler{cfg: cfg}
 }
@@ -78,6 +83,9 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 	if err := tasks.Decode(t, &p); err != nil {
 		return err
 	}
+	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+		return err
+	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "package"))
 	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_PACKAGING, "packaging")); err != nil {
 		return err
@@ -88,15 +96,21 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 	}
 	defer os.RemoveAll(work)
 
-	byName := map[string]*kilnv1.EncodedRung{}
-	for _, e := range p.Encoded {
-		byName[e.Name] = e
+	rungs := map[string]*kilnv1.Rung{}
+	for _, r := range p.Plan.GetRungs() {
+		rungs[r.Name] = r
+	}
+	if len(p.Encoded) == 0 {
+		return tasks.Permanent("internal", "nothing was encoded", nil)
 	}
 	var renditions []*kilnv1.Rendition
-	for _, r := range p.Plan.GetRungs() {
-		enc, ok := byName[r.Name]
+	for _, enc := range p.Encoded {
+		r, ok := rungs[enc.Name]
+		if !ok && !p.Plan.GetAudioOnly() {
+			return tasks.Permanent("internal", "encoded rendition "+enc.Name+" is not in the plan", nil)
+		}
 		if !ok {
-			return tasks.Permanent("internal", "rung "+r.Name+" was not encoded", nil)
+			r = &kilnv1.Rung{Name: enc.Name}
 		}
 		rend, err := h.packageRung(ctx, &p, r, enc, filepath.Join(work, r.Name))
 		if err != nil {
@@ -119,11 +133,15 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		Prefix:          tasks.AssetPrefix(p.AssetId),
 		Renditions:      renditions,
 		MasterKey:       masterKey,
-		Mp4Key:          tasks.RenditionMP4Key(p.AssetId, p.Plan.Rungs[0].Name),
+		Mp4Key:          p.Encoded[0].Object.GetKey(), // the top rung (or the audio)
 		PosterKey:       p.PosterKey,
+		Thumbnails:      p.Thumbnails,
 		DurationSeconds: p.GetMedia().GetDurationSeconds(),
 	}
 	log.Info("packaged", zap.Int("renditions", len(renditions)))
+	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+		return err
+	}
 	return h.cfg.Events.PublishJobEvent(ctx, ev)
 }
 
@@ -171,11 +189,15 @@ func (h *Handler) packageRung(ctx context.Context, p *kilnv1.PackageTask, r *kil
 	if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, playlistKey, filepath.Join(dir, "index.m3u8"), ContentTypeHLS); err != nil {
 		return nil, err
 	}
-	return &kilnv1.Rendition{
-		Name: r.Name, Width: r.Width, Height: r.Height, FrameRate: p.Plan.GetFrameRate(),
+	rend := &kilnv1.Rendition{
+		Name: r.Name, Width: r.Width, Height: r.Height,
 		Bandwidth: stats.PeakBitRate, AverageBandwidth: stats.AverageBitRate,
 		Codecs: codecs, PlaylistKey: playlistKey,
-	}, nil
+	}
+	if r.Width > 0 {
+		rend.FrameRate = p.Plan.GetFrameRate()
+	}
+	return rend, nil
 }
 
 func contentType(name string) string {

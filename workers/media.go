@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
@@ -52,26 +55,99 @@ func MediaFromProbe(p *ffmpeg.ProbeResult) *kilnv1.MediaInfo {
 		SizeBytes:       p.Format.Size,
 		BitRate:         p.Format.BitRate,
 	}
+	for _, st := range p.Streams {
+		switch {
+		case st.CodecType == "video" && !st.AttachedPic:
+			m.VideoStreams++
+		case st.CodecType == "audio":
+			m.AudioStreams++
+		default:
+			m.OtherStreams++
+		}
+	}
 	if v := p.Video(); v != nil {
-		fps := ffmpeg.ParseRational(v.AvgFrameRate)
-		if fps <= 0 || fps > 240 {
-			fps = ffmpeg.ParseRational(v.RFrameRate)
-		}
-		m.Video = &kilnv1.VideoStream{
-			Codec: v.CodecName, Width: int32(v.Width), Height: int32(v.Height),
-			FrameRate: fps, PixFmt: v.PixFmt, Rotation: int32(v.Rotation),
-		}
+		m.Video = videoFromProbe(v)
 		if m.DurationSeconds <= 0 {
 			m.DurationSeconds = v.Duration
 		}
 	}
 	if a := p.Audio(); a != nil {
-		m.Audio = &kilnv1.AudioStream{Codec: a.CodecName, Channels: int32(a.Channels), SampleRate: int32(a.SampleRate)}
+		m.Audio = &kilnv1.AudioStream{
+			Codec: a.CodecName, Profile: a.Profile, Channels: int32(a.Channels), ChannelLayout: a.ChannelLayout,
+			SampleRate: int32(a.SampleRate), BitRate: a.BitRate,
+		}
 		if m.DurationSeconds <= 0 {
 			m.DurationSeconds = a.Duration
 		}
 	}
 	return m
+}
+
+func videoFromProbe(v *ffmpeg.ProbeStream) *kilnv1.VideoStream {
+	avg, nominal := ffmpeg.ParseRational(v.AvgFrameRate), ffmpeg.ParseRational(v.RFrameRate)
+	if nominal <= 0 || nominal > 1000 {
+		nominal = 0
+	}
+	if avg <= 0 || avg > 1000 {
+		avg = nominal
+	}
+	vs := &kilnv1.VideoStream{
+		Codec: v.CodecName, Profile: v.Profile, Level: int32(v.Level),
+		Width: int32(v.Width), Height: int32(v.Height),
+		FrameRate: avg, NominalFrameRate: nominal,
+		PixFmt: v.PixFmt, BitDepth: int32(bitDepth(v)),
+		ColorTransfer: v.ColorTransfer, ColorPrimaries: v.ColorPrimaries, ColorSpace: v.ColorSpace,
+		SampleAspectRatio: v.SampleAspectRatio, Rotation: int32(v.Rotation),
+		FieldOrder: v.FieldOrder, BitRate: v.BitRate,
+	}
+	// A variable frame rate shows as an average rate that differs from the
+	// container's base rate by more than rounding.
+	vs.VariableFrameRate = avg > 0 && nominal > 0 && math.Abs(avg-nominal)/nominal > 0.01
+	switch v.FieldOrder {
+	case "tt", "bb", "tb", "bt":
+		vs.Interlaced = true
+	}
+	vs.Hdr = v.ColorTransfer == "smpte2084" || v.ColorTransfer == "arib-std-b67"
+	w, h := float64(v.Width), float64(v.Height)
+	if sar := sarValue(v.SampleAspectRatio); sar > 0 {
+		w *= sar
+	}
+	if vs.Rotation == 90 || vs.Rotation == 270 {
+		w, h = h, w
+	}
+	vs.DisplayWidth, vs.DisplayHeight = int32(math.Round(w)), int32(math.Round(h))
+	return vs
+}
+
+// sarValue parses "num:den"; 0 when unknown or square.
+func sarValue(s string) float64 {
+	num, den, ok := strings.Cut(s, ":")
+	if !ok {
+		return 0
+	}
+	n, err1 := strconv.ParseFloat(num, 64)
+	d, err2 := strconv.ParseFloat(den, 64)
+	if err1 != nil || err2 != nil || n <= 0 || d <= 0 || n == d {
+		return 0
+	}
+	return n / d
+}
+
+// bitDepth from bits_per_raw_sample, else from the pixel format's name.
+func bitDepth(v *ffmpeg.ProbeStream) int {
+	if v.BitsPerRawSample > 0 {
+		return v.BitsPerRawSample
+	}
+	for _, d := range []string{"16", "14", "12", "10", "9"} {
+		if strings.Contains(v.PixFmt, "p"+d) {
+			n, _ := strconv.Atoi(d)
+			return n
+		}
+	}
+	if v.PixFmt == "" {
+		return 0
+	}
+	return 8
 }
 
 // classify turns an ffmpeg failure into a permanent bad-input error or a

@@ -1,6 +1,6 @@
 // Package workers runs the media stages of a job as asynq handlers: probe
-// (ffprobe + plan), transcode (one decode, every rung) and thumbnails. The
-// packager takes over after them.
+// (ffprobe, limits, plan), transcode (one decode, every rung) and
+// thumbnails. The packager takes over after them.
 package workers
 
 import (
@@ -14,23 +14,23 @@ import (
 // RungSpec is one target of a preset ladder. Height is the target size of
 // the picture's short side, so portrait sources get the same ladder.
 type RungSpec struct {
-	Height       int
-	VideoBitRate int64
+	Height       int   `json:"height"`
+	VideoBitRate int64 `json:"video_bit_rate"`
 }
 
 // Preset is a named encoding ladder.
 type Preset struct {
-	Name           string
-	Rungs          []RungSpec // highest first
-	AudioBitRate   int64
-	SegmentSeconds int
-	GOPSeconds     int
-	MaxFrameRate   float64
+	Name           string     `json:"name"`
+	Rungs          []RungSpec `json:"rungs"` // highest first
+	AudioBitRate   int64      `json:"audio_bit_rate"`
+	SegmentSeconds int        `json:"segment_seconds"`
+	GOPSeconds     int        `json:"gop_seconds"`
+	MaxFrameRate   float64    `json:"max_frame_rate"`
 }
 
 // DefaultPreset is the ladder of DESIGN.md plus a 144p rung for very poor
 // connections: 1080p 5 Mb/s … 144p 0.2 Mb/s, AAC 128 kb/s, 6 s segments,
-// a 2 s GOP.
+// a 2 s GOP, at most 60 fps.
 func DefaultPreset() Preset {
 	return Preset{
 		Name: "default",
@@ -48,31 +48,99 @@ func DefaultPreset() Preset {
 // ErrNoStreams means the source has neither video nor audio.
 var ErrNoStreams = errors.New("no video or audio stream")
 
-// Plan decides what to encode from a probed source: no upscaling, aspect
-// ratio kept, even dimensions, rotation applied, a fixed GOP shared by every
-// rung. It is a pure function.
+// AudioRendition is the name of the rendition of an audio-only source.
+const AudioRendition = "audio"
+
+// Plan decides what to encode from a probed source and why. It is a pure
+// function: no upscaling, aspect ratio kept (non-square pixels squared),
+// even dimensions, rotation applied so the output displays upright,
+// constant frame rate (nominal rate, capped), deinterlaced, HDR and
+// high-bit-depth sources mapped to SDR 8-bit, audio to AAC 48 kHz stereo,
+// and a fixed GOP shared by every rung.
 func Plan(media *kilnv1.MediaInfo, preset Preset) (*kilnv1.Plan, error) {
 	v, a := media.GetVideo(), media.GetAudio()
 	if v == nil && a == nil {
 		return nil, ErrNoStreams
 	}
 	p := &kilnv1.Plan{
+		Preset:         preset.Name,
 		SegmentSeconds: int32(preset.SegmentSeconds),
 		HasAudio:       a != nil,
+		Normalisation:  &kilnv1.Normalisation{},
 	}
+	n := p.Normalisation
+	say := func(format string, args ...any) { p.Decisions = append(p.Decisions, fmt.Sprintf(format, args...)) }
 	if a != nil {
 		p.AudioBitRate = preset.AudioBitRate
+		say("audio: %s %d ch %d Hz → AAC-LC stereo 48 kHz %d kb/s", a.Codec, a.Channels, a.SampleRate, preset.AudioBitRate/1000)
+		if a.Channels > 2 {
+			n.Downmix = true
+			say("audio: %d channels downmixed to stereo", a.Channels)
+		}
+		if a.SampleRate != 48000 {
+			n.Resample = true
+			say("audio: resampled from %d Hz to 48 kHz", a.SampleRate)
+		}
+	} else {
+		say("no audio stream: renditions have no audio track")
 	}
 	if v == nil {
+		p.AudioOnly = true
+		say("no video stream: audio-only HLS and an M4A download")
 		return p, nil
 	}
-	w, h := int(v.GetWidth()), int(v.GetHeight())
+
+	w, h := int(v.GetDisplayWidth()), int(v.GetDisplayHeight())
+	if w <= 0 || h <= 0 { // media info from an older probe: derive here
+		w, h = int(v.GetWidth()), int(v.GetHeight())
+		if r := v.GetRotation(); r == 90 || r == 270 {
+			w, h = h, w
+		}
+	}
 	if w <= 0 || h <= 0 {
 		return nil, fmt.Errorf("video stream has no dimensions (%dx%d)", w, h)
 	}
-	if r := v.GetRotation(); r == 90 || r == 270 {
-		w, h = h, w
+	if r := v.GetRotation(); r != 0 {
+		n.Rotate = r
+		say("video: rotated %d° as the display matrix asks; output is %dx%d as displayed", r, w, h)
 	}
+	if sar := sarValue(v.GetSampleAspectRatio()); sar > 0 {
+		n.SquarePixels = true
+		say("video: non-square pixels (SAR %s) squared: %dx%d coded → %dx%d displayed", v.GetSampleAspectRatio(), v.GetWidth(), v.GetHeight(), w, h)
+	}
+	if v.GetInterlaced() {
+		n.Deinterlace = true
+		say("video: interlaced (%s field order) → deinterlaced (bwdif, one frame per frame)", v.GetFieldOrder())
+	}
+	if v.GetHdr() {
+		n.ToneMap = true
+		say("video: HDR (%s) tone-mapped to SDR BT.709", v.GetColorTransfer())
+	}
+	if v.GetBitDepth() > 8 || n.ToneMap {
+		n.EightBit = true
+		say("video: %d-bit %s → 8-bit yuv420p", v.GetBitDepth(), v.GetPixFmt())
+	}
+
+	fps := v.GetFrameRate()
+	if v.GetVariableFrameRate() {
+		n.ConstantFrameRate = true
+		if nom := v.GetNominalFrameRate(); nom > 0 {
+			fps = nom
+		}
+		say("video: variable frame rate (average %.3f, nominal %.3f) → constant %.3f fps", v.GetFrameRate(), v.GetNominalFrameRate(), min(fps, preset.MaxFrameRate))
+	}
+	if fps <= 0 || math.IsNaN(fps) || math.IsInf(fps, 0) {
+		fps = 30
+		say("video: frame rate unknown → 30 fps")
+	}
+	if fps > preset.MaxFrameRate {
+		say("video: %.3f fps capped to %.0f fps", fps, preset.MaxFrameRate)
+		fps = preset.MaxFrameRate
+	}
+	p.FrameRate = fps
+	p.GopFrames = int32(max(1, math.Round(p.FrameRate*float64(preset.GOPSeconds))))
+	say("video: IDR every %d frames (%d s), no scene-cut keyframes, %d s segments: boundaries align across rungs", p.GopFrames, preset.GOPSeconds, preset.SegmentSeconds)
+
 	short, long := min(w, h), max(w, h)
 	for _, r := range preset.Rungs {
 		if r.Height > short {
@@ -81,16 +149,30 @@ func Plan(media *kilnv1.MediaInfo, preset Preset) (*kilnv1.Plan, error) {
 		s, l := even(float64(r.Height)), even(float64(long)*float64(r.Height)/float64(short))
 		p.Rungs = append(p.Rungs, rung(fmt.Sprintf("%dp", r.Height), w >= h, s, l, r.VideoBitRate))
 	}
+	// A source between two rungs keeps its own size as the top rung, so a
+	// 180p or 400p source does not lose detail to the rung below it.
+	if len(p.Rungs) > 0 {
+		top := p.Rungs[0]
+		topShort := min(top.Width, top.Height)
+		if float64(short) >= float64(topShort)*1.15 {
+			br := int64(float64(top.VideoBitRate) * math.Pow(float64(short)/float64(topShort), 2))
+			for _, r := range preset.Rungs { // never above the next rung up
+				if r.Height > short {
+					br = min(br, r.VideoBitRate)
+				}
+			}
+			s, l := even(float64(short)), even(float64(long))
+			p.Rungs = append([]*kilnv1.Rung{rung(fmt.Sprintf("%dp", s), w >= h, s, l, br)}, p.Rungs...)
+			say("video: %dp source between ladder rungs: kept at its own size (%dx%d) as the top rung", short, l, s)
+		}
+	}
 	if len(p.Rungs) == 0 { // smaller than the lowest rung: keep the source size
 		low := preset.Rungs[len(preset.Rungs)-1]
 		p.Rungs = append(p.Rungs, rung(fmt.Sprintf("%dp", even(float64(short))), w >= h, even(float64(short)), even(float64(long)), low.VideoBitRate))
+		say("video: smaller than the lowest rung: one rendition at the source size")
+	} else if skipped := len(preset.Rungs) - len(p.Rungs); skipped > 0 {
+		say("video: %d rung(s) above the source's %dp skipped (no upscaling)", skipped, short)
 	}
-	fps := v.GetFrameRate()
-	if fps <= 0 || math.IsNaN(fps) {
-		fps = 30
-	}
-	p.FrameRate = min(fps, preset.MaxFrameRate)
-	p.GopFrames = int32(math.Round(p.FrameRate * float64(preset.GOPSeconds)))
 	return p, nil
 }
 

@@ -28,6 +28,10 @@ type Config struct {
 	Threads int
 	// Presets by name; "default" is DefaultPreset() when absent.
 	Presets map[string]Preset
+	// Jobs tells whether a job was canceled; default: never.
+	Jobs tasks.CancelChecker
+	// Limits bound accepted sources.
+	Limits Limits
 	// X264Preset trades speed for compression; default "veryfast".
 	X264Preset string
 	Logger     *zap.Logger
@@ -48,6 +52,9 @@ func New(cfg Config) *Handlers {
 	}
 	if _, ok := cfg.Presets["default"]; !ok {
 		cfg.Presets["default"] = DefaultPreset()
+	}
+	if cfg.Jobs == nil {
+		cfg.Jobs = tasks.NoCancel{}
 	}
 	if cfg.X264Preset == "" {
 		cfg.X264Preset = "veryfast"
@@ -70,6 +77,9 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	if err := tasks.Decode(t, &p); err != nil {
 		return err
 	}
+	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+		return err
+	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "probe"))
 	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_PROBING, "probing")); err != nil {
 		return err
@@ -79,7 +89,7 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		preset, ok = h.cfg.Presets["default"], true
 	}
 	if !ok {
-		return tasks.Permanent("invalid_preset", fmt.Sprintf("unknown preset %q", p.GetPreset()), nil)
+		return tasks.Permanent(CodeInvalidPreset, fmt.Sprintf("unknown preset %q", p.GetPreset()), nil)
 	}
 	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
 	if err != nil {
@@ -92,28 +102,45 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		AnalyzeDuration:   AnalyzeDuration,
 	})
 	if err != nil {
-		return classify(err, "invalid_media", "the file is not a readable video or audio file")
+		return classify(err, CodeInvalidMedia, "the file is not a readable video or audio file")
 	}
 	media := MediaFromProbe(res)
+	if media.SizeBytes <= 0 {
+		media.SizeBytes = p.Source.GetSize()
+	}
+	if err := h.cfg.Limits.Check(media); err != nil {
+		h.publishMedia(ctx, &p, media, nil, log)
+		return err
+	}
 	plan, err := Plan(media, preset)
 	if errors.Is(err, ErrNoStreams) {
-		return tasks.Permanent("no_video_or_audio", "the file has no video or audio stream", err)
+		return tasks.Permanent(CodeNoStreams, "the file has no video or audio stream", err)
 	}
 	if err != nil {
-		return tasks.Permanent("invalid_media", "the video stream cannot be planned", err)
-	}
-	if len(plan.Rungs) == 0 {
-		return tasks.Permanent("unsupported_media", "audio-only sources are not supported yet", nil)
+		return tasks.Permanent(CodeInvalidMedia, "the video stream cannot be planned", err)
 	}
 	log.Info("probed", zap.String("format", media.Format), zap.Float64("duration", media.DurationSeconds),
 		zap.Int("rungs", len(plan.Rungs)))
-	ev := tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_PROBING, "probed")
-	ev.Media, ev.Plan = media, plan
-	if err := h.cfg.Events.PublishJobEvent(ctx, ev); err != nil {
+	if err := h.publishMedia(ctx, &p, media, plan, log); err != nil {
 		return err
 	}
 	next := &kilnv1.TranscodeTask{JobId: p.JobId, AssetId: p.AssetId, Source: p.Source, Media: media, Plan: plan}
+	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+		return err
+	}
 	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypeTranscode, tasks.QueueTranscode, p.JobId, next, TranscodeTimeout(media))
+}
+
+// publishMedia records what the probe found (and planned) on the job, also
+// for a source about to be refused, so the failure can be understood.
+func (h *Handlers) publishMedia(ctx context.Context, p *kilnv1.ProbeTask, media *kilnv1.MediaInfo, plan *kilnv1.Plan, log *zap.Logger) error {
+	ev := tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_PROBING, "probed")
+	ev.Media, ev.Plan = media, plan
+	err := h.cfg.Events.PublishJobEvent(ctx, ev)
+	if err != nil {
+		log.Warn("publish probe result", zap.Error(err))
+	}
+	return err
 }
 
 // TranscodeTimeout bounds a transcode by the source duration.

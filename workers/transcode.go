@@ -25,15 +25,32 @@ type EncodeOptions struct {
 }
 
 // TranscodeArgs builds the single ffmpeg invocation that decodes the source
-// once and encodes every rung of plan: the video is converted to constant
-// frame rate, split, and each branch scaled and encoded with the same fixed
-// GOP (keyframes every GopFrames, no scene-cut keyframes) so that segment
-// boundaries align across rungs. Output i is outDir/<rung name>.mp4.
+// once and encodes every rung of plan. The picture is normalised first
+// (deinterlace, tone-map, constant frame rate; ffmpeg's autorotate applies
+// the display matrix), then split, and each branch is scaled to square
+// pixels and encoded with the same fixed GOP (keyframes every GopFrames, no
+// scene-cut keyframes) so that segment boundaries align across rungs.
+// Output i is outDir/<rung name>.mp4; an audio-only plan writes
+// outDir/audio.m4a.
 func TranscodeArgs(input string, plan *kilnv1.Plan, outDir string, opt EncodeOptions) []string {
 	args := InputArgs(input)
+	if plan.AudioOnly {
+		args = append(args, "-map", "0:a:0", "-vn", "-sn", "-dn")
+		args = append(args, audioArgs(plan)...)
+		return append(args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4",
+			filepath.Join(outDir, AudioRendition+".m4a"))
+	}
 	n := len(plan.Rungs)
 	var fg strings.Builder
-	fmt.Fprintf(&fg, "[0:v:0]fps=%s,split=%d", formatRate(plan.FrameRate), n)
+	fg.WriteString("[0:v:0]")
+	norm := plan.GetNormalisation()
+	if norm.GetDeinterlace() {
+		fg.WriteString("bwdif=mode=send_frame:deint=interlaced,")
+	}
+	if norm.GetToneMap() {
+		fg.WriteString("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,")
+	}
+	fmt.Fprintf(&fg, "fps=%s,split=%d", formatRate(plan.FrameRate), n)
 	for i := range n {
 		fmt.Fprintf(&fg, "[s%d]", i)
 	}
@@ -54,17 +71,24 @@ func TranscodeArgs(input string, plan *kilnv1.Plan, outDir string, opt EncodeOpt
 			"-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
 			"-force_key_frames", "expr:gte(t,n_forced*"+strconv.FormatFloat(gopSeconds, 'f', -1, 64)+")",
 		)
+		if norm.GetToneMap() {
+			args = append(args, "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709")
+		}
 		if opt.Threads > 0 {
 			args = append(args, "-threads", strconv.Itoa(opt.Threads))
 		}
 		if plan.HasAudio {
-			args = append(args, "-map", "0:a:0",
-				"-c:a", "aac", "-b:a", strconv.FormatInt(plan.AudioBitRate, 10), "-ar", "48000", "-ac", "2")
+			args = append(args, "-map", "0:a:0")
+			args = append(args, audioArgs(plan)...)
 		}
 		args = append(args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4",
 			filepath.Join(outDir, r.Name+".mp4"))
 	}
 	return args
+}
+
+func audioArgs(plan *kilnv1.Plan) []string {
+	return []string{"-c:a", "aac", "-profile:a", "aac_low", "-b:a", strconv.FormatInt(plan.AudioBitRate, 10), "-ar", "48000", "-ac", "2"}
 }
 
 func formatRate(fps float64) string {
@@ -81,6 +105,9 @@ func formatRate(fps float64) string {
 func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	var p kilnv1.TranscodeTask
 	if err := tasks.Decode(t, &p); err != nil {
+		return err
+	}
+	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "transcode"))
@@ -104,6 +131,18 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		return classify(err, "transcode_failed", "the source could not be decoded")
 	}
 	log.Info("encoded", zap.Duration("took", time.Since(started)), zap.Int("rungs", len(p.Plan.Rungs)))
+	if p.Plan.AudioOnly {
+		key := tasks.AudioKey(p.AssetId)
+		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, filepath.Join(dir, AudioRendition+".m4a"), "audio/mp4"); err != nil {
+			return err
+		}
+		next := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Media: p.Media, Plan: p.Plan,
+			Encoded: []*kilnv1.EncodedRung{{Name: AudioRendition, Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: key}}}}
+		if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+			return err
+		}
+		return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, next, 15*time.Minute)
+	}
 	for _, r := range p.Plan.Rungs {
 		key := tasks.RenditionMP4Key(p.AssetId, r.Name)
 		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, filepath.Join(dir, r.Name+".mp4"), "video/mp4"); err != nil {
@@ -114,6 +153,9 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	next := &kilnv1.ThumbnailTask{
 		JobId: p.JobId, AssetId: p.AssetId, Media: p.Media, Plan: p.Plan,
 		Source: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: tasks.RenditionMP4Key(p.AssetId, top.Name)},
+	}
+	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+		return err
 	}
 	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypeThumbnail, tasks.QueueThumbnail, p.JobId, next, 5*time.Minute)
 }

@@ -111,7 +111,7 @@ func parseFlags(role string, args []string, stderr io.Writer) (app.Config, logOp
 	fs.SetOutput(stderr)
 	var cfg app.Config
 	var lo logOptions
-	var apiKeys string
+	var apiKeys, signingKey string
 	str := func(p *string, name, env, def, help string) {
 		fs.StringVar(p, name, envOr(env, def), help+" ($"+env+")")
 	}
@@ -133,6 +133,9 @@ func parseFlags(role string, args []string, stderr io.Writer) (app.Config, logOp
 	str(&cfg.OutputsBucket, "outputs-bucket", "KILN_OUTPUTS_BUCKET", "kiln-outputs", "bucket of renditions, playlists, thumbnails")
 	str(&cfg.NotifyARN, "s3-notify-arn", "KILN_S3_NOTIFY_ARN", "", "notification target for object-created events on the sources bucket, e.g. arn:minio:sqs::KILN:nats")
 	str(&cfg.Database, "database", "KILN_DATABASE", "data/kiln.db", "catalog SQLite file")
+	str(&signingKey, "playback-signing-key", "KILN_PLAYBACK_SIGNING_KEY", "", "secret (16+ bytes) signing playback tokens of assets uploaded with playback_policy=signed (catalog)")
+	durFlag(fs, &cfg.PlaybackTokenTTL, "playback-token-ttl", "KILN_PLAYBACK_TOKEN_TTL", 24*time.Hour, "lifetime of the token in a signed asset's playback URLs (catalog)")
+	str(&cfg.PlaybackDelivery, "playback-delivery", "KILN_PLAYBACK_DELIVERY", "redirect", "segments, MP4 and poster: redirect (to presigned S3 URLs) or proxy (streamed by the catalog)")
 	str(&cfg.WorkDir, "work-dir", "KILN_WORK_DIR", os.TempDir(), "worker temp folder")
 	intFlag(fs, &cfg.Concurrency, "concurrency", "KILN_CONCURRENCY", 2, "tasks run at once by one worker")
 	intFlag(fs, &cfg.FFmpegThreads, "ffmpeg-threads", "KILN_FFMPEG_THREADS", 0, "threads per ffmpeg encode (0 = ffmpeg decides)")
@@ -152,6 +155,9 @@ func parseFlags(role string, args []string, stderr io.Writer) (app.Config, logOp
 		if k = strings.TrimSpace(k); k != "" {
 			cfg.APIKeys = append(cfg.APIKeys, k)
 		}
+	}
+	if signingKey = strings.TrimSpace(signingKey); signingKey != "" {
+		cfg.PlaybackSigningKey = []byte(signingKey)
 	}
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + cfg.HTTPAddr

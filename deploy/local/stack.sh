@@ -63,6 +63,7 @@ declare -A APT_PKG=(
 	[redis-server]=redis-server [redis-cli]=redis-tools
 	[protoc]=protobuf-compiler
 	[curl]=curl
+	[/usr/bin/chromium]=chromium # browser tests (internal/e2e); a path, checked as is
 )
 
 apt_install() { # pkg...
@@ -125,7 +126,10 @@ install_minio() {
 }
 
 cmd_install() {
-	ensure_cmds ffmpeg ffprobe redis-server redis-cli protoc protoc-includes curl
+	local -a cmds=(ffmpeg ffprobe redis-server redis-cli protoc protoc-includes curl)
+	# Only the test stack needs a browser (MODE is set by configure; unset for `install`).
+	if [[ "${MODE:-}" == test ]]; then cmds+=(/usr/bin/chromium); fi
+	ensure_cmds "${cmds[@]}"
 	install_minio
 }
 
@@ -427,6 +431,7 @@ start_stack() {
 	mkdir -p "$DATA"/{redis,nats,minio,minio-events,work,logs,run}
 	API_KEY="$(secret "$DATA/api-key" kiln_)"
 	S3_SECRET_KEY="$(secret "$DATA/s3-secret-key" '')"
+	PLAYBACK_SIGNING_KEY="$(secret "$DATA/playback-signing-key" '')"
 
 	log "starting redis on $REDIS_ADDR"
 	start redis "$LOGS/redis.log" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
@@ -438,6 +443,7 @@ start_stack() {
 		KILN_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
 		KILN_PUBLIC_URL="$API_URL" \
 		KILN_API_KEYS="$API_KEY" \
+		KILN_PLAYBACK_SIGNING_KEY="$PLAYBACK_SIGNING_KEY" \
 		KILN_NATS_LISTEN="127.0.0.1:$NATS_PORT" \
 		KILN_NATS_STORE_DIR="$DATA/nats" \
 		KILN_REDIS_ADDR="$REDIS_ADDR" \

@@ -26,6 +26,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/webui"
 	"github.com/kilnvideo/kiln/packager"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 	"github.com/kilnvideo/kiln/workers"
@@ -68,6 +69,13 @@ type Config struct {
 
 	Database string
 	WorkDir  string
+
+	// PlaybackSigningKey signs playback tokens of signed assets (catalog).
+	PlaybackSigningKey []byte
+	// PlaybackTokenTTL is the lifetime of tokens in asset playback URLs.
+	PlaybackTokenTTL time.Duration
+	// PlaybackDelivery is catalog.DeliveryRedirect or catalog.DeliveryProxy.
+	PlaybackDelivery string
 
 	Concurrency    int
 	FFmpegThreads  int
@@ -171,6 +179,7 @@ func Run(ctx context.Context, cfg Config) error {
 		defer store.Close()
 		cat, err := catalog.New(catalog.Config{
 			Store: store, Objects: objects, PublicURL: cfg.PublicURL, APIKeys: keys, Logger: log.Named("catalog"),
+			SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
 		})
 		if err != nil {
 			return err
@@ -225,6 +234,8 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	}
 
+	mux.Handle(webui.Prefix, webui.Handler()) // browser UI; the page sends the key the user types
+	mux.Handle("GET /{$}", http.RedirectHandler(webui.Prefix, http.StatusFound))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

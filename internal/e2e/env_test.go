@@ -23,13 +23,13 @@ import (
 
 // stack is where the services under test are, from KILN_TEST_* variables.
 type stack struct {
-	APIURL        string
-	APIKey        string
-	S3            objstore.Config
-	Sources       string
-	Outputs       string
-	RedisAddr     string
-	NATSURL       string
+	APIURL    string
+	APIKey    string
+	S3        objstore.Config
+	Sources   string
+	Outputs   string
+	RedisAddr string
+	NATSURL   string
 }
 
 // needStack returns the stack or skips; under `go tool task test`

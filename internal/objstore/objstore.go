@@ -57,6 +57,8 @@ type Info struct {
 	Size        int64
 	ContentType string
 	Metadata    map[string]string
+	// LastModified is set by Stat and Open.
+	LastModified time.Time
 }
 
 // New returns a client; it does not contact the server.
@@ -148,7 +150,30 @@ func (c *Client) Stat(ctx context.Context, bucket, key string) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("objstore: stat %s/%s: %w", bucket, key, wrapNotFound(err))
 	}
-	return Info{Bucket: bucket, Key: key, ETag: oi.ETag, Size: oi.Size, ContentType: oi.ContentType, Metadata: oi.UserMetadata}, nil
+	return infoOf(bucket, key, oi), nil
+}
+
+func infoOf(bucket, key string, oi minio.ObjectInfo) Info {
+	return Info{Bucket: bucket, Key: key, ETag: oi.ETag, Size: oi.Size, ContentType: oi.ContentType,
+		Metadata: oi.UserMetadata, LastModified: oi.LastModified}
+}
+
+// Open returns a reader of the whole object that can seek, for streaming it
+// (e.g. with http.ServeContent: each seek then read is one ranged GET), and
+// its metadata. The object is stat'ed first, so a missing object fails here
+// with ErrNotFound rather than on the first read. The reader is bound to ctx;
+// the caller closes it.
+func (c *Client) Open(ctx context.Context, bucket, key string) (io.ReadSeekCloser, Info, error) {
+	obj, err := c.mc.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("objstore: open %s/%s: %w", bucket, key, wrapNotFound(err))
+	}
+	oi, err := obj.Stat()
+	if err != nil {
+		_ = obj.Close()
+		return nil, Info{}, fmt.Errorf("objstore: open %s/%s: %w", bucket, key, wrapNotFound(err))
+	}
+	return obj, infoOf(bucket, key, oi), nil
 }
 
 // Get reads a small object whole; objects over maxBytes give ErrTooLarge.
@@ -171,7 +196,32 @@ func (c *Client) Get(ctx context.Context, bucket, key string, maxBytes int64) ([
 // PresignGet returns a URL that reads bucket/key without credentials until
 // ttl passes.
 func (c *Client) PresignGet(ctx context.Context, bucket, key string, ttl time.Duration) (*url.URL, error) {
-	u, err := c.mc.PresignedGetObject(ctx, bucket, key, ttl, nil)
+	return c.PresignGetWith(ctx, bucket, key, ttl, PresignOptions{})
+}
+
+// PresignOptions override headers of the response to a presigned GET; empty
+// fields leave the stored object's headers alone.
+type PresignOptions struct {
+	// ContentType is sent as response-content-type.
+	ContentType string
+	// ContentDisposition is sent as response-content-disposition, e.g.
+	// `attachment; filename="video.mp4"`.
+	ContentDisposition string
+}
+
+// PresignGetWith is PresignGet with response header overrides.
+func (c *Client) PresignGetWith(ctx context.Context, bucket, key string, ttl time.Duration, opts PresignOptions) (*url.URL, error) {
+	var params url.Values
+	if opts.ContentType != "" || opts.ContentDisposition != "" {
+		params = url.Values{}
+		if opts.ContentType != "" {
+			params.Set("response-content-type", opts.ContentType)
+		}
+		if opts.ContentDisposition != "" {
+			params.Set("response-content-disposition", opts.ContentDisposition)
+		}
+	}
+	u, err := c.mc.PresignedGetObject(ctx, bucket, key, ttl, params)
 	if err != nil {
 		return nil, fmt.Errorf("objstore: presign %s/%s: %w", bucket, key, err)
 	}

@@ -33,6 +33,10 @@ func (h *FailureHandler) HandleError(ctx context.Context, task *asynq.Task, err 
 		log.Warn("task failed; will retry", zap.Error(err))
 		return
 	}
+	if errors.Is(err, ErrCanceled) {
+		log.Info("task dropped: job canceled")
+		return
+	}
 	log.Error("task failed", zap.Error(err))
 	if jobID == "" {
 		return

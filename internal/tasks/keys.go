@@ -25,3 +25,9 @@ func HLSDir(assetID, rung string) string { return path.Join(AssetPrefix(assetID)
 
 // MasterKey is the asset's HLS master playlist.
 func MasterKey(assetID string) string { return path.Join(AssetPrefix(assetID), "hls", "master.m3u8") }
+
+// AudioKey is the encoded M4A of an audio-only asset (also its download).
+func AudioKey(assetID string) string { return path.Join(AssetPrefix(assetID), "mp4", "audio.m4a") }
+
+// ThumbnailDir is the folder of an asset's thumbnails, sprite and storyboard.
+func ThumbnailDir(assetID string) string { return path.Join(AssetPrefix(assetID), "thumbnails") }

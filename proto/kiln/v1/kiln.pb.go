@@ -36,6 +36,7 @@ const (
 	JobState_JOB_STATE_PACKAGING   JobState = 4
 	JobState_JOB_STATE_READY       JobState = 5
 	JobState_JOB_STATE_FAILED      JobState = 6
+	JobState_JOB_STATE_CANCELED    JobState = 7
 )
 
 // Enum value maps for JobState.
@@ -48,6 +49,7 @@ var (
 		4: "JOB_STATE_PACKAGING",
 		5: "JOB_STATE_READY",
 		6: "JOB_STATE_FAILED",
+		7: "JOB_STATE_CANCELED",
 	}
 	JobState_value = map[string]int32{
 		"JOB_STATE_UNSPECIFIED": 0,
@@ -57,6 +59,7 @@ var (
 		"JOB_STATE_PACKAGING":   4,
 		"JOB_STATE_READY":       5,
 		"JOB_STATE_FAILED":      6,
+		"JOB_STATE_CANCELED":    7,
 	}
 )
 
@@ -451,15 +454,21 @@ func (x *JobError) GetMessage() string {
 
 // MediaInfo is what ffprobe found in a source.
 type MediaInfo struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Format          string                 `protobuf:"bytes,1,opt,name=format,proto3" json:"format,omitempty"`
-	DurationSeconds float64                `protobuf:"fixed64,2,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
-	SizeBytes       int64                  `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	BitRate         int64                  `protobuf:"varint,4,opt,name=bit_rate,json=bitRate,proto3" json:"bit_rate,omitempty"`
-	Video           *VideoStream           `protobuf:"bytes,5,opt,name=video,proto3" json:"video,omitempty"`
-	Audio           *AudioStream           `protobuf:"bytes,6,opt,name=audio,proto3" json:"audio,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format is the demuxer's name list, e.g. "mov,mp4,m4a,3gp,3g2,mj2".
+	Format          string  `protobuf:"bytes,1,opt,name=format,proto3" json:"format,omitempty"`
+	DurationSeconds float64 `protobuf:"fixed64,2,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	SizeBytes       int64   `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	BitRate         int64   `protobuf:"varint,4,opt,name=bit_rate,json=bitRate,proto3" json:"bit_rate,omitempty"`
+	// Video is the first video stream that is not cover art.
+	Video *VideoStream `protobuf:"bytes,5,opt,name=video,proto3" json:"video,omitempty"`
+	// Audio is the first audio stream.
+	Audio         *AudioStream `protobuf:"bytes,6,opt,name=audio,proto3" json:"audio,omitempty"`
+	VideoStreams  int32        `protobuf:"varint,7,opt,name=video_streams,json=videoStreams,proto3" json:"video_streams,omitempty"`
+	AudioStreams  int32        `protobuf:"varint,8,opt,name=audio_streams,json=audioStreams,proto3" json:"audio_streams,omitempty"`
+	OtherStreams  int32        `protobuf:"varint,9,opt,name=other_streams,json=otherStreams,proto3" json:"other_streams,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MediaInfo) Reset() {
@@ -534,15 +543,58 @@ func (x *MediaInfo) GetAudio() *AudioStream {
 	return nil
 }
 
+func (x *MediaInfo) GetVideoStreams() int32 {
+	if x != nil {
+		return x.VideoStreams
+	}
+	return 0
+}
+
+func (x *MediaInfo) GetAudioStreams() int32 {
+	if x != nil {
+		return x.AudioStreams
+	}
+	return 0
+}
+
+func (x *MediaInfo) GetOtherStreams() int32 {
+	if x != nil {
+		return x.OtherStreams
+	}
+	return 0
+}
+
 type VideoStream struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Codec     string                 `protobuf:"bytes,1,opt,name=codec,proto3" json:"codec,omitempty"`
-	Width     int32                  `protobuf:"varint,2,opt,name=width,proto3" json:"width,omitempty"`
-	Height    int32                  `protobuf:"varint,3,opt,name=height,proto3" json:"height,omitempty"`
-	FrameRate float64                `protobuf:"fixed64,4,opt,name=frame_rate,json=frameRate,proto3" json:"frame_rate,omitempty"`
-	PixFmt    string                 `protobuf:"bytes,5,opt,name=pix_fmt,json=pixFmt,proto3" json:"pix_fmt,omitempty"`
-	// Rotation in degrees, as recorded by the display matrix.
-	Rotation      int32 `protobuf:"varint,6,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Codec  string                 `protobuf:"bytes,1,opt,name=codec,proto3" json:"codec,omitempty"`
+	Width  int32                  `protobuf:"varint,2,opt,name=width,proto3" json:"width,omitempty"`
+	Height int32                  `protobuf:"varint,3,opt,name=height,proto3" json:"height,omitempty"`
+	// FrameRate is the average frame rate (avg_frame_rate).
+	FrameRate float64 `protobuf:"fixed64,4,opt,name=frame_rate,json=frameRate,proto3" json:"frame_rate,omitempty"`
+	PixFmt    string  `protobuf:"bytes,5,opt,name=pix_fmt,json=pixFmt,proto3" json:"pix_fmt,omitempty"`
+	// Rotation in degrees (0, 90, 180, 270), as recorded by the display matrix.
+	Rotation       int32  `protobuf:"varint,6,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	Profile        string `protobuf:"bytes,7,opt,name=profile,proto3" json:"profile,omitempty"`
+	Level          int32  `protobuf:"varint,8,opt,name=level,proto3" json:"level,omitempty"`
+	BitDepth       int32  `protobuf:"varint,9,opt,name=bit_depth,json=bitDepth,proto3" json:"bit_depth,omitempty"`
+	ColorTransfer  string `protobuf:"bytes,10,opt,name=color_transfer,json=colorTransfer,proto3" json:"color_transfer,omitempty"`
+	ColorPrimaries string `protobuf:"bytes,11,opt,name=color_primaries,json=colorPrimaries,proto3" json:"color_primaries,omitempty"`
+	ColorSpace     string `protobuf:"bytes,12,opt,name=color_space,json=colorSpace,proto3" json:"color_space,omitempty"`
+	// SampleAspectRatio "num:den"; "1:1" for square pixels.
+	SampleAspectRatio string `protobuf:"bytes,13,opt,name=sample_aspect_ratio,json=sampleAspectRatio,proto3" json:"sample_aspect_ratio,omitempty"`
+	// DisplayWidth/Height: the picture as shown (SAR applied, rotation applied).
+	DisplayWidth  int32 `protobuf:"varint,14,opt,name=display_width,json=displayWidth,proto3" json:"display_width,omitempty"`
+	DisplayHeight int32 `protobuf:"varint,15,opt,name=display_height,json=displayHeight,proto3" json:"display_height,omitempty"`
+	// NominalFrameRate is r_frame_rate, the container's base rate.
+	NominalFrameRate float64 `protobuf:"fixed64,16,opt,name=nominal_frame_rate,json=nominalFrameRate,proto3" json:"nominal_frame_rate,omitempty"`
+	// VariableFrameRate is true when the average and nominal rates disagree.
+	VariableFrameRate bool `protobuf:"varint,17,opt,name=variable_frame_rate,json=variableFrameRate,proto3" json:"variable_frame_rate,omitempty"`
+	// FieldOrder: "progressive", "tt", "bb", "tb", "bt" or "" when unknown.
+	FieldOrder string `protobuf:"bytes,18,opt,name=field_order,json=fieldOrder,proto3" json:"field_order,omitempty"`
+	Interlaced bool   `protobuf:"varint,19,opt,name=interlaced,proto3" json:"interlaced,omitempty"`
+	// HDR is true for PQ (smpte2084) or HLG (arib-std-b67) transfer.
+	Hdr           bool  `protobuf:"varint,20,opt,name=hdr,proto3" json:"hdr,omitempty"`
+	BitRate       int64 `protobuf:"varint,21,opt,name=bit_rate,json=bitRate,proto3" json:"bit_rate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -619,11 +671,119 @@ func (x *VideoStream) GetRotation() int32 {
 	return 0
 }
 
+func (x *VideoStream) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *VideoStream) GetLevel() int32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *VideoStream) GetBitDepth() int32 {
+	if x != nil {
+		return x.BitDepth
+	}
+	return 0
+}
+
+func (x *VideoStream) GetColorTransfer() string {
+	if x != nil {
+		return x.ColorTransfer
+	}
+	return ""
+}
+
+func (x *VideoStream) GetColorPrimaries() string {
+	if x != nil {
+		return x.ColorPrimaries
+	}
+	return ""
+}
+
+func (x *VideoStream) GetColorSpace() string {
+	if x != nil {
+		return x.ColorSpace
+	}
+	return ""
+}
+
+func (x *VideoStream) GetSampleAspectRatio() string {
+	if x != nil {
+		return x.SampleAspectRatio
+	}
+	return ""
+}
+
+func (x *VideoStream) GetDisplayWidth() int32 {
+	if x != nil {
+		return x.DisplayWidth
+	}
+	return 0
+}
+
+func (x *VideoStream) GetDisplayHeight() int32 {
+	if x != nil {
+		return x.DisplayHeight
+	}
+	return 0
+}
+
+func (x *VideoStream) GetNominalFrameRate() float64 {
+	if x != nil {
+		return x.NominalFrameRate
+	}
+	return 0
+}
+
+func (x *VideoStream) GetVariableFrameRate() bool {
+	if x != nil {
+		return x.VariableFrameRate
+	}
+	return false
+}
+
+func (x *VideoStream) GetFieldOrder() string {
+	if x != nil {
+		return x.FieldOrder
+	}
+	return ""
+}
+
+func (x *VideoStream) GetInterlaced() bool {
+	if x != nil {
+		return x.Interlaced
+	}
+	return false
+}
+
+func (x *VideoStream) GetHdr() bool {
+	if x != nil {
+		return x.Hdr
+	}
+	return false
+}
+
+func (x *VideoStream) GetBitRate() int64 {
+	if x != nil {
+		return x.BitRate
+	}
+	return 0
+}
+
 type AudioStream struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Codec         string                 `protobuf:"bytes,1,opt,name=codec,proto3" json:"codec,omitempty"`
 	Channels      int32                  `protobuf:"varint,2,opt,name=channels,proto3" json:"channels,omitempty"`
 	SampleRate    int32                  `protobuf:"varint,3,opt,name=sample_rate,json=sampleRate,proto3" json:"sample_rate,omitempty"`
+	Profile       string                 `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"`
+	ChannelLayout string                 `protobuf:"bytes,5,opt,name=channel_layout,json=channelLayout,proto3" json:"channel_layout,omitempty"`
+	BitRate       int64                  `protobuf:"varint,6,opt,name=bit_rate,json=bitRate,proto3" json:"bit_rate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -679,6 +839,27 @@ func (x *AudioStream) GetSampleRate() int32 {
 	return 0
 }
 
+func (x *AudioStream) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *AudioStream) GetChannelLayout() string {
+	if x != nil {
+		return x.ChannelLayout
+	}
+	return ""
+}
+
+func (x *AudioStream) GetBitRate() int64 {
+	if x != nil {
+		return x.BitRate
+	}
+	return 0
+}
+
 // Plan is what the workers decided to produce from a source.
 type Plan struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -688,8 +869,14 @@ type Plan struct {
 	SegmentSeconds int32                  `protobuf:"varint,4,opt,name=segment_seconds,json=segmentSeconds,proto3" json:"segment_seconds,omitempty"`
 	HasAudio       bool                   `protobuf:"varint,5,opt,name=has_audio,json=hasAudio,proto3" json:"has_audio,omitempty"`
 	AudioBitRate   int64                  `protobuf:"varint,6,opt,name=audio_bit_rate,json=audioBitRate,proto3" json:"audio_bit_rate,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	Preset         string                 `protobuf:"bytes,7,opt,name=preset,proto3" json:"preset,omitempty"`
+	// AudioOnly: no video stream; the output is audio-only HLS and an M4A.
+	AudioOnly     bool           `protobuf:"varint,8,opt,name=audio_only,json=audioOnly,proto3" json:"audio_only,omitempty"`
+	Normalisation *Normalisation `protobuf:"bytes,9,opt,name=normalisation,proto3" json:"normalisation,omitempty"`
+	// Decisions explain, in words, every choice the planner made.
+	Decisions     []string `protobuf:"bytes,10,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Plan) Reset() {
@@ -764,6 +951,143 @@ func (x *Plan) GetAudioBitRate() int64 {
 	return 0
 }
 
+func (x *Plan) GetPreset() string {
+	if x != nil {
+		return x.Preset
+	}
+	return ""
+}
+
+func (x *Plan) GetAudioOnly() bool {
+	if x != nil {
+		return x.AudioOnly
+	}
+	return false
+}
+
+func (x *Plan) GetNormalisation() *Normalisation {
+	if x != nil {
+		return x.Normalisation
+	}
+	return nil
+}
+
+func (x *Plan) GetDecisions() []string {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+// Normalisation is what the transcode does to the picture and sound
+// before encoding.
+type Normalisation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rotation applied (degrees clockwise) so the output displays upright.
+	Rotate int32 `protobuf:"varint,1,opt,name=rotate,proto3" json:"rotate,omitempty"`
+	// SquarePixels: the source had non-square pixels; outputs are 1:1.
+	SquarePixels bool `protobuf:"varint,2,opt,name=square_pixels,json=squarePixels,proto3" json:"square_pixels,omitempty"`
+	// ConstantFrameRate: a variable-rate source is resampled to FrameRate.
+	ConstantFrameRate bool `protobuf:"varint,3,opt,name=constant_frame_rate,json=constantFrameRate,proto3" json:"constant_frame_rate,omitempty"`
+	Deinterlace       bool `protobuf:"varint,4,opt,name=deinterlace,proto3" json:"deinterlace,omitempty"`
+	// ToneMap: HDR (PQ/HLG) source mapped to SDR BT.709.
+	ToneMap bool `protobuf:"varint,5,opt,name=tone_map,json=toneMap,proto3" json:"tone_map,omitempty"`
+	// EightBit: a >8-bit source converted to 8-bit yuv420p.
+	EightBit bool `protobuf:"varint,6,opt,name=eight_bit,json=eightBit,proto3" json:"eight_bit,omitempty"`
+	// Downmix: more than two audio channels mixed down to stereo.
+	Downmix bool `protobuf:"varint,7,opt,name=downmix,proto3" json:"downmix,omitempty"`
+	// Resample: audio resampled to 48 kHz.
+	Resample      bool `protobuf:"varint,8,opt,name=resample,proto3" json:"resample,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Normalisation) Reset() {
+	*x = Normalisation{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Normalisation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Normalisation) ProtoMessage() {}
+
+func (x *Normalisation) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Normalisation.ProtoReflect.Descriptor instead.
+func (*Normalisation) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Normalisation) GetRotate() int32 {
+	if x != nil {
+		return x.Rotate
+	}
+	return 0
+}
+
+func (x *Normalisation) GetSquarePixels() bool {
+	if x != nil {
+		return x.SquarePixels
+	}
+	return false
+}
+
+func (x *Normalisation) GetConstantFrameRate() bool {
+	if x != nil {
+		return x.ConstantFrameRate
+	}
+	return false
+}
+
+func (x *Normalisation) GetDeinterlace() bool {
+	if x != nil {
+		return x.Deinterlace
+	}
+	return false
+}
+
+func (x *Normalisation) GetToneMap() bool {
+	if x != nil {
+		return x.ToneMap
+	}
+	return false
+}
+
+func (x *Normalisation) GetEightBit() bool {
+	if x != nil {
+		return x.EightBit
+	}
+	return false
+}
+
+func (x *Normalisation) GetDownmix() bool {
+	if x != nil {
+		return x.Downmix
+	}
+	return false
+}
+
+func (x *Normalisation) GetResample() bool {
+	if x != nil {
+		return x.Resample
+	}
+	return false
+}
+
 type Rung struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -776,7 +1100,7 @@ type Rung struct {
 
 func (x *Rung) Reset() {
 	*x = Rung{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +1112,7 @@ func (x *Rung) String() string {
 func (*Rung) ProtoMessage() {}
 
 func (x *Rung) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +1125,7 @@ func (x *Rung) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rung.ProtoReflect.Descriptor instead.
 func (*Rung) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{8}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Rung) GetName() string {
@@ -853,7 +1177,7 @@ type Rendition struct {
 
 func (x *Rendition) Reset() {
 	*x = Rendition{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1189,7 @@ func (x *Rendition) String() string {
 func (*Rendition) ProtoMessage() {}
 
 func (x *Rendition) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1202,7 @@ func (x *Rendition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rendition.ProtoReflect.Descriptor instead.
 func (*Rendition) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{9}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Rendition) GetName() string {
@@ -947,13 +1271,14 @@ type AssetOutputs struct {
 	Mp4Key          string       `protobuf:"bytes,5,opt,name=mp4_key,json=mp4Key,proto3" json:"mp4_key,omitempty"`
 	PosterKey       string       `protobuf:"bytes,6,opt,name=poster_key,json=posterKey,proto3" json:"poster_key,omitempty"`
 	DurationSeconds float64      `protobuf:"fixed64,7,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	Thumbnails      *Thumbnails  `protobuf:"bytes,8,opt,name=thumbnails,proto3" json:"thumbnails,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AssetOutputs) Reset() {
 	*x = AssetOutputs{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1290,7 @@ func (x *AssetOutputs) String() string {
 func (*AssetOutputs) ProtoMessage() {}
 
 func (x *AssetOutputs) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1303,7 @@ func (x *AssetOutputs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssetOutputs.ProtoReflect.Descriptor instead.
 func (*AssetOutputs) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{10}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AssetOutputs) GetBucket() string {
@@ -1030,6 +1355,110 @@ func (x *AssetOutputs) GetDurationSeconds() float64 {
 	return 0
 }
 
+func (x *AssetOutputs) GetThumbnails() *Thumbnails {
+	if x != nil {
+		return x.Thumbnails
+	}
+	return nil
+}
+
+// Thumbnails are the still images of an asset.
+type Thumbnails struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PosterKey string                 `protobuf:"bytes,1,opt,name=poster_key,json=posterKey,proto3" json:"poster_key,omitempty"`
+	// Keys of one JPEG every IntervalSeconds, from 0.
+	Keys            []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	IntervalSeconds float64  `protobuf:"fixed64,3,opt,name=interval_seconds,json=intervalSeconds,proto3" json:"interval_seconds,omitempty"`
+	// SpriteKey is every thumbnail tiled in one JPEG; StoryboardKey the
+	// WebVTT that maps time ranges to tiles (sprite.jpg#xywh=…) for scrub
+	// previews.
+	SpriteKey     string `protobuf:"bytes,4,opt,name=sprite_key,json=spriteKey,proto3" json:"sprite_key,omitempty"`
+	StoryboardKey string `protobuf:"bytes,5,opt,name=storyboard_key,json=storyboardKey,proto3" json:"storyboard_key,omitempty"`
+	Width         int32  `protobuf:"varint,6,opt,name=width,proto3" json:"width,omitempty"`
+	Height        int32  `protobuf:"varint,7,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Thumbnails) Reset() {
+	*x = Thumbnails{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Thumbnails) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Thumbnails) ProtoMessage() {}
+
+func (x *Thumbnails) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Thumbnails.ProtoReflect.Descriptor instead.
+func (*Thumbnails) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Thumbnails) GetPosterKey() string {
+	if x != nil {
+		return x.PosterKey
+	}
+	return ""
+}
+
+func (x *Thumbnails) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *Thumbnails) GetIntervalSeconds() float64 {
+	if x != nil {
+		return x.IntervalSeconds
+	}
+	return 0
+}
+
+func (x *Thumbnails) GetSpriteKey() string {
+	if x != nil {
+		return x.SpriteKey
+	}
+	return ""
+}
+
+func (x *Thumbnails) GetStoryboardKey() string {
+	if x != nil {
+		return x.StoryboardKey
+	}
+	return ""
+}
+
+func (x *Thumbnails) GetWidth() int32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *Thumbnails) GetHeight() int32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
 // ProbeTask asks a worker to probe a source and plan the job.
 type ProbeTask struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1043,7 +1472,7 @@ type ProbeTask struct {
 
 func (x *ProbeTask) Reset() {
 	*x = ProbeTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1484,7 @@ func (x *ProbeTask) String() string {
 func (*ProbeTask) ProtoMessage() {}
 
 func (x *ProbeTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1497,7 @@ func (x *ProbeTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeTask.ProtoReflect.Descriptor instead.
 func (*ProbeTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{11}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProbeTask) GetJobId() string {
@@ -1113,7 +1542,7 @@ type TranscodeTask struct {
 
 func (x *TranscodeTask) Reset() {
 	*x = TranscodeTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1554,7 @@ func (x *TranscodeTask) String() string {
 func (*TranscodeTask) ProtoMessage() {}
 
 func (x *TranscodeTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1567,7 @@ func (x *TranscodeTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscodeTask.ProtoReflect.Descriptor instead.
 func (*TranscodeTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{12}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TranscodeTask) GetJobId() string {
@@ -1190,7 +1619,7 @@ type ThumbnailTask struct {
 
 func (x *ThumbnailTask) Reset() {
 	*x = ThumbnailTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1631,7 @@ func (x *ThumbnailTask) String() string {
 func (*ThumbnailTask) ProtoMessage() {}
 
 func (x *ThumbnailTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1644,7 @@ func (x *ThumbnailTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThumbnailTask.ProtoReflect.Descriptor instead.
 func (*ThumbnailTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{13}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ThumbnailTask) GetJobId() string {
@@ -1264,13 +1693,14 @@ type PackageTask struct {
 	// Encoded maps rung name to the intermediate MP4 object.
 	Encoded       []*EncodedRung `protobuf:"bytes,5,rep,name=encoded,proto3" json:"encoded,omitempty"`
 	PosterKey     string         `protobuf:"bytes,6,opt,name=poster_key,json=posterKey,proto3" json:"poster_key,omitempty"`
+	Thumbnails    *Thumbnails    `protobuf:"bytes,7,opt,name=thumbnails,proto3" json:"thumbnails,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PackageTask) Reset() {
 	*x = PackageTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1712,7 @@ func (x *PackageTask) String() string {
 func (*PackageTask) ProtoMessage() {}
 
 func (x *PackageTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1725,7 @@ func (x *PackageTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageTask.ProtoReflect.Descriptor instead.
 func (*PackageTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{14}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PackageTask) GetJobId() string {
@@ -1340,6 +1770,13 @@ func (x *PackageTask) GetPosterKey() string {
 	return ""
 }
 
+func (x *PackageTask) GetThumbnails() *Thumbnails {
+	if x != nil {
+		return x.Thumbnails
+	}
+	return nil
+}
+
 type EncodedRung struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1350,7 +1787,7 @@ type EncodedRung struct {
 
 func (x *EncodedRung) Reset() {
 	*x = EncodedRung{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1799,7 @@ func (x *EncodedRung) String() string {
 func (*EncodedRung) ProtoMessage() {}
 
 func (x *EncodedRung) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1812,7 @@ func (x *EncodedRung) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedRung.ProtoReflect.Descriptor instead.
 func (*EncodedRung) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{15}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EncodedRung) GetName() string {
@@ -1426,7 +1863,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x0fplayback_policy\x18\r \x01(\tR\x0eplaybackPolicy\"8\n" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xe0\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xcf\x02\n" +
 	"\tMediaInfo\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\tR\x06format\x12)\n" +
 	"\x10duration_seconds\x18\x02 \x01(\x01R\x0fdurationSeconds\x12\x1d\n" +
@@ -1434,7 +1871,10 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x19\n" +
 	"\bbit_rate\x18\x04 \x01(\x03R\abitRate\x12*\n" +
 	"\x05video\x18\x05 \x01(\v2\x14.kiln.v1.VideoStreamR\x05video\x12*\n" +
-	"\x05audio\x18\x06 \x01(\v2\x14.kiln.v1.AudioStreamR\x05audio\"\xa5\x01\n" +
+	"\x05audio\x18\x06 \x01(\v2\x14.kiln.v1.AudioStreamR\x05audio\x12#\n" +
+	"\rvideo_streams\x18\a \x01(\x05R\fvideoStreams\x12#\n" +
+	"\raudio_streams\x18\b \x01(\x05R\faudioStreams\x12#\n" +
+	"\rother_streams\x18\t \x01(\x05R\fotherStreams\"\xab\x05\n" +
 	"\vVideoStream\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x14\n" +
 	"\x05width\x18\x02 \x01(\x05R\x05width\x12\x16\n" +
@@ -1442,12 +1882,35 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\n" +
 	"frame_rate\x18\x04 \x01(\x01R\tframeRate\x12\x17\n" +
 	"\apix_fmt\x18\x05 \x01(\tR\x06pixFmt\x12\x1a\n" +
-	"\brotation\x18\x06 \x01(\x05R\brotation\"`\n" +
+	"\brotation\x18\x06 \x01(\x05R\brotation\x12\x18\n" +
+	"\aprofile\x18\a \x01(\tR\aprofile\x12\x14\n" +
+	"\x05level\x18\b \x01(\x05R\x05level\x12\x1b\n" +
+	"\tbit_depth\x18\t \x01(\x05R\bbitDepth\x12%\n" +
+	"\x0ecolor_transfer\x18\n" +
+	" \x01(\tR\rcolorTransfer\x12'\n" +
+	"\x0fcolor_primaries\x18\v \x01(\tR\x0ecolorPrimaries\x12\x1f\n" +
+	"\vcolor_space\x18\f \x01(\tR\n" +
+	"colorSpace\x12.\n" +
+	"\x13sample_aspect_ratio\x18\r \x01(\tR\x11sampleAspectRatio\x12#\n" +
+	"\rdisplay_width\x18\x0e \x01(\x05R\fdisplayWidth\x12%\n" +
+	"\x0edisplay_height\x18\x0f \x01(\x05R\rdisplayHeight\x12,\n" +
+	"\x12nominal_frame_rate\x18\x10 \x01(\x01R\x10nominalFrameRate\x12.\n" +
+	"\x13variable_frame_rate\x18\x11 \x01(\bR\x11variableFrameRate\x12\x1f\n" +
+	"\vfield_order\x18\x12 \x01(\tR\n" +
+	"fieldOrder\x12\x1e\n" +
+	"\n" +
+	"interlaced\x18\x13 \x01(\bR\n" +
+	"interlaced\x12\x10\n" +
+	"\x03hdr\x18\x14 \x01(\bR\x03hdr\x12\x19\n" +
+	"\bbit_rate\x18\x15 \x01(\x03R\abitRate\"\xbc\x01\n" +
 	"\vAudioStream\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x1a\n" +
 	"\bchannels\x18\x02 \x01(\x05R\bchannels\x12\x1f\n" +
 	"\vsample_rate\x18\x03 \x01(\x05R\n" +
-	"sampleRate\"\xd5\x01\n" +
+	"sampleRate\x12\x18\n" +
+	"\aprofile\x18\x04 \x01(\tR\aprofile\x12%\n" +
+	"\x0echannel_layout\x18\x05 \x01(\tR\rchannelLayout\x12\x19\n" +
+	"\bbit_rate\x18\x06 \x01(\x03R\abitRate\"\xe8\x02\n" +
 	"\x04Plan\x12#\n" +
 	"\x05rungs\x18\x01 \x03(\v2\r.kiln.v1.RungR\x05rungs\x12\x1d\n" +
 	"\n" +
@@ -1456,7 +1919,22 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"gop_frames\x18\x03 \x01(\x05R\tgopFrames\x12'\n" +
 	"\x0fsegment_seconds\x18\x04 \x01(\x05R\x0esegmentSeconds\x12\x1b\n" +
 	"\thas_audio\x18\x05 \x01(\bR\bhasAudio\x12$\n" +
-	"\x0eaudio_bit_rate\x18\x06 \x01(\x03R\faudioBitRate\"n\n" +
+	"\x0eaudio_bit_rate\x18\x06 \x01(\x03R\faudioBitRate\x12\x16\n" +
+	"\x06preset\x18\a \x01(\tR\x06preset\x12\x1d\n" +
+	"\n" +
+	"audio_only\x18\b \x01(\bR\taudioOnly\x12<\n" +
+	"\rnormalisation\x18\t \x01(\v2\x16.kiln.v1.NormalisationR\rnormalisation\x12\x1c\n" +
+	"\tdecisions\x18\n" +
+	" \x03(\tR\tdecisions\"\x8c\x02\n" +
+	"\rNormalisation\x12\x16\n" +
+	"\x06rotate\x18\x01 \x01(\x05R\x06rotate\x12#\n" +
+	"\rsquare_pixels\x18\x02 \x01(\bR\fsquarePixels\x12.\n" +
+	"\x13constant_frame_rate\x18\x03 \x01(\bR\x11constantFrameRate\x12 \n" +
+	"\vdeinterlace\x18\x04 \x01(\bR\vdeinterlace\x12\x19\n" +
+	"\btone_map\x18\x05 \x01(\bR\atoneMap\x12\x1b\n" +
+	"\teight_bit\x18\x06 \x01(\bR\beightBit\x12\x18\n" +
+	"\adownmix\x18\a \x01(\bR\adownmix\x12\x1a\n" +
+	"\bresample\x18\b \x01(\bR\bresample\"n\n" +
 	"\x04Rung\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05width\x18\x02 \x01(\x05R\x05width\x12\x16\n" +
@@ -1471,7 +1949,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\tbandwidth\x18\x05 \x01(\x03R\tbandwidth\x12+\n" +
 	"\x11average_bandwidth\x18\x06 \x01(\x03R\x10averageBandwidth\x12\x16\n" +
 	"\x06codecs\x18\a \x01(\tR\x06codecs\x12!\n" +
-	"\fplaylist_key\x18\b \x01(\tR\vplaylistKey\"\xf4\x01\n" +
+	"\fplaylist_key\x18\b \x01(\tR\vplaylistKey\"\xa9\x02\n" +
 	"\fAssetOutputs\x12\x16\n" +
 	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x122\n" +
@@ -1483,7 +1961,21 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\amp4_key\x18\x05 \x01(\tR\x06mp4Key\x12\x1d\n" +
 	"\n" +
 	"poster_key\x18\x06 \x01(\tR\tposterKey\x12)\n" +
-	"\x10duration_seconds\x18\a \x01(\x01R\x0fdurationSeconds\"\x81\x01\n" +
+	"\x10duration_seconds\x18\a \x01(\x01R\x0fdurationSeconds\x123\n" +
+	"\n" +
+	"thumbnails\x18\b \x01(\v2\x13.kiln.v1.ThumbnailsR\n" +
+	"thumbnails\"\xde\x01\n" +
+	"\n" +
+	"Thumbnails\x12\x1d\n" +
+	"\n" +
+	"poster_key\x18\x01 \x01(\tR\tposterKey\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12)\n" +
+	"\x10interval_seconds\x18\x03 \x01(\x01R\x0fintervalSeconds\x12\x1d\n" +
+	"\n" +
+	"sprite_key\x18\x04 \x01(\tR\tspriteKey\x12%\n" +
+	"\x0estoryboard_key\x18\x05 \x01(\tR\rstoryboardKey\x12\x14\n" +
+	"\x05width\x18\x06 \x01(\x05R\x05width\x12\x16\n" +
+	"\x06height\x18\a \x01(\x05R\x06height\"\x81\x01\n" +
 	"\tProbeTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
@@ -1500,7 +1992,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12(\n" +
 	"\x05media\x18\x04 \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
-	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\"\xdb\x01\n" +
+	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\"\x90\x02\n" +
 	"\vPackageTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12(\n" +
@@ -1508,10 +2000,13 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x04plan\x18\x04 \x01(\v2\r.kiln.v1.PlanR\x04plan\x12.\n" +
 	"\aencoded\x18\x05 \x03(\v2\x14.kiln.v1.EncodedRungR\aencoded\x12\x1d\n" +
 	"\n" +
-	"poster_key\x18\x06 \x01(\tR\tposterKey\"M\n" +
+	"poster_key\x18\x06 \x01(\tR\tposterKey\x123\n" +
+	"\n" +
+	"thumbnails\x18\a \x01(\v2\x13.kiln.v1.ThumbnailsR\n" +
+	"thumbnails\"M\n" +
 	"\vEncodedRung\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
-	"\x06object\x18\x02 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object*\xb1\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object*\xc9\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +
@@ -1519,7 +2014,8 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x15JOB_STATE_TRANSCODING\x10\x03\x12\x17\n" +
 	"\x13JOB_STATE_PACKAGING\x10\x04\x12\x13\n" +
 	"\x0fJOB_STATE_READY\x10\x05\x12\x14\n" +
-	"\x10JOB_STATE_FAILED\x10\x06B0Z.github.com/kilnvideo/kiln/proto/kiln/v1;kilnv1b\x06proto3"
+	"\x10JOB_STATE_FAILED\x10\x06\x12\x16\n" +
+	"\x12JOB_STATE_CANCELED\x10\aB0Z.github.com/kilnvideo/kiln/proto/kiln/v1;kilnv1b\x06proto3"
 
 var (
 	file_kiln_v1_kiln_proto_rawDescOnce sync.Once
@@ -1534,7 +2030,7 @@ func file_kiln_v1_kiln_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_kiln_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_kiln_v1_kiln_proto_goTypes = []any{
 	(JobState)(0),                 // 0: kiln.v1.JobState
 	(*ObjectRef)(nil),             // 1: kiln.v1.ObjectRef
@@ -1545,46 +2041,51 @@ var file_kiln_v1_kiln_proto_goTypes = []any{
 	(*VideoStream)(nil),           // 6: kiln.v1.VideoStream
 	(*AudioStream)(nil),           // 7: kiln.v1.AudioStream
 	(*Plan)(nil),                  // 8: kiln.v1.Plan
-	(*Rung)(nil),                  // 9: kiln.v1.Rung
-	(*Rendition)(nil),             // 10: kiln.v1.Rendition
-	(*AssetOutputs)(nil),          // 11: kiln.v1.AssetOutputs
-	(*ProbeTask)(nil),             // 12: kiln.v1.ProbeTask
-	(*TranscodeTask)(nil),         // 13: kiln.v1.TranscodeTask
-	(*ThumbnailTask)(nil),         // 14: kiln.v1.ThumbnailTask
-	(*PackageTask)(nil),           // 15: kiln.v1.PackageTask
-	(*EncodedRung)(nil),           // 16: kiln.v1.EncodedRung
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*Normalisation)(nil),         // 9: kiln.v1.Normalisation
+	(*Rung)(nil),                  // 10: kiln.v1.Rung
+	(*Rendition)(nil),             // 11: kiln.v1.Rendition
+	(*AssetOutputs)(nil),          // 12: kiln.v1.AssetOutputs
+	(*Thumbnails)(nil),            // 13: kiln.v1.Thumbnails
+	(*ProbeTask)(nil),             // 14: kiln.v1.ProbeTask
+	(*TranscodeTask)(nil),         // 15: kiln.v1.TranscodeTask
+	(*ThumbnailTask)(nil),         // 16: kiln.v1.ThumbnailTask
+	(*PackageTask)(nil),           // 17: kiln.v1.PackageTask
+	(*EncodedRung)(nil),           // 18: kiln.v1.EncodedRung
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	1,  // 0: kiln.v1.ObjectLanded.object:type_name -> kiln.v1.ObjectRef
-	17, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
+	19, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
 	0,  // 2: kiln.v1.JobEvent.state:type_name -> kiln.v1.JobState
-	17, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	19, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 4: kiln.v1.JobEvent.source:type_name -> kiln.v1.ObjectRef
 	4,  // 5: kiln.v1.JobEvent.error:type_name -> kiln.v1.JobError
 	5,  // 6: kiln.v1.JobEvent.media:type_name -> kiln.v1.MediaInfo
 	8,  // 7: kiln.v1.JobEvent.plan:type_name -> kiln.v1.Plan
-	11, // 8: kiln.v1.JobEvent.outputs:type_name -> kiln.v1.AssetOutputs
+	12, // 8: kiln.v1.JobEvent.outputs:type_name -> kiln.v1.AssetOutputs
 	6,  // 9: kiln.v1.MediaInfo.video:type_name -> kiln.v1.VideoStream
 	7,  // 10: kiln.v1.MediaInfo.audio:type_name -> kiln.v1.AudioStream
-	9,  // 11: kiln.v1.Plan.rungs:type_name -> kiln.v1.Rung
-	10, // 12: kiln.v1.AssetOutputs.renditions:type_name -> kiln.v1.Rendition
-	1,  // 13: kiln.v1.ProbeTask.source:type_name -> kiln.v1.ObjectRef
-	1,  // 14: kiln.v1.TranscodeTask.source:type_name -> kiln.v1.ObjectRef
-	5,  // 15: kiln.v1.TranscodeTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 16: kiln.v1.TranscodeTask.plan:type_name -> kiln.v1.Plan
-	1,  // 17: kiln.v1.ThumbnailTask.source:type_name -> kiln.v1.ObjectRef
-	5,  // 18: kiln.v1.ThumbnailTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 19: kiln.v1.ThumbnailTask.plan:type_name -> kiln.v1.Plan
-	5,  // 20: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 21: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
-	16, // 22: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
-	1,  // 23: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	10, // 11: kiln.v1.Plan.rungs:type_name -> kiln.v1.Rung
+	9,  // 12: kiln.v1.Plan.normalisation:type_name -> kiln.v1.Normalisation
+	11, // 13: kiln.v1.AssetOutputs.renditions:type_name -> kiln.v1.Rendition
+	13, // 14: kiln.v1.AssetOutputs.thumbnails:type_name -> kiln.v1.Thumbnails
+	1,  // 15: kiln.v1.ProbeTask.source:type_name -> kiln.v1.ObjectRef
+	1,  // 16: kiln.v1.TranscodeTask.source:type_name -> kiln.v1.ObjectRef
+	5,  // 17: kiln.v1.TranscodeTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 18: kiln.v1.TranscodeTask.plan:type_name -> kiln.v1.Plan
+	1,  // 19: kiln.v1.ThumbnailTask.source:type_name -> kiln.v1.ObjectRef
+	5,  // 20: kiln.v1.ThumbnailTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 21: kiln.v1.ThumbnailTask.plan:type_name -> kiln.v1.Plan
+	5,  // 22: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 23: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
+	18, // 24: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
+	13, // 25: kiln.v1.PackageTask.thumbnails:type_name -> kiln.v1.Thumbnails
+	1,  // 26: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_kiln_proto_init() }
@@ -1598,7 +2099,7 @@ func file_kiln_v1_kiln_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_kiln_proto_rawDesc), len(file_kiln_v1_kiln_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,430 @@
+package catalog
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"net/http"
+	"net/url"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/packager"
+)
+
+// Error codes of playback routes, beside the shared httpapi ones.
+const (
+	// CodeTokenRequired (403): a signed asset was requested without ?token=.
+	CodeTokenRequired = "token_required"
+	// CodeInvalidToken (403): the token is malformed, tampered with, or
+	// another asset's.
+	CodeInvalidToken = "invalid_token"
+	// CodeTokenExpired (403): the token was genuine but has expired.
+	CodeTokenExpired = "token_expired"
+	// CodeSigningNotConfigured (503): the asset is signed and the catalog has
+	// no signing key.
+	CodeSigningNotConfigured = "signing_not_configured"
+)
+
+// Media types of what playback serves.
+const (
+	hlsContentType      = "application/vnd.apple.mpegurl"
+	segmentContentType  = "video/iso.segment" // fMP4 media segments (.m4s)
+	mp4ContentType      = "video/mp4"         // init segments and the MP4 download
+	audioMP4ContentType = "audio/mp4"         // the download of an audio-only asset (.m4a)
+	posterContentType   = "image/jpeg"
+)
+
+// Cache lifetimes of playback responses.
+const (
+	playlistMaxAge    = 60 * time.Second     // master playlists (and media playlists without EXT-X-ENDLIST)
+	vodPlaylistMaxAge = 300 * time.Second    // media playlists of a VOD (ended) rendition
+	immutableMaxAge   = 365 * 24 * time.Hour // proxied objects: their keys never change content
+	maxPlaylistSize   = 4 << 20              // largest media playlist read from storage
+	tokenParam        = "token"              // query parameter carrying playback tokens
+	corsExposed       = "Content-Length, Content-Range, Accept-Ranges"
+)
+
+func (s *Service) playbackRoutes(mux *http.ServeMux) {
+	mux.Handle("GET /v1/play/{id}/master.m3u8", cors(s.master))
+	mux.Handle("GET /v1/play/{id}/download.mp4", cors(s.download))
+	mux.Handle("GET /v1/play/{id}/poster.jpg", cors(s.poster))
+	mux.Handle("GET /v1/play/{id}/{rendition}/index.m3u8", cors(s.mediaPlaylist))
+	mux.Handle("GET /v1/play/{id}/{rendition}/{file}", cors(s.segment))
+	mux.Handle("OPTIONS /v1/play/", cors(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+		w.Header().Set("Access-Control-Allow-Headers", "Range")
+		w.Header().Set("Access-Control-Max-Age", "86400")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+}
+
+func cors(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Expose-Headers", corsExposed)
+		h(w, r)
+	})
+}
+
+// grant is what authorised one playback request: the token of a signed
+// asset and its expiry, or nothing for a public asset.
+type grant struct {
+	token   string
+	expires time.Time
+}
+
+// authorize checks the ?token= of a signed asset's playback request,
+// answering the request itself (and returning false) when it may not
+// proceed. Public assets need and check nothing.
+func (s *Service) authorize(w http.ResponseWriter, r *http.Request, a *Asset) (grant, bool) {
+	if a.PlaybackPolicy == PolicyPublic {
+		return grant{}, true
+	}
+	deny := func(status int, code, msg string) (grant, bool) {
+		w.Header().Set("Cache-Control", "no-store")
+		httpapi.WriteError(w, status, code, msg)
+		return grant{}, false
+	}
+	if len(s.signingKey) == 0 {
+		return deny(http.StatusServiceUnavailable, CodeSigningNotConfigured, "signed playback is not configured")
+	}
+	token := r.URL.Query().Get(tokenParam)
+	if token == "" {
+		return deny(http.StatusForbidden, CodeTokenRequired, "this asset needs a playback token")
+	}
+	exp, err := VerifyToken(s.signingKey, a.ID, token, s.now())
+	switch {
+	case errors.Is(err, ErrTokenExpired):
+		return deny(http.StatusForbidden, CodeTokenExpired, "the playback token has expired")
+	case err != nil:
+		return deny(http.StatusForbidden, CodeInvalidToken, "invalid playback token")
+	}
+	return grant{token: token, expires: exp}, true
+}
+
+// cacheControl is the Cache-Control of a playback response: shared caching
+// for maxAge for public assets; private, and never beyond the token's
+// expiry, for signed ones.
+func (s *Service) cacheControl(g grant, maxAge time.Duration, immutable bool) string {
+	if g.token == "" {
+		v := "public, max-age=" + seconds(maxAge)
+		if immutable {
+			v += ", immutable"
+		}
+		return v
+	}
+	return "private, max-age=" + seconds(min(maxAge, g.expires.Sub(s.now())))
+}
+
+func seconds(d time.Duration) string { return strconv.FormatInt(max(int64(d/time.Second), 0), 10) }
+
+func (s *Service) master(w http.ResponseWriter, r *http.Request) {
+	a, ok := s.readyAsset(w, r)
+	if !ok {
+		return
+	}
+	g, ok := s.authorize(w, r, a)
+	if !ok {
+		return
+	}
+	body := packager.MasterPlaylist(a.protoRenditions())
+	if g.token != "" {
+		body = withToken(body, g.token)
+	}
+	writePlaylist(w, r, body, s.cacheControl(g, playlistMaxAge, false))
+}
+
+func (s *Service) mediaPlaylist(w http.ResponseWriter, r *http.Request) {
+	a, rend, ok := s.rendition(w, r)
+	if !ok {
+		return
+	}
+	g, ok := s.authorize(w, r, a)
+	if !ok {
+		return
+	}
+	body, err := s.objects.Get(r.Context(), a.Bucket, rend.PlaylistKey, maxPlaylistSize)
+	if err != nil {
+		s.log.Error("read media playlist", zap.String("asset_id", a.ID), zap.String("key", rend.PlaylistKey), zap.Error(err))
+		httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "media playlist unavailable")
+		return
+	}
+	maxAge := playlistMaxAge
+	if bytes.Contains(body, []byte("#EXT-X-ENDLIST")) {
+		maxAge = vodPlaylistMaxAge
+	}
+	if g.token != "" {
+		body = withToken(body, g.token)
+	}
+	writePlaylist(w, r, body, s.cacheControl(g, maxAge, false))
+}
+
+// writePlaylist answers with an HLS playlist, gzipped when the client
+// accepts it.
+func writePlaylist(w http.ResponseWriter, r *http.Request, body []byte, cacheControl string) {
+	h := w.Header()
+	h.Set("Content-Type", hlsContentType)
+	h.Set("Cache-Control", cacheControl)
+	h.Add("Vary", "Accept-Encoding")
+	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		_, _ = zw.Write(body) // writes to a bytes.Buffer do not fail
+		_ = zw.Close()
+		body = buf.Bytes()
+		h.Set("Content-Encoding", "gzip")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// acceptsGzip reports whether Accept-Encoding header values list gzip with
+// a non-zero quality.
+func acceptsGzip(values []string) bool {
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			coding, params, _ := strings.Cut(part, ";")
+			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+				continue
+			}
+			for p := range strings.SplitSeq(params, ";") {
+				k, q, _ := strings.Cut(strings.TrimSpace(p), "=")
+				if strings.EqualFold(k, "q") {
+					if f, err := strconv.ParseFloat(strings.TrimSpace(q), 64); err != nil || f <= 0 {
+						return false
+					}
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// segmentFile is the only shape of file a media playlist references.
+var segmentFile = regexp.MustCompile(`^[A-Za-z0-9_-]+\.(m4s|mp4)$`)
+
+func (s *Service) segment(w http.ResponseWriter, r *http.Request) {
+	file := r.PathValue("file")
+	if !segmentFile.MatchString(file) {
+		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such file")
+		return
+	}
+	a, rend, ok := s.rendition(w, r)
+	if !ok {
+		return
+	}
+	g, ok := s.authorize(w, r, a)
+	if !ok {
+		return
+	}
+	ct := segmentContentType
+	if path.Ext(file) == ".mp4" {
+		ct = mp4ContentType
+	}
+	s.deliver(w, r, a, g, path.Dir(rend.PlaylistKey)+"/"+file, objstore.PresignOptions{ContentType: ct})
+}
+
+func (s *Service) download(w http.ResponseWriter, r *http.Request) {
+	s.output(w, r, func(a *Asset) (string, objstore.PresignOptions) {
+		ct, ext := mp4ContentType, ".mp4"
+		if path.Ext(a.MP4Key) == ".m4a" { // the download of an audio-only asset
+			ct, ext = audioMP4ContentType, ".m4a"
+		}
+		return a.MP4Key, objstore.PresignOptions{ContentType: ct,
+			ContentDisposition: `attachment; filename="` + a.ID + ext + `"`} // asset ids need no quoting
+	})
+}
+
+func (s *Service) poster(w http.ResponseWriter, r *http.Request) {
+	s.output(w, r, func(a *Asset) (string, objstore.PresignOptions) {
+		return a.PosterKey, objstore.PresignOptions{ContentType: posterContentType}
+	})
+}
+
+// output delivers the asset-level object pick chooses, 404 when the asset
+// has none.
+func (s *Service) output(w http.ResponseWriter, r *http.Request, pick func(*Asset) (string, objstore.PresignOptions)) {
+	a, ok := s.readyAsset(w, r)
+	if !ok {
+		return
+	}
+	g, ok := s.authorize(w, r, a)
+	if !ok {
+		return
+	}
+	key, opts := pick(a)
+	if key == "" {
+		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "asset has no such output")
+		return
+	}
+	s.deliver(w, r, a, g, key, opts)
+}
+
+// deliver serves the object key of the asset by the configured delivery:
+// a redirect to a presigned URL, or proxied.
+func (s *Service) deliver(w http.ResponseWriter, r *http.Request, a *Asset, g grant, key string, opts objstore.PresignOptions) {
+	if s.delivery == DeliveryProxy {
+		s.proxy(w, r, a, g, key, opts)
+		return
+	}
+	u, err := s.objects.PresignGetWith(r.Context(), a.Bucket, key, s.ttl, opts)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	// A cached redirect must not outlive its presigned URL, nor the token
+	// that allowed it.
+	maxAge := s.ttl / 2
+	if g.token != "" {
+		maxAge = min(maxAge, g.expires.Sub(s.now()))
+	}
+	w.Header().Set("Cache-Control", "private, max-age="+seconds(maxAge))
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+// proxy streams the object through the catalog with http.ServeContent:
+// Range (206, Content-Range, 416), If-Range, If-None-Match against the
+// object's ETag (304), HEAD.
+func (s *Service) proxy(w http.ResponseWriter, r *http.Request, a *Asset, g grant, key string, opts objstore.PresignOptions) {
+	obj, info, err := s.objects.Open(r.Context(), a.Bucket, key)
+	if errors.Is(err, objstore.ErrNotFound) {
+		s.log.Warn("playback object missing", zap.String("asset_id", a.ID), zap.String("key", key))
+		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such file")
+		return
+	}
+	if err != nil {
+		s.log.Error("open playback object", zap.String("asset_id", a.ID), zap.String("key", key), zap.Error(err))
+		httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "object storage unavailable")
+		return
+	}
+	defer obj.Close()
+	h := w.Header()
+	h.Set("Content-Type", opts.ContentType)
+	h.Set("Cache-Control", s.cacheControl(g, immutableMaxAge, true))
+	if opts.ContentDisposition != "" {
+		h.Set("Content-Disposition", opts.ContentDisposition)
+	}
+	if etag := strings.Trim(info.ETag, `"`); etag != "" {
+		h.Set("ETag", `"`+etag+`"`)
+	}
+	http.ServeContent(w, r, "", info.LastModified, obj)
+}
+
+// withToken returns an HLS playlist whose relative URIs carry the playback
+// token: every URI line, and every quoted URI attribute of an #EXT tag
+// (EXT-X-MAP, EXT-X-MEDIA, EXT-X-I-FRAME-STREAM-INF, …). Everything else is
+// copied byte for byte, line endings included. Absolute URIs are left alone,
+// so a token never leaks to another origin.
+func withToken(playlist []byte, token string) []byte {
+	param := tokenParam + "=" + url.QueryEscape(token)
+	var out bytes.Buffer
+	out.Grow(len(playlist) + bytes.Count(playlist, []byte("\n"))*(len(param)+1))
+	for line := range bytes.Lines(playlist) {
+		content, eol := splitEOL(line)
+		switch {
+		case len(bytes.TrimSpace(content)) == 0:
+			out.Write(line)
+		case content[0] == '#':
+			if bytes.HasPrefix(content, []byte("#EXT")) {
+				writeTag(&out, content, param)
+			} else {
+				out.Write(content) // a comment
+			}
+			out.Write(eol)
+		default: // a URI line
+			uri := bytes.TrimRight(content, " \t")
+			out.WriteString(addParam(string(uri), param))
+			out.Write(content[len(uri):])
+			out.Write(eol)
+		}
+	}
+	return out.Bytes()
+}
+
+// splitEOL splits a line into its content and its "\n" or "\r\n" (or
+// nothing, for a last line without one).
+func splitEOL(line []byte) (content, eol []byte) {
+	n := len(line)
+	if n > 0 && line[n-1] == '\n' {
+		n--
+		if n > 0 && line[n-1] == '\r' {
+			n--
+		}
+	}
+	return line[:n], line[n:]
+}
+
+// writeTag writes the #EXT tag line, appending param to the value of each
+// quoted URI attribute of its attribute list. Quoted values may contain
+// commas and "URI=" themselves, so the list is walked attribute by attribute;
+// anything unexpected is copied as is.
+func writeTag(out *bytes.Buffer, tag []byte, param string) {
+	colon := bytes.IndexByte(tag, ':')
+	if colon < 0 || !bytes.Contains(tag, []byte(`URI="`)) {
+		out.Write(tag)
+		return
+	}
+	out.Write(tag[:colon+1])
+	rest := tag[colon+1:]
+	for len(rest) > 0 {
+		eq := bytes.IndexByte(rest, '=')
+		if eq < 0 {
+			out.Write(rest)
+			return
+		}
+		name := bytes.TrimSpace(rest[:eq])
+		out.Write(rest[:eq+1])
+		rest = rest[eq+1:]
+		if len(rest) > 0 && rest[0] == '"' {
+			end := bytes.IndexByte(rest[1:], '"')
+			if end < 0 { // unterminated quoted string
+				out.Write(rest)
+				return
+			}
+			if string(name) == "URI" {
+				out.WriteString(`"` + addParam(string(rest[1:1+end]), param) + `"`)
+			} else {
+				out.Write(rest[:end+2])
+			}
+			rest = rest[end+2:]
+		}
+		comma := bytes.IndexByte(rest, ',')
+		if comma < 0 {
+			out.Write(rest)
+			return
+		}
+		out.Write(rest[:comma+1])
+		rest = rest[comma+1:]
+	}
+}
+
+// addParam appends the query parameter param to a relative URI reference;
+// absolute URIs (a scheme or a host) and unparsable ones are returned as is.
+func addParam(uri, param string) string {
+	if u, err := url.Parse(uri); uri == "" || err != nil || u.Scheme != "" || u.Host != "" {
+		return uri
+	}
+	base, frag, hasFrag := strings.Cut(uri, "#")
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+		if strings.HasSuffix(base, "?") || strings.HasSuffix(base, "&") {
+			sep = ""
+		}
+	}
+	out := base + sep + param
+	if hasFrag {
+		out += "#" + frag
+	}
+	return out
+}

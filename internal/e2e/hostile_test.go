@@ -1,0 +1,345 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/objstore"
+)
+
+// hostileCase is one odd or hostile source: how to make it, and what kiln
+// must do with it.
+type hostileCase struct {
+	name string
+	make func(t *testing.T, dir string) string // returns the file to upload
+	// wantCodes: the job must fail with one of these; empty means ready.
+	wantCodes []string
+	// check inspects a ready asset.
+	check func(t *testing.T, s stack, job map[string]any, hls string)
+}
+
+// ff runs ffmpeg with args in dir and returns the output path.
+func ff(t *testing.T, dir, out string, args ...string) string {
+	t.Helper()
+	path := filepath.Join(dir, out)
+	full := append([]string{"-v", "error", "-y"}, args...)
+	full = append(full, path)
+	if b, err := exec.CommandContext(t.Context(), "ffmpeg", full...).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg %v: %v\n%s", args, err, b)
+	}
+	return path
+}
+
+func write(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var (
+	src    = []string{"-f", "lavfi", "-i", "testsrc2=s=320x180:r=30:d=3"}
+	tone   = []string{"-f", "lavfi", "-i", "sine=f=440:d=3"}
+	h264   = []string{"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"}
+	aacOut = []string{"-c:a", "aac", "-shortest"}
+)
+
+func join(parts ...[]string) []string {
+	var out []string
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func hostileCases() []hostileCase {
+	return []hostileCase{
+		{name: "text file", wantCodes: []string{"invalid_media"},
+			make: func(t *testing.T, d string) string {
+				return write(t, d, "notes.mp4", []byte("hello, this is not a video\n"))
+			}},
+		{name: "random bytes", wantCodes: []string{"invalid_media"},
+			make: func(t *testing.T, d string) string {
+				b := bytes.Repeat([]byte{0x00, 0x00, 0x01, 0xba, 0x47, 0x13, 0x37}, 20000)
+				return write(t, d, "random.mp4", b)
+			}},
+		{name: "truncated mp4 (moov at end, cut)", wantCodes: []string{"invalid_media"},
+			make: func(t *testing.T, d string) string {
+				full := ff(t, d, "full.mp4", join(src, tone, h264, aacOut)...)
+				b, _ := os.ReadFile(full)
+				return write(t, d, "truncated.mp4", b[:len(b)/2])
+			}},
+		{name: "hls playlist disguised as mp4 pointing at a local file", wantCodes: []string{"invalid_media"},
+			make: func(t *testing.T, d string) string {
+				return write(t, d, "evil.mp4", []byte("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n"))
+			}},
+		{name: "concat script disguised as mp4", wantCodes: []string{"invalid_media"},
+			make: func(t *testing.T, d string) string {
+				return write(t, d, "concat.mp4", []byte("ffconcat version 1.0\nfile '/etc/passwd'\n"))
+			}},
+		{name: "absurd declared dimensions", wantCodes: []string{"invalid_media", "too_large", "transcode_failed"},
+			make: func(t *testing.T, d string) string {
+				p := ff(t, d, "mj.avi", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=30:d=1", "-c:v", "mjpeg", "-q:v", "5")
+				b, _ := os.ReadFile(p)
+				for k := bytes.Index(b, []byte{0xff, 0xc0}); k >= 0 && k+9 < len(b); {
+					copy(b[k+5:], []byte{0xc3, 0x50, 0xea, 0x60}) // SOF0 height 50000, width 60000
+					next := bytes.Index(b[k+2:], []byte{0xff, 0xc0})
+					if next < 0 {
+						break
+					}
+					k += 2 + next
+				}
+				// …and the same in the AVI headers (avih and the stream's strf).
+				if i := bytes.Index(b, []byte("avih")); i >= 0 {
+					copy(b[i+40:], []byte{0x60, 0xea, 0, 0, 0x50, 0xc3, 0, 0})
+				}
+				if i := bytes.Index(b, []byte("strf")); i >= 0 {
+					copy(b[i+12:], []byte{0x60, 0xea, 0, 0, 0x50, 0xc3, 0, 0})
+				}
+				return write(t, d, "absurd.avi", b)
+			}},
+		{name: "wider than the limit", wantCodes: []string{"too_large"},
+			make: func(t *testing.T, d string) string {
+				return ff(t, d, "wide.mp4", "-f", "lavfi", "-i", "color=c=blue:s=8200x64:r=1:d=1", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+			}},
+		{name: "unsupported codec", wantCodes: []string{"unsupported_codec"},
+			make: func(t *testing.T, d string) string {
+				return ff(t, d, "ffv.mkv", join(src, []string{"-c:v", "huffyuv"})...)
+			}},
+		{name: "moov at end",
+			make: func(t *testing.T, d string) string { return ff(t, d, "moovend.mp4", join(src, tone, h264, aacOut)...) },
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				wantVideo(t, hls, "320x180", "256x144")
+			}},
+		{name: "one frame",
+			make: func(t *testing.T, d string) string {
+				return ff(t, d, "one.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=30", "-frames:v", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p")
+			}},
+		{name: "odd dimensions",
+			make: func(t *testing.T, d string) string {
+				return ff(t, d, "odd.mkv", "-f", "lavfi", "-i", "testsrc2=s=321x179:r=30:d=2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p")
+			},
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				for _, st := range ffprobeStreams(t, hls) {
+					if st.CodecType == "video" && (st.Width%2 != 0 || st.Height%2 != 0) {
+						t.Errorf("odd output %dx%d", st.Width, st.Height)
+					}
+				}
+			}},
+		{name: "rotated 90 (portrait phone video)",
+			make: func(t *testing.T, d string) string {
+				p := ff(t, d, "land.mp4", join([]string{"-f", "lavfi", "-i", "testsrc2=s=320x180:r=30:d=2"}, h264)...)
+				return ff(t, d, "rot.mp4", "-i", p, "-c", "copy", "-metadata:s:v:0", "rotate=90")
+			},
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				wantNorm(t, job, "rotate", float64(90))
+				for _, st := range ffprobeStreams(t, hls) {
+					if st.CodecType == "video" && st.Width >= st.Height {
+						t.Errorf("rotated source gave landscape output %dx%d", st.Width, st.Height)
+					}
+				}
+			}},
+		{name: "variable frame rate",
+			make: func(t *testing.T, d string) string {
+				return ff(t, d, "vfr.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=30:d=4",
+					"-vf", "select='if(lt(t,2),1,not(mod(n,3)))'", "-vsync", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+			},
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				wantNorm(t, job, "constant_frame_rate", true)
+			}},
+		{name: "interlaced",
+			make: func(t *testing.T, d string) string {
+				return ff(t, d, "int.mkv", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=60:d=2", "-vf", "interlace",
+					"-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ilme+ildct", "-x264opts", "tff=1", "-pix_fmt", "yuv420p")
+			},
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				wantNorm(t, job, "deinterlace", true)
+			}},
+		{name: "10-bit HEVC HDR (PQ)",
+			make: func(t *testing.T, d string) string {
+				return ff(t, d, "hdr.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=30:d=2", "-c:v", "libx265", "-x265-params", "log-level=error",
+					"-pix_fmt", "yuv420p10le", "-color_trc", "smpte2084", "-color_primaries", "bt2020", "-colorspace", "bt2020nc")
+			},
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				wantNorm(t, job, "tone_map", true)
+				wantNorm(t, job, "eight_bit", true)
+				wantVideo(t, hls, "320x180", "256x144")
+			}},
+		{name: "non-square pixels",
+			make: func(t *testing.T, d string) string {
+				return ff(t, d, "anamorphic.mp4", join([]string{"-f", "lavfi", "-i", "testsrc2=s=240x180:r=30:d=2", "-vf", "setsar=4/3"}, h264)...)
+			},
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				wantNorm(t, job, "square_pixels", true)
+				wantVideo(t, hls, "320x180", "256x144")
+			}},
+		{name: "5.1 audio",
+			make: func(t *testing.T, d string) string {
+				return ff(t, d, "surround.mp4", join(src, []string{"-f", "lavfi", "-i", "sine=f=300:d=3"}, h264,
+					[]string{"-c:a", "aac", "-ac", "6", "-shortest"})...)
+			},
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				wantNorm(t, job, "downmix", true)
+				if ch := audioChannels(t, hls); ch != 2 {
+					t.Errorf("audio channels %d, want 2", ch)
+				}
+			}},
+		{name: "audio only",
+			make: func(t *testing.T, d string) string {
+				return ff(t, d, "song.m4a", "-f", "lavfi", "-i", "sine=f=500:d=3", "-c:a", "aac")
+			},
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				wantVideo(t, hls)
+				if ch := audioChannels(t, hls); ch != 2 {
+					t.Errorf("audio channels %d, want 2", ch)
+				}
+			}},
+		{name: "video only",
+			make: func(t *testing.T, d string) string { return ff(t, d, "silent.mp4", join(src, h264)...) },
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				if ch := audioChannels(t, hls); ch != 0 {
+					t.Errorf("video-only source has audio in the output (%d channels)", ch)
+				}
+			}},
+	}
+}
+
+// TestHostileAndOddInputs uploads every case and checks each ends as it
+// must: bad input fails fast with a reason code and is not retried, odd but
+// valid input comes out normalised and playable, and the workers keep going.
+func TestHostileAndOddInputs(t *testing.T) {
+	s := needStack(t)
+	for _, tc := range hostileCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			file := tc.make(t, t.TempDir())
+			code, up, e := s.upload(t, openFile(t, file), "application/octet-stream", "?filename="+filepath.Base(file))
+			if code != http.StatusAccepted {
+				t.Fatalf("upload: %d %+v", code, e)
+			}
+			start := time.Now()
+			job := s.waitJob(t, up.JobID, 2*time.Minute)
+			raw := jobJSON(t, s, up.JobID)
+			if len(tc.wantCodes) > 0 {
+				if job.State != "failed" || job.Error == nil {
+					t.Fatalf("state %q, want failed with %v", job.State, tc.wantCodes)
+				}
+				if !contains(tc.wantCodes, job.Error.Code) || job.Error.Message == "" {
+					t.Fatalf("failed with %q (%s), want one of %v", job.Error.Code, job.Error.Message, tc.wantCodes)
+				}
+				if took := time.Since(start); took > time.Minute {
+					t.Errorf("bad input took %s to fail", took)
+				}
+				t.Logf("failed as expected: %s: %s", job.Error.Code, job.Error.Message)
+				return
+			}
+			if job.State != "ready" {
+				t.Fatalf("state %q (%+v), want ready", job.State, job.Error)
+			}
+			var asset assetView
+			s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset)
+			if asset.Playback == nil {
+				t.Fatal("ready asset without playback URLs")
+			}
+			decode(t, asset.Playback.HLS, "-map", "0")
+			if tc.check != nil {
+				tc.check(t, s, raw, asset.Playback.HLS)
+			}
+		})
+	}
+}
+
+// TestZeroByteSources: the API refuses an empty body; an empty object put
+// straight into the bucket becomes a failed job, not a stuck one.
+func TestZeroByteSources(t *testing.T) {
+	s := needStack(t)
+	if c, _, e := s.upload(t, strings.NewReader(""), "video/mp4", ""); c != http.StatusBadRequest || e.Error.Code != "empty_upload" {
+		t.Fatalf("empty upload: %d %+v", c, e)
+	}
+	objects, err := objstore.New(s.S3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := fmt.Sprintf("direct/empty-%d.mp4", time.Now().UnixNano())
+	info, err := objects.Put(t.Context(), s.Sources, key, strings.NewReader(""), 0, "video/mp4", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobID, _ := jobid.FromObject(s.Sources, key, info.ETag)
+	job := s.waitJob(t, jobID, time.Minute)
+	if job.State != "failed" || job.Error == nil || job.Error.Code != "invalid_media" {
+		t.Fatalf("empty object: %+v %+v", job, job.Error)
+	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}
+
+func jobJSON(t *testing.T, s stack, id string) map[string]any {
+	t.Helper()
+	var raw map[string]any
+	if c := s.do(t, http.MethodGet, "/v1/jobs/"+id, nil, "", &raw); c != http.StatusOK {
+		t.Fatalf("GET job: %d", c)
+	}
+	return raw
+}
+
+// wantNorm checks plan.normalisation.<field> of the job JSON.
+func wantNorm(t *testing.T, job map[string]any, field string, want any) {
+	t.Helper()
+	plan, _ := job["plan"].(map[string]any)
+	norm, _ := plan["normalisation"].(map[string]any)
+	if got := norm[field]; fmt.Sprint(got) != fmt.Sprint(want) {
+		b, _ := json.Marshal(plan)
+		t.Errorf("plan.normalisation.%s = %v, want %v (plan %s)", field, got, want, b)
+	}
+}
+
+// wantVideo checks the video sizes the HLS output offers (any order).
+func wantVideo(t *testing.T, hls string, sizes ...string) {
+	t.Helper()
+	var got []string
+	for _, st := range ffprobeStreams(t, hls) {
+		if st.CodecType == "video" {
+			got = append(got, fmt.Sprintf("%dx%d", st.Width, st.Height))
+		}
+	}
+	if len(got) != len(sizes) {
+		t.Errorf("video streams %v, want %v", got, sizes)
+		return
+	}
+	for _, w := range sizes {
+		if !contains(got, w) {
+			t.Errorf("video streams %v, want %v", got, sizes)
+		}
+	}
+}
+
+func audioChannels(t *testing.T, url string) int {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), "ffprobe", "-v", "error", "-select_streams", "a:0",
+		"-show_entries", "stream=channels", "-of", "csv=p=0", url).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", url, err)
+	}
+	var ch int
+	fmt.Sscan(strings.TrimSpace(string(out)), &ch)
+	return ch
+}

@@ -1,0 +1,103 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// ErrCanceled is returned (wrapped in a permanent error) by a stage that
+// finds its job canceled.
+var ErrCanceled = errors.New("job canceled")
+
+// cancelTTL keeps a cancel mark long enough for every retry to see it.
+const cancelTTL = 7 * 24 * time.Hour
+
+// CancelChecker tells a stage whether its job was canceled: Check returns a
+// permanent error wrapping ErrCanceled if so.
+type CancelChecker interface {
+	Check(ctx context.Context, jobID string) error
+}
+
+var _ CancelChecker = (*Canceler)(nil)
+
+// NoCancel is a CancelChecker for jobs that cannot be canceled (tests).
+type NoCancel struct{}
+
+// Check implements CancelChecker.
+func (NoCancel) Check(context.Context, string) error { return nil }
+
+// Canceler cancels jobs: it marks the job canceled in Redis (every stage
+// checks the mark before it starts and before it hands over), deletes the
+// job's queued tasks, interrupts a running one (its ffmpeg dies with the
+// task context) and publishes the canceled event.
+type Canceler struct {
+	Redis     redis.UniversalClient
+	Inspector *asynq.Inspector
+	Events    Publisher
+	Logger    *zap.Logger
+}
+
+// NewRedisClient returns a go-redis client for the asynq connection options.
+func NewRedisClient(opt asynq.RedisClientOpt) redis.UniversalClient {
+	return opt.MakeRedisClient().(redis.UniversalClient)
+}
+
+func cancelKey(jobID string) string { return "kiln:canceled:" + jobID }
+
+// Canceled reports whether jobID was canceled.
+func (c *Canceler) Canceled(ctx context.Context, jobID string) (bool, error) {
+	n, err := c.Redis.Exists(ctx, cancelKey(jobID)).Result()
+	if err != nil {
+		return false, fmt.Errorf("tasks: cancel mark: %w", err)
+	}
+	return n > 0, nil
+}
+
+// Check returns a permanent ErrCanceled when the job was canceled.
+func (c *Canceler) Check(ctx context.Context, jobID string) error {
+	canceled, err := c.Canceled(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	if canceled {
+		return Permanent("canceled", "the job was canceled", ErrCanceled)
+	}
+	return nil
+}
+
+var stages = []struct{ typ, queue string }{
+	{TypeProbe, QueueProbe}, {TypeTranscode, QueueTranscode}, {TypeThumbnail, QueueThumbnail}, {TypePackage, QueuePackage},
+}
+
+// Cancel cancels a job. It is idempotent.
+func (c *Canceler) Cancel(ctx context.Context, jobID, assetID string) error {
+	if err := c.Redis.Set(ctx, cancelKey(jobID), time.Now().UTC().Format(time.RFC3339), cancelTTL).Err(); err != nil {
+		return fmt.Errorf("tasks: cancel %s: %w", jobID, err)
+	}
+	for _, st := range stages {
+		id := st.typ + ":" + jobID
+		if err := c.Inspector.DeleteTask(st.queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) &&
+			!errors.Is(err, asynq.ErrQueueNotFound) {
+			c.Logger.Debug("delete task", zap.String("job_id", jobID), zap.String("task", id), zap.Error(err))
+		}
+		// Best effort: only the worker running it acts on the signal.
+		if err := c.Inspector.CancelProcessing(id); err != nil {
+			return fmt.Errorf("tasks: cancel %s: %w", id, err)
+		}
+	}
+	ev := Event(jobID, assetID, kilnv1.JobState_JOB_STATE_CANCELED, "canceled")
+	ev.Error = &kilnv1.JobError{Code: "canceled", Message: "the job was canceled"}
+	if err := c.Events.PublishJobEvent(ctx, ev); err != nil {
+		return err
+	}
+	c.Logger.Info("job canceled", zap.String("job_id", jobID))
+	return nil
+}

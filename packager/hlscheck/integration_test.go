@@ -1,0 +1,203 @@
+package hlscheck
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/packager"
+	"google.golang.org/protobuf/proto"
+
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+func requireFFmpeg(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs ffmpeg")
+	}
+	for _, bin := range []string{"ffmpeg", "ffprobe"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed", bin)
+		}
+	}
+}
+
+// Encoder settings of a rung (kiln's default x264 preset is veryfast: High
+// profile, B-frames).
+var (
+	fixedGOP   = []string{"-preset", "veryfast", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0"} // kiln's: IDR every 2 s
+	defaultGOP = []string{"-preset", "veryfast", "-g", "250"}                                           // x264 default, scene-cut on
+	openGOP    = []string{"-preset", "veryfast", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-x264-params", "open-gop=1"}
+)
+
+// encodeRung writes a 7 s size HLS fMP4 rung into root/name.
+func encodeRung(t *testing.T, root, name, size string, video []string, hlsExtra ...string) {
+	t.Helper()
+	dir := filepath.Join(root, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size=" + size + ":rate=30:duration=7",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=7",
+		"-c:v", "libx264", "-pix_fmt", "yuv420p", "-r", "30"}
+	args = append(args, video...)
+	args = append(args, "-c:a", "aac", "-b:a", "64k", "-shortest",
+		"-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_segment_type", "fmp4",
+		"-hls_flags", strings.Join(append([]string{"independent_segments"}, hlsExtra...), "+"),
+		"-hls_fmp4_init_filename", "init.mp4",
+		"-hls_segment_filename", filepath.Join(dir, "seg_%05d.m4s"), filepath.Join(dir, "index.m3u8"))
+	if out, err := exec.CommandContext(t.Context(), "ffmpeg", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+}
+
+// rendition measures a rung the way the packager does.
+func rendition(t *testing.T, root, name string, w, h int32) *kilnv1.Rendition {
+	t.Helper()
+	dir := filepath.Join(root, name)
+	stats, err := packager.MeasurePlaylist(filepath.Join(dir, "index.m3u8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var whole []byte
+	for _, f := range []string{"init.mp4", "seg_00000.m4s"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole = append(whole, b...)
+	}
+	file := filepath.Join(t.TempDir(), "first.mp4")
+	if err := os.WriteFile(file, whole, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	probe, err := ffmpeg.New(ffmpeg.Config{}).Probe(t.Context(), file, ffmpeg.ProbeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	codecs, err := packager.Codecs(probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kilnv1.Rendition{
+		Name: name, Width: w, Height: h, FrameRate: 30,
+		Bandwidth: stats.PeakBitRate, AverageBandwidth: stats.AverageBitRate, Codecs: codecs,
+	}
+}
+
+// serve writes the master playlist of renditions into root and serves root.
+func serve(t *testing.T, root string, master []byte) string {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(root, "master.m3u8"), master, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.FileServer(http.Dir(root)))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/master.m3u8"
+}
+
+// TestCheckMasterRealHLS runs every check, segments included, on ffmpeg's
+// output: kiln's settings pass; a rung without kiln's fixed GOP, one with
+// open-GOP keyframes, one cut between keyframes and a master with wrong
+// attributes fail with the matching rules.
+func TestCheckMasterRealHLS(t *testing.T) {
+	requireFFmpeg(t)
+	good := t.TempDir()
+	encodeRung(t, good, "90p", "160x90", fixedGOP)
+	encodeRung(t, good, "180p", "320x180", fixedGOP)
+	goodRenditions := []*kilnv1.Rendition{rendition(t, good, "90p", 160, 90), rendition(t, good, "180p", 320, 180)}
+
+	check := func(t *testing.T, masterURI string) *Report {
+		t.Helper()
+		r, err := CheckMaster(t.Context(), Config{Fetcher: HTTPFetcher{}, InspectSegments: true}, masterURI)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+
+	t.Run("kiln settings", func(t *testing.T) {
+		r := check(t, serve(t, good, packager.MasterPlaylist(goodRenditions)))
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if r.Variants != 2 || r.Segments != 4 {
+			t.Fatalf("variants %d segments %d, want 2 and 4 (6 s + 1 s each)", r.Variants, r.Segments)
+		}
+	})
+
+	t.Run("local files", func(t *testing.T) {
+		if err := os.WriteFile(filepath.Join(good, "local.m3u8"), packager.MasterPlaylist(goodRenditions), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, err := CheckMaster(t.Context(), Config{InspectSegments: true}, filepath.Join(good, "local.m3u8"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Err(); err != nil || r.Segments != 4 {
+			t.Fatalf("segments %d: %v", r.Segments, err)
+		}
+	})
+
+	// mixed serves the good 180p rung next to a 90p rung encoded with video.
+	mixed := func(t *testing.T, video []string, hlsExtra ...string) *Report {
+		t.Helper()
+		root := t.TempDir()
+		if err := os.CopyFS(filepath.Join(root, "180p"), os.DirFS(filepath.Join(good, "180p"))); err != nil {
+			t.Fatal(err)
+		}
+		encodeRung(t, root, "90p", "160x90", video, hlsExtra...)
+		master := packager.MasterPlaylist([]*kilnv1.Rendition{rendition(t, root, "90p", 160, 90), goodRenditions[1]})
+		r := check(t, serve(t, root, master))
+		t.Logf("%v", r.Err())
+		return r
+	}
+
+	t.Run("default x264 GOP is not aligned", func(t *testing.T) {
+		r := mixed(t, defaultGOP)
+		// One 7 s segment against 6 s + 1 s.
+		got := r.Rules()
+		if !slices.Contains(got, RuleVariantsSegmentCount) || !slices.Contains(got, RuleVariantsTargetDuration) {
+			t.Fatalf("rules = %v, want %s and %s", got, RuleVariantsSegmentCount, RuleVariantsTargetDuration)
+		}
+	})
+
+	t.Run("open GOP segments do not start with an IDR", func(t *testing.T) {
+		// The open-GOP I frame is a key frame for ffprobe and the packet
+		// is flagged key (so ffmpeg cuts there): only the NAL type shows
+		// it is not an IDR. (Its leading B frames also shift the segment
+		// start and duration: the alignment rules fire too.)
+		r := mixed(t, openGOP)
+		got := r.Rules()
+		if !slices.Contains(got, RuleSegmentIDR) || slices.Contains(got, RuleSegmentKeyframe) {
+			t.Fatalf("rules = %v, want %s without %s", got, RuleSegmentIDR, RuleSegmentKeyframe)
+		}
+	})
+
+	t.Run("segments cut between key frames", func(t *testing.T) {
+		// split_by_time cuts at 6 s although the next key frame is at 8.3 s.
+		r := mixed(t, defaultGOP, "split_by_time")
+		got := r.Rules()
+		if !slices.Contains(got, RuleSegmentKeyframe) || !slices.Contains(got, RuleSegmentIDR) {
+			t.Fatalf("rules = %v, want %s and %s", got, RuleSegmentKeyframe, RuleSegmentIDR)
+		}
+	})
+
+	t.Run("attributes that do not match the streams", func(t *testing.T) {
+		bad := proto.CloneOf(goodRenditions[1])
+		bad.Width, bad.Height = 640, 360
+		bad.Codecs = strings.Replace(bad.Codecs, "avc1.6400", "avc1.4d00", 1)
+		r := check(t, serve(t, good, packager.MasterPlaylist([]*kilnv1.Rendition{goodRenditions[0], bad})))
+		if got := r.Rules(); !slices.Equal(got, []string{RuleSegmentCodecs, RuleSegmentResolution}) {
+			t.Fatalf("rules = %v, want [%s %s]\n%v", got, RuleSegmentCodecs, RuleSegmentResolution, r.Err())
+		}
+	})
+}

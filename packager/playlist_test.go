@@ -1,0 +1,369 @@
+package packager
+
+import (
+	"bytes"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/grafov/m3u8"
+
+	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+func TestMasterPlaylist(t *testing.T) {
+	renditions := []*kilnv1.Rendition{
+		{Name: "720p", Width: 1280, Height: 720, FrameRate: 30000.0 / 1001, Bandwidth: 3_400_000, AverageBandwidth: 2_900_000, Codecs: "avc1.64001f,mp4a.40.2"},
+		{Name: "240p", Width: 426, Height: 240, FrameRate: 30000.0 / 1001, Bandwidth: 450_000, AverageBandwidth: 390_000, Codecs: "avc1.640015,mp4a.40.2"},
+		{Name: "480p", Width: 854, Height: 480, FrameRate: 30000.0 / 1001, Bandwidth: 1_600_000, AverageBandwidth: 1_350_000, Codecs: "avc1.64001e,mp4a.40.2"},
+	}
+	raw := MasterPlaylist(renditions)
+	text := string(raw)
+
+	p := m3u8.NewMasterPlaylist()
+	if err := p.DecodeFrom(bytes.NewReader(raw), true); err != nil {
+		t.Fatalf("decode: %v\n%s", err, text)
+	}
+	if p.Version() != 7 {
+		t.Errorf("version = %d, want 7", p.Version())
+	}
+	if !p.IndependentSegments() {
+		t.Error("no EXT-X-INDEPENDENT-SEGMENTS")
+	}
+	if strings.Contains(text, "PROGRAM-ID") {
+		t.Errorf("PROGRAM-ID in a version 7 playlist:\n%s", text)
+	}
+	want := []struct {
+		uri        string
+		bw, avg    uint32
+		codecs     string
+		resolution string
+	}{
+		{"240p/index.m3u8", 450_000, 390_000, "avc1.640015,mp4a.40.2", "426x240"},
+		{"480p/index.m3u8", 1_600_000, 1_350_000, "avc1.64001e,mp4a.40.2", "854x480"},
+		{"720p/index.m3u8", 3_400_000, 2_900_000, "avc1.64001f,mp4a.40.2", "1280x720"},
+	}
+	if len(p.Variants) != len(want) {
+		t.Fatalf("%d variants, want %d:\n%s", len(p.Variants), len(want), text)
+	}
+	for i, w := range want {
+		v := p.Variants[i]
+		if v.URI != w.uri || v.Bandwidth != w.bw || v.AverageBandwidth != w.avg || v.Codecs != w.codecs || v.Resolution != w.resolution {
+			t.Errorf("variant %d = %s %+v, want %+v", i, v.URI, v.VariantParams, w)
+		}
+		if math.Abs(v.FrameRate-29.97) > 0.001 {
+			t.Errorf("variant %d frame rate = %v, want 29.970", i, v.FrameRate)
+		}
+		if v.Iframe || v.ProgramId != 0 {
+			t.Errorf("variant %d: iframe %v program id %d", i, v.Iframe, v.ProgramId)
+		}
+	}
+	if !strings.Contains(text, "FRAME-RATE=29.970") {
+		t.Errorf("frame rate not printed with 3 decimals:\n%s", text)
+	}
+	if !strings.HasPrefix(text, "#EXTM3U\n") {
+		t.Errorf("does not start with #EXTM3U:\n%s", text)
+	}
+}
+
+func TestMasterPlaylistAttributes(t *testing.T) {
+	tests := []struct {
+		name       string
+		rendition  *kilnv1.Rendition
+		wantLine   string
+		notContain []string
+	}{
+		{
+			name:      "all attributes",
+			rendition: &kilnv1.Rendition{Name: "360p", Width: 640, Height: 360, FrameRate: 25, Bandwidth: 900_000, AverageBandwidth: 800_000, Codecs: "avc1.64001e,mp4a.40.2"},
+			wantLine:  `#EXT-X-STREAM-INF:BANDWIDTH=900000,AVERAGE-BANDWIDTH=800000,CODECS="avc1.64001e,mp4a.40.2",RESOLUTION=640x360,FRAME-RATE=25.000`,
+		},
+		{
+			name:       "unknown average, size and rate omitted",
+			rendition:  &kilnv1.Rendition{Name: "audio", Bandwidth: 140_000, Codecs: "mp4a.40.2"},
+			wantLine:   `#EXT-X-STREAM-INF:BANDWIDTH=140000,CODECS="mp4a.40.2"`,
+			notContain: []string{"AVERAGE-BANDWIDTH", "RESOLUTION", "FRAME-RATE"},
+		},
+		{
+			name:      "bandwidth above uint32",
+			rendition: &kilnv1.Rendition{Name: "8k", Width: 7680, Height: 4320, FrameRate: 60, Bandwidth: 5_000_000_000, AverageBandwidth: 4_500_000_000, Codecs: "avc1.640033"},
+			wantLine:  `#EXT-X-STREAM-INF:BANDWIDTH=5000000000,AVERAGE-BANDWIDTH=4500000000,CODECS="avc1.640033",RESOLUTION=7680x4320,FRAME-RATE=60.000`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text := string(MasterPlaylist([]*kilnv1.Rendition{tt.rendition}))
+			lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+			want := []string{"#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS", tt.wantLine, tt.rendition.Name + "/index.m3u8"}
+			if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("playlist:\n%s\nwant:\n%s", text, strings.Join(want, "\n"))
+			}
+			for _, s := range tt.notContain {
+				if strings.Contains(text, s) {
+					t.Errorf("contains %s", s)
+				}
+			}
+		})
+	}
+}
+
+func TestMasterPlaylistStableOrder(t *testing.T) {
+	// Equal bandwidths keep their input order.
+	text := string(MasterPlaylist([]*kilnv1.Rendition{
+		{Name: "b", Bandwidth: 2, Codecs: "c"}, {Name: "a", Bandwidth: 1, Codecs: "c"}, {Name: "c", Bandwidth: 2, Codecs: "c"},
+	}))
+	var uris []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasSuffix(l, "/index.m3u8") {
+			uris = append(uris, strings.TrimSuffix(l, "/index.m3u8"))
+		}
+	}
+	if got := strings.Join(uris, ","); got != "a,b,c" {
+		t.Fatalf("order = %s, want a,b,c", got)
+	}
+}
+
+func TestCodecs(t *testing.T) {
+	h264 := func(profile string, level int) ffmpeg.ProbeStream {
+		return ffmpeg.ProbeStream{CodecType: "video", CodecName: "h264", Profile: profile, Level: level, Width: 640, Height: 360}
+	}
+	aac := func(profile string) ffmpeg.ProbeStream {
+		return ffmpeg.ProbeStream{CodecType: "audio", CodecName: "aac", Profile: profile, Channels: 2, SampleRate: 48000}
+	}
+	tests := []struct {
+		name    string
+		streams []ffmpeg.ProbeStream
+		want    string
+		wantErr string
+	}{
+		{"high 3.0 + aac lc", []ffmpeg.ProbeStream{h264("High", 30), aac("LC")}, "avc1.64001e,mp4a.40.2", ""},
+		{"main 3.1", []ffmpeg.ProbeStream{h264("Main", 31)}, "avc1.4d001f", ""},
+		{"constrained baseline 3.0", []ffmpeg.ProbeStream{h264("Constrained Baseline", 30)}, "avc1.42e01e", ""},
+		{"baseline 2.1", []ffmpeg.ProbeStream{h264("Baseline", 21)}, "avc1.420015", ""},
+		{"high 4.0", []ffmpeg.ProbeStream{h264("High", 40)}, "avc1.640028", ""},
+		{"high 5.1", []ffmpeg.ProbeStream{h264("High", 51)}, "avc1.640033", ""},
+		{"audio first in the file", []ffmpeg.ProbeStream{aac("LC"), h264("High", 31)}, "avc1.64001f,mp4a.40.2", ""},
+		{"he-aac", []ffmpeg.ProbeStream{h264("High", 30), aac("HE-AAC")}, "avc1.64001e,mp4a.40.5", ""},
+		{"aac without profile is lc", []ffmpeg.ProbeStream{aac("")}, "mp4a.40.2", ""},
+		{"audio only", []ffmpeg.ProbeStream{aac("LC")}, "mp4a.40.2", ""},
+		{
+			"cover art ignored",
+			[]ffmpeg.ProbeStream{{CodecType: "video", CodecName: "mjpeg", AttachedPic: true}, h264("High", 30), aac("LC")},
+			"avc1.64001e,mp4a.40.2", "",
+		},
+		{"hevc unsupported", []ffmpeg.ProbeStream{{CodecType: "video", CodecName: "hevc", Profile: "Main", Level: 93}}, "", "unsupported video codec"},
+		{"high 10 unsupported", []ffmpeg.ProbeStream{h264("High 10", 30)}, "", "unsupported H.264 profile"},
+		{"high 4:2:2 unsupported", []ffmpeg.ProbeStream{h264("High 4:2:2", 30)}, "", "unsupported H.264 profile"},
+		{"unknown level", []ffmpeg.ProbeStream{h264("High", 0)}, "", "bad H.264 level"},
+		{"absurd level", []ffmpeg.ProbeStream{h264("High", 300)}, "", "bad H.264 level"},
+		{"he-aac v2 unsupported", []ffmpeg.ProbeStream{aac("HE-AACv2")}, "", "unsupported audio"},
+		{"mp3 unsupported", []ffmpeg.ProbeStream{{CodecType: "audio", CodecName: "mp3"}}, "", "unsupported audio"},
+		{"no streams", nil, "", "no streams"},
+		{"only data streams", []ffmpeg.ProbeStream{{CodecType: "data", CodecName: "bin_data"}}, "", "no streams"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Codecs(&ffmpeg.ProbeResult{Streams: tt.streams})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Codecs = %q, %v; want error containing %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("Codecs = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// requireFFmpeg skips when ffmpeg is not installed.
+func requireFFmpeg(t *testing.T) {
+	t.Helper()
+	for _, bin := range []string{"ffmpeg", "ffprobe"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed", bin)
+		}
+	}
+}
+
+func runFFmpeg(t *testing.T, args ...string) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "ffmpeg", append([]string{"-hide_banner", "-nostdin", "-v", "error", "-y"}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func TestMeasurePlaylistRealHLS(t *testing.T) {
+	requireFFmpeg(t)
+	if testing.Short() {
+		t.Skip("runs ffmpeg")
+	}
+	tmp := t.TempDir()
+	clip := filepath.Join(tmp, "clip.mp4")
+	runFFmpeg(t,
+		"-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=7",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=7",
+		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+		"-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
+		"-c:a", "aac", "-b:a", "64k", "-shortest", clip)
+
+	dir := filepath.Join(tmp, "hls")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runFFmpeg(t, HLSArgs(clip, 6, dir)...)
+
+	for _, name := range []string{"index.m3u8", "init.mp4"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Size() == 0 {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	playlist, err := os.ReadFile(filepath.Join(dir, "index.m3u8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range []string{"#EXT-X-VERSION:7", "#EXT-X-PLAYLIST-TYPE:VOD", `#EXT-X-MAP:URI="init.mp4"`, "#EXT-X-INDEPENDENT-SEGMENTS", "#EXT-X-ENDLIST"} {
+		if !strings.Contains(string(playlist), tag) {
+			t.Errorf("playlist lacks %s:\n%s", tag, playlist)
+		}
+	}
+
+	stats, err := MeasurePlaylist(filepath.Join(dir, "index.m3u8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Segments != 2 {
+		t.Errorf("segments = %d, want 2 (6 s + 1 s)\n%s", stats.Segments, playlist)
+	}
+	if math.Abs(stats.Duration-7) > 0.1 {
+		t.Errorf("duration = %.3f, want ≈ 7", stats.Duration)
+	}
+	if stats.AverageBitRate <= 0 || stats.PeakBitRate < stats.AverageBitRate {
+		t.Errorf("peak/average = %d/%d, want peak ≥ average > 0", stats.PeakBitRate, stats.AverageBitRate)
+	}
+	// The average is the segments' bits over the duration.
+	var bits float64
+	var segs []string
+	for _, l := range strings.Split(string(playlist), "\n") {
+		if strings.HasSuffix(l, ".m4s") {
+			segs = append(segs, l)
+		}
+	}
+	if len(segs) != stats.Segments {
+		t.Fatalf("playlist names %q, measured %d segments", segs, stats.Segments)
+	}
+	for _, seg := range segs {
+		if ok, _ := filepath.Match("seg_[0-9][0-9][0-9][0-9][0-9].m4s", seg); !ok {
+			t.Errorf("segment name %q does not follow seg_%%05d.m4s", seg)
+		}
+		fi, err := os.Stat(filepath.Join(dir, seg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bits += float64(fi.Size()) * 8
+	}
+	if want := int64(math.Ceil(bits / stats.Duration)); stats.AverageBitRate != want {
+		t.Errorf("average = %d, want %d", stats.AverageBitRate, want)
+	}
+}
+
+func TestMeasurePlaylist(t *testing.T) {
+	const media = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n" +
+		"#EXT-X-MAP:URI=\"init.mp4\"\n"
+	tests := []struct {
+		name     string
+		playlist string
+		files    map[string]int // segment name → size in bytes
+		noFile   bool           // do not write the playlist at all
+		want     PlaylistStats
+		wantErr  bool
+	}{
+		{
+			name:     "measured",
+			playlist: media + "#EXTINF:6.000000,\nseg_00001.m4s\n#EXTINF:1.000000,\nseg_00002.m4s\n#EXT-X-ENDLIST\n",
+			files:    map[string]int{"seg_00001.m4s": 6000, "seg_00002.m4s": 2000},
+			// 48000 b / 6 s, 16000 b / 1 s, 64000 b / 7 s = 9142.86 → 9143.
+			want: PlaylistStats{Segments: 2, Duration: 7, PeakBitRate: 16000, AverageBitRate: 9143},
+		},
+		{
+			name:     "missing segment",
+			playlist: media + "#EXTINF:6.000000,\nseg_00001.m4s\n#EXTINF:6.000000,\nseg_00002.m4s\n#EXT-X-ENDLIST\n",
+			files:    map[string]int{"seg_00001.m4s": 100},
+			wantErr:  true,
+		},
+		{name: "empty file", playlist: "", wantErr: true},
+		{name: "no segments", playlist: media + "#EXT-X-ENDLIST\n", wantErr: true},
+		{
+			name:     "zero duration",
+			playlist: media + "#EXTINF:0,\nseg_00001.m4s\n#EXT-X-ENDLIST\n",
+			files:    map[string]int{"seg_00001.m4s": 100},
+			wantErr:  true,
+		},
+		{
+			name:     "segment outside the folder",
+			playlist: media + "#EXTINF:6.000000,\n../secret.m4s\n#EXT-X-ENDLIST\n",
+			wantErr:  true,
+		},
+		{
+			name:     "master playlist",
+			playlist: "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000,CODECS=\"mp4a.40.2\"\na/index.m3u8\n",
+			wantErr:  true,
+		},
+		{name: "not a playlist", playlist: "hello\n", wantErr: true},
+		{name: "no playlist file", noFile: true, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, size := range tt.files {
+				if err := os.WriteFile(filepath.Join(dir, name), make([]byte, size), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			path := filepath.Join(dir, "index.m3u8")
+			if !tt.noFile {
+				if err := os.WriteFile(path, []byte(tt.playlist), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := MeasurePlaylist(path)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("MeasurePlaylist = %+v, want an error", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Fatalf("MeasurePlaylist = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHLSArgs(t *testing.T) {
+	got := HLSArgs("https://s3.example.com/b/k.mp4?X-Amz-Signature=s", 6, "/work/720p")
+	want := []string{
+		"-protocol_whitelist", "http,https,tcp,tls,file",
+		"-i", "https://s3.example.com/b/k.mp4?X-Amz-Signature=s",
+		"-map", "0", "-c", "copy",
+		"-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_segment_type", "fmp4",
+		"-hls_flags", "independent_segments", "-hls_fmp4_init_filename", "init.mp4",
+		"-hls_segment_filename", "/work/720p/seg_%05d.m4s", "/work/720p/index.m3u8",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("HLSArgs =\n%q\nwant\n%q", got, want)
+	}
+	if got := HLSArgs("in", 4, "d"); !strings.Contains(strings.Join(got, " "), "-hls_time "+strconv.Itoa(4)) {
+		t.Fatalf("segment seconds not passed: %q", got)
+	}
+}

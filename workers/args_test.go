@@ -1,0 +1,439 @@
+package workers
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// updateGolden regenerates testdata/*.golden: KILN_UPDATE_GOLDEN=1 go test ./workers/
+var updateGolden = os.Getenv("KILN_UPDATE_GOLDEN") == "1"
+
+// checkGolden compares argv (one argument per line) with testdata/<name>.golden.
+func checkGolden(t *testing.T, name string, argv []string) {
+	t.Helper()
+	got := strings.Join(argv, "\n") + "\n"
+	path := filepath.Join("testdata", name+".golden")
+	if updateGolden {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	wantB, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run KILN_UPDATE_GOLDEN=1 go test ./workers/ to create it)", err)
+	}
+	want := string(wantB)
+	if got == want {
+		return
+	}
+	gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
+	for i := range max(len(gl), len(wl)) {
+		var g, w string
+		if i < len(gl) {
+			g = gl[i]
+		}
+		if i < len(wl) {
+			w = wl[i]
+		}
+		if g != w || i >= len(gl) || i >= len(wl) {
+			t.Fatalf("%s differs at line %d:\n  got:  %q\n  want: %q\n(if the change is intended, regenerate with KILN_UPDATE_GOLDEN=1 go test ./workers/ -run %s)",
+				path, i+1, g, w, t.Name())
+		}
+	}
+}
+
+const goldenInput = "https://minio.example.com:9000/kiln-sources/uploads/0123456789abcdef01234567/clip.mp4?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc"
+
+func TestTranscodeArgsGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		plan *kilnv1.Plan
+		opt  EncodeOptions
+	}{
+		{
+			name: "transcode_3rungs_30fps_audio",
+			plan: &kilnv1.Plan{
+				Rungs: []*kilnv1.Rung{
+					{Name: "360p", Width: 640, Height: 360, VideoBitRate: 800_000},
+					{Name: "240p", Width: 426, Height: 240, VideoBitRate: 400_000},
+					{Name: "144p", Width: 256, Height: 144, VideoBitRate: 200_000},
+				},
+				FrameRate: 30, GopFrames: 60, SegmentSeconds: 6, HasAudio: true, AudioBitRate: 128_000,
+			},
+			opt: EncodeOptions{X264Preset: "veryfast"},
+		},
+		{
+			name: "transcode_2rungs_2997fps_video_only",
+			plan: &kilnv1.Plan{
+				Rungs: []*kilnv1.Rung{
+					{Name: "720p", Width: 1280, Height: 720, VideoBitRate: 3_000_000},
+					{Name: "480p", Width: 854, Height: 480, VideoBitRate: 1_400_000},
+				},
+				FrameRate: 30000.0 / 1001, GopFrames: 60, SegmentSeconds: 6,
+			},
+			opt: EncodeOptions{X264Preset: "veryfast"},
+		},
+		{
+			name: "transcode_1rung_25fps_threads2",
+			plan: &kilnv1.Plan{
+				Rungs:     []*kilnv1.Rung{{Name: "1080p", Width: 1920, Height: 1080, VideoBitRate: 5_000_000}},
+				FrameRate: 25, GopFrames: 50, SegmentSeconds: 6, HasAudio: true, AudioBitRate: 96_000,
+			},
+			opt: EncodeOptions{X264Preset: "medium", Threads: 2},
+		},
+		{
+			name: "transcode_portrait_23976fps",
+			plan: &kilnv1.Plan{
+				Rungs: []*kilnv1.Rung{
+					{Name: "720p", Width: 720, Height: 1280, VideoBitRate: 3_000_000},
+					{Name: "360p", Width: 360, Height: 640, VideoBitRate: 800_000},
+				},
+				FrameRate: 24000.0 / 1001, GopFrames: 48, SegmentSeconds: 6, HasAudio: true, AudioBitRate: 128_000,
+			},
+			opt: EncodeOptions{X264Preset: "faster"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := TranscodeArgs(goldenInput, tt.plan, "/tmp/kiln/transcode-job_x", tt.opt)
+			checkGolden(t, tt.name, args)
+
+			// Invariants the golden files must keep.
+			joined := strings.Join(args, " ")
+			if n := strings.Count(joined, "-c:v libx264"); n != len(tt.plan.Rungs) {
+				t.Errorf("%d video encoders for %d rungs", n, len(tt.plan.Rungs))
+			}
+			if n := strings.Count(joined, "-map 0:a:0"); tt.plan.HasAudio != (n == len(tt.plan.Rungs)) || !tt.plan.HasAudio && n != 0 {
+				t.Errorf("%d audio maps, has audio %v", n, tt.plan.HasAudio)
+			}
+			if n := strings.Count(joined, "-g "+strconv.Itoa(int(tt.plan.GopFrames))+" -keyint_min "+strconv.Itoa(int(tt.plan.GopFrames))+" -sc_threshold 0"); n != len(tt.plan.Rungs) {
+				t.Errorf("fixed GOP on %d of %d rungs", n, len(tt.plan.Rungs))
+			}
+			if i := indexOf(args, "-i"); i < 0 || indexOf(args, "-format_whitelist") > i || indexOf(args, "-protocol_whitelist") > i {
+				t.Errorf("whitelists must precede -i: %q", args)
+			}
+		})
+	}
+}
+
+func TestPosterArgsGolden(t *testing.T) {
+	tests := []struct {
+		name      string
+		offset    float64
+		frameRate float64
+	}{
+		{"poster_offset_0_30fps", 0, 30},
+		{"poster_offset_12.345_2997fps", 12.3456, 30000.0 / 1001},
+		{"poster_unknown_rate", 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := PosterArgs(goldenInput, tt.offset, tt.frameRate, "/tmp/kiln/thumb-job_x/poster.jpg")
+			checkGolden(t, tt.name, args)
+			// -ss before -i: fast input seeking.
+			if indexOf(args, "-ss") > indexOf(args, "-i") {
+				t.Errorf("-ss after -i: %q", args)
+			}
+		})
+	}
+}
+
+func indexOf(args []string, s string) int {
+	for i, a := range args {
+		if a == s {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestFormatRate(t *testing.T) {
+	tests := []struct {
+		fps  float64
+		want string
+	}{
+		{30, "30"}, {25, "25"}, {60, "60"}, {50, "50"}, {24, "24"},
+		{30000.0 / 1001, "30000/1001"}, {29.97, "30000/1001"},
+		{24000.0 / 1001, "24000/1001"}, {23.976, "24000/1001"},
+		{60000.0 / 1001, "60000/1001"}, {59.94, "60000/1001"},
+		{12.5, "12.5"}, {15, "15"},
+	}
+	for _, tt := range tests {
+		if got := formatRate(tt.fps); got != tt.want {
+			t.Errorf("formatRate(%v) = %q, want %q", tt.fps, got, tt.want)
+		}
+	}
+}
+
+func TestMediaFromProbe(t *testing.T) {
+	video := ffmpeg.ProbeStream{
+		Index: 0, CodecType: "video", CodecName: "h264", Profile: "High", Level: 31,
+		Width: 1920, Height: 1080, PixFmt: "yuv420p", RFrameRate: "30000/1001", AvgFrameRate: "30000/1001",
+		Duration: 12.4, Rotation: 90,
+	}
+	audio := ffmpeg.ProbeStream{Index: 1, CodecType: "audio", CodecName: "aac", Profile: "LC", Channels: 6, SampleRate: 44100, Duration: 12.5}
+	format := ffmpeg.ProbeFormat{FormatName: "mov,mp4,m4a,3gp,3g2,mj2", Duration: 12.5, Size: 7_800_000, BitRate: 4_992_000, NbStreams: 2}
+	with := func(s ffmpeg.ProbeStream, f func(*ffmpeg.ProbeStream)) ffmpeg.ProbeStream { f(&s); return s }
+
+	tests := []struct {
+		name  string
+		probe *ffmpeg.ProbeResult
+		want  *kilnv1.MediaInfo
+	}{
+		{
+			name:  "video and audio",
+			probe: &ffmpeg.ProbeResult{Format: format, Streams: []ffmpeg.ProbeStream{video, audio}},
+			want: &kilnv1.MediaInfo{
+				Format: format.FormatName, DurationSeconds: 12.5, SizeBytes: 7_800_000, BitRate: 4_992_000,
+				Video: &kilnv1.VideoStream{Codec: "h264", Width: 1920, Height: 1080, FrameRate: 30000.0 / 1001, PixFmt: "yuv420p", Rotation: 90},
+				Audio: &kilnv1.AudioStream{Codec: "aac", Channels: 6, SampleRate: 44100},
+			},
+		},
+		{
+			name: "audio only",
+			probe: &ffmpeg.ProbeResult{
+				Format:  ffmpeg.ProbeFormat{FormatName: "mp3", Duration: 180.2, Size: 2_880_000, BitRate: 128_000},
+				Streams: []ffmpeg.ProbeStream{{CodecType: "audio", CodecName: "mp3", Channels: 2, SampleRate: 44100}},
+			},
+			want: &kilnv1.MediaInfo{
+				Format: "mp3", DurationSeconds: 180.2, SizeBytes: 2_880_000, BitRate: 128_000,
+				Audio: &kilnv1.AudioStream{Codec: "mp3", Channels: 2, SampleRate: 44100},
+			},
+		},
+		{
+			name: "cover art is not video",
+			probe: &ffmpeg.ProbeResult{
+				Format: ffmpeg.ProbeFormat{FormatName: "mp3", Duration: 60},
+				Streams: []ffmpeg.ProbeStream{
+					{CodecType: "audio", CodecName: "mp3", Channels: 2, SampleRate: 48000},
+					{CodecType: "video", CodecName: "mjpeg", Width: 500, Height: 500, AttachedPic: true, AvgFrameRate: "0/0", RFrameRate: "90000/1"},
+				},
+			},
+			want: &kilnv1.MediaInfo{Format: "mp3", DurationSeconds: 60, Audio: &kilnv1.AudioStream{Codec: "mp3", Channels: 2, SampleRate: 48000}},
+		},
+		{
+			name: "vfr: avg rate 0/0 falls back to r_frame_rate",
+			probe: &ffmpeg.ProbeResult{Format: format, Streams: []ffmpeg.ProbeStream{
+				with(video, func(s *ffmpeg.ProbeStream) { s.AvgFrameRate, s.RFrameRate, s.Rotation = "0/0", "25/1", 0 }),
+			}},
+			want: &kilnv1.MediaInfo{
+				Format: format.FormatName, DurationSeconds: 12.5, SizeBytes: 7_800_000, BitRate: 4_992_000,
+				Video: &kilnv1.VideoStream{Codec: "h264", Width: 1920, Height: 1080, FrameRate: 25, PixFmt: "yuv420p"},
+			},
+		},
+		{
+			name: "absurd avg rate falls back to r_frame_rate",
+			probe: &ffmpeg.ProbeResult{Format: format, Streams: []ffmpeg.ProbeStream{
+				with(video, func(s *ffmpeg.ProbeStream) { s.AvgFrameRate, s.RFrameRate, s.Rotation = "5000/1", "60/1", 0 }),
+			}},
+			want: &kilnv1.MediaInfo{
+				Format: format.FormatName, DurationSeconds: 12.5, SizeBytes: 7_800_000, BitRate: 4_992_000,
+				Video: &kilnv1.VideoStream{Codec: "h264", Width: 1920, Height: 1080, FrameRate: 60, PixFmt: "yuv420p"},
+			},
+		},
+		{
+			name: "no format duration: video stream duration",
+			probe: &ffmpeg.ProbeResult{Format: ffmpeg.ProbeFormat{FormatName: "matroska,webm"}, Streams: []ffmpeg.ProbeStream{
+				with(video, func(s *ffmpeg.ProbeStream) { s.Rotation = 0 }), audio,
+			}},
+			want: &kilnv1.MediaInfo{
+				Format: "matroska,webm", DurationSeconds: 12.4,
+				Video: &kilnv1.VideoStream{Codec: "h264", Width: 1920, Height: 1080, FrameRate: 30000.0 / 1001, PixFmt: "yuv420p"},
+				Audio: &kilnv1.AudioStream{Codec: "aac", Channels: 6, SampleRate: 44100},
+			},
+		},
+		{
+			name: "no format or video duration: audio stream duration",
+			probe: &ffmpeg.ProbeResult{Format: ffmpeg.ProbeFormat{FormatName: "ogg"}, Streams: []ffmpeg.ProbeStream{
+				with(video, func(s *ffmpeg.ProbeStream) { s.Duration, s.Rotation = 0, 0 }), audio,
+			}},
+			want: &kilnv1.MediaInfo{
+				Format: "ogg", DurationSeconds: 12.5,
+				Video: &kilnv1.VideoStream{Codec: "h264", Width: 1920, Height: 1080, FrameRate: 30000.0 / 1001, PixFmt: "yuv420p"},
+				Audio: &kilnv1.AudioStream{Codec: "aac", Channels: 6, SampleRate: 44100},
+			},
+		},
+		{
+			name:  "no streams",
+			probe: &ffmpeg.ProbeResult{Format: ffmpeg.ProbeFormat{FormatName: "mov,mp4,m4a,3gp,3g2,mj2"}},
+			want:  &kilnv1.MediaInfo{Format: "mov,mp4,m4a,3gp,3g2,mj2"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Only the fields this test is about: MediaFromProbe fills more.
+			got := coreMedia(MediaFromProbe(tt.probe))
+			if g, w := got.String(), tt.want.String(); g != w {
+				t.Fatalf("MediaFromProbe =\n%s\nwant\n%s", g, w)
+			}
+		})
+	}
+}
+
+// coreMedia keeps the container, duration and basic stream facts of m.
+func coreMedia(m *kilnv1.MediaInfo) *kilnv1.MediaInfo {
+	c := &kilnv1.MediaInfo{Format: m.Format, DurationSeconds: m.DurationSeconds, SizeBytes: m.SizeBytes, BitRate: m.BitRate}
+	if v := m.GetVideo(); v != nil {
+		c.Video = &kilnv1.VideoStream{Codec: v.Codec, Width: v.Width, Height: v.Height, FrameRate: v.FrameRate, PixFmt: v.PixFmt, Rotation: v.Rotation}
+	}
+	if a := m.GetAudio(); a != nil {
+		c.Audio = &kilnv1.AudioStream{Codec: a.Codec, Channels: a.Channels, SampleRate: a.SampleRate}
+	}
+	return c
+}
+
+func TestTranscodeTimeout(t *testing.T) {
+	tests := []struct {
+		name  string
+		media *kilnv1.MediaInfo
+		want  time.Duration
+	}{
+		{"nil media", nil, 10 * time.Minute},
+		{"unknown duration", &kilnv1.MediaInfo{}, 10 * time.Minute},
+		{"half a second", &kilnv1.MediaInfo{DurationSeconds: 0.5}, 10*time.Minute + 10*time.Second},
+		{"one minute", &kilnv1.MediaInfo{DurationSeconds: 60}, 30 * time.Minute},
+		{"two hours", &kilnv1.MediaInfo{DurationSeconds: 7200}, 10*time.Minute + 40*time.Hour},
+	}
+	for _, tt := range tests {
+		if got := TranscodeTimeout(tt.media); got != tt.want {
+			t.Errorf("%s: TranscodeTimeout = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestTranscodeArgsRun encodes generated clips with the real ffmpeg, read
+// over HTTP as workers read presigned URLs, and checks every rung.
+func TestTranscodeArgsRun(t *testing.T) {
+	for _, bin := range []string{"ffmpeg", "ffprobe"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed", bin)
+		}
+	}
+	if testing.Short() {
+		t.Skip("runs ffmpeg")
+	}
+	tests := []struct {
+		name      string
+		rate      string // lavfi frame rate, and the rungs' avg_frame_rate
+		wantFPS   float64
+		wantRungs []string // "WxH"
+	}{
+		{"640x360 30fps", "30/1", 30, []string{"640x360", "426x240", "256x144"}},
+		{"640x360 29.97fps", "30000/1001", 30000.0 / 1001, []string{"640x360", "426x240", "256x144"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			clip := filepath.Join(tmp, "clip.mp4")
+			// Mono 44.1 kHz audio, so the rungs' 48 kHz stereo is a real conversion.
+			ff := exec.CommandContext(t.Context(), "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
+				"-f", "lavfi", "-i", "testsrc2=size=640x360:rate="+tt.rate+":duration=4",
+				"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=4",
+				"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "1", "-shortest", clip)
+			if out, err := ff.CombinedOutput(); err != nil {
+				t.Fatalf("generate clip: %v\n%s", err, out)
+			}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.ServeFile(w, r, clip) // supports the range requests the mov demuxer makes
+			}))
+			t.Cleanup(srv.Close)
+
+			runner := ffmpeg.New(ffmpeg.Config{})
+			probe, err := runner.Probe(t.Context(), srv.URL+"/clip.mp4", ffmpeg.ProbeOptions{
+				FormatWhitelist: FormatWhitelist, ProtocolWhitelist: ProtocolWhitelist,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan, err := Plan(MediaFromProbe(probe), DefaultPreset())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rungs []string
+			for _, r := range plan.Rungs {
+				rungs = append(rungs, fmt.Sprintf("%dx%d", r.Width, r.Height))
+			}
+			if strings.Join(rungs, " ") != strings.Join(tt.wantRungs, " ") || math.Abs(plan.FrameRate-tt.wantFPS) > 1e-9 || plan.GopFrames != 60 || !plan.HasAudio {
+				t.Fatalf("plan = %v", plan)
+			}
+			gopSeconds := float64(plan.GopFrames) / plan.FrameRate
+
+			out := filepath.Join(tmp, "out")
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			var progressed bool
+			args := TranscodeArgs(srv.URL+"/clip.mp4", plan, out, EncodeOptions{X264Preset: "veryfast", Threads: 2})
+			if err := runner.Run(t.Context(), args, func(ffmpeg.Progress) { progressed = true }); err != nil {
+				t.Fatal(err)
+			}
+			if !progressed {
+				t.Error("no progress reported")
+			}
+
+			var firstKeys []string
+			for _, r := range plan.Rungs {
+				file := filepath.Join(out, r.Name+".mp4")
+				if got, want := ffprobe(t, file, "-select_streams", "v", "-show_entries", "stream=codec_name,profile,width,height,sample_aspect_ratio,pix_fmt,avg_frame_rate"),
+					fmt.Sprintf("h264,High,%d,%d,1:1,yuv420p,%s", r.Width, r.Height, tt.rate); got != want {
+					t.Errorf("%s video = %q, want %q", r.Name, got, want)
+				}
+				if got := ffprobe(t, file, "-select_streams", "a", "-show_entries", "stream=codec_name,sample_rate,channels"); got != "aac,48000,2" {
+					t.Errorf("%s audio = %q, want aac,48000,2", r.Name, got)
+				}
+				keys := strings.FieldsFunc(ffprobe(t, file, "-select_streams", "v", "-skip_frame", "nokey", "-show_entries", "frame=pts_time"),
+					func(r rune) bool { return r == ',' || r == '\n' || r == ' ' })
+				if len(keys) < 2 {
+					t.Errorf("%s keyframes at %q, want at least 0 and %.3f s", r.Name, keys, gopSeconds)
+				}
+				for _, s := range keys {
+					ts, err := strconv.ParseFloat(s, 64)
+					if err != nil {
+						t.Fatalf("%s keyframe time %q: %v", r.Name, s, err)
+					}
+					if n := math.Round(ts / gopSeconds); math.Abs(ts-n*gopSeconds) > 0.001 {
+						t.Errorf("%s keyframe at %.3f s, not a multiple of %.3f s (all: %q)", r.Name, ts, gopSeconds, keys)
+					}
+				}
+				if firstKeys == nil {
+					firstKeys = keys
+				} else if strings.Join(keys, " ") != strings.Join(firstKeys, " ") {
+					t.Errorf("%s keyframes %q differ from %s's %q", r.Name, keys, plan.Rungs[0].Name, firstKeys)
+				}
+				dur, err := strconv.ParseFloat(ffprobe(t, file, "-show_entries", "format=duration"), 64)
+				if err != nil || math.Abs(dur-4) > 0.15 {
+					t.Errorf("%s duration = %v (%v), want ≈ 4 s", r.Name, dur, err)
+				}
+			}
+		})
+	}
+}
+
+// ffprobe runs ffprobe on file with args and -of csv=p=0, returning the
+// trimmed output.
+func ffprobe(t *testing.T, file string, args ...string) string {
+	t.Helper()
+	full := append([]string{"-v", "error"}, args...)
+	full = append(full, "-of", "csv=p=0", file)
+	out, err := exec.CommandContext(t.Context(), "ffprobe", full...).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %q: %v", full, err)
+	}
+	return strings.TrimSpace(string(out))
+}

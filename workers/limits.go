@@ -1,0 +1,108 @@
+package workers
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/kilnvideo/kiln/internal/tasks"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// Failure codes of bad input (the job fails with one; no retry).
+const (
+	CodeInvalidMedia     = "invalid_media"
+	CodeUnsupportedCodec = "unsupported_codec"
+	CodeNoStreams        = "no_video_or_audio"
+	CodeTooLarge         = "too_large"
+	CodeTooLong          = "too_long"
+	CodeTooManyStreams   = "too_many_streams"
+	CodeInvalidPreset    = "invalid_preset"
+)
+
+// Limits bound what a worker accepts from a source. Zero fields take the
+// defaults below.
+type Limits struct {
+	// MaxBytes of the source; default 20 GiB.
+	MaxBytes int64
+	// MaxWidth and MaxHeight of the coded picture; default 8192 each.
+	MaxWidth, MaxHeight int
+	// MaxPixels per frame; default 8192×4352 (8K).
+	MaxPixels int64
+	// MaxDuration of the source; default 6 h.
+	MaxDuration time.Duration
+	// MaxStreams in the container; default 32.
+	MaxStreams int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes == 0 {
+		l.MaxBytes = 20 << 30
+	}
+	if l.MaxWidth == 0 {
+		l.MaxWidth = 8192
+	}
+	if l.MaxHeight == 0 {
+		l.MaxHeight = 8192
+	}
+	if l.MaxPixels == 0 {
+		l.MaxPixels = 8192 * 4352
+	}
+	if l.MaxDuration == 0 {
+		l.MaxDuration = 6 * time.Hour
+	}
+	if l.MaxStreams == 0 {
+		l.MaxStreams = 32
+	}
+	return l
+}
+
+// Decoders kiln agrees to run on untrusted input. Exotic decoders are a
+// large attack surface for little benefit.
+var (
+	videoCodecs = set("h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "h263",
+		"prores", "dnxhd", "mjpeg", "theora", "vc1", "wmv1", "wmv2", "wmv3", "flv1", "dvvideo", "msmpeg4v3")
+	audioCodecs = set("aac", "mp3", "mp2", "ac3", "eac3", "opus", "vorbis", "flac", "alac", "wmav2", "dts",
+		"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_f32le", "pcm_u8", "pcm_mulaw", "pcm_alaw", "amr_nb", "amr_wb")
+)
+
+func set(xs ...string) map[string]bool {
+	m := make(map[string]bool, len(xs))
+	for _, x := range xs {
+		m[x] = true
+	}
+	return m
+}
+
+// Check returns a permanent error with a reason code when media is outside
+// the limits or cannot be processed.
+func (l Limits) Check(m *kilnv1.MediaInfo) error {
+	l = l.withDefaults()
+	v, a := m.GetVideo(), m.GetAudio()
+	switch {
+	case v == nil && a == nil:
+		return tasks.Permanent(CodeNoStreams, "the file has no video or audio stream", nil)
+	case m.GetSizeBytes() > l.MaxBytes:
+		return tasks.Permanent(CodeTooLarge, fmt.Sprintf("the file is %d bytes; the limit is %d", m.GetSizeBytes(), l.MaxBytes), nil)
+	case int(m.GetVideoStreams()+m.GetAudioStreams()+m.GetOtherStreams()) > l.MaxStreams:
+		return tasks.Permanent(CodeTooManyStreams, fmt.Sprintf("the file has %d streams; the limit is %d",
+			m.GetVideoStreams()+m.GetAudioStreams()+m.GetOtherStreams(), l.MaxStreams), nil)
+	case time.Duration(m.GetDurationSeconds()*float64(time.Second)) > l.MaxDuration:
+		return tasks.Permanent(CodeTooLong, fmt.Sprintf("the file lasts %.0f s; the limit is %.0f s", m.GetDurationSeconds(), l.MaxDuration.Seconds()), nil)
+	}
+	if v != nil {
+		w, h := int64(v.GetWidth()), int64(v.GetHeight())
+		switch {
+		case !videoCodecs[v.GetCodec()]:
+			return tasks.Permanent(CodeUnsupportedCodec, fmt.Sprintf("video codec %q is not supported", v.GetCodec()), nil)
+		case w <= 0 || h <= 0:
+			return tasks.Permanent(CodeInvalidMedia, "the video stream has no picture size", nil)
+		case w > int64(l.MaxWidth) || h > int64(l.MaxHeight) || w*h > l.MaxPixels:
+			return tasks.Permanent(CodeTooLarge, fmt.Sprintf("the picture is %dx%d; the limit is %dx%d and %d pixels",
+				w, h, l.MaxWidth, l.MaxHeight, l.MaxPixels), nil)
+		}
+	}
+	if a != nil && !audioCodecs[a.GetCodec()] {
+		return tasks.Permanent(CodeUnsupportedCodec, fmt.Sprintf("audio codec %q is not supported", a.GetCodec()), nil)
+	}
+	return nil
+}

@@ -198,9 +198,24 @@ type Rendition struct {
 
 // Store keeps catalog state in SQLite. It is safe for concurrent use.
 type Store struct {
-	db  *sql.DB
-	now func() time.Time
+	db    *sql.DB
+	now   func() time.Time
+	hooks []ApplyHook
 }
+
+// ApplyHook runs inside the transaction that applies a job event, after the
+// job row is written; changed reports whether the event changed the job.
+// Returning an error rolls the whole event back (it will be redelivered).
+// This is how other parts of the catalog (the webhook outbox) record
+// consequences of a state change atomically with it.
+type ApplyHook func(ctx context.Context, tx *sql.Tx, ev *kilnv1.JobEvent, changed bool) error
+
+// OnApply registers a hook; call it before the store is used.
+func (s *Store) OnApply(h ApplyHook) { s.hooks = append(s.hooks, h) }
+
+// DB is the store's database, for catalog parts that keep their own tables
+// in it (the webhook outbox).
+func (s *Store) DB() *sql.DB { return s.db }
 
 // migrations are applied in order, once each; schema_version records how many
 // have run. Never edit one that has shipped: append a new one.
@@ -462,8 +477,15 @@ func (s *Store) Apply(ctx context.Context, ev *kilnv1.JobEvent) (changed bool, e
 		return false, err
 	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		changed, err = apply(ctx, tx, f, now)
-		return err
+		if changed, err = apply(ctx, tx, f, now); err != nil {
+			return err
+		}
+		for _, h := range s.hooks {
+			if err := h(ctx, tx, ev, changed); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	return changed, err
 }

@@ -77,6 +77,11 @@ type Config struct {
 	// PlaybackDelivery is catalog.DeliveryRedirect or catalog.DeliveryProxy.
 	PlaybackDelivery string
 
+	// PresetsFile is a JSON array of extra presets (see workers.Preset).
+	PresetsFile string
+	// Limits bound the sources workers accept.
+	Limits workers.Limits
+
 	Concurrency    int
 	FFmpegThreads  int
 	X264Preset     string
@@ -130,6 +135,12 @@ func Run(ctx context.Context, cfg Config) error {
 	defer inspector.Close()
 
 	runner := ffmpeg.New(ffmpeg.Config{Logger: log})
+	presets, err := workers.LoadPresets(cfg.PresetsFile)
+	if err != nil {
+		return err
+	}
+	canceler := &tasks.Canceler{Redis: tasks.NewRedisClient(redisOpt), Inspector: inspector, Events: b, Logger: log.Named("cancel")}
+	defer canceler.Redis.Close()
 	keys := httpapi.NewKeys(cfg.APIKeys)
 	var storageReady atomic.Bool
 
@@ -160,7 +171,7 @@ func Run(ctx context.Context, cfg Config) error {
 		in := ingest.New(ingest.Config{
 			Objects: objects, Events: b, Queue: client,
 			SourcesBucket: cfg.SourcesBucket, PublicURL: cfg.PublicURL,
-			MaxUploadBytes: cfg.MaxUploadBytes, Logger: log.Named("ingest"),
+			MaxUploadBytes: cfg.MaxUploadBytes, Presets: workers.PresetNames(presets), Logger: log.Named("ingest"),
 		})
 		mux.Handle("/v1/uploads", keys.Require(in.Handler()))
 		g.Go(func() error {
@@ -206,15 +217,20 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	if cfg.has(RoleWorker) {
+		workDir, err := workers.PrepareWorkDir(cfg.WorkDir, log)
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(workDir)
 		srvMux := asynq.NewServeMux()
 		workers.New(workers.Config{
-			FFmpeg: runner, Objects: objects, Events: b, Queue: client,
-			OutputsBucket: cfg.OutputsBucket, WorkDir: cfg.WorkDir, Threads: cfg.FFmpegThreads,
-			X264Preset: cfg.X264Preset, Logger: log.Named("worker"),
+			FFmpeg: runner, Objects: objects, Events: b, Queue: client, Jobs: canceler,
+			OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,
+			Presets: presets, Limits: cfg.Limits, X264Preset: cfg.X264Preset, Logger: log.Named("worker"),
 		}).Register(srvMux)
 		packager.New(packager.Config{
-			FFmpeg: runner, Objects: objects, Events: b, OutputsBucket: cfg.OutputsBucket,
-			WorkDir: cfg.WorkDir, Logger: log.Named("packager"),
+			FFmpeg: runner, Objects: objects, Events: b, OutputsBucket: cfg.OutputsBucket, Jobs: canceler,
+			WorkDir: workDir, Logger: log.Named("packager"),
 		}).Register(srvMux)
 		srv := asynq.NewServer(redisOpt, asynq.Config{
 			Concurrency:     cfg.Concurrency,

@@ -31,6 +31,10 @@ const PresetMetaKey = "Kiln-Preset"
 // PolicyMetaKey is the S3 user-metadata key carrying the playback policy.
 const PolicyMetaKey = "Kiln-Playback-Policy"
 
+// WebhookMetaKey is the S3 user-metadata key carrying a per-upload
+// webhook URL.
+const WebhookMetaKey = "Kiln-Webhook-Url"
+
 // Playback policies: public URLs, or URLs that need an expiring token.
 const (
 	PolicyPublic = "public"
@@ -133,6 +137,9 @@ func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 		policy = PolicyPublic
 	}
 	queued.Source, queued.Preset, queued.PlaybackPolicy = o, preset, policy
+	if u := ev.GetWebhookUrl(); ValidWebhookURL(u) {
+		queued.WebhookUrl = u
+	}
 	if err := s.cfg.Events.PublishJobEvent(ctx, queued); err != nil {
 		return err
 	}
@@ -183,13 +190,15 @@ func ParseS3Event(data []byte) ([]*kilnv1.ObjectLanded, error) {
 		if r.S3.Bucket.Name == "" || key == "" || strings.HasSuffix(key, "/") {
 			continue
 		}
-		var preset, policy string
+		var preset, policy, webhook string
 		for k, v := range r.S3.Object.UserMetadata {
 			switch {
 			case strings.EqualFold(k, "X-Amz-Meta-"+PresetMetaKey):
 				preset = v
 			case strings.EqualFold(k, "X-Amz-Meta-"+PolicyMetaKey):
 				policy = v
+			case strings.EqualFold(k, "X-Amz-Meta-"+WebhookMetaKey):
+				webhook = v
 			}
 		}
 		out = append(out, &kilnv1.ObjectLanded{
@@ -200,6 +209,7 @@ func ParseS3Event(data []byte) ([]*kilnv1.ObjectLanded, error) {
 			Origin:         "s3",
 			Preset:         preset,
 			PlaybackPolicy: policy,
+			WebhookUrl:     webhook,
 			Time:           timestamppb.New(r.EventTime),
 		})
 	}
@@ -207,4 +217,15 @@ func ParseS3Event(data []byte) ([]*kilnv1.ObjectLanded, error) {
 		return nil, errors.New("parse: no records")
 	}
 	return out, nil
+}
+
+// ValidWebhookURL reports whether u is an absolute http(s) URL without
+// credentials, short enough to carry in object metadata. Where it may be
+// dialled is decided at delivery time (SSRF guard).
+func ValidWebhookURL(u string) bool {
+	if u == "" || len(u) > 2048 {
+		return false
+	}
+	p, err := url.Parse(u)
+	return err == nil && (p.Scheme == "http" || p.Scheme == "https") && p.Host != "" && p.User == nil
 }

@@ -29,6 +29,7 @@ const (
 	CodeInvalidPreset = "invalid_preset"
 	CodeBadMultipart  = "bad_multipart"
 	CodeInvalidPolicy = "invalid_playback_policy"
+	CodeInvalidHook   = "invalid_webhook_url"
 )
 
 // UploadResponse is the body of a successful POST /v1/uploads.
@@ -65,6 +66,11 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	if policy != PolicyPublic && policy != PolicySigned {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPolicy, `playback_policy must be "public" or "signed"`)
+		return
+	}
+	webhook := r.URL.Query().Get("webhook_url")
+	if webhook != "" && !ValidWebhookURL(webhook) {
+		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidHook, "webhook_url must be an absolute http(s) URL without credentials, at most 2048 bytes")
 		return
 	}
 	if r.ContentLength > s.cfg.MaxUploadBytes {
@@ -115,7 +121,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 
 	key := "uploads/" + randomID() + "/" + cleanName(filename)
 	info, err := s.cfg.Objects.Put(ctx, s.cfg.SourcesBucket, key, src, size, contentType,
-		map[string]string{PresetMetaKey: preset, PolicyMetaKey: policy})
+		uploadMeta(preset, policy, webhook))
 	if err != nil {
 		if tooLarge(err) {
 			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "upload exceeds "+strconv.FormatInt(s.cfg.MaxUploadBytes, 10)+" bytes")
@@ -128,7 +134,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	jobID, assetID := jobid.FromObject(info.Bucket, info.Key, info.ETag)
 	landed := &kilnv1.ObjectLanded{
 		Object: &kilnv1.ObjectRef{Bucket: info.Bucket, Key: info.Key, Etag: info.ETag, Size: info.Size, ContentType: contentType},
-		Origin: "api", Preset: preset, PlaybackPolicy: policy, Time: timestamppb.Now(),
+		Origin: "api", Preset: preset, PlaybackPolicy: policy, WebhookUrl: webhook, Time: timestamppb.Now(),
 	}
 	if err := s.cfg.Events.PublishObjectLanded(ctx, landed); err != nil {
 		// The object is stored: the bucket notification or the reconciler
@@ -189,4 +195,14 @@ func randomID() string {
 func tooLarge(err error) bool {
 	var mbe *http.MaxBytesError
 	return errors.As(err, &mbe)
+}
+
+// uploadMeta is the S3 user metadata that lets the bucket notification
+// start the same job as the API's own event.
+func uploadMeta(preset, policy, webhook string) map[string]string {
+	m := map[string]string{PresetMetaKey: preset, PolicyMetaKey: policy}
+	if webhook != "" {
+		m[WebhookMetaKey] = webhook
+	}
+	return m
 }

@@ -178,8 +178,10 @@ type ObjectLanded struct {
 	Time   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
 	// PlaybackPolicy is "public" (default) or "signed".
 	PlaybackPolicy string `protobuf:"bytes,5,opt,name=playback_policy,json=playbackPolicy,proto3" json:"playback_policy,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// WebhookURL, when set, receives this job's webhook events.
+	WebhookUrl    string `protobuf:"bytes,6,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ObjectLanded) Reset() {
@@ -247,6 +249,13 @@ func (x *ObjectLanded) GetPlaybackPolicy() string {
 	return ""
 }
 
+func (x *ObjectLanded) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
+	}
+	return ""
+}
+
 // JobEvent is a fact about one job, published by whoever made it happen
 // (ingest, a worker, the packager). The catalog is its only consumer that
 // writes state.
@@ -274,8 +283,10 @@ type JobEvent struct {
 	// PlaybackPolicy is set on JOB_STATE_QUEUED: "public" or "signed"
 	// (playback URLs need an expiring token).
 	PlaybackPolicy string `protobuf:"bytes,13,opt,name=playback_policy,json=playbackPolicy,proto3" json:"playback_policy,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// WebhookURL is set on JOB_STATE_QUEUED when the upload named one.
+	WebhookUrl    string `protobuf:"bytes,14,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobEvent) Reset() {
@@ -395,6 +406,13 @@ func (x *JobEvent) GetOutputs() *AssetOutputs {
 func (x *JobEvent) GetPlaybackPolicy() string {
 	if x != nil {
 		return x.PlaybackPolicy
+	}
+	return ""
+}
+
+func (x *JobEvent) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
 	}
 	return ""
 }
@@ -1839,13 +1857,15 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
 	"\x04etag\x18\x03 \x01(\tR\x04etag\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12!\n" +
-	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"\xc3\x01\n" +
+	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"\xe4\x01\n" +
 	"\fObjectLanded\x12*\n" +
 	"\x06object\x18\x01 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x16\n" +
 	"\x06preset\x18\x03 \x01(\tR\x06preset\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12'\n" +
-	"\x0fplayback_policy\x18\x05 \x01(\tR\x0eplaybackPolicy\"\xe0\x03\n" +
+	"\x0fplayback_policy\x18\x05 \x01(\tR\x0eplaybackPolicy\x12\x1f\n" +
+	"\vwebhook_url\x18\x06 \x01(\tR\n" +
+	"webhookUrl\"\x81\x04\n" +
 	"\bJobEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x19\n" +
@@ -1860,7 +1880,9 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	" \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
 	"\x04plan\x18\v \x01(\v2\r.kiln.v1.PlanR\x04plan\x12/\n" +
 	"\aoutputs\x18\f \x01(\v2\x15.kiln.v1.AssetOutputsR\aoutputs\x12'\n" +
-	"\x0fplayback_policy\x18\r \x01(\tR\x0eplaybackPolicy\"8\n" +
+	"\x0fplayback_policy\x18\r \x01(\tR\x0eplaybackPolicy\x12\x1f\n" +
+	"\vwebhook_url\x18\x0e \x01(\tR\n" +
+	"webhookUrl\"8\n" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\xcf\x02\n" +

@@ -52,18 +52,21 @@ const (
 	corsExposed       = "Content-Length, Content-Range, Accept-Ranges"
 )
 
-func (s *Service) playbackRoutes(mux *http.ServeMux) {
-	mux.Handle("GET /v1/play/{id}/master.m3u8", cors(s.master))
-	mux.Handle("GET /v1/play/{id}/download.mp4", cors(s.download))
-	mux.Handle("GET /v1/play/{id}/poster.jpg", cors(s.poster))
-	mux.Handle("GET /v1/play/{id}/{rendition}/index.m3u8", cors(s.mediaPlaylist))
-	mux.Handle("GET /v1/play/{id}/{rendition}/{file}", cors(s.segment))
-	mux.Handle("OPTIONS /v1/play/", cors(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
-		w.Header().Set("Access-Control-Allow-Headers", "Range")
-		w.Header().Set("Access-Control-Max-Age", "86400")
-		w.WriteHeader(http.StatusNoContent)
-	}))
+func (s *Service) playbackRoutes() []Route {
+	play := func(pattern string, h http.HandlerFunc) Route { return Route{Pattern: pattern, handler: cors(h)} }
+	return []Route{
+		play("GET /v1/play/{id}/master.m3u8", s.master),
+		play("GET /v1/play/{id}/download.mp4", s.download),
+		play("GET /v1/play/{id}/poster.jpg", s.poster),
+		play("GET /v1/play/{id}/{rendition}/index.m3u8", s.mediaPlaylist),
+		play("GET /v1/play/{id}/{rendition}/{file}", s.segment),
+		play("OPTIONS /v1/play/", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+			w.Header().Set("Access-Control-Allow-Headers", "Range")
+			w.Header().Set("Access-Control-Max-Age", "86400")
+			w.WriteHeader(http.StatusNoContent)
+		}),
+	}
 }
 
 func cors(h http.HandlerFunc) http.Handler {
@@ -214,6 +217,12 @@ func acceptsGzip(values []string) bool {
 var segmentFile = regexp.MustCompile(`^[A-Za-z0-9_-]+\.(m4s|mp4)$`)
 
 func (s *Service) segment(w http.ResponseWriter, r *http.Request) {
+	if r.PathValue("rendition") == thumbnailsDir {
+		// GET /v1/play/{id}/thumbnails/{file}: a pattern of its own would
+		// conflict with …/{rendition}/index.m3u8 in http.ServeMux.
+		s.thumbnail(w, r)
+		return
+	}
 	file := r.PathValue("file")
 	if !segmentFile.MatchString(file) {
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such file")

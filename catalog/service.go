@@ -82,6 +82,21 @@ type Config struct {
 	TokenTTL time.Duration
 	// Delivery is DeliveryRedirect (default) or DeliveryProxy.
 	Delivery string
+
+	// Canceler cancels jobs (POST /v1/jobs/{id}/cancel); without it that
+	// route answers 503 not_configured.
+	Canceler JobCanceler
+	// Retrier starts new attempts of jobs (POST /v1/jobs/{id}/retry);
+	// without it that route answers 503 not_configured.
+	Retrier JobRetrier
+	// Remover deletes objects (DELETE /v1/assets/{id}); without it that
+	// route answers 503 not_configured.
+	Remover ObjectRemover
+	// OutputsBucket is where workers write outputs (assets/<id>/…): DELETE
+	// empties the asset's prefix there even when the job never got ready.
+	OutputsBucket string
+	// Heartbeat is the interval of comments on event streams; default 15s.
+	Heartbeat time.Duration
 }
 
 // Service applies job events and serves the catalog's HTTP API.
@@ -97,6 +112,13 @@ type Service struct {
 	tokenTTL   time.Duration
 	delivery   string
 	now        func() time.Time
+
+	canceler      JobCanceler
+	retrier       JobRetrier
+	remover       ObjectRemover
+	outputsBucket string
+	hub           *hub
+	heartbeat     time.Duration
 }
 
 // New validates cfg and returns a Service.
@@ -140,6 +162,16 @@ func New(cfg Config) (*Service, error) {
 		tokenTTL:   cfg.TokenTTL,
 		delivery:   cfg.Delivery,
 		now:        time.Now,
+
+		canceler:      cfg.Canceler,
+		retrier:       cfg.Retrier,
+		remover:       cfg.Remover,
+		outputsBucket: cfg.OutputsBucket,
+		hub:           newHub(),
+		heartbeat:     cfg.Heartbeat,
+	}
+	if s.heartbeat <= 0 {
+		s.heartbeat = 15 * time.Second
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -161,34 +193,74 @@ func (s *Service) HandleEvent(ctx context.Context, ev *kilnv1.JobEvent) error {
 		return err
 	}
 	if changed {
-		log.Info("job updated", zap.Float64("progress", ev.GetProgress()))
+		log.Info("job updated", zap.Float64("progress", ev.GetProgress()), zap.Int32("attempt", ev.GetAttempt()))
+		s.hub.notify(ev.GetJobId())
 	} else {
 		log.Debug("job event ignored (stale or repeated)")
 	}
 	return nil
 }
 
-// Handler returns the HTTP API:
+// Route is one route of the catalog's HTTP API.
+type Route struct {
+	// Pattern is the http.ServeMux pattern, "METHOD /path/{wildcard}".
+	Pattern string
+	// Auth: the route needs an API key (playback and discovery routes do
+	// not).
+	Auth    bool
+	handler http.Handler
+}
+
+// Routes lists every route Handler serves:
 //
-//	GET  /v1/jobs/{id}                             job (API key)
-//	GET  /v1/assets/{id}                           asset (API key)
-//	POST /v1/assets/{id}/playback-token            mint a playback token (API key)
-//	GET  /v1/play/{id}/master.m3u8                 master playlist, generated
-//	GET  /v1/play/{id}/{rendition}/index.m3u8      media playlist, from storage
-//	GET  /v1/play/{id}/{rendition}/{file}          segment (init.mp4, *.m4s)
-//	GET  /v1/play/{id}/download.mp4                MP4 download
-//	GET  /v1/play/{id}/poster.jpg                  poster
-//	OPTIONS /v1/play/...                           CORS preflight
+//	GET    /v1/openapi.json                        the OpenAPI document (no key)
+//	GET    /v1/jobs                                jobs, newest first, paginated (API key)
+//	GET    /v1/jobs/{id}                           job (API key)
+//	GET    /v1/jobs/{id}/events                    job changes as server-sent events (API key)
+//	POST   /v1/jobs/{id}/cancel                    cancel a running job (API key)
+//	POST   /v1/jobs/{id}/retry                     new attempt of a failed/canceled job (API key)
+//	GET    /v1/assets/{id}                         asset (API key)
+//	DELETE /v1/assets/{id}                         delete an ended job's asset and source (API key)
+//	POST   /v1/assets/{id}/playback-token          mint a playback token (API key)
+//	GET    /v1/play/{id}/master.m3u8               master playlist, generated
+//	GET    /v1/play/{id}/{rendition}/index.m3u8    media playlist, from storage
+//	GET    /v1/play/{id}/{rendition}/{file}        segment (init.mp4, *.m4s)
+//	GET    /v1/play/{id}/download.mp4              MP4 download
+//	GET    /v1/play/{id}/poster.jpg                poster
+//	GET    /v1/play/{id}/thumbnails/{file}         thumbnails, sprite, storyboard.vtt (via the route above)
+//	OPTIONS /v1/play/                              CORS preflight
 //
 // Playback routes need no API key (players cannot send bearer headers) and
-// allow any origin; a signed asset's need a ?token= instead. Segments, MP4
-// and poster are redirects to presigned URLs or proxied (Config.Delivery).
+// allow any origin; a signed asset's need a ?token= instead. Segments, MP4,
+// poster and thumbnails are redirects to presigned URLs or proxied
+// (Config.Delivery).
+func (s *Service) Routes() []Route {
+	api := func(pattern string, h http.HandlerFunc) Route { return Route{Pattern: pattern, Auth: true, handler: h} }
+	open := func(pattern string, h http.HandlerFunc) Route { return Route{Pattern: pattern, handler: h} }
+	routes := []Route{
+		open("GET /v1/openapi.json", serveOpenAPI),
+		api("GET /v1/jobs", s.listJobs),
+		api("GET /v1/jobs/{id}", s.getJob),
+		api("GET /v1/jobs/{id}/events", s.jobEvents),
+		api("POST /v1/jobs/{id}/cancel", s.cancelJob),
+		api("POST /v1/jobs/{id}/retry", s.retryJob),
+		api("GET /v1/assets/{id}", s.getAsset),
+		api("DELETE /v1/assets/{id}", s.deleteAsset),
+		api("POST /v1/assets/{id}/playback-token", s.mintToken),
+	}
+	return append(routes, s.playbackRoutes()...)
+}
+
+// Handler returns the HTTP API (see Routes).
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /v1/jobs/{id}", s.keys.Require(http.HandlerFunc(s.getJob)))
-	mux.Handle("GET /v1/assets/{id}", s.keys.Require(http.HandlerFunc(s.getAsset)))
-	mux.Handle("POST /v1/assets/{id}/playback-token", s.keys.Require(http.HandlerFunc(s.mintToken)))
-	s.playbackRoutes(mux)
+	for _, rt := range s.Routes() {
+		h := rt.handler
+		if rt.Auth {
+			h = s.keys.Require(h)
+		}
+		mux.Handle(rt.Pattern, h)
+	}
 	return mux
 }
 
@@ -201,14 +273,23 @@ type (
 		Progress   float64              `json:"progress"`
 		Preset     string               `json:"preset"`
 		Policy     string               `json:"playback_policy"`
+		Attempt    int32                `json:"attempt"`
 		Source     sourceJSON           `json:"source"`
 		Error      *httpapi.ErrorDetail `json:"error,omitempty"`
 		Media      json.RawMessage      `json:"media,omitempty"`
 		Plan       json.RawMessage      `json:"plan,omitempty"`
+		Renditions []renditionStateJSON `json:"renditions"`
 		CreatedAt  time.Time            `json:"created_at"`
 		UpdatedAt  time.Time            `json:"updated_at"`
 		Timestamps map[State]time.Time  `json:"timestamps"`
 		Links      map[string]string    `json:"links"`
+	}
+	// renditionStateJSON is one rung of a job's plan and how far it is.
+	renditionStateJSON struct {
+		Name   string `json:"name"`
+		Width  int32  `json:"width"`
+		Height int32  `json:"height"`
+		State  string `json:"state"`
 	}
 	sourceJSON struct {
 		Bucket string `json:"bucket"`
@@ -224,6 +305,7 @@ type (
 		DurationSeconds float64         `json:"duration_seconds"`
 		Renditions      []renditionJSON `json:"renditions"`
 		Playback        *playbackJSON   `json:"playback"`
+		Thumbnails      *thumbnailsJSON `json:"thumbnails,omitempty"`
 		// TokenExpiresAt is when the token in a signed asset's playback
 		// URLs expires.
 		TokenExpiresAt *time.Time        `json:"playback_token_expires_at,omitempty"`
@@ -238,6 +320,16 @@ type (
 		AverageBandwidth int64   `json:"average_bandwidth"`
 		Codecs           string  `json:"codecs"`
 	}
+	// thumbnailsJSON are the URLs of a ready asset's still images.
+	thumbnailsJSON struct {
+		Poster          string   `json:"poster,omitempty"`
+		StoryboardVTT   string   `json:"storyboard_vtt,omitempty"`
+		Sprite          string   `json:"sprite,omitempty"`
+		IntervalSeconds float64  `json:"interval_seconds"`
+		Width           int32    `json:"width"`
+		Height          int32    `json:"height"`
+		Images          []string `json:"images"`
+	}
 	playbackJSON struct {
 		HLS    string `json:"hls"`
 		MP4    string `json:"mp4,omitempty"`
@@ -246,36 +338,63 @@ type (
 )
 
 func (s *Service) getJob(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if !jobid.ValidJob(id) {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed job id")
-		return
+	if j, ok := s.jobOf(w, r); ok {
+		s.writeJob(w, r, http.StatusOK, j)
 	}
-	j, err := s.store.Job(r.Context(), id)
-	if err != nil {
-		s.storeError(w, r, err, "job")
-		return
-	}
+}
+
+// jobView is the JSON of a job.
+func (s *Service) jobView(j *Job) (jobJSON, error) {
 	out := jobJSON{
 		ID: j.ID, AssetID: j.AssetID, State: j.State, Progress: j.Progress, Preset: j.Preset, Policy: j.PlaybackPolicy,
+		Attempt:   max(j.Attempt, 1),
 		Source:    sourceJSON{Bucket: j.Source.Bucket, Key: j.Source.Key, ETag: j.Source.ETag, Size: j.Source.Size},
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, Timestamps: j.Timestamps,
+		Renditions: renditionStates(j),
 		Links: map[string]string{
-			"self":  s.public + "/v1/jobs/" + j.ID,
-			"asset": s.public + "/v1/assets/" + j.AssetID,
+			"self":   s.public + "/v1/jobs/" + j.ID,
+			"asset":  s.public + "/v1/assets/" + j.AssetID,
+			"events": s.public + "/v1/jobs/" + j.ID + "/events",
 		},
 	}
-	if j.State == StateFailed {
+	if j.State == StateFailed || j.State == StateCanceled {
 		out.Error = &httpapi.ErrorDetail{Code: j.ErrorCode, Message: j.ErrorMessage}
 	}
+	var err error
 	if out.Media, err = protoJSON(j.Media); err == nil {
 		out.Plan, err = protoJSON(j.Plan)
 	}
 	if err != nil {
-		s.internal(w, r, fmt.Errorf("render job %s: %w", id, err))
-		return
+		return jobJSON{}, fmt.Errorf("render job %s: %w", j.ID, err)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, out)
+	return out, nil
+}
+
+// audioRendition is the name of an audio-only plan's one rendition.
+const audioRendition = "audio"
+
+// renditionStates derives each planned rung's progress from the job's
+// state: the rungs are encoded together, then packaged together.
+func renditionStates(j *Job) []renditionStateJSON {
+	var st string
+	switch j.State {
+	case StateQueued, StateProbing:
+		st = "pending"
+	case StateTranscoding:
+		st = "encoding"
+	case StatePackaging:
+		st = "packaging"
+	default: // ready, failed, canceled
+		st = string(j.State)
+	}
+	out := []renditionStateJSON{}
+	for _, r := range j.Plan.GetRungs() {
+		out = append(out, renditionStateJSON{Name: r.GetName(), Width: r.GetWidth(), Height: r.GetHeight(), State: st})
+	}
+	if len(out) == 0 && j.Plan.GetAudioOnly() {
+		out = append(out, renditionStateJSON{Name: audioRendition, State: st})
+	}
+	return out
 }
 
 // protoJSON renders m with proto field names, nil when m is nil.
@@ -311,6 +430,7 @@ func (s *Service) getAsset(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Cache-Control", "no-store")
 		}
 		out.Playback = s.playbackURLs(a, token)
+		out.Thumbnails = s.thumbnailURLs(a, token)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
@@ -361,6 +481,10 @@ func (s *Service) mintToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ttl := s.tokenTTL
+	if len(bytes.TrimSpace(body)) > 0 && !isJSON(r.Header.Get("Content-Type")) {
+		httpapi.WriteError(w, http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "the body must be application/json")
+		return
+	}
 	if len(bytes.TrimSpace(body)) > 0 {
 		var req struct {
 			TTLSeconds *int64 `json:"ttl_seconds"`

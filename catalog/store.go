@@ -36,8 +36,9 @@ var (
 // API.
 type State string
 
-// Job states. Queued < Probing < Transcoding < Packaging < Ready; Failed may
-// follow any non-terminal state. Ready and Failed are terminal.
+// Job states. Queued < Probing < Transcoding < Packaging < Ready; Failed and
+// Canceled may follow any non-terminal state. Ready, Failed and Canceled are
+// terminal (within an attempt: a retry starts a new attempt from Queued).
 const (
 	StateQueued      State = "queued"
 	StateProbing     State = "probing"
@@ -45,6 +46,7 @@ const (
 	StatePackaging   State = "packaging"
 	StateReady       State = "ready"
 	StateFailed      State = "failed"
+	StateCanceled    State = "canceled"
 )
 
 // states lists every state in rank order, with its per-state timestamp
@@ -60,10 +62,21 @@ var states = []struct {
 	{StatePackaging, kilnv1.JobState_JOB_STATE_PACKAGING, "packaging_at"},
 	{StateReady, kilnv1.JobState_JOB_STATE_READY, "ready_at"},
 	{StateFailed, kilnv1.JobState_JOB_STATE_FAILED, "failed_at"},
+	{StateCanceled, kilnv1.JobState_JOB_STATE_CANCELED, "canceled_at"},
 }
 
 // Terminal reports whether no later event can change the state.
-func (s State) Terminal() bool { return s == StateReady || s == StateFailed }
+func (s State) Terminal() bool { return s == StateReady || s == StateFailed || s == StateCanceled }
+
+// ParseState returns the state called name.
+func ParseState(name string) (State, bool) {
+	for _, st := range states {
+		if string(st.state) == name {
+			return st.state, true
+		}
+	}
+	return "", false
+}
 
 // rank orders the linear part of the pipeline; 0 for unknown states.
 func (s State) rank() int {
@@ -83,7 +96,7 @@ func advances(cur, next State) bool {
 	switch {
 	case cur.Terminal():
 		return false
-	case next == StateFailed:
+	case next == StateFailed || next == StateCanceled:
 		return true
 	default:
 		return next.rank() > cur.rank()
@@ -136,7 +149,10 @@ type Job struct {
 	Source   Source
 	// PlaybackPolicy is PolicyPublic or PolicySigned (see Asset).
 	PlaybackPolicy string
-	// ErrorCode and ErrorMessage are set when State is StateFailed.
+	// Attempt is the job's current run: 1, or more after retries.
+	Attempt int32
+	// ErrorCode and ErrorMessage are set when State is StateFailed or
+	// StateCanceled.
 	ErrorCode    string
 	ErrorMessage string
 	// Media and Plan are nil until an event carried them.
@@ -169,6 +185,9 @@ type Asset struct {
 	DurationSeconds float64
 	ReadyAt         time.Time
 	Renditions      []Rendition // ordered by bandwidth, ascending
+	// Thumbnails are the poster, storyboard and scrub thumbnails; nil when
+	// the producer recorded none.
+	Thumbnails *kilnv1.Thumbnails
 }
 
 // Ready reports whether the asset can be played.
@@ -198,10 +217,18 @@ type Rendition struct {
 
 // Store keeps catalog state in SQLite. It is safe for concurrent use.
 type Store struct {
-	db    *sql.DB
-	now   func() time.Time
-	hooks []ApplyHook
+	db          *sql.DB
+	now         func() time.Time
+	hooks       []ApplyHook
+	deleteHooks []DeleteHook
 }
+
+// DeleteHook runs inside the transaction that marks an asset deleted
+// (the webhook outbox records asset.deleted with it).
+type DeleteHook func(ctx context.Context, tx *sql.Tx, jobID, assetID string) error
+
+// OnDelete registers a hook; call it before the store is used.
+func (s *Store) OnDelete(h DeleteHook) { s.deleteHooks = append(s.deleteHooks, h) }
 
 // ApplyHook runs inside the transaction that applies a job event, after the
 // job row is written; changed reports whether the event changed the job.
@@ -274,6 +301,17 @@ var migrations = [][]string{
 		// than QUEUED, which alone carries the policy. Rows older than this
 		// migration were all public.
 		`ALTER TABLE jobs ADD COLUMN playback_policy TEXT NOT NULL DEFAULT 'public'`,
+	},
+	{
+		// Canceled is a terminal state like failed; attempt numbers the
+		// runs of a job (retries); deleted_at hides a deleted asset's job
+		// for good; thumbnails_json keeps AssetOutputs.thumbnails.
+		`ALTER TABLE jobs ADD COLUMN canceled_at TEXT`,
+		`ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1`,
+		`ALTER TABLE jobs ADD COLUMN deleted_at TEXT`,
+		`ALTER TABLE assets ADD COLUMN thumbnails_json TEXT`,
+		`CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id)`,
+		`CREATE INDEX IF NOT EXISTS jobs_source_key ON jobs (source_key)`,
 	},
 }
 
@@ -349,6 +387,7 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 type fact struct {
 	jobID, assetID string
 	state          State
+	attempt        int32     // ≥ 1
 	at             time.Time // event time, or now when the event has none
 	progress       float64
 	preset         string
@@ -358,6 +397,7 @@ type fact struct {
 	errMessage     string
 	media, plan    sql.NullString // protojson, NULL when absent
 	outputs        *kilnv1.AssetOutputs
+	thumbnails     sql.NullString // protojson of outputs.thumbnails
 }
 
 var (
@@ -383,6 +423,7 @@ func factOf(ev *kilnv1.JobEvent, now time.Time) (*fact, error) {
 		return nil, fmt.Errorf("%w: job %s: unknown state %v", ErrInvalidEvent, f.jobID, ev.GetState())
 	}
 	f.state = st
+	f.attempt = max(ev.GetAttempt(), 1)
 	if t := ev.GetTime(); t != nil && t.IsValid() {
 		f.at = t.AsTime()
 	}
@@ -401,10 +442,16 @@ func factOf(ev *kilnv1.JobEvent, now time.Time) (*fact, error) {
 	if src := ev.GetSource(); src != nil {
 		f.source = Source{Bucket: src.GetBucket(), Key: src.GetKey(), ETag: src.GetEtag(), Size: src.GetSize()}
 	}
-	if st == StateFailed {
+	switch st {
+	case StateFailed:
 		f.errCode, f.errMessage = ev.GetError().GetCode(), ev.GetError().GetMessage()
 		if f.errCode == "" {
 			f.errCode = "internal"
+		}
+	case StateCanceled:
+		f.errCode, f.errMessage = ev.GetError().GetCode(), ev.GetError().GetMessage()
+		if f.errCode == "" {
+			f.errCode, f.errMessage = "canceled", "the job was canceled"
 		}
 	}
 	var err error
@@ -419,6 +466,9 @@ func factOf(ev *kilnv1.JobEvent, now time.Time) (*fact, error) {
 			return nil, fmt.Errorf("%w: job %s: %w", ErrInvalidEvent, f.jobID, err)
 		}
 		f.outputs = ev.GetOutputs()
+		if f.thumbnails, err = marshalOpt(f.outputs.GetThumbnails()); err != nil {
+			return nil, fmt.Errorf("catalog: job %s: thumbnails: %w", f.jobID, err)
+		}
 	}
 	return f, nil
 }
@@ -466,7 +516,10 @@ func marshalOpt(m proto.Message) (sql.NullString, error) {
 // Events are at-least-once and unordered: the first event seen for a job
 // creates it from whatever it carries; an event ranking below the current
 // state, any event after a terminal state, and repeats are ignored
-// (changed=false). Ignored events still fill in facts the row lacks (source,
+// (changed=false), and so is every event of an attempt older than the job's
+// or of a deleted job; an event of a newer attempt (a retry) resets the job to
+// its state — this is the only way out of a terminal state. Ignored events of
+// the current attempt still fill in facts the row lacks (source,
 // preset, media, plan) so that, e.g., a QUEUED arriving after PROBING still
 // records the source. Applied events overwrite media and plan when they carry
 // them. The transition to READY writes the asset and replaces its renditions.
@@ -494,12 +547,12 @@ func apply(ctx context.Context, tx *sql.Tx, f *fact, now time.Time) (bool, error
 	col := f.state.column()
 	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (id, asset_id, state, progress, preset,
 			source_bucket, source_key, source_etag, source_size, error_code, error_message,
-			media_json, plan_json, created_at, updated_at, playback_policy, `+col+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			media_json, plan_json, created_at, updated_at, playback_policy, attempt, `+col+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`,
 		f.jobID, f.assetID, f.state, f.progress, f.preset,
 		f.source.Bucket, f.source.Key, f.source.ETag, f.source.Size, f.errCode, f.errMessage,
-		f.media, f.plan, fmtTime(now), fmtTime(now), f.policy, fmtTime(f.at))
+		f.media, f.plan, fmtTime(now), fmtTime(now), f.policy, f.attempt, fmtTime(f.at))
 	if err != nil {
 		return false, fmt.Errorf("catalog: job %s: insert: %w", f.jobID, err)
 	}
@@ -509,10 +562,18 @@ func apply(ctx context.Context, tx *sql.Tx, f *fact, now time.Time) (bool, error
 		return true, writeAsset(ctx, tx, f)
 	}
 
-	var cur State
-	var progress float64
-	if err := tx.QueryRowContext(ctx, `SELECT state, progress FROM jobs WHERE id = ?`, f.jobID).Scan(&cur, &progress); err != nil {
+	var (
+		cur      State
+		progress float64
+		attempt  int32
+		deleted  sql.NullString
+	)
+	if err := tx.QueryRowContext(ctx, `SELECT state, progress, attempt, deleted_at FROM jobs WHERE id = ?`, f.jobID).
+		Scan(&cur, &progress, &attempt, &deleted); err != nil {
 		return false, fmt.Errorf("catalog: job %s: read state: %w", f.jobID, err)
+	}
+	if deleted.Valid || f.attempt < attempt {
+		return false, nil // a deleted job never changes; an older attempt is over
 	}
 
 	// Source, preset and playback policy are facts of the job, never
@@ -531,6 +592,31 @@ func apply(ctx context.Context, tx *sql.Tx, f *fact, now time.Time) (bool, error
 		sql.Named("media", f.media), sql.Named("plan", f.plan),
 	}
 	switch {
+	case f.attempt > attempt: // a retry: the job starts over from this event
+		args = append(args, sql.Named("state", f.state), sql.Named("progress", f.progress), sql.Named("attempt", f.attempt),
+			sql.Named("at", fmtTime(f.at)), sql.Named("code", f.errCode), sql.Named("message", f.errMessage))
+		var clear []string
+		for _, st := range states {
+			if st.column != col {
+				clear = append(clear, st.column+" = NULL")
+			}
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE jobs SET `+fillSource+`
+			state = :state, progress = :progress, attempt = :attempt, error_code = :code, error_message = :message,
+			media_json = COALESCE(:media, media_json), plan_json = COALESCE(:plan, plan_json),
+			`+strings.Join(clear, ", ")+`, `+col+` = :at, updated_at = :now
+			WHERE id = :id`, args...)
+		if err != nil {
+			return false, fmt.Errorf("catalog: job %s: attempt %d: %w", f.jobID, f.attempt, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM renditions WHERE asset_id = ?`, f.assetID); err != nil {
+			return false, fmt.Errorf("catalog: job %s: attempt %d: %w", f.jobID, f.attempt, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM assets WHERE id = ?`, f.assetID); err != nil {
+			return false, fmt.Errorf("catalog: job %s: attempt %d: %w", f.jobID, f.attempt, err)
+		}
+		return true, writeAsset(ctx, tx, f)
+
 	case advances(cur, f.state):
 		args = append(args, sql.Named("state", f.state), sql.Named("progress", f.progress),
 			sql.Named("at", fmtTime(f.at)), sql.Named("code", f.errCode), sql.Named("message", f.errMessage))
@@ -586,14 +672,15 @@ func writeAsset(ctx context.Context, tx *sql.Tx, f *fact) error {
 		}
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO assets (id, job_id, outputs_bucket, outputs_prefix,
-			master_key, mp4_key, poster_key, duration_seconds, ready_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			master_key, mp4_key, poster_key, duration_seconds, ready_at, thumbnails_json)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET outputs_bucket = excluded.outputs_bucket,
 			outputs_prefix = excluded.outputs_prefix, master_key = excluded.master_key,
 			mp4_key = excluded.mp4_key, poster_key = excluded.poster_key,
-			duration_seconds = excluded.duration_seconds, ready_at = excluded.ready_at`,
+			duration_seconds = excluded.duration_seconds, ready_at = excluded.ready_at,
+			thumbnails_json = excluded.thumbnails_json`,
 		f.assetID, f.jobID, o.GetBucket(), o.GetPrefix(), o.GetMasterKey(), o.GetMp4Key(), o.GetPosterKey(),
-		duration, fmtTime(f.at))
+		duration, fmtTime(f.at), f.thumbnails)
 	if err != nil {
 		return fmt.Errorf("catalog: asset %s: upsert: %w", f.assetID, err)
 	}
@@ -613,60 +700,209 @@ func writeAsset(ctx context.Context, tx *sql.Tx, f *fact) error {
 	return nil
 }
 
-// Job returns the job with the given id, or an error wrapping ErrNotFound.
+// Job returns the job with the given id, or an error wrapping ErrNotFound
+// (also for a deleted job).
 func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
+	j, deleted, err := s.job(ctx, id)
+	if err == nil && deleted {
+		err = fmt.Errorf("catalog: job %s: %w", id, ErrNotFound)
+	}
+	return j, err
+}
+
+// job reads the job with the given id, deleted or not.
+func (s *Store) job(ctx context.Context, id string) (*Job, bool, error) {
+	row := s.db.QueryRowContext(ctx, `SELECT `+jobColumns()+`, deleted_at IS NOT NULL FROM jobs WHERE id = ?`, id)
+	var deleted bool
+	j, err := scanJob(row, &deleted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, fmt.Errorf("catalog: job %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("catalog: job %s: %w", id, err)
+	}
+	return j, deleted, nil
+}
+
+// jobColumns are the columns scanJob reads, in order.
+func jobColumns() string {
+	cols := []string{"id", "asset_id", "state", "progress", "preset", "playback_policy", "attempt",
+		"source_bucket", "source_key", "source_etag", "source_size", "error_code", "error_message",
+		"media_json", "plan_json", "created_at", "updated_at"}
+	for _, st := range states {
+		cols = append(cols, st.column)
+	}
+	return strings.Join(cols, ", ")
+}
+
+// scanJob reads one row of jobColumns, then extra.
+func scanJob(row interface{ Scan(...any) error }, extra ...any) (*Job, error) {
 	var (
-		j                = &Job{ID: id, Timestamps: make(map[State]time.Time)}
+		j                = &Job{Timestamps: make(map[State]time.Time)}
 		media, plan      sql.NullString
 		created, updated string
 		ts               = make([]sql.NullString, len(states))
-		dest             = []any{&j.AssetID, &j.State, &j.Progress, &j.Preset, &j.PlaybackPolicy,
+		dest             = []any{&j.ID, &j.AssetID, &j.State, &j.Progress, &j.Preset, &j.PlaybackPolicy, &j.Attempt,
 			&j.Source.Bucket, &j.Source.Key, &j.Source.ETag, &j.Source.Size,
 			&j.ErrorCode, &j.ErrorMessage, &media, &plan, &created, &updated}
-		cols []string
 	)
-	for i, st := range states {
-		cols = append(cols, st.column)
+	for i := range states {
 		dest = append(dest, &ts[i])
 	}
-	err := s.db.QueryRowContext(ctx, `SELECT asset_id, state, progress, preset, playback_policy,
-			source_bucket, source_key, source_etag, source_size, error_code, error_message,
-			media_json, plan_json, created_at, updated_at, `+strings.Join(cols, ", ")+`
-		FROM jobs WHERE id = ?`, id).Scan(dest...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("catalog: job %s: %w", id, ErrNotFound)
+	if err := row.Scan(append(dest, extra...)...); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("catalog: job %s: %w", id, err)
-	}
+	var err error
 	j.PlaybackPolicy = storedPolicy(j.PlaybackPolicy)
 	if j.CreatedAt, err = parseTime(created); err != nil {
-		return nil, fmt.Errorf("catalog: job %s: created_at: %w", id, err)
+		return nil, fmt.Errorf("created_at: %w", err)
 	}
 	if j.UpdatedAt, err = parseTime(updated); err != nil {
-		return nil, fmt.Errorf("catalog: job %s: updated_at: %w", id, err)
+		return nil, fmt.Errorf("updated_at: %w", err)
 	}
 	for i, st := range states {
 		if !ts[i].Valid {
 			continue
 		}
 		if j.Timestamps[st.state], err = parseTime(ts[i].String); err != nil {
-			return nil, fmt.Errorf("catalog: job %s: %s: %w", id, st.column, err)
+			return nil, fmt.Errorf("%s: %w", st.column, err)
 		}
 	}
 	if media.Valid {
 		j.Media = new(kilnv1.MediaInfo)
 		if err := protoIn.Unmarshal([]byte(media.String), j.Media); err != nil {
-			return nil, fmt.Errorf("catalog: job %s: media: %w", id, err)
+			return nil, fmt.Errorf("media: %w", err)
 		}
 	}
 	if plan.Valid {
 		j.Plan = new(kilnv1.Plan)
 		if err := protoIn.Unmarshal([]byte(plan.String), j.Plan); err != nil {
-			return nil, fmt.Errorf("catalog: job %s: plan: %w", id, err)
+			return nil, fmt.Errorf("plan: %w", err)
 		}
 	}
 	return j, nil
+}
+
+// JobFilter selects jobs for ListJobs.
+type JobFilter struct {
+	// State, when set, keeps jobs in that state.
+	State State
+	// SourceKey, when set, keeps jobs of that source object key.
+	SourceKey string
+	// Limit bounds the page; 1 to MaxListLimit, default DefaultListLimit.
+	Limit int
+	// After continues a listing after this position (the page's last job).
+	After *Cursor
+}
+
+// Page sizes of ListJobs.
+const (
+	DefaultListLimit = 20
+	MaxListLimit     = 100
+)
+
+// Cursor is a position in the newest-first job order.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// ListJobs returns jobs newest first (created_at, then id, descending),
+// deleted ones excluded, and the cursor of the next page (nil on the last).
+func (s *Store) ListJobs(ctx context.Context, f JobFilter) ([]*Job, *Cursor, error) {
+	if f.Limit <= 0 {
+		f.Limit = DefaultListLimit
+	}
+	f.Limit = min(f.Limit, MaxListLimit)
+	where, args := []string{"deleted_at IS NULL"}, []any{}
+	if f.State != "" {
+		where, args = append(where, "state = ?"), append(args, f.State)
+	}
+	if f.SourceKey != "" {
+		where, args = append(where, "source_key = ?"), append(args, f.SourceKey)
+	}
+	if f.After != nil {
+		where = append(where, "(created_at < ? OR (created_at = ? AND id < ?))")
+		t := fmtTime(f.After.CreatedAt)
+		args = append(args, t, t, f.After.ID)
+	}
+	args = append(args, f.Limit+1)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns()+` FROM jobs WHERE `+strings.Join(where, " AND ")+`
+		ORDER BY created_at DESC, id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("catalog: list jobs: %w", err)
+	}
+	defer rows.Close()
+	var jobs []*Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, nil, fmt.Errorf("catalog: list jobs: %w", err)
+		}
+		jobs = append(jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("catalog: list jobs: %w", err)
+	}
+	var next *Cursor
+	if len(jobs) > f.Limit {
+		jobs = jobs[:f.Limit]
+		last := jobs[len(jobs)-1]
+		next = &Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	return jobs, next, nil
+}
+
+// ErrConflict means the job is in a state that does not allow the
+// operation (e.g. deleting a running job).
+var ErrConflict = errors.New("catalog: conflict")
+
+// DeleteJob marks a terminal job (and its asset) deleted: both read as not
+// found from then on and later events are ignored. It returns the job as it
+// was. Deleting a deleted job again succeeds (so that a failed removal of its
+// objects can be repeated); a running job gives ErrConflict.
+func (s *Store) DeleteJob(ctx context.Context, id string) (*Job, error) {
+	var j *Job
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var deleted bool
+		var err error
+		j, err = scanJob(tx.QueryRowContext(ctx, `SELECT `+jobColumns()+`, deleted_at IS NOT NULL FROM jobs WHERE id = ?`, id), &deleted)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("catalog: job %s: %w", id, ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("catalog: job %s: %w", id, err)
+		case deleted:
+			return nil
+		case !j.State.Terminal():
+			return fmt.Errorf("catalog: job %s is %s: %w", id, j.State, ErrConflict)
+		}
+		now := fmtTime(s.now())
+		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET deleted_at = ?, updated_at = ? WHERE id = ?`, now, now, id); err != nil {
+			return fmt.Errorf("catalog: delete job %s: %w", id, err)
+		}
+		for _, h := range s.deleteHooks {
+			if err := h(ctx, tx, j.ID, j.AssetID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// assetOutputs returns the outputs bucket an asset's READY event recorded
+// ("" when none), deleted or not.
+func (s *Store) assetOutputs(ctx context.Context, id string) (string, error) {
+	var b string
+	err := s.db.QueryRowContext(ctx, `SELECT outputs_bucket FROM assets WHERE id = ?`, id).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return b, err
 }
 
 // Asset returns the asset with the given id, or an error wrapping
@@ -675,14 +911,14 @@ func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
 func (s *Store) Asset(ctx context.Context, id string) (*Asset, error) {
 	a := &Asset{ID: id}
 	var (
-		bucket, prefix, master, mp4, poster, readyAt sql.NullString
-		duration                                     sql.NullFloat64
+		bucket, prefix, master, mp4, poster, readyAt, thumbs sql.NullString
+		duration                                             sql.NullFloat64
 	)
 	err := s.db.QueryRowContext(ctx, `SELECT j.id, j.state, j.playback_policy, a.outputs_bucket, a.outputs_prefix,
-			a.master_key, a.mp4_key, a.poster_key, a.duration_seconds, a.ready_at
+			a.master_key, a.mp4_key, a.poster_key, a.duration_seconds, a.ready_at, a.thumbnails_json
 		FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id
-		WHERE j.asset_id = ?`, id).
-		Scan(&a.JobID, &a.State, &a.PlaybackPolicy, &bucket, &prefix, &master, &mp4, &poster, &duration, &readyAt)
+		WHERE j.asset_id = ? AND j.deleted_at IS NULL`, id).
+		Scan(&a.JobID, &a.State, &a.PlaybackPolicy, &bucket, &prefix, &master, &mp4, &poster, &duration, &readyAt, &thumbs)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("catalog: asset %s: %w", id, ErrNotFound)
 	}
@@ -697,6 +933,12 @@ func (s *Store) Asset(ctx context.Context, id string) (*Asset, error) {
 	a.DurationSeconds = duration.Float64
 	if a.ReadyAt, err = parseTime(readyAt.String); err != nil {
 		return nil, fmt.Errorf("catalog: asset %s: ready_at: %w", id, err)
+	}
+	if thumbs.Valid {
+		a.Thumbnails = new(kilnv1.Thumbnails)
+		if err := protoIn.Unmarshal([]byte(thumbs.String), a.Thumbnails); err != nil {
+			return nil, fmt.Errorf("catalog: asset %s: thumbnails: %w", id, err)
+		}
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT name, width, height, frame_rate, bandwidth,
 			average_bandwidth, codecs, playlist_key

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -66,7 +67,33 @@ type Config struct {
 	// Presets are the valid preset names; empty allows only "default".
 	Presets []string
 	Logger  *zap.Logger
+
+	// Idempotency remembers Idempotency-Keys of uploads; without it a
+	// request carrying one answers 503.
+	Idempotency IdempotencyStore
+	// Remover deletes an upload that must not stay (a lost idempotency
+	// race).
+	Remover Remover
+	// Presigner presigns direct-upload URLs; without it POST
+	// /v1/direct-uploads answers 503.
+	Presigner Presigner
 }
+
+// Remover deletes objects (objstore.Client).
+type Remover interface {
+	Remove(ctx context.Context, bucket, key string) error
+}
+
+// Presigner presigns uploads (objstore.Client): a PUT of bucket/key that
+// must carry exactly headers.
+type Presigner interface {
+	PresignPut(ctx context.Context, bucket, key string, ttl time.Duration, headers http.Header) (*url.URL, error)
+}
+
+var (
+	_ Remover   = (*objstore.Client)(nil)
+	_ Presigner = (*objstore.Client)(nil)
+)
 
 // Service is the upload API and the intake.
 type Service struct {

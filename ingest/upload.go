@@ -1,9 +1,14 @@
 package ingest
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"hash"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -19,6 +24,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/objstore"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -40,10 +46,17 @@ type UploadResponse struct {
 	AssetURL  string `json:"asset_url"`
 }
 
-// Handler returns the upload API routes (authentication is the caller's).
+// Patterns are the http.ServeMux patterns Handler serves.
+var Patterns = []string{"POST /v1/uploads", "POST /v1/direct-uploads"}
+
+// Handler returns the upload API routes (authentication is the caller's):
+//
+//	POST /v1/uploads          stream a file into the sources bucket
+//	POST /v1/direct-uploads   presign a PUT straight to the sources bucket
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/uploads", s.upload)
+	mux.HandleFunc(Patterns[0], s.upload)
+	mux.HandleFunc(Patterns[1], s.directUpload)
 	return mux
 }
 
@@ -71,6 +84,16 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	webhook := r.URL.Query().Get("webhook_url")
 	if webhook != "" && !ValidWebhookURL(webhook) {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidHook, "webhook_url must be an absolute http(s) URL without credentials, at most 2048 bytes")
+		return
+	}
+	idemKey, idemSet := r.Header.Get(IdempotencyHeader), len(r.Header.Values(IdempotencyHeader)) > 0
+	if idemSet && !validIdempotencyKey(idemKey) {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest,
+			fmt.Sprintf("%s must be 1 to %d printable ASCII characters", IdempotencyHeader, MaxIdempotencyKey))
+		return
+	}
+	if idemSet && s.cfg.Idempotency == nil {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, IdempotencyHeader+" is not supported by this server")
 		return
 	}
 	if r.ContentLength > s.cfg.MaxUploadBytes {
@@ -119,10 +142,37 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	src = io.MultiReader(strings.NewReader(string(peek[:n])), src)
 
+	// With an Idempotency-Key, the request is hashed as it streams: its
+	// parameters, then every byte of the file.
+	var idem *idemClaim
+	if idemSet {
+		h := sha256.New()
+		fmt.Fprintf(h, "kiln-upload-v1\x00%s\x00%s\x00%s\x00%s\x00", preset, policy, webhook, filename)
+		src = io.TeeReader(src, h)
+		idem = &idemClaim{key: scopedIdempotencyKey(r.Header.Get("Authorization"), idemKey), token: newToken(), hash: h}
+		rec, reserved, err := s.cfg.Idempotency.Reserve(ctx, idem.key, idem.token, reservationTTL)
+		if err != nil {
+			s.log.Error("idempotency reserve", zap.Error(err))
+			httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "idempotency store unavailable; retry")
+			return
+		}
+		if !reserved {
+			s.repeat(w, rec, src, h)
+			return
+		}
+		stop := keepReserved(ctx, s.cfg.Idempotency, idem.key, idem.token)
+		defer stop()
+	}
+
 	key := "uploads/" + randomID() + "/" + cleanName(filename)
 	info, err := s.cfg.Objects.Put(ctx, s.cfg.SourcesBucket, key, src, size, contentType,
 		uploadMeta(preset, policy, webhook))
 	if err != nil {
+		if idem != nil {
+			if rerr := s.cfg.Idempotency.Release(context.WithoutCancel(ctx), idem.key, idem.token); rerr != nil {
+				s.log.Warn("idempotency release", zap.Error(rerr))
+			}
+		}
 		if tooLarge(err) {
 			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "upload exceeds "+strconv.FormatInt(s.cfg.MaxUploadBytes, 10)+" bytes")
 			return
@@ -132,6 +182,14 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	jobID, assetID := jobid.FromObject(info.Bucket, info.Key, info.ETag)
+	resp := UploadResponse{
+		JobID: jobID, AssetID: assetID,
+		StatusURL: s.cfg.PublicURL + "/v1/jobs/" + jobID,
+		AssetURL:  s.cfg.PublicURL + "/v1/assets/" + assetID,
+	}
+	if idem != nil && !s.complete(w, r, idem, info, resp) {
+		return
+	}
 	landed := &kilnv1.ObjectLanded{
 		Object: &kilnv1.ObjectRef{Bucket: info.Bucket, Key: info.Key, Etag: info.ETag, Size: info.Size, ContentType: contentType},
 		Origin: "api", Preset: preset, PlaybackPolicy: policy, WebhookUrl: webhook, Time: timestamppb.Now(),
@@ -143,11 +201,92 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 			zap.String("job_id", jobID), zap.Error(err))
 	}
 	s.log.Info("upload stored", zap.String("job_id", jobID), zap.String("key", key), zap.Int64("bytes", info.Size))
-	httpapi.WriteJSON(w, http.StatusAccepted, UploadResponse{
-		JobID: jobID, AssetID: assetID,
-		StatusURL: s.cfg.PublicURL + "/v1/jobs/" + jobID,
-		AssetURL:  s.cfg.PublicURL + "/v1/assets/" + assetID,
-	})
+	httpapi.WriteJSON(w, http.StatusAccepted, resp)
+}
+
+// idemClaim is an upload's reservation of its Idempotency-Key.
+type idemClaim struct {
+	key, token string
+	hash       hash.Hash
+}
+
+// repeat answers a request whose Idempotency-Key is taken: 409 while the
+// first request runs; otherwise its body is hashed (read, never stored) and
+// compared with the first request's: the same gets the first answer again
+// (200, Idempotent-Replayed: true), another a 409.
+func (s *Service) repeat(w http.ResponseWriter, rec IdempotencyRecord, src io.Reader, h hash.Hash) {
+	if !rec.Done() {
+		httpapi.WriteError(w, http.StatusConflict, CodeIdempotencyConflict, "a request with this "+IdempotencyHeader+" is still in progress")
+		return
+	}
+	if _, err := io.Copy(io.Discard, src); err != nil {
+		if tooLarge(err) {
+			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "upload exceeds "+strconv.FormatInt(s.cfg.MaxUploadBytes, 10)+" bytes")
+			return
+		}
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "reading the upload failed")
+		return
+	}
+	replay(w, rec, hex.EncodeToString(h.Sum(nil)))
+}
+
+// replay answers with rec's answer when hash is rec's, else a 409.
+func replay(w http.ResponseWriter, rec IdempotencyRecord, hash string) {
+	if rec.Hash != hash {
+		httpapi.WriteError(w, http.StatusConflict, CodeIdempotencyConflict,
+			"this "+IdempotencyHeader+" was used with a different request")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Idempotent-Replayed", "true")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(rec.Response)
+}
+
+// complete records the upload's answer under its Idempotency-Key. If the
+// reservation was lost meanwhile (it outlived reservationTTL without being
+// extended) and another request took the key, the object just stored is
+// removed and that request's answer decides (replay or 409); complete then
+// answers itself and returns false.
+func (s *Service) complete(w http.ResponseWriter, r *http.Request, idem *idemClaim, info objstore.Info, resp UploadResponse) bool {
+	ctx := context.WithoutCancel(r.Context())
+	body, _ := json.Marshal(resp)
+	sum := hex.EncodeToString(idem.hash.Sum(nil))
+	ok, err := s.cfg.Idempotency.Complete(ctx, idem.key, idem.token,
+		IdempotencyRecord{Hash: sum, Status: http.StatusAccepted, Response: body}, IdempotencyTTL)
+	if err != nil {
+		// The upload is stored and its job will run: answer it; only a
+		// retry of this request would not be recognised.
+		s.log.Warn("idempotency complete", zap.String("job_id", resp.JobID), zap.Error(err))
+		return true
+	}
+	if ok {
+		return true
+	}
+	rec, found, err := s.cfg.Idempotency.Get(ctx, idem.key)
+	if err == nil && found && !rec.Done() {
+		err = errors.New("another request holds the key")
+	}
+	if rerr := s.removeObject(ctx, info); rerr != nil {
+		s.log.Error("remove duplicate upload", zap.String("key", info.Key), zap.Error(rerr))
+	}
+	switch {
+	case err != nil:
+		httpapi.WriteError(w, http.StatusConflict, CodeIdempotencyConflict, "a request with this "+IdempotencyHeader+" is still in progress")
+	case !found: // expired in between: nothing to compare with
+		httpapi.WriteError(w, http.StatusConflict, CodeIdempotencyConflict, "the "+IdempotencyHeader+" reservation expired; retry")
+	default:
+		replay(w, rec, sum)
+	}
+	return false
+}
+
+// removeObject deletes an object ingest stored, when it must not stay.
+func (s *Service) removeObject(ctx context.Context, info objstore.Info) error {
+	if s.cfg.Remover == nil {
+		return errors.New("no remover configured")
+	}
+	return s.cfg.Remover.Remove(ctx, info.Bucket, info.Key)
 }
 
 // firstFilePart returns the first part of a multipart body that is a file.

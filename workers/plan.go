@@ -142,25 +142,26 @@ func Plan(media *kilnv1.MediaInfo, preset Preset) (*kilnv1.Plan, error) {
 	say("video: IDR every %d frames (%d s), no scene-cut keyframes, %d s segments: boundaries align across rungs", p.GopFrames, preset.GOPSeconds, preset.SegmentSeconds)
 
 	short, long := min(w, h), max(w, h)
+	skipped := 0
 	for _, r := range preset.Rungs {
 		if r.Height > short {
+			skipped++
 			continue
 		}
 		s, l := even(float64(r.Height)), even(float64(long)*float64(r.Height)/float64(short))
 		p.Rungs = append(p.Rungs, rung(fmt.Sprintf("%dp", r.Height), w >= h, s, l, r.VideoBitRate))
 	}
+	if skipped > 0 {
+		say("video: %d rung(s) above the source's %dp skipped (no upscaling)", skipped, short)
+	}
 	// A source between two rungs keeps its own size as the top rung, so a
 	// 180p or 400p source does not lose detail to the rung below it.
-	if len(p.Rungs) > 0 {
+	if len(p.Rungs) > 0 && skipped > 0 { // above the ladder's top: the top rung is enough
 		top := p.Rungs[0]
 		topShort := min(top.Width, top.Height)
 		if float64(short) >= float64(topShort)*1.15 {
 			br := int64(float64(top.VideoBitRate) * math.Pow(float64(short)/float64(topShort), 2))
-			for _, r := range preset.Rungs { // never above the next rung up
-				if r.Height > short {
-					br = min(br, r.VideoBitRate)
-				}
-			}
+			br = min(br, preset.Rungs[skipped-1].VideoBitRate) // never above the next rung up
 			s, l := even(float64(short)), even(float64(long))
 			p.Rungs = append([]*kilnv1.Rung{rung(fmt.Sprintf("%dp", s), w >= h, s, l, br)}, p.Rungs...)
 			say("video: %dp source between ladder rungs: kept at its own size (%dx%d) as the top rung", short, l, s)
@@ -170,8 +171,6 @@ func Plan(media *kilnv1.MediaInfo, preset Preset) (*kilnv1.Plan, error) {
 		low := preset.Rungs[len(preset.Rungs)-1]
 		p.Rungs = append(p.Rungs, rung(fmt.Sprintf("%dp", even(float64(short))), w >= h, even(float64(short)), even(float64(long)), low.VideoBitRate))
 		say("video: smaller than the lowest rung: one rendition at the source size")
-	} else if skipped := len(preset.Rungs) - len(p.Rungs); skipped > 0 {
-		say("video: %d rung(s) above the source's %dp skipped (no upscaling)", skipped, short)
 	}
 	return p, nil
 }

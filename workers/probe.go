@@ -77,11 +77,11 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	if err := tasks.Decode(t, &p); err != nil {
 		return err
 	}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "probe"))
-	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_PROBING, "probing")); err != nil {
+	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.EventAttempt(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PROBING, "probing")); err != nil {
 		return err
 	}
 	preset, ok := h.cfg.Presets[p.GetPreset()]
@@ -124,17 +124,17 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	if err := h.publishMedia(ctx, &p, media, plan, log); err != nil {
 		return err
 	}
-	next := &kilnv1.TranscodeTask{JobId: p.JobId, AssetId: p.AssetId, Source: p.Source, Media: media, Plan: plan}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+	next := &kilnv1.TranscodeTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Source: p.Source, Media: media, Plan: plan}
+	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
-	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypeTranscode, tasks.QueueTranscode, p.JobId, next, TranscodeTimeout(media))
+	return tasks.EnqueueAttempt(ctx, h.cfg.Queue, tasks.TypeTranscode, tasks.QueueTranscode, p.JobId, p.Attempt, next, TranscodeTimeout(media))
 }
 
 // publishMedia records what the probe found (and planned) on the job, also
 // for a source about to be refused, so the failure can be understood.
 func (h *Handlers) publishMedia(ctx context.Context, p *kilnv1.ProbeTask, media *kilnv1.MediaInfo, plan *kilnv1.Plan, log *zap.Logger) error {
-	ev := tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_PROBING, "probed")
+	ev := tasks.EventAttempt(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PROBING, "probed")
 	ev.Media, ev.Plan = media, plan
 	err := h.cfg.Events.PublishJobEvent(ctx, ev)
 	if err != nil {

@@ -116,7 +116,7 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 	if err := tasks.Decode(t, &p); err != nil {
 		return err
 	}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "thumbnail"))
@@ -181,7 +181,7 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 	thumbs.IntervalSeconds, thumbs.Width, thumbs.Height = layout.Interval, int32(layout.TileWidth), int32(layout.TileHeight)
 	log.Info("thumbnails extracted", zap.Float64("poster_at", offset), zap.Int("thumbnails", len(files)))
 
-	next := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Media: p.Media, Plan: p.Plan,
+	next := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
 		PosterKey: thumbs.PosterKey, Thumbnails: thumbs}
 	for _, r := range p.Plan.Rungs {
 		next.Encoded = append(next.Encoded, &kilnv1.EncodedRung{
@@ -189,10 +189,10 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 			Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: tasks.RenditionMP4Key(p.AssetId, r.Name)},
 		})
 	}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
-	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, next, 15*time.Minute)
+	return tasks.EnqueueAttempt(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, p.Attempt, next, 15*time.Minute)
 }
 
 // pickPoster tries PosterOffsets until a frame is neither black nor flat

@@ -107,11 +107,11 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	if err := tasks.Decode(t, &p); err != nil {
 		return err
 	}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "transcode"))
-	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_TRANSCODING, "transcoding")); err != nil {
+	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.EventAttempt(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, "transcoding")); err != nil {
 		return err
 	}
 	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
@@ -136,12 +136,12 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, filepath.Join(dir, AudioRendition+".m4a"), "audio/mp4"); err != nil {
 			return err
 		}
-		next := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Media: p.Media, Plan: p.Plan,
+		next := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
 			Encoded: []*kilnv1.EncodedRung{{Name: AudioRendition, Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: key}}}}
-		if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+		if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 			return err
 		}
-		return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, next, 15*time.Minute)
+		return tasks.EnqueueAttempt(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, p.Attempt, next, 15*time.Minute)
 	}
 	for _, r := range p.Plan.Rungs {
 		key := tasks.RenditionMP4Key(p.AssetId, r.Name)
@@ -151,13 +151,13 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	}
 	top := p.Plan.Rungs[0]
 	next := &kilnv1.ThumbnailTask{
-		JobId: p.JobId, AssetId: p.AssetId, Media: p.Media, Plan: p.Plan,
+		JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
 		Source: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: tasks.RenditionMP4Key(p.AssetId, top.Name)},
 	}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId); err != nil {
+	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
-	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypeThumbnail, tasks.QueueThumbnail, p.JobId, next, 5*time.Minute)
+	return tasks.EnqueueAttempt(ctx, h.cfg.Queue, tasks.TypeThumbnail, tasks.QueueThumbnail, p.JobId, p.Attempt, next, 5*time.Minute)
 }
 
 // progressReporter publishes transcode progress at most once a second.
@@ -170,7 +170,7 @@ func (h *Handlers) progressReporter(ctx context.Context, p *kilnv1.TranscodeTask
 		}
 		last = time.Now()
 		frac := min(0.99, max(0, pr.OutTime.Seconds()/duration))
-		ev := tasks.Event(p.JobId, p.AssetId, kilnv1.JobState_JOB_STATE_TRANSCODING, fmt.Sprintf("transcoding.%02d", int(frac*100)))
+		ev := tasks.EventAttempt(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, fmt.Sprintf("transcoding.%02d", int(frac*100)))
 		ev.Progress = frac
 		if err := h.cfg.Events.PublishJobEvent(ctx, ev); err != nil {
 			log.Warn("publish progress", zap.Error(err))

@@ -26,7 +26,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/internal/app"
+	"github.com/kilnvideo/kiln/internal/httpapi"
 )
 
 const usage = `kiln — queue-driven video transcoding
@@ -39,7 +41,7 @@ Usage:
   kiln version   print the version
 
 Run "kiln <role> -help" for the flags; each flag falls back to its KILN_* variable.
-`
+` + cliUsage
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -47,7 +49,7 @@ func main() {
 			os.Exit(0)
 		}
 		fmt.Fprintln(os.Stderr, "kiln:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -66,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil
+	case "upload", "jobs", "job", "delete":
+		return runCLI(args[0], args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -117,7 +121,10 @@ func parseFlags(role string, args []string, stderr io.Writer) (app.Config, logOp
 	}
 	str(&cfg.HTTPAddr, "http-addr", "KILN_HTTP_ADDR", "127.0.0.1:8700", "HTTP listen address (API, playback, health)")
 	str(&cfg.PublicURL, "public-url", "KILN_PUBLIC_URL", "", "externally visible base URL (default http://<http-addr>)")
-	str(&apiKeys, "api-keys", "KILN_API_KEYS", "", "comma-separated bearer API keys")
+	// No env default for the keys: -help must not print them.
+	fs.StringVar(&apiKeys, "api-keys", "", "comma-separated bearer API keys: key (write), key:read, key:write or name=key:scope ($KILN_API_KEYS)")
+	floatFlag(fs, &cfg.APIRateLimit, "api-rate-limit", "KILN_API_RATE_LIMIT", httpapi.DefaultRateLimit, "requests/second each API key may make (0 = unlimited)")
+	intFlag(fs, &cfg.APIRateBurst, "api-rate-burst", "KILN_API_RATE_BURST", httpapi.DefaultRateBurst, "requests an API key may make at once above its rate")
 	str(&cfg.NATSURL, "nats-url", "KILN_NATS_URL", "nats://127.0.0.1:4700", "NATS server URL (ingest/worker/catalog roles)")
 	str(&cfg.NATSListen, "nats-listen", "KILN_NATS_LISTEN", "127.0.0.1:4700", "embedded NATS listen address (serve)")
 	str(&cfg.NATSStoreDir, "nats-store-dir", "KILN_NATS_STORE_DIR", "data/nats", "embedded NATS JetStream store (serve)")
@@ -136,13 +143,17 @@ func parseFlags(role string, args []string, stderr io.Writer) (app.Config, logOp
 	str(&signingKey, "playback-signing-key", "KILN_PLAYBACK_SIGNING_KEY", "", "secret (16+ bytes) signing playback tokens of assets uploaded with playback_policy=signed (catalog)")
 	durFlag(fs, &cfg.PlaybackTokenTTL, "playback-token-ttl", "KILN_PLAYBACK_TOKEN_TTL", 24*time.Hour, "lifetime of the token in a signed asset's playback URLs (catalog)")
 	str(&cfg.PlaybackDelivery, "playback-delivery", "KILN_PLAYBACK_DELIVERY", "redirect", "segments, MP4 and poster: redirect (to presigned S3 URLs) or proxy (streamed by the catalog)")
+	var webhookSchedule string
+	str(&cfg.WebhookSecret, "webhook-secret", "KILN_WEBHOOK_SECRET", "", "whsec_… secret signing per-upload webhooks (catalog); without it they are not delivered")
+	str(&webhookSchedule, "webhook-retry-schedule", "KILN_WEBHOOK_RETRY_SCHEDULE", "", "comma-separated delays before each webhook retry (default 5s,5m,30m,2h,5h,10h,14h,20h,24h)")
+	boolFlag(fs, &cfg.WebhookAllowLoopback, "webhook-allow-loopback", "KILN_WEBHOOK_ALLOW_LOOPBACK", false, "let webhook deliveries reach loopback addresses (development, tests)")
 	str(&cfg.WorkDir, "work-dir", "KILN_WORK_DIR", os.TempDir(), "worker temp folder")
 	str(&cfg.PresetsFile, "presets-file", "KILN_PRESETS_FILE", "", "JSON file with extra encoding presets (an array; see README)")
 	int64Flag(fs, &cfg.Limits.MaxBytes, "max-source-bytes", "KILN_MAX_SOURCE_BYTES", 20<<30, "largest source a worker accepts")
 	durFlag(fs, &cfg.Limits.MaxDuration, "max-duration", "KILN_MAX_DURATION", 6*time.Hour, "longest source a worker accepts")
 	intFlag(fs, &cfg.Limits.MaxWidth, "max-width", "KILN_MAX_WIDTH", 8192, "widest source picture a worker accepts")
 	intFlag(fs, &cfg.Limits.MaxHeight, "max-height", "KILN_MAX_HEIGHT", 8192, "tallest source picture a worker accepts")
-	intFlag(fs, &cfg.Concurrency, "concurrency", "KILN_CONCURRENCY", 2, "tasks run at once by one worker")
+	intFlag(fs, &cfg.Concurrency, "concurrency", "KILN_CONCURRENCY", 2, "tasks run at once by one worker; 0 runs serve without workers")
 	intFlag(fs, &cfg.FFmpegThreads, "ffmpeg-threads", "KILN_FFMPEG_THREADS", 0, "threads per ffmpeg encode (0 = ffmpeg decides)")
 	str(&cfg.X264Preset, "x264-preset", "KILN_X264_PRESET", "veryfast", "x264 speed preset")
 	int64Flag(fs, &cfg.MaxUploadBytes, "max-upload-bytes", "KILN_MAX_UPLOAD_BYTES", 10<<30, "largest accepted upload")
@@ -156,9 +167,20 @@ func parseFlags(role string, args []string, stderr io.Writer) (app.Config, logOp
 	if fs.NArg() > 0 {
 		return cfg, lo, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	for _, k := range strings.Split(apiKeys, ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			cfg.APIKeys = append(cfg.APIKeys, k)
+	if apiKeys == "" {
+		apiKeys = os.Getenv("KILN_API_KEYS")
+	}
+	keys, err := httpapi.ParseKeys(apiKeys)
+	if err != nil {
+		return cfg, lo, fmt.Errorf("-api-keys / KILN_API_KEYS: %w", err)
+	}
+	cfg.APIKeys = keys
+	if cfg.WebhookRetrySchedule, err = webhooks.ParseSchedule(webhookSchedule); err != nil {
+		return cfg, lo, err
+	}
+	if cfg.WebhookSecret = strings.TrimSpace(cfg.WebhookSecret); cfg.WebhookSecret != "" {
+		if _, err := webhooks.ParseSecret(cfg.WebhookSecret); err != nil {
+			return cfg, lo, fmt.Errorf("webhook secret: %w", err)
 		}
 	}
 	if signingKey = strings.TrimSpace(signingKey); signingKey != "" {
@@ -168,6 +190,9 @@ func parseFlags(role string, args []string, stderr io.Writer) (app.Config, logOp
 		cfg.PublicURL = "http://" + cfg.HTTPAddr
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	if cfg.Concurrency < 0 || (cfg.Concurrency == 0 && role == "worker") {
+		return cfg, lo, fmt.Errorf("concurrency %d: a worker needs at least 1", cfg.Concurrency)
+	}
 	if len(cfg.APIKeys) == 0 && role != "worker" {
 		return cfg, lo, errors.New("no API key configured: set -api-keys or KILN_API_KEYS")
 	}
@@ -179,6 +204,13 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+func floatFlag(fs *flag.FlagSet, p *float64, name, env string, def float64, help string) {
+	if v, err := strconv.ParseFloat(os.Getenv(env), 64); err == nil {
+		def = v
+	}
+	fs.Float64Var(p, name, def, help+" ($"+env+")")
 }
 
 func intFlag(fs *flag.FlagSet, p *int, name, env string, def int, help string) {

@@ -438,8 +438,19 @@ start_stack() {
 		--dir "$DATA/redis" --appendonly yes --save '' --daemonize no
 	wait_for redis 30 "redis on $REDIS_ADDR" redis_pong
 
+	# Webhooks: the receivers of local runs and tests listen on 127.0.0.1; tests
+	# retry fast. KILN_TEST_WEBHOOK_SECRET lets e2e tests verify per-upload webhooks.
+	KILN_TEST_WEBHOOK_SECRET="$(secret "$DATA/webhook-secret" whsec_)"
+	export KILN_TEST_WEBHOOK_SECRET
+	local webhook_env=(KILN_WEBHOOK_SECRET="$KILN_TEST_WEBHOOK_SECRET")
+	case "$MODE" in
+	up) webhook_env+=(KILN_WEBHOOK_ALLOW_LOOPBACK=true) ;;
+	test) webhook_env+=(KILN_WEBHOOK_ALLOW_LOOPBACK=true KILN_WEBHOOK_RETRY_SCHEDULE=200ms,500ms,1s,2s KILN_API_RATE_LIMIT=0) ;;
+	esac
+
 	log "starting kiln ($KILN_BIN serve) on $API_URL, NATS on 127.0.0.1:$NATS_PORT"
 	start kiln "$LOGS/kiln.log" env \
+		"${webhook_env[@]}" \
 		KILN_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
 		KILN_PUBLIC_URL="$API_URL" \
 		KILN_API_KEYS="$API_KEY" \

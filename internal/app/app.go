@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -20,10 +22,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/ingest"
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/metrics"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/webui"
@@ -54,7 +58,12 @@ type Config struct {
 
 	HTTPAddr  string
 	PublicURL string
-	APIKeys   []string
+	// APIKeys are the bearer keys with their scopes (httpapi.ParseKeys).
+	APIKeys []httpapi.APIKey
+	// APIRateLimit is each key's sustained requests/second (0: unlimited),
+	// APIRateBurst the requests it may make at once.
+	APIRateLimit float64
+	APIRateBurst int
 
 	RedisAddr     string
 	RedisPassword string
@@ -76,6 +85,14 @@ type Config struct {
 	PlaybackTokenTTL time.Duration
 	// PlaybackDelivery is catalog.DeliveryRedirect or catalog.DeliveryProxy.
 	PlaybackDelivery string
+
+	// WebhookSecret ("whsec_…") signs per-upload webhooks (catalog).
+	WebhookSecret string
+	// WebhookRetrySchedule is the delay before each webhook retry; nil for
+	// webhooks.DefaultRetrySchedule (catalog).
+	WebhookRetrySchedule []time.Duration
+	// WebhookAllowLoopback lets deliveries reach loopback addresses (worker).
+	WebhookAllowLoopback bool
 
 	// PresetsFile is a JSON array of extra presets (see workers.Preset).
 	PresetsFile string
@@ -141,7 +158,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	canceler := &tasks.Canceler{Redis: tasks.NewRedisClient(redisOpt), Inspector: inspector, Events: b, Logger: log.Named("cancel")}
 	defer canceler.Redis.Close()
-	keys := httpapi.NewKeys(cfg.APIKeys)
+	keys, err := httpapi.NewKeySet(httpapi.KeysConfig{Keys: cfg.APIKeys, RateLimit: cfg.APIRateLimit, Burst: cfg.APIRateBurst})
+	if err != nil {
+		return err
+	}
 	var storageReady atomic.Bool
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -172,8 +192,10 @@ func Run(ctx context.Context, cfg Config) error {
 			Objects: objects, Events: b, Queue: client,
 			SourcesBucket: cfg.SourcesBucket, PublicURL: cfg.PublicURL,
 			MaxUploadBytes: cfg.MaxUploadBytes, Presets: workers.PresetNames(presets), Logger: log.Named("ingest"),
+			Idempotency: &ingest.RedisIdempotency{Redis: canceler.Redis}, Remover: objects, Presigner: objects,
 		})
 		mux.Handle("/v1/uploads", keys.Require(in.Handler()))
+		mux.Handle("/v1/direct-uploads", keys.Require(in.Handler()))
 		g.Go(func() error {
 			return b.Consume(ctx, bus.ConsumerConfig{
 				Durable:  "ingest",
@@ -191,14 +213,32 @@ func Run(ctx context.Context, cfg Config) error {
 		cat, err := catalog.New(catalog.Config{
 			Store: store, Objects: objects, PublicURL: cfg.PublicURL, APIKeys: keys, Logger: log.Named("catalog"),
 			SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
+			Canceler: canceler, Retrier: &tasks.Retrier{Queue: client, Canceler: canceler, Events: b},
+			Remover: objects, OutputsBucket: cfg.OutputsBucket,
 		})
 		if err != nil {
 			return err
 		}
 		h := cat.Handler()
+		mux.Handle("/v1/jobs", h)
 		mux.Handle("/v1/jobs/", h)
+		mux.Handle("/v1/openapi.json", h)
 		mux.Handle("/v1/assets/", h)
 		mux.Handle("/v1/play/", h)
+		wh, err := webhooks.New(ctx, webhooks.Config{
+			DB: store.DB(), Queue: client, Tasks: inspector, APIKeys: keys, PublicURL: cfg.PublicURL,
+			DefaultSecret: cfg.WebhookSecret, RetrySchedule: cfg.WebhookRetrySchedule, Logger: log.Named("webhooks"),
+		})
+		if err != nil {
+			return err
+		}
+		store.OnApply(wh.OnApply) // the outbox: before any event is applied
+		store.OnDelete(wh.AssetDeleted)
+		whh := wh.Handler()
+		mux.Handle("/v1/webhooks", whh)
+		mux.Handle("/v1/webhooks/", whh)
+		mux.Handle("/v1/webhook-events/", whh)
+		g.Go(func() error { return wh.Run(ctx) })
 		g.Go(func() error {
 			return b.Consume(ctx, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}},
 				func(ctx context.Context, _ string, data []byte) error {
@@ -216,7 +256,7 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	}
 
-	if cfg.has(RoleWorker) {
+	if cfg.has(RoleWorker) && cfg.Concurrency > 0 {
 		workDir, err := workers.PrepareWorkDir(cfg.WorkDir, log)
 		if err != nil {
 			return err
@@ -232,9 +272,13 @@ func Run(ctx context.Context, cfg Config) error {
 			FFmpeg: runner, Objects: objects, Events: b, OutputsBucket: cfg.OutputsBucket, Jobs: canceler,
 			WorkDir: workDir, Logger: log.Named("packager"),
 		}).Register(srvMux)
+		webhooks.NewDeliverer(webhooks.DelivererConfig{
+			AllowLoopback: cfg.WebhookAllowLoopback, Logger: log.Named("webhooks"),
+		}).Register(srvMux)
 		srv := asynq.NewServer(redisOpt, asynq.Config{
 			Concurrency:     cfg.Concurrency,
 			Queues:          tasks.QueueWeights(),
+			RetryDelayFunc:  tasks.RetryDelay,
 			ErrorHandler:    &tasks.FailureHandler{Events: b, Logger: log.Named("worker")},
 			ShutdownTimeout: cfg.ShutdownTimeout,
 			Logger:          asynqLogger{log.Named("asynq").Sugar()},
@@ -250,6 +294,7 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	}
 
+	mux.Handle("GET /metrics", metrics.Handler(inspector, slices.Collect(maps.Keys(tasks.QueueWeights()))))
 	mux.Handle(webui.Prefix, webui.Handler()) // browser UI; the page sends the key the user types
 	mux.Handle("GET /{$}", http.RedirectHandler(webui.Prefix, http.StatusFound))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

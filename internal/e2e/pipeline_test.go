@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +94,16 @@ func TestUploadToPlayback(t *testing.T) {
 	}
 	decode(t, asset.Playback.HLS, "-map", "0")
 
+	// Every rendition decodes on its own through its media playlist, and
+	// yields duration × fps frames within one GOP (2 s).
+	for _, r := range asset.Renditions {
+		url := strings.TrimSuffix(asset.Playback.HLS, "master.m3u8") + r.Name + "/index.m3u8"
+		frames := countFrames(t, url)
+		if want := 4 * 30; frames < want-60 || frames > want+60 {
+			t.Errorf("rendition %s decoded %d frames, want %d ± 60", r.Name, frames, want)
+		}
+	}
+
 	// The MP4 download plays, and has its index up front (faststart).
 	decode(t, asset.Playback.MP4)
 	head := fetch(t, asset.Playback.MP4, 64<<10)
@@ -102,8 +114,21 @@ func TestUploadToPlayback(t *testing.T) {
 		t.Errorf("poster is not a JPEG (%d bytes)", len(poster))
 	}
 
+	// Queue depth, the autoscaling signal, is on /metrics.
+	resp, err := http.Get(s.APIURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, q := range []string{"probe", "transcode", "thumbnail", "package", "webhook"} {
+		if !strings.Contains(string(metricsText), `kiln_queue_pending_tasks{queue="`+q+`"}`) {
+			t.Errorf("/metrics has no pending gauge for queue %s", q)
+		}
+	}
+
 	// The buckets stay private: the objects are not readable anonymously.
-	resp, err := http.Get("http://" + s.S3.Endpoint + "/" + s.Outputs + "/assets/" + up.AssetID + "/hls/master.m3u8")
+	resp, err = http.Get("http://" + s.S3.Endpoint + "/" + s.Outputs + "/assets/" + up.AssetID + "/hls/master.m3u8")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,4 +317,20 @@ func fetch(t *testing.T, url string, limit int64) []byte {
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, limit))
 	return b
+}
+
+// countFrames decodes the first video stream at url and counts its frames.
+func countFrames(t *testing.T, url string) int {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), "ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+		"-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", url).Output()
+	if err != nil {
+		t.Fatalf("count frames of %s: %v", url, err)
+	}
+	first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n") // HLS lists the stream per program too
+	n, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		t.Fatalf("count frames of %s: %q", url, out)
+	}
+	return n
 }

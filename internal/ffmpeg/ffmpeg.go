@@ -148,7 +148,9 @@ func (r *Runner) run(ctx context.Context, name, path string, args []string, stdo
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Own process group, so cancelling kills ffmpeg and anything it spawned;
+	// Pdeathsig, so a worker killed with -9 does not leave an orphan encode.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
 		// The child leads its own group (pgid == pid): kill the whole group.
 		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"time"
 
@@ -260,4 +261,65 @@ func wrapNotFound(err error) error {
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	return err
+}
+
+// Remove deletes bucket/key; a missing object is not an error.
+func (c *Client) Remove(ctx context.Context, bucket, key string) error {
+	if err := c.mc.RemoveObject(ctx, bucket, key, minio.RemoveObjectOptions{}); err != nil {
+		if errors.Is(wrapNotFound(err), ErrNotFound) {
+			return nil
+		}
+		return fmt.Errorf("objstore: remove %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// RemovePrefix deletes every object under prefix, which must be a non-empty
+// folder ("…/"), so a mistake cannot empty a bucket.
+func (c *Client) RemovePrefix(ctx context.Context, bucket, prefix string) error {
+	if prefix == "" || prefix == "/" || prefix[len(prefix)-1] != '/' {
+		return fmt.Errorf("objstore: remove prefix %q: not a folder", prefix)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the listing if removal ends early
+	objects := make(chan minio.ObjectInfo)
+	var listErr error
+	go func() {
+		defer close(objects)
+		for oi := range c.mc.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+			if oi.Err != nil {
+				listErr = oi.Err
+				return
+			}
+			select {
+			case objects <- oi:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var first error
+	for re := range c.mc.RemoveObjects(ctx, bucket, objects, minio.RemoveObjectsOptions{}) {
+		if re.Err != nil && first == nil && !errors.Is(wrapNotFound(re.Err), ErrNotFound) {
+			first = fmt.Errorf("objstore: remove %s/%s: %w", bucket, re.ObjectName, re.Err)
+		}
+	}
+	if first != nil {
+		return first
+	}
+	if listErr != nil {
+		return fmt.Errorf("objstore: list %s/%s: %w", bucket, prefix, listErr)
+	}
+	return nil
+}
+
+// PresignPut returns a URL that stores bucket/key with one PUT until ttl
+// passes. The request must carry exactly the headers given (e.g. the
+// Content-Length and x-amz-meta-* ones): they are signed into the URL.
+func (c *Client) PresignPut(ctx context.Context, bucket, key string, ttl time.Duration, headers http.Header) (*url.URL, error) {
+	u, err := c.mc.PresignHeader(ctx, http.MethodPut, bucket, key, ttl, nil, headers)
+	if err != nil {
+		return nil, fmt.Errorf("objstore: presign put %s/%s: %w", bucket, key, err)
+	}
+	return u, nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -35,7 +36,7 @@ const (
 // QueueWeights are the asynq priorities of the stage queues: short stages
 // that unblock a job's next step win over long transcodes.
 func QueueWeights() map[string]int {
-	return map[string]int{QueueProbe: 6, QueuePackage: 4, QueueThumbnail: 3, QueueTranscode: 2}
+	return map[string]int{QueueProbe: 6, "webhook": 5, QueuePackage: 4, QueueThumbnail: 3, QueueTranscode: 2} // "webhook": catalog/webhooks.Queue
 }
 
 // Retention keeps a finished task's id for deduplication of repeated
@@ -127,4 +128,15 @@ func Event(jobID, assetID string, state kilnv1.JobState, fact string) *kilnv1.Jo
 		State:   state,
 		Time:    timestamppb.Now(),
 	}
+}
+
+// RetryDelay is the asynq RetryDelayFunc of every stage: 10 s doubling per
+// attempt up to 10 min, with ±20 % jitter. Media tasks fail for transient
+// reasons (S3 or Redis blips, a worker lost) that clear in seconds, not the
+// minutes of asynq's default n⁴ backoff.
+func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+	d := 10 * time.Second << min(n, 6)
+	d = min(d, 10*time.Minute)
+	jitter := time.Duration(rand.Int64N(int64(d)/5*2)) - d/5
+	return d + jitter
 }

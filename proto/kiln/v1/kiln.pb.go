@@ -284,7 +284,12 @@ type JobEvent struct {
 	// (playback URLs need an expiring token).
 	PlaybackPolicy string `protobuf:"bytes,13,opt,name=playback_policy,json=playbackPolicy,proto3" json:"playback_policy,omitempty"`
 	// WebhookURL is set on JOB_STATE_QUEUED when the upload named one.
-	WebhookUrl    string `protobuf:"bytes,14,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	WebhookUrl string `protobuf:"bytes,14,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	// Attempt numbers the runs of a job: 0 or 1 is the first run; a retry
+	// (POST /v1/jobs/{id}/retry) publishes QUEUED with the next attempt. The
+	// catalog ignores events of an attempt older than the job's and resets the
+	// job on a newer one.
+	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -415,6 +420,13 @@ func (x *JobEvent) GetWebhookUrl() string {
 		return x.WebhookUrl
 	}
 	return ""
+}
+
+func (x *JobEvent) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
 }
 
 type JobError struct {
@@ -1479,11 +1491,14 @@ func (x *Thumbnails) GetHeight() int32 {
 
 // ProbeTask asks a worker to probe a source and plan the job.
 type ProbeTask struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	AssetId       string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
-	Source        *ObjectRef             `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
-	Preset        string                 `protobuf:"bytes,4,opt,name=preset,proto3" json:"preset,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	AssetId string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
+	Source  *ObjectRef             `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Preset  string                 `protobuf:"bytes,4,opt,name=preset,proto3" json:"preset,omitempty"`
+	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
+	// Every task payload declares it as field 15, so one decoder reads it.
+	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1546,14 +1561,24 @@ func (x *ProbeTask) GetPreset() string {
 	return ""
 }
 
+func (x *ProbeTask) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // TranscodeTask asks a worker to encode every rung of the plan.
 type TranscodeTask struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	AssetId       string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
-	Source        *ObjectRef             `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
-	Media         *MediaInfo             `protobuf:"bytes,4,opt,name=media,proto3" json:"media,omitempty"`
-	Plan          *Plan                  `protobuf:"bytes,5,opt,name=plan,proto3" json:"plan,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	AssetId string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
+	Source  *ObjectRef             `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Media   *MediaInfo             `protobuf:"bytes,4,opt,name=media,proto3" json:"media,omitempty"`
+	Plan    *Plan                  `protobuf:"bytes,5,opt,name=plan,proto3" json:"plan,omitempty"`
+	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
+	// Every task payload declares it as field 15, so one decoder reads it.
+	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1623,14 +1648,24 @@ func (x *TranscodeTask) GetPlan() *Plan {
 	return nil
 }
 
+func (x *TranscodeTask) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // ThumbnailTask asks a worker to extract the poster image.
 type ThumbnailTask struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	AssetId       string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
-	Source        *ObjectRef             `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
-	Media         *MediaInfo             `protobuf:"bytes,4,opt,name=media,proto3" json:"media,omitempty"`
-	Plan          *Plan                  `protobuf:"bytes,5,opt,name=plan,proto3" json:"plan,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	AssetId string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
+	Source  *ObjectRef             `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Media   *MediaInfo             `protobuf:"bytes,4,opt,name=media,proto3" json:"media,omitempty"`
+	Plan    *Plan                  `protobuf:"bytes,5,opt,name=plan,proto3" json:"plan,omitempty"`
+	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
+	// Every task payload declares it as field 15, so one decoder reads it.
+	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1700,6 +1735,13 @@ func (x *ThumbnailTask) GetPlan() *Plan {
 	return nil
 }
 
+func (x *ThumbnailTask) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // PackageTask asks the packager to build HLS and MP4 outputs from the
 // encoded rungs.
 type PackageTask struct {
@@ -1709,9 +1751,12 @@ type PackageTask struct {
 	Media   *MediaInfo             `protobuf:"bytes,3,opt,name=media,proto3" json:"media,omitempty"`
 	Plan    *Plan                  `protobuf:"bytes,4,opt,name=plan,proto3" json:"plan,omitempty"`
 	// Encoded maps rung name to the intermediate MP4 object.
-	Encoded       []*EncodedRung `protobuf:"bytes,5,rep,name=encoded,proto3" json:"encoded,omitempty"`
-	PosterKey     string         `protobuf:"bytes,6,opt,name=poster_key,json=posterKey,proto3" json:"poster_key,omitempty"`
-	Thumbnails    *Thumbnails    `protobuf:"bytes,7,opt,name=thumbnails,proto3" json:"thumbnails,omitempty"`
+	Encoded    []*EncodedRung `protobuf:"bytes,5,rep,name=encoded,proto3" json:"encoded,omitempty"`
+	PosterKey  string         `protobuf:"bytes,6,opt,name=poster_key,json=posterKey,proto3" json:"poster_key,omitempty"`
+	Thumbnails *Thumbnails    `protobuf:"bytes,7,opt,name=thumbnails,proto3" json:"thumbnails,omitempty"`
+	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
+	// Every task payload declares it as field 15, so one decoder reads it.
+	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1795,6 +1840,13 @@ func (x *PackageTask) GetThumbnails() *Thumbnails {
 	return nil
 }
 
+func (x *PackageTask) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 type EncodedRung struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1865,7 +1917,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12'\n" +
 	"\x0fplayback_policy\x18\x05 \x01(\tR\x0eplaybackPolicy\x12\x1f\n" +
 	"\vwebhook_url\x18\x06 \x01(\tR\n" +
-	"webhookUrl\"\x81\x04\n" +
+	"webhookUrl\"\x9b\x04\n" +
 	"\bJobEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x19\n" +
@@ -1882,7 +1934,8 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\aoutputs\x18\f \x01(\v2\x15.kiln.v1.AssetOutputsR\aoutputs\x12'\n" +
 	"\x0fplayback_policy\x18\r \x01(\tR\x0eplaybackPolicy\x12\x1f\n" +
 	"\vwebhook_url\x18\x0e \x01(\tR\n" +
-	"webhookUrl\"8\n" +
+	"webhookUrl\x12\x18\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\"8\n" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\xcf\x02\n" +
@@ -1997,24 +2050,27 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"sprite_key\x18\x04 \x01(\tR\tspriteKey\x12%\n" +
 	"\x0estoryboard_key\x18\x05 \x01(\tR\rstoryboardKey\x12\x14\n" +
 	"\x05width\x18\x06 \x01(\x05R\x05width\x12\x16\n" +
-	"\x06height\x18\a \x01(\x05R\x06height\"\x81\x01\n" +
+	"\x06height\x18\a \x01(\x05R\x06height\"\x9b\x01\n" +
 	"\tProbeTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12\x16\n" +
-	"\x06preset\x18\x04 \x01(\tR\x06preset\"\xba\x01\n" +
+	"\x06preset\x18\x04 \x01(\tR\x06preset\x12\x18\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\"\xd4\x01\n" +
 	"\rTranscodeTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12(\n" +
 	"\x05media\x18\x04 \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
-	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\"\xba\x01\n" +
+	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\x12\x18\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\"\xd4\x01\n" +
 	"\rThumbnailTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12(\n" +
 	"\x05media\x18\x04 \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
-	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\"\x90\x02\n" +
+	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\x12\x18\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\"\xaa\x02\n" +
 	"\vPackageTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12(\n" +
@@ -2025,7 +2081,8 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"poster_key\x18\x06 \x01(\tR\tposterKey\x123\n" +
 	"\n" +
 	"thumbnails\x18\a \x01(\v2\x13.kiln.v1.ThumbnailsR\n" +
-	"thumbnails\"M\n" +
+	"thumbnails\x12\x18\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\"M\n" +
 	"\vEncodedRung\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object*\xc9\x01\n" +

@@ -1,0 +1,447 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/tasks"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// Error codes of the jobs and assets API, beside the shared httpapi ones.
+const (
+	// CodeConflict (409): the job's state does not allow the operation
+	// (cancel a finished job, retry a running one, delete a running one).
+	CodeConflict = "conflict"
+	// CodeTooLarge (413): a JSON body over MaxJSONBody.
+	CodeTooLarge = "too_large"
+	// CodeUnsupportedMediaType (415): a JSON endpoint got a body that is
+	// not application/json.
+	CodeUnsupportedMediaType = "unsupported_media_type"
+	// CodeNotConfigured (503): the catalog runs without the dependency the
+	// operation needs (canceler, retrier, object removal).
+	CodeNotConfigured = "not_configured"
+)
+
+// MaxJSONBody bounds the body of JSON endpoints.
+const MaxJSONBody = 1 << 20
+
+// JobCanceler cancels a job's current attempt (tasks.Canceler): it stops
+// its tasks and publishes the CANCELED event, which the catalog applies
+// when it comes back.
+type JobCanceler interface {
+	Cancel(ctx context.Context, jobID, assetID string) error
+}
+
+// JobRetrier starts a new attempt of a failed or canceled job from its
+// probe (tasks.Retrier). It returns the QUEUED event of the attempt, which
+// the catalog applies at once (the copy from the bus is then a repeat).
+type JobRetrier interface {
+	Retry(ctx context.Context, task *kilnv1.ProbeTask, playbackPolicy string) (*kilnv1.JobEvent, error)
+}
+
+// ObjectRemover deletes objects (objstore.Client). Removing what does not
+// exist is not an error.
+type ObjectRemover interface {
+	Remove(ctx context.Context, bucket, key string) error
+	RemovePrefix(ctx context.Context, bucket, prefix string) error
+}
+
+var (
+	_ JobCanceler   = (*tasks.Canceler)(nil)
+	_ JobRetrier    = (*tasks.Retrier)(nil)
+	_ ObjectRemover = (*objstore.Client)(nil)
+)
+
+// decodeJSON reads the JSON object body of r into v. An empty body is
+// accepted when !required (v stays as is). It answers the request itself and
+// returns false on: a body that is not application/json (415), over
+// MaxJSONBody (413), not one JSON object or with unknown fields (400).
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, required bool) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxJSONBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("the body exceeds %d bytes", MaxJSONBody))
+			return false
+		}
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "unreadable body")
+		return false
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if required {
+			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "a JSON body is required")
+			return false
+		}
+		return true
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		httpapi.WriteError(w, http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "the body must be application/json")
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: one JSON object expected")
+		return false
+	}
+	return true
+}
+
+// isJSON reports whether a Content-Type is application/json (any params).
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
+}
+
+// listJobsJSON is the body of GET /v1/jobs.
+type listJobsJSON struct {
+	Jobs       []jobJSON `json:"jobs"`
+	NextCursor *string   `json:"next_cursor"`
+}
+
+// encodeCursor and decodeCursor make the opaque page cursor: base64url of
+// "<created_at>|<job id>".
+func encodeCursor(c *Cursor) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(fmtTime(c.CreatedAt) + "|" + c.ID))
+}
+
+func decodeCursor(s string) (*Cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("malformed cursor")
+	}
+	t, id, ok := strings.Cut(string(raw), "|")
+	if !ok || !jobid.ValidJob(id) {
+		return nil, errors.New("malformed cursor")
+	}
+	at, err := parseTime(t)
+	if err != nil {
+		return nil, errors.New("malformed cursor")
+	}
+	return &Cursor{CreatedAt: at, ID: id}, nil
+}
+
+// maxSourceKey bounds the source_key filter (S3 keys are at most 1024 bytes).
+const maxSourceKey = 1024
+
+// listJobs answers GET /v1/jobs?state=&source_key=&limit=&cursor=.
+func (s *Service) listJobs(w http.ResponseWriter, r *http.Request) {
+	bad := func(msg string) { httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, msg) }
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		bad("malformed query string")
+		return
+	}
+	for k, v := range q {
+		switch k {
+		case "state", "source_key", "limit", "cursor":
+			if len(v) > 1 {
+				bad(k + " given more than once")
+				return
+			}
+		default:
+			bad("unknown query parameter " + strconv.Quote(k))
+			return
+		}
+	}
+	var f JobFilter
+	if v := q.Get("state"); v != "" {
+		st, ok := ParseState(v)
+		if !ok {
+			bad("unknown state " + strconv.Quote(v))
+			return
+		}
+		f.State = st
+	}
+	if v := q.Get("source_key"); len(v) > maxSourceKey {
+		bad("source_key is too long")
+		return
+	} else {
+		f.SourceKey = v
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxListLimit {
+			bad(fmt.Sprintf("limit must be an integer from 1 to %d", MaxListLimit))
+			return
+		}
+		f.Limit = n
+	}
+	if v := q.Get("cursor"); v != "" {
+		c, err := decodeCursor(v)
+		if err != nil {
+			bad(err.Error())
+			return
+		}
+		f.After = c
+	}
+	jobs, next, err := s.store.ListJobs(r.Context(), f)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	out := listJobsJSON{Jobs: make([]jobJSON, 0, len(jobs))}
+	for _, j := range jobs {
+		v, err := s.jobView(j)
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		out.Jobs = append(out.Jobs, v)
+	}
+	if next != nil {
+		c := encodeCursor(next)
+		out.NextCursor = &c
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+// jobOf loads the job named by the {id} path value, answering the request
+// itself (and returning false) when it is malformed or unknown.
+func (s *Service) jobOf(w http.ResponseWriter, r *http.Request) (*Job, bool) {
+	id := r.PathValue("id")
+	if !jobid.ValidJob(id) {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed job id")
+		return nil, false
+	}
+	j, err := s.store.Job(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err, "job")
+		return nil, false
+	}
+	return j, true
+}
+
+// writeJob answers with the job's JSON.
+func (s *Service) writeJob(w http.ResponseWriter, r *http.Request, status int, j *Job) {
+	v, err := s.jobView(j)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, status, v)
+}
+
+// reload reads the job again after a change, falling back to j.
+func (s *Service) reload(ctx context.Context, j *Job) *Job {
+	if fresh, err := s.store.Job(ctx, j.ID); err == nil {
+		return fresh
+	}
+	return j
+}
+
+// cancelJob answers POST /v1/jobs/{id}/cancel: 202 with the job (its state
+// turns canceled when the CANCELED event comes back), 409 when it has
+// already ended.
+func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request) {
+	var none struct{}
+	if !decodeJSON(w, r, &none, false) {
+		return
+	}
+	j, ok := s.jobOf(w, r)
+	if !ok {
+		return
+	}
+	if j.State.Terminal() {
+		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "the job has already ended ("+string(j.State)+")")
+		return
+	}
+	if s.canceler == nil {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot cancel jobs")
+		return
+	}
+	if err := s.canceler.Cancel(r.Context(), j.ID, j.AssetID); err != nil {
+		s.log.Error("cancel job", zap.String("job_id", j.ID), zap.Error(err))
+		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "canceling the job failed; retry")
+		return
+	}
+	s.writeJob(w, r, http.StatusAccepted, s.reload(r.Context(), j))
+}
+
+// retryJob answers POST /v1/jobs/{id}/retry for a failed or canceled job:
+// a new attempt starts from the probe; 202 with the job, now queued.
+func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
+	var none struct{}
+	if !decodeJSON(w, r, &none, false) {
+		return
+	}
+	j, ok := s.jobOf(w, r)
+	if !ok {
+		return
+	}
+	if j.State != StateFailed && j.State != StateCanceled {
+		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "only a failed or canceled job can be retried (it is "+string(j.State)+")")
+		return
+	}
+	if j.Source.Bucket == "" || j.Source.Key == "" {
+		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "the job's source is not known yet")
+		return
+	}
+	if s.retrier == nil {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot retry jobs")
+		return
+	}
+	task := &kilnv1.ProbeTask{
+		JobId: j.ID, AssetId: j.AssetID, Preset: j.Preset, Attempt: max(j.Attempt, 1) + 1,
+		Source: &kilnv1.ObjectRef{Bucket: j.Source.Bucket, Key: j.Source.Key, Etag: j.Source.ETag, Size: j.Source.Size},
+	}
+	ev, err := s.retrier.Retry(r.Context(), task, j.PlaybackPolicy)
+	if ev != nil {
+		// The catalog is the writer of job state: record the new attempt
+		// now; the event's copy from the bus will be a repeat.
+		if aerr := s.HandleEvent(r.Context(), ev); aerr != nil && err == nil {
+			err = aerr
+		}
+	}
+	if err != nil && ev == nil {
+		s.log.Error("retry job", zap.String("job_id", j.ID), zap.Error(err))
+		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "retrying the job failed; retry")
+		return
+	}
+	if err != nil { // enqueued, but the QUEUED event was not published
+		s.log.Warn("retry job: queued event", zap.String("job_id", j.ID), zap.Error(err))
+	}
+	s.writeJob(w, r, http.StatusAccepted, s.reload(r.Context(), j))
+}
+
+// deleteAsset answers DELETE /v1/assets/{id}: the job must have ended (409
+// otherwise; cancel it first). The asset and its job read as not found at
+// once; then every output object under the asset's prefix and the source
+// object are removed. Repeating the request repeats the removal (204).
+func (s *Service) deleteAsset(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !jobid.ValidAsset(id) {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed asset id")
+		return
+	}
+	if s.remover == nil {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot delete objects")
+		return
+	}
+	j, err := s.store.DeleteJob(r.Context(), jobid.JobOf(id))
+	switch {
+	case errors.Is(err, ErrConflict):
+		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "the job is still running; cancel it first")
+		return
+	case err != nil:
+		s.storeError(w, r, err, "asset")
+		return
+	}
+	ctx := r.Context()
+	buckets := []string{s.outputsBucket}
+	if a, err := s.store.assetOutputs(ctx, id); err == nil && a != "" && a != s.outputsBucket {
+		buckets = append(buckets, a)
+	}
+	for _, b := range buckets {
+		if b == "" {
+			continue
+		}
+		if err := s.remover.RemovePrefix(ctx, b, tasks.AssetPrefix(id)); err != nil {
+			s.log.Error("delete asset outputs", zap.String("asset_id", id), zap.String("bucket", b), zap.Error(err))
+			httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "removing the asset's objects failed; repeat the request")
+			return
+		}
+	}
+	if j.Source.Bucket != "" && j.Source.Key != "" {
+		if err := s.remover.Remove(ctx, j.Source.Bucket, j.Source.Key); err != nil {
+			s.log.Error("delete asset source", zap.String("asset_id", id), zap.Error(err))
+			httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "removing the source failed; repeat the request")
+			return
+		}
+	}
+	s.log.Info("asset deleted", zap.String("asset_id", id), zap.String("job_id", j.ID))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// jobEvents answers GET /v1/jobs/{id}/events with a text/event-stream: an
+// "job" event with the current job, then one per change of its state,
+// attempt or progress, a comment every heartbeat, until the job ends (or the
+// client goes).
+func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.jobOf(w, r)
+	if !ok {
+		return
+	}
+	rc := http.NewResponseController(w)
+	sub := s.hub.subscribe(j.ID)
+	defer s.hub.unsubscribe(sub)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+
+	seq := 0
+	send := func(j *Job) bool {
+		v, err := s.jobView(j)
+		if err != nil {
+			s.log.Error("render job event", zap.String("job_id", j.ID), zap.Error(err))
+			return false
+		}
+		data, _ := json.Marshal(v) // one line: JSON escapes newlines
+		seq++
+		if _, err := fmt.Fprintf(w, "id: %d\nevent: job\ndata: %s\n\n", seq, data); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !send(j) || j.State.Terminal() {
+		return
+	}
+	last := j
+	heartbeat := time.NewTicker(s.heartbeat)
+	defer heartbeat.Stop()
+	ctx := r.Context()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-heartbeat.C:
+			if _, err := io.WriteString(w, ": heartbeat\n\n"); err != nil || rc.Flush() != nil {
+				return
+			}
+			// Also a safety net for changes applied by another catalog
+			// replica (the broadcaster is in-process).
+		case <-sub.ch:
+		}
+		cur, err := s.store.Job(ctx, j.ID)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) { // deleted
+				return
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("job events: read job", zap.String("job_id", j.ID), zap.Error(err))
+			continue
+		}
+		if cur.State == last.State && cur.Attempt == last.Attempt && cur.Progress == last.Progress {
+			continue
+		}
+		if !send(cur) || cur.State.Terminal() {
+			return
+		}
+		last = cur
+	}
+}

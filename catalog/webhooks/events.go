@@ -1,0 +1,297 @@
+package webhooks
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base32"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/internal/jobid"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// Event types.
+const (
+	EventJobCreated   = "job.created"
+	EventJobProgress  = "job.progress" // opt-in: only endpoints that list it
+	EventJobReady     = "job.ready"
+	EventJobFailed    = "job.failed"
+	EventJobCanceled  = "job.canceled"
+	EventAssetDeleted = "asset.deleted"
+)
+
+// EventTypes are every event type, in documentation order.
+var EventTypes = []string{EventJobCreated, EventJobProgress, EventJobReady, EventJobFailed, EventJobCanceled, EventAssetDeleted}
+
+// DefaultEventTypes are what an endpoint registered without event_types
+// (and every per-upload webhook) receives: everything but job.progress.
+var DefaultEventTypes = []string{EventJobCreated, EventJobReady, EventJobFailed, EventJobCanceled, EventAssetDeleted}
+
+// Payload is the JSON body of every delivery. Its shape is stable: fields
+// are only ever added.
+type Payload struct {
+	Type      string    `json:"type"`
+	ID        string    `json:"id"` // the event id, also the webhook-id header
+	CreatedAt time.Time `json:"created_at"`
+	Data      Data      `json:"data"`
+}
+
+// Data is the subject of an event.
+type Data struct {
+	JobID   string `json:"job_id"`
+	AssetID string `json:"asset_id"`
+	// State is the job's state: queued, probing, transcoding, packaging,
+	// ready, failed, canceled; "deleted" for asset.deleted.
+	State string `json:"state"`
+	// Progress in [0,1] within State: job.progress only.
+	Progress *float64 `json:"progress,omitempty"`
+	// Error: job.failed and job.canceled.
+	Error *ErrorData `json:"error,omitempty"`
+	// Playback: job.ready only.
+	Playback *Playback `json:"playback,omitempty"`
+}
+
+// ErrorData is a job's failure reason.
+type ErrorData struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Playback are a ready asset's URLs. A signed asset's need a ?token= (mint
+// one with POST /v1/assets/{id}/playback-token).
+type Playback struct {
+	HLS    string `json:"hls"`
+	MP4    string `json:"mp4,omitempty"`
+	Poster string `json:"poster,omitempty"`
+}
+
+var idEnc = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID is prefix + 26 random base32 characters (130 bits).
+func newID(prefix string) string {
+	b := make([]byte, 17)
+	_, _ = rand.Read(b)
+	return prefix + idEnc.EncodeToString(b)[:26]
+}
+
+// Id prefixes.
+const (
+	endpointPrefix = "whe_"
+	eventPrefix    = "evt_"
+	deliveryPrefix = "whd_"
+)
+
+func validID(s, prefix string) bool {
+	d, ok := strings.CutPrefix(s, prefix)
+	if !ok || len(d) != 26 {
+		return false
+	}
+	for _, c := range d {
+		if (c < 'a' || c > 'z') && (c < '2' || c > '7') {
+			return false
+		}
+	}
+	return true
+}
+
+// validURL reports whether u can be an endpoint: an absolute http(s) URL
+// without credentials or fragment, at most 2048 bytes. Where it may be
+// dialled is decided at delivery time (the SSRF guard).
+func validURL(u string) error {
+	if u == "" || len(u) > 2048 {
+		return fmt.Errorf("url must be 1 to 2048 bytes")
+	}
+	p, err := url.Parse(u)
+	switch {
+	case err != nil:
+		return fmt.Errorf("url: %v", err)
+	case p.Scheme != "http" && p.Scheme != "https":
+		return fmt.Errorf("url must be http or https")
+	case p.Host == "" || p.Hostname() == "":
+		return fmt.Errorf("url has no host")
+	case p.User != nil:
+		return fmt.Errorf("url must not carry credentials")
+	case p.Fragment != "" || strings.Contains(u, "#"):
+		return fmt.Errorf("url must not have a fragment")
+	}
+	return nil
+}
+
+// eventOf maps a job event that changed the job to a webhook event type and
+// the job state it reports; ok is false for events that make none.
+func eventOf(ev *kilnv1.JobEvent) (typ, state string, ok bool) {
+	switch ev.GetState() {
+	case kilnv1.JobState_JOB_STATE_QUEUED:
+		return EventJobCreated, "queued", true
+	case kilnv1.JobState_JOB_STATE_PROBING:
+		return EventJobProgress, "probing", true
+	case kilnv1.JobState_JOB_STATE_TRANSCODING:
+		return EventJobProgress, "transcoding", true
+	case kilnv1.JobState_JOB_STATE_PACKAGING:
+		return EventJobProgress, "packaging", true
+	case kilnv1.JobState_JOB_STATE_READY:
+		return EventJobReady, "ready", true
+	case kilnv1.JobState_JOB_STATE_FAILED:
+		if ev.GetError().GetCode() == "canceled" {
+			return EventJobCanceled, "canceled", true
+		}
+		return EventJobFailed, "failed", true
+	case kilnv1.JobState_JOB_STATE_CANCELED:
+		return EventJobCanceled, "canceled", true
+	}
+	return "", "", false
+}
+
+// OnApply is the catalog.ApplyHook of the transactional outbox: inside the
+// transaction that applies a job event, when the event changed the job, it
+// records the webhook event and one pending delivery per matching endpoint.
+// A per-upload webhook_url (on the QUEUED event) first becomes an implicit
+// endpoint of that job. An error rolls the job event back with it.
+func (s *Service) OnApply(ctx context.Context, tx *sql.Tx, ev *kilnv1.JobEvent, changed bool) error {
+	if !changed {
+		return nil
+	}
+	typ, state, ok := eventOf(ev)
+	if !ok {
+		return nil
+	}
+	jobID, assetID := ev.GetJobId(), ev.GetAssetId()
+	if assetID == "" {
+		assetID = jobid.AssetOf(jobID)
+	}
+	now := s.now().UTC()
+	if u := ev.GetWebhookUrl(); u != "" && ev.GetState() == kilnv1.JobState_JOB_STATE_QUEUED {
+		if err := s.addJobEndpoint(ctx, tx, jobID, u, now); err != nil {
+			return err
+		}
+	}
+	data := Data{JobID: jobID, AssetID: assetID, State: state}
+	switch typ {
+	case EventJobProgress:
+		p := ev.GetProgress()
+		data.Progress = &p
+	case EventJobFailed, EventJobCanceled:
+		code, msg := ev.GetError().GetCode(), ev.GetError().GetMessage()
+		if code == "" {
+			code = "internal"
+		}
+		data.Error = &ErrorData{Code: code, Message: msg}
+	case EventJobReady:
+		data.Playback = s.playback(assetID, ev.GetOutputs())
+	}
+	return s.emit(ctx, tx, typ, data, now)
+}
+
+// AssetDeleted records an asset.deleted event for every matching endpoint
+// (registered endpoints and the job's per-upload one). Call it inside the
+// transaction that deletes the asset so the event commits (or not) with
+// the deletion; with a nil tx it runs in its own transaction.
+func (s *Service) AssetDeleted(ctx context.Context, tx *sql.Tx, jobID, assetID string) error {
+	data := Data{JobID: jobID, AssetID: assetID, State: "deleted"}
+	if tx == nil {
+		return inTx(ctx, s.db, func(tx *sql.Tx) error { return s.emit(ctx, tx, EventAssetDeleted, data, s.now().UTC()) })
+	}
+	return s.emit(ctx, tx, EventAssetDeleted, data, s.now().UTC())
+}
+
+func (s *Service) playback(assetID string, o *kilnv1.AssetOutputs) *Playback {
+	base := s.public + "/v1/play/" + assetID
+	p := &Playback{HLS: base + "/master.m3u8"}
+	if o.GetMp4Key() != "" {
+		p.MP4 = base + "/download.mp4"
+	}
+	if o.GetPosterKey() != "" {
+		p.Poster = base + "/poster.jpg"
+	}
+	return p
+}
+
+// addJobEndpoint records a per-upload webhook as an implicit endpoint of
+// jobID, signed with the default secret. Its id is derived from job and URL
+// so a repeat is a no-op.
+func (s *Service) addJobEndpoint(ctx context.Context, tx *sql.Tx, jobID, u string, now time.Time) error {
+	if err := validURL(u); err != nil {
+		s.log.Warn("per-upload webhook_url ignored", zap.String("job_id", jobID), zap.Error(err))
+		return nil
+	}
+	sum := sha256.Sum256([]byte(jobID + "\x00" + u))
+	id := endpointPrefix + idEnc.EncodeToString(sum[:])[:26]
+	_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, url, secret, event_types, job_id, created_at, updated_at)
+		VALUES (?, ?, '', ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		id, u, strings.Join(DefaultEventTypes, ","), jobID, fmtTime(now), fmtTime(now))
+	if err != nil {
+		return fmt.Errorf("webhooks: job %s: per-upload endpoint: %w", jobID, err)
+	}
+	return nil
+}
+
+// emit inserts the event and a pending delivery per matching endpoint; it
+// records nothing when no endpoint wants the event.
+func (s *Service) emit(ctx context.Context, tx *sql.Tx, typ string, data Data, now time.Time) error {
+	endpoints, err := matching(ctx, tx, typ, data.JobID)
+	if err != nil {
+		return err
+	}
+	if len(endpoints) == 0 {
+		return nil
+	}
+	p := Payload{Type: typ, ID: newID(eventPrefix), CreatedAt: now, Data: data}
+	body, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("webhooks: marshal %s: %w", typ, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_events (id, type, job_id, asset_id, body, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, p.ID, typ, data.JobID, data.AssetID, string(body), fmtTime(now)); err != nil {
+		return fmt.Errorf("webhooks: insert event %s: %w", typ, err)
+	}
+	for _, ep := range endpoints {
+		if err := insertDelivery(ctx, tx, p.ID, ep, now); err != nil {
+			return err
+		}
+	}
+	s.nudge()
+	return nil
+}
+
+func insertDelivery(ctx context.Context, tx *sql.Tx, eventID, endpointID string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, event_id, endpoint_id, status, next_attempt_at, created_at, updated_at)
+		VALUES (?, ?, ?, 'pending', ?, ?, ?)`, newID(deliveryPrefix), eventID, endpointID, fmtTime(now), fmtTime(now), fmtTime(now))
+	if err != nil {
+		return fmt.Errorf("webhooks: insert delivery of %s: %w", eventID, err)
+	}
+	return nil
+}
+
+// matching lists the enabled endpoints that want typ for jobID: registered
+// ones and the job's per-upload ones.
+func matching(ctx context.Context, tx *sql.Tx, typ, jobID string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, event_types FROM webhook_endpoints
+		WHERE disabled_at IS NULL AND (job_id IS NULL OR job_id = ?) ORDER BY id`, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("webhooks: match endpoints: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id, types string
+		if err := rows.Scan(&id, &types); err != nil {
+			return nil, fmt.Errorf("webhooks: match endpoints: %w", err)
+		}
+		if slices.Contains(strings.Split(types, ","), typ) {
+			ids = append(ids, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("webhooks: match endpoints: %w", err)
+	}
+	return ids, nil
+}

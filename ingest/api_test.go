@@ -1,0 +1,296 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/tasks"
+)
+
+// memIdempotency is an in-memory IdempotencyStore; steal makes the next
+// Complete find its reservation taken by another request's record.
+type memIdempotency struct {
+	mu    sync.Mutex
+	recs  map[string]IdempotencyRecord
+	steal *IdempotencyRecord
+}
+
+func (m *memIdempotency) Reserve(_ context.Context, key, token string, _ time.Duration) (IdempotencyRecord, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if rec, ok := m.recs[key]; ok {
+		return rec, false, nil
+	}
+	m.recs[key] = IdempotencyRecord{Token: token}
+	return m.recs[key], true, nil
+}
+
+func (m *memIdempotency) Extend(_ context.Context, key, token string, _ time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.recs[key].Token == token, nil
+}
+
+func (m *memIdempotency) Complete(_ context.Context, key, token string, rec IdempotencyRecord, _ time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.steal != nil {
+		m.recs[key], m.steal = *m.steal, nil
+	}
+	if m.recs[key].Token != token {
+		return false, nil
+	}
+	m.recs[key] = rec
+	return true, nil
+}
+
+func (m *memIdempotency) Release(_ context.Context, key, token string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.recs[key].Token == token {
+		delete(m.recs, key)
+	}
+	return nil
+}
+
+func (m *memIdempotency) Get(_ context.Context, key string) (IdempotencyRecord, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.recs[key]
+	return rec, ok, nil
+}
+
+type fakeRemover struct{ removed []string }
+
+func (f *fakeRemover) Remove(_ context.Context, bucket, key string) error {
+	f.removed = append(f.removed, bucket+"/"+key)
+	return nil
+}
+
+func mpBody(t *testing.T, data string) (string, *bytes.Buffer) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf) // a random boundary each time
+	fw, err := mw.CreateFormFile("file", "clip.mp4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.Write([]byte(data))
+	mw.Close()
+	return mw.FormDataContentType(), &buf
+}
+
+func TestIdempotentUpload(t *testing.T) {
+	objects, idem, remover := &fakeObjects{}, &memIdempotency{recs: map[string]IdempotencyRecord{}}, &fakeRemover{}
+	s := New(Config{Objects: objects, Events: &fakeEvents{}, SourcesBucket: "src", PublicURL: "https://kiln.test",
+		Idempotency: idem, Remover: remover})
+	post := func(key, auth, contentType string, body *bytes.Buffer, query string) (*httptest.ResponseRecorder, UploadResponse) {
+		t.Helper()
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/v1/uploads"+query, body)
+		if key != "" {
+			req.Header.Set(IdempotencyHeader, key)
+		}
+		req.Header.Set("Authorization", "Bearer "+auth)
+		req.Header.Set("Content-Type", contentType)
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		var resp UploadResponse
+		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+		return rec, resp
+	}
+	code := func(rec *httptest.ResponseRecorder) string {
+		var e httpapi.ErrorBody
+		_ = json.Unmarshal(rec.Body.Bytes(), &e)
+		return e.Error.Code
+	}
+	ct, body := mpBody(t, "video-a")
+	first, a := post("k1", "key1", ct, body, "")
+	if first.Code != http.StatusAccepted || a.JobID == "" {
+		t.Fatalf("first: %d %s", first.Code, first.Body)
+	}
+	// Same file again, another multipart boundary: the same answer, nothing stored.
+	ct, body = mpBody(t, "video-a")
+	again, b := post("k1", "key1", ct, body, "")
+	if again.Code != http.StatusOK || b != a || again.Header().Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay: %d %s", again.Code, again.Body)
+	}
+	ct, body = mpBody(t, "video-b")
+	if rec, _ := post("k1", "key1", ct, body, ""); rec.Code != http.StatusConflict || code(rec) != CodeIdempotencyConflict {
+		t.Fatalf("different body: %d %s", rec.Code, rec.Body)
+	}
+	ct, body = mpBody(t, "video-a")
+	if rec, _ := post("k1", "key1", ct, body, "?preset=hd"); rec.Code != http.StatusBadRequest {
+		t.Fatalf("unknown preset: %d", rec.Code) // validated before the key
+	}
+	ct, body = mpBody(t, "video-a")
+	if rec, _ := post("k1", "key1", ct, body, "?playback_policy=signed"); rec.Code != http.StatusConflict {
+		t.Fatalf("different policy: %d %s", rec.Code, rec.Body)
+	}
+	// Another API key has its own keys.
+	ct, body = mpBody(t, "video-b")
+	if rec, c := post("k1", "key2", ct, body, ""); rec.Code != http.StatusAccepted || c.JobID == a.JobID {
+		t.Fatalf("other API key: %d %s", rec.Code, rec.Body)
+	}
+	if len(objects.puts) != 2 {
+		t.Fatalf("%d objects stored, want 2", len(objects.puts))
+	}
+	for _, k := range []string{strings.Repeat("k", MaxIdempotencyKey+1), "tab\there", "é"} {
+		if rec, _ := post(k, "key1", "video/mp4", bytes.NewBufferString("x"), ""); rec.Code != http.StatusBadRequest || code(rec) != httpapi.CodeBadRequest {
+			t.Errorf("key %q: %d %s", k, rec.Code, rec.Body)
+		}
+	}
+	if rec, _ := post(strings.Repeat("k", MaxIdempotencyKey), "key1", "video/mp4", bytes.NewBufferString("x"), ""); rec.Code != http.StatusAccepted {
+		t.Errorf("longest key: %d %s", rec.Code, rec.Body)
+	}
+	// In progress: 409 without reading or storing.
+	idem.recs[scopedIdempotencyKey("Bearer key1", "busy")] = IdempotencyRecord{Token: "other"}
+	if rec, _ := post("busy", "key1", "video/mp4", bytes.NewBufferString("x"), ""); rec.Code != http.StatusConflict {
+		t.Errorf("in progress: %d", rec.Code)
+	}
+	// A reservation lost to a different request: the stored object goes.
+	n := len(objects.puts)
+	idem.steal = &IdempotencyRecord{Hash: "other", Status: 202, Response: []byte(`{}`)}
+	if rec, _ := post("lost", "key1", "video/mp4", bytes.NewBufferString("x"), ""); rec.Code != http.StatusConflict || code(rec) != CodeIdempotencyConflict {
+		t.Errorf("lost reservation: %d %s", rec.Code, rec.Body)
+	}
+	if len(objects.puts) != n+1 || len(remover.removed) != 1 || remover.removed[0] != "src/"+objects.puts[n].Key {
+		t.Errorf("removed %v", remover.removed)
+	}
+	// A failed upload releases its key.
+	objects.err = context.DeadlineExceeded
+	if rec, _ := post("retryable", "key1", "video/mp4", bytes.NewBufferString("x"), ""); rec.Code != http.StatusBadGateway {
+		t.Errorf("failing store: %d", rec.Code)
+	}
+	objects.err = nil
+	if rec, _ := post("retryable", "key1", "video/mp4", bytes.NewBufferString("x"), ""); rec.Code != http.StatusAccepted {
+		t.Errorf("after a failed upload: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestRedisIdempotency runs the store against the Redis of `go tool task test`.
+func TestRedisIdempotency(t *testing.T) {
+	addr := os.Getenv("KILN_TEST_REDIS_ADDR")
+	if addr == "" {
+		t.Skip("KILN_TEST_REDIS_ADDR not set")
+	}
+	c := tasks.NewRedisClient(asynq.RedisClientOpt{Addr: addr})
+	defer c.Close()
+	s := &RedisIdempotency{Redis: c}
+	ctx, key := t.Context(), "test-"+newToken()
+	if _, ok, err := s.Reserve(ctx, key, "t1", time.Minute); !ok || err != nil {
+		t.Fatalf("reserve: %v %v", ok, err)
+	}
+	if rec, ok, err := s.Reserve(ctx, key, "t2", time.Minute); ok || err != nil || rec.Token != "t1" {
+		t.Fatalf("second reserve: %+v %v %v", rec, ok, err)
+	}
+	if ok, err := s.Extend(ctx, key, "t2", time.Minute); ok || err != nil {
+		t.Fatalf("extend by another: %v %v", ok, err)
+	}
+	if ok, err := s.Complete(ctx, key, "t1", IdempotencyRecord{Hash: "h", Status: 202, Response: []byte(`{"a":1}`)}, time.Minute); !ok || err != nil {
+		t.Fatalf("complete: %v %v", ok, err)
+	}
+	if rec, ok, err := s.Reserve(ctx, key, "t3", time.Minute); ok || err != nil || rec.Hash != "h" || string(rec.Response) != `{"a":1}` {
+		t.Fatalf("reserve done key: %+v %v %v", rec, ok, err)
+	}
+	if err := s.Release(ctx, key, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Get(ctx, key); !ok {
+		t.Fatal("release removed a completed record")
+	}
+	c.Del(ctx, redisIdemKey(key))
+}
+
+type fakePresigner struct {
+	bucket, key string
+	headers     http.Header
+}
+
+func (f *fakePresigner) PresignPut(_ context.Context, bucket, key string, ttl time.Duration, h http.Header) (*url.URL, error) {
+	f.bucket, f.key, f.headers = bucket, key, h
+	return url.Parse("https://s3.test/" + bucket + "/" + key + "?X-Amz-Signature=x")
+}
+
+func TestDirectUpload(t *testing.T) {
+	pre := &fakePresigner{}
+	s := New(Config{Objects: &fakeObjects{}, Events: &fakeEvents{}, SourcesBucket: "src", PublicURL: "https://kiln.test",
+		MaxUploadBytes: 1000, Presets: []string{"default", "hd"}, Presigner: pre})
+	tests := []struct {
+		name, body, contentType string
+		status                  int
+		code                    string
+	}{
+		{"ok", `{"filename":"my clip.mp4","size":1000,"preset":"hd","playback_policy":"signed"}`, "application/json", 201, ""},
+		{"defaults", `{"size":1}`, "application/json; charset=utf-8", 201, ""},
+		{"too large", `{"size":1001}`, "application/json", 413, CodeTooLarge},
+		{"no size", `{"filename":"a.mp4"}`, "application/json", 400, httpapi.CodeBadRequest},
+		{"zero size", `{"size":0}`, "application/json", 400, httpapi.CodeBadRequest},
+		{"unknown field", `{"size":1,"sise":2}`, "application/json", 400, httpapi.CodeBadRequest},
+		{"not JSON", `size=1`, "application/json", 400, httpapi.CodeBadRequest},
+		{"two objects", `{"size":1}{}`, "application/json", 400, httpapi.CodeBadRequest},
+		{"wrong content type", `{"size":1}`, "text/plain", 415, CodeUnsupportedMediaType},
+		{"no content type", `{"size":1}`, "", 415, CodeUnsupportedMediaType},
+		{"bad preset", `{"size":1,"preset":"4k"}`, "application/json", 400, CodeInvalidPreset},
+		{"bad policy", `{"size":1,"playback_policy":"private"}`, "application/json", 400, CodeInvalidPolicy},
+		{"body over 1 MiB", `{"filename":"` + strings.Repeat("a", maxJSONBody) + `","size":1}`, "application/json", 413, CodeTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			*pre = fakePresigner{}
+			req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/v1/direct-uploads", strings.NewReader(tt.body))
+			if tt.contentType != "" {
+				req.Header.Set("Content-Type", tt.contentType)
+			}
+			rec := httptest.NewRecorder()
+			s.Handler().ServeHTTP(rec, req)
+			if rec.Code != tt.status {
+				t.Fatalf("%d %s, want %d", rec.Code, rec.Body, tt.status)
+			}
+			if tt.code != "" {
+				var e httpapi.ErrorBody
+				if json.Unmarshal(rec.Body.Bytes(), &e); e.Error.Code != tt.code {
+					t.Fatalf("code %q, want %q", e.Error.Code, tt.code)
+				}
+				if pre.key != "" {
+					t.Fatal("presigned despite the error")
+				}
+				return
+			}
+			var resp DirectUploadResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+				t.Fatal(err)
+			}
+			if resp.Method != "PUT" || resp.Key != pre.key || pre.bucket != "src" || !strings.HasPrefix(resp.Key, "uploads/") ||
+				!strings.HasPrefix(resp.UploadURL, "https://s3.test/src/uploads/") || time.Until(resp.ExpiresAt) < 59*time.Minute ||
+				resp.JobLookupURL != "https://kiln.test/v1/jobs?source_key="+url.QueryEscape(resp.Key) {
+				t.Fatalf("response %+v", resp)
+			}
+			for k, v := range resp.Headers {
+				if pre.headers.Get(k) != v {
+					t.Errorf("header %s: returned %q, signed %q", k, v, pre.headers.Get(k))
+				}
+			}
+			if len(resp.Headers) != len(pre.headers) || resp.Headers["Content-Length"] == "" ||
+				resp.Headers["X-Amz-Meta-Kiln-Preset"] == "" || resp.Headers["X-Amz-Meta-Kiln-Playback-Policy"] == "" {
+				t.Errorf("headers %v", resp.Headers)
+			}
+			if tt.name == "ok" && (!strings.HasSuffix(resp.Key, "/my_clip.mp4") || resp.Headers["Content-Length"] != "1000" ||
+				resp.Headers["X-Amz-Meta-Kiln-Preset"] != "hd" || resp.Headers["X-Amz-Meta-Kiln-Playback-Policy"] != "signed") {
+				t.Errorf("ok: %+v", resp)
+			}
+		})
+	}
+}

@@ -1,0 +1,138 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/internal/httpapi"
+)
+
+// Direct uploads: the client PUTs the file straight to the sources bucket
+// with a presigned URL; the bucket notification starts the job as for any
+// object. The preset and playback policy travel as the object's user
+// metadata, and the size as Content-Length: all three are signed into the
+// URL, so the client must send exactly the returned headers.
+const (
+	// DirectUploadTTL is the lifetime of a direct-upload URL.
+	DirectUploadTTL = time.Hour
+	// maxJSONBody bounds JSON request bodies.
+	maxJSONBody = 1 << 20
+)
+
+// Codes of JSON request bodies.
+const (
+	CodeUnsupportedMediaType = "unsupported_media_type"
+)
+
+// DirectUploadRequest is the body of POST /v1/direct-uploads.
+type DirectUploadRequest struct {
+	Filename       string `json:"filename"`
+	Size           *int64 `json:"size"`
+	Preset         string `json:"preset"`
+	PlaybackPolicy string `json:"playback_policy"`
+}
+
+// DirectUploadResponse is the answer to POST /v1/direct-uploads.
+type DirectUploadResponse struct {
+	UploadURL string            `json:"upload_url"`
+	Method    string            `json:"method"`
+	Headers   map[string]string `json:"headers"`
+	Key       string            `json:"key"`
+	ExpiresAt time.Time         `json:"expires_at"`
+	// JobLookupURL lists the object's job once it has landed (the job id
+	// derives from the object's ETag, unknown until then).
+	JobLookupURL string `json:"job_lookup_url"`
+}
+
+func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		httpapi.WriteError(w, http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "the body must be application/json")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	if err != nil {
+		if tooLarge(err) {
+			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("the body exceeds %d bytes", maxJSONBody))
+			return
+		}
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "unreadable body")
+		return
+	}
+	var req DirectUploadRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: "+err.Error())
+		return
+	}
+	if dec.More() {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: one JSON object expected")
+		return
+	}
+	switch {
+	case req.Size == nil || *req.Size < 1:
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "size (bytes, at least 1) is required")
+		return
+	case *req.Size > s.cfg.MaxUploadBytes:
+		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "size exceeds "+strconv.FormatInt(s.cfg.MaxUploadBytes, 10)+" bytes")
+		return
+	case len(req.Filename) > 1024:
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "filename is too long")
+		return
+	}
+	if req.Preset == "" {
+		req.Preset = "default"
+	}
+	if !slices.Contains(s.cfg.Presets, req.Preset) {
+		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPreset, "unknown preset "+strconv.Quote(req.Preset))
+		return
+	}
+	if req.PlaybackPolicy == "" {
+		req.PlaybackPolicy = PolicyPublic
+	}
+	if req.PlaybackPolicy != PolicyPublic && req.PlaybackPolicy != PolicySigned {
+		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPolicy, `playback_policy must be "public" or "signed"`)
+		return
+	}
+	if s.cfg.Presigner == nil {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "direct uploads are not supported by this server")
+		return
+	}
+	key := "uploads/" + randomID() + "/" + cleanName(req.Filename)
+	headers := map[string]string{
+		"Content-Length":              strconv.FormatInt(*req.Size, 10),
+		"X-Amz-Meta-" + PresetMetaKey: req.Preset,
+		"X-Amz-Meta-" + PolicyMetaKey: req.PlaybackPolicy,
+	}
+	signed := http.Header{}
+	for k, v := range headers {
+		signed.Set(k, v)
+	}
+	expires := time.Now().Add(DirectUploadTTL).UTC().Truncate(time.Second)
+	u, err := s.cfg.Presigner.PresignPut(r.Context(), s.cfg.SourcesBucket, key, DirectUploadTTL, signed)
+	if err != nil {
+		if errors.Is(err, r.Context().Err()) {
+			return
+		}
+		s.log.Error("presign direct upload", zap.String("key", key), zap.Error(err))
+		httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "presigning the upload failed; retry")
+		return
+	}
+	s.log.Info("direct upload presigned", zap.String("key", key), zap.Int64("bytes", *req.Size))
+	w.Header().Set("Cache-Control", "no-store")
+	httpapi.WriteJSON(w, http.StatusCreated, DirectUploadResponse{
+		UploadURL: u.String(), Method: http.MethodPut, Headers: headers, Key: key, ExpiresAt: expires,
+		JobLookupURL: s.cfg.PublicURL + "/v1/jobs?source_key=" + url.QueryEscape(key),
+	})
+}

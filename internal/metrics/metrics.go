@@ -1,0 +1,57 @@
+// Package metrics serves kiln's Prometheus metrics: the depth of every
+// stage queue, which is the autoscaling signal for workers (KEDA's
+// prometheus scaler, or its redis scaler on the same lists).
+package metrics
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/hibiken/asynq"
+)
+
+// Queues reads queue statistics (asynq's Inspector).
+type Queues interface {
+	GetQueueInfo(queue string) (*asynq.QueueInfo, error)
+}
+
+var _ Queues = (*asynq.Inspector)(nil)
+
+// Handler serves the Prometheus text exposition of the given queues.
+// Written by hand: a handful of gauges do not justify the Prometheus client
+// library's dependency tree.
+func Handler(q Queues, queues []string) http.Handler {
+	sort.Strings(queues)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b strings.Builder
+		gauges := []struct {
+			name, help string
+			get        func(*asynq.QueueInfo) int
+		}{
+			{"kiln_queue_pending_tasks", "Tasks waiting to run, per stage queue.", func(i *asynq.QueueInfo) int { return i.Pending }},
+			{"kiln_queue_active_tasks", "Tasks running now, per stage queue.", func(i *asynq.QueueInfo) int { return i.Active }},
+			{"kiln_queue_scheduled_tasks", "Tasks scheduled for later, per stage queue.", func(i *asynq.QueueInfo) int { return i.Scheduled }},
+			{"kiln_queue_retry_tasks", "Tasks waiting to be retried, per stage queue.", func(i *asynq.QueueInfo) int { return i.Retry }},
+			{"kiln_queue_archived_tasks", "Tasks that failed for good (dead letter), per stage queue.", func(i *asynq.QueueInfo) int { return i.Archived }},
+			{"kiln_queue_latency_seconds", "Age of the oldest pending task, per stage queue.", func(i *asynq.QueueInfo) int { return int(i.Latency.Seconds()) }},
+		}
+		infos := map[string]*asynq.QueueInfo{}
+		for _, name := range queues {
+			info, err := q.GetQueueInfo(name)
+			if err != nil {
+				info = &asynq.QueueInfo{} // a queue that has never had a task does not exist yet
+			}
+			infos[name] = info
+		}
+		for _, g := range gauges {
+			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", g.name, g.help, g.name)
+			for _, name := range queues {
+				fmt.Fprintf(&b, "%s{queue=%q} %d\n", g.name, name, g.get(infos[name]))
+			}
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_, _ = w.Write([]byte(b.String()))
+	})
+}

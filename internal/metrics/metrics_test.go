@@ -1,0 +1,42 @@
+package metrics
+
+import (
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+type fakeQueues map[string]*asynq.QueueInfo
+
+func (f fakeQueues) GetQueueInfo(q string) (*asynq.QueueInfo, error) {
+	if i, ok := f[q]; ok {
+		return i, nil
+	}
+	return nil, errors.New("queue not found")
+}
+
+func TestHandler(t *testing.T) {
+	q := fakeQueues{"transcode": {Pending: 7, Active: 2, Retry: 1, Latency: 90 * time.Second}}
+	rec := httptest.NewRecorder()
+	Handler(q, []string{"transcode", "probe"}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		"# TYPE kiln_queue_pending_tasks gauge",
+		`kiln_queue_pending_tasks{queue="transcode"} 7`,
+		`kiln_queue_active_tasks{queue="transcode"} 2`,
+		`kiln_queue_retry_tasks{queue="transcode"} 1`,
+		`kiln_queue_latency_seconds{queue="transcode"} 90`,
+		`kiln_queue_pending_tasks{queue="probe"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %q in\n%s", want, body)
+		}
+	}
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("content type %q", ct)
+	}
+}

@@ -240,3 +240,23 @@ func TestContainerfile(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEDocumentsEveryVariable keeps the README's configuration table
+// true: every KILN_* variable the binary reads is in it.
+func TestREADMEDocumentsEveryVariable(t *testing.T) {
+	code, readme := knownVars(t)
+	seen := map[string]bool{}
+	for _, m := range regexp.MustCompile(`"(KILN_[A-Z0-9_]+)"`).FindAllStringSubmatch(code, -1) {
+		name := m[1]
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if !strings.Contains(readme, "`"+name+"`") {
+			t.Errorf("%s is read by cmd/kiln but not documented in the README", name)
+		}
+	}
+	if len(seen) < 20 {
+		t.Fatalf("found only %d variables in cmd/kiln: the scan is broken", len(seen))
+	}
+}

@@ -167,6 +167,9 @@ func (h *Handler) packageRung(ctx context.Context, p *kilnv1.PackageTask, r *kil
 	if err != nil {
 		return nil, tasks.Permanent("internal", "cannot describe the encoded streams", err)
 	}
+	if init, err := os.ReadFile(filepath.Join(dir, "init.mp4")); err == nil {
+		codecs = PreferAVCC(codecs, init)
+	}
 	stats, err := MeasurePlaylist(filepath.Join(dir, "index.m3u8"))
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", r.Name, err)

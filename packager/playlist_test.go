@@ -367,3 +367,28 @@ func TestHLSArgs(t *testing.T) {
 		t.Fatalf("segment seconds not passed: %q", got)
 	}
 }
+
+func TestPreferAVCC(t *testing.T) {
+	box := func(profile, compat, level byte) []byte {
+		return append([]byte("\x00\x00\x00\x2fstsd....avcC\x01"), profile, compat, level, 0xff)
+	}
+	tests := []struct {
+		name, codecs string
+		init         []byte
+		want         string
+	}{
+		{"constrained baseline from x264", "avc1.42e01e,mp4a.40.2", box(0x42, 0xc0, 0x1e), "avc1.42c01e,mp4a.40.2"},
+		{"high unchanged", "avc1.64001f,mp4a.40.2", box(0x64, 0x00, 0x1f), "avc1.64001f,mp4a.40.2"},
+		{"video only", "avc1.4d001f", box(0x4d, 0x40, 0x1f), "avc1.4d401f"},
+		{"no avcC", "avc1.64001f,mp4a.40.2", []byte("ftypiso5"), "avc1.64001f,mp4a.40.2"},
+		{"truncated box", "avc1.64001f", []byte("avcC\x01\x64"), "avc1.64001f"},
+		{"audio only", "mp4a.40.2", []byte("mp4a"), "mp4a.40.2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := PreferAVCC(tt.codecs, tt.init); got != tt.want {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -32,6 +32,8 @@ type Limits struct {
 	MaxDuration time.Duration
 	// MaxStreams in the container; default 32.
 	MaxStreams int
+	// MaxTaskDisk bounds the temp disk one transcode may use; default 50 GiB.
+	MaxTaskDisk int64
 }
 
 func (l Limits) withDefaults() Limits {
@@ -52,6 +54,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxStreams == 0 {
 		l.MaxStreams = 32
+	}
+	if l.MaxTaskDisk == 0 {
+		l.MaxTaskDisk = 50 << 30
 	}
 	return l
 }

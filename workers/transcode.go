@@ -123,6 +123,9 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("transcode: temp dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	if err := checkDisk(dir, EncodedBytes(p.Plan, p.GetMedia().GetDurationSeconds()), h.cfg.Limits.withDefaults().MaxTaskDisk); err != nil {
+		return err
+	}
 
 	args := TranscodeArgs(src.String(), p.Plan, dir, EncodeOptions{X264Preset: h.cfg.X264Preset, Threads: h.cfg.Threads})
 	started := time.Now()

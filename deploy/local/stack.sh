@@ -531,9 +531,13 @@ cmd_up() {
 
 ${C_B}kiln is up${C_0}   (data: .data/up, logs: .data/up/logs)
 API            $API_URL
+web UI         $API_URL/ui/   (upload, progress, player)
 API key        $API_KEY
 MinIO console  $CONSOLE_URL   (user $S3_ACCESS_KEY, password $S3_SECRET_KEY; S3 API http://$S3_ENDPOINT)
 upload         curl -H "Authorization: Bearer $API_KEY" -F file=@video.mp4 $API_URL/v1/uploads
+               or: .tools/bin/kiln upload video.mp4 --wait --api-url $API_URL --api-key $API_KEY
+playback       $API_URL/v1/play/<asset_id>/master.m3u8   (HLS; …/download.mp4 for the MP4;
+               every URL is in GET $API_URL/v1/assets/<asset_id>)
 
 Press Ctrl-C to stop.
 EOF

@@ -1,14 +1,12 @@
 package catalog
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -29,11 +27,6 @@ const (
 	// CodeConflict (409): the job's state does not allow the operation
 	// (cancel a finished job, retry a running one, delete a running one).
 	CodeConflict = "conflict"
-	// CodeTooLarge (413): a JSON body over MaxJSONBody.
-	CodeTooLarge = "too_large"
-	// CodeUnsupportedMediaType (415): a JSON endpoint got a body that is
-	// not application/json.
-	CodeUnsupportedMediaType = "unsupported_media_type"
 	// CodeNotConfigured (503): the catalog runs without the dependency the
 	// operation needs (canceler, retrier, object removal).
 	CodeNotConfigured = "not_configured"
@@ -68,51 +61,6 @@ var (
 	_ JobRetrier    = (*tasks.Retrier)(nil)
 	_ ObjectRemover = (*objstore.Client)(nil)
 )
-
-// decodeJSON reads the JSON object body of r into v. An empty body is
-// accepted when !required (v stays as is). It answers the request itself and
-// returns false on: a body that is not application/json (415), over
-// MaxJSONBody (413), not one JSON object or with unknown fields (400).
-func decodeJSON(w http.ResponseWriter, r *http.Request, v any, required bool) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxJSONBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("the body exceeds %d bytes", MaxJSONBody))
-			return false
-		}
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "unreadable body")
-		return false
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		if required {
-			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "a JSON body is required")
-			return false
-		}
-		return true
-	}
-	if !isJSON(r.Header.Get("Content-Type")) {
-		httpapi.WriteError(w, http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "the body must be application/json")
-		return false
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: "+err.Error())
-		return false
-	}
-	if dec.More() {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: one JSON object expected")
-		return false
-	}
-	return true
-}
-
-// isJSON reports whether a Content-Type is application/json (any params).
-func isJSON(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && mt == "application/json"
-}
 
 // listJobsJSON is the body of GET /v1/jobs.
 type listJobsJSON struct {
@@ -256,7 +204,7 @@ func (s *Service) reload(ctx context.Context, j *Job) *Job {
 // already ended.
 func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request) {
 	var none struct{}
-	if !decodeJSON(w, r, &none, false) {
+	if !httpapi.DecodeJSON(w, r, &none, MaxJSONBody, false) {
 		return
 	}
 	j, ok := s.jobOf(w, r)
@@ -283,7 +231,7 @@ func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request) {
 // a new attempt starts from the probe; 202 with the job, now queued.
 func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 	var none struct{}
-	if !decodeJSON(w, r, &none, false) {
+	if !httpapi.DecodeJSON(w, r, &none, MaxJSONBody, false) {
 		return
 	}
 	j, ok := s.jobOf(w, r)

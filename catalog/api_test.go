@@ -328,10 +328,10 @@ func TestBadInput(t *testing.T) {
 		{"unknown job", "POST", "/v1/jobs/" + unknown + "/cancel", "", "", 404, httpapi.CodeNotFound},
 		{"unknown field", "POST", "/v1/jobs/" + id + "/cancel", `{"force":true}`, "application/json", 400, httpapi.CodeBadRequest},
 		{"not JSON", "POST", "/v1/jobs/" + id + "/cancel", `force`, "application/json", 400, httpapi.CodeBadRequest},
-		{"wrong content type", "POST", "/v1/jobs/" + id + "/retry", `{}`, "text/plain", 415, CodeUnsupportedMediaType},
-		{"no content type", "POST", "/v1/jobs/" + id + "/cancel", `{}`, "", 415, CodeUnsupportedMediaType},
-		{"token wrong content type", "POST", "/v1/assets/" + asset + "/playback-token", `{"ttl_seconds":5}`, "application/x-www-form-urlencoded", 415, CodeUnsupportedMediaType},
-		{"over 1 MiB", "POST", "/v1/jobs/" + id + "/cancel", big, "application/json", 413, CodeTooLarge},
+		{"wrong content type", "POST", "/v1/jobs/" + id + "/retry", `{}`, "text/plain", 415, httpapi.CodeUnsupportedMediaType},
+		{"no content type", "POST", "/v1/jobs/" + id + "/cancel", `{}`, "", 415, httpapi.CodeUnsupportedMediaType},
+		{"token wrong content type", "POST", "/v1/assets/" + asset + "/playback-token", `{"ttl_seconds":5}`, "application/x-www-form-urlencoded", 415, httpapi.CodeUnsupportedMediaType},
+		{"over 1 MiB", "POST", "/v1/jobs/" + id + "/cancel", big, "application/json", 413, httpapi.CodeTooLarge},
 		{"no key", "GET", "/v1/jobs", "", "", 401, httpapi.CodeUnauthorized},
 	}
 	for _, tt := range tests {

@@ -426,7 +426,7 @@ func TestPlaybackTokenEndpoint(t *testing.T) {
 		{name: "unknown field", asset: f.signed, key: testKey, body: `{"ttl": 60}`, status: 400, code: httpapi.CodeBadRequest},
 		{name: "not JSON", asset: f.signed, key: testKey, body: `ttl=60`, status: 400, code: httpapi.CodeBadRequest},
 		{name: "two objects", asset: f.signed, key: testKey, body: `{} {}`, status: 400, code: httpapi.CodeBadRequest},
-		{name: "too large", asset: f.signed, key: testKey, body: `{"ttl_seconds": 60` + strings.Repeat(" ", 8<<10) + `}`, status: 400, code: httpapi.CodeBadRequest},
+		{name: "too large", asset: f.signed, key: testKey, body: `{"ttl_seconds": 60` + strings.Repeat(" ", 8<<10) + `}`, status: 413, code: httpapi.CodeTooLarge},
 		{name: "unknown asset", asset: unknown, key: testKey, status: 404, code: httpapi.CodeNotFound},
 		{name: "malformed asset id", asset: "ast_x", key: testKey, status: 400, code: httpapi.CodeInvalidID},
 		{name: "public asset", asset: f.public, key: testKey, status: 200, ttl: time.Hour},

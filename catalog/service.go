@@ -475,38 +475,20 @@ type tokenJSON struct {
 // body {"ttl_seconds": N}, N from 1 to MaxTokenTTL; default Config.TokenTTL.
 // Public assets ignore tokens, so their URLs work with or without one.
 func (s *Service) mintToken(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxTokenRequest))
-	if err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "request body too large or unreadable")
+	var req struct {
+		TTLSeconds *int64 `json:"ttl_seconds"`
+	}
+	if !httpapi.DecodeJSON(w, r, &req, maxTokenRequest, false) {
 		return
 	}
 	ttl := s.tokenTTL
-	if len(bytes.TrimSpace(body)) > 0 && !isJSON(r.Header.Get("Content-Type")) {
-		httpapi.WriteError(w, http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "the body must be application/json")
-		return
-	}
-	if len(bytes.TrimSpace(body)) > 0 {
-		var req struct {
-			TTLSeconds *int64 `json:"ttl_seconds"`
-		}
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: "+err.Error())
+	if n := req.TTLSeconds; n != nil {
+		if *n < 1 || *n > int64(MaxTokenTTL/time.Second) {
+			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest,
+				fmt.Sprintf("ttl_seconds must be from 1 to %d", int64(MaxTokenTTL/time.Second)))
 			return
 		}
-		if dec.More() {
-			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: one JSON object expected")
-			return
-		}
-		if n := req.TTLSeconds; n != nil {
-			if *n < 1 || *n > int64(MaxTokenTTL/time.Second) {
-				httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest,
-					fmt.Sprintf("ttl_seconds must be from 1 to %d", int64(MaxTokenTTL/time.Second)))
-				return
-			}
-			ttl = time.Duration(*n) * time.Second
-		}
+		ttl = time.Duration(*n) * time.Second
 	}
 	a, ok := s.asset(w, r)
 	if !ok {

@@ -1,12 +1,7 @@
 package ingest
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -30,11 +25,6 @@ const (
 	maxJSONBody = 1 << 20
 )
 
-// Codes of JSON request bodies.
-const (
-	CodeUnsupportedMediaType = "unsupported_media_type"
-)
-
 // DirectUploadRequest is the body of POST /v1/direct-uploads.
 type DirectUploadRequest struct {
 	Filename       string `json:"filename"`
@@ -56,28 +46,8 @@ type DirectUploadResponse struct {
 }
 
 func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		httpapi.WriteError(w, http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "the body must be application/json")
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
-	if err != nil {
-		if tooLarge(err) {
-			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("the body exceeds %d bytes", maxJSONBody))
-			return
-		}
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "unreadable body")
-		return
-	}
 	var req DirectUploadRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: "+err.Error())
-		return
-	}
-	if dec.More() {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: one JSON object expected")
+	if !httpapi.DecodeJSON(w, r, &req, maxJSONBody, true) {
 		return
 	}
 	switch {

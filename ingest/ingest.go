@@ -158,7 +158,7 @@ func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 		preset = "default"
 	}
 	log := s.log.With(zap.String("job_id", jobID), zap.String("bucket", o.Bucket), zap.String("key", o.Key), zap.String("origin", ev.Origin))
-	queued := tasks.Event(jobID, assetID, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
+	queued := tasks.Event(jobID, assetID, 1, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
 	policy := ev.GetPlaybackPolicy()
 	if policy != PolicySigned {
 		policy = PolicyPublic
@@ -171,7 +171,7 @@ func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 		return err
 	}
 	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: preset}
-	if err := tasks.Enqueue(ctx, s.cfg.Queue, tasks.TypeProbe, tasks.QueueProbe, jobID, probe, 2*time.Minute); err != nil {
+	if err := tasks.Enqueue(ctx, s.cfg.Queue, tasks.TypeProbe, tasks.QueueProbe, jobID, 1, probe, 2*time.Minute); err != nil {
 		return err
 	}
 	log.Info("job queued")

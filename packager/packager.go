@@ -87,7 +87,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "package"))
-	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.EventAttempt(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PACKAGING, "packaging")); err != nil {
+	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PACKAGING, "packaging")); err != nil {
 		return err
 	}
 	work, err := os.MkdirTemp(h.cfg.WorkDir, "package-"+p.JobId+"-")
@@ -126,7 +126,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 	if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, masterKey, master, ContentTypeHLS); err != nil {
 		return err
 	}
-	ev := tasks.EventAttempt(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
+	ev := tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
 	ev.Media, ev.Plan = p.Media, p.Plan
 	ev.Outputs = &kilnv1.AssetOutputs{
 		Bucket:          h.cfg.OutputsBucket,

@@ -81,7 +81,7 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "probe"))
-	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.EventAttempt(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PROBING, "probing")); err != nil {
+	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PROBING, "probing")); err != nil {
 		return err
 	}
 	preset, ok := h.cfg.Presets[p.GetPreset()]
@@ -128,13 +128,13 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
-	return tasks.EnqueueAttempt(ctx, h.cfg.Queue, tasks.TypeTranscode, tasks.QueueTranscode, p.JobId, p.Attempt, next, TranscodeTimeout(media))
+	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypeTranscode, tasks.QueueTranscode, p.JobId, p.Attempt, next, TranscodeTimeout(media))
 }
 
 // publishMedia records what the probe found (and planned) on the job, also
 // for a source about to be refused, so the failure can be understood.
 func (h *Handlers) publishMedia(ctx context.Context, p *kilnv1.ProbeTask, media *kilnv1.MediaInfo, plan *kilnv1.Plan, log *zap.Logger) error {
-	ev := tasks.EventAttempt(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PROBING, "probed")
+	ev := tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PROBING, "probed")
 	ev.Media, ev.Plan = media, plan
 	err := h.cfg.Events.PublishJobEvent(ctx, ev)
 	if err != nil {

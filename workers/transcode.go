@@ -111,7 +111,7 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "transcode"))
-	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.EventAttempt(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, "transcoding")); err != nil {
+	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, "transcoding")); err != nil {
 		return err
 	}
 	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
@@ -144,7 +144,7 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 			return err
 		}
-		return tasks.EnqueueAttempt(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, p.Attempt, next, 15*time.Minute)
+		return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, p.Attempt, next, 15*time.Minute)
 	}
 	for _, r := range p.Plan.Rungs {
 		key := tasks.RenditionMP4Key(p.AssetId, r.Name)
@@ -160,7 +160,7 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
-	return tasks.EnqueueAttempt(ctx, h.cfg.Queue, tasks.TypeThumbnail, tasks.QueueThumbnail, p.JobId, p.Attempt, next, 5*time.Minute)
+	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypeThumbnail, tasks.QueueThumbnail, p.JobId, p.Attempt, next, 5*time.Minute)
 }
 
 // progressReporter publishes transcode progress at most once a second.
@@ -173,7 +173,7 @@ func (h *Handlers) progressReporter(ctx context.Context, p *kilnv1.TranscodeTask
 		}
 		last = time.Now()
 		frac := min(0.99, max(0, pr.OutTime.Seconds()/duration))
-		ev := tasks.EventAttempt(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, fmt.Sprintf("transcoding.%02d", int(frac*100)))
+		ev := tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, fmt.Sprintf("transcoding.%02d", int(frac*100)))
 		ev.Progress = frac
 		if err := h.cfg.Events.PublishJobEvent(ctx, ev); err != nil {
 			log.Warn("publish progress", zap.Error(err))

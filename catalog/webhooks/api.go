@@ -1,13 +1,10 @@
 package webhooks
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -81,36 +78,13 @@ type attemptJSON struct {
 	At         time.Time `json:"at"`
 }
 
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequest))
-	if err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "request body too large or unreadable")
-		return false
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "a JSON body is required")
-		return false
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: "+err.Error())
-		return false
-	}
-	if dec.More() {
-		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "body: one JSON object expected")
-		return false
-	}
-	return true
-}
-
 func (s *Service) create(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		URL        string    `json:"url"`
 		Secret     *string   `json:"secret"`
 		EventTypes *[]string `json:"event_types"`
 	}
-	if !decodeBody(w, r, &req) {
+	if !httpapi.DecodeJSON(w, r, &req, maxRequest, true) {
 		return
 	}
 	if err := validURL(req.URL); err != nil {

@@ -121,6 +121,9 @@ func (f *fixture) call(t *testing.T, method, path, body string, v any) int {
 	t.Helper()
 	req := httptest.NewRequestWithContext(t.Context(), method, path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+testKey)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	rec := httptest.NewRecorder()
 	f.api.ServeHTTP(rec, req)
 	if v != nil && rec.Body.Len() > 0 {

@@ -31,8 +31,11 @@ func TaskID(typ, jobID string, attempt int32) string {
 	return typ + ":" + jobID
 }
 
-// EnqueueAttempt is Enqueue for one attempt of the job (TaskID above).
-func EnqueueAttempt(ctx context.Context, q Enqueuer, typ, queue, jobID string, attempt int32, payload proto.Message, timeout time.Duration) error {
+// Enqueue enqueues a stage task of one attempt of a job with a TaskID
+// derived from the stage, job and attempt (TaskID above), so repeated
+// enqueues collapse into one while a retried job gets fresh tasks. A
+// duplicate is not an error.
+func Enqueue(ctx context.Context, q Enqueuer, typ, queue, jobID string, attempt int32, payload proto.Message, timeout time.Duration) error {
 	data, err := proto.Marshal(payload)
 	if err != nil {
 		return fmt.Errorf("tasks: marshal %s: %w", typ, err)
@@ -53,9 +56,9 @@ func EnqueueAttempt(ctx context.Context, q Enqueuer, typ, queue, jobID string, a
 	return nil
 }
 
-// EventAttempt is Event for one attempt of the job: the event carries the
+// Event builds a job event of one attempt of the job: the event carries the
 // attempt, and its id is distinct per attempt.
-func EventAttempt(jobID, assetID string, attempt int32, state kilnv1.JobState, fact string) *kilnv1.JobEvent {
+func Event(jobID, assetID string, attempt int32, state kilnv1.JobState, fact string) *kilnv1.JobEvent {
 	a := normAttempt(attempt)
 	id := jobID + "." + fact
 	if a > 1 {

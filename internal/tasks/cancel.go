@@ -136,7 +136,7 @@ func (c *Canceler) Cancel(ctx context.Context, jobID, assetID string) error {
 			return fmt.Errorf("tasks: cancel %s: %w", id, err)
 		}
 	}
-	ev := EventAttempt(jobID, assetID, attempt, kilnv1.JobState_JOB_STATE_CANCELED, "canceled")
+	ev := Event(jobID, assetID, attempt, kilnv1.JobState_JOB_STATE_CANCELED, "canceled")
 	ev.Error = &kilnv1.JobError{Code: "canceled", Message: "the job was canceled"}
 	if err := c.Events.PublishJobEvent(ctx, ev); err != nil {
 		return err

@@ -49,7 +49,7 @@ func (h *FailureHandler) HandleError(ctx context.Context, task *asynq.Task, err 
 	case errors.Is(err, context.DeadlineExceeded):
 		code, msg = "timeout", "processing took longer than its time limit"
 	}
-	ev := EventAttempt(jobID, assetID, Attempt(task), kilnv1.JobState_JOB_STATE_FAILED, "failed")
+	ev := Event(jobID, assetID, Attempt(task), kilnv1.JobState_JOB_STATE_FAILED, "failed")
 	ev.Error = &kilnv1.JobError{Code: code, Message: msg}
 	// The task context may be done (timeout); publishing the failure must
 	// still happen, bounded by its own deadline.

@@ -32,10 +32,10 @@ func (r *Retrier) Retry(ctx context.Context, task *kilnv1.ProbeTask, playbackPol
 	if err := r.Canceler.Clear(ctx, task.JobId, task.Attempt); err != nil {
 		return nil, err
 	}
-	if err := EnqueueAttempt(ctx, r.Queue, TypeProbe, QueueProbe, task.JobId, task.Attempt, task, ProbeTimeout); err != nil {
+	if err := Enqueue(ctx, r.Queue, TypeProbe, QueueProbe, task.JobId, task.Attempt, task, ProbeTimeout); err != nil {
 		return nil, err
 	}
-	ev := EventAttempt(task.JobId, task.AssetId, task.Attempt, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
+	ev := Event(task.JobId, task.AssetId, task.Attempt, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
 	ev.Source, ev.Preset, ev.PlaybackPolicy = task.Source, task.Preset, playbackPolicy
 	if err := r.Events.PublishJobEvent(ctx, ev); err != nil {
 		// The probe is enqueued: its PROBING event will still move the job

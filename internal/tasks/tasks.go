@@ -5,14 +5,12 @@ package tasks
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -50,29 +48,6 @@ type Enqueuer interface {
 
 var _ Enqueuer = (*asynq.Client)(nil)
 
-// Enqueue enqueues a stage task for a job with a TaskID derived from the job
-// and stage, so repeated enqueues collapse into one. A duplicate is not an
-// error.
-func Enqueue(ctx context.Context, q Enqueuer, typ, queue, jobID string, payload proto.Message, timeout time.Duration) error {
-	data, err := proto.Marshal(payload)
-	if err != nil {
-		return fmt.Errorf("tasks: marshal %s: %w", typ, err)
-	}
-	_, err = q.EnqueueContext(ctx, asynq.NewTask(typ, data),
-		asynq.TaskID(typ+":"+jobID),
-		asynq.Queue(queue),
-		asynq.MaxRetry(8),
-		asynq.Timeout(timeout),
-		asynq.Retention(Retention),
-	)
-	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("tasks: enqueue %s for %s: %w", typ, jobID, err)
-	}
-	return nil
-}
 
 // Decode unmarshals a task payload, classifying a malformed payload as
 // permanent.
@@ -118,17 +93,6 @@ type Publisher interface {
 	PublishJobEvent(ctx context.Context, ev *kilnv1.JobEvent) error
 }
 
-// Event builds a job event with a deterministic id: the same fact published
-// twice dedupes in JetStream and in the catalog.
-func Event(jobID, assetID string, state kilnv1.JobState, fact string) *kilnv1.JobEvent {
-	return &kilnv1.JobEvent{
-		EventId: jobID + "." + fact,
-		JobId:   jobID,
-		AssetId: assetID,
-		State:   state,
-		Time:    timestamppb.Now(),
-	}
-}
 
 // RetryDelay is the asynq RetryDelayFunc of every stage: 10 s doubling per
 // attempt up to 10 min, with ±20 % jitter. Media tasks fail for transient

@@ -84,6 +84,18 @@ type grant struct {
 	expires time.Time
 }
 
+// playable loads a ready asset and authorizes the playback request for it,
+// answering the request itself (and returning false) when it may not
+// proceed.
+func (s *Service) playable(w http.ResponseWriter, r *http.Request) (*Asset, grant, bool) {
+	a, ok := s.readyAsset(w, r)
+	if !ok {
+		return nil, grant{}, false
+	}
+	g, ok := s.authorize(w, r, a)
+	return a, g, ok
+}
+
 // authorize checks the ?token= of a signed asset's playback request,
 // answering the request itself (and returning false) when it may not
 // proceed. Public assets need and check nothing.
@@ -130,11 +142,7 @@ func (s *Service) cacheControl(g grant, maxAge time.Duration, immutable bool) st
 func seconds(d time.Duration) string { return strconv.FormatInt(max(int64(d/time.Second), 0), 10) }
 
 func (s *Service) master(w http.ResponseWriter, r *http.Request) {
-	a, ok := s.readyAsset(w, r)
-	if !ok {
-		return
-	}
-	g, ok := s.authorize(w, r, a)
+	a, g, ok := s.playable(w, r)
 	if !ok {
 		return
 	}
@@ -263,11 +271,7 @@ func (s *Service) poster(w http.ResponseWriter, r *http.Request) {
 // output delivers the asset-level object pick chooses, 404 when the asset
 // has none.
 func (s *Service) output(w http.ResponseWriter, r *http.Request, pick func(*Asset) (string, objstore.PresignOptions)) {
-	a, ok := s.readyAsset(w, r)
-	if !ok {
-		return
-	}
-	g, ok := s.authorize(w, r, a)
+	a, g, ok := s.playable(w, r)
 	if !ok {
 		return
 	}

@@ -50,11 +50,7 @@ func (s *Service) thumbnail(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such file")
 		return
 	}
-	a, ok := s.readyAsset(w, r)
-	if !ok {
-		return
-	}
-	g, ok := s.authorize(w, r, a)
+	a, g, ok := s.playable(w, r)
 	if !ok {
 		return
 	}

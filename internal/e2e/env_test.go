@@ -132,19 +132,23 @@ type jobView struct {
 type assetView struct {
 	ID         string `json:"id"`
 	State      string `json:"state"`
+	Policy     string `json:"playback_policy"`
 	Renditions []struct {
-		Name             string `json:"name"`
-		Width            int    `json:"width"`
-		Height           int    `json:"height"`
-		Bandwidth        int64  `json:"bandwidth"`
-		AverageBandwidth int64  `json:"average_bandwidth"`
-		Codecs           string `json:"codecs"`
+		Name             string  `json:"name"`
+		Width            int     `json:"width"`
+		Height           int     `json:"height"`
+		FrameRate        float64 `json:"frame_rate"`
+		Bandwidth        int64   `json:"bandwidth"`
+		AverageBandwidth int64   `json:"average_bandwidth"`
+		Codecs           string  `json:"codecs"`
 	} `json:"renditions"`
 	Playback *struct {
 		HLS    string `json:"hls"`
 		MP4    string `json:"mp4"`
 		Poster string `json:"poster"`
 	} `json:"playback"`
+	// TokenExpiresAt is set for a signed asset.
+	TokenExpiresAt *time.Time `json:"playback_token_expires_at"`
 }
 
 // waitJob polls the job until it reaches a terminal state.

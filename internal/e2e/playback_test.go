@@ -25,28 +25,6 @@ import (
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
-// signedAssetView is the asset JSON with the signed-playback fields.
-type signedAssetView struct {
-	ID         string `json:"id"`
-	State      string `json:"state"`
-	Policy     string `json:"playback_policy"`
-	Renditions []struct {
-		Name             string  `json:"name"`
-		Width            int32   `json:"width"`
-		Height           int32   `json:"height"`
-		FrameRate        float64 `json:"frame_rate"`
-		Bandwidth        int64   `json:"bandwidth"`
-		AverageBandwidth int64   `json:"average_bandwidth"`
-		Codecs           string  `json:"codecs"`
-	} `json:"renditions"`
-	Playback *struct {
-		HLS    string `json:"hls"`
-		MP4    string `json:"mp4"`
-		Poster string `json:"poster"`
-	} `json:"playback"`
-	TokenExpiresAt *time.Time `json:"playback_token_expires_at"`
-}
-
 // playbackGet GETs url with the given header pairs (following redirects)
 // and returns the response with its body read.
 func playbackGet(t *testing.T, rawURL string, header ...string) (*http.Response, []byte) {
@@ -128,7 +106,7 @@ func TestSignedPlayback(t *testing.T) {
 		Policy string `json:"playback_policy"`
 	}
 	s.do(t, http.MethodGet, "/v1/jobs/"+up.JobID, nil, "", &job)
-	var asset signedAssetView
+	var asset assetView
 	if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK {
 		t.Fatalf("GET asset: %d", code)
 	}
@@ -195,7 +173,7 @@ func TestSignedPlayback(t *testing.T) {
 // proxyPlayback serves the real outputs of a ready asset through a
 // proxy-mode catalog of its own (SQLite in a temp dir, the stack's object
 // store), and plays, ranges and revalidates through it.
-func proxyPlayback(t *testing.T, s stack, asset signedAssetView) {
+func proxyPlayback(t *testing.T, s stack, asset assetView) {
 	objects, err := objstore.New(s.S3)
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +195,7 @@ func proxyPlayback(t *testing.T, s stack, asset signedAssetView) {
 	outputs := &kilnv1.AssetOutputs{Bucket: s.Outputs, Prefix: tasks.AssetPrefix(asset.ID), MasterKey: tasks.MasterKey(asset.ID),
 		Mp4Key: mp4.Key, PosterKey: tasks.PosterKey(asset.ID)}
 	for _, r := range asset.Renditions {
-		outputs.Renditions = append(outputs.Renditions, &kilnv1.Rendition{Name: r.Name, Width: r.Width, Height: r.Height,
+		outputs.Renditions = append(outputs.Renditions, &kilnv1.Rendition{Name: r.Name, Width: int32(r.Width), Height: int32(r.Height),
 			FrameRate: r.FrameRate, Bandwidth: r.Bandwidth, AverageBandwidth: r.AverageBandwidth, Codecs: r.Codecs,
 			PlaylistKey: playlists[r.Name]})
 	}

@@ -48,7 +48,6 @@ type Enqueuer interface {
 
 var _ Enqueuer = (*asynq.Client)(nil)
 
-
 // Decode unmarshals a task payload, classifying a malformed payload as
 // permanent.
 func Decode(t *asynq.Task, m proto.Message) error {
@@ -92,7 +91,6 @@ func Permanent(code, message string, err error) error {
 type Publisher interface {
 	PublishJobEvent(ctx context.Context, ev *kilnv1.JobEvent) error
 }
-
 
 // RetryDelay is the asynq RetryDelayFunc of every stage: 10 s doubling per
 // attempt up to 10 min, with ±20 % jitter. Media tasks fail for transient

@@ -16,13 +16,15 @@ import (
 	"code.dny.dev/ssrf"
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/internal/tasks"
 )
 
 // TypeDeliver is the asynq task type of one delivery attempt; Queue its
-// queue (add it to the worker's queue weights).
+// queue (one of the worker's weighted stage queues).
 const (
 	TypeDeliver = "kiln:webhook"
-	Queue       = "webhook"
+	Queue       = tasks.QueueWebhook
 )
 
 // DefaultTimeout bounds one delivery attempt (connect, send, response).

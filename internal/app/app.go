@@ -108,14 +108,7 @@ type Config struct {
 	Logger          *zap.Logger
 }
 
-func (c *Config) has(r Role) bool {
-	for _, x := range c.Roles {
-		if x == r {
-			return true
-		}
-	}
-	return false
-}
+func (c *Config) has(r Role) bool { return slices.Contains(c.Roles, r) }
 
 // Run runs the configured roles until ctx ends or one of them fails.
 func Run(ctx context.Context, cfg Config) error {

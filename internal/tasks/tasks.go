@@ -29,12 +29,14 @@ const (
 	QueueTranscode = "transcode"
 	QueueThumbnail = "thumbnail"
 	QueuePackage   = "package"
+	// QueueWebhook carries webhook deliveries (catalog/webhooks).
+	QueueWebhook = "webhook"
 )
 
 // QueueWeights are the asynq priorities of the stage queues: short stages
 // that unblock a job's next step win over long transcodes.
 func QueueWeights() map[string]int {
-	return map[string]int{QueueProbe: 6, "webhook": 5, QueuePackage: 4, QueueThumbnail: 3, QueueTranscode: 2} // "webhook": catalog/webhooks.Queue
+	return map[string]int{QueueProbe: 6, QueueWebhook: 5, QueuePackage: 4, QueueThumbnail: 3, QueueTranscode: 2}
 }
 
 // Retention keeps a finished task's id for deduplication of repeated

@@ -55,7 +55,7 @@ func ParseSecret(s string) ([]byte, error) {
 // signature of one message, computed by the Standard Webhooks library.
 func Sign(key []byte, id string, ts time.Time, body []byte) string {
 	wh, _ := standardwebhooks.NewWebhookRaw(key) // never fails
-	sig, _ := wh.Sign(id, ts, body)                // never fails
+	sig, _ := wh.Sign(id, ts, body)              // never fails
 	return sig
 }
 

@@ -568,6 +568,7 @@ cmd_test() {
 	start_stack test
 	export_test_env
 	run_step "go vet" go vet ./...
+	run_step "gofmt" bash -c 'out="$(gofmt -l $(git ls-files "*.go" 2>/dev/null || find . -name "*.go" -not -path "./.tools/*"))"; [[ -z "$out" ]] || { printf "not gofmt-formatted:\n%s\n" "$out"; exit 1; }'
 	run_step "proto:check" bash "${BASH_SOURCE[0]}" proto-check
 	# shellcheck disable=SC2086
 	run_step "go test" go test -count=1 -timeout 25m ${GO_TEST_FLAGS:-} ./...

@@ -74,10 +74,9 @@ func Event(jobID, assetID string, attempt int32, state kilnv1.JobState, fact str
 	}
 }
 
-// taskHead is the common head of every task payload: job_id = 1,
-// asset_id = 2, attempt = 15.
-func taskHead(t *asynq.Task) *kilnv1.ProbeTask {
-	var head kilnv1.ProbeTask
+// taskHead reads the job, asset and attempt of any kiln task payload.
+func taskHead(t *asynq.Task) *kilnv1.TaskHead {
+	var head kilnv1.TaskHead
 	_ = proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(t.Payload(), &head)
 	return &head
 }

@@ -60,10 +60,9 @@ func Decode(t *asynq.Task, m proto.Message) error {
 }
 
 // Job returns the job and asset ids of any kiln task. Every task payload
-// message declares job_id = 1 and asset_id = 2, so one decoder reads them all.
+// message begins with the fields of kilnv1.TaskHead, so one decoder reads them all.
 func Job(t *asynq.Task) (jobID, assetID string) {
-	var head kilnv1.ProbeTask
-	_ = proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(t.Payload(), &head)
+	head := taskHead(t)
 	return head.GetJobId(), head.GetAssetId()
 }
 

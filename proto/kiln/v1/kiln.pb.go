@@ -1899,6 +1899,70 @@ func (x *EncodedRung) GetObject() *ObjectRef {
 	return nil
 }
 
+// TaskHead is the head every task payload shares: job_id = 1,
+// asset_id = 2, attempt = 15. Decoding any payload as a TaskHead reads
+// just these (other fields are unknown to it and skipped), whatever the
+// task type.
+type TaskHead struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	AssetId       string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
+	Attempt       int32                  `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskHead) Reset() {
+	*x = TaskHead{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskHead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskHead) ProtoMessage() {}
+
+func (x *TaskHead) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskHead.ProtoReflect.Descriptor instead.
+func (*TaskHead) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TaskHead) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *TaskHead) GetAssetId() string {
+	if x != nil {
+		return x.AssetId
+	}
+	return ""
+}
+
+func (x *TaskHead) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 var File_kiln_v1_kiln_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_kiln_proto_rawDesc = "" +
@@ -2085,7 +2149,11 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\aattempt\x18\x0f \x01(\x05R\aattempt\"M\n" +
 	"\vEncodedRung\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
-	"\x06object\x18\x02 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object*\xc9\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object\"V\n" +
+	"\bTaskHead\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
+	"\basset_id\x18\x02 \x01(\tR\aassetId\x12\x18\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt*\xc9\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +
@@ -2109,7 +2177,7 @@ func file_kiln_v1_kiln_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_kiln_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_kiln_v1_kiln_proto_goTypes = []any{
 	(JobState)(0),                 // 0: kiln.v1.JobState
 	(*ObjectRef)(nil),             // 1: kiln.v1.ObjectRef
@@ -2130,13 +2198,14 @@ var file_kiln_v1_kiln_proto_goTypes = []any{
 	(*ThumbnailTask)(nil),         // 16: kiln.v1.ThumbnailTask
 	(*PackageTask)(nil),           // 17: kiln.v1.PackageTask
 	(*EncodedRung)(nil),           // 18: kiln.v1.EncodedRung
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*TaskHead)(nil),              // 19: kiln.v1.TaskHead
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	1,  // 0: kiln.v1.ObjectLanded.object:type_name -> kiln.v1.ObjectRef
-	19, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
+	20, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
 	0,  // 2: kiln.v1.JobEvent.state:type_name -> kiln.v1.JobState
-	19, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	20, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 4: kiln.v1.JobEvent.source:type_name -> kiln.v1.ObjectRef
 	4,  // 5: kiln.v1.JobEvent.error:type_name -> kiln.v1.JobError
 	5,  // 6: kiln.v1.JobEvent.media:type_name -> kiln.v1.MediaInfo
@@ -2178,7 +2247,7 @@ func file_kiln_v1_kiln_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_kiln_proto_rawDesc), len(file_kiln_v1_kiln_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

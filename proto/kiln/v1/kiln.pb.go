@@ -1302,8 +1302,14 @@ type AssetOutputs struct {
 	PosterKey       string       `protobuf:"bytes,6,opt,name=poster_key,json=posterKey,proto3" json:"poster_key,omitempty"`
 	DurationSeconds float64      `protobuf:"fixed64,7,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
 	Thumbnails      *Thumbnails  `protobuf:"bytes,8,opt,name=thumbnails,proto3" json:"thumbnails,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// FailedRenditions could not be packaged; the others play. Each can be
+	// retried on its own.
+	FailedRenditions []*FailedRendition `protobuf:"bytes,9,rep,name=failed_renditions,json=failedRenditions,proto3" json:"failed_renditions,omitempty"`
+	// Partial: these outputs update only the renditions they name (a
+	// rendition retry) of an asset that is already ready.
+	Partial       bool `protobuf:"varint,10,opt,name=partial,proto3" json:"partial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AssetOutputs) Reset() {
@@ -1392,6 +1398,73 @@ func (x *AssetOutputs) GetThumbnails() *Thumbnails {
 	return nil
 }
 
+func (x *AssetOutputs) GetFailedRenditions() []*FailedRendition {
+	if x != nil {
+		return x.FailedRenditions
+	}
+	return nil
+}
+
+func (x *AssetOutputs) GetPartial() bool {
+	if x != nil {
+		return x.Partial
+	}
+	return false
+}
+
+// FailedRendition is a rung whose packaging failed for good.
+type FailedRendition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Error         *JobError              `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailedRendition) Reset() {
+	*x = FailedRendition{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailedRendition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailedRendition) ProtoMessage() {}
+
+func (x *FailedRendition) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailedRendition.ProtoReflect.Descriptor instead.
+func (*FailedRendition) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *FailedRendition) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FailedRendition) GetError() *JobError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // Thumbnails are the still images of an asset.
 type Thumbnails struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1412,7 +1485,7 @@ type Thumbnails struct {
 
 func (x *Thumbnails) Reset() {
 	*x = Thumbnails{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1497,7 @@ func (x *Thumbnails) String() string {
 func (*Thumbnails) ProtoMessage() {}
 
 func (x *Thumbnails) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1510,7 @@ func (x *Thumbnails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thumbnails.ProtoReflect.Descriptor instead.
 func (*Thumbnails) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{12}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Thumbnails) GetPosterKey() string {
@@ -1505,7 +1578,7 @@ type ProbeTask struct {
 
 func (x *ProbeTask) Reset() {
 	*x = ProbeTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1590,7 @@ func (x *ProbeTask) String() string {
 func (*ProbeTask) ProtoMessage() {}
 
 func (x *ProbeTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1603,7 @@ func (x *ProbeTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeTask.ProtoReflect.Descriptor instead.
 func (*ProbeTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{13}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ProbeTask) GetJobId() string {
@@ -1585,7 +1658,7 @@ type TranscodeTask struct {
 
 func (x *TranscodeTask) Reset() {
 	*x = TranscodeTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1670,7 @@ func (x *TranscodeTask) String() string {
 func (*TranscodeTask) ProtoMessage() {}
 
 func (x *TranscodeTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1683,7 @@ func (x *TranscodeTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscodeTask.ProtoReflect.Descriptor instead.
 func (*TranscodeTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{14}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TranscodeTask) GetJobId() string {
@@ -1672,7 +1745,7 @@ type ThumbnailTask struct {
 
 func (x *ThumbnailTask) Reset() {
 	*x = ThumbnailTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1757,7 @@ func (x *ThumbnailTask) String() string {
 func (*ThumbnailTask) ProtoMessage() {}
 
 func (x *ThumbnailTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1770,7 @@ func (x *ThumbnailTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThumbnailTask.ProtoReflect.Descriptor instead.
 func (*ThumbnailTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{15}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ThumbnailTask) GetJobId() string {
@@ -1754,6 +1827,12 @@ type PackageTask struct {
 	Encoded    []*EncodedRung `protobuf:"bytes,5,rep,name=encoded,proto3" json:"encoded,omitempty"`
 	PosterKey  string         `protobuf:"bytes,6,opt,name=poster_key,json=posterKey,proto3" json:"poster_key,omitempty"`
 	Thumbnails *Thumbnails    `protobuf:"bytes,7,opt,name=thumbnails,proto3" json:"thumbnails,omitempty"`
+	// Only, when set, packages just this rendition (a rendition retry) and
+	// publishes a partial READY event.
+	Only string `protobuf:"bytes,8,opt,name=only,proto3" json:"only,omitempty"`
+	// RenditionRetry numbers the retries of Only (1, 2, …): task and event
+	// ids differ per retry.
+	RenditionRetry int32 `protobuf:"varint,9,opt,name=rendition_retry,json=renditionRetry,proto3" json:"rendition_retry,omitempty"`
 	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
 	// Every task payload declares it as field 15, so one decoder reads it.
 	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
@@ -1763,7 +1842,7 @@ type PackageTask struct {
 
 func (x *PackageTask) Reset() {
 	*x = PackageTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +1854,7 @@ func (x *PackageTask) String() string {
 func (*PackageTask) ProtoMessage() {}
 
 func (x *PackageTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +1867,7 @@ func (x *PackageTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageTask.ProtoReflect.Descriptor instead.
 func (*PackageTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{16}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PackageTask) GetJobId() string {
@@ -1840,6 +1919,20 @@ func (x *PackageTask) GetThumbnails() *Thumbnails {
 	return nil
 }
 
+func (x *PackageTask) GetOnly() string {
+	if x != nil {
+		return x.Only
+	}
+	return ""
+}
+
+func (x *PackageTask) GetRenditionRetry() int32 {
+	if x != nil {
+		return x.RenditionRetry
+	}
+	return 0
+}
+
 func (x *PackageTask) GetAttempt() int32 {
 	if x != nil {
 		return x.Attempt
@@ -1857,7 +1950,7 @@ type EncodedRung struct {
 
 func (x *EncodedRung) Reset() {
 	*x = EncodedRung{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +1962,7 @@ func (x *EncodedRung) String() string {
 func (*EncodedRung) ProtoMessage() {}
 
 func (x *EncodedRung) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +1975,7 @@ func (x *EncodedRung) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedRung.ProtoReflect.Descriptor instead.
 func (*EncodedRung) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{17}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EncodedRung) GetName() string {
@@ -1914,7 +2007,7 @@ type TaskHead struct {
 
 func (x *TaskHead) Reset() {
 	*x = TaskHead{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2019,7 @@ func (x *TaskHead) String() string {
 func (*TaskHead) ProtoMessage() {}
 
 func (x *TaskHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2032,7 @@ func (x *TaskHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskHead.ProtoReflect.Descriptor instead.
 func (*TaskHead) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{18}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TaskHead) GetJobId() string {
@@ -2088,7 +2181,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\tbandwidth\x18\x05 \x01(\x03R\tbandwidth\x12+\n" +
 	"\x11average_bandwidth\x18\x06 \x01(\x03R\x10averageBandwidth\x12\x16\n" +
 	"\x06codecs\x18\a \x01(\tR\x06codecs\x12!\n" +
-	"\fplaylist_key\x18\b \x01(\tR\vplaylistKey\"\xa9\x02\n" +
+	"\fplaylist_key\x18\b \x01(\tR\vplaylistKey\"\x8a\x03\n" +
 	"\fAssetOutputs\x12\x16\n" +
 	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x122\n" +
@@ -2103,7 +2196,13 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x10duration_seconds\x18\a \x01(\x01R\x0fdurationSeconds\x123\n" +
 	"\n" +
 	"thumbnails\x18\b \x01(\v2\x13.kiln.v1.ThumbnailsR\n" +
-	"thumbnails\"\xde\x01\n" +
+	"thumbnails\x12E\n" +
+	"\x11failed_renditions\x18\t \x03(\v2\x18.kiln.v1.FailedRenditionR\x10failedRenditions\x12\x18\n" +
+	"\apartial\x18\n" +
+	" \x01(\bR\apartial\"N\n" +
+	"\x0fFailedRendition\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
+	"\x05error\x18\x02 \x01(\v2\x11.kiln.v1.JobErrorR\x05error\"\xde\x01\n" +
 	"\n" +
 	"Thumbnails\x12\x1d\n" +
 	"\n" +
@@ -2134,7 +2233,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12(\n" +
 	"\x05media\x18\x04 \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
 	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\x12\x18\n" +
-	"\aattempt\x18\x0f \x01(\x05R\aattempt\"\xaa\x02\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\"\xe7\x02\n" +
 	"\vPackageTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12(\n" +
@@ -2145,7 +2244,9 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"poster_key\x18\x06 \x01(\tR\tposterKey\x123\n" +
 	"\n" +
 	"thumbnails\x18\a \x01(\v2\x13.kiln.v1.ThumbnailsR\n" +
-	"thumbnails\x12\x18\n" +
+	"thumbnails\x12\x12\n" +
+	"\x04only\x18\b \x01(\tR\x04only\x12'\n" +
+	"\x0frendition_retry\x18\t \x01(\x05R\x0erenditionRetry\x12\x18\n" +
 	"\aattempt\x18\x0f \x01(\x05R\aattempt\"M\n" +
 	"\vEncodedRung\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
@@ -2177,7 +2278,7 @@ func file_kiln_v1_kiln_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_kiln_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_kiln_v1_kiln_proto_goTypes = []any{
 	(JobState)(0),                 // 0: kiln.v1.JobState
 	(*ObjectRef)(nil),             // 1: kiln.v1.ObjectRef
@@ -2192,20 +2293,21 @@ var file_kiln_v1_kiln_proto_goTypes = []any{
 	(*Rung)(nil),                  // 10: kiln.v1.Rung
 	(*Rendition)(nil),             // 11: kiln.v1.Rendition
 	(*AssetOutputs)(nil),          // 12: kiln.v1.AssetOutputs
-	(*Thumbnails)(nil),            // 13: kiln.v1.Thumbnails
-	(*ProbeTask)(nil),             // 14: kiln.v1.ProbeTask
-	(*TranscodeTask)(nil),         // 15: kiln.v1.TranscodeTask
-	(*ThumbnailTask)(nil),         // 16: kiln.v1.ThumbnailTask
-	(*PackageTask)(nil),           // 17: kiln.v1.PackageTask
-	(*EncodedRung)(nil),           // 18: kiln.v1.EncodedRung
-	(*TaskHead)(nil),              // 19: kiln.v1.TaskHead
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*FailedRendition)(nil),       // 13: kiln.v1.FailedRendition
+	(*Thumbnails)(nil),            // 14: kiln.v1.Thumbnails
+	(*ProbeTask)(nil),             // 15: kiln.v1.ProbeTask
+	(*TranscodeTask)(nil),         // 16: kiln.v1.TranscodeTask
+	(*ThumbnailTask)(nil),         // 17: kiln.v1.ThumbnailTask
+	(*PackageTask)(nil),           // 18: kiln.v1.PackageTask
+	(*EncodedRung)(nil),           // 19: kiln.v1.EncodedRung
+	(*TaskHead)(nil),              // 20: kiln.v1.TaskHead
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	1,  // 0: kiln.v1.ObjectLanded.object:type_name -> kiln.v1.ObjectRef
-	20, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
+	21, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
 	0,  // 2: kiln.v1.JobEvent.state:type_name -> kiln.v1.JobState
-	20, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	21, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 4: kiln.v1.JobEvent.source:type_name -> kiln.v1.ObjectRef
 	4,  // 5: kiln.v1.JobEvent.error:type_name -> kiln.v1.JobError
 	5,  // 6: kiln.v1.JobEvent.media:type_name -> kiln.v1.MediaInfo
@@ -2216,24 +2318,26 @@ var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	10, // 11: kiln.v1.Plan.rungs:type_name -> kiln.v1.Rung
 	9,  // 12: kiln.v1.Plan.normalisation:type_name -> kiln.v1.Normalisation
 	11, // 13: kiln.v1.AssetOutputs.renditions:type_name -> kiln.v1.Rendition
-	13, // 14: kiln.v1.AssetOutputs.thumbnails:type_name -> kiln.v1.Thumbnails
-	1,  // 15: kiln.v1.ProbeTask.source:type_name -> kiln.v1.ObjectRef
-	1,  // 16: kiln.v1.TranscodeTask.source:type_name -> kiln.v1.ObjectRef
-	5,  // 17: kiln.v1.TranscodeTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 18: kiln.v1.TranscodeTask.plan:type_name -> kiln.v1.Plan
-	1,  // 19: kiln.v1.ThumbnailTask.source:type_name -> kiln.v1.ObjectRef
-	5,  // 20: kiln.v1.ThumbnailTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 21: kiln.v1.ThumbnailTask.plan:type_name -> kiln.v1.Plan
-	5,  // 22: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 23: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
-	18, // 24: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
-	13, // 25: kiln.v1.PackageTask.thumbnails:type_name -> kiln.v1.Thumbnails
-	1,  // 26: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	14, // 14: kiln.v1.AssetOutputs.thumbnails:type_name -> kiln.v1.Thumbnails
+	13, // 15: kiln.v1.AssetOutputs.failed_renditions:type_name -> kiln.v1.FailedRendition
+	4,  // 16: kiln.v1.FailedRendition.error:type_name -> kiln.v1.JobError
+	1,  // 17: kiln.v1.ProbeTask.source:type_name -> kiln.v1.ObjectRef
+	1,  // 18: kiln.v1.TranscodeTask.source:type_name -> kiln.v1.ObjectRef
+	5,  // 19: kiln.v1.TranscodeTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 20: kiln.v1.TranscodeTask.plan:type_name -> kiln.v1.Plan
+	1,  // 21: kiln.v1.ThumbnailTask.source:type_name -> kiln.v1.ObjectRef
+	5,  // 22: kiln.v1.ThumbnailTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 23: kiln.v1.ThumbnailTask.plan:type_name -> kiln.v1.Plan
+	5,  // 24: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 25: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
+	19, // 26: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
+	14, // 27: kiln.v1.PackageTask.thumbnails:type_name -> kiln.v1.Thumbnails
+	1,  // 28: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_kiln_proto_init() }
@@ -2247,7 +2351,7 @@ func file_kiln_v1_kiln_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_kiln_proto_rawDesc), len(file_kiln_v1_kiln_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -20,6 +20,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+	"github.com/kilnvideo/kiln/workers"
 )
 
 // Error codes of the jobs and assets API, beside the shared httpapi ones.
@@ -49,6 +50,14 @@ type JobRetrier interface {
 	Retry(ctx context.Context, task *kilnv1.ProbeTask, playbackPolicy string) (*kilnv1.JobEvent, error)
 }
 
+// RenditionRetrier enqueues the packaging of one failed rendition of a
+// ready asset (tasks.Retrier): t.Only names it and t.RenditionRetry numbers
+// the retry. The packager then publishes a partial READY event, which the
+// catalog applies when it comes.
+type RenditionRetrier interface {
+	RetryRendition(ctx context.Context, t *kilnv1.PackageTask) error
+}
+
 // ObjectRemover deletes objects (objstore.Client). Removing what does not
 // exist is not an error.
 type ObjectRemover interface {
@@ -57,9 +66,10 @@ type ObjectRemover interface {
 }
 
 var (
-	_ JobCanceler   = (*tasks.Canceler)(nil)
-	_ JobRetrier    = (*tasks.Retrier)(nil)
-	_ ObjectRemover = (*objstore.Client)(nil)
+	_ JobCanceler      = (*tasks.Canceler)(nil)
+	_ JobRetrier       = (*tasks.Retrier)(nil)
+	_ RenditionRetrier = (*tasks.Retrier)(nil)
+	_ ObjectRemover    = (*objstore.Client)(nil)
 )
 
 // listJobsJSON is the body of GET /v1/jobs.
@@ -273,6 +283,82 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 	s.writeJob(w, r, http.StatusAccepted, s.reload(r.Context(), j))
 }
 
+// errNotConfigured aborts a rendition retry when no RenditionRetrier is
+// configured.
+var errNotConfigured = errors.New("catalog: not configured")
+
+// retryRendition answers POST /v1/assets/{id}/renditions/{name}/retry for a
+// failed rendition of a ready asset: its retry count goes up and its
+// packaging is enqueued again (together, or neither); 202 with the asset,
+// in which the rendition stays failed until the packager's partial READY
+// event comes back. 404 for an unknown asset or rendition, 409 when the
+// asset is not ready or the rendition is not failed.
+func (s *Service) retryRendition(w http.ResponseWriter, r *http.Request) {
+	var none struct{}
+	if !httpapi.DecodeJSON(w, r, &none, MaxJSONBody, false) {
+		return
+	}
+	id, name := r.PathValue("id"), r.PathValue("name")
+	if !jobid.ValidAsset(id) {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed asset id")
+		return
+	}
+	if !renditionName.MatchString(name) {
+		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such rendition")
+		return
+	}
+	var enqueueErr error
+	err := s.store.RetryRendition(r.Context(), id, name, func(rr RenditionRetry) error {
+		if s.rendRetrier == nil {
+			return errNotConfigured
+		}
+		j, a := rr.Job, rr.Asset
+		task := &kilnv1.PackageTask{
+			JobId: j.ID, AssetId: j.AssetID, Attempt: max(j.Attempt, 1),
+			Media: j.Media, Plan: j.Plan,
+			Encoded: []*kilnv1.EncodedRung{{Name: name,
+				Object: &kilnv1.ObjectRef{Bucket: a.Bucket, Key: encodedKey(id, name)}}},
+			PosterKey:      a.PosterKey,
+			Thumbnails:     a.Thumbnails,
+			Only:           name,
+			RenditionRetry: rr.Retry,
+		}
+		if err := s.rendRetrier.RetryRendition(r.Context(), task); err != nil {
+			enqueueErr = err
+			return err
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errNotConfigured):
+		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot retry renditions")
+		return
+	case enqueueErr != nil:
+		s.log.Error("retry rendition", zap.String("asset_id", id), zap.String("rendition", name), zap.Error(err))
+		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "retrying the rendition failed; retry")
+		return
+	case errors.Is(err, ErrConflict):
+		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "only a failed rendition of a ready asset can be retried")
+		return
+	case errors.Is(err, errNoRendition):
+		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such rendition")
+		return
+	case errors.Is(err, ErrNotFound):
+		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "asset not found")
+		return
+	case err != nil:
+		s.internal(w, r, err)
+		return
+	}
+	s.log.Info("rendition retry enqueued", zap.String("asset_id", id), zap.String("rendition", name))
+	a, err := s.store.Asset(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err, "asset")
+		return
+	}
+	s.writeAssetView(w, http.StatusAccepted, a)
+}
+
 // deleteAsset answers DELETE /v1/assets/{id}: the job must have ended (409
 // otherwise; cancel it first). The asset and its job read as not found at
 // once; then every output object under the asset's prefix and the source
@@ -392,4 +478,12 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		last = cur
 	}
+}
+
+// encodedKey is the encoded MP4 (or M4A) a rendition is packaged from.
+func encodedKey(assetID, rendition string) string {
+	if rendition == workers.AudioRendition {
+		return tasks.AudioKey(assetID)
+	}
+	return tasks.RenditionMP4Key(assetID, rendition)
 }

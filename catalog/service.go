@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,6 +90,10 @@ type Config struct {
 	// Retrier starts new attempts of jobs (POST /v1/jobs/{id}/retry);
 	// without it that route answers 503 not_configured.
 	Retrier JobRetrier
+	// RenditionRetrier enqueues the packaging of one failed rendition
+	// (POST /v1/assets/{id}/renditions/{name}/retry); without it that route
+	// answers 503 not_configured.
+	RenditionRetrier RenditionRetrier
 	// Remover deletes objects (DELETE /v1/assets/{id}); without it that
 	// route answers 503 not_configured.
 	Remover ObjectRemover
@@ -115,6 +120,7 @@ type Service struct {
 
 	canceler      JobCanceler
 	retrier       JobRetrier
+	rendRetrier   RenditionRetrier
 	remover       ObjectRemover
 	outputsBucket string
 	hub           *hub
@@ -165,6 +171,7 @@ func New(cfg Config) (*Service, error) {
 
 		canceler:      cfg.Canceler,
 		retrier:       cfg.Retrier,
+		rendRetrier:   cfg.RenditionRetrier,
 		remover:       cfg.Remover,
 		outputsBucket: cfg.OutputsBucket,
 		hub:           newHub(),
@@ -222,6 +229,7 @@ type Route struct {
 //	GET    /v1/assets/{id}                         asset (API key)
 //	DELETE /v1/assets/{id}                         delete an ended job's asset and source (API key)
 //	POST   /v1/assets/{id}/playback-token          mint a playback token (API key)
+//	POST   /v1/assets/{id}/renditions/{name}/retry package one failed rendition again (API key)
 //	GET    /v1/play/{id}/master.m3u8               master playlist, generated
 //	GET    /v1/play/{id}/{rendition}/index.m3u8    media playlist, from storage
 //	GET    /v1/play/{id}/{rendition}/{file}        segment (init.mp4, *.m4s)
@@ -247,6 +255,7 @@ func (s *Service) Routes() []Route {
 		api("GET /v1/assets/{id}", s.getAsset),
 		api("DELETE /v1/assets/{id}", s.deleteAsset),
 		api("POST /v1/assets/{id}/playback-token", s.mintToken),
+		api("POST /v1/assets/{id}/renditions/{name}/retry", s.retryRendition),
 	}
 	return append(routes, s.playbackRoutes()...)
 }
@@ -311,14 +320,19 @@ type (
 		TokenExpiresAt *time.Time        `json:"playback_token_expires_at,omitempty"`
 		Links          map[string]string `json:"links"`
 	}
+	// renditionJSON is a ready rendition (state "ready") or one whose
+	// packaging failed (state "failed", with error; only name, width and
+	// height are known).
 	renditionJSON struct {
-		Name             string  `json:"name"`
-		Width            int     `json:"width"`
-		Height           int     `json:"height"`
-		FrameRate        float64 `json:"frame_rate"`
-		Bandwidth        int64   `json:"bandwidth"`
-		AverageBandwidth int64   `json:"average_bandwidth"`
-		Codecs           string  `json:"codecs"`
+		Name             string               `json:"name"`
+		Width            int                  `json:"width"`
+		Height           int                  `json:"height"`
+		FrameRate        float64              `json:"frame_rate"`
+		Bandwidth        int64                `json:"bandwidth"`
+		AverageBandwidth int64                `json:"average_bandwidth"`
+		Codecs           string               `json:"codecs"`
+		State            string               `json:"state"`
+		Error            *httpapi.ErrorDetail `json:"error,omitempty"`
 	}
 	// thumbnailsJSON are the URLs of a ready asset's still images.
 	thumbnailsJSON struct {
@@ -373,8 +387,15 @@ func (s *Service) jobView(j *Job) (jobJSON, error) {
 // audioRendition is the name of an audio-only plan's one rendition.
 const audioRendition = "audio"
 
+// Rendition states of the API beside the job states.
+const (
+	renditionReady  = "ready"
+	renditionFailed = "failed"
+)
+
 // renditionStates derives each planned rung's progress from the job's
-// state: the rungs are encoded together, then packaged together.
+// state: the rungs are encoded together, then packaged together; a ready
+// job's rungs whose packaging failed are failed.
 func renditionStates(j *Job) []renditionStateJSON {
 	var st string
 	switch j.State {
@@ -387,12 +408,18 @@ func renditionStates(j *Job) []renditionStateJSON {
 	default: // ready, failed, canceled
 		st = string(j.State)
 	}
+	stateOf := func(name string) string {
+		if j.State == StateReady && slices.Contains(j.FailedRenditions, name) {
+			return renditionFailed
+		}
+		return st
+	}
 	out := []renditionStateJSON{}
 	for _, r := range j.Plan.GetRungs() {
-		out = append(out, renditionStateJSON{Name: r.GetName(), Width: r.GetWidth(), Height: r.GetHeight(), State: st})
+		out = append(out, renditionStateJSON{Name: r.GetName(), Width: r.GetWidth(), Height: r.GetHeight(), State: stateOf(r.GetName())})
 	}
 	if len(out) == 0 && j.Plan.GetAudioOnly() {
-		out = append(out, renditionStateJSON{Name: audioRendition, State: st})
+		out = append(out, renditionStateJSON{Name: audioRendition, State: stateOf(audioRendition)})
 	}
 	return out
 }
@@ -406,13 +433,16 @@ func protoJSON(m proto.Message) (json.RawMessage, error) {
 }
 
 func (s *Service) getAsset(w http.ResponseWriter, r *http.Request) {
-	a, ok := s.asset(w, r)
-	if !ok {
-		return
+	if a, ok := s.asset(w, r); ok {
+		s.writeAssetView(w, http.StatusOK, a)
 	}
+}
+
+// writeAssetView answers with the asset's JSON.
+func (s *Service) writeAssetView(w http.ResponseWriter, status int, a *Asset) {
 	out := assetJSON{
 		ID: a.ID, JobID: a.JobID, State: a.State, Policy: a.PlaybackPolicy, DurationSeconds: a.DurationSeconds,
-		Renditions: make([]renditionJSON, 0, len(a.Renditions)),
+		Renditions: make([]renditionJSON, 0, len(a.Renditions)+len(a.Failed)),
 		Links: map[string]string{
 			"self": s.public + "/v1/assets/" + a.ID,
 			"job":  s.public + "/v1/jobs/" + a.JobID,
@@ -420,7 +450,12 @@ func (s *Service) getAsset(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, r := range a.Renditions {
 		out.Renditions = append(out.Renditions, renditionJSON{Name: r.Name, Width: r.Width, Height: r.Height,
-			FrameRate: r.FrameRate, Bandwidth: r.Bandwidth, AverageBandwidth: r.AverageBandwidth, Codecs: r.Codecs})
+			FrameRate: r.FrameRate, Bandwidth: r.Bandwidth, AverageBandwidth: r.AverageBandwidth, Codecs: r.Codecs,
+			State: renditionReady})
+	}
+	for _, r := range a.Failed {
+		out.Renditions = append(out.Renditions, renditionJSON{Name: r.Name, Width: r.Width, Height: r.Height,
+			State: renditionFailed, Error: &httpapi.ErrorDetail{Code: r.ErrorCode, Message: r.ErrorMessage}})
 	}
 	if a.Ready() {
 		token := ""
@@ -432,7 +467,7 @@ func (s *Service) getAsset(w http.ResponseWriter, r *http.Request) {
 		out.Playback = s.playbackURLs(a, token)
 		out.Thumbnails = s.thumbnailURLs(a, token)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, out)
+	httpapi.WriteJSON(w, status, out)
 }
 
 // playbackURLs are the asset's playback URLs, carrying token when not empty.

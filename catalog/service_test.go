@@ -259,7 +259,7 @@ func checkReadyAsset(assetID string) func(*testing.T, *httptest.ResponseRecorder
 			t.Fatalf("asset = %+v", got)
 		}
 		want := renditionJSON{Name: "360p", Width: 640, Height: 360, FrameRate: 29.97, Bandwidth: 950_000,
-			AverageBandwidth: 900_000, Codecs: "avc1.64001e,mp4a.40.2"}
+			AverageBandwidth: 900_000, Codecs: "avc1.64001e,mp4a.40.2", State: "ready"}
 		if got.Renditions[0] != want {
 			t.Errorf("rendition[0] = %+v, want %+v", got.Renditions[0], want)
 		}

@@ -164,6 +164,9 @@ type Job struct {
 	// Timestamps holds the event time at which each reached state was
 	// recorded.
 	Timestamps map[State]time.Time
+	// FailedRenditions names the renditions of a ready job whose packaging
+	// failed (see Asset.Failed).
+	FailedRenditions []string
 }
 
 // Asset is the catalog's view of one asset: the outputs of a job. Everything
@@ -188,6 +191,32 @@ type Asset struct {
 	// Thumbnails are the poster, storyboard and scrub thumbnails; nil when
 	// the producer recorded none.
 	Thumbnails *kilnv1.Thumbnails
+	// Failed are the renditions whose packaging failed for good, ordered by
+	// name; they are not in Renditions (nor in the master playlist).
+	Failed []FailedRendition
+}
+
+// FailedRendition is a rendition of a ready asset that could not be
+// packaged. It can be retried on its own (Store.RetryRendition).
+type FailedRendition struct {
+	Name string
+	// Width and Height are the plan's for the rung of that name, 0 when
+	// unknown.
+	Width, Height int
+	ErrorCode     string
+	ErrorMessage  string
+	// Retries counts the retries requested so far.
+	Retries int32
+}
+
+// FailedRendition returns the failed rendition called name.
+func (a *Asset) FailedRendition(name string) (FailedRendition, bool) {
+	for _, r := range a.Failed {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return FailedRendition{}, false
 }
 
 // Ready reports whether the asset can be played.
@@ -313,6 +342,20 @@ var migrations = [][]string{
 		`CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id)`,
 		`CREATE INDEX IF NOT EXISTS jobs_source_key ON jobs (source_key)`,
 	},
+	{
+		// Renditions whose packaging failed for good while the others
+		// succeeded (AssetOutputs.failed_renditions); retries counts the
+		// rendition retries requested. A name is in renditions or here,
+		// never both.
+		`CREATE TABLE IF NOT EXISTS rendition_failures (
+			asset_id TEXT NOT NULL REFERENCES assets (id) ON DELETE CASCADE,
+			name     TEXT NOT NULL,
+			code     TEXT NOT NULL,
+			message  TEXT NOT NULL DEFAULT '',
+			retries  INTEGER NOT NULL DEFAULT 0,
+			PRIMARY KEY (asset_id, name)
+		)`,
+	},
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path in WAL
@@ -398,6 +441,7 @@ type fact struct {
 	media, plan    sql.NullString // protojson, NULL when absent
 	outputs        *kilnv1.AssetOutputs
 	thumbnails     sql.NullString // protojson of outputs.thumbnails
+	partial        bool           // READY updating only the renditions it names
 }
 
 var (
@@ -466,6 +510,7 @@ func factOf(ev *kilnv1.JobEvent, now time.Time) (*fact, error) {
 			return nil, fmt.Errorf("%w: job %s: %w", ErrInvalidEvent, f.jobID, err)
 		}
 		f.outputs = ev.GetOutputs()
+		f.partial = f.outputs.GetPartial()
 		if f.thumbnails, err = marshalOpt(f.outputs.GetThumbnails()); err != nil {
 			return nil, fmt.Errorf("catalog: job %s: thumbnails: %w", f.jobID, err)
 		}
@@ -475,11 +520,27 @@ func factOf(ev *kilnv1.JobEvent, now time.Time) (*fact, error) {
 
 // validOutputs checks what the master playlist and playback routes will echo:
 // rendition names become URI path segments, codecs a quoted attribute.
+// A partial READY (a rendition retry) needs only the renditions it names,
+// ready or failed.
 func validOutputs(o *kilnv1.AssetOutputs) error {
-	if o == nil || o.GetBucket() == "" || len(o.GetRenditions()) == 0 {
+	switch {
+	case o.GetPartial():
+		if len(o.GetRenditions())+len(o.GetFailedRenditions()) == 0 {
+			return errors.New("partial ready without renditions")
+		}
+	case o == nil || o.GetBucket() == "" || len(o.GetRenditions()) == 0:
 		return errors.New("ready without outputs bucket and renditions")
 	}
 	seen := make(map[string]bool)
+	for _, r := range o.GetFailedRenditions() {
+		switch {
+		case !renditionName.MatchString(r.GetName()):
+			return fmt.Errorf("bad failed rendition name %q", r.GetName())
+		case seen[r.GetName()]:
+			return fmt.Errorf("duplicate failed rendition %q", r.GetName())
+		}
+		seen[r.GetName()] = true
+	}
 	for _, r := range o.GetRenditions() {
 		switch {
 		case !renditionName.MatchString(r.GetName()):
@@ -522,7 +583,16 @@ func marshalOpt(m proto.Message) (sql.NullString, error) {
 // the current attempt still fill in facts the row lacks (source,
 // preset, media, plan) so that, e.g., a QUEUED arriving after PROBING still
 // records the source. Applied events overwrite media and plan when they carry
-// them. The transition to READY writes the asset and replaces its renditions.
+// them. The transition to READY writes the asset and replaces its renditions
+// and rendition failures.
+//
+// A partial READY (outputs.partial, a rendition retry) applies only to a job
+// that is ready in the same attempt, and is ignored otherwise: each ready
+// rendition it names is upserted (and its failure row removed), each failed
+// one upserted into the failures, keeping its retry count, unless that
+// rendition is ready already (a late failure never hides a working
+// rendition). changed reports whether a row actually changed, so a repeated
+// partial event is a harmless no-op.
 func (s *Store) Apply(ctx context.Context, ev *kilnv1.JobEvent) (changed bool, err error) {
 	now := s.now().UTC()
 	f, err := factOf(ev, now)
@@ -544,6 +614,9 @@ func (s *Store) Apply(ctx context.Context, ev *kilnv1.JobEvent) (changed bool, e
 }
 
 func apply(ctx context.Context, tx *sql.Tx, f *fact, now time.Time) (bool, error) {
+	if f.partial {
+		return applyPartial(ctx, tx, f, now)
+	}
 	col := f.state.column()
 	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (id, asset_id, state, progress, preset,
 			source_bucket, source_key, source_etag, source_size, error_code, error_message,
@@ -612,6 +685,9 @@ func apply(ctx context.Context, tx *sql.Tx, f *fact, now time.Time) (bool, error
 		if _, err := tx.ExecContext(ctx, `DELETE FROM renditions WHERE asset_id = ?`, f.assetID); err != nil {
 			return false, fmt.Errorf("catalog: job %s: attempt %d: %w", f.jobID, f.attempt, err)
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM rendition_failures WHERE asset_id = ?`, f.assetID); err != nil {
+			return false, fmt.Errorf("catalog: job %s: attempt %d: %w", f.jobID, f.attempt, err)
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM assets WHERE id = ?`, f.assetID); err != nil {
 			return false, fmt.Errorf("catalog: job %s: attempt %d: %w", f.jobID, f.attempt, err)
 		}
@@ -657,8 +733,84 @@ func apply(ctx context.Context, tx *sql.Tx, f *fact, now time.Time) (bool, error
 	}
 }
 
-// writeAsset records a ready job's outputs, replacing any earlier renditions.
-// It does nothing for other states.
+// applyPartial applies a partial READY event (see Apply).
+func applyPartial(ctx context.Context, tx *sql.Tx, f *fact, now time.Time) (bool, error) {
+	var (
+		cur     State
+		attempt int32
+		deleted sql.NullString
+	)
+	err := tx.QueryRowContext(ctx, `SELECT state, attempt, deleted_at FROM jobs WHERE id = ?`, f.jobID).
+		Scan(&cur, &attempt, &deleted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("catalog: job %s: read state: %w", f.jobID, err)
+	}
+	if deleted.Valid || cur != StateReady || attempt != f.attempt {
+		return false, nil // only a ready job's current attempt takes rendition retries
+	}
+	var n int64
+	count := func(res sql.Result, err error) error {
+		if err != nil {
+			return err
+		}
+		k, err := res.RowsAffected()
+		n += k
+		return err
+	}
+	for _, r := range f.outputs.GetRenditions() {
+		if err := count(tx.ExecContext(ctx, `INSERT INTO renditions (asset_id, name, width, height, frame_rate,
+				bandwidth, average_bandwidth, codecs, playlist_key)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (asset_id, name) DO UPDATE SET width = excluded.width, height = excluded.height,
+				frame_rate = excluded.frame_rate, bandwidth = excluded.bandwidth,
+				average_bandwidth = excluded.average_bandwidth, codecs = excluded.codecs,
+				playlist_key = excluded.playlist_key
+			WHERE (width, height, frame_rate, bandwidth, average_bandwidth, codecs, playlist_key) IS NOT
+				(excluded.width, excluded.height, excluded.frame_rate, excluded.bandwidth,
+				excluded.average_bandwidth, excluded.codecs, excluded.playlist_key)`,
+			f.assetID, r.GetName(), r.GetWidth(), r.GetHeight(), r.GetFrameRate(),
+			r.GetBandwidth(), r.GetAverageBandwidth(), r.GetCodecs(), r.GetPlaylistKey())); err != nil {
+			return false, fmt.Errorf("catalog: asset %s: rendition %s: %w", f.assetID, r.GetName(), err)
+		}
+		if err := count(tx.ExecContext(ctx, `DELETE FROM rendition_failures WHERE asset_id = ? AND name = ?`,
+			f.assetID, r.GetName())); err != nil {
+			return false, fmt.Errorf("catalog: asset %s: rendition %s: %w", f.assetID, r.GetName(), err)
+		}
+	}
+	for _, r := range f.outputs.GetFailedRenditions() {
+		code, msg := failureOf(r)
+		if err := count(tx.ExecContext(ctx, `INSERT INTO rendition_failures (asset_id, name, code, message)
+			SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM renditions WHERE asset_id = ?1 AND name = ?2)
+			ON CONFLICT (asset_id, name) DO UPDATE SET code = excluded.code, message = excluded.message
+			WHERE (code, message) IS NOT (excluded.code, excluded.message)`,
+			f.assetID, r.GetName(), code, msg)); err != nil {
+			return false, fmt.Errorf("catalog: asset %s: failed rendition %s: %w", f.assetID, r.GetName(), err)
+		}
+	}
+	if n == 0 {
+		return false, nil // a repeat
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE jobs SET updated_at = ? WHERE id = ?`, fmtTime(now), f.jobID); err != nil {
+		return false, fmt.Errorf("catalog: job %s: %w", f.jobID, err)
+	}
+	return true, nil
+}
+
+// failureOf is a failed rendition's error code (internal when none) and
+// message.
+func failureOf(r *kilnv1.FailedRendition) (code, message string) {
+	code, message = r.GetError().GetCode(), r.GetError().GetMessage()
+	if code == "" {
+		code = "internal"
+	}
+	return code, message
+}
+
+// writeAsset records a ready job's outputs, replacing any earlier renditions
+// and rendition failures. It does nothing for other states.
 func writeAsset(ctx context.Context, tx *sql.Tx, f *fact) error {
 	if f.state != StateReady {
 		return nil
@@ -697,6 +849,17 @@ func writeAsset(ctx context.Context, tx *sql.Tx, f *fact) error {
 			return fmt.Errorf("catalog: asset %s: rendition %s: %w", f.assetID, r.GetName(), err)
 		}
 	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM rendition_failures WHERE asset_id = ?`, f.assetID); err != nil {
+		return fmt.Errorf("catalog: asset %s: clear rendition failures: %w", f.assetID, err)
+	}
+	for _, r := range o.GetFailedRenditions() {
+		code, msg := failureOf(r)
+		_, err := tx.ExecContext(ctx, `INSERT INTO rendition_failures (asset_id, name, code, message)
+			VALUES (?, ?, ?, ?)`, f.assetID, r.GetName(), code, msg)
+		if err != nil {
+			return fmt.Errorf("catalog: asset %s: failed rendition %s: %w", f.assetID, r.GetName(), err)
+		}
+	}
 	return nil
 }
 
@@ -707,7 +870,36 @@ func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
 	if err == nil && deleted {
 		err = fmt.Errorf("catalog: job %s: %w", id, ErrNotFound)
 	}
-	return j, err
+	if err != nil {
+		return j, err
+	}
+	if err := s.loadFailed(ctx, j); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// loadFailed fills in j.FailedRenditions of a ready job.
+func (s *Store) loadFailed(ctx context.Context, j *Job) error {
+	if j.State != StateReady {
+		return nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT name FROM rendition_failures WHERE asset_id = ? ORDER BY name`, j.AssetID)
+	if err != nil {
+		return fmt.Errorf("catalog: job %s: rendition failures: %w", j.ID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return fmt.Errorf("catalog: job %s: rendition failures: %w", j.ID, err)
+		}
+		j.FailedRenditions = append(j.FailedRenditions, name)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("catalog: job %s: rendition failures: %w", j.ID, err)
+	}
+	return nil
 }
 
 // job reads the job with the given id, deleted or not.
@@ -844,6 +1036,12 @@ func (s *Store) ListJobs(ctx context.Context, f JobFilter) ([]*Job, *Cursor, err
 	if err := rows.Err(); err != nil {
 		return nil, nil, fmt.Errorf("catalog: list jobs: %w", err)
 	}
+	_ = rows.Close() // one connection: release it before the next queries
+	for _, j := range jobs {
+		if err := s.loadFailed(ctx, j); err != nil {
+			return nil, nil, err
+		}
+	}
 	var next *Cursor
 	if len(jobs) > f.Limit {
 		jobs = jobs[:f.Limit]
@@ -911,14 +1109,14 @@ func (s *Store) assetOutputs(ctx context.Context, id string) (string, error) {
 func (s *Store) Asset(ctx context.Context, id string) (*Asset, error) {
 	a := &Asset{ID: id}
 	var (
-		bucket, prefix, master, mp4, poster, readyAt, thumbs sql.NullString
-		duration                                             sql.NullFloat64
+		bucket, prefix, master, mp4, poster, readyAt, thumbs, plan sql.NullString
+		duration                                                   sql.NullFloat64
 	)
 	err := s.db.QueryRowContext(ctx, `SELECT j.id, j.state, j.playback_policy, a.outputs_bucket, a.outputs_prefix,
-			a.master_key, a.mp4_key, a.poster_key, a.duration_seconds, a.ready_at, a.thumbnails_json
+			a.master_key, a.mp4_key, a.poster_key, a.duration_seconds, a.ready_at, a.thumbnails_json, j.plan_json
 		FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id
 		WHERE j.asset_id = ? AND j.deleted_at IS NULL`, id).
-		Scan(&a.JobID, &a.State, &a.PlaybackPolicy, &bucket, &prefix, &master, &mp4, &poster, &duration, &readyAt, &thumbs)
+		Scan(&a.JobID, &a.State, &a.PlaybackPolicy, &bucket, &prefix, &master, &mp4, &poster, &duration, &readyAt, &thumbs, &plan)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("catalog: asset %s: %w", id, ErrNotFound)
 	}
@@ -958,7 +1156,110 @@ func (s *Store) Asset(ctx context.Context, id string) (*Asset, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("catalog: asset %s: renditions: %w", id, err)
 	}
+	_ = rows.Close() // one connection: release it before the next query
+	if err := s.loadFailures(ctx, a, plan); err != nil {
+		return nil, fmt.Errorf("catalog: asset %s: rendition failures: %w", id, err)
+	}
 	return a, nil
+}
+
+// loadFailures fills in a.Failed, sizes from the plan (protojson) when it
+// has a rung of that name.
+func (s *Store) loadFailures(ctx context.Context, a *Asset, plan sql.NullString) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, code, message, retries
+		FROM rendition_failures WHERE asset_id = ? ORDER BY name`, a.ID)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r FailedRendition
+		if err := rows.Scan(&r.Name, &r.ErrorCode, &r.ErrorMessage, &r.Retries); err != nil {
+			return err
+		}
+		a.Failed = append(a.Failed, r)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(a.Failed) == 0 || !plan.Valid {
+		return nil
+	}
+	var p kilnv1.Plan
+	if protoIn.Unmarshal([]byte(plan.String), &p) != nil {
+		return nil // sizes are cosmetic
+	}
+	for i, r := range a.Failed {
+		for _, rung := range p.GetRungs() {
+			if rung.GetName() == r.Name {
+				a.Failed[i].Width, a.Failed[i].Height = int(rung.GetWidth()), int(rung.GetHeight())
+			}
+		}
+	}
+	return nil
+}
+
+// errNoRendition: the asset has no such rendition (wraps ErrNotFound).
+var errNoRendition = fmt.Errorf("%w: no such rendition", ErrNotFound)
+
+// RenditionRetry is what a rendition retry needs, read in the transaction
+// that counts it.
+type RenditionRetry struct {
+	Job   *Job
+	Asset *Asset // Bucket, PosterKey and Thumbnails are set
+	Name  string
+	// Retry is the new value of the rendition's retry count (1, 2, …).
+	Retry int32
+}
+
+// RetryRendition counts one more retry of the failed rendition name of the
+// ready asset assetID and calls enqueue with it, in one transaction: when
+// enqueue fails the count is rolled back. It returns an error wrapping
+// ErrNotFound when the asset (or, on a ready asset, the rendition) is
+// unknown, ErrConflict when the asset is not ready or the rendition is not
+// failed, or enqueue's error as is.
+func (s *Store) RetryRendition(ctx context.Context, assetID, name string, enqueue func(RenditionRetry) error) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		j, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobColumns()+` FROM jobs
+			WHERE asset_id = ? AND deleted_at IS NULL`, assetID))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("catalog: asset %s: %w", assetID, ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("catalog: asset %s: %w", assetID, err)
+		case j.State != StateReady:
+			return fmt.Errorf("catalog: asset %s is %s: %w", assetID, j.State, ErrConflict)
+		}
+		var ready int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM renditions WHERE asset_id = ? AND name = ?`,
+			assetID, name).Scan(&ready); err != nil {
+			return fmt.Errorf("catalog: asset %s: rendition %s: %w", assetID, name, err)
+		}
+		if ready > 0 {
+			return fmt.Errorf("catalog: asset %s: rendition %s is ready: %w", assetID, name, ErrConflict)
+		}
+		rr := RenditionRetry{Job: j, Name: name, Asset: &Asset{ID: assetID, JobID: j.ID, State: j.State}}
+		err = tx.QueryRowContext(ctx, `UPDATE rendition_failures SET retries = retries + 1
+			WHERE asset_id = ? AND name = ? RETURNING retries`, assetID, name).Scan(&rr.Retry)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("catalog: asset %s: rendition %s: %w", assetID, name, errNoRendition)
+		case err != nil:
+			return fmt.Errorf("catalog: asset %s: rendition %s: count retry: %w", assetID, name, err)
+		}
+		var thumbs sql.NullString
+		if err := tx.QueryRowContext(ctx, `SELECT outputs_bucket, outputs_prefix, poster_key, thumbnails_json
+			FROM assets WHERE id = ?`, assetID).Scan(&rr.Asset.Bucket, &rr.Asset.Prefix, &rr.Asset.PosterKey, &thumbs); err != nil {
+			return fmt.Errorf("catalog: asset %s: %w", assetID, err)
+		}
+		if thumbs.Valid {
+			rr.Asset.Thumbnails = new(kilnv1.Thumbnails)
+			if err := protoIn.Unmarshal([]byte(thumbs.String), rr.Asset.Thumbnails); err != nil {
+				return fmt.Errorf("catalog: asset %s: thumbnails: %w", assetID, err)
+			}
+		}
+		return enqueue(rr)
+	})
 }
 
 // storedPolicy reads the playback_policy column: "" (no QUEUED event

@@ -3,7 +3,9 @@
 package packager
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -87,8 +89,10 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "package"))
-	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PACKAGING, "packaging")); err != nil {
-		return err
+	if p.Only == "" {
+		if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PACKAGING, "packaging")); err != nil {
+			return err
+		}
 	}
 	work, err := os.MkdirTemp(h.cfg.WorkDir, "package-"+p.JobId+"-")
 	if err != nil {
@@ -103,8 +107,18 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 	if len(p.Encoded) == 0 {
 		return tasks.Permanent("internal", "nothing was encoded", nil)
 	}
-	var renditions []*kilnv1.Rendition
+	// A rung whose packaging fails for good does not sink the others: the
+	// asset is ready with what worked and lists the failure, which can be
+	// retried on its own (Only).
+	var (
+		renditions []*kilnv1.Rendition
+		failed     []*kilnv1.FailedRendition
+		firstErr   error
+	)
 	for _, enc := range p.Encoded {
+		if p.Only != "" && enc.Name != p.Only {
+			continue
+		}
 		r, ok := rungs[enc.Name]
 		if !ok && !p.Plan.GetAudioOnly() {
 			return tasks.Permanent("internal", "encoded rendition "+enc.Name+" is not in the plan", nil)
@@ -113,10 +127,22 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 			r = &kilnv1.Rung{Name: enc.Name}
 		}
 		rend, err := h.packageRung(ctx, &p, r, enc, filepath.Join(work, r.Name))
+		if jerr, permanent := renditionFailure(err); permanent {
+			log.Warn("rendition failed", zap.String("rendition", r.Name), zap.Error(err))
+			failed = append(failed, &kilnv1.FailedRendition{Name: r.Name, Error: jerr})
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
 		if err != nil {
 			return err
 		}
 		renditions = append(renditions, rend)
+	}
+	if p.Only != "" {
+		return h.publishRendition(ctx, &p, renditions, failed, log)
+	}
+	if len(renditions) == 0 {
+		return tasks.Permanent("package_failed", "no rendition could be packaged", firstErr)
 	}
 	master := filepath.Join(work, "master.m3u8")
 	if err := os.WriteFile(master, MasterPlaylist(renditions), 0o644); err != nil {
@@ -129,20 +155,62 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 	ev := tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
 	ev.Media, ev.Plan = p.Media, p.Plan
 	ev.Outputs = &kilnv1.AssetOutputs{
-		Bucket:          h.cfg.OutputsBucket,
-		Prefix:          tasks.AssetPrefix(p.AssetId),
-		Renditions:      renditions,
-		MasterKey:       masterKey,
-		Mp4Key:          p.Encoded[0].Object.GetKey(), // the top rung (or the audio)
-		PosterKey:       p.PosterKey,
-		Thumbnails:      p.Thumbnails,
-		DurationSeconds: p.GetMedia().GetDurationSeconds(),
+		Bucket:           h.cfg.OutputsBucket,
+		Prefix:           tasks.AssetPrefix(p.AssetId),
+		Renditions:       renditions,
+		MasterKey:        masterKey,
+		Mp4Key:           p.Encoded[0].Object.GetKey(), // the top rung (or the audio)
+		PosterKey:        p.PosterKey,
+		Thumbnails:       p.Thumbnails,
+		DurationSeconds:  p.GetMedia().GetDurationSeconds(),
+		FailedRenditions: failed,
 	}
-	log.Info("packaged", zap.Int("renditions", len(renditions)))
+	log.Info("packaged", zap.Int("renditions", len(renditions)), zap.Int("failed", len(failed)))
 	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
 	return h.cfg.Events.PublishJobEvent(ctx, ev)
+}
+
+// publishRendition publishes the outcome of a rendition retry: a partial
+// READY event that updates just that rendition of the ready asset.
+func (h *Handler) publishRendition(ctx context.Context, p *kilnv1.PackageTask, ok []*kilnv1.Rendition, failed []*kilnv1.FailedRendition, log *zap.Logger) error {
+	if len(ok)+len(failed) == 0 {
+		return tasks.Permanent("internal", "rendition "+p.Only+" was not encoded", nil)
+	}
+	ev := tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY,
+		fmt.Sprintf("rendition.%s.%d", p.Only, p.RenditionRetry))
+	ev.Outputs = &kilnv1.AssetOutputs{
+		Bucket: h.cfg.OutputsBucket, Prefix: tasks.AssetPrefix(p.AssetId),
+		Renditions: ok, FailedRenditions: failed, Partial: true,
+	}
+	log.Info("rendition retried", zap.String("rendition", p.Only), zap.Bool("ok", len(ok) > 0))
+	return h.cfg.Events.PublishJobEvent(ctx, ev)
+}
+
+// renditionFailure reports whether err is a permanent failure of one
+// rendition (bad data ffmpeg refuses, an undescribable stream), as opposed
+// to an infrastructure error worth retrying the task for.
+func renditionFailure(err error) (*kilnv1.JobError, bool) {
+	if err == nil {
+		return nil, false
+	}
+	var ee *ffmpeg.ExitError
+	var te *tasks.Error
+	switch {
+	case errors.As(err, &te):
+		return &kilnv1.JobError{Code: te.Code, Message: te.Message}, true
+	case errors.As(err, &ee) && !ee.Signaled && ctxErr(err) == nil:
+		return &kilnv1.JobError{Code: "package_failed", Message: "ffmpeg could not package this rendition"}, true
+	}
+	return nil, false
+}
+
+func ctxErr(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
 }
 
 // ContentTypeHLS is the media type of HLS playlists.

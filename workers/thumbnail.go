@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
@@ -192,7 +191,7 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
-	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, p.Attempt, next, 15*time.Minute)
+	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, p.Attempt, next, tasks.PackageTimeout)
 }
 
 // pickPoster tries PosterOffsets until a frame is neither black nor flat

@@ -144,7 +144,7 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 			return err
 		}
-		return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, p.Attempt, next, 15*time.Minute)
+		return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, p.Attempt, next, tasks.PackageTimeout)
 	}
 	for _, r := range p.Plan.Rungs {
 		key := tasks.RenditionMP4Key(p.AssetId, r.Name)

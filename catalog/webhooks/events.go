@@ -139,6 +139,9 @@ func eventOf(ev *kilnv1.JobEvent) (typ, state string, ok bool) {
 	case kilnv1.JobState_JOB_STATE_PACKAGING:
 		return EventJobProgress, "packaging", true
 	case kilnv1.JobState_JOB_STATE_READY:
+		if ev.GetOutputs().GetPartial() {
+			return "", "", false // a rendition retry: the job was ready already
+		}
 		return EventJobReady, "ready", true
 	case kilnv1.JobState_JOB_STATE_FAILED:
 		if ev.GetError().GetCode() == "canceled" {

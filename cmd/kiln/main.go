@@ -154,6 +154,8 @@ func parseFlags(role string, args []string, stderr io.Writer) (app.Config, logOp
 	intFlag(fs, &cfg.Limits.MaxWidth, "max-width", "KILN_MAX_WIDTH", 8192, "widest source picture a worker accepts")
 	intFlag(fs, &cfg.Limits.MaxHeight, "max-height", "KILN_MAX_HEIGHT", 8192, "tallest source picture a worker accepts")
 	intFlag(fs, &cfg.Concurrency, "concurrency", "KILN_CONCURRENCY", 2, "tasks run at once by one worker; 0 runs serve without workers")
+	str(&cfg.FFmpegPath, "ffmpeg", "KILN_FFMPEG", "ffmpeg", "ffmpeg binary")
+	str(&cfg.FFprobePath, "ffprobe", "KILN_FFPROBE", "ffprobe", "ffprobe binary")
 	intFlag(fs, &cfg.FFmpegThreads, "ffmpeg-threads", "KILN_FFMPEG_THREADS", 0, "threads per ffmpeg encode (0 = ffmpeg decides)")
 	str(&cfg.X264Preset, "x264-preset", "KILN_X264_PRESET", "veryfast", "x264 speed preset")
 	int64Flag(fs, &cfg.MaxUploadBytes, "max-upload-bytes", "KILN_MAX_UPLOAD_BYTES", 10<<30, "largest accepted upload")

@@ -99,6 +99,10 @@ type Config struct {
 	// Limits bound the sources workers accept.
 	Limits workers.Limits
 
+	// FFmpegPath and FFprobePath name the binaries; default from $PATH.
+	FFmpegPath  string
+	FFprobePath string
+
 	Concurrency    int
 	FFmpegThreads  int
 	X264Preset     string
@@ -144,7 +148,7 @@ func Run(ctx context.Context, cfg Config) error {
 	inspector := asynq.NewInspector(redisOpt)
 	defer inspector.Close()
 
-	runner := ffmpeg.New(ffmpeg.Config{Logger: log})
+	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, Logger: log})
 	presets, err := workers.LoadPresets(cfg.PresetsFile)
 	if err != nil {
 		return err
@@ -203,10 +207,11 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		defer store.Close()
+		retrier := &tasks.Retrier{Queue: client, Canceler: canceler, Events: b}
 		cat, err := catalog.New(catalog.Config{
 			Store: store, Objects: objects, PublicURL: cfg.PublicURL, APIKeys: keys, Logger: log.Named("catalog"),
 			SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
-			Canceler: canceler, Retrier: &tasks.Retrier{Queue: client, Canceler: canceler, Events: b},
+			Canceler: canceler, Retrier: retrier, RenditionRetrier: retrier,
 			Remover: objects, OutputsBucket: cfg.OutputsBucket,
 		})
 		if err != nil {

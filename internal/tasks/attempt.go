@@ -36,12 +36,18 @@ func TaskID(typ, jobID string, attempt int32) string {
 // enqueues collapse into one while a retried job gets fresh tasks. A
 // duplicate is not an error.
 func Enqueue(ctx context.Context, q Enqueuer, typ, queue, jobID string, attempt int32, payload proto.Message, timeout time.Duration) error {
+	return enqueue(ctx, q, typ, queue, TaskID(typ, jobID, attempt), payload, timeout)
+}
+
+// enqueue enqueues payload as a task of type typ under the given TaskID; a
+// duplicate is not an error.
+func enqueue(ctx context.Context, q Enqueuer, typ, queue, id string, payload proto.Message, timeout time.Duration) error {
 	data, err := proto.Marshal(payload)
 	if err != nil {
 		return fmt.Errorf("tasks: marshal %s: %w", typ, err)
 	}
 	_, err = q.EnqueueContext(ctx, asynq.NewTask(typ, data),
-		asynq.TaskID(TaskID(typ, jobID, attempt)),
+		asynq.TaskID(id),
 		asynq.Queue(queue),
 		asynq.MaxRetry(8),
 		asynq.Timeout(timeout),
@@ -51,7 +57,7 @@ func Enqueue(ctx context.Context, q Enqueuer, typ, queue, jobID string, attempt 
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("tasks: enqueue %s for %s (attempt %d): %w", typ, jobID, normAttempt(attempt), err)
+		return fmt.Errorf("tasks: enqueue %s: %w", id, err)
 	}
 	return nil
 }

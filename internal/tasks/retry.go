@@ -44,3 +44,17 @@ func (r *Retrier) Retry(ctx context.Context, task *kilnv1.ProbeTask, playbackPol
 	}
 	return ev, nil
 }
+
+// PackageTimeout is the time limit of a package task.
+const PackageTimeout = 15 * time.Minute
+
+// RetryRendition enqueues the packaging of one failed rendition
+// (task.Only), as retry number task.RenditionRetry: each retry has its own
+// TaskID, and repeating the same retry collapses into one task.
+func (r *Retrier) RetryRendition(ctx context.Context, task *kilnv1.PackageTask) error {
+	if task.GetOnly() == "" || task.GetRenditionRetry() < 1 {
+		return errors.New("tasks: rendition retry: a rendition and a retry number are required")
+	}
+	id := fmt.Sprintf("%s:r:%s:%d", TaskID(TypePackage, task.JobId, task.Attempt), task.Only, task.RenditionRetry)
+	return enqueue(ctx, r.Queue, TypePackage, QueuePackage, id, task, PackageTimeout)
+}

@@ -45,6 +45,7 @@ func (s *Service) Handler() http.Handler {
 	mux.Handle("GET /v1/webhooks/{id}", h(s.get))
 	mux.Handle("DELETE /v1/webhooks/{id}", h(s.delete))
 	mux.Handle("POST /v1/webhooks/{id}/rotate-secret", h(s.rotate))
+	mux.Handle("POST /v1/webhooks/{id}/enable", h(s.enable))
 	mux.Handle("GET /v1/webhooks/{id}/deliveries", h(s.deliveries))
 	mux.Handle("POST /v1/webhook-events/{id}/replay", h(s.replay))
 	return mux
@@ -243,6 +244,25 @@ func (s *Service) pathEndpoint(w http.ResponseWriter, r *http.Request) (*endpoin
 		return nil, false
 	}
 	return ep, true
+}
+
+// enable turns a disabled endpoint (410 Gone) back on; later events are
+// delivered to it again (the ones in between are not: replay them).
+func (s *Service) enable(w http.ResponseWriter, r *http.Request) {
+	ep, ok := s.pathEndpoint(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	if _, err := s.db.ExecContext(ctx, `UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = '', updated_at = ?
+		WHERE id = ?`, fmtTime(s.now().UTC()), ep.ID); err != nil {
+		s.internal(w, r, fmt.Errorf("enable endpoint %s: %w", ep.ID, err))
+		return
+	}
+	s.log.Info("webhook endpoint enabled", zap.String("endpoint_id", ep.ID), zap.String("key", httpapi.KeyName(ctx)))
+	if ep, ok = s.pathEndpoint(w, r); ok {
+		httpapi.WriteJSON(w, http.StatusOK, ep)
+	}
 }
 
 func (s *Service) get(w http.ResponseWriter, r *http.Request) {

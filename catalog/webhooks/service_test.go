@@ -443,6 +443,24 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	if n := len(rcv.payloads()); n != 1 {
 		t.Fatalf("disabled endpoint got %d requests", n)
 	}
+
+	// Enabled again, it receives a replay (the receiver now answers 204).
+	var enabled endpointJSON
+	if code := f.call(t, http.MethodPost, "/v1/webhooks/"+ep.ID+"/enable", "", &enabled); code != http.StatusOK || enabled.Disabled || enabled.DisabledReason != "" {
+		t.Fatalf("enable: %d %+v", code, enabled)
+	}
+	if code := f.call(t, http.MethodPost, "/v1/webhook-events/"+rcv.payloads()[0].ID+"/replay", "", nil); code != http.StatusAccepted {
+		t.Fatalf("replay: %d", code)
+	}
+	f.dispatch(t)
+	if n := len(rcv.payloads()); n != 2 {
+		t.Fatalf("re-enabled endpoint got %d requests, want 2", n)
+	}
+	var after endpointJSON
+	f.call(t, http.MethodGet, "/v1/webhooks/"+ep.ID, "", &after)
+	if after.Disabled {
+		t.Fatalf("endpoint disabled again after a 204: %+v", after)
+	}
 }
 
 func TestRotationSignsWithBothSecretsFor24h(t *testing.T) {

@@ -35,7 +35,9 @@ type Config struct {
 	OutputsBucket string
 	// WorkDir holds per-task temp folders; default os.TempDir().
 	WorkDir string
-	// Jobs tells whether a job was canceled; default: never.
+	// Jobs tells whether a job was canceled before a stage hands over to
+	// the next (tasks.CancelMiddleware checks before it starts); default:
+	// never.
 	Jobs   tasks.CancelChecker
 	Logger *zap.Logger
 }
@@ -83,9 +85,6 @@ func HLSArgs(input string, segmentSeconds int, dir string) []string {
 func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 	var p kilnv1.PackageTask
 	if err := tasks.Decode(t, &p); err != nil {
-		return err
-	}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "package"))

@@ -28,7 +28,9 @@ type Config struct {
 	Threads int
 	// Presets by name; "default" is DefaultPreset() when absent.
 	Presets map[string]Preset
-	// Jobs tells whether a job was canceled; default: never.
+	// Jobs tells whether a job was canceled before a stage hands over to
+	// the next (tasks.CancelMiddleware checks before it starts); default:
+	// never.
 	Jobs tasks.CancelChecker
 	// Limits bound accepted sources.
 	Limits Limits
@@ -75,9 +77,6 @@ const presignTTL = 6 * time.Hour
 func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	var p kilnv1.ProbeTask
 	if err := tasks.Decode(t, &p); err != nil {
-		return err
-	}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "probe"))

@@ -115,9 +115,6 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 	if err := tasks.Decode(t, &p); err != nil {
 		return err
 	}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
-		return err
-	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "thumbnail"))
 	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
 	if err != nil {

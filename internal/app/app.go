@@ -261,6 +261,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer os.RemoveAll(workDir)
 		srvMux := asynq.NewServeMux()
+		srvMux.Use(tasks.CancelMiddleware(canceler))
 		workers.New(workers.Config{
 			FFmpeg: runner, Objects: objects, Events: b, Queue: client, Jobs: canceler,
 			OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -143,4 +144,22 @@ func (c *Canceler) Cancel(ctx context.Context, jobID, assetID string) error {
 	}
 	c.Logger.Info("job canceled", zap.String("job_id", jobID))
 	return nil
+}
+
+// CancelMiddleware drops a stage task (probe, transcode, thumbnail,
+// package) of a canceled job, or of an attempt a retry replaced, before its
+// handler runs. Handlers still check again before they hand over to the
+// next stage, since a cancel can arrive while they work.
+func CancelMiddleware(c CancelChecker) asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			if slices.ContainsFunc(stages, func(s struct{ typ, queue string }) bool { return s.typ == t.Type() }) {
+				head := taskHead(t)
+				if err := c.Check(ctx, head.GetJobId(), head.GetAttempt()); err != nil {
+					return err
+				}
+			}
+			return next.ProcessTask(ctx, t)
+		})
+	}
 }

@@ -1,6 +1,7 @@
 package tasks_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -285,5 +286,30 @@ func TestQueueWeights(t *testing.T) {
 	if !(w[tasks.QueueProbe] > w[tasks.QueuePackage] && w[tasks.QueuePackage] > w[tasks.QueueThumbnail] &&
 		w[tasks.QueueThumbnail] > w[tasks.QueueTranscode]) {
 		t.Errorf("short stages must outrank transcode: %v", w)
+	}
+}
+
+type cancelAll struct{ checked []string }
+
+func (c *cancelAll) Check(_ context.Context, jobID string, attempt int32) error {
+	c.checked = append(c.checked, fmt.Sprintf("%s@%d", jobID, attempt))
+	return tasks.Permanent("canceled", "the job was canceled", tasks.ErrCanceled)
+}
+
+func TestCancelMiddleware(t *testing.T) {
+	c := &cancelAll{}
+	ran := 0
+	h := tasks.CancelMiddleware(c)(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { ran++; return nil }))
+	payload, _ := proto.Marshal(&kilnv1.TranscodeTask{JobId: "job-m", AssetId: "ast-m", Attempt: 2,
+		Plan: &kilnv1.Plan{Rungs: []*kilnv1.Rung{{Name: "360p"}}}})
+	if err := h.ProcessTask(t.Context(), asynq.NewTask(tasks.TypeTranscode, payload)); !errors.Is(err, tasks.ErrCanceled) || !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("canceled stage task: err = %v", err)
+	}
+	if ran != 0 || len(c.checked) != 1 || c.checked[0] != "job-m@2" {
+		t.Fatalf("handler ran %d times, checked %v", ran, c.checked)
+	}
+	// Other task types (webhook deliveries) are not stage tasks.
+	if err := h.ProcessTask(t.Context(), asynq.NewTask("kiln:webhook", []byte(`{"x":1}`))); err != nil || ran != 1 || len(c.checked) != 1 {
+		t.Fatalf("non-stage task: err %v, ran %d, checked %v", err, ran, c.checked)
 	}
 }

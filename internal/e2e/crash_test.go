@@ -110,16 +110,9 @@ func TestWorkerKilledMidTranscode(t *testing.T) {
 	}
 	t.Parallel() // mostly waiting for asynq's lease recovery
 	work := t.TempDir()
-	sources, outputs := "kiln-crash-sources", "kiln-crash-outputs"
+	outputs := "kiln-crash-outputs"
 	httpAddr, natsAddr := freePort(t), freePort(t)
-	env := []string{
-		"KILN_REDIS_ADDR=" + s.RedisAddr, "KILN_REDIS_DB=3",
-		"KILN_NATS_URL=nats://" + natsAddr, "KILN_NATS_LISTEN=" + natsAddr, "KILN_NATS_STORE_DIR=" + filepath.Join(work, "nats"),
-		"KILN_S3_ENDPOINT=" + s.S3.Endpoint, "KILN_S3_ACCESS_KEY=" + s.S3.AccessKey, "KILN_S3_SECRET_KEY=" + s.S3.SecretKey,
-		"KILN_SOURCES_BUCKET=" + sources, "KILN_OUTPUTS_BUCKET=" + outputs, "KILN_S3_NOTIFY_ARN=",
-		"KILN_API_KEYS=crashkey", "KILN_HTTP_ADDR=" + httpAddr, "KILN_DATABASE=" + filepath.Join(work, "kiln.db"),
-		"KILN_WORK_DIR=" + filepath.Join(work, "tmp"), "KILN_PLAYBACK_SIGNING_KEY=crash-test-signing-key-0123456789",
-	}
+	env := isolatedEnv(s, "crash", 3, work, httpAddr, natsAddr)
 	// A serve process without workers (API, intake, catalog, NATS), and two
 	// workers: whichever takes the transcode is killed.
 	startKiln(t, "serve", append(env, "KILN_CONCURRENCY=0"), "serve")
@@ -212,6 +205,22 @@ func TestWorkerKilledMidTranscode(t *testing.T) {
 			t.Fatalf("the dead worker's temp dir %s is still there", dead)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// isolatedEnv is the environment of a kiln the test starts itself, beside
+// the shared stack: its own Redis database, NATS (embedded on natsAddr),
+// buckets named kiln-<name>-sources/-outputs (no bucket notifications),
+// SQLite file and work dir under work, and the API key <name>key.
+func isolatedEnv(s stack, name string, redisDB int, work, httpAddr, natsAddr string) []string {
+	return []string{
+		"KILN_HTTP_ADDR=" + httpAddr, "KILN_API_KEYS=" + name + "key",
+		"KILN_REDIS_ADDR=" + s.RedisAddr, fmt.Sprintf("KILN_REDIS_DB=%d", redisDB),
+		"KILN_NATS_URL=nats://" + natsAddr, "KILN_NATS_LISTEN=" + natsAddr, "KILN_NATS_STORE_DIR=" + filepath.Join(work, "nats"),
+		"KILN_S3_ENDPOINT=" + s.S3.Endpoint, "KILN_S3_ACCESS_KEY=" + s.S3.AccessKey, "KILN_S3_SECRET_KEY=" + s.S3.SecretKey,
+		"KILN_SOURCES_BUCKET=kiln-" + name + "-sources", "KILN_OUTPUTS_BUCKET=kiln-" + name + "-outputs", "KILN_S3_NOTIFY_ARN=",
+		"KILN_DATABASE=" + filepath.Join(work, "kiln.db"), "KILN_WORK_DIR=" + filepath.Join(work, "tmp"),
+		"KILN_PLAYBACK_SIGNING_KEY=" + name + "-test-signing-key-0123456789",
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -26,16 +25,8 @@ func TestBehindReverseProxy(t *testing.T) {
 	defer proxy.Close()
 	public := proxy.URL + "/video"
 
-	startKiln(t, "serve-proxied", []string{
-		"KILN_PUBLIC_URL=" + public, "KILN_HTTP_ADDR=" + httpAddr, "KILN_API_KEYS=proxykey",
-		"KILN_REDIS_ADDR=" + s.RedisAddr, "KILN_REDIS_DB=4",
-		"KILN_NATS_LISTEN=" + natsAddr, "KILN_NATS_STORE_DIR=" + filepath.Join(work, "nats"),
-		"KILN_S3_ENDPOINT=" + s.S3.Endpoint, "KILN_S3_ACCESS_KEY=" + s.S3.AccessKey, "KILN_S3_SECRET_KEY=" + s.S3.SecretKey,
-		"KILN_SOURCES_BUCKET=kiln-proxy-sources", "KILN_OUTPUTS_BUCKET=kiln-proxy-outputs", "KILN_S3_NOTIFY_ARN=",
-		"KILN_DATABASE=" + filepath.Join(work, "kiln.db"), "KILN_WORK_DIR=" + filepath.Join(work, "tmp"),
-		"KILN_CONCURRENCY=1", "KILN_PLAYBACK_DELIVERY=proxy",
-		"KILN_PLAYBACK_SIGNING_KEY=proxy-test-signing-key-0123456789",
-	}, "serve")
+	startKiln(t, "serve-proxied", append(isolatedEnv(s, "proxy", 4, work, httpAddr, natsAddr),
+		"KILN_PUBLIC_URL="+public, "KILN_CONCURRENCY=1", "KILN_PLAYBACK_DELIVERY=proxy"), "serve")
 	waitReady(t, "http://"+httpAddr)
 
 	api := stack{APIURL: public, APIKey: "proxykey"}

@@ -40,15 +40,8 @@ exec %q "$@"
 	}
 
 	httpAddr, natsAddr := freePort(t), freePort(t)
-	startKiln(t, "serve-faulty", []string{
-		"KILN_FFMPEG=" + wrapper, "KILN_HTTP_ADDR=" + httpAddr, "KILN_API_KEYS=retrykey",
-		"KILN_REDIS_ADDR=" + s.RedisAddr, "KILN_REDIS_DB=5",
-		"KILN_NATS_LISTEN=" + natsAddr, "KILN_NATS_STORE_DIR=" + filepath.Join(work, "nats"),
-		"KILN_S3_ENDPOINT=" + s.S3.Endpoint, "KILN_S3_ACCESS_KEY=" + s.S3.AccessKey, "KILN_S3_SECRET_KEY=" + s.S3.SecretKey,
-		"KILN_SOURCES_BUCKET=kiln-retry-sources", "KILN_OUTPUTS_BUCKET=kiln-retry-outputs", "KILN_S3_NOTIFY_ARN=",
-		"KILN_DATABASE=" + filepath.Join(work, "kiln.db"), "KILN_WORK_DIR=" + filepath.Join(work, "tmp"),
-		"KILN_CONCURRENCY=1", "KILN_PLAYBACK_SIGNING_KEY=retry-test-signing-key-0123456789",
-	}, "serve")
+	startKiln(t, "serve-faulty", append(isolatedEnv(s, "retry", 5, work, httpAddr, natsAddr),
+		"KILN_FFMPEG="+wrapper, "KILN_CONCURRENCY=1"), "serve")
 	base := "http://" + httpAddr
 	waitReady(t, base)
 	api := stack{APIURL: base, APIKey: "retrykey"}

@@ -1200,7 +1200,11 @@ type Rendition struct {
 	// Codecs is the RFC 6381 codecs string, e.g. "avc1.64001f,mp4a.40.2".
 	Codecs string `protobuf:"bytes,7,opt,name=codecs,proto3" json:"codecs,omitempty"`
 	// PlaylistKey is the media playlist's object key in the outputs bucket.
-	PlaylistKey   string `protobuf:"bytes,8,opt,name=playlist_key,json=playlistKey,proto3" json:"playlist_key,omitempty"`
+	PlaylistKey string `protobuf:"bytes,8,opt,name=playlist_key,json=playlistKey,proto3" json:"playlist_key,omitempty"`
+	// EncodedKey is the key, in the outputs bucket, of the encoded object
+	// (MP4 or M4A) the rendition was packaged from: a rendition retry
+	// packages it again without re-deriving the key layout.
+	EncodedKey    string `protobuf:"bytes,9,opt,name=encoded_key,json=encodedKey,proto3" json:"encoded_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1291,13 +1295,19 @@ func (x *Rendition) GetPlaylistKey() string {
 	return ""
 }
 
+func (x *Rendition) GetEncodedKey() string {
+	if x != nil {
+		return x.EncodedKey
+	}
+	return ""
+}
+
 type AssetOutputs struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Bucket string                 `protobuf:"bytes,1,opt,name=bucket,proto3" json:"bucket,omitempty"`
 	// Prefix under which every output object of the asset lives.
 	Prefix          string       `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	Renditions      []*Rendition `protobuf:"bytes,3,rep,name=renditions,proto3" json:"renditions,omitempty"`
-	MasterKey       string       `protobuf:"bytes,4,opt,name=master_key,json=masterKey,proto3" json:"master_key,omitempty"`
 	Mp4Key          string       `protobuf:"bytes,5,opt,name=mp4_key,json=mp4Key,proto3" json:"mp4_key,omitempty"`
 	PosterKey       string       `protobuf:"bytes,6,opt,name=poster_key,json=posterKey,proto3" json:"poster_key,omitempty"`
 	DurationSeconds float64      `protobuf:"fixed64,7,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
@@ -1363,13 +1373,6 @@ func (x *AssetOutputs) GetRenditions() []*Rendition {
 	return nil
 }
 
-func (x *AssetOutputs) GetMasterKey() string {
-	if x != nil {
-		return x.MasterKey
-	}
-	return ""
-}
-
 func (x *AssetOutputs) GetMp4Key() string {
 	if x != nil {
 		return x.Mp4Key
@@ -1414,9 +1417,11 @@ func (x *AssetOutputs) GetPartial() bool {
 
 // FailedRendition is a rung whose packaging failed for good.
 type FailedRendition struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Error         *JobError              `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Error *JobError              `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// EncodedKey: as Rendition.encoded_key, what a retry packages.
+	EncodedKey    string `protobuf:"bytes,3,opt,name=encoded_key,json=encodedKey,proto3" json:"encoded_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1463,6 +1468,13 @@ func (x *FailedRendition) GetError() *JobError {
 		return x.Error
 	}
 	return nil
+}
+
+func (x *FailedRendition) GetEncodedKey() string {
+	if x != nil {
+		return x.EncodedKey
+	}
+	return ""
 }
 
 // Thumbnails are the still images of an asset.
@@ -2171,7 +2183,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05width\x18\x02 \x01(\x05R\x05width\x12\x16\n" +
 	"\x06height\x18\x03 \x01(\x05R\x06height\x12$\n" +
-	"\x0evideo_bit_rate\x18\x04 \x01(\x03R\fvideoBitRate\"\xf2\x01\n" +
+	"\x0evideo_bit_rate\x18\x04 \x01(\x03R\fvideoBitRate\"\x93\x02\n" +
 	"\tRendition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05width\x18\x02 \x01(\x05R\x05width\x12\x16\n" +
@@ -2181,15 +2193,15 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\tbandwidth\x18\x05 \x01(\x03R\tbandwidth\x12+\n" +
 	"\x11average_bandwidth\x18\x06 \x01(\x03R\x10averageBandwidth\x12\x16\n" +
 	"\x06codecs\x18\a \x01(\tR\x06codecs\x12!\n" +
-	"\fplaylist_key\x18\b \x01(\tR\vplaylistKey\"\x8a\x03\n" +
+	"\fplaylist_key\x18\b \x01(\tR\vplaylistKey\x12\x1f\n" +
+	"\vencoded_key\x18\t \x01(\tR\n" +
+	"encodedKey\"\xfd\x02\n" +
 	"\fAssetOutputs\x12\x16\n" +
 	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x122\n" +
 	"\n" +
 	"renditions\x18\x03 \x03(\v2\x12.kiln.v1.RenditionR\n" +
-	"renditions\x12\x1d\n" +
-	"\n" +
-	"master_key\x18\x04 \x01(\tR\tmasterKey\x12\x17\n" +
+	"renditions\x12\x17\n" +
 	"\amp4_key\x18\x05 \x01(\tR\x06mp4Key\x12\x1d\n" +
 	"\n" +
 	"poster_key\x18\x06 \x01(\tR\tposterKey\x12)\n" +
@@ -2199,10 +2211,13 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"thumbnails\x12E\n" +
 	"\x11failed_renditions\x18\t \x03(\v2\x18.kiln.v1.FailedRenditionR\x10failedRenditions\x12\x18\n" +
 	"\apartial\x18\n" +
-	" \x01(\bR\apartial\"N\n" +
+	" \x01(\bR\apartialJ\x04\b\x04\x10\x05R\n" +
+	"master_key\"o\n" +
 	"\x0fFailedRendition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
-	"\x05error\x18\x02 \x01(\v2\x11.kiln.v1.JobErrorR\x05error\"\xde\x01\n" +
+	"\x05error\x18\x02 \x01(\v2\x11.kiln.v1.JobErrorR\x05error\x12\x1f\n" +
+	"\vencoded_key\x18\x03 \x01(\tR\n" +
+	"encodedKey\"\xde\x01\n" +
 	"\n" +
 	"Thumbnails\x12\x1d\n" +
 	"\n" +

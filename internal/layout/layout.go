@@ -1,0 +1,100 @@
+// Package layout is kiln's object-key layout: where sources land in the
+// sources bucket and where every output of an asset lives in the outputs
+// bucket. Every stage that writes or reads an object by key (ingest, the
+// workers, the packager, the catalog) takes the key from here, so the layout
+// is written once.
+//
+// Output keys are pure functions of the asset id (and rendition), so a re-run
+// overwrites its own earlier partial output instead of leaving a second copy.
+package layout
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"path"
+	"regexp"
+	"strings"
+)
+
+// AudioRendition is the name of the one rendition of an audio-only source.
+const AudioRendition = "audio"
+
+// Segment file names inside a rendition's HLS folder.
+const (
+	// PlaylistFile is a rendition's media playlist.
+	PlaylistFile = "index.m3u8"
+	// InitFile is a rendition's fMP4 initialisation segment (EXT-X-MAP).
+	InitFile = "init.mp4"
+	// SegmentPattern is the ffmpeg file pattern of media segments.
+	SegmentPattern = "seg_%05d.m4s"
+)
+
+// SourcePrefix is the prefix of every uploaded source object.
+const SourcePrefix = "uploads/"
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// NewSourceKey returns a fresh, unguessable key for an upload of a file
+// called filename: "uploads/<24 hex>/<safe name>".
+func NewSourceKey(filename string) string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return SourcePrefix + hex.EncodeToString(b) + "/" + SafeName(filename)
+}
+
+// SafeName keeps a readable, safe file name for an object key: the base name
+// with every run of other characters than letters, digits, '.', '_' and '-'
+// replaced by '_', at most 100 bytes, no leading dots; "source" when nothing
+// is left.
+func SafeName(name string) string {
+	name = unsafeName.ReplaceAllString(path.Base(strings.ReplaceAll(name, `\`, "/")), "_")
+	if len(name) > 100 {
+		name = name[len(name)-100:]
+	}
+	name = strings.TrimLeft(name, ".")
+	if name == "" || name == "_" {
+		return "source"
+	}
+	return name
+}
+
+// AssetPrefix is the prefix of every output object of an asset.
+func AssetPrefix(assetID string) string { return "assets/" + assetID + "/" }
+
+// EncodedKey is the encoded object of one rendition: an MP4 per video rung
+// (faststart; the top rung is also the download), the M4A of an audio-only
+// asset (AudioRendition; also its download).
+func EncodedKey(assetID, rendition string) string {
+	if rendition == AudioRendition {
+		return path.Join(AssetPrefix(assetID), "mp4", AudioRendition+".m4a")
+	}
+	return path.Join(AssetPrefix(assetID), "mp4", rendition+".mp4")
+}
+
+// HLSDir is the folder of one rendition's media playlist and segments.
+func HLSDir(assetID, rendition string) string {
+	return path.Join(AssetPrefix(assetID), "hls", rendition)
+}
+
+// PlaylistKey is one rendition's media playlist.
+func PlaylistKey(assetID, rendition string) string {
+	return path.Join(HLSDir(assetID, rendition), PlaylistFile)
+}
+
+// SegmentKey is a file (init segment or media segment) of one rendition's
+// HLS folder.
+func SegmentKey(assetID, rendition, file string) string {
+	return path.Join(HLSDir(assetID, rendition), file)
+}
+
+// ThumbnailDir is the folder of an asset's thumbnails, sprite and storyboard.
+func ThumbnailDir(assetID string) string { return path.Join(AssetPrefix(assetID), "thumbnails") }
+
+// PosterKey is the asset's poster image.
+func PosterKey(assetID string) string { return path.Join(ThumbnailDir(assetID), "poster.jpg") }
+
+// UnderAsset reports whether key is an output object of assetID.
+func UnderAsset(assetID, key string) bool {
+	rest, ok := strings.CutPrefix(key, AssetPrefix(assetID))
+	return ok && rest != "" && path.Clean(rest) == rest && !strings.HasPrefix(rest, "../")
+}

@@ -831,7 +831,7 @@ func writeAsset(ctx context.Context, tx *sql.Tx, f *fact) error {
 			mp4_key = excluded.mp4_key, poster_key = excluded.poster_key,
 			duration_seconds = excluded.duration_seconds, ready_at = excluded.ready_at,
 			thumbnails_json = excluded.thumbnails_json`,
-		f.assetID, f.jobID, o.GetBucket(), o.GetPrefix(), o.GetMasterKey(), o.GetMp4Key(), o.GetPosterKey(),
+		f.assetID, f.jobID, o.GetBucket(), o.GetPrefix(), "", o.GetMp4Key(), o.GetPosterKey(),
 		duration, fmtTime(f.at), f.thumbnails)
 	if err != nil {
 		return fmt.Errorf("catalog: asset %s: upsert: %w", f.assetID, err)

@@ -77,7 +77,7 @@ func testOutputs(assetID string) *kilnv1.AssetOutputs {
 	p := "assets/" + assetID
 	return &kilnv1.AssetOutputs{
 		Bucket: "outputs", Prefix: p + "/",
-		MasterKey: p + "/hls/master.m3u8", Mp4Key: p + "/download.mp4", PosterKey: p + "/poster.jpg",
+		Mp4Key: p + "/download.mp4", PosterKey: p + "/poster.jpg",
 		DurationSeconds: 12.48,
 		Renditions: []*kilnv1.Rendition{ // deliberately not in bandwidth order
 			{Name: "720p", Width: 1280, Height: 720, FrameRate: 29.97, Bandwidth: 3_400_000, AverageBandwidth: 3_100_000,
@@ -352,7 +352,7 @@ func TestStoreSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(gotAsset.Renditions) != 2 || gotAsset.Renditions[0] != wantAsset.Renditions[0] ||
-		gotAsset.MasterKey != wantAsset.MasterKey || !gotAsset.ReadyAt.Equal(wantAsset.ReadyAt) {
+		gotAsset.MP4Key != wantAsset.MP4Key || !gotAsset.ReadyAt.Equal(wantAsset.ReadyAt) {
 		t.Errorf("asset after restart = %+v, want %+v", gotAsset, wantAsset)
 	}
 	if j, err := s.Job(t.Context(), failedJob); err != nil || j.State != StateFailed || j.ErrorCode != "invalid_media" {

@@ -143,21 +143,12 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 	if len(renditions) == 0 {
 		return tasks.Permanent("package_failed", "no rendition could be packaged", firstErr)
 	}
-	master := filepath.Join(work, "master.m3u8")
-	if err := os.WriteFile(master, MasterPlaylist(renditions), 0o644); err != nil {
-		return fmt.Errorf("package: %w", err)
-	}
-	masterKey := tasks.MasterKey(p.AssetId)
-	if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, masterKey, master, ContentTypeHLS); err != nil {
-		return err
-	}
 	ev := tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
 	ev.Media, ev.Plan = p.Media, p.Plan
 	ev.Outputs = &kilnv1.AssetOutputs{
 		Bucket:           h.cfg.OutputsBucket,
 		Prefix:           tasks.AssetPrefix(p.AssetId),
 		Renditions:       renditions,
-		MasterKey:        masterKey,
 		Mp4Key:           p.Encoded[0].Object.GetKey(), // the top rung (or the audio)
 		PosterKey:        p.PosterKey,
 		Thumbnails:       p.Thumbnails,

@@ -192,7 +192,7 @@ func proxyPlayback(t *testing.T, s stack, asset assetView) {
 			mp4 = in
 		}
 	}
-	outputs := &kilnv1.AssetOutputs{Bucket: s.Outputs, Prefix: tasks.AssetPrefix(asset.ID), MasterKey: tasks.MasterKey(asset.ID),
+	outputs := &kilnv1.AssetOutputs{Bucket: s.Outputs, Prefix: tasks.AssetPrefix(asset.ID),
 		Mp4Key: mp4.Key, PosterKey: tasks.PosterKey(asset.ID)}
 	for _, r := range asset.Renditions {
 		outputs.Renditions = append(outputs.Renditions, &kilnv1.Rendition{Name: r.Name, Width: int32(r.Width), Height: int32(r.Height),

@@ -15,12 +15,12 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
-	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
-	"github.com/kilnvideo/kiln/workers"
 )
 
 // Error codes of the jobs and assets API, beside the shared httpapi ones.
@@ -36,7 +36,7 @@ const (
 // MaxJSONBody bounds the body of JSON endpoints.
 const MaxJSONBody = 1 << 20
 
-// JobCanceler cancels a job's current attempt (tasks.Canceler): it stops
+// JobCanceler cancels a job's current attempt (cancel.Service): it stops
 // its tasks and publishes the CANCELED event, which the catalog applies
 // when it comes back.
 type JobCanceler interface {
@@ -44,14 +44,14 @@ type JobCanceler interface {
 }
 
 // JobRetrier starts a new attempt of a failed or canceled job from its
-// probe (tasks.Retrier). It returns the QUEUED event of the attempt, which
+// probe (Retrier). It returns the QUEUED event of the attempt, which
 // the catalog applies at once (the copy from the bus is then a repeat).
 type JobRetrier interface {
 	Retry(ctx context.Context, task *kilnv1.ProbeTask, playbackPolicy string) (*kilnv1.JobEvent, error)
 }
 
 // RenditionRetrier enqueues the packaging of one failed rendition of a
-// ready asset (tasks.Retrier): t.Only names it and t.RenditionRetry numbers
+// ready asset (Retrier): t.Only names it and t.RenditionRetry numbers
 // the retry. The packager then publishes a partial READY event, which the
 // catalog applies when it comes.
 type RenditionRetrier interface {
@@ -66,10 +66,8 @@ type ObjectRemover interface {
 }
 
 var (
-	_ JobCanceler      = (*tasks.Canceler)(nil)
-	_ JobRetrier       = (*tasks.Retrier)(nil)
-	_ RenditionRetrier = (*tasks.Retrier)(nil)
-	_ ObjectRemover    = (*objstore.Client)(nil)
+	_ JobCanceler   = (*cancel.Service)(nil)
+	_ ObjectRemover = (*objstore.Client)(nil)
 )
 
 // listJobsJSON is the body of GET /v1/jobs.
@@ -317,7 +315,7 @@ func (s *Service) retryRendition(w http.ResponseWriter, r *http.Request) {
 			JobId: j.ID, AssetId: j.AssetID, Attempt: max(j.Attempt, 1),
 			Media: j.Media, Plan: j.Plan,
 			Encoded: []*kilnv1.EncodedRung{{Name: name,
-				Object: &kilnv1.ObjectRef{Bucket: a.Bucket, Key: encodedKey(id, name)}}},
+				Object: &kilnv1.ObjectRef{Bucket: a.Bucket, Key: layout.EncodedKey(id, name)}}},
 			PosterKey:      a.PosterKey,
 			Thumbnails:     a.Thumbnails,
 			Only:           name,
@@ -391,7 +389,7 @@ func (s *Service) deleteAsset(w http.ResponseWriter, r *http.Request) {
 		if b == "" {
 			continue
 		}
-		if err := s.remover.RemovePrefix(ctx, b, tasks.AssetPrefix(id)); err != nil {
+		if err := s.remover.RemovePrefix(ctx, b, layout.AssetPrefix(id)); err != nil {
 			s.log.Error("delete asset outputs", zap.String("asset_id", id), zap.String("bucket", b), zap.Error(err))
 			httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "removing the asset's objects failed; repeat the request")
 			return
@@ -478,12 +476,4 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		last = cur
 	}
-}
-
-// encodedKey is the encoded MP4 (or M4A) a rendition is packaged from.
-func encodedKey(assetID, rendition string) string {
-	if rendition == workers.AudioRendition {
-		return tasks.AudioKey(assetID)
-	}
-	return tasks.RenditionMP4Key(assetID, rendition)
 }

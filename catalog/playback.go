@@ -16,7 +16,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/objstore"
-	"github.com/kilnvideo/kiln/packager"
+	"github.com/kilnvideo/kiln/internal/playlist"
 )
 
 // Error codes of playback routes, beside the shared httpapi ones.
@@ -35,7 +35,7 @@ const (
 
 // Media types of what playback serves.
 const (
-	hlsContentType      = "application/vnd.apple.mpegurl"
+	hlsContentType      = playlist.ContentType
 	segmentContentType  = "video/iso.segment" // fMP4 media segments (.m4s)
 	mp4ContentType      = "video/mp4"         // init segments and the MP4 download
 	audioMP4ContentType = "audio/mp4"         // the download of an audio-only asset (.m4a)
@@ -146,7 +146,7 @@ func (s *Service) master(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body := packager.MasterPlaylist(a.protoRenditions())
+	body := playlist.Master(a.variants())
 	if g.token != "" {
 		body = withToken(body, g.token)
 	}

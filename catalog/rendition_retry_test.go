@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
-	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/layout"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -205,7 +205,7 @@ func TestRenditionFailureAndRetry(t *testing.T) {
 	full := testOutputs(asset)
 	want := &kilnv1.PackageTask{
 		JobId: id, AssetId: asset, Attempt: 1, Media: testMedia(), Plan: testPlan(),
-		Encoded:   []*kilnv1.EncodedRung{{Name: "720p", Object: &kilnv1.ObjectRef{Bucket: "outputs", Key: tasks.RenditionMP4Key(asset, "720p")}}},
+		Encoded:   []*kilnv1.EncodedRung{{Name: "720p", Object: &kilnv1.ObjectRef{Bucket: "outputs", Key: layout.EncodedKey(asset, "720p")}}},
 		PosterKey: full.PosterKey, Only: "720p", RenditionRetry: 1,
 	}
 	if !proto.Equal(task, want) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -384,9 +385,6 @@ func (s *Service) jobView(j *Job) (jobJSON, error) {
 	return out, nil
 }
 
-// audioRendition is the name of an audio-only plan's one rendition.
-const audioRendition = "audio"
-
 // Rendition states of the API beside the job states.
 const (
 	renditionReady  = "ready"
@@ -419,7 +417,7 @@ func renditionStates(j *Job) []renditionStateJSON {
 		out = append(out, renditionStateJSON{Name: r.GetName(), Width: r.GetWidth(), Height: r.GetHeight(), State: stateOf(r.GetName())})
 	}
 	if len(out) == 0 && j.Plan.GetAudioOnly() {
-		out = append(out, renditionStateJSON{Name: audioRendition, State: stateOf(audioRendition)})
+		out = append(out, renditionStateJSON{Name: layout.AudioRendition, State: stateOf(layout.AudioRendition)})
 	}
 	return out
 }

@@ -19,6 +19,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/playlist"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -1278,14 +1279,13 @@ func fmtTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 
 func parseTime(s string) (time.Time, error) { return time.Parse(timeLayout, s) }
 
-// protoRenditions converts the asset's renditions for the packager's
-// playlist writer.
-func (a *Asset) protoRenditions() []*kilnv1.Rendition {
-	out := make([]*kilnv1.Rendition, 0, len(a.Renditions))
+// variants are the asset's renditions as master playlist variants.
+func (a *Asset) variants() []playlist.Variant {
+	out := make([]playlist.Variant, 0, len(a.Renditions))
 	for _, r := range a.Renditions {
-		out = append(out, &kilnv1.Rendition{
-			Name: r.Name, Width: int32(r.Width), Height: int32(r.Height), FrameRate: r.FrameRate,
-			Bandwidth: r.Bandwidth, AverageBandwidth: r.AverageBandwidth, Codecs: r.Codecs, PlaylistKey: r.PlaylistKey,
+		out = append(out, playlist.Variant{
+			Name: r.Name, Width: r.Width, Height: r.Height, FrameRate: r.FrameRate,
+			Bandwidth: r.Bandwidth, AverageBandwidth: r.AverageBandwidth, Codecs: r.Codecs,
 		})
 	}
 	return out

@@ -16,8 +16,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/httpapi"
-	"github.com/kilnvideo/kiln/internal/tasks"
 )
 
 // memIdempotency is an in-memory IdempotencyStore; steal makes the next
@@ -186,7 +186,7 @@ func TestRedisIdempotency(t *testing.T) {
 	if addr == "" {
 		t.Skip("KILN_TEST_REDIS_ADDR not set")
 	}
-	c := tasks.NewRedisClient(asynq.RedisClientOpt{Addr: addr})
+	c := cancel.NewRedisClient(asynq.RedisClientOpt{Addr: addr})
 	defer c.Close()
 	s := &RedisIdempotency{Redis: c}
 	ctx, key := t.Context(), "test-"+newToken()

@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/layout"
+	"github.com/kilnvideo/kiln/internal/policy"
 )
 
 // Direct uploads: the client PUTs the file straight to the sources bucket
@@ -69,9 +71,9 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.PlaybackPolicy == "" {
-		req.PlaybackPolicy = PolicyPublic
+		req.PlaybackPolicy = policy.Public
 	}
-	if req.PlaybackPolicy != PolicyPublic && req.PlaybackPolicy != PolicySigned {
+	if !policy.Valid(req.PlaybackPolicy) {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPolicy, `playback_policy must be "public" or "signed"`)
 		return
 	}
@@ -79,7 +81,7 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "direct uploads are not supported by this server")
 		return
 	}
-	key := "uploads/" + randomID() + "/" + cleanName(req.Filename)
+	key := layout.NewSourceKey(req.Filename)
 	headers := map[string]string{
 		"Content-Length":              strconv.FormatInt(*req.Size, 10),
 		"X-Amz-Meta-" + PresetMetaKey: req.Preset,

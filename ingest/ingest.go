@@ -19,8 +19,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/jobevent"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -35,12 +37,6 @@ const PolicyMetaKey = "Kiln-Playback-Policy"
 // WebhookMetaKey is the S3 user-metadata key carrying a per-upload
 // webhook URL.
 const WebhookMetaKey = "Kiln-Webhook-Url"
-
-// Playback policies: public URLs, or URLs that need an expiring token.
-const (
-	PolicyPublic = "public"
-	PolicySigned = "signed"
-)
 
 // Objects is the object storage ingest uses.
 type Objects interface {
@@ -158,12 +154,8 @@ func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 		preset = "default"
 	}
 	log := s.log.With(zap.String("job_id", jobID), zap.String("bucket", o.Bucket), zap.String("key", o.Key), zap.String("origin", ev.Origin))
-	queued := tasks.Event(jobID, assetID, 1, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
-	policy := ev.GetPlaybackPolicy()
-	if policy != PolicySigned {
-		policy = PolicyPublic
-	}
-	queued.Source, queued.Preset, queued.PlaybackPolicy = o, preset, policy
+	queued := jobevent.New(jobID, assetID, 1, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
+	queued.Source, queued.Preset, queued.PlaybackPolicy = o, preset, policy.OfEvent(ev.GetPlaybackPolicy())
 	if u := ev.GetWebhookUrl(); ValidWebhookURL(u) {
 		queued.WebhookUrl = u
 	}
@@ -171,7 +163,11 @@ func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 		return err
 	}
 	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: preset}
-	if err := tasks.Enqueue(ctx, s.cfg.Queue, tasks.TypeProbe, tasks.QueueProbe, jobID, 1, probe, 2*time.Minute); err != nil {
+	t, err := tasks.NewProbeTask(probe)
+	if err != nil {
+		return err
+	}
+	if err := tasks.Enqueue(ctx, s.cfg.Queue, t); err != nil {
 		return err
 	}
 	log.Info("job queued")

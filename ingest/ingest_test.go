@@ -19,6 +19,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -303,9 +304,9 @@ func TestStartJob(t *testing.T) {
 		wantPreset string
 		wantPolicy string
 	}{
-		{"defaults when empty", "", "", "default", PolicyPublic},
-		{"explicit preset, signed", "hd", PolicySigned, "hd", PolicySigned},
-		{"unknown policy is public", "", "bogus", "default", PolicyPublic},
+		{"defaults when empty", "", "", "default", policy.Public},
+		{"explicit preset, signed", "hd", policy.Signed, "hd", policy.Signed},
+		{"unknown policy is public", "", "bogus", "default", policy.Public},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

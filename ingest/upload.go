@@ -1,8 +1,8 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,8 +13,6 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,17 +20,20 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/policy"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
 // Upload error codes.
 const (
 	CodeEmptyUpload   = "empty_upload"
-	CodeTooLarge      = "too_large"
-	CodeInvalidPreset = "invalid_preset"
+	CodeTooLarge      = httpapi.CodeTooLarge
+	CodeInvalidPreset = failure.InvalidPreset
 	CodeBadMultipart  = "bad_multipart"
 	CodeInvalidPolicy = "invalid_playback_policy"
 	CodeInvalidHook   = "invalid_webhook_url"
@@ -73,11 +74,8 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPreset, "unknown preset "+strconv.Quote(preset))
 		return
 	}
-	policy := r.URL.Query().Get("playback_policy")
-	if policy == "" {
-		policy = PolicyPublic
-	}
-	if policy != PolicyPublic && policy != PolicySigned {
+	playback := cmp.Or(r.URL.Query().Get("playback_policy"), policy.Public)
+	if !policy.Valid(playback) {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPolicy, `playback_policy must be "public" or "signed"`)
 		return
 	}
@@ -147,7 +145,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	var idem *idemClaim
 	if idemSet {
 		h := sha256.New()
-		fmt.Fprintf(h, "kiln-upload-v1\x00%s\x00%s\x00%s\x00%s\x00", preset, policy, webhook, filename)
+		fmt.Fprintf(h, "kiln-upload-v1\x00%s\x00%s\x00%s\x00%s\x00", preset, playback, webhook, filename)
 		src = io.TeeReader(src, h)
 		idem = &idemClaim{key: scopedIdempotencyKey(r.Header.Get("Authorization"), idemKey), token: newToken(), hash: h}
 		rec, reserved, err := s.cfg.Idempotency.Reserve(ctx, idem.key, idem.token, reservationTTL)
@@ -164,9 +162,9 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		defer stop()
 	}
 
-	key := "uploads/" + randomID() + "/" + cleanName(filename)
+	key := layout.NewSourceKey(filename)
 	info, err := s.cfg.Objects.Put(ctx, s.cfg.SourcesBucket, key, src, size, contentType,
-		uploadMeta(preset, policy, webhook))
+		uploadMeta(preset, playback, webhook))
 	if err != nil {
 		if idem != nil {
 			if rerr := s.cfg.Idempotency.Release(context.WithoutCancel(ctx), idem.key, idem.token); rerr != nil {
@@ -192,7 +190,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	landed := &kilnv1.ObjectLanded{
 		Object: &kilnv1.ObjectRef{Bucket: info.Bucket, Key: info.Key, Etag: info.ETag, Size: info.Size, ContentType: contentType},
-		Origin: "api", Preset: preset, PlaybackPolicy: policy, WebhookUrl: webhook, Time: timestamppb.Now(),
+		Origin: "api", Preset: preset, PlaybackPolicy: playback, WebhookUrl: webhook, Time: timestamppb.Now(),
 	}
 	if err := s.cfg.Events.PublishObjectLanded(ctx, landed); err != nil {
 		// The object is stored: the bucket notification or the reconciler
@@ -310,27 +308,6 @@ func firstFilePart(r *http.Request) (*multipart.Part, error) {
 	}
 }
 
-var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-// cleanName keeps a readable, safe file name for the object key.
-func cleanName(name string) string {
-	name = unsafeName.ReplaceAllString(path.Base(strings.ReplaceAll(name, `\`, "/")), "_")
-	if len(name) > 100 {
-		name = name[len(name)-100:]
-	}
-	name = strings.TrimLeft(name, ".")
-	if name == "" || name == "_" {
-		return "source"
-	}
-	return name
-}
-
-func randomID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 func tooLarge(err error) bool {
 	var mbe *http.MaxBytesError
 	return errors.As(err, &mbe)
@@ -338,8 +315,8 @@ func tooLarge(err error) bool {
 
 // uploadMeta is the S3 user metadata that lets the bucket notification
 // start the same job as the API's own event.
-func uploadMeta(preset, policy, webhook string) map[string]string {
-	m := map[string]string{PresetMetaKey: preset, PolicyMetaKey: policy}
+func uploadMeta(preset, playback, webhook string) map[string]string {
+	m := map[string]string{PresetMetaKey: preset, PolicyMetaKey: playback}
 	if webhook != "" {
 		m[WebhookMetaKey] = webhook
 	}

@@ -16,7 +16,12 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
+	"github.com/kilnvideo/kiln/internal/cancel"
+	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/jobevent"
+	"github.com/kilnvideo/kiln/internal/layout"
+	"github.com/kilnvideo/kiln/internal/playlist"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -38,7 +43,7 @@ type Config struct {
 	// Jobs tells whether a job was canceled before a stage hands over to
 	// the next (tasks.CancelMiddleware checks before it starts); default:
 	// never.
-	Jobs   tasks.CancelChecker
+	Jobs   cancel.Checker
 	Logger *zap.Logger
 }
 
@@ -53,7 +58,7 @@ func New(cfg Config) *Handler {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.Jobs == nil {
-		cfg.Jobs = tasks.NoCancel{}
+		cfg.Jobs = cancel.Never{}
 	}
 	return &Handler{cfg: cfg}
 }
@@ -74,9 +79,9 @@ func HLSArgs(input string, segmentSeconds int, dir string) []string {
 		"-hls_playlist_type", "vod",
 		"-hls_segment_type", "fmp4",
 		"-hls_flags", "independent_segments",
-		"-hls_fmp4_init_filename", "init.mp4",
-		"-hls_segment_filename", filepath.Join(dir, "seg_%05d.m4s"),
-		filepath.Join(dir, "index.m3u8"),
+		"-hls_fmp4_init_filename", layout.InitFile,
+		"-hls_segment_filename", filepath.Join(dir, layout.SegmentPattern),
+		filepath.Join(dir, layout.PlaylistFile),
 	}
 }
 
@@ -89,7 +94,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "package"))
 	if p.Only == "" {
-		if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PACKAGING, "packaging")); err != nil {
+		if err := h.cfg.Events.PublishJobEvent(ctx, jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PACKAGING, "packaging")); err != nil {
 			return err
 		}
 	}
@@ -104,7 +109,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		rungs[r.Name] = r
 	}
 	if len(p.Encoded) == 0 {
-		return tasks.Permanent("internal", "nothing was encoded", nil)
+		return failure.Permanent(failure.Internal, "nothing was encoded", nil)
 	}
 	// A rung whose packaging fails for good does not sink the others: the
 	// asset is ready with what worked and lists the failure, which can be
@@ -120,7 +125,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		}
 		r, ok := rungs[enc.Name]
 		if !ok && !p.Plan.GetAudioOnly() {
-			return tasks.Permanent("internal", "encoded rendition "+enc.Name+" is not in the plan", nil)
+			return failure.Permanent(failure.Internal, "encoded rendition "+enc.Name+" is not in the plan", nil)
 		}
 		if !ok {
 			r = &kilnv1.Rung{Name: enc.Name}
@@ -128,7 +133,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		rend, err := h.packageRung(ctx, &p, r, enc, filepath.Join(work, r.Name))
 		if jerr, permanent := renditionFailure(err); permanent {
 			log.Warn("rendition failed", zap.String("rendition", r.Name), zap.Error(err))
-			failed = append(failed, &kilnv1.FailedRendition{Name: r.Name, Error: jerr})
+			failed = append(failed, &kilnv1.FailedRendition{Name: r.Name, Error: jerr, EncodedKey: enc.Object.GetKey()})
 			firstErr = cmp.Or(firstErr, err)
 			continue
 		}
@@ -141,13 +146,13 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		return h.publishRendition(ctx, &p, renditions, failed, log)
 	}
 	if len(renditions) == 0 {
-		return tasks.Permanent("package_failed", "no rendition could be packaged", firstErr)
+		return failure.Permanent(failure.PackageFailed, "no rendition could be packaged", firstErr)
 	}
-	ev := tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
+	ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
 	ev.Media, ev.Plan = p.Media, p.Plan
 	ev.Outputs = &kilnv1.AssetOutputs{
 		Bucket:           h.cfg.OutputsBucket,
-		Prefix:           tasks.AssetPrefix(p.AssetId),
+		Prefix:           layout.AssetPrefix(p.AssetId),
 		Renditions:       renditions,
 		Mp4Key:           p.Encoded[0].Object.GetKey(), // the top rung (or the audio)
 		PosterKey:        p.PosterKey,
@@ -166,12 +171,12 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 // READY event that updates just that rendition of the ready asset.
 func (h *Handler) publishRendition(ctx context.Context, p *kilnv1.PackageTask, ok []*kilnv1.Rendition, failed []*kilnv1.FailedRendition, log *zap.Logger) error {
 	if len(ok)+len(failed) == 0 {
-		return tasks.Permanent("internal", "rendition "+p.Only+" was not encoded", nil)
+		return failure.Permanent(failure.Internal, "rendition "+p.Only+" was not encoded", nil)
 	}
-	ev := tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY,
+	ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY,
 		fmt.Sprintf("rendition.%s.%d", p.Only, p.RenditionRetry))
 	ev.Outputs = &kilnv1.AssetOutputs{
-		Bucket: h.cfg.OutputsBucket, Prefix: tasks.AssetPrefix(p.AssetId),
+		Bucket: h.cfg.OutputsBucket, Prefix: layout.AssetPrefix(p.AssetId),
 		Renditions: ok, FailedRenditions: failed, Partial: true,
 	}
 	log.Info("rendition retried", zap.String("rendition", p.Only), zap.Bool("ok", len(ok) > 0))
@@ -186,12 +191,12 @@ func renditionFailure(err error) (*kilnv1.JobError, bool) {
 		return nil, false
 	}
 	var ee *ffmpeg.ExitError
-	var te *tasks.Error
+	var te *failure.Error
 	switch {
 	case errors.As(err, &te):
 		return &kilnv1.JobError{Code: te.Code, Message: te.Message}, true
 	case errors.As(err, &ee) && !ee.Signaled && ctxErr(err) == nil:
-		return &kilnv1.JobError{Code: "package_failed", Message: "ffmpeg could not package this rendition"}, true
+		return &kilnv1.JobError{Code: failure.PackageFailed, Message: "ffmpeg could not package this rendition"}, true
 	}
 	return nil, false
 }
@@ -202,9 +207,6 @@ func ctxErr(err error) error {
 	}
 	return nil
 }
-
-// ContentTypeHLS is the media type of HLS playlists.
-const ContentTypeHLS = "application/vnd.apple.mpegurl"
 
 func (h *Handler) packageRung(ctx context.Context, p *kilnv1.PackageTask, r *kilnv1.Rung, enc *kilnv1.EncodedRung, dir string) (*kilnv1.Rendition, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -223,16 +225,15 @@ func (h *Handler) packageRung(ctx context.Context, p *kilnv1.PackageTask, r *kil
 	}
 	codecs, err := Codecs(probe)
 	if err != nil {
-		return nil, tasks.Permanent("internal", "cannot describe the encoded streams", err)
+		return nil, failure.Permanent(failure.Internal, "cannot describe the encoded streams", err)
 	}
-	if init, err := os.ReadFile(filepath.Join(dir, "init.mp4")); err == nil {
+	if init, err := os.ReadFile(filepath.Join(dir, layout.InitFile)); err == nil {
 		codecs = PreferAVCC(codecs, init)
 	}
-	stats, err := MeasurePlaylist(filepath.Join(dir, "index.m3u8"))
+	stats, err := MeasurePlaylist(filepath.Join(dir, layout.PlaylistFile))
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", r.Name, err)
 	}
-	hlsDir := tasks.HLSDir(p.AssetId, r.Name)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("package: %w", err)
@@ -240,20 +241,20 @@ func (h *Handler) packageRung(ctx context.Context, p *kilnv1.PackageTask, r *kil
 	// Segments and init first, the playlist last: a reader never sees a
 	// playlist that names a segment not yet stored.
 	for _, e := range entries {
-		if e.Name() != "index.m3u8" {
-			if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, hlsDir+"/"+e.Name(), filepath.Join(dir, e.Name()), contentType(e.Name())); err != nil {
+		if e.Name() != layout.PlaylistFile {
+			if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, layout.SegmentKey(p.AssetId, r.Name, e.Name()), filepath.Join(dir, e.Name()), contentType(e.Name())); err != nil {
 				return nil, err
 			}
 		}
 	}
-	playlistKey := hlsDir + "/index.m3u8"
-	if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, playlistKey, filepath.Join(dir, "index.m3u8"), ContentTypeHLS); err != nil {
+	playlistKey := layout.PlaylistKey(p.AssetId, r.Name)
+	if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, playlistKey, filepath.Join(dir, layout.PlaylistFile), playlist.ContentType); err != nil {
 		return nil, err
 	}
 	rend := &kilnv1.Rendition{
 		Name: r.Name, Width: r.Width, Height: r.Height,
 		Bandwidth: stats.PeakBitRate, AverageBandwidth: stats.AverageBitRate,
-		Codecs: codecs, PlaylistKey: playlistKey,
+		Codecs: codecs, PlaylistKey: playlistKey, EncodedKey: enc.Object.GetKey(),
 	}
 	if r.Width > 0 {
 		rend.FrameRate = p.Plan.GetFrameRate()
@@ -268,7 +269,7 @@ func contentType(name string) string {
 	case ".mp4":
 		return "video/mp4"
 	case ".m3u8":
-		return ContentTypeHLS
+		return playlist.ContentType
 	}
 	return "application/octet-stream"
 }

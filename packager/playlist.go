@@ -2,55 +2,17 @@ package packager
 
 import (
 	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/grafov/m3u8"
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
-	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
-
-// MasterPlaylist renders the HLS master playlist of renditions: version 7,
-// independent segments, one EXT-X-STREAM-INF per rendition with measured
-// BANDWIDTH and AVERAGE-BANDWIDTH, CODECS, RESOLUTION and FRAME-RATE,
-// ordered by bandwidth (lowest first, so a player that starts with the first
-// variant starts fast), URIs "<name>/index.m3u8".
-//
-// It is written by hand rather than with github.com/grafov/m3u8 (which the
-// tests use to parse it back): that library always emits PROGRAM-ID, an
-// attribute removed in protocol version 6, and caps BANDWIDTH at uint32.
-// Callers must pass renditions whose names and codecs are URL- and
-// attribute-safe (the packager makes them; the catalog validates them).
-func MasterPlaylist(renditions []*kilnv1.Rendition) []byte {
-	rs := slices.SortedStableFunc(slices.Values(renditions), func(a, b *kilnv1.Rendition) int {
-		return cmp.Compare(a.Bandwidth, b.Bandwidth)
-	})
-	var b strings.Builder
-	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n")
-	for _, r := range rs {
-		fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d", r.Bandwidth)
-		if r.AverageBandwidth > 0 {
-			fmt.Fprintf(&b, ",AVERAGE-BANDWIDTH=%d", r.AverageBandwidth)
-		}
-		b.WriteString(`,CODECS="` + r.Codecs + `"`)
-		if r.Width > 0 && r.Height > 0 {
-			fmt.Fprintf(&b, ",RESOLUTION=%dx%d", r.Width, r.Height)
-		}
-		if r.FrameRate > 0 {
-			b.WriteString(",FRAME-RATE=" + strconv.FormatFloat(r.FrameRate, 'f', 3, 64))
-		}
-		b.WriteString("\n" + r.Name + "/index.m3u8\n")
-	}
-	return []byte(b.String())
-}
 
 // PlaylistStats are bit rates measured from a media playlist and the sizes
 // of its segments.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -311,7 +312,7 @@ func TestTranscodeTimeout(t *testing.T) {
 		{"two hours", &kilnv1.MediaInfo{DurationSeconds: 7200}, 10*time.Minute + 40*time.Hour},
 	}
 	for _, tt := range tests {
-		if got := TranscodeTimeout(tt.media); got != tt.want {
+		if got := tasks.TranscodeTimeout(tt.media); got != tt.want {
 			t.Errorf("%s: TranscodeTimeout = %v, want %v", tt.name, got, tt.want)
 		}
 	}

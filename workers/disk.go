@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"syscall"
 
-	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/failure"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -34,7 +34,7 @@ func EncodedBytes(plan *kilnv1.Plan, duration float64) int64 {
 // permanent failure; over the free space now is a retryable one.
 func checkDisk(dir string, need, limit int64) error {
 	if limit > 0 && need > limit {
-		return tasks.Permanent(CodeTooLarge, fmt.Sprintf("encoding needs about %d bytes of temp disk; the limit is %d", need, limit), nil)
+		return failure.Permanent(failure.TooLarge, fmt.Sprintf("encoding needs about %d bytes of temp disk; the limit is %d", need, limit), nil)
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {

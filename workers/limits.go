@@ -4,19 +4,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/failure"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
-)
-
-// Failure codes of bad input (the job fails with one; no retry).
-const (
-	CodeInvalidMedia     = "invalid_media"
-	CodeUnsupportedCodec = "unsupported_codec"
-	CodeNoStreams        = "no_video_or_audio"
-	CodeTooLarge         = "too_large"
-	CodeTooLong          = "too_long"
-	CodeTooManyStreams   = "too_many_streams"
-	CodeInvalidPreset    = "invalid_preset"
 )
 
 // Limits bound what a worker accepts from a source. Zero fields take the
@@ -85,29 +74,29 @@ func (l Limits) Check(m *kilnv1.MediaInfo) error {
 	v, a := m.GetVideo(), m.GetAudio()
 	switch {
 	case v == nil && a == nil:
-		return tasks.Permanent(CodeNoStreams, "the file has no video or audio stream", nil)
+		return failure.Permanent(failure.NoStreams, "the file has no video or audio stream", nil)
 	case m.GetSizeBytes() > l.MaxBytes:
-		return tasks.Permanent(CodeTooLarge, fmt.Sprintf("the file is %d bytes; the limit is %d", m.GetSizeBytes(), l.MaxBytes), nil)
+		return failure.Permanent(failure.TooLarge, fmt.Sprintf("the file is %d bytes; the limit is %d", m.GetSizeBytes(), l.MaxBytes), nil)
 	case int(m.GetVideoStreams()+m.GetAudioStreams()+m.GetOtherStreams()) > l.MaxStreams:
-		return tasks.Permanent(CodeTooManyStreams, fmt.Sprintf("the file has %d streams; the limit is %d",
+		return failure.Permanent(failure.TooManyStreams, fmt.Sprintf("the file has %d streams; the limit is %d",
 			m.GetVideoStreams()+m.GetAudioStreams()+m.GetOtherStreams(), l.MaxStreams), nil)
 	case time.Duration(m.GetDurationSeconds()*float64(time.Second)) > l.MaxDuration:
-		return tasks.Permanent(CodeTooLong, fmt.Sprintf("the file lasts %.0f s; the limit is %.0f s", m.GetDurationSeconds(), l.MaxDuration.Seconds()), nil)
+		return failure.Permanent(failure.TooLong, fmt.Sprintf("the file lasts %.0f s; the limit is %.0f s", m.GetDurationSeconds(), l.MaxDuration.Seconds()), nil)
 	}
 	if v != nil {
 		w, h := int64(v.GetWidth()), int64(v.GetHeight())
 		switch {
 		case !videoCodecs[v.GetCodec()]:
-			return tasks.Permanent(CodeUnsupportedCodec, fmt.Sprintf("video codec %q is not supported", v.GetCodec()), nil)
+			return failure.Permanent(failure.UnsupportedCodec, fmt.Sprintf("video codec %q is not supported", v.GetCodec()), nil)
 		case w <= 0 || h <= 0:
-			return tasks.Permanent(CodeInvalidMedia, "the video stream has no picture size", nil)
+			return failure.Permanent(failure.InvalidMedia, "the video stream has no picture size", nil)
 		case w > int64(l.MaxWidth) || h > int64(l.MaxHeight) || w*h > l.MaxPixels:
-			return tasks.Permanent(CodeTooLarge, fmt.Sprintf("the picture is %dx%d; the limit is %dx%d and %d pixels",
+			return failure.Permanent(failure.TooLarge, fmt.Sprintf("the picture is %dx%d; the limit is %dx%d and %d pixels",
 				w, h, l.MaxWidth, l.MaxHeight, l.MaxPixels), nil)
 		}
 	}
 	if a != nil && !audioCodecs[a.GetCodec()] {
-		return tasks.Permanent(CodeUnsupportedCodec, fmt.Sprintf("audio codec %q is not supported", a.GetCodec()), nil)
+		return failure.Permanent(failure.UnsupportedCodec, fmt.Sprintf("audio codec %q is not supported", a.GetCodec()), nil)
 	}
 	return nil
 }

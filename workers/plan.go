@@ -48,9 +48,6 @@ func DefaultPreset() Preset {
 // ErrNoStreams means the source has neither video nor audio.
 var ErrNoStreams = errors.New("no video or audio stream")
 
-// AudioRendition is the name of the rendition of an audio-only source.
-const AudioRendition = "audio"
-
 // Plan decides what to encode from a probed source and why. It is a pure
 // function: no upscaling, aspect ratio kept (non-square pixels squared),
 // even dimensions, rotation applied so the output displays upright,

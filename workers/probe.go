@@ -9,7 +9,10 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
+	"github.com/kilnvideo/kiln/internal/cancel"
+	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/jobevent"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -31,7 +34,7 @@ type Config struct {
 	// Jobs tells whether a job was canceled before a stage hands over to
 	// the next (tasks.CancelMiddleware checks before it starts); default:
 	// never.
-	Jobs tasks.CancelChecker
+	Jobs cancel.Checker
 	// Limits bound accepted sources.
 	Limits Limits
 	// X264Preset trades speed for compression; default "veryfast".
@@ -56,12 +59,21 @@ func New(cfg Config) *Handlers {
 		cfg.Presets["default"] = DefaultPreset()
 	}
 	if cfg.Jobs == nil {
-		cfg.Jobs = tasks.NoCancel{}
+		cfg.Jobs = cancel.Never{}
 	}
 	if cfg.X264Preset == "" {
 		cfg.X264Preset = "veryfast"
 	}
 	return &Handlers{cfg: cfg}
+}
+
+// handOver enqueues the next stage's command of the job, unless the job was
+// canceled (or the attempt replaced) while this stage worked.
+func (h *Handlers) handOver(ctx context.Context, jobID string, attempt int32, c tasks.Command) error {
+	if err := h.cfg.Jobs.Check(ctx, jobID, attempt); err != nil {
+		return err
+	}
+	return tasks.Enqueue(ctx, h.cfg.Queue, c)
 }
 
 // Register adds the handlers to mux.
@@ -80,7 +92,7 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "probe"))
-	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PROBING, "probing")); err != nil {
+	if err := h.cfg.Events.PublishJobEvent(ctx, jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PROBING, "probing")); err != nil {
 		return err
 	}
 	preset, ok := h.cfg.Presets[p.GetPreset()]
@@ -88,7 +100,7 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		preset, ok = h.cfg.Presets["default"], true
 	}
 	if !ok {
-		return tasks.Permanent(CodeInvalidPreset, fmt.Sprintf("unknown preset %q", p.GetPreset()), nil)
+		return failure.Permanent(failure.InvalidPreset, fmt.Sprintf("unknown preset %q", p.GetPreset()), nil)
 	}
 	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
 	if err != nil {
@@ -101,7 +113,7 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		AnalyzeDuration:   AnalyzeDuration,
 	})
 	if err != nil {
-		return classify(err, CodeInvalidMedia, "the file is not a readable video or audio file")
+		return classify(err, failure.InvalidMedia, "the file is not a readable video or audio file")
 	}
 	media := MediaFromProbe(res)
 	if media.SizeBytes <= 0 {
@@ -113,10 +125,10 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	}
 	plan, err := Plan(media, preset)
 	if errors.Is(err, ErrNoStreams) {
-		return tasks.Permanent(CodeNoStreams, "the file has no video or audio stream", err)
+		return failure.Permanent(failure.NoStreams, "the file has no video or audio stream", err)
 	}
 	if err != nil {
-		return tasks.Permanent(CodeInvalidMedia, "the video stream cannot be planned", err)
+		return failure.Permanent(failure.InvalidMedia, "the video stream cannot be planned", err)
 	}
 	log.Info("probed", zap.String("format", media.Format), zap.Float64("duration", media.DurationSeconds),
 		zap.Int("rungs", len(plan.Rungs)))
@@ -124,25 +136,21 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	next := &kilnv1.TranscodeTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Source: p.Source, Media: media, Plan: plan}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
+	cmd, err := tasks.NewTranscodeTask(next)
+	if err != nil {
 		return err
 	}
-	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypeTranscode, tasks.QueueTranscode, p.JobId, p.Attempt, next, TranscodeTimeout(media))
+	return h.handOver(ctx, p.JobId, p.Attempt, cmd)
 }
 
 // publishMedia records what the probe found (and planned) on the job, also
 // for a source about to be refused, so the failure can be understood.
 func (h *Handlers) publishMedia(ctx context.Context, p *kilnv1.ProbeTask, media *kilnv1.MediaInfo, plan *kilnv1.Plan, log *zap.Logger) error {
-	ev := tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PROBING, "probed")
+	ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PROBING, "probed")
 	ev.Media, ev.Plan = media, plan
 	err := h.cfg.Events.PublishJobEvent(ctx, ev)
 	if err != nil {
 		log.Warn("publish probe result", zap.Error(err))
 	}
 	return err
-}
-
-// TranscodeTimeout bounds a transcode by the source duration.
-func TranscodeTimeout(m *kilnv1.MediaInfo) time.Duration {
-	return 10*time.Minute + time.Duration(m.GetDurationSeconds()*20*float64(time.Second))
 }

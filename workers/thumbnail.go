@@ -15,6 +15,8 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
+	"github.com/kilnvideo/kiln/internal/failure"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -131,20 +133,20 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	thumbDir := tasks.ThumbnailDir(p.AssetId)
-	thumbs := &kilnv1.Thumbnails{PosterKey: tasks.PosterKey(p.AssetId)}
+	thumbDir := layout.ThumbnailDir(p.AssetId)
+	thumbs := &kilnv1.Thumbnails{PosterKey: layout.PosterKey(p.AssetId)}
 	if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, thumbs.PosterKey, poster, "image/jpeg"); err != nil {
 		return err
 	}
 
 	top := p.Plan.Rungs[0]
-	layout := NewStoryboardLayout(duration, int(top.Width), int(top.Height))
+	grid := NewStoryboardLayout(duration, int(top.Width), int(top.Height))
 	sb := filepath.Join(dir, "storyboard")
 	if err := os.Mkdir(sb, 0o755); err != nil {
 		return fmt.Errorf("thumbnail: %w", err)
 	}
-	if err := h.cfg.FFmpeg.Run(ctx, StoryboardArgs(src.String(), layout, sb), nil); err != nil {
-		return classify(err, "thumbnail_failed", "thumbnails could not be extracted")
+	if err := h.cfg.FFmpeg.Run(ctx, StoryboardArgs(src.String(), grid, sb), nil); err != nil {
+		return classify(err, failure.ThumbnailFailed, "thumbnails could not be extracted")
 	}
 	files, _ := filepath.Glob(filepath.Join(sb, "t_*.jpg"))
 	sort.Strings(files)
@@ -167,14 +169,14 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 			return err
 		}
 		vtt := filepath.Join(dir, "storyboard.vtt")
-		if err := os.WriteFile(vtt, []byte(StoryboardVTT(layout, len(files), duration, "sprite.jpg")), 0o644); err != nil {
+		if err := os.WriteFile(vtt, []byte(StoryboardVTT(grid, len(files), duration, "sprite.jpg")), 0o644); err != nil {
 			return fmt.Errorf("thumbnail: %w", err)
 		}
 		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, thumbs.StoryboardKey, vtt, "text/vtt"); err != nil {
 			return err
 		}
 	}
-	thumbs.IntervalSeconds, thumbs.Width, thumbs.Height = layout.Interval, int32(layout.TileWidth), int32(layout.TileHeight)
+	thumbs.IntervalSeconds, thumbs.Width, thumbs.Height = grid.Interval, int32(grid.TileWidth), int32(grid.TileHeight)
 	log.Info("thumbnails extracted", zap.Float64("poster_at", offset), zap.Int("thumbnails", len(files)))
 
 	next := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
@@ -182,13 +184,14 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 	for _, r := range p.Plan.Rungs {
 		next.Encoded = append(next.Encoded, &kilnv1.EncodedRung{
 			Name:   r.Name,
-			Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: tasks.RenditionMP4Key(p.AssetId, r.Name)},
+			Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: layout.EncodedKey(p.AssetId, r.Name)},
 		})
 	}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
+	cmd, err := tasks.NewPackageTask(next)
+	if err != nil {
 		return err
 	}
-	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, p.Attempt, next, tasks.PackageTimeout)
+	return h.handOver(ctx, p.JobId, p.Attempt, cmd)
 }
 
 // pickPoster tries PosterOffsets until a frame is neither black nor flat
@@ -202,7 +205,7 @@ func (h *Handlers) pickPoster(ctx context.Context, src string, duration, fps flo
 			break
 		}
 		if err := h.cfg.FFmpeg.Run(ctx, PosterArgs(src, offset, fps, out), nil); err != nil {
-			return "", 0, classify(err, "thumbnail_failed", "no poster frame could be extracted")
+			return "", 0, classify(err, failure.ThumbnailFailed, "no poster frame could be extracted")
 		}
 		mean, dev, err := lumaStats(out)
 		if err != nil { // seeking past the last frame writes nothing
@@ -221,10 +224,10 @@ func (h *Handlers) pickPoster(ctx context.Context, src string, duration, fps flo
 	// Too short for the candidates (a few frames): the first frame.
 	out := filepath.Join(dir, "poster-first.jpg")
 	if err := h.cfg.FFmpeg.Run(ctx, PosterArgs(src, 0, 0, out), nil); err != nil {
-		return "", 0, classify(err, "thumbnail_failed", "no poster frame could be extracted")
+		return "", 0, classify(err, failure.ThumbnailFailed, "no poster frame could be extracted")
 	}
 	if _, _, err := lumaStats(out); err != nil {
-		return "", 0, tasks.Permanent("thumbnail_failed", "no poster frame could be extracted", err)
+		return "", 0, failure.Permanent(failure.ThumbnailFailed, "no poster frame could be extracted", err)
 	}
 	return out, 0, nil
 }

@@ -13,7 +13,10 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
+	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/jobevent"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -38,7 +41,7 @@ func TranscodeArgs(input string, plan *kilnv1.Plan, outDir string, opt EncodeOpt
 		args = append(args, "-map", "0:a:0", "-vn", "-sn", "-dn")
 		args = append(args, audioArgs(plan)...)
 		return append(args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4",
-			filepath.Join(outDir, AudioRendition+".m4a"))
+			filepath.Join(outDir, layout.AudioRendition+".m4a"))
 	}
 	n := len(plan.Rungs)
 	var fg strings.Builder
@@ -108,7 +111,7 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "transcode"))
-	if err := h.cfg.Events.PublishJobEvent(ctx, tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, "transcoding")); err != nil {
+	if err := h.cfg.Events.PublishJobEvent(ctx, jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, "transcoding")); err != nil {
 		return err
 	}
 	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
@@ -128,23 +131,24 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	started := time.Now()
 	progress := h.progressReporter(ctx, &p, log)
 	if err := h.cfg.FFmpeg.Run(ctx, args, progress); err != nil {
-		return classify(err, "transcode_failed", "the source could not be decoded")
+		return classify(err, failure.TranscodeFailed, "the source could not be decoded")
 	}
 	log.Info("encoded", zap.Duration("took", time.Since(started)), zap.Int("rungs", len(p.Plan.Rungs)))
 	if p.Plan.AudioOnly {
-		key := tasks.AudioKey(p.AssetId)
-		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, filepath.Join(dir, AudioRendition+".m4a"), "audio/mp4"); err != nil {
+		key := layout.EncodedKey(p.AssetId, layout.AudioRendition)
+		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, filepath.Join(dir, layout.AudioRendition+".m4a"), "audio/mp4"); err != nil {
 			return err
 		}
 		next := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
-			Encoded: []*kilnv1.EncodedRung{{Name: AudioRendition, Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: key}}}}
-		if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
+			Encoded: []*kilnv1.EncodedRung{{Name: layout.AudioRendition, Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: key}}}}
+		cmd, err := tasks.NewPackageTask(next)
+		if err != nil {
 			return err
 		}
-		return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypePackage, tasks.QueuePackage, p.JobId, p.Attempt, next, tasks.PackageTimeout)
+		return h.handOver(ctx, p.JobId, p.Attempt, cmd)
 	}
 	for _, r := range p.Plan.Rungs {
-		key := tasks.RenditionMP4Key(p.AssetId, r.Name)
+		key := layout.EncodedKey(p.AssetId, r.Name)
 		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, filepath.Join(dir, r.Name+".mp4"), "video/mp4"); err != nil {
 			return err
 		}
@@ -152,12 +156,13 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	top := p.Plan.Rungs[0]
 	next := &kilnv1.ThumbnailTask{
 		JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
-		Source: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: tasks.RenditionMP4Key(p.AssetId, top.Name)},
+		Source: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: layout.EncodedKey(p.AssetId, top.Name)},
 	}
-	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
+	cmd, err := tasks.NewThumbnailTask(next)
+	if err != nil {
 		return err
 	}
-	return tasks.Enqueue(ctx, h.cfg.Queue, tasks.TypeThumbnail, tasks.QueueThumbnail, p.JobId, p.Attempt, next, 5*time.Minute)
+	return h.handOver(ctx, p.JobId, p.Attempt, cmd)
 }
 
 // progressReporter publishes transcode progress at most once a second.
@@ -170,7 +175,7 @@ func (h *Handlers) progressReporter(ctx context.Context, p *kilnv1.TranscodeTask
 		}
 		last = time.Now()
 		frac := min(0.99, max(0, pr.OutTime.Seconds()/duration))
-		ev := tasks.Event(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, fmt.Sprintf("transcoding.%02d", int(frac*100)))
+		ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, fmt.Sprintf("transcoding.%02d", int(frac*100)))
 		ev.Progress = frac
 		if err := h.cfg.Events.PublishJobEvent(ctx, ev); err != nil {
 			log.Warn("publish progress", zap.Error(err))

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -144,7 +145,7 @@ func eventOf(ev *kilnv1.JobEvent) (typ, state string, ok bool) {
 		}
 		return EventJobReady, "ready", true
 	case kilnv1.JobState_JOB_STATE_FAILED:
-		if ev.GetError().GetCode() == "canceled" {
+		if ev.GetError().GetCode() == failure.Canceled {
 			return EventJobCanceled, "canceled", true
 		}
 		return EventJobFailed, "failed", true
@@ -185,7 +186,7 @@ func (s *Service) OnApply(ctx context.Context, tx *sql.Tx, ev *kilnv1.JobEvent, 
 	case EventJobFailed, EventJobCanceled:
 		code, msg := ev.GetError().GetCode(), ev.GetError().GetMessage()
 		if code == "" {
-			code = "internal"
+			code = failure.Internal
 		}
 		data.Error = &ErrorData{Code: code, Message: msg}
 	case EventJobReady:

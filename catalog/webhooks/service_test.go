@@ -173,7 +173,7 @@ func jobEvent(state kilnv1.JobState, progress float64) *kilnv1.JobEvent {
 	ev := &kilnv1.JobEvent{EventId: testJob + "." + state.String(), JobId: testJob, AssetId: testAsset, State: state, Progress: progress}
 	switch state {
 	case kilnv1.JobState_JOB_STATE_READY:
-		ev.Outputs = &kilnv1.AssetOutputs{Bucket: "kiln-outputs", Prefix: "assets/" + testAsset + "/", 
+		ev.Outputs = &kilnv1.AssetOutputs{Bucket: "kiln-outputs", Prefix: "assets/" + testAsset + "/",
 			Mp4Key: "x.mp4", PosterKey: "p.jpg",
 			Renditions: []*kilnv1.Rendition{{Name: "360p", Width: 640, Height: 360, Bandwidth: 800000, Codecs: "avc1.64001e,mp4a.40.2", PlaylistKey: "a/index.m3u8"}}}
 	case kilnv1.JobState_JOB_STATE_FAILED:

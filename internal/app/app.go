@@ -25,6 +25,7 @@ import (
 	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/ingest"
 	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/metrics"
@@ -153,7 +154,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	canceler := &tasks.Canceler{Redis: tasks.NewRedisClient(redisOpt), Inspector: inspector, Events: b, Logger: log.Named("cancel")}
+	canceler := &cancel.Service{Redis: cancel.NewRedisClient(redisOpt), Inspector: inspector, Events: b, Logger: log.Named("cancel")}
 	defer canceler.Redis.Close()
 	keys, err := httpapi.NewKeySet(httpapi.KeysConfig{Keys: cfg.APIKeys, RateLimit: cfg.APIRateLimit, Burst: cfg.APIRateBurst})
 	if err != nil {
@@ -207,7 +208,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		defer store.Close()
-		retrier := &tasks.Retrier{Queue: client, Canceler: canceler, Events: b}
+		retrier := &catalog.Retrier{Queue: client, Attempts: canceler, Events: b}
 		cat, err := catalog.New(catalog.Config{
 			Store: store, Objects: objects, PublicURL: cfg.PublicURL, APIKeys: keys, Logger: log.Named("catalog"),
 			SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
@@ -261,7 +262,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer os.RemoveAll(workDir)
 		srvMux := asynq.NewServeMux()
-		srvMux.Use(tasks.CancelMiddleware(canceler))
+		srvMux.Use(cancel.Middleware(canceler))
 		workers.New(workers.Config{
 			FFmpeg: runner, Objects: objects, Events: b, Queue: client, Jobs: canceler,
 			OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,

@@ -224,7 +224,7 @@ func TestDuplicateEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, ti := range infos {
-			if j, _ := tasks.Job(asynq.NewTask(ti.Type, ti.Payload)); j == up.JobID {
+			if j, _, _ := tasks.Head(asynq.NewTask(ti.Type, ti.Payload)); j == up.JobID {
 				n++
 			}
 		}

@@ -20,8 +20,8 @@ import (
 	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
-	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -178,7 +178,7 @@ func proxyPlayback(t *testing.T, s stack, asset assetView) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	infos, err := objects.List(t.Context(), s.Outputs, tasks.AssetPrefix(asset.ID))
+	infos, err := objects.List(t.Context(), s.Outputs, layout.AssetPrefix(asset.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,8 +192,8 @@ func proxyPlayback(t *testing.T, s stack, asset assetView) {
 			mp4 = in
 		}
 	}
-	outputs := &kilnv1.AssetOutputs{Bucket: s.Outputs, Prefix: tasks.AssetPrefix(asset.ID),
-		Mp4Key: mp4.Key, PosterKey: tasks.PosterKey(asset.ID)}
+	outputs := &kilnv1.AssetOutputs{Bucket: s.Outputs, Prefix: layout.AssetPrefix(asset.ID),
+		Mp4Key: mp4.Key, PosterKey: layout.PosterKey(asset.ID)}
 	for _, r := range asset.Renditions {
 		outputs.Renditions = append(outputs.Renditions, &kilnv1.Rendition{Name: r.Name, Width: int32(r.Width), Height: int32(r.Height),
 			FrameRate: r.FrameRate, Bandwidth: r.Bandwidth, AverageBandwidth: r.AverageBandwidth, Codecs: r.Codecs,

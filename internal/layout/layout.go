@@ -96,5 +96,5 @@ func PosterKey(assetID string) string { return path.Join(ThumbnailDir(assetID), 
 // UnderAsset reports whether key is an output object of assetID.
 func UnderAsset(assetID, key string) bool {
 	rest, ok := strings.CutPrefix(key, AssetPrefix(assetID))
-	return ok && rest != "" && path.Clean(rest) == rest && !strings.HasPrefix(rest, "../")
+	return ok && rest != "" && path.Clean(rest) == rest && !strings.HasPrefix(rest, "/") && !strings.HasPrefix(rest, "../") && rest != ".."
 }

@@ -8,8 +8,15 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
+	"github.com/kilnvideo/kiln/internal/failure"
+	"github.com/kilnvideo/kiln/internal/jobevent"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
+
+// Publisher publishes job events (the bus).
+type Publisher interface {
+	PublishJobEvent(ctx context.Context, ev *kilnv1.JobEvent) error
+}
 
 // FailureHandler is the asynq ErrorHandler of every stage: it logs each
 // failed attempt and, when the task will not run again (a permanent error or
@@ -23,7 +30,7 @@ var _ asynq.ErrorHandler = (*FailureHandler)(nil)
 
 // HandleError implements asynq.ErrorHandler.
 func (h *FailureHandler) HandleError(ctx context.Context, task *asynq.Task, err error) {
-	jobID, assetID := Job(task)
+	jobID, assetID, attempt := Head(task)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	final := errors.Is(err, asynq.SkipRetry) || retried >= maxRetry
@@ -33,24 +40,16 @@ func (h *FailureHandler) HandleError(ctx context.Context, task *asynq.Task, err 
 		log.Warn("task failed; will retry", zap.Error(err))
 		return
 	}
-	if errors.Is(err, ErrCanceled) {
+	if errors.Is(err, failure.ErrCanceled) {
 		log.Info("task dropped: job canceled")
 		return
 	}
 	log.Error("task failed", zap.Error(err))
-	if jobID == "" {
+	if _, stage := StageOf(task.Type()); jobID == "" || !stage {
 		return
 	}
-	code, msg := "internal", "processing failed after retries"
-	var je *Error
-	switch {
-	case errors.As(err, &je):
-		code, msg = je.Code, je.Message
-	case errors.Is(err, context.DeadlineExceeded):
-		code, msg = "timeout", "processing took longer than its time limit"
-	}
-	ev := Event(jobID, assetID, Attempt(task), kilnv1.JobState_JOB_STATE_FAILED, "failed")
-	ev.Error = &kilnv1.JobError{Code: code, Message: msg}
+	code, msg := failure.CodeOf(err)
+	ev := jobevent.Failed(jobID, assetID, attempt, code, msg)
 	// The task context may be done (timeout); publishing the failure must
 	// still happen, bounded by its own deadline.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

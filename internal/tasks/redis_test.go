@@ -18,6 +18,9 @@ import (
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/internal/cancel"
+	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -38,7 +41,7 @@ func needRedis(t *testing.T) asynq.RedisClientOpt {
 		t.Skip("no Redis: set KILN_TEST_REDIS_ADDR or run through `go tool task test`")
 	}
 	opt := asynq.RedisClientOpt{Addr: addr, DB: testRedisDB}
-	rc := tasks.NewRedisClient(opt)
+	rc := cancel.NewRedisClient(opt)
 	flush := func() {
 		// Not t.Context(): cleanups run after it is canceled.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 10*time.Second)
@@ -170,16 +173,16 @@ func TestFailureHandler(t *testing.T) {
 		return v.(*atomic.Int32).Load()
 	}
 	h := asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
-		job, _ := tasks.Job(task)
+		job, _, _ := tasks.Head(task)
 		v, _ := runs.LoadOrStore(job, new(atomic.Int32))
 		v.(*atomic.Int32).Add(1)
 		switch job {
 		case "job-invalid":
-			return tasks.Permanent("invalid_media", "no decodable video stream", errors.New("moov atom not found"))
+			return failure.Permanent("invalid_media", "no decodable video stream", errors.New("moov atom not found"))
 		case "job-plain", "job-retry", "job-a2":
 			return errors.New("s3: connection reset by peer")
 		case "job-canceled":
-			return tasks.Permanent("canceled", "the job was canceled", tasks.ErrCanceled)
+			return failure.Permanent("canceled", "the job was canceled", failure.ErrCanceled)
 		case "job-timeout":
 			<-ctx.Done()
 			return ctx.Err()
@@ -282,7 +285,7 @@ func TestFailureHandlerWithoutJob(t *testing.T) {
 	const queue = "kiln-test-nojob"
 	pub := &events{}
 	startServer(t, opt, []string{queue}, asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
-		return tasks.Permanent("internal", "malformed task payload", errors.New("bad"))
+		return failure.Permanent("internal", "malformed task payload", errors.New("bad"))
 	}), &tasks.FailureHandler{Events: pub, Logger: zaptest.NewLogger(t)})
 	info, err := newClient(t, opt).EnqueueContext(t.Context(), asynq.NewTask(tasks.TypeProbe, []byte{0xff, 0x01}), asynq.Queue(queue))
 	if err != nil {
@@ -311,12 +314,12 @@ func TestEnqueueDedupes(t *testing.T) {
 	}
 
 	for range 3 {
-		if err := tasks.Enqueue(ctx, client, tasks.TypeProbe, tasks.QueueProbe, "job-e", 1, probeTask("job-e", 1), 2*time.Minute); err != nil {
+		if err := enqueueStage(ctx, t, client, tasks.QueueProbe, probeTask("job-e", 1)); err != nil {
 			t.Fatalf("Enqueue: %v", err)
 		}
 	}
 	// Attempt 0 is attempt 1.
-	if err := tasks.Enqueue(ctx, client, tasks.TypeProbe, tasks.QueueProbe, "job-e", 0, probeTask("job-e", 0), 2*time.Minute); err != nil {
+	if err := enqueueStage(ctx, t, client, tasks.QueueProbe, probeTask("job-e", 0)); err != nil {
 		t.Fatalf("Enqueue attempt 0: %v", err)
 	}
 	l := pending(tasks.QueueProbe)
@@ -334,10 +337,10 @@ func TestEnqueueDedupes(t *testing.T) {
 	}
 
 	// A retried job gets its own task.
-	if err := tasks.Enqueue(ctx, client, tasks.TypeProbe, tasks.QueueProbe, "job-e", 2, probeTask("job-e", 2), 2*time.Minute); err != nil {
+	if err := enqueueStage(ctx, t, client, tasks.QueueProbe, probeTask("job-e", 2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := tasks.Enqueue(ctx, client, tasks.TypeProbe, tasks.QueueProbe, "job-e", 2, probeTask("job-e", 2), 2*time.Minute); err != nil {
+	if err := enqueueStage(ctx, t, client, tasks.QueueProbe, probeTask("job-e", 2)); err != nil {
 		t.Fatal(err)
 	}
 	if l := pending(tasks.QueueProbe); len(l) != 2 {
@@ -355,11 +358,11 @@ func TestEnqueueDedupes(t *testing.T) {
 		ran.Add(1)
 		return nil
 	}), nil)
-	if err := tasks.Enqueue(ctx, client, tasks.TypeTranscode, queue, "job-r", 1, &kilnv1.TranscodeTask{JobId: "job-r"}, time.Minute); err != nil {
+	if err := enqueueStage(ctx, t, client, queue, &kilnv1.TranscodeTask{JobId: "job-r"}); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, insp, queue, tasks.TaskID(tasks.TypeTranscode, "job-r", 1), asynq.TaskStateCompleted, 20*time.Second)
-	if err := tasks.Enqueue(ctx, client, tasks.TypeTranscode, queue, "job-r", 1, &kilnv1.TranscodeTask{JobId: "job-r"}, time.Minute); err != nil {
+	if err := enqueueStage(ctx, t, client, queue, &kilnv1.TranscodeTask{JobId: "job-r"}); err != nil {
 		t.Fatalf("Enqueue of a completed task: %v, want nil (duplicate)", err)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -373,22 +376,22 @@ func TestEnqueueDedupes(t *testing.T) {
 	// A real enqueue error is reported.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := tasks.Enqueue(cctx, client, tasks.TypeProbe, tasks.QueueProbe, "job-x", 1, probeTask("job-x", 1), time.Minute); err == nil {
+	if err := enqueueStage(cctx, t, client, tasks.QueueProbe, probeTask("job-x", 1)); err == nil {
 		t.Error("Enqueue with a canceled context: nil error")
 	}
 }
 
-func newCanceler(t *testing.T, opt asynq.RedisClientOpt, pub tasks.Publisher) *tasks.Canceler {
+func newCanceler(t *testing.T, opt asynq.RedisClientOpt, pub tasks.Publisher) *cancel.Service {
 	t.Helper()
-	rc := tasks.NewRedisClient(opt)
+	rc := cancel.NewRedisClient(opt)
 	t.Cleanup(func() { _ = rc.Close() })
-	return &tasks.Canceler{Redis: rc, Inspector: newInspector(t, opt), Events: pub, Logger: zaptest.NewLogger(t)}
+	return &cancel.Service{Redis: rc, Inspector: newInspector(t, opt), Events: pub, Logger: zaptest.NewLogger(t)}
 }
 
 func wantCanceledErr(t *testing.T, err error, what string) {
 	t.Helper()
-	var te *tasks.Error
-	if !errors.Is(err, tasks.ErrCanceled) || !errors.Is(err, asynq.SkipRetry) || !errors.As(err, &te) || te.Code != "canceled" {
+	var te *failure.Error
+	if !errors.Is(err, failure.ErrCanceled) || !errors.Is(err, asynq.SkipRetry) || !errors.As(err, &te) || te.Code != "canceled" {
 		t.Errorf("%s = %v, want a permanent ErrCanceled with code canceled", what, err)
 	}
 }
@@ -401,13 +404,13 @@ func TestCancelerCancel(t *testing.T) {
 	pub := &events{}
 	c := newCanceler(t, opt, pub)
 	client := newClient(t, opt)
-	insp := c.Inspector
+	insp := c.Inspector.(*asynq.Inspector)
 
 	for _, job := range []string{"job-c", "job-other"} {
-		if err := tasks.Enqueue(ctx, client, tasks.TypeProbe, tasks.QueueProbe, job, 1, probeTask(job, 1), time.Minute); err != nil {
+		if err := enqueueStage(ctx, t, client, tasks.QueueProbe, probeTask(job, 1)); err != nil {
 			t.Fatal(err)
 		}
-		if err := tasks.Enqueue(ctx, client, tasks.TypeThumbnail, tasks.QueueThumbnail, job, 1, &kilnv1.ThumbnailTask{JobId: job}, time.Minute); err != nil {
+		if err := enqueueStage(ctx, t, client, tasks.QueueThumbnail, &kilnv1.ThumbnailTask{JobId: job}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -502,16 +505,16 @@ func TestCancelerRetry(t *testing.T) {
 
 	// Cancel now targets attempt 2: its task goes, attempt 1's (already
 	// superseded, dropped by Check) is not Cancel's business.
-	if err := tasks.Enqueue(ctx, client, tasks.TypeProbe, tasks.QueueProbe, "job-r", 1, probeTask("job-r", 1), time.Minute); err != nil {
+	if err := enqueueStage(ctx, t, client, tasks.QueueProbe, probeTask("job-r", 1)); err != nil {
 		t.Fatal(err)
 	}
-	if err := tasks.Enqueue(ctx, client, tasks.TypeProbe, tasks.QueueProbe, "job-r", 2, probeTask("job-r", 2), time.Minute); err != nil {
+	if err := enqueueStage(ctx, t, client, tasks.QueueProbe, probeTask("job-r", 2)); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Cancel(ctx, "job-r", "asset-job-r"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Inspector.GetTaskInfo(tasks.QueueProbe, "kiln:probe:job-r:a2"); !errors.Is(err, asynq.ErrTaskNotFound) {
+	if _, err := c.Inspector.(*asynq.Inspector).GetTaskInfo(tasks.QueueProbe, "kiln:probe:job-r:a2"); !errors.Is(err, asynq.ErrTaskNotFound) {
 		t.Errorf("attempt 2 probe after Cancel: %v, want deleted", err)
 	}
 	evs := pub.of("job-r")
@@ -541,10 +544,10 @@ func TestCancelInterruptsRunningTask(t *testing.T) {
 	interrupted := make(chan struct{}, 1)
 	var runs atomic.Int32
 	h := asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
-		job, _ := tasks.Job(task)
+		job, _, attempt := tasks.Head(task)
 		runs.Add(1)
 		// What every stage does first.
-		if err := c.Check(ctx, job, tasks.Attempt(task)); err != nil {
+		if err := c.Check(ctx, job, attempt); err != nil {
 			return err
 		}
 		started <- struct{}{}
@@ -557,7 +560,7 @@ func TestCancelInterruptsRunningTask(t *testing.T) {
 		}
 	})
 	startServer(t, opt, []string{tasks.QueueProbe}, h, &tasks.FailureHandler{Events: pub, Logger: zaptest.NewLogger(t)})
-	if err := tasks.Enqueue(ctx, newClient(t, opt), tasks.TypeProbe, tasks.QueueProbe, "job-run", 1, probeTask("job-run", 1), time.Minute); err != nil {
+	if err := enqueueStage(ctx, t, newClient(t, opt), tasks.QueueProbe, probeTask("job-run", 1)); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -576,7 +579,7 @@ func TestCancelInterruptsRunningTask(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("running task not interrupted by Cancel")
 	}
-	waitState(t, c.Inspector, tasks.QueueProbe, tasks.TaskID(tasks.TypeProbe, "job-run", 1), asynq.TaskStateArchived, 20*time.Second)
+	waitState(t, c.Inspector.(*asynq.Inspector), tasks.QueueProbe, tasks.TaskID(tasks.TypeProbe, "job-run", 1), asynq.TaskStateArchived, 20*time.Second)
 	if n := runs.Load(); n != 2 {
 		t.Errorf("handler ran %d times, want 2 (interrupted, then dropped by Check)", n)
 	}
@@ -594,7 +597,7 @@ func TestRetrier(t *testing.T) {
 	ctx := t.Context()
 	pub := &events{}
 	c := newCanceler(t, opt, pub)
-	r := &tasks.Retrier{Queue: newClient(t, opt), Canceler: c, Events: pub}
+	r := &catalog.Retrier{Queue: newClient(t, opt), Attempts: c, Events: pub}
 
 	if _, err := r.Retry(ctx, probeTask("job-y", 1), "public"); err == nil {
 		t.Error("Retry of attempt 1: nil error")
@@ -620,7 +623,7 @@ func TestRetrier(t *testing.T) {
 		t.Errorf("Check(new attempt) = %v, want nil", err)
 	}
 	wantCanceledErr(t, c.Check(ctx, "job-y", 1), "Check(old attempt)")
-	l, err := c.Inspector.ListPendingTasks(tasks.QueueProbe)
+	l, err := c.Inspector.(*asynq.Inspector).ListPendingTasks(tasks.QueueProbe)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -634,4 +637,31 @@ func TestRetrier(t *testing.T) {
 	if evs := pub.of("job-y"); len(evs) != 3 || evs[1].GetEventId() != evs[2].GetEventId() {
 		t.Errorf("events = %v, want CANCELED then the same QUEUED twice", evs)
 	}
+}
+
+// enqueueStage enqueues the stage command of payload (a stage task message) on
+// queue, with everything else from its NewXTask constructor.
+func enqueueStage(ctx context.Context, t *testing.T, q tasks.Enqueuer, queue string, payload proto.Message) error {
+	t.Helper()
+	var (
+		c   tasks.Command
+		err error
+	)
+	switch p := payload.(type) {
+	case *kilnv1.ProbeTask:
+		c, err = tasks.NewProbeTask(p)
+	case *kilnv1.TranscodeTask:
+		c, err = tasks.NewTranscodeTask(p)
+	case *kilnv1.ThumbnailTask:
+		c, err = tasks.NewThumbnailTask(p)
+	case *kilnv1.PackageTask:
+		c, err = tasks.NewPackageTask(p)
+	default:
+		t.Fatalf("enqueue: %T is not a stage task", payload)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Options = append(c.Options, asynq.Queue(queue))
+	return tasks.Enqueue(ctx, q, c)
 }

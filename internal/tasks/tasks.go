@@ -1,21 +1,27 @@
-// Package tasks defines kiln's asynq commands: task types, queues, payload
-// constructors, failure classification and the job-event helper shared by
-// the stages that run them (workers, packager).
+// Package tasks declares kiln's commands: the asynq task of each pipeline
+// stage (type, queue, time limit, retry policy) in one table, a constructor
+// per task in the style of asynq's README (TypeX, NewXTask), the decoding of
+// any task's head, the retry backoff and the failure handler every stage
+// shares.
 package tasks
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kilnvideo/kiln/internal/failure"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
-// Task types.
+// Task types of the pipeline stages.
 const (
 	TypeProbe     = "kiln:probe"
 	TypeTranscode = "kiln:transcode"
@@ -33,8 +39,52 @@ const (
 	QueueWebhook = "webhook"
 )
 
-// QueueWeights are the asynq priorities of the stage queues: short stages
-// that unblock a job's next step win over long transcodes.
+// Stage is one pipeline stage's command: everything an enqueue needs
+// besides the payload.
+type Stage struct {
+	Type  string
+	Queue string
+	// Timeout is the time limit of one run; the transcode's grows with the
+	// source (TranscodeTimeout).
+	Timeout time.Duration
+	// MaxRetry is how often a failed run is retried (RetryDelay apart)
+	// before the job fails.
+	MaxRetry int
+}
+
+// Time limits of the stages with a fixed one.
+const (
+	ProbeTimeout     = 2 * time.Minute
+	ThumbnailTimeout = 5 * time.Minute
+	PackageTimeout   = 15 * time.Minute
+)
+
+// stageRetries is every stage's MaxRetry.
+const stageRetries = 8
+
+// stages is the table of pipeline stages, in pipeline order.
+var stages = [...]Stage{
+	{Type: TypeProbe, Queue: QueueProbe, Timeout: ProbeTimeout, MaxRetry: stageRetries},
+	{Type: TypeTranscode, Queue: QueueTranscode, Timeout: 10 * time.Minute, MaxRetry: stageRetries},
+	{Type: TypeThumbnail, Queue: QueueThumbnail, Timeout: ThumbnailTimeout, MaxRetry: stageRetries},
+	{Type: TypePackage, Queue: QueuePackage, Timeout: PackageTimeout, MaxRetry: stageRetries},
+}
+
+// Stages returns the pipeline stages in pipeline order.
+func Stages() []Stage { return stages[:] }
+
+// StageOf returns the stage whose task type is typ.
+func StageOf(typ string) (Stage, bool) {
+	for _, s := range stages {
+		if s.Type == typ {
+			return s, true
+		}
+	}
+	return Stage{}, false
+}
+
+// QueueWeights are the asynq priorities of the queues: short stages that
+// unblock a job's next step win over long transcodes.
 func QueueWeights() map[string]int {
 	return map[string]int{QueueProbe: 6, QueueWebhook: 5, QueuePackage: 4, QueueThumbnail: 3, QueueTranscode: 2}
 }
@@ -43,54 +93,116 @@ func QueueWeights() map[string]int {
 // enqueues (at-least-once event delivery).
 const Retention = 24 * time.Hour
 
-// Enqueuer is the part of *asynq.Client that stages use.
+// TranscodeTimeout bounds a transcode by the source duration.
+func TranscodeTimeout(m *kilnv1.MediaInfo) time.Duration {
+	return 10*time.Minute + time.Duration(m.GetDurationSeconds()*20*float64(time.Second))
+}
+
+// A job runs once per attempt: attempt 1 (or 0, from producers that predate
+// attempts) is the first run; POST /v1/jobs/{id}/retry starts the next one.
+// Task ids of attempt 1 are unchanged; later attempts get their own, so a
+// retry is not deduplicated against the earlier run's retained tasks.
+
+// NormAttempt maps 0 (unset) to 1.
+func NormAttempt(attempt int32) int32 { return max(attempt, 1) }
+
+// TaskID is the asynq TaskID of a stage task of one attempt of a job:
+// repeated enqueues of the same stage of the same attempt collapse into one.
+func TaskID(typ, jobID string, attempt int32) string {
+	if a := NormAttempt(attempt); a > 1 {
+		return typ + ":" + jobID + ":a" + strconv.Itoa(int(a))
+	}
+	return typ + ":" + jobID
+}
+
+// NewProbeTask is the probe of one attempt of a job.
+func NewProbeTask(p *kilnv1.ProbeTask) (Command, error) {
+	return newStageTask(stages[0], TaskID(TypeProbe, p.GetJobId(), p.GetAttempt()), p, 0)
+}
+
+// NewTranscodeTask is the transcode of one attempt of a job; its time limit
+// follows the probed duration.
+func NewTranscodeTask(p *kilnv1.TranscodeTask) (Command, error) {
+	return newStageTask(stages[1], TaskID(TypeTranscode, p.GetJobId(), p.GetAttempt()), p, TranscodeTimeout(p.GetMedia()))
+}
+
+// NewThumbnailTask is the thumbnails stage of one attempt of a job.
+func NewThumbnailTask(p *kilnv1.ThumbnailTask) (Command, error) {
+	return newStageTask(stages[2], TaskID(TypeThumbnail, p.GetJobId(), p.GetAttempt()), p, 0)
+}
+
+// NewPackageTask is the packaging of one attempt of a job, or — when p.Only
+// names a rendition — retry number p.RenditionRetry of that one rendition:
+// each rendition retry has its own TaskID, and repeating the same retry
+// collapses into one task.
+func NewPackageTask(p *kilnv1.PackageTask) (Command, error) {
+	id := TaskID(TypePackage, p.GetJobId(), p.GetAttempt())
+	if p.GetOnly() != "" {
+		if p.GetRenditionRetry() < 1 {
+			return Command{}, errors.New("tasks: rendition retry: a retry number is required")
+		}
+		id = fmt.Sprintf("%s:r:%s:%d", id, p.GetOnly(), p.GetRenditionRetry())
+	}
+	return newStageTask(stages[3], id, p, 0)
+}
+
+// Command is a task with the options it is enqueued with: its TaskID,
+// queue, time limit, retries and retention, all from the stage table.
+type Command struct {
+	Task    *asynq.Task
+	Options []asynq.Option
+}
+
+func newStageTask(st Stage, id string, payload proto.Message, timeout time.Duration) (Command, error) {
+	data, err := proto.Marshal(payload)
+	if err != nil {
+		return Command{}, fmt.Errorf("tasks: marshal %s: %w", st.Type, err)
+	}
+	return Command{Task: asynq.NewTask(st.Type, data), Options: []asynq.Option{
+		asynq.TaskID(id),
+		asynq.Queue(st.Queue),
+		asynq.MaxRetry(st.MaxRetry),
+		asynq.Timeout(cmp.Or(timeout, st.Timeout)),
+		asynq.Retention(Retention),
+	}}, nil
+}
+
+// Enqueuer is the part of *asynq.Client that producers use.
 type Enqueuer interface {
 	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
 }
 
 var _ Enqueuer = (*asynq.Client)(nil)
 
-// Decode unmarshals a task payload, classifying a malformed payload as
-// permanent.
-func Decode(t *asynq.Task, m proto.Message) error {
-	if err := proto.Unmarshal(t.Payload(), m); err != nil {
-		return Permanent("internal", "malformed task payload", err)
+// Enqueue enqueues a command made by a NewXTask constructor. A duplicate
+// (the same TaskID enqueued before: at-least-once delivery) is not an error.
+func Enqueue(ctx context.Context, q Enqueuer, c Command) error {
+	_, err := q.EnqueueContext(ctx, c.Task, c.Options...)
+	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("tasks: enqueue %s: %w", c.Task.Type(), err)
 	}
 	return nil
 }
 
-// Job returns the job and asset ids of any kiln task. Every task payload
-// message begins with the fields of kilnv1.TaskHead, so one decoder reads them all.
-func Job(t *asynq.Task) (jobID, assetID string) {
-	head := taskHead(t)
-	return head.GetJobId(), head.GetAssetId()
-}
-
-// Error is a job failure with a machine-readable reason code.
-type Error struct {
-	Code    string
-	Message string
-	Err     error
-}
-
-func (e *Error) Error() string {
-	if e.Err == nil {
-		return e.Code + ": " + e.Message
+// Decode unmarshals a task payload, classifying a malformed payload as
+// permanent.
+func Decode(t *asynq.Task, m proto.Message) error {
+	if err := proto.Unmarshal(t.Payload(), m); err != nil {
+		return failure.Permanent(failure.Internal, "malformed task payload", err)
 	}
-	return e.Code + ": " + e.Message + ": " + e.Err.Error()
+	return nil
 }
 
-func (e *Error) Unwrap() error { return e.Err }
-
-// Permanent is a failure that retrying cannot fix (bad input): the task is
-// not retried and the job fails with code.
-func Permanent(code, message string, err error) error {
-	return fmt.Errorf("%w: %w", &Error{Code: code, Message: message, Err: err}, asynq.SkipRetry)
-}
-
-// Publisher publishes job events (the bus).
-type Publisher interface {
-	PublishJobEvent(ctx context.Context, ev *kilnv1.JobEvent) error
+// Head reads the job, asset and attempt of any kiln stage task: every stage
+// payload message begins with the fields of kilnv1.TaskHead. The attempt is
+// normalised (1 when unset); a malformed payload reads as empty.
+func Head(t *asynq.Task) (jobID, assetID string, attempt int32) {
+	var head kilnv1.TaskHead
+	_ = proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(t.Payload(), &head)
+	return head.GetJobId(), head.GetAssetId(), NormAttempt(head.GetAttempt())
 }
 
 // RetryDelay is the asynq RetryDelayFunc of every stage: 10 s doubling per

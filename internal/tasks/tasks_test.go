@@ -1,7 +1,6 @@
 package tasks_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -92,43 +92,6 @@ func TestTaskID(t *testing.T) {
 	}
 }
 
-func TestEvent(t *testing.T) {
-	tests := []struct {
-		attempt     int32
-		wantID      string
-		wantAttempt int32
-	}{
-		{0, "job1.failed", 1},
-		{1, "job1.failed", 1},
-		{2, "job1.a2.failed", 2},
-		{7, "job1.a7.failed", 7},
-	}
-	for _, tt := range tests {
-		before := time.Now()
-		ev := tasks.Event("job1", "asset1", tt.attempt, kilnv1.JobState_JOB_STATE_FAILED, "failed")
-		if ev.GetEventId() != tt.wantID || ev.GetAttempt() != tt.wantAttempt {
-			t.Errorf("Event(attempt %d): id %q attempt %d, want %q, %d", tt.attempt, ev.GetEventId(), ev.GetAttempt(), tt.wantID, tt.wantAttempt)
-		}
-		if ev.GetJobId() != "job1" || ev.GetAssetId() != "asset1" || ev.GetState() != kilnv1.JobState_JOB_STATE_FAILED {
-			t.Errorf("Event(attempt %d) = %v", tt.attempt, ev)
-		}
-		if ts := ev.GetTime().AsTime(); ts.Before(before.Add(-time.Second)) || ts.After(time.Now().Add(time.Second)) {
-			t.Errorf("Event time %s, want now", ts)
-		}
-	}
-	// Same job, fact and attempt: same id (JetStream dedupes redeliveries);
-	// another fact or attempt: another id.
-	a1 := tasks.Event("j", "a", 1, kilnv1.JobState_JOB_STATE_READY, "ready").GetEventId()
-	if again := tasks.Event("j", "a", 1, kilnv1.JobState_JOB_STATE_READY, "ready").GetEventId(); again != a1 {
-		t.Errorf("event id not deterministic: %q then %q", a1, again)
-	}
-	a2 := tasks.Event("j", "a", 2, kilnv1.JobState_JOB_STATE_READY, "ready").GetEventId()
-	other := tasks.Event("j", "a", 1, kilnv1.JobState_JOB_STATE_FAILED, "failed").GetEventId()
-	if a1 == a2 || a1 == other || a2 == other {
-		t.Errorf("event ids not distinct: attempt 1 %q, attempt 2 %q, other fact %q", a1, a2, other)
-	}
-}
-
 // richMedia has doubles, nested messages and strings: bytes that are not
 // valid UTF-8 when read as another payload's string field.
 func richMedia() *kilnv1.MediaInfo {
@@ -176,12 +139,12 @@ func TestJobAndAttemptOfEveryPayload(t *testing.T) {
 				task := asynq.NewTask(p.typ, mustMarshal(t, p.msg))
 				wantJob := p.msg.ProtoReflect().Get(p.msg.ProtoReflect().Descriptor().Fields().ByNumber(1)).String()
 				wantAsset := p.msg.ProtoReflect().Get(p.msg.ProtoReflect().Descriptor().Fields().ByNumber(2)).String()
-				job, asset := tasks.Job(task)
+				job, asset, attempt := tasks.Head(task)
 				if job != wantJob || asset != wantAsset {
 					t.Errorf("Job() = %q, %q, want %q, %q", job, asset, wantJob, wantAsset)
 				}
-				if got, want := tasks.Attempt(task), max(attempt, 1); got != want {
-					t.Errorf("Attempt() = %d, want %d", got, want)
+				if want := max(p.msg.ProtoReflect().Get(p.msg.ProtoReflect().Descriptor().Fields().ByNumber(15)).Interface().(int32), 1); attempt != want {
+					t.Errorf("Head() attempt = %d, want %d", attempt, want)
 				}
 			})
 		}
@@ -191,12 +154,12 @@ func TestJobAndAttemptOfEveryPayload(t *testing.T) {
 func TestJobOfGarbage(t *testing.T) {
 	for _, payload := range [][]byte{nil, {}, {0xff, 0xff, 0xff}, []byte("not a protobuf at all")} {
 		task := asynq.NewTask(tasks.TypeProbe, payload)
-		job, asset := tasks.Job(task) // must not panic
+		job, asset, attempt := tasks.Head(task) // must not panic
 		if job != "" || asset != "" {
 			t.Logf("Job(%q) = %q, %q", payload, job, asset)
 		}
-		if a := tasks.Attempt(task); a < 1 {
-			t.Errorf("Attempt(%q) = %d, want ≥ 1", payload, a)
+		if attempt < 1 {
+			t.Errorf("Head(%q) attempt = %d, want ≥ 1", payload, attempt)
 		}
 	}
 }
@@ -211,68 +174,9 @@ func TestDecode(t *testing.T) {
 		t.Errorf("Decode = %v, want %v", &got, want)
 	}
 	err := tasks.Decode(asynq.NewTask(tasks.TypeProbe, []byte{0xff, 0xff, 0xff}), &got)
-	var te *tasks.Error
+	var te *failure.Error
 	if !errors.Is(err, asynq.SkipRetry) || !errors.As(err, &te) || te.Code != "internal" {
 		t.Errorf("Decode(garbage) = %v, want a permanent internal error", err)
-	}
-}
-
-func TestPermanent(t *testing.T) {
-	cause := errors.New("moov atom not found")
-	err := tasks.Permanent("invalid_media", "the file is not a video", cause)
-	if !errors.Is(err, asynq.SkipRetry) {
-		t.Errorf("Permanent does not wrap asynq.SkipRetry: %v", err)
-	}
-	if !errors.Is(err, cause) {
-		t.Errorf("Permanent does not wrap its cause: %v", err)
-	}
-	var te *tasks.Error
-	if !errors.As(err, &te) {
-		t.Fatalf("Permanent does not wrap *tasks.Error: %v", err)
-	}
-	if te.Code != "invalid_media" || te.Message != "the file is not a video" || te.Err != cause {
-		t.Errorf("*Error = %+v", te)
-	}
-	if got, want := te.Error(), "invalid_media: the file is not a video: moov atom not found"; got != want {
-		t.Errorf("Error() = %q, want %q", got, want)
-	}
-	// Still permanent and classified when wrapped again by a caller.
-	wrapped := fmt.Errorf("probe: %w", tasks.Permanent("too_long", "over the limit", nil))
-	if !errors.Is(wrapped, asynq.SkipRetry) || !errors.As(wrapped, &te) || te.Code != "too_long" {
-		t.Errorf("wrapped Permanent lost its classification: %v", wrapped)
-	}
-	if got, want := te.Error(), "too_long: over the limit"; got != want {
-		t.Errorf("Error() without cause = %q, want %q", got, want)
-	}
-	// A canceled job is permanent and recognisable.
-	canceled := tasks.Permanent("canceled", "the job was canceled", tasks.ErrCanceled)
-	if !errors.Is(canceled, tasks.ErrCanceled) || !errors.Is(canceled, asynq.SkipRetry) {
-		t.Errorf("Permanent(ErrCanceled) = %v", canceled)
-	}
-}
-
-func TestKeys(t *testing.T) {
-	tests := []struct{ got, want string }{
-		{tasks.AssetPrefix("as1"), "assets/as1/"},
-		{tasks.RenditionMP4Key("as1", "720p"), "assets/as1/mp4/720p.mp4"},
-		{tasks.PosterKey("as1"), "assets/as1/thumbnails/poster.jpg"},
-		{tasks.HLSDir("as1", "1080p"), "assets/as1/hls/1080p"},
-		{tasks.MasterKey("as1"), "assets/as1/hls/master.m3u8"},
-		{tasks.AudioKey("as1"), "assets/as1/mp4/audio.m4a"},
-		{tasks.ThumbnailDir("as1"), "assets/as1/thumbnails"},
-	}
-	for _, tt := range tests {
-		if tt.got != tt.want {
-			t.Errorf("key %q, want %q", tt.got, tt.want)
-		}
-	}
-	// Every output key lives under the asset's prefix (RemovePrefix of an
-	// asset removes all of it).
-	for _, k := range []string{tasks.RenditionMP4Key("x", "240p"), tasks.PosterKey("x"), tasks.HLSDir("x", "240p"),
-		tasks.MasterKey("x"), tasks.AudioKey("x"), tasks.ThumbnailDir("x")} {
-		if len(k) <= len(tasks.AssetPrefix("x")) || k[:len(tasks.AssetPrefix("x"))] != tasks.AssetPrefix("x") {
-			t.Errorf("%q is not under %q", k, tasks.AssetPrefix("x"))
-		}
 	}
 }
 
@@ -286,30 +190,5 @@ func TestQueueWeights(t *testing.T) {
 	if !(w[tasks.QueueProbe] > w[tasks.QueuePackage] && w[tasks.QueuePackage] > w[tasks.QueueThumbnail] &&
 		w[tasks.QueueThumbnail] > w[tasks.QueueTranscode]) {
 		t.Errorf("short stages must outrank transcode: %v", w)
-	}
-}
-
-type cancelAll struct{ checked []string }
-
-func (c *cancelAll) Check(_ context.Context, jobID string, attempt int32) error {
-	c.checked = append(c.checked, fmt.Sprintf("%s@%d", jobID, attempt))
-	return tasks.Permanent("canceled", "the job was canceled", tasks.ErrCanceled)
-}
-
-func TestCancelMiddleware(t *testing.T) {
-	c := &cancelAll{}
-	ran := 0
-	h := tasks.CancelMiddleware(c)(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { ran++; return nil }))
-	payload, _ := proto.Marshal(&kilnv1.TranscodeTask{JobId: "job-m", AssetId: "ast-m", Attempt: 2,
-		Plan: &kilnv1.Plan{Rungs: []*kilnv1.Rung{{Name: "360p"}}}})
-	if err := h.ProcessTask(t.Context(), asynq.NewTask(tasks.TypeTranscode, payload)); !errors.Is(err, tasks.ErrCanceled) || !errors.Is(err, asynq.SkipRetry) {
-		t.Fatalf("canceled stage task: err = %v", err)
-	}
-	if ran != 0 || len(c.checked) != 1 || c.checked[0] != "job-m@2" {
-		t.Fatalf("handler ran %d times, checked %v", ran, c.checked)
-	}
-	// Other task types (webhook deliveries) are not stage tasks.
-	if err := h.ProcessTask(t.Context(), asynq.NewTask("kiln:webhook", []byte(`{"x":1}`))); err != nil || ran != 1 || len(c.checked) != 1 {
-		t.Fatalf("non-stage task: err %v, ran %d, checked %v", err, ran, c.checked)
 	}
 }

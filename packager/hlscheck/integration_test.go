@@ -10,9 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kilnvideo/kiln/internal/ffmpeg"
-	"github.com/kilnvideo/kiln/packager"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/playlist"
+	"github.com/kilnvideo/kiln/packager"
 
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -125,7 +127,7 @@ func TestCheckMasterRealHLS(t *testing.T) {
 	}
 
 	t.Run("kiln settings", func(t *testing.T) {
-		r := check(t, serve(t, good, packager.MasterPlaylist(goodRenditions)))
+		r := check(t, serve(t, good, masterOf(goodRenditions)))
 		if err := r.Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +137,7 @@ func TestCheckMasterRealHLS(t *testing.T) {
 	})
 
 	t.Run("local files", func(t *testing.T) {
-		if err := os.WriteFile(filepath.Join(good, "local.m3u8"), packager.MasterPlaylist(goodRenditions), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(good, "local.m3u8"), masterOf(goodRenditions), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		r, err := CheckMaster(t.Context(), Config{InspectSegments: true}, filepath.Join(good, "local.m3u8"))
@@ -155,7 +157,7 @@ func TestCheckMasterRealHLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		encodeRung(t, root, "90p", "160x90", video, hlsExtra...)
-		master := packager.MasterPlaylist([]*kilnv1.Rendition{rendition(t, root, "90p", 160, 90), goodRenditions[1]})
+		master := masterOf([]*kilnv1.Rendition{rendition(t, root, "90p", 160, 90), goodRenditions[1]})
 		r := check(t, serve(t, root, master))
 		t.Logf("%v", r.Err())
 		return r
@@ -195,9 +197,20 @@ func TestCheckMasterRealHLS(t *testing.T) {
 		bad := proto.CloneOf(goodRenditions[1])
 		bad.Width, bad.Height = 640, 360
 		bad.Codecs = strings.Replace(bad.Codecs, "avc1.6400", "avc1.4d00", 1)
-		r := check(t, serve(t, good, packager.MasterPlaylist([]*kilnv1.Rendition{goodRenditions[0], bad})))
+		r := check(t, serve(t, good, masterOf([]*kilnv1.Rendition{goodRenditions[0], bad})))
 		if got := r.Rules(); !slices.Equal(got, []string{RuleSegmentCodecs, RuleSegmentResolution}) {
 			t.Fatalf("rules = %v, want [%s %s]\n%v", got, RuleSegmentCodecs, RuleSegmentResolution, r.Err())
 		}
 	})
+}
+
+// masterOf renders the master playlist of packaged renditions with kiln's
+// playlist writer.
+func masterOf(rs []*kilnv1.Rendition) []byte {
+	vs := make([]playlist.Variant, 0, len(rs))
+	for _, r := range rs {
+		vs = append(vs, playlist.Variant{Name: r.Name, Width: int(r.Width), Height: int(r.Height), FrameRate: r.FrameRate,
+			Bandwidth: r.Bandwidth, AverageBandwidth: r.AverageBandwidth, Codecs: r.Codecs})
+	}
+	return playlist.Master(vs)
 }

@@ -1,0 +1,78 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/kilnvideo/kiln/internal/jobevent"
+	"github.com/kilnvideo/kiln/internal/tasks"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// AttemptClearer records a job's new current attempt and clears its cancel
+// mark (cancel.Service), so the stale tasks of earlier attempts drop
+// themselves.
+type AttemptClearer interface {
+	Clear(ctx context.Context, jobID string, attempt int32) error
+}
+
+// EventPublisher publishes job events (the bus).
+type EventPublisher interface {
+	PublishJobEvent(ctx context.Context, ev *kilnv1.JobEvent) error
+}
+
+// Retrier is the JobRetrier and RenditionRetrier of the API: it enqueues
+// the commands of a new attempt of a job, or of one rendition's packaging.
+type Retrier struct {
+	Queue    tasks.Enqueuer
+	Attempts AttemptClearer
+	Events   EventPublisher
+}
+
+var (
+	_ JobRetrier       = (*Retrier)(nil)
+	_ RenditionRetrier = (*Retrier)(nil)
+)
+
+// Retry starts attempt task.Attempt (≥ 2) of task.JobId from its probe: it
+// clears the cancel mark (recording the new attempt), enqueues the probe
+// under the attempt's own TaskID and publishes the attempt's QUEUED event,
+// which it returns. Retrying the same attempt again is harmless (same
+// TaskID, same event id).
+func (r *Retrier) Retry(ctx context.Context, task *kilnv1.ProbeTask, playbackPolicy string) (*kilnv1.JobEvent, error) {
+	if task.GetAttempt() < 2 {
+		return nil, errors.New("catalog: retry: attempt must be at least 2")
+	}
+	if err := r.Attempts.Clear(ctx, task.JobId, task.Attempt); err != nil {
+		return nil, err
+	}
+	t, err := tasks.NewProbeTask(task)
+	if err != nil {
+		return nil, err
+	}
+	if err := tasks.Enqueue(ctx, r.Queue, t); err != nil {
+		return nil, err
+	}
+	ev := jobevent.New(task.JobId, task.AssetId, task.Attempt, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
+	ev.Source, ev.Preset, ev.PlaybackPolicy = task.Source, task.Preset, playbackPolicy
+	if err := r.Events.PublishJobEvent(ctx, ev); err != nil {
+		// The probe is enqueued: its PROBING event will still move the job
+		// to the new attempt.
+		return ev, fmt.Errorf("catalog: retry %s: publish queued: %w", task.JobId, err)
+	}
+	return ev, nil
+}
+
+// RetryRendition enqueues the packaging of one failed rendition
+// (task.Only), as retry number task.RenditionRetry.
+func (r *Retrier) RetryRendition(ctx context.Context, task *kilnv1.PackageTask) error {
+	if task.GetOnly() == "" {
+		return errors.New("catalog: rendition retry: a rendition is required")
+	}
+	t, err := tasks.NewPackageTask(task)
+	if err != nil {
+		return err
+	}
+	return tasks.Enqueue(ctx, r.Queue, t)
+}

@@ -1,0 +1,43 @@
+package failure
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/hibiken/asynq"
+)
+
+func TestPermanent(t *testing.T) {
+	cause := errors.New("moov atom not found")
+	err := Permanent("invalid_media", "the file is not a video", cause)
+	if !errors.Is(err, asynq.SkipRetry) {
+		t.Errorf("Permanent does not wrap asynq.SkipRetry: %v", err)
+	}
+	if !errors.Is(err, cause) {
+		t.Errorf("Permanent does not wrap its cause: %v", err)
+	}
+	var te *Error
+	if !errors.As(err, &te) {
+		t.Fatalf("Permanent does not wrap *Error: %v", err)
+	}
+	if te.Code != "invalid_media" || te.Message != "the file is not a video" || te.Err != cause {
+		t.Errorf("*Error = %+v", te)
+	}
+	if got, want := te.Error(), "invalid_media: the file is not a video: moov atom not found"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	// Still permanent and classified when wrapped again by a caller.
+	wrapped := fmt.Errorf("probe: %w", Permanent("too_long", "over the limit", nil))
+	if !errors.Is(wrapped, asynq.SkipRetry) || !errors.As(wrapped, &te) || te.Code != "too_long" {
+		t.Errorf("wrapped Permanent lost its classification: %v", wrapped)
+	}
+	if got, want := te.Error(), "too_long: over the limit"; got != want {
+		t.Errorf("Error() without cause = %q, want %q", got, want)
+	}
+	// A canceled job is permanent and recognisable.
+	canceled := Permanent("canceled", "the job was canceled", ErrCanceled)
+	if !errors.Is(canceled, ErrCanceled) || !errors.Is(canceled, asynq.SkipRetry) {
+		t.Errorf("Permanent(ErrCanceled) = %v", canceled)
+	}
+}

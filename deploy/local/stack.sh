@@ -8,7 +8,8 @@
 #   stack.sh up            start the stack in the foreground (.data/up, ports 8700/4700/6700/9700);
 #                          Ctrl-C or SIGTERM stops everything it started
 #   stack.sh test          fresh stack (.data/test, ports 8710/4710/6710/9710), then go vet,
-#                          proto:check and go test ./...; stops the stack on exit
+#                          gofmt, proto:check, go mod tidy -diff and go test ./...; stops
+#                          the stack on exit
 #   stack.sh bench         like test (.data/bench, test ports), then the benchmarks in ./bench/...
 #   stack.sh proto         regenerate Go code from proto/**/*.proto
 #   stack.sh proto-check   fail when the committed generated Go code is stale
@@ -570,6 +571,7 @@ cmd_test() {
 	run_step "go vet" go vet ./...
 	run_step "gofmt" bash -c 'out="$(gofmt -l $(git ls-files "*.go" 2>/dev/null || find . -name "*.go" -not -path "./.tools/*"))"; [[ -z "$out" ]] || { printf "not gofmt-formatted:\n%s\n" "$out"; exit 1; }'
 	run_step "proto:check" bash "${BASH_SOURCE[0]}" proto-check
+	run_step "go mod tidy" bash -c 'if ! d="$(go mod tidy -diff)"; then printf "%s\ngo.mod/go.sum are not tidy: run go mod tidy and commit the result\n" "$d"; exit 1; fi'
 	# shellcheck disable=SC2086
 	run_step "go test" go test -count=1 -timeout 25m ${GO_TEST_FLAGS:-} ./...
 	log "${C_G}all tests passed${C_0}"

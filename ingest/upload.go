@@ -47,19 +47,20 @@ type UploadResponse struct {
 	AssetURL  string `json:"asset_url"`
 }
 
-// Patterns are the http.ServeMux patterns Handler serves.
-var Patterns = []string{"POST /v1/uploads", "POST /v1/direct-uploads"}
-
-// Handler returns the upload API routes (authentication is the caller's):
+// Routes lists the upload API (both routes need an API key):
 //
 //	POST /v1/uploads          stream a file into the sources bucket
 //	POST /v1/direct-uploads   presign a PUT straight to the sources bucket
-func (s *Service) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc(Patterns[0], s.upload)
-	mux.HandleFunc(Patterns[1], s.directUpload)
-	return mux
+func (s *Service) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		httpapi.Authed("POST /v1/uploads", s.upload),
+		httpapi.Authed("POST /v1/direct-uploads", s.directUpload),
+	}
 }
+
+// Handler serves Routes without checking API keys (the process mounts
+// Routes behind its keys; unit tests use this).
+func (s *Service) Handler() http.Handler { return httpapi.Handler(nil, s.Routes()) }
 
 // upload streams the request body — raw, or the first file part of a
 // multipart/form-data body — into the sources bucket, then publishes the

@@ -37,18 +37,20 @@ const maxRequest = 16 << 10
 //	POST   /v1/webhooks/{id}/rotate-secret       new secret; the old one signs too for 24 h
 //	GET    /v1/webhooks/{id}/deliveries          delivery log, newest first (?event_id=, ?limit=)
 //	POST   /v1/webhook-events/{event_id}/replay  deliver an event to its endpoints again → 202
-func (s *Service) Handler() http.Handler {
-	mux := http.NewServeMux()
-	h := func(f http.HandlerFunc) http.Handler { return s.keys.Require(f) }
-	mux.Handle("POST /v1/webhooks", h(s.create))
-	mux.Handle("GET /v1/webhooks", h(s.list))
-	mux.Handle("GET /v1/webhooks/{id}", h(s.get))
-	mux.Handle("DELETE /v1/webhooks/{id}", h(s.delete))
-	mux.Handle("POST /v1/webhooks/{id}/rotate-secret", h(s.rotate))
-	mux.Handle("POST /v1/webhooks/{id}/enable", h(s.enable))
-	mux.Handle("GET /v1/webhooks/{id}/deliveries", h(s.deliveries))
-	mux.Handle("POST /v1/webhook-events/{id}/replay", h(s.replay))
-	return mux
+func (s *Service) Handler() http.Handler { return httpapi.Handler(s.keys, s.Routes()) }
+
+// Routes lists the webhook API; every route needs an API key.
+func (s *Service) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		httpapi.Authed("POST /v1/webhooks", s.create),
+		httpapi.Authed("GET /v1/webhooks", s.list),
+		httpapi.Authed("GET /v1/webhooks/{id}", s.get),
+		httpapi.Authed("DELETE /v1/webhooks/{id}", s.delete),
+		httpapi.Authed("POST /v1/webhooks/{id}/rotate-secret", s.rotate),
+		httpapi.Authed("POST /v1/webhooks/{id}/enable", s.enable),
+		httpapi.Authed("GET /v1/webhooks/{id}/deliveries", s.deliveries),
+		httpapi.Authed("POST /v1/webhook-events/{id}/replay", s.replay),
+	}
 }
 
 // endpointJSON is an endpoint as the API shows it. Secret is only shown when

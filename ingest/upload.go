@@ -194,8 +194,9 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		Origin: "api", Preset: preset, PlaybackPolicy: playback, WebhookUrl: webhook, Time: timestamppb.Now(),
 	}
 	if err := s.cfg.Events.PublishObjectLanded(ctx, landed); err != nil {
-		// The object is stored: the bucket notification or the reconciler
-		// will still start the job, so the upload is accepted.
+		// The object is stored and its bucket notification will still start
+		// the job, so the upload is accepted. (Without notifications the
+		// job waits for a re-publish; kiln has no reconciler yet.)
 		s.log.Warn("publish object landed; relying on the bucket notification",
 			zap.String("job_id", jobID), zap.Error(err))
 	}

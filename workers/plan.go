@@ -28,8 +28,8 @@ type Preset struct {
 	MaxFrameRate   float64    `json:"max_frame_rate"`
 }
 
-// DefaultPreset is the ladder of DESIGN.md plus a 144p rung for very poor
-// connections: 1080p 5 Mb/s … 144p 0.2 Mb/s, AAC 128 kb/s, 6 s segments,
+// DefaultPreset is kiln's default ladder (docs/architecture.md, "Media"),
+// with a 144p rung for very poor connections: 1080p 5 Mb/s … 144p 0.2 Mb/s, AAC 128 kb/s, 6 s segments,
 // a 2 s GOP, at most 60 fps.
 func DefaultPreset() Preset {
 	return Preset{

@@ -22,7 +22,7 @@ var ErrOutputTooLarge = errors.New("ffprobe output too large")
 
 // ProbeOptions are ffprobe input options, placed before -i. Zero values
 // leave ffprobe's defaults. Untrusted input should always set
-// FormatWhitelist (see DESIGN.md, "Untrusted media").
+// FormatWhitelist (docs/architecture.md, "Untrusted media").
 type ProbeOptions struct {
 	FormatWhitelist   string        // -format_whitelist when non-empty, e.g. "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm"
 	ProtocolWhitelist string        // -protocol_whitelist when non-empty, e.g. "file" or "https,tls,tcp"

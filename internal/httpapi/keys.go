@@ -198,8 +198,6 @@ func (k *Keys) lookup(key string) *keyEntry {
 	return &k.keys[found]
 }
 
-// Valid reports whether key is one of the configured keys.
-func (k *Keys) Valid(key string) bool { return k.lookup(key) != nil }
 
 // Allows reports whether scope s permits a request with this method: write
 // permits everything, read only GET and HEAD.

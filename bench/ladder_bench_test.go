@@ -8,12 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 	"github.com/kilnvideo/kiln/workers"
 )
@@ -23,14 +23,8 @@ import (
 // 1280x720 clip and the default ladder (720p…144p). It reports
 // split_speedup = baseline time / kiln time (> 1 means kiln is faster).
 func BenchmarkLadder(b *testing.B) {
-	dir := b.TempDir()
-	clip := filepath.Join(dir, "src.mp4")
-	gen := exec.CommandContext(b.Context(), "ffmpeg", "-v", "error", "-y",
-		"-f", "lavfi", "-i", "testsrc2=s=1280x720:r=30:d=6", "-f", "lavfi", "-i", "sine=d=6",
-		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", clip)
-	if out, err := gen.CombinedOutput(); err != nil {
-		b.Fatalf("generate clip: %v\n%s", err, out)
-	}
+	clip := testenv.Clip(b, testenv.ClipSpec{Name: "src.mp4", Seconds: 6, Width: 1280, Height: 720})
+	dir := filepath.Dir(clip)
 	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
 	defer srv.Close()
 	input := srv.URL + "/src.mp4"

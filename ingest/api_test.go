@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/testenv"
 )
 
 // memIdempotency is an in-memory IdempotencyStore; steal makes the next
@@ -182,11 +182,7 @@ func TestIdempotentUpload(t *testing.T) {
 
 // TestRedisIdempotency runs the store against the Redis of `go tool task test`.
 func TestRedisIdempotency(t *testing.T) {
-	addr := os.Getenv("KILN_TEST_REDIS_ADDR")
-	if addr == "" {
-		t.Skip("KILN_TEST_REDIS_ADDR not set")
-	}
-	c := cancel.NewRedisClient(asynq.RedisClientOpt{Addr: addr})
+	c := cancel.NewRedisClient(asynq.RedisClientOpt{Addr: testenv.Redis(t)})
 	defer c.Close()
 	s := &RedisIdempotency{Redis: c}
 	ctx, key := t.Context(), "test-"+newToken()

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/testenv"
 )
 
 func TestCodecs(t *testing.T) {
@@ -66,16 +67,6 @@ func TestCodecs(t *testing.T) {
 	}
 }
 
-// requireFFmpeg skips when ffmpeg is not installed.
-func requireFFmpeg(t *testing.T) {
-	t.Helper()
-	for _, bin := range []string{"ffmpeg", "ffprobe"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed", bin)
-		}
-	}
-}
-
 func runFFmpeg(t *testing.T, args ...string) {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), "ffmpeg", append([]string{"-hide_banner", "-nostdin", "-v", "error", "-y"}, args...)...)
@@ -85,18 +76,16 @@ func runFFmpeg(t *testing.T, args ...string) {
 }
 
 func TestMeasurePlaylistRealHLS(t *testing.T) {
-	requireFFmpeg(t)
+	testenv.RequireBinaries(t, "ffmpeg", "ffprobe")
 	if testing.Short() {
 		t.Skip("runs ffmpeg")
 	}
 	tmp := t.TempDir()
-	clip := filepath.Join(tmp, "clip.mp4")
-	runFFmpeg(t,
-		"-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=7",
-		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=7",
-		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-		"-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-		"-c:a", "aac", "-b:a", "64k", "-shortest", clip)
+	clip := testenv.Clip(t, testenv.ClipSpec{
+		Seconds: 7, Width: 320, Height: 180, Rate: "30", SampleRate: 48000,
+		Audio:     []string{"-c:a", "aac", "-b:a", "64k"},
+		ExtraArgs: []string{"-g", "60", "-keyint_min", "60", "-sc_threshold", "0"},
+	})
 
 	dir := filepath.Join(tmp, "hls")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

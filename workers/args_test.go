@@ -15,6 +15,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -321,11 +322,7 @@ func TestTranscodeTimeout(t *testing.T) {
 // TestTranscodeArgsRun encodes generated clips with the real ffmpeg, read
 // over HTTP as workers read presigned URLs, and checks every rung.
 func TestTranscodeArgsRun(t *testing.T) {
-	for _, bin := range []string{"ffmpeg", "ffprobe"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed", bin)
-		}
-	}
+	testenv.RequireBinaries(t, "ffmpeg", "ffprobe")
 	if testing.Short() {
 		t.Skip("runs ffmpeg")
 	}
@@ -341,15 +338,11 @@ func TestTranscodeArgsRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tmp := t.TempDir()
-			clip := filepath.Join(tmp, "clip.mp4")
 			// Mono 44.1 kHz audio, so the rungs' 48 kHz stereo is a real conversion.
-			ff := exec.CommandContext(t.Context(), "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
-				"-f", "lavfi", "-i", "testsrc2=size=640x360:rate="+tt.rate+":duration=4",
-				"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=4",
-				"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "1", "-shortest", clip)
-			if out, err := ff.CombinedOutput(); err != nil {
-				t.Fatalf("generate clip: %v\n%s", err, out)
-			}
+			clip := testenv.Clip(t, testenv.ClipSpec{
+				Seconds: 4, Width: 640, Height: 360, Rate: tt.rate,
+				SampleRate: 44100, Audio: []string{"-c:a", "aac", "-ac", "1"},
+			})
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				http.ServeFile(w, r, clip) // supports the range requests the mov demuxer makes
 			}))

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/kilnvideo/kiln/internal/testenv"
 )
 
 // chromiumPath is Debian's chromium; `go tool task test` installs it.
@@ -31,10 +33,7 @@ const (
 func browser(t *testing.T) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("KILN_TEST_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("browser tests need %s (apt-get install chromium; `go tool task test` installs it): %v", chromiumPath, err)
-		}
-		t.Skipf("no %s: skipping browser tests", chromiumPath)
+		testenv.Missing(t, "browser tests need %s (apt-get install chromium): %v", chromiumPath, err)
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),

@@ -8,37 +8,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-// buildKiln builds the kiln binary from this module into a temp dir.
-func buildKiln(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test's working directory")
-		}
-		dir = parent
-	}
-	bin := filepath.Join(t.TempDir(), "kiln")
-	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/kiln")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/kiln: %v\n%s", err, out)
-	}
-	return bin
-}
+	"github.com/kilnvideo/kiln/internal/testenv"
+)
 
 // cliRun runs the kiln client with the API URL and key in its environment.
 func cliRun(ctx context.Context, t *testing.T, bin, apiURL, apiKey string, args ...string) (stdout, stderr string, code int) {
@@ -71,7 +46,7 @@ func cliRun(ctx context.Context, t *testing.T, bin, apiURL, apiKey string, args 
 // job JSON, a wrong key exits 3 with the API's error code.
 func TestCLI(t *testing.T) {
 	s := needStack(t)
-	bin := buildKiln(t)
+	bin := testenv.BuildKiln(t)
 	clip := makeClip(t, "cli clip.mp4", 3, "320x180")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)

@@ -14,21 +14,8 @@ import (
 	"time"
 
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/testenv"
 )
-
-// kilnBinary builds cmd/kiln once per test binary run.
-func kilnBinary(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(os.TempDir(), fmt.Sprintf("kiln-e2e-%d", os.Getpid()))
-	if _, err := os.Stat(out); err == nil {
-		return out
-	}
-	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", out, "github.com/kilnvideo/kiln/cmd/kiln")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build kiln: %v\n%s", err, b)
-	}
-	return out
-}
 
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -53,7 +40,7 @@ func startKiln(t *testing.T, name string, env []string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(kilnBinary(t), args...)
+	cmd := exec.Command(testenv.BuildKiln(t), args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {

@@ -18,67 +18,34 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/testenv"
 )
 
-// stack is where the services under test are, from KILN_TEST_* variables.
-type stack struct {
-	APIURL    string
-	APIKey    string
-	S3        objstore.Config
-	Sources   string
-	Outputs   string
-	RedisAddr string
-	NATSURL   string
-}
+// stack is where the services under test are (testenv.Stack); the e2e
+// helpers are its methods.
+type stack testenv.StackEnv
 
 // needStack returns the stack or skips; under `go tool task test`
-// (KILN_TEST_REQUIRE_SERVICES=1) a missing stack is a failure, not a skip.
+// (KILN_TEST_REQUIRE_SERVICES=1) a missing stack, ffmpeg or ffprobe is a
+// failure, not a skip.
 func needStack(t *testing.T) stack {
 	t.Helper()
-	s := stack{
-		APIURL:    os.Getenv("KILN_TEST_API_URL"),
-		APIKey:    os.Getenv("KILN_TEST_API_KEY"),
-		Sources:   envOr("KILN_TEST_SOURCES_BUCKET", "kiln-sources"),
-		Outputs:   envOr("KILN_TEST_OUTPUTS_BUCKET", "kiln-outputs"),
-		RedisAddr: os.Getenv("KILN_TEST_REDIS_ADDR"),
-		NATSURL:   os.Getenv("KILN_TEST_NATS_URL"),
-		S3: objstore.Config{
-			Endpoint:  os.Getenv("KILN_TEST_S3_ENDPOINT"),
-			AccessKey: os.Getenv("KILN_TEST_S3_ACCESS_KEY"),
-			SecretKey: os.Getenv("KILN_TEST_S3_SECRET_KEY"),
-		},
-	}
-	if s.APIURL == "" || s.APIKey == "" || s.S3.Endpoint == "" {
-		if os.Getenv("KILN_TEST_REQUIRE_SERVICES") == "1" {
-			t.Fatal("KILN_TEST_* variables missing: run through `go tool task test`")
-		}
-		t.Skip("no kiln stack: run through `go tool task test`")
-	}
-	return s
+	testenv.RequireBinaries(t, "ffmpeg", "ffprobe")
+	return stack(testenv.Stack(t))
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-// makeClip generates a small H.264/AAC test clip.
-func makeClip(t *testing.T, name string, seconds int, size string, extra ...string) string {
+// makeClip generates a small H.264 (x264's default preset) + AAC 30 fps
+// test clip of size WxH.
+func makeClip(t *testing.T, name string, seconds int, size string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), name)
-	args := []string{"-v", "error", "-y",
-		"-f", "lavfi", "-i", fmt.Sprintf("testsrc2=s=%s:r=30:d=%d", size, seconds),
-		"-f", "lavfi", "-i", fmt.Sprintf("sine=f=440:d=%d", seconds),
-		"-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"}
-	args = append(args, extra...)
-	args = append(args, out)
-	if b, err := exec.CommandContext(t.Context(), "ffmpeg", args...).CombinedOutput(); err != nil {
-		t.Fatalf("make clip: %v\n%s", err, b)
+	var w, h int
+	if _, err := fmt.Sscanf(size, "%dx%d", &w, &h); err != nil {
+		t.Fatalf("clip size %q: %v", size, err)
 	}
-	return out
+	return testenv.Clip(t, testenv.ClipSpec{
+		Name: name, Seconds: float64(seconds), Width: w, Height: h, Rate: "30",
+		Video: []string{"-c:v", "libx264", "-pix_fmt", "yuv420p"},
+	})
 }
 
 // do sends a request with the API key and decodes a JSON answer into v.

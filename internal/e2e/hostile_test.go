@@ -14,6 +14,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/testenv"
 )
 
 // hostileCase is one odd or hostile source: how to make it, and what kiln
@@ -27,18 +28,6 @@ type hostileCase struct {
 	check func(t *testing.T, s stack, job map[string]any, hls string)
 }
 
-// ff runs ffmpeg with args in dir and returns the output path.
-func ff(t *testing.T, dir, out string, args ...string) string {
-	t.Helper()
-	path := filepath.Join(dir, out)
-	full := append([]string{"-v", "error", "-y"}, args...)
-	full = append(full, path)
-	if b, err := exec.CommandContext(t.Context(), "ffmpeg", full...).CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg %v: %v\n%s", args, err, b)
-	}
-	return path
-}
-
 func write(t *testing.T, dir, name string, data []byte) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
@@ -46,21 +35,6 @@ func write(t *testing.T, dir, name string, data []byte) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-var (
-	src    = []string{"-f", "lavfi", "-i", "testsrc2=s=320x180:r=30:d=3"}
-	tone   = []string{"-f", "lavfi", "-i", "sine=f=440:d=3"}
-	h264   = []string{"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"}
-	aacOut = []string{"-c:a", "aac", "-shortest"}
-)
-
-func join(parts ...[]string) []string {
-	var out []string
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
 }
 
 func hostileCases() []hostileCase {
@@ -76,7 +50,7 @@ func hostileCases() []hostileCase {
 			}},
 		{name: "truncated mp4 (moov at end, cut)", wantCodes: []string{"invalid_media"},
 			make: func(t *testing.T, d string) string {
-				full := ff(t, d, "full.mp4", join(src, tone, h264, aacOut)...)
+				full := testenv.Clip(t, testenv.ClipSpec{Name: "full.mp4", Seconds: 3})
 				b, _ := os.ReadFile(full)
 				return write(t, d, "truncated.mp4", b[:len(b)/2])
 			}},
@@ -90,7 +64,8 @@ func hostileCases() []hostileCase {
 			}},
 		{name: "absurd declared dimensions", wantCodes: []string{"invalid_media", "too_large", "transcode_failed"},
 			make: func(t *testing.T, d string) string {
-				p := ff(t, d, "mj.avi", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=30:d=1", "-c:v", "mjpeg", "-q:v", "5")
+				p := testenv.Clip(t, testenv.ClipSpec{Name: "mj.avi", Seconds: 1, Width: 320, Height: 240, NoAudio: true,
+					Video: []string{"-c:v", "mjpeg", "-q:v", "5"}})
 				b, _ := os.ReadFile(p)
 				for k := bytes.Index(b, []byte{0xff, 0xc0}); k >= 0 && k+9 < len(b); {
 					copy(b[k+5:], []byte{0xc3, 0x50, 0xea, 0x60}) // SOF0 height 50000, width 60000
@@ -111,24 +86,27 @@ func hostileCases() []hostileCase {
 			}},
 		{name: "wider than the limit", wantCodes: []string{"too_large"},
 			make: func(t *testing.T, d string) string {
-				return ff(t, d, "wide.mp4", "-f", "lavfi", "-i", "color=c=blue:s=8200x64:r=1:d=1", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+				return testenv.Clip(t, testenv.ClipSpec{Name: "wide.mp4", Source: "color=c=blue", Width: 8200, Height: 64, Rate: "1", Seconds: 1, NoAudio: true})
 			}},
 		{name: "unsupported codec", wantCodes: []string{"unsupported_codec"},
 			make: func(t *testing.T, d string) string {
-				return ff(t, d, "ffv.mkv", join(src, []string{"-c:v", "huffyuv"})...)
+				return testenv.Clip(t, testenv.ClipSpec{Name: "ffv.mkv", Seconds: 3, NoAudio: true, Video: []string{"-c:v", "huffyuv"}})
 			}},
 		{name: "moov at end",
-			make: func(t *testing.T, d string) string { return ff(t, d, "moovend.mp4", join(src, tone, h264, aacOut)...) },
+			make: func(t *testing.T, d string) string {
+				return testenv.Clip(t, testenv.ClipSpec{Name: "moovend.mp4", Seconds: 3})
+			},
 			check: func(t *testing.T, s stack, job map[string]any, hls string) {
 				wantVideo(t, hls, "320x180", "256x144")
 			}},
 		{name: "one frame",
 			make: func(t *testing.T, d string) string {
-				return ff(t, d, "one.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=30", "-frames:v", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p")
+				return testenv.Clip(t, testenv.ClipSpec{Name: "one.mp4", Frames: 1, NoAudio: true, Video: []string{"-c:v", "libx264", "-pix_fmt", "yuv420p"}})
 			}},
 		{name: "odd dimensions",
 			make: func(t *testing.T, d string) string {
-				return ff(t, d, "odd.mkv", "-f", "lavfi", "-i", "testsrc2=s=321x179:r=30:d=2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p")
+				return testenv.Clip(t, testenv.ClipSpec{Name: "odd.mkv", Seconds: 2, Width: 321, Height: 179, NoAudio: true,
+					Video: []string{"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p"}})
 			},
 			check: func(t *testing.T, s stack, job map[string]any, hls string) {
 				for _, st := range ffprobeStreams(t, hls) {
@@ -139,8 +117,7 @@ func hostileCases() []hostileCase {
 			}},
 		{name: "rotated 90 (portrait phone video)",
 			make: func(t *testing.T, d string) string {
-				p := ff(t, d, "land.mp4", join([]string{"-f", "lavfi", "-i", "testsrc2=s=320x180:r=30:d=2"}, h264)...)
-				return ff(t, d, "rot.mp4", "-i", p, "-c", "copy", "-metadata:s:v:0", "rotate=90")
+				return testenv.Clip(t, testenv.ClipSpec{Name: "rot.mp4", Seconds: 2, NoAudio: true, Rotate: 90})
 			},
 			check: func(t *testing.T, s stack, job map[string]any, hls string) {
 				wantNorm(t, job, "rotate", float64(90))
@@ -152,24 +129,26 @@ func hostileCases() []hostileCase {
 			}},
 		{name: "variable frame rate",
 			make: func(t *testing.T, d string) string {
-				return ff(t, d, "vfr.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=30:d=4",
-					"-vf", "select='if(lt(t,2),1,not(mod(n,3)))'", "-vsync", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+				return testenv.Clip(t, testenv.ClipSpec{Name: "vfr.mp4", Seconds: 4, NoAudio: true,
+					ExtraArgs: []string{"-vf", "select='if(lt(t,2),1,not(mod(n,3)))'", "-vsync", "vfr"}})
 			},
 			check: func(t *testing.T, s stack, job map[string]any, hls string) {
 				wantNorm(t, job, "constant_frame_rate", true)
 			}},
 		{name: "interlaced",
 			make: func(t *testing.T, d string) string {
-				return ff(t, d, "int.mkv", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=60:d=2", "-vf", "interlace",
-					"-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ilme+ildct", "-x264opts", "tff=1", "-pix_fmt", "yuv420p")
+				return testenv.Clip(t, testenv.ClipSpec{Name: "int.mkv", Seconds: 2, Rate: "60", NoAudio: true,
+					Video:     []string{"-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ilme+ildct", "-x264opts", "tff=1", "-pix_fmt", "yuv420p"},
+					ExtraArgs: []string{"-vf", "interlace"}})
 			},
 			check: func(t *testing.T, s stack, job map[string]any, hls string) {
 				wantNorm(t, job, "deinterlace", true)
 			}},
 		{name: "10-bit HEVC HDR (PQ)",
 			make: func(t *testing.T, d string) string {
-				return ff(t, d, "hdr.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=30:d=2", "-c:v", "libx265", "-x265-params", "log-level=error",
-					"-pix_fmt", "yuv420p10le", "-color_trc", "smpte2084", "-color_primaries", "bt2020", "-colorspace", "bt2020nc")
+				return testenv.Clip(t, testenv.ClipSpec{Name: "hdr.mp4", Seconds: 2, NoAudio: true,
+					Video: []string{"-c:v", "libx265", "-x265-params", "log-level=error",
+						"-pix_fmt", "yuv420p10le", "-color_trc", "smpte2084", "-color_primaries", "bt2020", "-colorspace", "bt2020nc"}})
 			},
 			check: func(t *testing.T, s stack, job map[string]any, hls string) {
 				wantNorm(t, job, "tone_map", true)
@@ -178,7 +157,8 @@ func hostileCases() []hostileCase {
 			}},
 		{name: "non-square pixels",
 			make: func(t *testing.T, d string) string {
-				return ff(t, d, "anamorphic.mp4", join([]string{"-f", "lavfi", "-i", "testsrc2=s=240x180:r=30:d=2", "-vf", "setsar=4/3"}, h264)...)
+				return testenv.Clip(t, testenv.ClipSpec{Name: "anamorphic.mp4", Seconds: 2, Width: 240, Height: 180, NoAudio: true,
+					ExtraArgs: []string{"-vf", "setsar=4/3"}})
 			},
 			check: func(t *testing.T, s stack, job map[string]any, hls string) {
 				wantNorm(t, job, "square_pixels", true)
@@ -186,8 +166,7 @@ func hostileCases() []hostileCase {
 			}},
 		{name: "5.1 audio",
 			make: func(t *testing.T, d string) string {
-				return ff(t, d, "surround.mp4", join(src, []string{"-f", "lavfi", "-i", "sine=f=300:d=3"}, h264,
-					[]string{"-c:a", "aac", "-ac", "6", "-shortest"})...)
+				return testenv.Clip(t, testenv.ClipSpec{Name: "surround.mp4", Seconds: 3, Tone: 300, Audio: []string{"-c:a", "aac", "-ac", "6"}})
 			},
 			check: func(t *testing.T, s stack, job map[string]any, hls string) {
 				wantNorm(t, job, "downmix", true)
@@ -197,7 +176,7 @@ func hostileCases() []hostileCase {
 			}},
 		{name: "audio only",
 			make: func(t *testing.T, d string) string {
-				return ff(t, d, "song.m4a", "-f", "lavfi", "-i", "sine=f=500:d=3", "-c:a", "aac")
+				return testenv.Clip(t, testenv.ClipSpec{Name: "song.m4a", Seconds: 3, NoVideo: true, Tone: 500})
 			},
 			check: func(t *testing.T, s stack, job map[string]any, hls string) {
 				wantVideo(t, hls)
@@ -206,7 +185,9 @@ func hostileCases() []hostileCase {
 				}
 			}},
 		{name: "video only",
-			make: func(t *testing.T, d string) string { return ff(t, d, "silent.mp4", join(src, h264)...) },
+			make: func(t *testing.T, d string) string {
+				return testenv.Clip(t, testenv.ClipSpec{Name: "silent.mp4", Seconds: 3, NoAudio: true})
+			},
 			check: func(t *testing.T, s stack, job map[string]any, hls string) {
 				if ch := audioChannels(t, hls); ch != 0 {
 					t.Errorf("video-only source has audio in the output (%d channels)", ch)

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/testenv"
 )
 
 // mp4Whitelist is the demuxer whitelist used against hostile inputs here.
@@ -20,33 +21,19 @@ const mp4Whitelist = "mov,mp4,m4a,3gp,3g2,mj2"
 
 func newRunner(t *testing.T) *ffmpeg.Runner {
 	t.Helper()
-	for _, bin := range []string{"ffmpeg", "ffprobe"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed: %v", bin, err)
-		}
-	}
+	testenv.RequireBinaries(t, "ffmpeg", "ffprobe")
 	return ffmpeg.New(ffmpeg.Config{Logger: zaptest.NewLogger(t)})
 }
 
-// makeClip encodes a 2 s 320x240 testsrc + 440 Hz sine clip into dir.
-func makeClip(t *testing.T, r *ffmpeg.Runner, dir string) string {
-	t.Helper()
-	out := filepath.Join(dir, "clip.mp4")
-	err := r.Run(t.Context(), []string{
-		"-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2",
-		"-f", "lavfi", "-i", "sine=frequency=440:duration=2",
-		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-		"-c:a", "aac", "-ac", "2", "-shortest", "-y", out,
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+// clipSpec is a 2 s 320x240 testsrc + 440 Hz sine clip, stereo AAC.
+var clipSpec = testenv.ClipSpec{
+	Source: "testsrc", Width: 320, Height: 240, Rate: "25", Seconds: 2,
+	Audio: []string{"-c:a", "aac", "-ac", "2"},
 }
 
 func TestProbe(t *testing.T) {
 	r := newRunner(t)
-	clip := makeClip(t, r, t.TempDir())
+	clip := testenv.Clip(t, clipSpec)
 
 	p, err := r.Probe(t.Context(), clip, ffmpeg.ProbeOptions{
 		FormatWhitelist:   mp4Whitelist,
@@ -87,14 +74,11 @@ func TestProbe(t *testing.T) {
 
 func TestProbeRotated(t *testing.T) {
 	r := newRunner(t)
-	dir := t.TempDir()
-	clip := makeClip(t, r, dir)
-	rotated := filepath.Join(dir, "rotated.mp4")
 	// ffmpeg 5.1 has no -display_rotation; the rotate tag on a stream copy
 	// into mp4 writes a display matrix.
-	if err := r.Run(t.Context(), []string{"-i", clip, "-c", "copy", "-metadata:s:v:0", "rotate=90", "-y", rotated}, nil); err != nil {
-		t.Fatal(err)
-	}
+	spec := clipSpec
+	spec.Name, spec.Rotate = "rotated.mp4", 90
+	rotated := testenv.Clip(t, spec)
 	p, err := r.Probe(t.Context(), rotated, ffmpeg.ProbeOptions{FormatWhitelist: mp4Whitelist})
 	if err != nil {
 		t.Fatal(err)

@@ -198,7 +198,6 @@ func (k *Keys) lookup(key string) *keyEntry {
 	return &k.keys[found]
 }
 
-
 // Allows reports whether scope s permits a request with this method: write
 // permits everything, read only GET and HEAD.
 func (s Scope) Allows(method string) bool {

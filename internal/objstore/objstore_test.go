@@ -27,22 +27,14 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/testenv"
 )
 
+// s3Config is the test stack's MinIO; without one the test skips, or fails
+// under `go tool task test` (testenv.S3).
 func s3Config(t *testing.T) objstore.Config {
 	t.Helper()
-	cfg := objstore.Config{
-		Endpoint:  os.Getenv("KILN_TEST_S3_ENDPOINT"),
-		AccessKey: os.Getenv("KILN_TEST_S3_ACCESS_KEY"),
-		SecretKey: os.Getenv("KILN_TEST_S3_SECRET_KEY"),
-	}
-	if cfg.Endpoint == "" {
-		if os.Getenv("KILN_TEST_REQUIRE_SERVICES") == "1" {
-			t.Fatal("KILN_TEST_S3_ENDPOINT missing: run through `go tool task test`")
-		}
-		t.Skip("no S3: set KILN_TEST_S3_* or run through `go tool task test`")
-	}
-	return cfg
+	return testenv.S3(t).Config
 }
 
 // bucketName is a fresh bucket name of this test run.

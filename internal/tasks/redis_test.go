@@ -8,7 +8,6 @@ package tasks_test
 import (
 	"context"
 	"errors"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -29,18 +29,11 @@ import (
 const testRedisDB = 7
 
 // needRedis returns the connection options of the test Redis (DB
-// testRedisDB, flushed now and at the end of the test) or skips; under
-// `go tool task test` (KILN_TEST_REQUIRE_SERVICES=1) a missing Redis fails.
+// testRedisDB, flushed now and at the end of the test); without one the
+// test skips, or fails under `go tool task test` (testenv.Redis).
 func needRedis(t *testing.T) asynq.RedisClientOpt {
 	t.Helper()
-	addr := os.Getenv("KILN_TEST_REDIS_ADDR")
-	if addr == "" {
-		if os.Getenv("KILN_TEST_REQUIRE_SERVICES") == "1" {
-			t.Fatal("KILN_TEST_REDIS_ADDR missing: run through `go tool task test`")
-		}
-		t.Skip("no Redis: set KILN_TEST_REDIS_ADDR or run through `go tool task test`")
-	}
-	opt := asynq.RedisClientOpt{Addr: addr, DB: testRedisDB}
+	opt := asynq.RedisClientOpt{Addr: testenv.Redis(t), DB: testRedisDB}
 	rc := cancel.NewRedisClient(opt)
 	flush := func() {
 		// Not t.Context(): cleanups run after it is canceled.

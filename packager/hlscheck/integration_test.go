@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,22 +13,10 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/playlist"
+	"github.com/kilnvideo/kiln/internal/testenv"
 	"github.com/kilnvideo/kiln/packager"
-
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
-
-func requireFFmpeg(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("runs ffmpeg")
-	}
-	for _, bin := range []string{"ffmpeg", "ffprobe"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed", bin)
-		}
-	}
-}
 
 // Encoder settings of a rung (kiln's default x264 preset is veryfast: High
 // profile, B-frames).
@@ -39,26 +26,23 @@ var (
 	openGOP    = []string{"-preset", "veryfast", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-x264-params", "open-gop=1"}
 )
 
-// encodeRung writes a 7 s size HLS fMP4 rung into root/name.
-func encodeRung(t *testing.T, root, name, size string, video []string, hlsExtra ...string) {
+// encodeRung writes a 7 s width x height HLS fMP4 rung into root/name.
+func encodeRung(t *testing.T, root, name string, width, height int, video []string, hlsExtra ...string) {
 	t.Helper()
 	dir := filepath.Join(root, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-y",
-		"-f", "lavfi", "-i", "testsrc2=size=" + size + ":rate=30:duration=7",
-		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=7",
-		"-c:v", "libx264", "-pix_fmt", "yuv420p", "-r", "30"}
-	args = append(args, video...)
-	args = append(args, "-c:a", "aac", "-b:a", "64k", "-shortest",
-		"-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_segment_type", "fmp4",
-		"-hls_flags", strings.Join(append([]string{"independent_segments"}, hlsExtra...), "+"),
-		"-hls_fmp4_init_filename", "init.mp4",
-		"-hls_segment_filename", filepath.Join(dir, "seg_%05d.m4s"), filepath.Join(dir, "index.m3u8"))
-	if out, err := exec.CommandContext(t.Context(), "ffmpeg", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, out)
-	}
+	testenv.Clip(t, testenv.ClipSpec{
+		Path:    filepath.Join(dir, "index.m3u8"),
+		Seconds: 7, Width: width, Height: height, Rate: "30", SampleRate: 48000,
+		Video: append([]string{"-c:v", "libx264", "-pix_fmt", "yuv420p", "-r", "30"}, video...),
+		Audio: []string{"-c:a", "aac", "-b:a", "64k"},
+		ExtraArgs: []string{"-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_segment_type", "fmp4",
+			"-hls_flags", strings.Join(append([]string{"independent_segments"}, hlsExtra...), "+"),
+			"-hls_fmp4_init_filename", "init.mp4",
+			"-hls_segment_filename", filepath.Join(dir, "seg_%05d.m4s")},
+	})
 }
 
 // rendition measures a rung the way the packager does.
@@ -111,10 +95,13 @@ func serve(t *testing.T, root string, master []byte) string {
 // open-GOP keyframes, one cut between keyframes and a master with wrong
 // attributes fail with the matching rules.
 func TestCheckMasterRealHLS(t *testing.T) {
-	requireFFmpeg(t)
+	testenv.RequireBinaries(t, "ffmpeg", "ffprobe")
+	if testing.Short() {
+		t.Skip("runs ffmpeg")
+	}
 	good := t.TempDir()
-	encodeRung(t, good, "90p", "160x90", fixedGOP)
-	encodeRung(t, good, "180p", "320x180", fixedGOP)
+	encodeRung(t, good, "90p", 160, 90, fixedGOP)
+	encodeRung(t, good, "180p", 320, 180, fixedGOP)
 	goodRenditions := []*kilnv1.Rendition{rendition(t, good, "90p", 160, 90), rendition(t, good, "180p", 320, 180)}
 
 	check := func(t *testing.T, masterURI string) *Report {
@@ -156,7 +143,7 @@ func TestCheckMasterRealHLS(t *testing.T) {
 		if err := os.CopyFS(filepath.Join(root, "180p"), os.DirFS(filepath.Join(good, "180p"))); err != nil {
 			t.Fatal(err)
 		}
-		encodeRung(t, root, "90p", "160x90", video, hlsExtra...)
+		encodeRung(t, root, "90p", 160, 90, video, hlsExtra...)
 		master := masterOf([]*kilnv1.Rendition{rendition(t, root, "90p", 160, 90), goodRenditions[1]})
 		r := check(t, serve(t, root, master))
 		t.Logf("%v", r.Err())

@@ -510,6 +510,7 @@ export_test_env() {
 	export KILN_TEST_NATS_URL="$NATS_URL"
 	export KILN_TEST_SOURCES_BUCKET="$SOURCES_BUCKET"
 	export KILN_TEST_OUTPUTS_BUCKET="$OUTPUTS_BUCKET"
+	export KILN_BIN # tests run the binary the stack runs (internal/testenv.BuildKiln)
 }
 
 # run_step description cmd...: on failure show the kiln log tail and exit non-zero.

@@ -32,9 +32,18 @@ type Objects interface {
 	PutFile(ctx context.Context, bucket, key, path, contentType string) error
 }
 
+// FFmpeg runs ffmpeg and ffprobe for the packager; *ffmpeg.Runner in
+// production, a fake in tests.
+type FFmpeg interface {
+	Run(ctx context.Context, args []string, onProgress func(ffmpeg.Progress)) error
+	Probe(ctx context.Context, input string, opts ffmpeg.ProbeOptions) (*ffmpeg.ProbeResult, error)
+}
+
+var _ FFmpeg = (*ffmpeg.Runner)(nil)
+
 // Config holds the packager's dependencies.
 type Config struct {
-	FFmpeg        *ffmpeg.Runner
+	FFmpeg        FFmpeg
 	Objects       Objects
 	Events        tasks.Publisher
 	OutputsBucket string

@@ -41,6 +41,15 @@ func InputArgs(input string) []string {
 	}
 }
 
+// FFmpeg runs ffmpeg and ffprobe for the handlers; *ffmpeg.Runner in
+// production, a fake in tests.
+type FFmpeg interface {
+	Run(ctx context.Context, args []string, onProgress func(ffmpeg.Progress)) error
+	Probe(ctx context.Context, input string, opts ffmpeg.ProbeOptions) (*ffmpeg.ProbeResult, error)
+}
+
+var _ FFmpeg = (*ffmpeg.Runner)(nil)
+
 // Objects is the object storage workers use.
 type Objects interface {
 	PresignGet(ctx context.Context, bucket, key string, ttl time.Duration) (*url.URL, error)

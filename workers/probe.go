@@ -19,7 +19,7 @@ import (
 
 // Config holds what every worker handler needs.
 type Config struct {
-	FFmpeg  *ffmpeg.Runner
+	FFmpeg  FFmpeg
 	Objects Objects
 	Events  tasks.Publisher
 	Queue   tasks.Enqueuer

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/internal/failure"
+	"github.com/kilnvideo/kiln/internal/fakes"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/playlist"
@@ -31,16 +32,16 @@ const (
 
 type harness struct {
 	ff      *fakeFFmpeg
-	objects *fakeObjects
-	events  *fakeEvents
-	jobs    *fakeJobs
+	objects *fakes.Objects
+	events  *fakes.Events
+	jobs    *fakes.Jobs
 	workDir string
 	h       *packager.Handler
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	x := &harness{ff: &fakeFFmpeg{}, objects: &fakeObjects{}, events: &fakeEvents{}, jobs: &fakeJobs{}, workDir: t.TempDir()}
+	x := &harness{ff: &fakeFFmpeg{}, objects: &fakes.Objects{}, events: &fakes.Events{}, jobs: &fakes.Jobs{}, workDir: t.TempDir()}
 	x.h = packager.New(packager.Config{FFmpeg: x.ff, Objects: x.objects, Events: x.events, OutputsBucket: outputsBucket,
 		WorkDir: x.workDir, Jobs: x.jobs})
 	return x
@@ -62,6 +63,22 @@ func (x *harness) uploadedUnder(rendition string) []string {
 		}
 	}
 	return keys
+}
+
+// upload is an upload by its size: the segments are too long to compare
+// (or print) by content.
+type upload struct {
+	Bucket, Key, ContentType string
+	Size                     int
+}
+
+// uploads are the uploads so far, in order.
+func (x *harness) uploads() []upload {
+	var ups []upload
+	for _, p := range x.objects.Puts() {
+		ups = append(ups, upload{p.Bucket, p.Key, p.ContentType, p.Size()})
+	}
+	return ups
 }
 
 func eventID(fact string) string { return fmt.Sprintf("%s.a%d.%s", jobID, attempt, fact) }
@@ -178,26 +195,26 @@ func TestPackageReady(t *testing.T) {
 
 	var inputs []string
 	for _, r := range rungs() {
-		inputs = append(inputs, fakeURL(outputsBucket, layout.EncodedKey(assetID, r.Name)))
+		inputs = append(inputs, fakes.URL(outputsBucket, layout.EncodedKey(assetID, r.Name)))
 	}
 	if got := x.ff.Runs(); !slices.Equal(got, inputs) {
 		t.Errorf("packaged %q, want %q", got, inputs)
 	}
 	// Per rendition: init and segments, then the playlist.
-	var wantPuts []putCall
+	var wantPuts []upload
 	for _, r := range rungs() {
 		wantPuts = append(wantPuts,
-			putCall{outputsBucket, layout.SegmentKey(assetID, r.Name, layout.InitFile), "video/mp4", len(fakeInit)},
-			putCall{outputsBucket, layout.SegmentKey(assetID, r.Name, "seg_00001.m4s"), "video/iso.segment", 6000},
-			putCall{outputsBucket, layout.SegmentKey(assetID, r.Name, "seg_00002.m4s"), "video/iso.segment", 2000},
-			putCall{outputsBucket, layout.PlaylistKey(assetID, r.Name), playlist.ContentType, len(fakePlaylist)},
+			upload{outputsBucket, layout.SegmentKey(assetID, r.Name, layout.InitFile), "video/mp4", len(fakeInit)},
+			upload{outputsBucket, layout.SegmentKey(assetID, r.Name, "seg_00001.m4s"), "video/iso.segment", 6000},
+			upload{outputsBucket, layout.SegmentKey(assetID, r.Name, "seg_00002.m4s"), "video/iso.segment", 2000},
+			upload{outputsBucket, layout.PlaylistKey(assetID, r.Name), playlist.ContentType, len(fakePlaylist)},
 		)
 	}
-	if got := x.objects.Puts(); !slices.Equal(got, wantPuts) {
+	if got := x.uploads(); !slices.Equal(got, wantPuts) {
 		t.Errorf("uploads\n%v\nwant\n%v", got, wantPuts)
 	}
-	if x.jobs.checks != 1 {
-		t.Errorf("%d cancel checks, want 1 before READY", x.jobs.checks)
+	if n := len(x.jobs.Checks()); n != 1 {
+		t.Errorf("%d cancel checks, want 1 before READY", n)
 	}
 	x.checkClean(t)
 }
@@ -223,8 +240,8 @@ func TestPackagePartialFailure(t *testing.T) {
 		setup func(*fakeFFmpeg)
 		code  string
 	}{
-		{"packaging ffmpeg exits non-zero", func(f *fakeFFmpeg) { f.fail = failOn("240p", exitErr("ffmpeg")) }, failure.PackageFailed},
-		{"ffprobe of the rung exits non-zero", func(f *fakeFFmpeg) { f.failProbe = failOn("240p", exitErr("ffprobe")) }, failure.PackageFailed},
+		{"packaging ffmpeg exits non-zero", func(f *fakeFFmpeg) { f.fail = failOn("240p", fakes.ExitError("ffmpeg")) }, failure.PackageFailed},
+		{"ffprobe of the rung exits non-zero", func(f *fakeFFmpeg) { f.failProbe = failOn("240p", fakes.ExitError("ffprobe")) }, failure.PackageFailed},
 		{"streams HLS cannot describe", func(f *fakeFFmpeg) {
 			f.streams = func(in string) []ffmpeg.ProbeStream {
 				if strings.Contains(in, "/240p.") {
@@ -277,9 +294,9 @@ func defaultStreams() []ffmpeg.ProbeStream {
 
 func TestPackageEveryRungFails(t *testing.T) {
 	x := newHarness(t)
-	x.ff.fail = func(string) error { return exitErr("ffmpeg") }
+	x.ff.fail = func(string) error { return fakes.ExitError("ffmpeg") }
 	err := x.h.Package(t.Context(), asTask(t, packageTask(false)))
-	wantPermanent(t, err, failure.PackageFailed)
+	fakes.WantPermanent(t, err, failure.PackageFailed)
 	var ee *ffmpeg.ExitError
 	if !errors.As(err, &ee) {
 		t.Errorf("error %v: want it to carry ffmpeg's failure", err)
@@ -294,7 +311,7 @@ func TestPackageEveryRungFails(t *testing.T) {
 func TestPackageRetryableFailures(t *testing.T) {
 	s3Err := errors.New("s3: slow down")
 	busErr := errors.New("nats: no responders")
-	sig, deadline, canceledExit := signaledErr(), deadlineErr(), canceledExitErr()
+	sig, deadline, canceledExit := fakes.SignaledError(), fakes.DeadlineError(), fakes.CanceledExitError()
 	tests := []struct {
 		name  string
 		setup func(*harness)
@@ -305,20 +322,20 @@ func TestPackageRetryableFailures(t *testing.T) {
 		{"packaging ffmpeg exits as the context is canceled", func(x *harness) { x.ff.fail = failOn("240p", canceledExit) }, context.Canceled},
 		{"ffprobe signaled", func(x *harness) { x.ff.failProbe = failOn("240p", sig) }, sig},
 		{"segment upload fails", func(x *harness) {
-			x.objects.failPut = func(k string) error { return keyErr(k, "240p/seg_00002", s3Err) }
+			x.objects.FailPut = func(k string) error { return keyErr(k, "240p/seg_00002", s3Err) }
 		}, s3Err},
 		{"playlist upload fails", func(x *harness) {
-			x.objects.failPut = func(k string) error { return keyErr(k, "144p/"+layout.PlaylistFile, s3Err) }
+			x.objects.FailPut = func(k string) error { return keyErr(k, "144p/"+layout.PlaylistFile, s3Err) }
 		}, s3Err},
-		{"presign fails", func(x *harness) { x.objects.presignErr = s3Err }, s3Err},
-		{"publishing PACKAGING fails", func(x *harness) { x.events.fail = stateErr(kilnv1.JobState_JOB_STATE_PACKAGING, busErr) }, busErr},
-		{"publishing READY fails", func(x *harness) { x.events.fail = stateErr(kilnv1.JobState_JOB_STATE_READY, busErr) }, busErr},
+		{"presign fails", func(x *harness) { x.objects.PresignErr = s3Err }, s3Err},
+		{"publishing PACKAGING fails", func(x *harness) { x.events.Fail = stateErr(kilnv1.JobState_JOB_STATE_PACKAGING, busErr) }, busErr},
+		{"publishing READY fails", func(x *harness) { x.events.Fail = stateErr(kilnv1.JobState_JOB_STATE_READY, busErr) }, busErr},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			x := newHarness(t)
 			tt.setup(x)
-			wantRetryable(t, x.h.Package(t.Context(), asTask(t, packageTask(false))), tt.cause)
+			fakes.WantRetryable(t, x.h.Package(t.Context(), asTask(t, packageTask(false))), tt.cause)
 			x.wantNoReady(t)
 			x.checkClean(t)
 		})
@@ -355,24 +372,21 @@ func TestPackageBadTask(t *testing.T) {
 			x := newHarness(t)
 			p := packageTask(false)
 			tt.modify(p)
-			wantPermanent(t, x.h.Package(t.Context(), asTask(t, p)), failure.Internal)
+			fakes.WantPermanent(t, x.h.Package(t.Context(), asTask(t, p)), failure.Internal)
 			x.wantNoReady(t)
 		})
 	}
 	t.Run("malformed payload", func(t *testing.T) {
 		x := newHarness(t)
-		wantPermanent(t, x.h.Package(t.Context(), asynq.NewTask(tasks.TypePackage, []byte("\xff\xff"))), failure.Internal)
+		fakes.WantPermanent(t, x.h.Package(t.Context(), asynq.NewTask(tasks.TypePackage, []byte("\xff\xff"))), failure.Internal)
 	})
 }
 
 func TestPackageCanceledMeanwhile(t *testing.T) {
 	x := newHarness(t)
-	x.ff.during = x.jobs.cancel
+	x.ff.during = x.jobs.Cancel
 	err := x.h.Package(t.Context(), asTask(t, packageTask(false)))
-	wantPermanent(t, err, failure.Canceled)
-	if !errors.Is(err, failure.ErrCanceled) {
-		t.Fatalf("error %v: want it to wrap failure.ErrCanceled", err)
-	}
+	fakes.WantCanceled(t, err)
 	x.wantNoReady(t)
 	x.checkClean(t)
 }
@@ -399,7 +413,7 @@ func TestPackageRenditionRetry(t *testing.T) {
 		if out := x.ready(t).GetOutputs(); !proto.Equal(out, want) {
 			t.Errorf("outputs\n%v\nwant\n%v", out, want)
 		}
-		if got := x.ff.Runs(); !slices.Equal(got, []string{fakeURL(outputsBucket, layout.EncodedKey(assetID, "240p"))}) {
+		if got := x.ff.Runs(); !slices.Equal(got, []string{fakes.URL(outputsBucket, layout.EncodedKey(assetID, "240p"))}) {
 			t.Errorf("packaged %q, want 240p only", got)
 		}
 		if len(x.uploadedUnder("360p"))+len(x.uploadedUnder("144p")) > 0 {
@@ -408,7 +422,7 @@ func TestPackageRenditionRetry(t *testing.T) {
 	})
 	t.Run("fails again", func(t *testing.T) {
 		x := newHarness(t)
-		x.ff.fail = failOn("240p", exitErr("ffmpeg"))
+		x.ff.fail = failOn("240p", fakes.ExitError("ffmpeg"))
 		if err := x.h.Package(t.Context(), asTask(t, retryTask())); err != nil {
 			t.Fatalf("Package = %v, want the failure published", err)
 		}
@@ -424,9 +438,9 @@ func TestPackageRenditionRetry(t *testing.T) {
 	})
 	t.Run("interrupted", func(t *testing.T) {
 		x := newHarness(t)
-		sig := signaledErr()
+		sig := fakes.SignaledError()
 		x.ff.fail = failOn("240p", sig)
-		wantRetryable(t, x.h.Package(t.Context(), asTask(t, retryTask())), sig)
+		fakes.WantRetryable(t, x.h.Package(t.Context(), asTask(t, retryTask())), sig)
 		x.wantNoReady(t)
 	})
 }

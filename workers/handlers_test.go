@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/internal/failure"
+	"github.com/kilnvideo/kiln/internal/fakes"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/tasks"
@@ -37,17 +38,17 @@ const (
 // harness is a Handlers wired to fakes.
 type harness struct {
 	ff      *fakeFFmpeg
-	objects *fakeObjects
-	events  *fakeEvents
-	queue   *fakeQueue
-	jobs    *fakeJobs
+	objects *fakes.Objects
+	events  *fakes.Events
+	queue   *fakes.Queue
+	jobs    *fakes.Jobs
 	workDir string
 	h       *workers.Handlers
 }
 
 func newHarness(t *testing.T, configure ...func(*workers.Config)) *harness {
 	t.Helper()
-	x := &harness{ff: &fakeFFmpeg{}, objects: &fakeObjects{}, events: &fakeEvents{}, queue: &fakeQueue{}, jobs: &fakeJobs{}, workDir: t.TempDir()}
+	x := &harness{ff: &fakeFFmpeg{}, objects: &fakes.Objects{}, events: &fakes.Events{}, queue: &fakes.Queue{}, jobs: &fakes.Jobs{}, workDir: t.TempDir()}
 	cfg := workers.Config{
 		FFmpeg: x.ff, Objects: x.objects, Events: x.events, Queue: x.queue, Jobs: x.jobs,
 		OutputsBucket: outputsBucket, WorkDir: x.workDir,
@@ -74,7 +75,7 @@ func (x *harness) checkClean(t *testing.T) {
 }
 
 // only returns the one enqueued command.
-func (x *harness) only(t *testing.T) enqueued {
+func (x *harness) only(t *testing.T) fakes.Enqueued {
 	t.Helper()
 	got := x.queue.Enqueued()
 	if len(got) != 1 {
@@ -91,21 +92,21 @@ func (x *harness) wantNothingEnqueued(t *testing.T) {
 }
 
 // checkStage checks the task type and the options the stage table gives it.
-func checkStage(t *testing.T, e enqueued, typ, queue string, timeout time.Duration) {
+func checkStage(t *testing.T, e fakes.Enqueued, typ, queue string, timeout time.Duration) {
 	t.Helper()
 	if e.Task.Type() != typ {
 		t.Fatalf("enqueued %s, want %s", e.Task.Type(), typ)
 	}
-	if got := e.opt(asynq.QueueOpt); got != queue {
+	if got := e.Opt(asynq.QueueOpt); got != queue {
 		t.Errorf("queue %v, want %s", got, queue)
 	}
-	if got, want := e.opt(asynq.TaskIDOpt), tasks.TaskID(typ, jobID, attempt); got != want {
+	if got, want := e.Opt(asynq.TaskIDOpt), tasks.TaskID(typ, jobID, attempt); got != want {
 		t.Errorf("task id %v, want %s", got, want)
 	}
-	if got := e.opt(asynq.TimeoutOpt); got != timeout {
+	if got := e.Opt(asynq.TimeoutOpt); got != timeout {
 		t.Errorf("timeout %v, want %s", got, timeout)
 	}
-	if got := e.opt(asynq.MaxRetryOpt); got == nil || got.(int) < 1 {
+	if got := e.Opt(asynq.MaxRetryOpt); got == nil || got.(int) < 1 {
 		t.Errorf("max retry %v, want some", got)
 	}
 	if j, a, att := tasks.Head(e.Task); j != jobID || a != assetID || att != attempt {
@@ -121,7 +122,7 @@ func decode[M proto.Message](t *testing.T, task *asynq.Task, m M) M {
 	return m
 }
 
-func wantIDs(t *testing.T, events *fakeEvents, want ...string) {
+func wantIDs(t *testing.T, events *fakes.Events, want ...string) {
 	t.Helper()
 	if got := events.IDs(); !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q", got, want)
@@ -169,7 +170,7 @@ func TestProbeHandsOverToTranscode(t *testing.T) {
 		t.Fatalf("%d probes, want 1", len(x.ff.probes))
 	}
 	call := x.ff.probes[0]
-	if call.URL != fakeURL(sourcesBucket, sourceKey) {
+	if call.URL != fakes.URL(sourcesBucket, sourceKey) {
 		t.Errorf("probed %q, want the presigned source", call.URL)
 	}
 	if call.Opts.FormatWhitelist != workers.FormatWhitelist || call.Opts.ProtocolWhitelist != workers.ProtocolWhitelist ||
@@ -230,7 +231,7 @@ func TestProbeFailures(t *testing.T) {
 	s3Err := errors.New("s3: connection reset")
 	queueErr := errors.New("redis: connection refused")
 	busErr := errors.New("nats: no responders")
-	sig, deadline, canceledExit := signaledErr(), deadlineErr(), canceledExitErr()
+	sig, deadline, canceledExit := fakes.SignaledError(), fakes.DeadlineError(), fakes.CanceledExitError()
 	tests := []struct {
 		name      string
 		preset    string
@@ -242,7 +243,7 @@ func TestProbeFailures(t *testing.T) {
 		// probed: the probe result was published before the refusal.
 		probed bool
 	}{
-		{name: "ffprobe rejects the input", setup: func(x *harness) { x.ff.probeErr = exitErr("ffprobe") }, code: failure.InvalidMedia},
+		{name: "ffprobe rejects the input", setup: func(x *harness) { x.ff.probeErr = fakes.ExitError("ffprobe") }, code: failure.InvalidMedia},
 		{name: "ffprobe output too large", setup: func(x *harness) {
 			x.ff.probeErr = fmt.Errorf("ffprobe: %w", ffmpeg.ErrOutputTooLarge)
 		}, cause: ffmpeg.ErrOutputTooLarge},
@@ -250,9 +251,9 @@ func TestProbeFailures(t *testing.T) {
 		{name: "ffprobe past the deadline", setup: func(x *harness) { x.ff.probeErr = deadline }, cause: context.DeadlineExceeded},
 		{name: "ffprobe exits as the context is canceled", setup: func(x *harness) { x.ff.probeErr = canceledExit }, cause: context.Canceled},
 		{name: "plain context error", setup: func(x *harness) { x.ff.probeErr = context.DeadlineExceeded }, cause: context.DeadlineExceeded},
-		{name: "presign fails", setup: func(x *harness) { x.objects.presignErr = s3Err }, cause: s3Err},
-		{name: "enqueue fails", setup: func(x *harness) { x.queue.err = queueErr }, cause: queueErr},
-		{name: "bus down", setup: func(x *harness) { x.events.err = busErr }, cause: busErr},
+		{name: "presign fails", setup: func(x *harness) { x.objects.PresignErr = s3Err }, cause: s3Err},
+		{name: "enqueue fails", setup: func(x *harness) { x.queue.Err = queueErr }, cause: queueErr},
+		{name: "bus down", setup: func(x *harness) { x.events.Err = busErr }, cause: busErr},
 		{name: "unknown preset", preset: "nope", code: failure.InvalidPreset},
 		{name: "too long", setup: func(x *harness) { x.ff.probeResult = probeResult(7 * 3600) }, code: failure.TooLong, probed: true},
 		{name: "too long for a custom limit", configure: func(c *workers.Config) { c.Limits.MaxDuration = time.Minute },
@@ -275,9 +276,9 @@ func TestProbeFailures(t *testing.T) {
 			}
 			err := x.h.Probe(t.Context(), probeTask(t, tt.preset))
 			if tt.code != "" {
-				wantPermanent(t, err, tt.code)
+				fakes.WantPermanent(t, err, tt.code)
 			} else {
-				wantRetryable(t, err, tt.cause)
+				fakes.WantRetryable(t, err, tt.cause)
 			}
 			x.wantNothingEnqueued(t)
 			if tt.probed && !slices.Contains(x.events.IDs(), eventID("probed")) {
@@ -290,9 +291,9 @@ func TestProbeFailures(t *testing.T) {
 func TestProbeCanceledMeanwhile(t *testing.T) {
 	x := newHarness(t)
 	x.ff.probeResult = probeResult(10)
-	x.ff.during = x.jobs.cancel
+	x.ff.during = x.jobs.Cancel
 	err := x.h.Probe(t.Context(), probeTask(t, ""))
-	wantCanceled(t, err)
+	fakes.WantCanceled(t, err)
 	x.wantNothingEnqueued(t)
 }
 
@@ -341,7 +342,7 @@ func TestTranscodeHandsOverToThumbnail(t *testing.T) {
 	if len(runs) != 1 {
 		t.Fatalf("%d ffmpeg runs, want 1 (one decode for every rung)", len(runs))
 	}
-	if in := inputOf(runs[0]); in != fakeURL(sourcesBucket, sourceKey) {
+	if in := fakes.Input(runs[0]); in != fakes.URL(sourcesBucket, sourceKey) {
 		t.Errorf("ffmpeg input %q, want the presigned source", in)
 	}
 	if !slices.Contains(runs[0], "-threads") || !slices.Contains(runs[0], "veryfast") {
@@ -364,7 +365,7 @@ func TestTranscodeHandsOverToThumbnail(t *testing.T) {
 		t.Fatalf("uploads %v, want the two rungs", puts)
 	}
 	for i, name := range []string{"360p", "240p"} {
-		want := putCall{outputsBucket, layout.EncodedKey(assetID, name), "video/mp4", "encoded " + name + ".mp4"}
+		want := fakes.Put{Bucket: outputsBucket, Key: layout.EncodedKey(assetID, name), ContentType: "video/mp4", Body: "encoded " + name + ".mp4"}
 		if puts[i] != want {
 			t.Errorf("upload %d = %+v, want %+v", i, puts[i], want)
 		}
@@ -388,7 +389,7 @@ func TestTranscodeAudioOnlyHandsOverToPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := layout.EncodedKey(assetID, layout.AudioRendition)
-	want := []putCall{{outputsBucket, key, "audio/mp4", "encoded audio.m4a"}}
+	want := []fakes.Put{{Bucket: outputsBucket, Key: key, ContentType: "audio/mp4", Body: "encoded audio.m4a"}}
 	if got := x.objects.Puts(); !slices.Equal(got, want) {
 		t.Errorf("uploads %+v, want %+v", got, want)
 	}
@@ -410,7 +411,7 @@ func TestTranscodeAudioOnlyHandsOverToPackage(t *testing.T) {
 func TestTranscodeFailures(t *testing.T) {
 	s3Err := errors.New("s3: slow down")
 	queueErr := errors.New("redis: connection refused")
-	sig, deadline, canceledExit := signaledErr(), deadlineErr(), canceledExitErr()
+	sig, deadline, canceledExit := fakes.SignaledError(), fakes.DeadlineError(), fakes.CanceledExitError()
 	tests := []struct {
 		name      string
 		plan      *kilnv1.Plan
@@ -421,15 +422,15 @@ func TestTranscodeFailures(t *testing.T) {
 		// uploaded: the uploads that happened before the failure.
 		uploaded int
 	}{
-		{name: "ffmpeg cannot decode the source", setup: func(x *harness) { x.ff.fail = failWith(exitErr("ffmpeg")) }, code: failure.TranscodeFailed},
-		{name: "ffmpeg cannot decode the audio-only source", plan: audioPlan(), setup: func(x *harness) { x.ff.fail = failWith(exitErr("ffmpeg")) }, code: failure.TranscodeFailed},
+		{name: "ffmpeg cannot decode the source", setup: func(x *harness) { x.ff.fail = failWith(fakes.ExitError("ffmpeg")) }, code: failure.TranscodeFailed},
+		{name: "ffmpeg cannot decode the audio-only source", plan: audioPlan(), setup: func(x *harness) { x.ff.fail = failWith(fakes.ExitError("ffmpeg")) }, code: failure.TranscodeFailed},
 		{name: "ffmpeg signaled (OOM killer)", setup: func(x *harness) { x.ff.fail = failWith(sig) }, cause: sig},
 		{name: "ffmpeg past the deadline", setup: func(x *harness) { x.ff.fail = failWith(deadline) }, cause: context.DeadlineExceeded},
 		{name: "ffmpeg exits as the context is canceled", setup: func(x *harness) { x.ff.fail = failWith(canceledExit) }, cause: context.Canceled},
-		{name: "upload of the second rung fails", setup: func(x *harness) { x.objects.failPut = failKey("240p", s3Err) }, cause: s3Err, uploaded: 1},
-		{name: "upload of the audio fails", plan: audioPlan(), setup: func(x *harness) { x.objects.failPut = failKey("audio", s3Err) }, cause: s3Err},
-		{name: "enqueue fails", setup: func(x *harness) { x.queue.err = queueErr }, cause: queueErr, uploaded: 2},
-		{name: "presign fails", setup: func(x *harness) { x.objects.presignErr = s3Err }, cause: s3Err},
+		{name: "upload of the second rung fails", setup: func(x *harness) { x.objects.FailPut = failKey("240p", s3Err) }, cause: s3Err, uploaded: 1},
+		{name: "upload of the audio fails", plan: audioPlan(), setup: func(x *harness) { x.objects.FailPut = failKey("audio", s3Err) }, cause: s3Err},
+		{name: "enqueue fails", setup: func(x *harness) { x.queue.Err = queueErr }, cause: queueErr, uploaded: 2},
+		{name: "presign fails", setup: func(x *harness) { x.objects.PresignErr = s3Err }, cause: s3Err},
 		{name: "over the task's disk limit", configure: func(c *workers.Config) { c.Limits.MaxTaskDisk = 1000 }, code: failure.TooLarge},
 	}
 	for _, tt := range tests {
@@ -441,9 +442,9 @@ func TestTranscodeFailures(t *testing.T) {
 			plan := cmpOr(tt.plan, videoPlan())
 			err := x.h.Transcode(t.Context(), transcodeTask(t, plan))
 			if tt.code != "" {
-				wantPermanent(t, err, tt.code)
+				fakes.WantPermanent(t, err, tt.code)
 			} else {
-				wantRetryable(t, err, tt.cause)
+				fakes.WantRetryable(t, err, tt.cause)
 			}
 			x.wantNothingEnqueued(t)
 			if got := len(x.objects.Puts()); got != tt.uploaded {
@@ -461,8 +462,8 @@ func TestTranscodeCanceledMeanwhile(t *testing.T) {
 	for _, plan := range []*kilnv1.Plan{videoPlan(), audioPlan()} {
 		t.Run(fmt.Sprintf("audio only %v", plan.GetAudioOnly()), func(t *testing.T) {
 			x := newHarness(t)
-			x.ff.during = x.jobs.cancel
-			wantCanceled(t, x.h.Transcode(t.Context(), transcodeTask(t, plan)))
+			x.ff.during = x.jobs.Cancel
+			fakes.WantCanceled(t, x.h.Transcode(t.Context(), transcodeTask(t, plan)))
 			x.wantNothingEnqueued(t)
 			x.checkClean(t)
 		})
@@ -517,7 +518,7 @@ func TestThumbnailHandsOverToPackage(t *testing.T) {
 		t.Fatalf("ffmpeg runs %q, want a poster (the first candidate is fine) then the storyboard", runs)
 	}
 	for _, r := range runs {
-		if in := inputOf(r); in != fakeURL(outputsBucket, layout.EncodedKey(assetID, "360p")) {
+		if in := fakes.Input(r); in != fakes.URL(outputsBucket, layout.EncodedKey(assetID, "360p")) {
 			t.Errorf("ffmpeg input %q, want the top rung", in)
 		}
 	}
@@ -545,7 +546,7 @@ func TestThumbnailHandsOverToPackage(t *testing.T) {
 	if !slices.Equal(gotKeys, want) {
 		t.Errorf("uploads %q, want %q", gotKeys, want)
 	}
-	if vtt, _ := x.objects.put(dir + "/storyboard.vtt"); !strings.HasPrefix(vtt.Body, "WEBVTT") || !strings.Contains(vtt.Body, "sprite.jpg#xywh=") {
+	if vtt, _ := x.objects.Put(dir + "/storyboard.vtt"); !strings.HasPrefix(vtt.Body, "WEBVTT") || !strings.Contains(vtt.Body, "sprite.jpg#xywh=") {
 		t.Errorf("storyboard %q", vtt.Body)
 	}
 
@@ -598,7 +599,7 @@ func TestThumbnailSkipsDullPosters(t *testing.T) {
 	if !slices.Equal(offsets, []string{"1.000", "2.500", "5.000"}) {
 		t.Errorf("poster offsets %q, want 10 %%, 25 %%, 50 %%", offsets)
 	}
-	poster, ok := x.objects.put(layout.PosterKey(assetID))
+	poster, ok := x.objects.Put(layout.PosterKey(assetID))
 	if !ok {
 		t.Fatal("no poster uploaded")
 	}
@@ -630,7 +631,7 @@ func TestThumbnailShortVideoWithoutStoryboard(t *testing.T) {
 func TestThumbnailFailures(t *testing.T) {
 	s3Err := errors.New("s3: internal error")
 	queueErr := errors.New("redis: connection refused")
-	sig, deadline := signaledErr(), deadlineErr()
+	sig, deadline := fakes.SignaledError(), fakes.DeadlineError()
 	poster := func(err error) func([]string) error {
 		return func(args []string) error {
 			if !isStoryboard(args) {
@@ -654,19 +655,19 @@ func TestThumbnailFailures(t *testing.T) {
 		code     string
 		cause    error
 	}{
-		{name: "poster: ffmpeg rejects the input", setup: func(x *harness) { x.ff.fail = poster(exitErr("ffmpeg")) }, code: failure.ThumbnailFailed},
-		{name: "first-frame poster: ffmpeg rejects the input", duration: 0.5, setup: func(x *harness) { x.ff.fail = poster(exitErr("ffmpeg")) }, code: failure.ThumbnailFailed},
+		{name: "poster: ffmpeg rejects the input", setup: func(x *harness) { x.ff.fail = poster(fakes.ExitError("ffmpeg")) }, code: failure.ThumbnailFailed},
+		{name: "first-frame poster: ffmpeg rejects the input", duration: 0.5, setup: func(x *harness) { x.ff.fail = poster(fakes.ExitError("ffmpeg")) }, code: failure.ThumbnailFailed},
 		{name: "first-frame poster: nothing decodable", duration: 0.5, setup: func(x *harness) {
 			x.ff.frame = func(string) image.Image { return nil } // writes a file that is not a JPEG
 		}, code: failure.ThumbnailFailed},
-		{name: "storyboard: ffmpeg rejects the input", setup: func(x *harness) { x.ff.fail = storyboard(exitErr("ffmpeg")) }, code: failure.ThumbnailFailed},
+		{name: "storyboard: ffmpeg rejects the input", setup: func(x *harness) { x.ff.fail = storyboard(fakes.ExitError("ffmpeg")) }, code: failure.ThumbnailFailed},
 		{name: "poster: ffmpeg signaled", setup: func(x *harness) { x.ff.fail = poster(sig) }, cause: sig},
 		{name: "storyboard: ffmpeg signaled", setup: func(x *harness) { x.ff.fail = storyboard(sig) }, cause: sig},
 		{name: "storyboard: past the deadline", setup: func(x *harness) { x.ff.fail = storyboard(deadline) }, cause: context.DeadlineExceeded},
-		{name: "poster upload fails", setup: func(x *harness) { x.objects.failPut = failKey("poster", s3Err) }, cause: s3Err},
-		{name: "sprite upload fails", setup: func(x *harness) { x.objects.failPut = failKey("sprite", s3Err) }, cause: s3Err},
-		{name: "storyboard upload fails", setup: func(x *harness) { x.objects.failPut = failKey(".vtt", s3Err) }, cause: s3Err},
-		{name: "enqueue fails", setup: func(x *harness) { x.queue.err = queueErr }, cause: queueErr},
+		{name: "poster upload fails", setup: func(x *harness) { x.objects.FailPut = failKey("poster", s3Err) }, cause: s3Err},
+		{name: "sprite upload fails", setup: func(x *harness) { x.objects.FailPut = failKey("sprite", s3Err) }, cause: s3Err},
+		{name: "storyboard upload fails", setup: func(x *harness) { x.objects.FailPut = failKey(".vtt", s3Err) }, cause: s3Err},
+		{name: "enqueue fails", setup: func(x *harness) { x.queue.Err = queueErr }, cause: queueErr},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -674,9 +675,9 @@ func TestThumbnailFailures(t *testing.T) {
 			tt.setup(x)
 			err := x.h.Thumbnail(t.Context(), thumbnailTask(t, cmpOr(tt.duration, 10)))
 			if tt.code != "" {
-				wantPermanent(t, err, tt.code)
+				fakes.WantPermanent(t, err, tt.code)
 			} else {
-				wantRetryable(t, err, tt.cause)
+				fakes.WantRetryable(t, err, tt.cause)
 			}
 			x.wantNothingEnqueued(t)
 			x.checkClean(t)
@@ -686,8 +687,8 @@ func TestThumbnailFailures(t *testing.T) {
 
 func TestThumbnailCanceledMeanwhile(t *testing.T) {
 	x := newHarness(t)
-	x.ff.during = x.jobs.cancel
-	wantCanceled(t, x.h.Thumbnail(t.Context(), thumbnailTask(t, 10)))
+	x.ff.during = x.jobs.Cancel
+	fakes.WantCanceled(t, x.h.Thumbnail(t.Context(), thumbnailTask(t, 10)))
 	x.wantNothingEnqueued(t)
 	x.checkClean(t)
 }

@@ -1,0 +1,55 @@
+package fakes
+
+import (
+	"context"
+	"sync"
+
+	"github.com/kilnvideo/kiln/internal/tasks"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+var _ tasks.Publisher = (*Events)(nil)
+
+// Events is the job-event bus (a tasks.Publisher): it records the events
+// published.
+type Events struct {
+	// Err, when set, is the error of every publish.
+	Err error
+	// Fail decides the error of publishing ev; nil: success.
+	Fail func(ev *kilnv1.JobEvent) error
+
+	mu     sync.Mutex
+	events []*kilnv1.JobEvent
+}
+
+// PublishJobEvent records ev, unless Err or Fail fails it.
+func (e *Events) PublishJobEvent(_ context.Context, ev *kilnv1.JobEvent) error {
+	if e.Err != nil {
+		return e.Err
+	}
+	if e.Fail != nil {
+		if err := e.Fail(ev); err != nil {
+			return err
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.events = append(e.events, ev)
+	return nil
+}
+
+// Events are the events published so far, in order.
+func (e *Events) Events() []*kilnv1.JobEvent {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]*kilnv1.JobEvent(nil), e.events...)
+}
+
+// IDs are the ids of the events published so far, in order.
+func (e *Events) IDs() []string {
+	var ids []string
+	for _, ev := range e.Events() {
+		ids = append(ids, ev.GetEventId())
+	}
+	return ids
+}

@@ -1,0 +1,89 @@
+package fakes
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+)
+
+// Put is one upload: where it went and the file's content at upload time.
+type Put struct {
+	Bucket, Key, ContentType string
+	Body                     string
+}
+
+// Size is the length of the uploaded file.
+func (p Put) Size() int { return len(p.Body) }
+
+// Objects is object storage (the Objects of workers and packager): it
+// presigns to URL(bucket, key) and records uploads.
+type Objects struct {
+	// FailPut decides the error of an upload of key; nil: success.
+	FailPut func(key string) error
+	// PresignErr, when set, is the error of every PresignGet.
+	PresignErr error
+
+	mu        sync.Mutex
+	presigned []string
+	puts      []Put
+}
+
+// URL is the fake presigned URL of an object.
+func URL(bucket, key string) string {
+	return "https://objects.test/" + bucket + "/" + key + "?X-Amz-Signature=fake"
+}
+
+// PresignGet records bucket/key and returns URL(bucket, key), or PresignErr.
+func (o *Objects) PresignGet(_ context.Context, bucket, key string, _ time.Duration) (*url.URL, error) {
+	o.mu.Lock()
+	o.presigned = append(o.presigned, bucket+"/"+key)
+	o.mu.Unlock()
+	if o.PresignErr != nil {
+		return nil, o.PresignErr
+	}
+	return url.Parse(URL(bucket, key))
+}
+
+// PutFile records the upload of the file at path, unless FailPut fails it.
+func (o *Objects) PutFile(_ context.Context, bucket, key, path, contentType string) error {
+	if o.FailPut != nil {
+		if err := o.FailPut(key); err != nil {
+			return err
+		}
+	}
+	body, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("fake put %s: %w", key, err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.puts = append(o.puts, Put{bucket, key, contentType, string(body)})
+	return nil
+}
+
+// Puts are the uploads so far, in order.
+func (o *Objects) Puts() []Put {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]Put(nil), o.puts...)
+}
+
+// Put is the first upload of key, if any.
+func (o *Objects) Put(key string) (Put, bool) {
+	for _, p := range o.Puts() {
+		if p.Key == key {
+			return p, true
+		}
+	}
+	return Put{}, false
+}
+
+// Presigned are the objects presigned so far ("bucket/key"), in order.
+func (o *Objects) Presigned() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.presigned...)
+}

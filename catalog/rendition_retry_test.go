@@ -267,3 +267,27 @@ func TestRenditionFailureAndRetry(t *testing.T) {
 		t.Errorf("HandleEvent(repeat): %v", err)
 	}
 }
+
+// TestRenditionRetryWithoutEncodedKey: a failed rendition whose encoded
+// object is not known cannot be retried (409), and nothing is enqueued or
+// counted; the catalog does not guess the key.
+func TestRenditionRetryWithoutEncodedKey(t *testing.T) {
+	f := newAPIFixture(t)
+	rr := &fakeRenditionRetrier{}
+	f.withRenditionRetrier(t, rr)
+	id, asset := testJob("rendition-retry-no-key")
+	ev := readyWithFailure(id)
+	ev.Outputs.FailedRenditions[0].EncodedKey = ""
+	f.apply(t, event(id, queued, 0), event(id, probing, 0), ev)
+	rec := f.do(t, http.MethodPost, "/v1/assets/"+asset+"/renditions/720p/retry", "")
+	if rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), CodeConflict) {
+		t.Fatalf("retry without an encoded key: %d %s, want 409", rec.Code, rec.Body)
+	}
+	if len(rr.tasks) != 0 {
+		t.Errorf("tasks = %v", rr.tasks)
+	}
+	a, err := f.store.Asset(t.Context(), asset)
+	if err != nil || len(a.Failed) != 1 || a.Failed[0].Retries != 0 {
+		t.Errorf("asset = %+v, %v; the retry must not be counted", a, err)
+	}
+}

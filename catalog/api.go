@@ -76,10 +76,13 @@ type listJobsJSON struct {
 	NextCursor *string   `json:"next_cursor"`
 }
 
+// cursorTime is the fixed-width UTC layout of a cursor's time.
+const cursorTime = "2006-01-02T15:04:05.000000000Z"
+
 // encodeCursor and decodeCursor make the opaque page cursor: base64url of
 // "<created_at>|<job id>".
 func encodeCursor(c *Cursor) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(fmtTime(c.CreatedAt) + "|" + c.ID))
+	return base64.RawURLEncoding.EncodeToString([]byte(c.CreatedAt.UTC().Format(cursorTime) + "|" + c.ID))
 }
 
 func decodeCursor(s string) (*Cursor, error) {
@@ -91,7 +94,7 @@ func decodeCursor(s string) (*Cursor, error) {
 	if !ok || !jobid.ValidJob(id) {
 		return nil, errors.New("malformed cursor")
 	}
-	at, err := parseTime(t)
+	at, err := time.Parse(cursorTime, t)
 	if err != nil {
 		return nil, errors.New("malformed cursor")
 	}
@@ -281,16 +284,22 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 	s.writeJob(w, r, http.StatusAccepted, s.reload(r.Context(), j))
 }
 
-// errNotConfigured aborts a rendition retry when no RenditionRetrier is
-// configured.
-var errNotConfigured = errors.New("catalog: not configured")
+// Errors that abort a rendition retry: no RenditionRetrier is configured;
+// the failed rendition's encoded object is not known (a row older than
+// encoded keys that no backfill covered).
+var (
+	errNotConfigured = errors.New("catalog: not configured")
+	errNoEncodedKey  = errors.New("catalog: the rendition's encoded object is not known")
+)
 
 // retryRendition answers POST /v1/assets/{id}/renditions/{name}/retry for a
 // failed rendition of a ready asset: its retry count goes up and its
 // packaging is enqueued again (together, or neither); 202 with the asset,
 // in which the rendition stays failed until the packager's partial READY
 // event comes back. 404 for an unknown asset or rendition, 409 when the
-// asset is not ready or the rendition is not failed.
+// asset is not ready, the rendition is not failed, or its encoded object is
+// not known. The task packages the encoded object the store recorded for the
+// rendition (the packager's key) instead of deriving the encoder's layout.
 func (s *Service) retryRendition(w http.ResponseWriter, r *http.Request) {
 	var none struct{}
 	if !httpapi.DecodeJSON(w, r, &none, MaxJSONBody, false) {
@@ -310,12 +319,15 @@ func (s *Service) retryRendition(w http.ResponseWriter, r *http.Request) {
 		if s.rendRetrier == nil {
 			return errNotConfigured
 		}
+		if rr.EncodedKey == "" {
+			return errNoEncodedKey
+		}
 		j, a := rr.Job, rr.Asset
 		task := &kilnv1.PackageTask{
 			JobId: j.ID, AssetId: j.AssetID, Attempt: max(j.Attempt, 1),
 			Media: j.Media, Plan: j.Plan,
 			Encoded: []*kilnv1.EncodedRung{{Name: name,
-				Object: &kilnv1.ObjectRef{Bucket: a.Bucket, Key: layout.EncodedKey(id, name)}}},
+				Object: &kilnv1.ObjectRef{Bucket: a.Bucket, Key: rr.EncodedKey}}},
 			PosterKey:      a.PosterKey,
 			Thumbnails:     a.Thumbnails,
 			Only:           name,
@@ -331,6 +343,9 @@ func (s *Service) retryRendition(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, errNotConfigured):
 		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot retry renditions")
 		return
+	case errors.Is(err, errNoEncodedKey):
+		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "the rendition's encoded object is not known; retry the job instead")
+		return
 	case enqueueErr != nil:
 		s.log.Error("retry rendition", zap.String("asset_id", id), zap.String("rendition", name), zap.Error(err))
 		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "retrying the rendition failed; retry")
@@ -338,7 +353,7 @@ func (s *Service) retryRendition(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrConflict):
 		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "only a failed rendition of a ready asset can be retried")
 		return
-	case errors.Is(err, errNoRendition):
+	case errors.Is(err, ErrNoRendition):
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such rendition")
 		return
 	case errors.Is(err, ErrNotFound):
@@ -382,7 +397,7 @@ func (s *Service) deleteAsset(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	buckets := []string{s.outputsBucket}
-	if a, err := s.store.assetOutputs(ctx, id); err == nil && a != "" && a != s.outputsBucket {
+	if a, err := s.store.OutputsBucket(ctx, id); err == nil && a != "" && a != s.outputsBucket {
 		buckets = append(buckets, a)
 	}
 	for _, b := range buckets {

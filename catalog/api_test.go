@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -29,7 +28,7 @@ const canceledState = kilnv1.JobState_JOB_STATE_CANCELED
 type apiFixture struct {
 	svc     *Service
 	h       http.Handler
-	store   *Store
+	store   Store
 	objects fakeObjects
 	cancels []string
 	retries []*kilnv1.ProbeTask
@@ -67,13 +66,13 @@ func (f *apiFixture) RemovePrefix(_ context.Context, bucket, prefix string) erro
 
 func newAPIFixture(t *testing.T) *apiFixture {
 	t.Helper()
-	f := &apiFixture{store: newStore(t), objects: fakeObjects{}, clock: t0}
-	f.store.now = func() time.Time {
+	f := &apiFixture{objects: fakeObjects{}, clock: t0}
+	f.store = newStoreAt(t, func() time.Time {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.clock = f.clock.Add(time.Second)
 		return f.clock
-	}
+	})
 	svc, err := New(Config{Store: f.store, Objects: f.objects, PublicURL: testPublic, APIKeys: httpapi.NewKeys([]string{testKey}),
 		Logger: zaptest.NewLogger(t), SigningKey: tokenKey, Canceler: f, Retrier: f, Remover: f, OutputsBucket: "outputs",
 		Heartbeat: 20 * time.Millisecond})
@@ -114,56 +113,6 @@ func (f *apiFixture) job(t *testing.T, id string) jobJSON {
 	var j jobJSON
 	decode(t, rec, &j)
 	return j
-}
-
-func TestStoreCancelAndAttempts(t *testing.T) {
-	store := newStore(t)
-	ctx := t.Context()
-	jobID, _ := testJob("attempts")
-	apply := func(ev *kilnv1.JobEvent, attempt int32, want bool) {
-		t.Helper()
-		ev.Attempt = attempt
-		changed, err := store.Apply(ctx, ev)
-		if err != nil || changed != want {
-			t.Fatalf("apply %v attempt %d: changed %v (%v), want %v", ev.State, attempt, changed, err, want)
-		}
-	}
-	apply(event(jobID, queued, 0), 0, true)
-	apply(event(jobID, transcoding, 0.2), 1, true)
-	apply(event(jobID, canceledState, 0), 1, true)
-	apply(event(jobID, packaging, 0), 1, false) // after a terminal state
-	apply(event(jobID, failed, 0), 1, false)
-	j, err := store.Job(ctx, jobID)
-	if err != nil || j.State != StateCanceled || j.ErrorCode != "canceled" || j.Timestamps[StateCanceled].IsZero() {
-		t.Fatalf("canceled job = %+v, %v", j, err)
-	}
-	apply(event(jobID, queued, 0), 2, true) // the retry
-	apply(event(jobID, transcoding, 0.5), 1, false)
-	apply(event(jobID, failed, 0), 1, false) // the old attempt's late failure
-	apply(event(jobID, probing, 0), 2, true)
-	j, _ = store.Job(ctx, jobID)
-	if j.State != StateProbing || j.Attempt != 2 || j.ErrorCode != "" || !j.Timestamps[StateCanceled].IsZero() || j.Timestamps[StateQueued].IsZero() {
-		t.Fatalf("retried job = %+v", j)
-	}
-	apply(event(jobID, ready, 0), 2, true)
-	if a, err := store.Asset(ctx, jobid.AssetOf(jobID)); err != nil || !a.Ready() {
-		t.Fatalf("asset after retry: %+v %v", a, err)
-	}
-	if _, err := store.DeleteJob(ctx, jobID); err != nil {
-		t.Fatal(err)
-	}
-	apply(event(jobID, queued, 0), 3, false) // a deleted job never changes
-	if _, err := store.Job(ctx, jobID); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("deleted job: %v", err)
-	}
-	if _, err := store.Asset(ctx, jobid.AssetOf(jobID)); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("deleted asset: %v", err)
-	}
-	running, _ := testJob("running")
-	apply(event(running, transcoding, 0), 1, true)
-	if _, err := store.DeleteJob(ctx, running); !errors.Is(err, ErrConflict) {
-		t.Fatalf("delete running: %v", err)
-	}
 }
 
 func TestListJobs(t *testing.T) {
@@ -475,7 +424,7 @@ func TestThumbnails(t *testing.T) {
 		if _, err := f.svc.store.Apply(t.Context(), ev); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.svc.store.db.ExecContext(t.Context(), `UPDATE assets SET thumbnails_json = ? WHERE id = ?`,
+		if _, err := dbOf(t, f.svc.store).ExecContext(t.Context(), `UPDATE assets SET thumbnails_json = ? WHERE id = ?`,
 			mustProtoJSON(t, out.Thumbnails), asset); err != nil {
 			t.Fatal(err)
 		}

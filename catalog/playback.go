@@ -17,6 +17,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/playlist"
+	"github.com/kilnvideo/kiln/internal/policy"
 )
 
 // Error codes of playback routes, beside the shared httpapi ones.
@@ -100,7 +101,7 @@ func (s *Service) playable(w http.ResponseWriter, r *http.Request) (*Asset, gran
 // answering the request itself (and returning false) when it may not
 // proceed. Public assets need and check nothing.
 func (s *Service) authorize(w http.ResponseWriter, r *http.Request, a *Asset) (grant, bool) {
-	if a.PlaybackPolicy == PolicyPublic {
+	if a.PlaybackPolicy == policy.Public {
 		return grant{}, true
 	}
 	deny := func(status int, code, msg string) (grant, bool) {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/policy"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -41,10 +42,10 @@ func newPlaybackFixture(t *testing.T, mut func(*Config)) *playbackFixture {
 	store := newStore(t)
 	f := &playbackFixture{objects: fakeObjects{}, now: time.Unix(1_750_000_000, 0).UTC()}
 	f.mp4 = bytes.Repeat([]byte("0123456789"), 100) // 1000 bytes
-	for i, policy := range []string{"", PolicySigned} {
+	for i, pol := range []string{"", policy.Signed} {
 		jobID, assetID := testJob(fmt.Sprint("playback-", i))
 		queuedEv := event(jobID, queued, 0)
-		queuedEv.PlaybackPolicy = policy
+		queuedEv.PlaybackPolicy = pol
 		for _, ev := range []*kilnv1.JobEvent{queuedEv, event(jobID, probing, 0), event(jobID, ready, 0)} {
 			if _, err := store.Apply(t.Context(), ev); err != nil {
 				t.Fatal(err)
@@ -59,7 +60,7 @@ func newPlaybackFixture(t *testing.T, mut func(*Config)) *playbackFixture {
 		}
 		f.objects["outputs/"+out.Mp4Key] = f.mp4
 		f.objects["outputs/"+out.PosterKey] = []byte{0xff, 0xd8, 0xff, 0xe0}
-		if policy == PolicySigned {
+		if pol == policy.Signed {
 			f.signed = assetID
 		} else {
 			f.public = assetID
@@ -322,7 +323,7 @@ func TestSigningNotConfigured(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || rec.Code != 200 {
 		t.Fatalf("asset: %d %s", rec.Code, rec.Body)
 	}
-	if a["playback_policy"] != PolicySigned || a["playback_token_expires_at"] != nil ||
+	if a["playback_policy"] != policy.Signed || a["playback_token_expires_at"] != nil ||
 		strings.Contains(fmt.Sprint(a["playback"]), "token=") {
 		t.Errorf("asset without a signing key = %v", a)
 	}
@@ -344,7 +345,7 @@ func TestAssetAndJobJSONPolicy(t *testing.T) {
 	var pub assetOut
 	decode(t, f.get(t, "/v1/assets/"+f.public, auth...), &pub)
 	base := "https://kiln.example.com/v1/play/" + f.public
-	if pub.Policy != PolicyPublic || pub.Expires != nil || pub.Playback["hls"] != base+"/master.m3u8" ||
+	if pub.Policy != policy.Public || pub.Expires != nil || pub.Playback["hls"] != base+"/master.m3u8" ||
 		pub.Playback["mp4"] != base+"/download.mp4" || pub.Playback["poster"] != base+"/poster.jpg" {
 		t.Errorf("public asset = %+v", pub)
 	}
@@ -352,7 +353,7 @@ func TestAssetAndJobJSONPolicy(t *testing.T) {
 	rec := f.get(t, "/v1/assets/"+f.signed, auth...)
 	var sig assetOut
 	decode(t, rec, &sig)
-	if sig.Policy != PolicySigned || sig.Expires == nil || !sig.Expires.Equal(f.now.Add(time.Hour)) {
+	if sig.Policy != policy.Signed || sig.Expires == nil || !sig.Expires.Equal(f.now.Add(time.Hour)) {
 		t.Fatalf("signed asset = %+v", sig)
 	}
 	if rec.Header().Get("Cache-Control") != "no-store" {
@@ -373,7 +374,7 @@ func TestAssetAndJobJSONPolicy(t *testing.T) {
 		}
 	}
 
-	for asset, want := range map[string]string{f.public: PolicyPublic, f.signed: PolicySigned} {
+	for asset, want := range map[string]string{f.public: policy.Public, f.signed: policy.Signed} {
 		var j struct {
 			Policy string `json:"playback_policy"`
 		}

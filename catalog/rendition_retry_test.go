@@ -54,8 +54,9 @@ func (f *apiFixture) withRenditionRetrier(t *testing.T, rr RenditionRetrier) {
 func readyWithFailure(jobID string) *kilnv1.JobEvent {
 	ev := event(jobID, ready, 1)
 	o := ev.Outputs
-	o.Renditions = o.Renditions[1:] // 360p only
-	o.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p",
+	enc := o.Renditions[0].EncodedKey // the packager records the 720p's
+	o.Renditions = o.Renditions[1:]   // 360p only
+	o.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p", EncodedKey: enc,
 		Error: &kilnv1.JobError{Code: "packaging_failed", Message: "segmenter exited 1"}}}
 	return ev
 }
@@ -71,10 +72,10 @@ func partialReady(jobID string, n string) *kilnv1.JobEvent {
 	return ev
 }
 
-func failureRows(t *testing.T, s *Store, assetID string) int {
+func failureRows(t *testing.T, s Store, assetID string) int {
 	t.Helper()
 	var n int
-	if err := s.db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM rendition_failures WHERE asset_id = ?`, assetID).Scan(&n); err != nil {
+	if err := dbOf(t, s).QueryRowContext(t.Context(), `SELECT COUNT(*) FROM rendition_failures WHERE asset_id = ?`, assetID).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -267,95 +268,26 @@ func TestRenditionFailureAndRetry(t *testing.T) {
 	}
 }
 
-func TestPartialReadyIgnored(t *testing.T) {
-	s := newStore(t)
-	ctx := t.Context()
-	apply := func(ev *kilnv1.JobEvent, attempt int32, want bool) {
-		t.Helper()
-		ev.Attempt = attempt
-		changed, err := s.Apply(ctx, ev)
-		if err != nil || changed != want {
-			t.Fatalf("apply %v (partial %v) attempt %d: changed %v (%v), want %v", ev.State,
-				ev.GetOutputs().GetPartial(), attempt, changed, err, want)
-		}
+// TestRenditionRetryWithoutEncodedKey: a failed rendition whose encoded
+// object is not known cannot be retried (409), and nothing is enqueued or
+// counted; the catalog does not guess the key.
+func TestRenditionRetryWithoutEncodedKey(t *testing.T) {
+	f := newAPIFixture(t)
+	rr := &fakeRenditionRetrier{}
+	f.withRenditionRetrier(t, rr)
+	id, asset := testJob("rendition-retry-no-key")
+	ev := readyWithFailure(id)
+	ev.Outputs.FailedRenditions[0].EncodedKey = ""
+	f.apply(t, event(id, queued, 0), event(id, probing, 0), ev)
+	rec := f.do(t, http.MethodPost, "/v1/assets/"+asset+"/renditions/720p/retry", "")
+	if rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), CodeConflict) {
+		t.Fatalf("retry without an encoded key: %d %s, want 409", rec.Code, rec.Body)
 	}
-
-	// A job that is not ready ignores partial events, and an unknown job is
-	// not created by one.
-	id, asset := testJob("partial-not-ready")
-	apply(partialReady(id, "1"), 1, false)
-	if _, err := s.Job(ctx, id); !errors.Is(err, ErrNotFound) {
-		t.Errorf("job created by a partial event: %v", err)
+	if len(rr.tasks) != 0 {
+		t.Errorf("tasks = %v", rr.tasks)
 	}
-	apply(event(id, queued, 0), 1, true)
-	apply(event(id, packaging, 0), 1, true)
-	apply(partialReady(id, "1"), 1, false)
-	a, err := s.Asset(ctx, asset)
-	if err != nil || a.State != StatePackaging || len(a.Renditions) != 0 {
-		t.Errorf("asset after an ignored partial = %+v, %v", a, err)
-	}
-	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM renditions WHERE asset_id = ?`, asset).Scan(&n); err != nil || n != 0 {
-		t.Errorf("%d rendition rows (%v)", n, err)
-	}
-
-	// A new attempt clears the failures; a partial event of the old attempt
-	// is then ignored.
-	id, asset = testJob("partial-attempts")
-	apply(event(id, queued, 0), 1, true)
-	apply(event(id, probing, 0), 1, true)
-	apply(readyWithFailure(id), 1, true)
-	if n := failureRows(t, s, asset); n != 1 {
-		t.Fatalf("%d failure rows", n)
-	}
-	if j, err := s.Job(ctx, id); err != nil || len(j.FailedRenditions) != 1 || j.FailedRenditions[0] != "720p" {
-		t.Fatalf("job = %+v, %v", j, err)
-	}
-	apply(event(id, queued, 0), 2, true)
-	if n := failureRows(t, s, asset); n != 0 {
-		t.Errorf("%d failure rows after a new attempt", n)
-	}
-	if a, err := s.Asset(ctx, asset); err != nil || len(a.Failed) != 0 || len(a.Renditions) != 0 {
-		t.Errorf("asset after a new attempt = %+v, %v", a, err)
-	}
-	apply(readyWithFailure(id), 2, true)
-	apply(partialReady(id, "1"), 1, false) // an older attempt
-	a, err = s.Asset(ctx, asset)
-	if err != nil || len(a.Failed) != 1 || len(a.Renditions) != 1 {
-		t.Errorf("asset after an old attempt's partial = %+v, %v", a, err)
-	}
-	apply(partialReady(id, "1"), 2, true)
-
-	// A complete READY of a new attempt replaces the failures.
-	apply(event(id, queued, 0), 3, true)
-	apply(event(id, ready, 0), 3, true)
-	if n := failureRows(t, s, asset); n != 0 {
-		t.Errorf("%d failure rows after a complete ready", n)
-	}
-}
-
-func TestPartialReadyValidation(t *testing.T) {
-	s := newStore(t)
-	id, _ := testJob("partial-invalid")
-	for name, mut := range map[string]func(*kilnv1.AssetOutputs){
-		"empty partial":       func(o *kilnv1.AssetOutputs) { o.Renditions = nil },
-		"bad failed name":     func(o *kilnv1.AssetOutputs) { o.FailedRenditions = []*kilnv1.FailedRendition{{Name: "../x"}} },
-		"ready and failed":    func(o *kilnv1.AssetOutputs) { o.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p"}} },
-		"duplicate failed":    func(o *kilnv1.AssetOutputs) { o.FailedRenditions = []*kilnv1.FailedRendition{{Name: "a"}, {Name: "a"}} },
-		"complete, no ready":  func(o *kilnv1.AssetOutputs) { o.Partial, o.Renditions = false, nil },
-		"partial, bad codecs": func(o *kilnv1.AssetOutputs) { o.Renditions[0].Codecs = "a\"b" },
-	} {
-		ev := partialReady(id, "1")
-		mut(ev.Outputs)
-		if _, err := s.Apply(t.Context(), ev); !errors.Is(err, ErrInvalidEvent) {
-			t.Errorf("%s: %v, want ErrInvalidEvent", name, err)
-		}
-	}
-	// A failed-only partial (the retry failed again) is valid.
-	ev := partialReady(id, "1")
-	ev.Outputs.Renditions = nil
-	ev.Outputs.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p"}}
-	if _, err := s.Apply(t.Context(), ev); err != nil {
-		t.Errorf("failed-only partial: %v", err)
+	a, err := f.store.Asset(t.Context(), asset)
+	if err != nil || len(a.Failed) != 1 || a.Failed[0].Retries != 0 {
+		t.Errorf("asset = %+v, %v; the retry must not be counted", a, err)
 	}
 }

@@ -14,12 +14,15 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/policy"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -61,7 +64,7 @@ const (
 // Config configures a Service.
 type Config struct {
 	// Store holds catalog state. Required.
-	Store *Store
+	Store Store
 	// Objects reads and presigns output objects. Required.
 	Objects Objects
 	// PublicURL is the absolute base URL clients reach the catalog at, e.g.
@@ -107,7 +110,7 @@ type Config struct {
 
 // Service applies job events and serves the catalog's HTTP API.
 type Service struct {
-	store   *Store
+	store   Store
 	objects Objects
 	public  string // PublicURL without trailing slash
 	keys    *httpapi.Keys
@@ -188,6 +191,23 @@ func New(cfg Config) (*Service, error) {
 		s.ttl = time.Hour
 	}
 	return s, nil
+}
+
+// HandleMessage is the catalog's bus handler: it applies the kilnv1.JobEvent
+// of a message on bus.SubjectJobs. A malformed payload or an event that can
+// never be applied (ErrInvalidEvent) is permanent (bus.ErrPermanent: the bus
+// drops it); other errors (database) are returned as is, for a redelivery.
+func (s *Service) HandleMessage(ctx context.Context, _ string, data []byte) error {
+	var ev kilnv1.JobEvent
+	if err := proto.Unmarshal(data, &ev); err != nil {
+		return fmt.Errorf("catalog: job event: %w: %w", bus.ErrPermanent, err)
+	}
+	if err := s.HandleEvent(ctx, &ev); errors.Is(err, ErrInvalidEvent) {
+		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // HandleEvent applies one job event. Errors wrapping ErrInvalidEvent are
@@ -422,6 +442,9 @@ func renditionStates(j *Job) []renditionStateJSON {
 	return out
 }
 
+// protoOut renders protos in the API with their proto field names.
+var protoOut = protojson.MarshalOptions{UseProtoNames: true}
+
 // protoJSON renders m with proto field names, nil when m is nil.
 func protoJSON(m proto.Message) (json.RawMessage, error) {
 	if m == nil || !m.ProtoReflect().IsValid() {
@@ -457,7 +480,7 @@ func (s *Service) writeAssetView(w http.ResponseWriter, status int, a *Asset) {
 	}
 	if a.Ready() {
 		token := ""
-		if a.PlaybackPolicy == PolicySigned && len(s.signingKey) > 0 {
+		if a.PlaybackPolicy == policy.Signed && len(s.signingKey) > 0 {
 			exp := expiryAfter(s.now(), s.tokenTTL)
 			token, out.TokenExpiresAt = MintToken(s.signingKey, a.ID, exp), &exp
 			w.Header().Set("Cache-Control", "no-store")

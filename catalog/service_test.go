@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,7 +19,9 @@ import (
 
 	"github.com/grafov/m3u8"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -363,5 +366,52 @@ func TestHandleEvent(t *testing.T) {
 	}
 	if err := svc.HandleEvent(t.Context(), &kilnv1.JobEvent{JobId: "bogus"}); err == nil {
 		t.Fatal("invalid event accepted")
+	}
+}
+
+// failingStore fails every Apply as a database would.
+type failingStore struct{ Store }
+
+var errDatabase = errors.New("database is locked")
+
+func (failingStore) Apply(context.Context, *kilnv1.JobEvent) (bool, error) { return false, errDatabase }
+
+func TestHandleMessage(t *testing.T) {
+	store := newStore(t)
+	svc, err := New(Config{Store: store, Objects: fakeObjects{}, PublicURL: testPublic,
+		APIKeys: httpapi.NewKeys(nil), Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marshal := func(ev *kilnv1.JobEvent) []byte {
+		t.Helper()
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	jobID, _ := testJob("message")
+	for range 2 { // redelivery is harmless
+		if err := svc.HandleMessage(t.Context(), bus.SubjectJobs, marshal(event(jobID, queued, 0))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if j, err := store.Job(t.Context(), jobID); err != nil || j.State != StateQueued {
+		t.Fatalf("job after the message = %+v, %v", j, err)
+	}
+	// Malformed payloads and invalid events are permanent.
+	if err := svc.HandleMessage(t.Context(), bus.SubjectJobs, []byte{0xff, 0xff, 0xff}); !errors.Is(err, bus.ErrPermanent) {
+		t.Errorf("malformed payload: %v, want bus.ErrPermanent", err)
+	}
+	err = svc.HandleMessage(t.Context(), bus.SubjectJobs, marshal(&kilnv1.JobEvent{JobId: "bogus"}))
+	if !errors.Is(err, bus.ErrPermanent) || !errors.Is(err, ErrInvalidEvent) {
+		t.Errorf("invalid event: %v, want bus.ErrPermanent wrapping ErrInvalidEvent", err)
+	}
+	// Other errors are returned as is, for a redelivery.
+	svc.store = failingStore{store}
+	err = svc.HandleMessage(t.Context(), bus.SubjectJobs, marshal(event(jobID, probing, 0)))
+	if !errors.Is(err, errDatabase) || errors.Is(err, bus.ErrPermanent) {
+		t.Errorf("store error: %v, want it as is", err)
 	}
 }

@@ -155,7 +155,7 @@ func eventOf(ev *kilnv1.JobEvent) (typ, state string, ok bool) {
 	return "", "", false
 }
 
-// OnApply is the catalog.ApplyHook of the transactional outbox: inside the
+// OnApply is the sqlite.ApplyHook of the transactional outbox: inside the
 // transaction that applies a job event, when the event changed the job, it
 // records the webhook event and one pending delivery per matching endpoint.
 // A per-upload webhook_url (on the QUEUED event) first becomes an implicit

@@ -3,102 +3,32 @@ package webhooks
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"fmt"
+	"io/fs"
 	"time"
+
+	"github.com/kilnvideo/kiln/internal/sqlmigrate"
 )
 
-// migrations are applied in order, once each; webhooks_schema_version
-// records how many have run (separate from the catalog's schema_version, so
-// the two evolve independently in one database). Never edit one that has
-// shipped: append a new one.
-var migrations = [][]string{
-	{
-		// Endpoints: registered by API (job_id NULL) or implicit per-upload
-		// ones (job_id set, secret '' = the server's default secret).
-		`CREATE TABLE IF NOT EXISTS webhook_endpoints (
-			id                     TEXT PRIMARY KEY,
-			url                    TEXT NOT NULL,
-			secret                 TEXT NOT NULL DEFAULT '',
-			previous_secret        TEXT NOT NULL DEFAULT '',
-			previous_expires_at    TEXT,
-			event_types            TEXT NOT NULL,
-			job_id                 TEXT,
-			disabled_at            TEXT,
-			disabled_reason        TEXT NOT NULL DEFAULT '',
-			created_at             TEXT NOT NULL,
-			updated_at             TEXT NOT NULL
-		)`,
-		`CREATE INDEX IF NOT EXISTS webhook_endpoints_job ON webhook_endpoints (job_id)`,
-		// Events: the outbox's facts, with the exact JSON body every
-		// delivery (and replay) sends.
-		`CREATE TABLE IF NOT EXISTS webhook_events (
-			id         TEXT PRIMARY KEY,
-			type       TEXT NOT NULL,
-			job_id     TEXT NOT NULL DEFAULT '',
-			asset_id   TEXT NOT NULL DEFAULT '',
-			body       TEXT NOT NULL,
-			created_at TEXT NOT NULL
-		)`,
-		// Deliveries: one per (event, endpoint) — the outbox rows the
-		// dispatcher turns into asynq tasks, one task per attempt.
-		// status: pending (due at next_attempt_at), enqueued (task_id in
-		// flight), succeeded, failed.
-		`CREATE TABLE IF NOT EXISTS webhook_deliveries (
-			id              TEXT PRIMARY KEY,
-			event_id        TEXT NOT NULL REFERENCES webhook_events (id),
-			endpoint_id     TEXT NOT NULL REFERENCES webhook_endpoints (id),
-			status          TEXT NOT NULL,
-			attempts        INTEGER NOT NULL DEFAULT 0,
-			next_attempt_at TEXT NOT NULL,
-			task_id         TEXT NOT NULL DEFAULT '',
-			last_error      TEXT NOT NULL DEFAULT '',
-			created_at      TEXT NOT NULL,
-			updated_at      TEXT NOT NULL
-		)`,
-		`CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at)`,
-		`CREATE INDEX IF NOT EXISTS webhook_deliveries_event ON webhook_deliveries (event_id)`,
-		`CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id)`,
-		// Attempts: the delivery log, one row per HTTP attempt.
-		`CREATE TABLE IF NOT EXISTS webhook_attempts (
-			id          INTEGER PRIMARY KEY AUTOINCREMENT,
-			delivery_id TEXT NOT NULL,
-			event_id    TEXT NOT NULL,
-			event_type  TEXT NOT NULL,
-			endpoint_id TEXT NOT NULL,
-			attempt     INTEGER NOT NULL,
-			status_code INTEGER NOT NULL DEFAULT 0,
-			latency_ms  INTEGER NOT NULL DEFAULT 0,
-			error       TEXT NOT NULL DEFAULT '',
-			at          TEXT NOT NULL
-		)`,
-		`CREATE INDEX IF NOT EXISTS webhook_attempts_endpoint ON webhook_attempts (endpoint_id, id)`,
-	},
-}
+// webhooks_schema_version records which of the embedded migrations (one
+// .sql file per version) have run, separate from the catalog's
+// schema_version so the two evolve independently in one database. Never
+// edit one that has shipped: add a file.
+const versionTable = "webhooks_schema_version"
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
 
 func migrate(ctx context.Context, db *sql.DB) error {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS webhooks_schema_version (version INTEGER PRIMARY KEY)`); err != nil {
+	files, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
 		return fmt.Errorf("webhooks: migrate: %w", err)
 	}
-	return inTx(ctx, db, func(tx *sql.Tx) error {
-		var v int
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM webhooks_schema_version`).Scan(&v); err != nil {
-			return fmt.Errorf("webhooks: migrate: read version: %w", err)
-		}
-		if v > len(migrations) {
-			return fmt.Errorf("webhooks: migrate: schema version %d is newer than this binary (%d)", v, len(migrations))
-		}
-		for i := v; i < len(migrations); i++ {
-			for _, stmt := range migrations[i] {
-				if _, err := tx.ExecContext(ctx, stmt); err != nil {
-					return fmt.Errorf("webhooks: migrate to version %d: %w", i+1, err)
-				}
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO webhooks_schema_version (version) VALUES (?)`, i+1); err != nil {
-				return fmt.Errorf("webhooks: migrate to version %d: %w", i+1, err)
-			}
-		}
-		return nil
-	})
+	if err := sqlmigrate.Apply(ctx, db, versionTable, files); err != nil {
+		return fmt.Errorf("webhooks: migrate: %w", err)
+	}
+	return nil
 }
 
 func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {

@@ -62,7 +62,7 @@ const (
 
 // Config configures a Service.
 type Config struct {
-	// DB is the catalog's database (catalog.Store.DB()). Required.
+	// DB is the catalog's database (sqlite.Store.DB()). Required.
 	DB *sql.DB
 	// Queue enqueues attempts and Tasks reads their results. Required for
 	// Run.

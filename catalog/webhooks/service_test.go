@@ -19,7 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
-	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/sqlite"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -84,7 +84,7 @@ func (q *fakeAsynq) DeleteTask(queue, id string) error {
 }
 
 type fixture struct {
-	store *catalog.Store
+	store *sqlite.Store
 	svc   *Service
 	q     *fakeAsynq
 	api   http.Handler
@@ -95,7 +95,7 @@ const testKey = "kiln_testkey"
 
 func newFixture(t *testing.T, defaultSecret string) *fixture {
 	t.Helper()
-	store, err := catalog.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "kiln.db"))
+	store, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kiln.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,9 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/sqlite"
 	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/ingest"
 	"github.com/kilnvideo/kiln/internal/bus"
@@ -33,7 +33,6 @@ import (
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/webui"
 	"github.com/kilnvideo/kiln/packager"
-	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 	"github.com/kilnvideo/kiln/workers"
 )
 
@@ -203,7 +202,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	if cfg.has(RoleCatalog) {
-		store, err := catalog.OpenSQLite(ctx, cfg.Database)
+		store, err := sqlite.Open(ctx, cfg.Database)
 		if err != nil {
 			return err
 		}
@@ -239,19 +238,7 @@ func Run(ctx context.Context, cfg Config) error {
 		mux.Handle("/v1/webhook-events/", whh)
 		g.Go(func() error { return wh.Run(ctx) })
 		g.Go(func() error {
-			return b.Consume(ctx, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}},
-				func(ctx context.Context, _ string, data []byte) error {
-					var ev kilnv1.JobEvent
-					if err := proto.Unmarshal(data, &ev); err != nil {
-						return fmt.Errorf("catalog: %w: %w", bus.ErrPermanent, err)
-					}
-					if err := cat.HandleEvent(ctx, &ev); errors.Is(err, catalog.ErrInvalidEvent) {
-						return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
-					} else if err != nil {
-						return err
-					}
-					return nil
-				})
+			return b.Consume(ctx, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}}, cat.HandleMessage)
 		})
 	}
 

@@ -18,10 +18,12 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/sqlite"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/policy"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -203,7 +205,7 @@ func proxyPlayback(t *testing.T, s stack, asset assetView) {
 		t.Fatalf("outputs of %s: mp4 %q, playlists %v", asset.ID, mp4.Key, playlists)
 	}
 
-	store, err := catalog.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "catalog.db"))
+	store, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "catalog.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +213,7 @@ func proxyPlayback(t *testing.T, s stack, asset assetView) {
 	jobID := jobid.JobOf(asset.ID)
 	for _, ev := range []*kilnv1.JobEvent{
 		{EventId: jobID + "/q", JobId: jobID, AssetId: asset.ID, State: kilnv1.JobState_JOB_STATE_QUEUED,
-			PlaybackPolicy: catalog.PolicySigned, Time: timestamppb.Now()},
+			PlaybackPolicy: policy.Signed, Time: timestamppb.Now()},
 		{EventId: jobID + "/r", JobId: jobID, AssetId: asset.ID, State: kilnv1.JobState_JOB_STATE_READY,
 			Outputs: outputs, Time: timestamppb.Now()},
 	} {

@@ -1,0 +1,108 @@
+package storetest
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kilnvideo/kiln/internal/jobid"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// T0 is the time of the fixtures' events.
+var T0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// Job states of events, short.
+const (
+	queued      = kilnv1.JobState_JOB_STATE_QUEUED
+	probing     = kilnv1.JobState_JOB_STATE_PROBING
+	transcoding = kilnv1.JobState_JOB_STATE_TRANSCODING
+	packaging   = kilnv1.JobState_JOB_STATE_PACKAGING
+	ready       = kilnv1.JobState_JOB_STATE_READY
+	failed      = kilnv1.JobState_JOB_STATE_FAILED
+	canceled    = kilnv1.JobState_JOB_STATE_CANCELED
+)
+
+// TestJob returns the ids of a job over source object key.
+func TestJob(key string) (jobID, assetID string) {
+	return jobid.FromObject("sources", key, "etag-"+key)
+}
+
+// Event builds a JobEvent of job for st, carrying what a real producer of
+// that state would carry.
+func Event(jobID string, st kilnv1.JobState, progress float64) *kilnv1.JobEvent {
+	ev := &kilnv1.JobEvent{
+		EventId:  jobID + "/" + st.String(),
+		JobId:    jobID,
+		AssetId:  jobid.AssetOf(jobID),
+		State:    st,
+		Time:     timestamppb.New(T0.Add(time.Duration(st) * time.Minute)),
+		Progress: progress,
+	}
+	switch st {
+	case kilnv1.JobState_JOB_STATE_QUEUED:
+		ev.Source = &kilnv1.ObjectRef{Bucket: "sources", Key: "in/" + jobID + ".mov", Etag: "e1", Size: 1234}
+		ev.Preset = "default"
+	case kilnv1.JobState_JOB_STATE_PROBING:
+		ev.Media = Media()
+		ev.Plan = Plan()
+	case kilnv1.JobState_JOB_STATE_READY:
+		ev.Outputs = Outputs(jobid.AssetOf(jobID))
+	case kilnv1.JobState_JOB_STATE_FAILED:
+		ev.Error = &kilnv1.JobError{Code: "invalid_media", Message: "no decodable stream"}
+	}
+	return ev
+}
+
+// Media is the probe result of the fixtures.
+func Media() *kilnv1.MediaInfo {
+	return &kilnv1.MediaInfo{Format: "mov,mp4", DurationSeconds: 12.5, SizeBytes: 1234, BitRate: 800_000,
+		Video: &kilnv1.VideoStream{Codec: "h264", Width: 1280, Height: 720, FrameRate: 29.97},
+		Audio: &kilnv1.AudioStream{Codec: "aac", Channels: 2, SampleRate: 48000}}
+}
+
+// Plan is the ladder of the fixtures: 720p and 360p.
+func Plan() *kilnv1.Plan {
+	return &kilnv1.Plan{FrameRate: 29.97, GopFrames: 60, SegmentSeconds: 6, HasAudio: true, AudioBitRate: 128_000,
+		Rungs: []*kilnv1.Rung{{Name: "720p", Width: 1280, Height: 720, VideoBitRate: 3_000_000},
+			{Name: "360p", Width: 640, Height: 360, VideoBitRate: 800_000}}}
+}
+
+// Outputs are a READY's outputs: 720p and 360p, deliberately not in
+// bandwidth order.
+func Outputs(assetID string) *kilnv1.AssetOutputs {
+	p := "assets/" + assetID
+	return &kilnv1.AssetOutputs{
+		Bucket: "outputs", Prefix: p + "/",
+		Mp4Key: p + "/download.mp4", PosterKey: p + "/poster.jpg",
+		DurationSeconds: 12.48,
+		Renditions: []*kilnv1.Rendition{
+			{Name: "720p", Width: 1280, Height: 720, FrameRate: 29.97, Bandwidth: 3_400_000, AverageBandwidth: 3_100_000,
+				Codecs: "avc1.64001f,mp4a.40.2", PlaylistKey: p + "/hls/720p/index.m3u8", EncodedKey: p + "/enc/720p.mp4"},
+			{Name: "360p", Width: 640, Height: 360, FrameRate: 29.97, Bandwidth: 950_000, AverageBandwidth: 900_000,
+				Codecs: "avc1.64001e,mp4a.40.2", PlaylistKey: p + "/hls/360p/index.m3u8", EncodedKey: p + "/enc/360p.mp4"},
+		},
+	}
+}
+
+// ReadyWithFailure is a READY event whose 720p rendition failed.
+func ReadyWithFailure(jobID string) *kilnv1.JobEvent {
+	ev := Event(jobID, ready, 1)
+	o := ev.Outputs
+	enc := o.Renditions[0].EncodedKey
+	o.Renditions = o.Renditions[1:] // 360p only
+	o.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p", EncodedKey: enc,
+		Error: &kilnv1.JobError{Code: "packaging_failed", Message: "segmenter exited 1"}}}
+	return ev
+}
+
+// PartialReady is the partial READY event of retry n of the 720p rendition,
+// which succeeded.
+func PartialReady(jobID string, n string) *kilnv1.JobEvent {
+	ev := Event(jobID, ready, 1)
+	ev.EventId += "/720p.r" + n
+	full := ev.Outputs
+	ev.Outputs = &kilnv1.AssetOutputs{Bucket: full.Bucket, Prefix: full.Prefix, Partial: true,
+		Renditions: full.Renditions[:1]} // 720p
+	return ev
+}

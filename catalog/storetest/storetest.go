@@ -1,0 +1,798 @@
+// Package storetest is the contract of a catalog.Store: one suite that every
+// backend (SQLite now, PostgreSQL next) runs against itself, so they all
+// behave alike. A backend's test calls Run with a function opening a fresh,
+// empty store; backend-specific behaviour (persistence, migrations of old
+// databases, hooks) is tested beside it.
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/internal/failure"
+	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/policy"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// Opener returns a new, empty store; it closes it when t ends.
+type Opener func(t *testing.T) catalog.Store
+
+// Run runs the contract suite against the stores open returns, one per
+// subtest.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, Opener)
+	}{
+		{"ApplyTransitions", testApplyTransitions},
+		{"ApplyReadyWritesAsset", testApplyReadyWritesAsset},
+		{"ApplyRejectsInvalidEvents", testApplyRejectsInvalidEvents},
+		{"NotFound", testNotFound},
+		{"PlaybackPolicy", testPlaybackPolicy},
+		{"CancelAndAttempts", testCancelAndAttempts},
+		{"DeleteJob", testDeleteJob},
+		{"ListJobs", testListJobs},
+		{"PartialReadyIgnored", testPartialReadyIgnored},
+		{"PartialReadyValidation", testPartialReadyValidation},
+		{"PartialReadyRenditions", testPartialReadyRenditions},
+		{"EncodedKeys", testEncodedKeys},
+		{"RetryRendition", testRetryRendition},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
+	}
+}
+
+// JobsEqual compares what a store records of a job.
+func JobsEqual(a, b *catalog.Job) bool {
+	if a.ID != b.ID || a.AssetID != b.AssetID || a.State != b.State || a.Progress != b.Progress || a.PlaybackPolicy != b.PlaybackPolicy ||
+		a.Source != b.Source || a.Preset != b.Preset || a.Attempt != b.Attempt || !a.CreatedAt.Equal(b.CreatedAt) ||
+		!a.UpdatedAt.Equal(b.UpdatedAt) || !proto.Equal(a.Media, b.Media) || !proto.Equal(a.Plan, b.Plan) ||
+		len(a.Timestamps) != len(b.Timestamps) || !slices.Equal(a.FailedRenditions, b.FailedRenditions) {
+		return false
+	}
+	for k, v := range a.Timestamps {
+		if !v.Equal(b.Timestamps[k]) {
+			return false
+		}
+	}
+	return true
+}
+
+func mustApply(t *testing.T, s catalog.Store, evs ...*kilnv1.JobEvent) {
+	t.Helper()
+	for _, ev := range evs {
+		if _, err := s.Apply(t.Context(), ev); err != nil {
+			t.Fatalf("apply %v: %v", ev.GetState(), err)
+		}
+	}
+}
+
+// applier applies an event of an attempt and checks changed.
+func applier(t *testing.T, s catalog.Store) func(ev *kilnv1.JobEvent, attempt int32, want bool) {
+	return func(ev *kilnv1.JobEvent, attempt int32, want bool) {
+		t.Helper()
+		ev.Attempt = attempt
+		changed, err := s.Apply(t.Context(), ev)
+		if err != nil || changed != want {
+			t.Fatalf("apply %v (partial %v) attempt %d: changed %v (%v), want %v", ev.State,
+				ev.GetOutputs().GetPartial(), attempt, changed, err, want)
+		}
+	}
+}
+
+func testApplyTransitions(t *testing.T, open Opener) {
+	jobID, _ := TestJob("a")
+	type step struct {
+		ev       *kilnv1.JobEvent
+		changed  bool
+		state    catalog.State
+		progress float64
+	}
+	tests := []struct {
+		name  string
+		steps []step
+		check func(t *testing.T, j *catalog.Job)
+	}{
+		{
+			name: "happy path",
+			steps: []step{
+				{Event(jobID, queued, 0), true, catalog.StateQueued, 0},
+				{Event(jobID, probing, 0), true, catalog.StateProbing, 0},
+				{Event(jobID, transcoding, 0.1), true, catalog.StateTranscoding, 0.1},
+				{Event(jobID, packaging, 0), true, catalog.StatePackaging, 0},
+				{Event(jobID, ready, 0), true, catalog.StateReady, 1},
+			},
+			check: func(t *testing.T, j *catalog.Job) {
+				for _, st := range []catalog.State{catalog.StateQueued, catalog.StateProbing, catalog.StateTranscoding, catalog.StatePackaging, catalog.StateReady} {
+					if j.Timestamps[st].IsZero() {
+						t.Errorf("no %s timestamp", st)
+					}
+				}
+				if want := T0.Add(5 * time.Minute); !j.Timestamps[catalog.StateReady].Equal(want) {
+					t.Errorf("ready at %v, want event time %v", j.Timestamps[catalog.StateReady], want)
+				}
+				if !proto.Equal(j.Media, Media()) || !proto.Equal(j.Plan, Plan()) {
+					t.Errorf("media/plan = %v / %v", j.Media, j.Plan)
+				}
+				if j.Source.Key != "in/"+jobID+".mov" || j.Source.Size != 1234 || j.Preset != "default" {
+					t.Errorf("source = %+v, preset %q", j.Source, j.Preset)
+				}
+				if j.Attempt != 1 || j.CreatedAt.IsZero() || j.UpdatedAt.Before(j.CreatedAt) {
+					t.Errorf("attempt %d, created %v, updated %v", j.Attempt, j.CreatedAt, j.UpdatedAt)
+				}
+			},
+		},
+		{
+			name: "stale event ignored",
+			steps: []step{
+				{Event(jobID, queued, 0), true, catalog.StateQueued, 0},
+				{Event(jobID, transcoding, 0.2), true, catalog.StateTranscoding, 0.2},
+				{Event(jobID, probing, 0), false, catalog.StateTranscoding, 0.2},
+				{Event(jobID, queued, 0), false, catalog.StateTranscoding, 0.2},
+			},
+		},
+		{
+			name: "duplicate ready is a no-op",
+			steps: []step{
+				{Event(jobID, ready, 0), true, catalog.StateReady, 1},
+				{Event(jobID, ready, 0), false, catalog.StateReady, 1},
+				{Event(jobID, packaging, 0), false, catalog.StateReady, 1},
+				{Event(jobID, failed, 0), false, catalog.StateReady, 1},
+			},
+		},
+		{
+			name: "failed after transcoding, then everything ignored",
+			steps: []step{
+				{Event(jobID, queued, 0), true, catalog.StateQueued, 0},
+				{Event(jobID, transcoding, 0.4), true, catalog.StateTranscoding, 0.4},
+				{Event(jobID, failed, 0), true, catalog.StateFailed, 0},
+				{Event(jobID, packaging, 0), false, catalog.StateFailed, 0},
+				{Event(jobID, ready, 0), false, catalog.StateFailed, 0},
+				{Event(jobID, failed, 0), false, catalog.StateFailed, 0},
+			},
+			check: func(t *testing.T, j *catalog.Job) {
+				if j.ErrorCode != "invalid_media" || j.ErrorMessage == "" {
+					t.Errorf("error = %q %q", j.ErrorCode, j.ErrorMessage)
+				}
+				if _, ok := j.Timestamps[catalog.StateReady]; ok {
+					t.Error("ready timestamp on a failed job")
+				}
+			},
+		},
+		{
+			name: "progress within a state only rises",
+			steps: []step{
+				{Event(jobID, transcoding, 0.1), true, catalog.StateTranscoding, 0.1},
+				{Event(jobID, transcoding, 0.5), true, catalog.StateTranscoding, 0.5},
+				{Event(jobID, transcoding, 0.3), false, catalog.StateTranscoding, 0.5},
+				{Event(jobID, transcoding, 0.5), false, catalog.StateTranscoding, 0.5},
+				{Event(jobID, transcoding, 7), true, catalog.StateTranscoding, 1}, // clamped
+			},
+		},
+		{
+			name: "event before QUEUED creates the row; late QUEUED fills the source",
+			steps: []step{
+				{Event(jobID, probing, 0), true, catalog.StateProbing, 0},
+				{Event(jobID, queued, 0), false, catalog.StateProbing, 0},
+			},
+			check: func(t *testing.T, j *catalog.Job) {
+				if j.Source.Bucket != "sources" || j.Preset != "default" || j.Media == nil {
+					t.Errorf("source = %+v, preset %q, media %v", j.Source, j.Preset, j.Media)
+				}
+				if _, ok := j.Timestamps[catalog.StateQueued]; ok {
+					t.Error("queued timestamp recorded from a stale event")
+				}
+			},
+		},
+		{
+			name: "a failure without a code is internal",
+			steps: []step{
+				{&kilnv1.JobEvent{JobId: jobID, State: failed}, true, catalog.StateFailed, 0},
+			},
+			check: func(t *testing.T, j *catalog.Job) {
+				if j.ErrorCode != failure.Internal {
+					t.Errorf("error code %q, want %q", j.ErrorCode, failure.Internal)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			for i, st := range tt.steps {
+				changed, err := s.Apply(t.Context(), st.ev)
+				if err != nil {
+					t.Fatalf("step %d (%v): %v", i, st.ev.GetState(), err)
+				}
+				if changed != st.changed {
+					t.Errorf("step %d (%v): changed = %v, want %v", i, st.ev.GetState(), changed, st.changed)
+				}
+				j, err := s.Job(t.Context(), jobID)
+				if err != nil {
+					t.Fatalf("step %d: Job: %v", i, err)
+				}
+				if j.State != st.state || j.Progress != st.progress {
+					t.Errorf("step %d (%v): state %s progress %v, want %s %v", i, st.ev.GetState(), j.State, j.Progress, st.state, st.progress)
+				}
+			}
+			if tt.check != nil {
+				j, err := s.Job(t.Context(), jobID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.check(t, j)
+			}
+		})
+	}
+}
+
+func testApplyReadyWritesAsset(t *testing.T, open Opener) {
+	s := open(t)
+	jobID, assetID := TestJob("a")
+	if a, err := s.Asset(t.Context(), assetID); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("Asset before any event = %v, %v; want ErrNotFound", a, err)
+	}
+	mustApply(t, s, Event(jobID, queued, 0), Event(jobID, probing, 0))
+	a, err := s.Asset(t.Context(), assetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Ready() || a.State != catalog.StateProbing || a.JobID != jobID || len(a.Renditions) != 0 {
+		t.Fatalf("asset of a probing job = %+v", a)
+	}
+	if b, err := s.OutputsBucket(t.Context(), assetID); err != nil || b != "" {
+		t.Errorf("outputs bucket before ready = %q, %v", b, err)
+	}
+	mustApply(t, s, Event(jobID, ready, 0))
+	if a, err = s.Asset(t.Context(), assetID); err != nil {
+		t.Fatal(err)
+	}
+	if !a.Ready() || a.Bucket != "outputs" || a.MP4Key == "" || a.PosterKey == "" || a.DurationSeconds != 12.48 {
+		t.Fatalf("ready asset = %+v", a)
+	}
+	if want := T0.Add(5 * time.Minute); !a.ReadyAt.Equal(want) || a.Prefix != "assets/"+assetID+"/" {
+		t.Errorf("ready at %v, prefix %q", a.ReadyAt, a.Prefix)
+	}
+	if len(a.Renditions) != 2 || a.Renditions[0].Name != "360p" || a.Renditions[1].Name != "720p" {
+		t.Fatalf("renditions not ordered by bandwidth: %+v", a.Renditions)
+	}
+	if r, ok := a.Rendition("720p"); !ok || r.Codecs != "avc1.64001f,mp4a.40.2" || r.Width != 1280 || r.AverageBandwidth != 3_100_000 {
+		t.Fatalf("720p = %+v, %v", r, ok)
+	}
+	if b, err := s.OutputsBucket(t.Context(), assetID); err != nil || b != "outputs" {
+		t.Errorf("outputs bucket = %q, %v", b, err)
+	}
+
+	// Without an outputs duration, the media's.
+	other, otherAsset := TestJob("b")
+	ev := Event(other, ready, 0)
+	ev.Media, ev.Outputs.DurationSeconds = Media(), 0
+	ev.Outputs.Thumbnails = &kilnv1.Thumbnails{PosterKey: "p.jpg", Keys: []string{"t1.jpg"}, IntervalSeconds: 2}
+	mustApply(t, s, ev)
+	if a, err := s.Asset(t.Context(), otherAsset); err != nil || a.DurationSeconds != 12.5 ||
+		!proto.Equal(a.Thumbnails, ev.Outputs.Thumbnails) {
+		t.Errorf("asset = %+v, %v", a, err)
+	}
+}
+
+func testApplyRejectsInvalidEvents(t *testing.T, open Opener) {
+	jobID, _ := TestJob("a")
+	otherJob, _ := TestJob("b")
+	badOutputs := func(mut func(o *kilnv1.AssetOutputs)) *kilnv1.JobEvent {
+		ev := Event(jobID, ready, 0)
+		mut(ev.Outputs)
+		return ev
+	}
+	tests := []struct {
+		name string
+		ev   *kilnv1.JobEvent
+	}{
+		{"nil", nil},
+		{"malformed job id", &kilnv1.JobEvent{JobId: "job_../x", State: queued}},
+		{"foreign asset id", &kilnv1.JobEvent{JobId: jobID, AssetId: jobid.AssetOf(otherJob), State: queued}},
+		{"unspecified state", &kilnv1.JobEvent{JobId: jobID}},
+		{"ready without outputs", &kilnv1.JobEvent{JobId: jobID, State: ready}},
+		{"traversal in rendition name", badOutputs(func(o *kilnv1.AssetOutputs) { o.Renditions[0].Name = "../x" })},
+		{"quote in codecs", badOutputs(func(o *kilnv1.AssetOutputs) { o.Renditions[0].Codecs = `avc1",URI="x` })},
+		{"newline in codecs", badOutputs(func(o *kilnv1.AssetOutputs) { o.Renditions[0].Codecs = "avc1\n#EXT-X-ENDLIST" })},
+		{"duplicate rendition", badOutputs(func(o *kilnv1.AssetOutputs) { o.Renditions[1].Name = o.Renditions[0].Name })},
+		{"no playlist key", badOutputs(func(o *kilnv1.AssetOutputs) { o.Renditions[0].PlaylistKey = "" })},
+	}
+	s := open(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if changed, err := s.Apply(t.Context(), tt.ev); !errors.Is(err, catalog.ErrInvalidEvent) || changed {
+				t.Fatalf("Apply = %v, %v; want ErrInvalidEvent", changed, err)
+			}
+		})
+	}
+	if _, err := s.Job(t.Context(), jobID); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("an invalid event left a job behind: %v", err)
+	}
+}
+
+func testNotFound(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	jobID, assetID := TestJob("missing")
+	if _, err := s.Job(ctx, jobID); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("Job: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Asset(ctx, assetID); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("Asset: %v, want ErrNotFound", err)
+	}
+	if _, err := s.DeleteJob(ctx, jobID); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("DeleteJob: %v, want ErrNotFound", err)
+	}
+	if b, err := s.OutputsBucket(ctx, assetID); err != nil || b != "" {
+		t.Errorf("OutputsBucket = %q, %v", b, err)
+	}
+	called := false
+	err := s.RetryRendition(ctx, assetID, "720p", func(catalog.RenditionRetry) error { called = true; return nil })
+	if !errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrNoRendition) || called {
+		t.Errorf("RetryRendition: %v (enqueued %v), want ErrNotFound", err, called)
+	}
+}
+
+func testPlaybackPolicy(t *testing.T, open Opener) {
+	jobID, assetID := TestJob("policy")
+	queuedWith := func(p string) *kilnv1.JobEvent {
+		ev := Event(jobID, queued, 0)
+		ev.PlaybackPolicy = p
+		return ev
+	}
+	probingWith := func(p string) *kilnv1.JobEvent { // policies on other events are ignored
+		ev := Event(jobID, probing, 0)
+		ev.PlaybackPolicy = p
+		return ev
+	}
+	tests := []struct {
+		name   string
+		events []*kilnv1.JobEvent
+		want   string
+	}{
+		{"signed", []*kilnv1.JobEvent{queuedWith("signed"), Event(jobID, ready, 0)}, policy.Signed},
+		{"public", []*kilnv1.JobEvent{queuedWith("public"), Event(jobID, ready, 0)}, policy.Public},
+		{"producer without policies", []*kilnv1.JobEvent{queuedWith(""), Event(jobID, ready, 0)}, policy.Public},
+		{"unknown value is public, as ingest decides", []*kilnv1.JobEvent{queuedWith("SIGNED?")}, policy.Public},
+		{"not queued yet fails closed", []*kilnv1.JobEvent{Event(jobID, probing, 0), Event(jobID, ready, 0)}, policy.Signed},
+		{"only QUEUED carries it", []*kilnv1.JobEvent{probingWith("public"), Event(jobID, ready, 0)}, policy.Signed},
+		{"late QUEUED fills it in", []*kilnv1.JobEvent{Event(jobID, probing, 0), Event(jobID, ready, 0), queuedWith("public")}, policy.Public},
+		{"late signed QUEUED", []*kilnv1.JobEvent{Event(jobID, transcoding, 0.5), queuedWith("signed")}, policy.Signed},
+		{"never contradicted", []*kilnv1.JobEvent{queuedWith("signed"), queuedWith("public"), Event(jobID, ready, 0)}, policy.Signed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			mustApply(t, s, tt.events...)
+			j, err := s.Job(t.Context(), jobID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := s.Asset(t.Context(), assetID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.PlaybackPolicy != tt.want || a.PlaybackPolicy != tt.want {
+				t.Errorf("policy: job %q, asset %q; want %q", j.PlaybackPolicy, a.PlaybackPolicy, tt.want)
+			}
+		})
+	}
+}
+
+func testCancelAndAttempts(t *testing.T, open Opener) {
+	store := open(t)
+	ctx := t.Context()
+	jobID, _ := TestJob("attempts")
+	apply := applier(t, store)
+	apply(Event(jobID, queued, 0), 0, true)
+	apply(Event(jobID, transcoding, 0.2), 1, true)
+	apply(Event(jobID, canceled, 0), 1, true)
+	apply(Event(jobID, packaging, 0), 1, false) // after a terminal state
+	apply(Event(jobID, failed, 0), 1, false)
+	j, err := store.Job(ctx, jobID)
+	if err != nil || j.State != catalog.StateCanceled || j.ErrorCode != failure.Canceled || j.ErrorMessage != failure.MessageCanceled ||
+		j.Timestamps[catalog.StateCanceled].IsZero() {
+		t.Fatalf("canceled job = %+v, %v", j, err)
+	}
+	apply(Event(jobID, queued, 0), 2, true) // the retry
+	apply(Event(jobID, transcoding, 0.5), 1, false)
+	apply(Event(jobID, failed, 0), 1, false) // the old attempt's late failure
+	apply(Event(jobID, probing, 0), 2, true)
+	j, _ = store.Job(ctx, jobID)
+	if j.State != catalog.StateProbing || j.Attempt != 2 || j.ErrorCode != "" || !j.Timestamps[catalog.StateCanceled].IsZero() || j.Timestamps[catalog.StateQueued].IsZero() {
+		t.Fatalf("retried job = %+v", j)
+	}
+	apply(Event(jobID, ready, 0), 2, true)
+	if a, err := store.Asset(ctx, jobid.AssetOf(jobID)); err != nil || !a.Ready() {
+		t.Fatalf("asset after retry: %+v %v", a, err)
+	}
+	if _, err := store.DeleteJob(ctx, jobID); err != nil {
+		t.Fatal(err)
+	}
+	apply(Event(jobID, queued, 0), 3, false) // a deleted job never changes
+	if _, err := store.Job(ctx, jobID); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("deleted job: %v", err)
+	}
+	if _, err := store.Asset(ctx, jobid.AssetOf(jobID)); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("deleted asset: %v", err)
+	}
+	running, _ := TestJob("running")
+	apply(Event(running, transcoding, 0), 1, true)
+	if _, err := store.DeleteJob(ctx, running); !errors.Is(err, catalog.ErrConflict) {
+		t.Fatalf("delete running: %v", err)
+	}
+}
+
+func testDeleteJob(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	jobID, assetID := TestJob("delete")
+	mustApply(t, s, Event(jobID, queued, 0), Event(jobID, ready, 0))
+	j, err := s.DeleteJob(ctx, jobID)
+	if err != nil || j.ID != jobID || j.State != catalog.StateReady || j.Source.Key != "in/"+jobID+".mov" {
+		t.Fatalf("DeleteJob = %+v, %v; want the job as it was", j, err)
+	}
+	// Again: succeeds (the removal of objects may be repeated).
+	if j, err := s.DeleteJob(ctx, jobID); err != nil || j.ID != jobID {
+		t.Fatalf("DeleteJob again = %+v, %v", j, err)
+	}
+	// The outputs bucket is still known, for the removal.
+	if b, err := s.OutputsBucket(ctx, assetID); err != nil || b != "outputs" {
+		t.Errorf("outputs bucket of a deleted asset = %q, %v", b, err)
+	}
+	if jobs, _, err := s.ListJobs(ctx, catalog.JobFilter{}); err != nil || len(jobs) != 0 {
+		t.Errorf("ListJobs after delete = %v, %v", jobs, err)
+	}
+	if err := s.RetryRendition(ctx, assetID, "720p", func(catalog.RenditionRetry) error { return nil }); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("RetryRendition of a deleted asset: %v", err)
+	}
+}
+
+func testListJobs(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	var ids []string
+	for i := range 5 {
+		id, _ := TestJob(fmt.Sprint("list-", i))
+		ids = append(ids, id)
+		mustApply(t, s, Event(id, queued, 0))
+		if i%2 == 0 {
+			mustApply(t, s, Event(id, failed, 0))
+		}
+	}
+	// Pages of two, newest first, each job once.
+	var (
+		seen  []string
+		after *catalog.Cursor
+		last  *catalog.Job
+		pages int
+	)
+	for {
+		jobs, next, err := s.ListJobs(ctx, catalog.JobFilter{Limit: 2, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if len(jobs) > 2 || (next != nil && len(jobs) != 2) {
+			t.Fatalf("page %d: %d jobs, next %v", pages, len(jobs), next)
+		}
+		for _, j := range jobs {
+			if last != nil && (j.CreatedAt.After(last.CreatedAt) || (j.CreatedAt.Equal(last.CreatedAt) && j.ID >= last.ID)) {
+				t.Errorf("%s (%v) listed after %s (%v)", j.ID, j.CreatedAt, last.ID, last.CreatedAt)
+			}
+			seen, last = append(seen, j.ID), j
+		}
+		if next == nil {
+			break
+		}
+		if n := jobs[len(jobs)-1]; !next.CreatedAt.Equal(n.CreatedAt) || next.ID != n.ID {
+			t.Errorf("cursor %+v is not the page's last job %s", next, n.ID)
+		}
+		after = next
+	}
+	if pages != 3 || len(seen) != 5 {
+		t.Errorf("%d pages, jobs %v", pages, seen)
+	}
+	slices.Sort(seen)
+	want := slices.Clone(ids)
+	slices.Sort(want)
+	if !slices.Equal(seen, want) {
+		t.Errorf("listed %v, want %v", seen, want)
+	}
+	// Filters.
+	jobs, next, err := s.ListJobs(ctx, catalog.JobFilter{State: catalog.StateFailed})
+	if err != nil || next != nil || len(jobs) != 3 {
+		t.Errorf("failed jobs = %d, %v, %v", len(jobs), next, err)
+	}
+	for _, j := range jobs {
+		if j.State != catalog.StateFailed {
+			t.Errorf("state filter returned %s", j.State)
+		}
+	}
+	jobs, _, err = s.ListJobs(ctx, catalog.JobFilter{SourceKey: "in/" + ids[1] + ".mov"})
+	if err != nil || len(jobs) != 1 || jobs[0].ID != ids[1] {
+		t.Errorf("source key filter = %v, %v", jobs, err)
+	}
+	if jobs, _, err := s.ListJobs(ctx, catalog.JobFilter{Limit: catalog.MaxListLimit + 1}); err != nil || len(jobs) != 5 {
+		t.Errorf("limit above the maximum = %d, %v", len(jobs), err)
+	}
+	// Failed renditions of listed ready jobs are loaded.
+	r, _ := TestJob("list-ready")
+	mustApply(t, s, ReadyWithFailure(r))
+	jobs, _, err = s.ListJobs(ctx, catalog.JobFilter{State: catalog.StateReady})
+	if err != nil || len(jobs) != 1 || !slices.Equal(jobs[0].FailedRenditions, []string{"720p"}) {
+		t.Errorf("ready jobs = %+v, %v", jobs, err)
+	}
+}
+
+func testPartialReadyIgnored(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	apply := applier(t, s)
+
+	// A job that is not ready ignores partial events, and an unknown job is
+	// not created by one.
+	id, asset := TestJob("partial-not-ready")
+	apply(PartialReady(id, "1"), 1, false)
+	if _, err := s.Job(ctx, id); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("job created by a partial event: %v", err)
+	}
+	apply(Event(id, queued, 0), 1, true)
+	apply(Event(id, packaging, 0), 1, true)
+	apply(PartialReady(id, "1"), 1, false)
+	a, err := s.Asset(ctx, asset)
+	if err != nil || a.State != catalog.StatePackaging || len(a.Renditions) != 0 {
+		t.Errorf("asset after an ignored partial = %+v, %v", a, err)
+	}
+	// Had it written a rendition, the READY would show it beside its own.
+	apply(Event(id, ready, 0), 1, true)
+	if a, err := s.Asset(ctx, asset); err != nil || len(a.Renditions) != 2 || len(a.Failed) != 0 {
+		t.Errorf("asset = %+v, %v", a, err)
+	}
+
+	// A new attempt clears the failures; a partial event of the old attempt
+	// is then ignored.
+	id, asset = TestJob("partial-attempts")
+	apply(Event(id, queued, 0), 1, true)
+	apply(Event(id, probing, 0), 1, true)
+	apply(ReadyWithFailure(id), 1, true)
+	if a, err := s.Asset(ctx, asset); err != nil || len(a.Failed) != 1 {
+		t.Fatalf("asset = %+v, %v", a, err)
+	}
+	if j, err := s.Job(ctx, id); err != nil || len(j.FailedRenditions) != 1 || j.FailedRenditions[0] != "720p" {
+		t.Fatalf("job = %+v, %v", j, err)
+	}
+	apply(Event(id, queued, 0), 2, true)
+	if a, err := s.Asset(ctx, asset); err != nil || len(a.Failed) != 0 || len(a.Renditions) != 0 {
+		t.Errorf("asset after a new attempt = %+v, %v", a, err)
+	}
+	if j, err := s.Job(ctx, id); err != nil || len(j.FailedRenditions) != 0 {
+		t.Errorf("job after a new attempt = %+v, %v", j, err)
+	}
+	apply(ReadyWithFailure(id), 2, true)
+	apply(PartialReady(id, "1"), 1, false) // an older attempt
+	a, err = s.Asset(ctx, asset)
+	if err != nil || len(a.Failed) != 1 || len(a.Renditions) != 1 {
+		t.Errorf("asset after an old attempt's partial = %+v, %v", a, err)
+	}
+	apply(PartialReady(id, "1"), 2, true)
+
+	// A complete READY of a new attempt replaces the failures.
+	apply(Event(id, queued, 0), 3, true)
+	apply(Event(id, ready, 0), 3, true)
+	if a, err := s.Asset(ctx, asset); err != nil || len(a.Failed) != 0 || len(a.Renditions) != 2 {
+		t.Errorf("asset after a complete ready = %+v, %v", a, err)
+	}
+
+	// A deleted job ignores partial events.
+	id, _ = TestJob("partial-deleted")
+	apply(ReadyWithFailure(id), 1, true)
+	if _, err := s.DeleteJob(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	apply(PartialReady(id, "1"), 1, false)
+}
+
+func testPartialReadyValidation(t *testing.T, open Opener) {
+	s := open(t)
+	id, _ := TestJob("partial-invalid")
+	for name, mut := range map[string]func(*kilnv1.AssetOutputs){
+		"empty partial":       func(o *kilnv1.AssetOutputs) { o.Renditions = nil },
+		"bad failed name":     func(o *kilnv1.AssetOutputs) { o.FailedRenditions = []*kilnv1.FailedRendition{{Name: "../x"}} },
+		"ready and failed":    func(o *kilnv1.AssetOutputs) { o.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p"}} },
+		"duplicate failed":    func(o *kilnv1.AssetOutputs) { o.FailedRenditions = []*kilnv1.FailedRendition{{Name: "a"}, {Name: "a"}} },
+		"complete, no ready":  func(o *kilnv1.AssetOutputs) { o.Partial, o.Renditions = false, nil },
+		"partial, bad codecs": func(o *kilnv1.AssetOutputs) { o.Renditions[0].Codecs = "a\"b" },
+	} {
+		ev := PartialReady(id, "1")
+		mut(ev.Outputs)
+		if _, err := s.Apply(t.Context(), ev); !errors.Is(err, catalog.ErrInvalidEvent) {
+			t.Errorf("%s: %v, want ErrInvalidEvent", name, err)
+		}
+	}
+	// A failed-only partial (the retry failed again) is valid.
+	ev := PartialReady(id, "1")
+	ev.Outputs.Renditions = nil
+	ev.Outputs.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p"}}
+	if _, err := s.Apply(t.Context(), ev); err != nil {
+		t.Errorf("failed-only partial: %v", err)
+	}
+}
+
+// testPartialReadyRenditions: what a partial READY does to a ready job's
+// renditions and failures.
+func testPartialReadyRenditions(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	apply := applier(t, s)
+	id, asset := TestJob("partial-renditions")
+	apply(Event(id, probing, 0), 1, true) // the plan sizes failures
+	apply(ReadyWithFailure(id), 1, true)
+	mustRetry(t, s, asset, "720p") // retries: 1
+
+	// The retry failed again: the failure is updated, its retry count kept.
+	again := PartialReady(id, "1")
+	again.Outputs.Renditions = nil
+	again.Outputs.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p", Error: &kilnv1.JobError{Code: "timeout", Message: "slow"}}}
+	apply(again, 1, true)
+	apply(again, 1, false) // a repeat
+	a, err := s.Asset(ctx, asset)
+	if err != nil || len(a.Failed) != 1 {
+		t.Fatalf("asset = %+v, %v", a, err)
+	}
+	if f := a.Failed[0]; f.ErrorCode != "timeout" || f.ErrorMessage != "slow" || f.Retries != 1 ||
+		f.EncodedKey != "assets/"+asset+"/enc/720p.mp4" || f.Width != 1280 || f.Height != 720 {
+		t.Errorf("failure after a failed retry = %+v (the encoded key without a new one is kept)", f)
+	}
+	// A failure without a code is internal.
+	again.Outputs.FailedRenditions[0].Error = nil
+	apply(again, 1, true)
+	if a, _ := s.Asset(ctx, asset); a.Failed[0].ErrorCode != failure.Internal {
+		t.Errorf("failure code = %q, want %q", a.Failed[0].ErrorCode, failure.Internal)
+	}
+
+	// The next retry succeeds: ready, no failure.
+	before, _ := s.Job(ctx, id)
+	apply(PartialReady(id, "2"), 1, true)
+	a, err = s.Asset(ctx, asset)
+	if err != nil || len(a.Failed) != 0 || len(a.Renditions) != 2 || a.Renditions[1].Name != "720p" || a.Renditions[1].Bandwidth != 3_400_000 {
+		t.Fatalf("asset after a successful retry = %+v, %v", a, err)
+	}
+	j, _ := s.Job(ctx, id)
+	if len(j.FailedRenditions) != 0 || j.State != catalog.StateReady || j.UpdatedAt.Before(before.UpdatedAt) {
+		t.Errorf("job after a successful retry = %+v", j)
+	}
+	// A late failure never hides a working rendition; a repeat changes
+	// nothing.
+	apply(again, 1, false)
+	apply(PartialReady(id, "2"), 1, false)
+	if a, _ := s.Asset(ctx, asset); len(a.Failed) != 0 || len(a.Renditions) != 2 {
+		t.Errorf("asset after a late failure = %+v", a)
+	}
+	// A changed rendition is a change.
+	changedEv := PartialReady(id, "3")
+	changedEv.Outputs.Renditions[0].Bandwidth = 3_500_000
+	apply(changedEv, 1, true)
+	if a, _ := s.Asset(ctx, asset); a.Renditions[1].Bandwidth != 3_500_000 {
+		t.Errorf("renditions = %+v", a.Renditions)
+	}
+}
+
+func mustRetry(t *testing.T, s catalog.Store, asset, name string) catalog.RenditionRetry {
+	t.Helper()
+	var got catalog.RenditionRetry
+	if err := s.RetryRendition(t.Context(), asset, name, func(rr catalog.RenditionRetry) error { got = rr; return nil }); err != nil {
+		t.Fatalf("RetryRendition(%s): %v", name, err)
+	}
+	return got
+}
+
+// testEncodedKeys: renditions and failures keep their encoded object's key,
+// from full and partial READY events.
+func testEncodedKeys(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	id, asset := TestJob("encoded")
+	mustApply(t, s, ReadyWithFailure(id))
+	a, err := s.Asset(ctx, asset)
+	if err != nil || len(a.Renditions) != 1 || len(a.Failed) != 1 {
+		t.Fatalf("asset = %+v, %v", a, err)
+	}
+	if got, want := a.Renditions[0].EncodedKey, "assets/"+asset+"/enc/360p.mp4"; got != want {
+		t.Errorf("360p encoded key %q, want %q", got, want)
+	}
+	if got, want := a.Failed[0].EncodedKey, "assets/"+asset+"/enc/720p.mp4"; got != want {
+		t.Errorf("failed 720p encoded key %q, want %q", got, want)
+	}
+	ev := PartialReady(id, "1")
+	ev.Outputs.Renditions[0].EncodedKey = "assets/" + asset + "/enc/720p-v2.mp4"
+	mustApply(t, s, ev)
+	a, _ = s.Asset(ctx, asset)
+	if r, ok := a.Rendition("720p"); !ok || r.EncodedKey != "assets/"+asset+"/enc/720p-v2.mp4" {
+		t.Errorf("720p after the partial ready = %+v, %v", r, ok)
+	}
+	// A partial failure carrying a key records it.
+	other, otherAsset := TestJob("encoded-partial-failure")
+	ev = ReadyWithFailure(other)
+	ev.Outputs.FailedRenditions[0].EncodedKey = ""
+	mustApply(t, s, ev)
+	if a, _ := s.Asset(ctx, otherAsset); a.Failed[0].EncodedKey != "" {
+		t.Errorf("failure without a key = %+v", a.Failed[0])
+	}
+	fail := PartialReady(other, "1")
+	fail.Outputs.Renditions = nil
+	fail.Outputs.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p", EncodedKey: "k.mp4", Error: &kilnv1.JobError{Code: "packaging_failed", Message: "segmenter exited 1"}}}
+	if changed, err := s.Apply(ctx, fail); err != nil || !changed {
+		t.Fatalf("partial failure with a key: %v, %v", changed, err)
+	}
+	if a, _ := s.Asset(ctx, otherAsset); a.Failed[0].EncodedKey != "k.mp4" {
+		t.Errorf("failure = %+v, want encoded key k.mp4", a.Failed[0])
+	}
+}
+
+func testRetryRendition(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	id, asset := TestJob("retry")
+	ev := ReadyWithFailure(id)
+	ev.Outputs.Thumbnails = &kilnv1.Thumbnails{PosterKey: "p.jpg", IntervalSeconds: 2}
+	mustApply(t, s, Event(id, queued, 0), Event(id, probing, 0), ev)
+
+	none := func(catalog.RenditionRetry) error { return nil }
+	for _, c := range []struct {
+		name string
+		want error
+	}{
+		{"360p", catalog.ErrConflict},     // ready
+		{"1080p", catalog.ErrNoRendition}, // unknown
+	} {
+		if err := s.RetryRendition(ctx, asset, c.name, none); !errors.Is(err, c.want) {
+			t.Errorf("retry %s: %v, want %v", c.name, err, c.want)
+		}
+	}
+	if err := s.RetryRendition(ctx, asset, "1080p", none); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("ErrNoRendition does not wrap ErrNotFound: %v", err)
+	}
+	pending, pendingAsset := TestJob("retry-pending")
+	mustApply(t, s, Event(pending, queued, 0))
+	if err := s.RetryRendition(ctx, pendingAsset, "720p", none); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("retry on a job that is not ready: %v, want ErrConflict", err)
+	}
+
+	// enqueue's error is returned as is and rolls the count back.
+	boom := errors.New("redis down")
+	if err := s.RetryRendition(ctx, asset, "720p", func(catalog.RenditionRetry) error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("failing enqueue: %v", err)
+	}
+	if a, _ := s.Asset(ctx, asset); a.Failed[0].Retries != 0 {
+		t.Errorf("retries after a failed enqueue = %d", a.Failed[0].Retries)
+	}
+
+	rr := mustRetry(t, s, asset, "720p")
+	if rr.Retry != 1 || rr.Name != "720p" || rr.EncodedKey != "assets/"+asset+"/enc/720p.mp4" {
+		t.Errorf("retry = %+v", rr)
+	}
+	if j := rr.Job; j == nil || j.ID != id || j.AssetID != asset || j.Attempt != 1 || !proto.Equal(j.Media, Media()) || !proto.Equal(j.Plan, Plan()) {
+		t.Errorf("retry job = %+v", rr.Job)
+	}
+	full := Outputs(asset)
+	if a := rr.Asset; a == nil || a.ID != asset || a.JobID != id || a.State != catalog.StateReady || a.Bucket != "outputs" ||
+		a.Prefix != full.Prefix || a.PosterKey != full.PosterKey || !proto.Equal(a.Thumbnails, ev.Outputs.Thumbnails) {
+		t.Errorf("retry asset = %+v", rr.Asset)
+	}
+	if rr := mustRetry(t, s, asset, "720p"); rr.Retry != 2 {
+		t.Errorf("second retry = %d", rr.Retry)
+	}
+	if a, _ := s.Asset(ctx, asset); a.Failed[0].Retries != 2 {
+		t.Errorf("retries = %d, want 2", a.Failed[0].Retries)
+	}
+}

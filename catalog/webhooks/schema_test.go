@@ -1,0 +1,52 @@
+package webhooks
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kilnvideo/kiln/catalog/sqlite"
+)
+
+// TestSchemaOfOldBinary: a database whose webhook tables the previous binary
+// created (webhooks_schema_version 1) keeps working; a newer one is refused.
+func TestSchemaOfOldBinary(t *testing.T) {
+	store, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kiln.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	db, ctx := store.DB(), t.Context()
+	b, err := migrationFiles.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := []string{`CREATE TABLE IF NOT EXISTS webhooks_schema_version (version INTEGER PRIMARY KEY)`}
+	for _, s := range strings.Split(string(b), ";") {
+		if strings.TrimSpace(s) != "" {
+			stmts = append(stmts, s) // one by one, as the old binary ran them
+		}
+	}
+	stmts = append(stmts, `INSERT INTO webhooks_schema_version (version) VALUES (1)`,
+		`INSERT INTO webhook_endpoints (id, url, event_types, created_at, updated_at)
+			VALUES ('we_old', 'https://example.com/hook', 'job.ready', '2025-01-01T00:00:00.000000000Z', '2025-01-01T00:00:00.000000000Z')`)
+	for _, s := range stmts {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	if _, err := New(ctx, Config{DB: db}); err != nil {
+		t.Fatalf("New on the old schema: %v", err)
+	}
+	var n, v int
+	if err := db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM webhook_endpoints), (SELECT MAX(version) FROM webhooks_schema_version)`).
+		Scan(&n, &v); err != nil || n != 1 || v != 1 {
+		t.Fatalf("endpoints %d, version %d, %v", n, v, err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO webhooks_schema_version (version) VALUES (2)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(ctx, Config{DB: db}); err == nil || !strings.Contains(err.Error(), "newer than this binary") {
+		t.Fatalf("New on a newer schema: %v", err)
+	}
+}

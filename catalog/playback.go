@@ -53,9 +53,9 @@ const (
 	corsExposed       = "Content-Length, Content-Range, Accept-Ranges"
 )
 
-func (s *Service) playbackRoutes() []Route {
-	play := func(pattern string, h http.HandlerFunc) Route { return Route{Pattern: pattern, handler: cors(h)} }
-	return []Route{
+func (s *Service) playbackRoutes() []httpapi.Route {
+	play := func(pattern string, h http.HandlerFunc) httpapi.Route { return httpapi.Open(pattern, cors(h)) }
+	return []httpapi.Route{
 		play("GET /v1/play/{id}/master.m3u8", s.master),
 		play("GET /v1/play/{id}/download.mp4", s.download),
 		play("GET /v1/play/{id}/poster.jpg", s.poster),

@@ -229,16 +229,6 @@ func (s *Service) HandleEvent(ctx context.Context, ev *kilnv1.JobEvent) error {
 	return nil
 }
 
-// Route is one route of the catalog's HTTP API.
-type Route struct {
-	// Pattern is the http.ServeMux pattern, "METHOD /path/{wildcard}".
-	Pattern string
-	// Auth: the route needs an API key (playback and discovery routes do
-	// not).
-	Auth    bool
-	handler http.Handler
-}
-
 // Routes lists every route Handler serves:
 //
 //	GET    /v1/openapi.json                        the OpenAPI document (no key)
@@ -263,11 +253,10 @@ type Route struct {
 // allow any origin; a signed asset's need a ?token= instead. Segments, MP4,
 // poster and thumbnails are redirects to presigned URLs or proxied
 // (Config.Delivery).
-func (s *Service) Routes() []Route {
-	api := func(pattern string, h http.HandlerFunc) Route { return Route{Pattern: pattern, Auth: true, handler: h} }
-	open := func(pattern string, h http.HandlerFunc) Route { return Route{Pattern: pattern, handler: h} }
-	routes := []Route{
-		open("GET /v1/openapi.json", serveOpenAPI),
+func (s *Service) Routes() []httpapi.Route {
+	api := httpapi.Authed
+	routes := []httpapi.Route{
+		httpapi.Open("GET /v1/openapi.json", http.HandlerFunc(serveOpenAPI)),
 		api("GET /v1/jobs", s.listJobs),
 		api("GET /v1/jobs/{id}", s.getJob),
 		api("GET /v1/jobs/{id}/events", s.jobEvents),
@@ -281,18 +270,8 @@ func (s *Service) Routes() []Route {
 	return append(routes, s.playbackRoutes()...)
 }
 
-// Handler returns the HTTP API (see Routes).
-func (s *Service) Handler() http.Handler {
-	mux := http.NewServeMux()
-	for _, rt := range s.Routes() {
-		h := rt.handler
-		if rt.Auth {
-			h = s.keys.Require(h)
-		}
-		mux.Handle(rt.Pattern, h)
-	}
-	return mux
-}
+// Handler returns the HTTP API (see Routes), API routes behind the keys.
+func (s *Service) Handler() http.Handler { return httpapi.Handler(s.keys, s.Routes()) }
 
 // JSON shapes of the API.
 type (

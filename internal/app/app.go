@@ -1,6 +1,8 @@
 // Package app wires kiln's roles — ingest, worker, catalog, or all of them
 // with an embedded NATS server ("serve") — from one Config and runs them
-// until the context ends.
+// until the context ends. Each role has one function (ingest.go, worker.go,
+// catalog.go); this file holds what they share: the bus, object storage,
+// the queue, the HTTP server and the health checks.
 package app
 
 import (
@@ -17,23 +19,17 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/kilnvideo/kiln/catalog"
-	"github.com/kilnvideo/kiln/catalog/sqlite"
-	"github.com/kilnvideo/kiln/catalog/webhooks"
-	"github.com/kilnvideo/kiln/ingest"
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/cancel"
-	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/metrics"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/webui"
-	"github.com/kilnvideo/kiln/packager"
-	"github.com/kilnvideo/kiln/workers"
 )
 
 // Role is a part of kiln a process runs.
@@ -46,77 +42,62 @@ const (
 	RoleCatalog Role = "catalog"
 )
 
-// Config is everything a kiln process needs; main fills it from flags and
-// KILN_* environment variables.
-type Config struct {
-	Roles []Role
-	// EmbedNATS starts an in-process NATS server on NATSListen.
-	EmbedNATS    bool
-	NATSListen   string
-	NATSStoreDir string
-	NATSURL      string
-
-	HTTPAddr  string
-	PublicURL string
-	// APIKeys are the bearer keys with their scopes (httpapi.ParseKeys).
-	APIKeys []httpapi.APIKey
-	// APIRateLimit is each key's sustained requests/second (0: unlimited),
-	// APIRateBurst the requests it may make at once.
-	APIRateLimit float64
-	APIRateBurst int
-
-	RedisAddr     string
-	RedisPassword string
-	RedisDB       int
-
-	S3            objstore.Config
-	SourcesBucket string
-	OutputsBucket string
-	// NotifyARN, when set, makes ingest configure the sources bucket to
-	// publish object-created events to this notification target.
-	NotifyARN string
-
-	Database string
-	WorkDir  string
-
-	// PlaybackSigningKey signs playback tokens of signed assets (catalog).
-	PlaybackSigningKey []byte
-	// PlaybackTokenTTL is the lifetime of tokens in asset playback URLs.
-	PlaybackTokenTTL time.Duration
-	// PlaybackDelivery is catalog.DeliveryRedirect or catalog.DeliveryProxy.
-	PlaybackDelivery string
-
-	// WebhookSecret ("whsec_…") signs per-upload webhooks (catalog).
-	WebhookSecret string
-	// WebhookRetrySchedule is the delay before each webhook retry; nil for
-	// webhooks.DefaultRetrySchedule (catalog).
-	WebhookRetrySchedule []time.Duration
-	// WebhookAllowLoopback lets deliveries reach loopback addresses (worker).
-	WebhookAllowLoopback bool
-
-	// PresetsFile is a JSON array of extra presets (see workers.Preset).
-	PresetsFile string
-	// Limits bound the sources workers accept.
-	Limits workers.Limits
-
-	// FFmpegPath and FFprobePath name the binaries; default from $PATH.
-	FFmpegPath  string
-	FFprobePath string
-
-	Concurrency    int
-	FFmpegThreads  int
-	X264Preset     string
-	MaxUploadBytes int64
-
-	ShutdownTimeout time.Duration
-	Logger          *zap.Logger
+// process is what the roles of one kiln process share. Roles add their
+// routes to mux, their readiness checks to checks and their long-running
+// loops to g; cleanups run in reverse order when Run returns.
+type process struct {
+	cfg       Config
+	log       *zap.Logger
+	bus       *bus.Bus
+	objects   *objstore.Client
+	queue     *asynq.Client
+	inspector *asynq.Inspector
+	redis     redis.UniversalClient
+	cancel    *cancel.Service
+	keys      *httpapi.Keys
+	mux       *http.ServeMux
+	checks    map[string]func(context.Context) error
+	g         *errgroup.Group
+	cleanups  []func()
 }
 
-func (c *Config) has(r Role) bool { return slices.Contains(c.Roles, r) }
+func (p *process) defer_(f func()) { p.cleanups = append(p.cleanups, f) }
 
 // Run runs the configured roles until ctx ends or one of them fails.
-func Run(ctx context.Context, cfg Config) error {
-	log := cfg.Logger
+func Run(ctx context.Context, cfg Config) (err error) {
+	p := &process{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), checks: map[string]func(context.Context) error{}}
+	if p.log == nil {
+		p.log = zap.NewNop()
+	}
+	defer func() {
+		for _, f := range slices.Backward(p.cleanups) {
+			f()
+		}
+	}()
+	var g *errgroup.Group
+	g, ctx = errgroup.WithContext(ctx)
+	p.g = g
+	if err := p.connect(ctx); err != nil {
+		return err
+	}
+	roles := map[Role]func(context.Context) error{RoleIngest: p.ingest, RoleWorker: p.worker, RoleCatalog: p.catalog}
+	for _, r := range []Role{RoleIngest, RoleCatalog, RoleWorker} {
+		if cfg.has(r) {
+			if err := roles[r](ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if err := p.serveHTTP(ctx); err != nil {
+		return err
+	}
+	return g.Wait()
+}
+
+// connect starts the embedded NATS server of `kiln serve` and connects to
+// NATS, object storage and Redis.
+func (p *process) connect(ctx context.Context) error {
+	cfg := p.cfg
 	if cfg.WorkDir != "" {
 		if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
 			return fmt.Errorf("work dir: %w", err)
@@ -124,182 +105,72 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	natsURL := cfg.NATSURL
 	if cfg.EmbedNATS {
-		ns, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, Logger: log})
+		ns, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, Logger: p.log})
 		if err != nil {
 			return err
 		}
-		defer ns.Shutdown()
+		p.defer_(ns.Shutdown)
 		natsURL = ns.ClientURL()
-		log.Info("embedded NATS listening", zap.String("url", natsURL))
+		p.log.Info("embedded NATS listening", zap.String("url", natsURL))
 	}
-	b, err := bus.Connect(ctx, bus.Config{URL: natsURL, Name: "kiln-" + roleNames(cfg.Roles), Logger: log})
+	b, err := bus.Connect(ctx, bus.Config{URL: natsURL, Name: "kiln-" + roleNames(cfg.Roles), Logger: p.log})
 	if err != nil {
 		return err
 	}
-	defer b.Close()
+	p.bus = b
+	p.defer_(b.Close)
+	p.checks["nats"] = b.Ping
 
-	objects, err := objstore.New(cfg.S3)
-	if err != nil {
+	if p.objects, err = objstore.New(cfg.S3); err != nil {
 		return err
 	}
-	redisOpt := asynq.RedisClientOpt{Addr: cfg.RedisAddr, Password: cfg.RedisPassword, DB: cfg.RedisDB}
-	client := asynq.NewClient(redisOpt)
-	defer client.Close()
-	inspector := asynq.NewInspector(redisOpt)
-	defer inspector.Close()
-
-	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, Logger: log})
-	presets, err := workers.LoadPresets(cfg.PresetsFile)
-	if err != nil {
+	redisOpt := p.redisOpt()
+	p.queue = asynq.NewClient(redisOpt)
+	p.defer_(func() { _ = p.queue.Close() })
+	p.inspector = asynq.NewInspector(redisOpt)
+	p.defer_(func() { _ = p.inspector.Close() })
+	p.checks["redis"] = func(context.Context) error { _, err := p.inspector.Queues(); return err }
+	p.redis = cancel.NewRedisClient(redisOpt)
+	p.defer_(func() { _ = p.redis.Close() })
+	p.cancel = &cancel.Service{Redis: p.redis, Inspector: p.inspector, Events: b, Logger: p.log.Named("cancel")}
+	if p.keys, err = httpapi.NewKeySet(httpapi.KeysConfig{Keys: cfg.APIKeys, RateLimit: cfg.APIRateLimit, Burst: cfg.APIRateBurst}); err != nil {
 		return err
-	}
-	canceler := &cancel.Service{Redis: cancel.NewRedisClient(redisOpt), Inspector: inspector, Events: b, Logger: log.Named("cancel")}
-	defer canceler.Redis.Close()
-	keys, err := httpapi.NewKeySet(httpapi.KeysConfig{Keys: cfg.APIKeys, RateLimit: cfg.APIRateLimit, Burst: cfg.APIRateBurst})
-	if err != nil {
-		return err
-	}
-	var storageReady atomic.Bool
-
-	g, ctx := errgroup.WithContext(ctx)
-	mux := http.NewServeMux()
-	checks := map[string]func(context.Context) error{
-		"nats":  b.Ping,
-		"redis": func(ctx context.Context) error { _, err := inspector.Queues(); return err },
-		"storage": func(ctx context.Context) error {
-			if !storageReady.Load() {
-				return errors.New("buckets not set up yet")
-			}
-			return objects.Ping(ctx, cfg.SourcesBucket, cfg.OutputsBucket)
-		},
 	}
 
 	// Storage setup waits for the object store: in the local stack MinIO
 	// starts after kiln, because it needs kiln's NATS for notifications.
-	g.Go(func() error {
-		if err := setupStorage(ctx, objects, cfg, log); err != nil {
+	var storageReady atomic.Bool
+	p.checks["storage"] = func(ctx context.Context) error {
+		if !storageReady.Load() {
+			return errors.New("buckets not set up yet")
+		}
+		return p.objects.Ping(ctx, cfg.SourcesBucket, cfg.OutputsBucket)
+	}
+	p.g.Go(func() error {
+		if err := p.setupStorage(ctx); err != nil {
 			return err
 		}
 		storageReady.Store(true)
 		return nil
 	})
+	return nil
+}
 
-	if cfg.has(RoleIngest) {
-		in := ingest.New(ingest.Config{
-			Objects: objects, Events: b, Queue: client,
-			SourcesBucket: cfg.SourcesBucket, PublicURL: cfg.PublicURL,
-			MaxUploadBytes: cfg.MaxUploadBytes, Presets: workers.PresetNames(presets), Logger: log.Named("ingest"),
-			Idempotency: &ingest.RedisIdempotency{Redis: canceler.Redis}, Remover: objects, Presigner: objects,
-		})
-		mux.Handle("/v1/uploads", keys.Require(in.Handler()))
-		mux.Handle("/v1/direct-uploads", keys.Require(in.Handler()))
-		g.Go(func() error {
-			return b.Consume(ctx, bus.ConsumerConfig{
-				Durable:  "ingest",
-				Subjects: []string{bus.SubjectObjectLanded, bus.SubjectS3Events},
-			}, in.HandleMessage)
-		})
-	}
+func (p *process) redisOpt() asynq.RedisClientOpt {
+	return asynq.RedisClientOpt{Addr: p.cfg.RedisAddr, Password: p.cfg.RedisPassword, DB: p.cfg.RedisDB}
+}
 
-	if cfg.has(RoleCatalog) {
-		store, err := sqlite.Open(ctx, cfg.Database)
-		if err != nil {
-			return err
-		}
-		defer store.Close()
-		retrier := &catalog.Retrier{Queue: client, Attempts: canceler, Events: b}
-		cat, err := catalog.New(catalog.Config{
-			Store: store, Objects: objects, PublicURL: cfg.PublicURL, APIKeys: keys, Logger: log.Named("catalog"),
-			SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
-			Canceler: canceler, Retrier: retrier, RenditionRetrier: retrier,
-			Remover: objects, OutputsBucket: cfg.OutputsBucket,
-		})
-		if err != nil {
-			return err
-		}
-		h := cat.Handler()
-		mux.Handle("/v1/jobs", h)
-		mux.Handle("/v1/jobs/", h)
-		mux.Handle("/v1/openapi.json", h)
-		mux.Handle("/v1/assets/", h)
-		mux.Handle("/v1/play/", h)
-		wh, err := webhooks.New(ctx, webhooks.Config{
-			DB: store.DB(), Queue: client, Tasks: inspector, APIKeys: keys, PublicURL: cfg.PublicURL,
-			DefaultSecret: cfg.WebhookSecret, RetrySchedule: cfg.WebhookRetrySchedule, Logger: log.Named("webhooks"),
-		})
-		if err != nil {
-			return err
-		}
-		store.OnApply(wh.OnApply) // the outbox: before any event is applied
-		store.OnDelete(wh.AssetDeleted)
-		whh := wh.Handler()
-		mux.Handle("/v1/webhooks", whh)
-		mux.Handle("/v1/webhooks/", whh)
-		mux.Handle("/v1/webhook-events/", whh)
-		g.Go(func() error { return wh.Run(ctx) })
-		g.Go(func() error {
-			return b.Consume(ctx, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}}, cat.HandleMessage)
-		})
-	}
-
-	if cfg.has(RoleWorker) && cfg.Concurrency > 0 {
-		workDir, err := workers.PrepareWorkDir(cfg.WorkDir, log)
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(workDir)
-		srvMux := asynq.NewServeMux()
-		srvMux.Use(cancel.Middleware(canceler))
-		workers.New(workers.Config{
-			FFmpeg: runner, Objects: objects, Events: b, Queue: client, Jobs: canceler,
-			OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,
-			Presets: presets, Limits: cfg.Limits, X264Preset: cfg.X264Preset, Logger: log.Named("worker"),
-		}).Register(srvMux)
-		packager.New(packager.Config{
-			FFmpeg: runner, Objects: objects, Events: b, OutputsBucket: cfg.OutputsBucket, Jobs: canceler,
-			WorkDir: workDir, Logger: log.Named("packager"),
-		}).Register(srvMux)
-		webhooks.NewDeliverer(webhooks.DelivererConfig{
-			AllowLoopback: cfg.WebhookAllowLoopback, Logger: log.Named("webhooks"),
-		}).Register(srvMux)
-		srv := asynq.NewServer(redisOpt, asynq.Config{
-			Concurrency:     cfg.Concurrency,
-			Queues:          tasks.QueueWeights(),
-			RetryDelayFunc:  tasks.RetryDelay,
-			ErrorHandler:    &tasks.FailureHandler{Events: b, Logger: log.Named("worker")},
-			ShutdownTimeout: cfg.ShutdownTimeout,
-			Logger:          asynqLogger{log.Named("asynq").Sugar()},
-			BaseContext:     func() context.Context { return ctx },
-		})
-		if err := srv.Start(srvMux); err != nil {
-			return fmt.Errorf("asynq server: %w", err)
-		}
-		g.Go(func() error {
-			<-ctx.Done()
-			srv.Shutdown()
-			return nil
-		})
-	}
-
-	mux.Handle("GET /metrics", metrics.Handler(inspector, slices.Collect(maps.Keys(tasks.QueueWeights()))))
+// serveHTTP mounts what every process serves (metrics, web UI, health) and
+// runs the HTTP server until ctx ends.
+func (p *process) serveHTTP(ctx context.Context) error {
+	cfg, mux := p.cfg, p.mux
+	mux.Handle("GET /metrics", metrics.Handler(p.inspector, slices.Collect(maps.Keys(tasks.QueueWeights()))))
 	mux.Handle(webui.Prefix, webui.Handler()) // browser UI; the page sends the key the user types
 	mux.Handle("GET /{$}", http.RedirectHandler(webui.Prefix, http.StatusFound))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		status, code := map[string]string{}, http.StatusOK
-		for name, check := range checks {
-			cctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			if err := check(cctx); err != nil {
-				status[name], code = err.Error(), http.StatusServiceUnavailable
-			} else {
-				status[name] = "ok"
-			}
-			cancel()
-		}
-		httpapi.WriteJSON(w, code, status)
-	})
+	mux.HandleFunc("GET /readyz", p.ready)
 	server := &http.Server{
 		Addr:              cfg.HTTPAddr,
 		Handler:           mux,
@@ -310,37 +181,54 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)
 	}
-	log.Info("kiln listening", zap.String("addr", ln.Addr().String()), zap.String("public_url", cfg.PublicURL),
+	p.log.Info("kiln listening", zap.String("addr", ln.Addr().String()), zap.String("public_url", cfg.PublicURL),
 		zap.String("roles", roleNames(cfg.Roles)))
-	g.Go(func() error {
+	p.g.Go(func() error {
 		if err := server.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil
 	})
-	g.Go(func() error {
+	p.g.Go(func() error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		return server.Shutdown(sctx)
 	})
-	return g.Wait()
+	return nil
+}
+
+// ready answers /readyz: 200 when every dependency answers, 503 with the
+// failing ones otherwise.
+func (p *process) ready(w http.ResponseWriter, r *http.Request) {
+	status, code := map[string]string{}, http.StatusOK
+	for name, check := range p.checks {
+		cctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		if err := check(cctx); err != nil {
+			status[name], code = err.Error(), http.StatusServiceUnavailable
+		} else {
+			status[name] = "ok"
+		}
+		cancel()
+	}
+	httpapi.WriteJSON(w, code, status)
 }
 
 // setupStorage creates the buckets and the bucket notification, retrying
 // until the object store answers or ctx ends.
-func setupStorage(ctx context.Context, objects *objstore.Client, cfg Config, log *zap.Logger) error {
+func (p *process) setupStorage(ctx context.Context) error {
+	cfg := p.cfg
 	delay := 250 * time.Millisecond
 	for {
-		err := objects.EnsureBuckets(ctx, cfg.SourcesBucket, cfg.OutputsBucket)
+		err := p.objects.EnsureBuckets(ctx, cfg.SourcesBucket, cfg.OutputsBucket)
 		if err == nil && cfg.NotifyARN != "" && cfg.has(RoleIngest) {
-			err = objects.NotifyObjectCreated(ctx, cfg.SourcesBucket, cfg.NotifyARN)
+			err = p.objects.NotifyObjectCreated(ctx, cfg.SourcesBucket, cfg.NotifyARN)
 		}
 		if err == nil {
-			log.Info("storage ready", zap.String("sources", cfg.SourcesBucket), zap.String("outputs", cfg.OutputsBucket))
+			p.log.Info("storage ready", zap.String("sources", cfg.SourcesBucket), zap.String("outputs", cfg.OutputsBucket))
 			return nil
 		}
-		log.Info("waiting for object storage", zap.Error(err))
+		p.log.Info("waiting for object storage", zap.Error(err))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -357,12 +245,3 @@ func roleNames(roles []Role) string {
 	}
 	return strings.Join(s, "+")
 }
-
-// asynqLogger adapts zap to asynq's logger interface.
-type asynqLogger struct{ s *zap.SugaredLogger }
-
-func (l asynqLogger) Debug(args ...any) { l.s.Debug(args...) }
-func (l asynqLogger) Info(args ...any)  { l.s.Info(args...) }
-func (l asynqLogger) Warn(args ...any)  { l.s.Warn(args...) }
-func (l asynqLogger) Error(args ...any) { l.s.Error(args...) }
-func (l asynqLogger) Fatal(args ...any) { l.s.Error(args...) }

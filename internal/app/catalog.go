@@ -1,0 +1,48 @@
+package app
+
+import (
+	"context"
+
+	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/sqlite"
+	"github.com/kilnvideo/kiln/catalog/webhooks"
+	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/httpapi"
+)
+
+// catalog runs the state store, the job/asset API, playback and the webhook
+// outbox, fed by the job events on the bus.
+func (p *process) catalog(ctx context.Context) error {
+	cfg := p.cfg
+	store, err := sqlite.Open(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	p.defer_(func() { _ = store.Close() })
+	retrier := &catalog.Retrier{Queue: p.queue, Attempts: p.cancel, Events: p.bus}
+	cat, err := catalog.New(catalog.Config{
+		Store: store, Objects: p.objects, PublicURL: cfg.PublicURL, APIKeys: p.keys, Logger: p.log.Named("catalog"),
+		SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
+		Canceler: p.cancel, Retrier: retrier, RenditionRetrier: retrier,
+		Remover: p.objects, OutputsBucket: cfg.OutputsBucket,
+	})
+	if err != nil {
+		return err
+	}
+	wh, err := webhooks.New(ctx, webhooks.Config{
+		DB: store.DB(), Queue: p.queue, Tasks: p.inspector, APIKeys: p.keys, PublicURL: cfg.PublicURL,
+		DefaultSecret: cfg.WebhookSecret, RetrySchedule: cfg.WebhookRetrySchedule, Logger: p.log.Named("webhooks"),
+	})
+	if err != nil {
+		return err
+	}
+	store.OnApply(wh.OnApply) // the outbox: before any event is applied
+	store.OnDelete(wh.AssetDeleted)
+	httpapi.Mount(p.mux, p.keys, cat.Routes())
+	httpapi.Mount(p.mux, p.keys, wh.Routes())
+	p.g.Go(func() error { return wh.Run(ctx) })
+	p.g.Go(func() error {
+		return p.bus.Consume(ctx, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}}, cat.HandleMessage)
+	})
+	return nil
+}

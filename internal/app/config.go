@@ -1,0 +1,80 @@
+package app
+
+import (
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/workers"
+)
+
+// Config is everything a kiln process needs; main fills it from flags and
+// KILN_* environment variables.
+type Config struct {
+	Roles []Role
+	// EmbedNATS starts an in-process NATS server on NATSListen.
+	EmbedNATS    bool
+	NATSListen   string
+	NATSStoreDir string
+	NATSURL      string
+
+	HTTPAddr  string
+	PublicURL string
+	// APIKeys are the bearer keys with their scopes (httpapi.ParseKeys).
+	APIKeys []httpapi.APIKey
+	// APIRateLimit is each key's sustained requests/second (0: unlimited),
+	// APIRateBurst the requests it may make at once.
+	APIRateLimit float64
+	APIRateBurst int
+
+	RedisAddr     string
+	RedisPassword string
+	RedisDB       int
+
+	S3            objstore.Config
+	SourcesBucket string
+	OutputsBucket string
+	// NotifyARN, when set, makes ingest configure the sources bucket to
+	// publish object-created events to this notification target.
+	NotifyARN string
+
+	Database string
+	WorkDir  string
+
+	// PlaybackSigningKey signs playback tokens of signed assets (catalog).
+	PlaybackSigningKey []byte
+	// PlaybackTokenTTL is the lifetime of tokens in asset playback URLs.
+	PlaybackTokenTTL time.Duration
+	// PlaybackDelivery is catalog.DeliveryRedirect or catalog.DeliveryProxy.
+	PlaybackDelivery string
+
+	// WebhookSecret ("whsec_…") signs per-upload webhooks (catalog).
+	WebhookSecret string
+	// WebhookRetrySchedule is the delay before each webhook retry; nil for
+	// webhooks.DefaultRetrySchedule (catalog).
+	WebhookRetrySchedule []time.Duration
+	// WebhookAllowLoopback lets deliveries reach loopback addresses (worker).
+	WebhookAllowLoopback bool
+
+	// PresetsFile is a JSON array of extra presets (see workers.Preset).
+	PresetsFile string
+	// Limits bound the sources workers accept.
+	Limits workers.Limits
+
+	// FFmpegPath and FFprobePath name the binaries; default from $PATH.
+	FFmpegPath  string
+	FFprobePath string
+
+	Concurrency    int
+	FFmpegThreads  int
+	X264Preset     string
+	MaxUploadBytes int64
+
+	ShutdownTimeout time.Duration
+	Logger          *zap.Logger
+}
+
+func (c *Config) has(r Role) bool { return slices.Contains(c.Roles, r) }

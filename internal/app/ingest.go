@@ -1,0 +1,33 @@
+package app
+
+import (
+	"context"
+
+	"github.com/kilnvideo/kiln/ingest"
+	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/workers"
+)
+
+// ingest runs the upload API and the intake that turns landed objects into
+// jobs.
+func (p *process) ingest(ctx context.Context) error {
+	presets, err := workers.LoadPresets(p.cfg.PresetsFile)
+	if err != nil {
+		return err
+	}
+	in := ingest.New(ingest.Config{
+		Objects: p.objects, Events: p.bus, Queue: p.queue,
+		SourcesBucket: p.cfg.SourcesBucket, PublicURL: p.cfg.PublicURL,
+		MaxUploadBytes: p.cfg.MaxUploadBytes, Presets: workers.PresetNames(presets), Logger: p.log.Named("ingest"),
+		Idempotency: &ingest.RedisIdempotency{Redis: p.redis}, Remover: p.objects, Presigner: p.objects,
+	})
+	httpapi.Mount(p.mux, p.keys, in.Routes())
+	p.g.Go(func() error {
+		return p.bus.Consume(ctx, bus.ConsumerConfig{
+			Durable:  "ingest",
+			Subjects: []string{bus.SubjectObjectLanded, bus.SubjectS3Events},
+		}, in.HandleMessage)
+	})
+	return nil
+}

@@ -118,7 +118,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		rungs[r.Name] = r
 	}
 	if len(p.Encoded) == 0 {
-		return failure.Permanent(failure.Internal, "nothing was encoded", nil)
+		return tasks.Permanent(failure.Internal, "nothing was encoded", nil)
 	}
 	// A rung whose packaging fails for good does not sink the others: the
 	// asset is ready with what worked and lists the failure, which can be
@@ -134,7 +134,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		}
 		r, ok := rungs[enc.Name]
 		if !ok && !p.Plan.GetAudioOnly() {
-			return failure.Permanent(failure.Internal, "encoded rendition "+enc.Name+" is not in the plan", nil)
+			return tasks.Permanent(failure.Internal, "encoded rendition "+enc.Name+" is not in the plan", nil)
 		}
 		if !ok {
 			r = &kilnv1.Rung{Name: enc.Name}
@@ -155,7 +155,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		return h.publishRendition(ctx, &p, renditions, failed, log)
 	}
 	if len(renditions) == 0 {
-		return failure.Permanent(failure.PackageFailed, "no rendition could be packaged", firstErr)
+		return tasks.Permanent(failure.PackageFailed, "no rendition could be packaged", firstErr)
 	}
 	ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
 	ev.Media, ev.Plan = p.Media, p.Plan
@@ -180,7 +180,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 // READY event that updates just that rendition of the ready asset.
 func (h *Handler) publishRendition(ctx context.Context, p *kilnv1.PackageTask, ok []*kilnv1.Rendition, failed []*kilnv1.FailedRendition, log *zap.Logger) error {
 	if len(ok)+len(failed) == 0 {
-		return failure.Permanent(failure.Internal, "rendition "+p.Only+" was not encoded", nil)
+		return tasks.Permanent(failure.Internal, "rendition "+p.Only+" was not encoded", nil)
 	}
 	ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY,
 		fmt.Sprintf("rendition.%s.%d", p.Only, p.RenditionRetry))
@@ -234,7 +234,7 @@ func (h *Handler) packageRung(ctx context.Context, p *kilnv1.PackageTask, r *kil
 	}
 	codecs, err := Codecs(probe)
 	if err != nil {
-		return nil, failure.Permanent(failure.Internal, "cannot describe the encoded streams", err)
+		return nil, tasks.Permanent(failure.Internal, "cannot describe the encoded streams", err)
 	}
 	if init, err := os.ReadFile(filepath.Join(dir, layout.InitFile)); err == nil {
 		codecs = PreferAVCC(codecs, init)

@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/kilnvideo/kiln/internal/failure"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -34,7 +35,7 @@ func EncodedBytes(plan *kilnv1.Plan, duration float64) int64 {
 // permanent failure; over the free space now is a retryable one.
 func checkDisk(dir string, need, limit int64) error {
 	if limit > 0 && need > limit {
-		return failure.Permanent(failure.TooLarge, fmt.Sprintf("encoding needs about %d bytes of temp disk; the limit is %d", need, limit), nil)
+		return tasks.Permanent(failure.TooLarge, fmt.Sprintf("encoding needs about %d bytes of temp disk; the limit is %d", need, limit), nil)
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kilnvideo/kiln/internal/failure"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -74,29 +75,29 @@ func (l Limits) Check(m *kilnv1.MediaInfo) error {
 	v, a := m.GetVideo(), m.GetAudio()
 	switch {
 	case v == nil && a == nil:
-		return failure.Permanent(failure.NoStreams, "the file has no video or audio stream", nil)
+		return tasks.Permanent(failure.NoStreams, "the file has no video or audio stream", nil)
 	case m.GetSizeBytes() > l.MaxBytes:
-		return failure.Permanent(failure.TooLarge, fmt.Sprintf("the file is %d bytes; the limit is %d", m.GetSizeBytes(), l.MaxBytes), nil)
+		return tasks.Permanent(failure.TooLarge, fmt.Sprintf("the file is %d bytes; the limit is %d", m.GetSizeBytes(), l.MaxBytes), nil)
 	case int(m.GetVideoStreams()+m.GetAudioStreams()+m.GetOtherStreams()) > l.MaxStreams:
-		return failure.Permanent(failure.TooManyStreams, fmt.Sprintf("the file has %d streams; the limit is %d",
+		return tasks.Permanent(failure.TooManyStreams, fmt.Sprintf("the file has %d streams; the limit is %d",
 			m.GetVideoStreams()+m.GetAudioStreams()+m.GetOtherStreams(), l.MaxStreams), nil)
 	case time.Duration(m.GetDurationSeconds()*float64(time.Second)) > l.MaxDuration:
-		return failure.Permanent(failure.TooLong, fmt.Sprintf("the file lasts %.0f s; the limit is %.0f s", m.GetDurationSeconds(), l.MaxDuration.Seconds()), nil)
+		return tasks.Permanent(failure.TooLong, fmt.Sprintf("the file lasts %.0f s; the limit is %.0f s", m.GetDurationSeconds(), l.MaxDuration.Seconds()), nil)
 	}
 	if v != nil {
 		w, h := int64(v.GetWidth()), int64(v.GetHeight())
 		switch {
 		case !videoCodecs[v.GetCodec()]:
-			return failure.Permanent(failure.UnsupportedCodec, fmt.Sprintf("video codec %q is not supported", v.GetCodec()), nil)
+			return tasks.Permanent(failure.UnsupportedCodec, fmt.Sprintf("video codec %q is not supported", v.GetCodec()), nil)
 		case w <= 0 || h <= 0:
-			return failure.Permanent(failure.InvalidMedia, "the video stream has no picture size", nil)
+			return tasks.Permanent(failure.InvalidMedia, "the video stream has no picture size", nil)
 		case w > int64(l.MaxWidth) || h > int64(l.MaxHeight) || w*h > l.MaxPixels:
-			return failure.Permanent(failure.TooLarge, fmt.Sprintf("the picture is %dx%d; the limit is %dx%d and %d pixels",
+			return tasks.Permanent(failure.TooLarge, fmt.Sprintf("the picture is %dx%d; the limit is %dx%d and %d pixels",
 				w, h, l.MaxWidth, l.MaxHeight, l.MaxPixels), nil)
 		}
 	}
 	if a != nil && !audioCodecs[a.GetCodec()] {
-		return failure.Permanent(failure.UnsupportedCodec, fmt.Sprintf("audio codec %q is not supported", a.GetCodec()), nil)
+		return tasks.Permanent(failure.UnsupportedCodec, fmt.Sprintf("audio codec %q is not supported", a.GetCodec()), nil)
 	}
 	return nil
 }

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -164,7 +164,7 @@ func bitDepth(v *ffmpeg.ProbeStream) int {
 func classify(err error, code, message string) error {
 	var ee *ffmpeg.ExitError
 	if errors.As(err, &ee) && !ee.Signaled && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		return failure.Permanent(code, message, err)
+		return tasks.Permanent(code, message, err)
 	}
 	return err
 }

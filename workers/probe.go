@@ -100,7 +100,7 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		preset, ok = h.cfg.Presets["default"], true
 	}
 	if !ok {
-		return failure.Permanent(failure.InvalidPreset, fmt.Sprintf("unknown preset %q", p.GetPreset()), nil)
+		return tasks.Permanent(failure.InvalidPreset, fmt.Sprintf("unknown preset %q", p.GetPreset()), nil)
 	}
 	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
 	if err != nil {
@@ -125,10 +125,10 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	}
 	plan, err := Plan(media, preset)
 	if errors.Is(err, ErrNoStreams) {
-		return failure.Permanent(failure.NoStreams, "the file has no video or audio stream", err)
+		return tasks.Permanent(failure.NoStreams, "the file has no video or audio stream", err)
 	}
 	if err != nil {
-		return failure.Permanent(failure.InvalidMedia, "the video stream cannot be planned", err)
+		return tasks.Permanent(failure.InvalidMedia, "the video stream cannot be planned", err)
 	}
 	log.Info("probed", zap.String("format", media.Format), zap.Float64("duration", media.DurationSeconds),
 		zap.Int("rungs", len(plan.Rungs)))

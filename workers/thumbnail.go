@@ -227,7 +227,7 @@ func (h *Handlers) pickPoster(ctx context.Context, src string, duration, fps flo
 		return "", 0, classify(err, failure.ThumbnailFailed, "no poster frame could be extracted")
 	}
 	if _, _, err := lumaStats(out); err != nil {
-		return "", 0, failure.Permanent(failure.ThumbnailFailed, "no poster frame could be extracted", err)
+		return "", 0, tasks.Permanent(failure.ThumbnailFailed, "no poster frame could be extracted", err)
 	}
 	return out, 0, nil
 }

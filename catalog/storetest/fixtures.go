@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -49,7 +50,7 @@ func Event(jobID string, st kilnv1.JobState, progress float64) *kilnv1.JobEvent 
 	case kilnv1.JobState_JOB_STATE_READY:
 		ev.Outputs = Outputs(jobid.AssetOf(jobID))
 	case kilnv1.JobState_JOB_STATE_FAILED:
-		ev.Error = &kilnv1.JobError{Code: "invalid_media", Message: "no decodable stream"}
+		ev.Error = &kilnv1.JobError{Code: failure.InvalidMedia, Message: "no decodable stream"}
 	}
 	return ev
 }

@@ -159,7 +159,7 @@ func testApplyTransitions(t *testing.T, open Opener) {
 				{Event(jobID, failed, 0), false, catalog.StateFailed, 0},
 			},
 			check: func(t *testing.T, j *catalog.Job) {
-				if j.ErrorCode != "invalid_media" || j.ErrorMessage == "" {
+				if j.ErrorCode != failure.InvalidMedia || j.ErrorMessage == "" {
 					t.Errorf("error = %q %q", j.ErrorCode, j.ErrorMessage)
 				}
 				if _, ok := j.Timestamps[catalog.StateReady]; ok {
@@ -642,14 +642,14 @@ func testPartialReadyRenditions(t *testing.T, open Opener) {
 	// The retry failed again: the failure is updated, its retry count kept.
 	again := PartialReady(id, "1")
 	again.Outputs.Renditions = nil
-	again.Outputs.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p", Error: &kilnv1.JobError{Code: "timeout", Message: "slow"}}}
+	again.Outputs.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p", Error: &kilnv1.JobError{Code: failure.Timeout, Message: "slow"}}}
 	apply(again, 1, true)
 	apply(again, 1, false) // a repeat
 	a, err := s.Asset(ctx, asset)
 	if err != nil || len(a.Failed) != 1 {
 		t.Fatalf("asset = %+v, %v", a, err)
 	}
-	if f := a.Failed[0]; f.ErrorCode != "timeout" || f.ErrorMessage != "slow" || f.Retries != 1 ||
+	if f := a.Failed[0]; f.ErrorCode != failure.Timeout || f.ErrorMessage != "slow" || f.Retries != 1 ||
 		f.EncodedKey != "assets/"+asset+"/enc/720p.mp4" || f.Width != 1280 || f.Height != 720 {
 		t.Errorf("failure after a failed retry = %+v (the encoded key without a new one is kept)", f)
 	}

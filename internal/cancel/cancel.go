@@ -115,14 +115,14 @@ func (c *Service) Check(ctx context.Context, jobID string, attempt int32) error 
 		return err
 	}
 	if canceled {
-		return failure.Permanent(failure.Canceled, failure.MessageCanceled, failure.ErrCanceled)
+		return tasks.Permanent(failure.Canceled, failure.MessageCanceled, failure.ErrCanceled)
 	}
 	cur, err := c.CurrentAttempt(ctx, jobID)
 	if err != nil {
 		return err
 	}
 	if cur > tasks.NormAttempt(attempt) {
-		return failure.Permanent(failure.Canceled, failure.MessageReplaced, failure.ErrCanceled)
+		return tasks.Permanent(failure.Canceled, failure.MessageReplaced, failure.ErrCanceled)
 	}
 	return nil
 }

@@ -19,7 +19,7 @@ type cancelAll struct{ checked []string }
 
 func (c *cancelAll) Check(_ context.Context, jobID string, attempt int32) error {
 	c.checked = append(c.checked, fmt.Sprintf("%s@%d", jobID, attempt))
-	return failure.Permanent("canceled", "the job was canceled", failure.ErrCanceled)
+	return tasks.Permanent("canceled", "the job was canceled", failure.ErrCanceled)
 }
 
 func TestCancelMiddleware(t *testing.T) {

@@ -2,15 +2,13 @@
 // failed job (and its webhook, and its API view) carries, and the error type
 // that carries a code from the stage that decided it to the task failure
 // handler. Every stage, the catalog and the webhooks take their codes from
-// here, so each code is written once.
+// here, so each code is written once. (tasks.Permanent makes an Error that
+// asynq does not retry.)
 package failure
 
 import (
 	"context"
 	"errors"
-	"fmt"
-
-	"github.com/hibiken/asynq"
 )
 
 // Failure codes of a job (kilnv1.JobError.code).
@@ -52,12 +50,6 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
-
-// Permanent is a failure that retrying cannot fix (bad input): the task is
-// not retried (it wraps asynq.SkipRetry) and the job fails with code.
-func Permanent(code, message string, err error) error {
-	return fmt.Errorf("%w: %w", &Error{Code: code, Message: message, Err: err}, asynq.SkipRetry)
-}
 
 // ErrCanceled is wrapped (in a permanent Canceled error) by a stage that
 // finds its job canceled or its attempt replaced by a retry.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/failure"
+	"github.com/kilnvideo/kiln/internal/tasks"
 )
 
 var _ cancel.Checker = (*Jobs)(nil)
@@ -34,7 +35,7 @@ func (j *Jobs) Check(_ context.Context, jobID string, attempt int32) error {
 	defer j.mu.Unlock()
 	j.checks = append(j.checks, fmt.Sprintf("%s/%d", jobID, attempt))
 	if j.canceled {
-		return failure.Permanent(failure.Canceled, failure.MessageCanceled, failure.ErrCanceled)
+		return tasks.Permanent(failure.Canceled, failure.MessageCanceled, failure.ErrCanceled)
 	}
 	return nil
 }

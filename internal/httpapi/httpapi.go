@@ -5,6 +5,8 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/kilnvideo/kiln/internal/failure"
 )
 
 // Error codes shared by every API surface.
@@ -13,7 +15,7 @@ const (
 	CodeNotFound     = "not_found"
 	CodeInvalidID    = "invalid_id"
 	CodeBadRequest   = "bad_request"
-	CodeInternal     = "internal"
+	CodeInternal     = failure.Internal // the same word as a job's internal failure
 	CodeUnavailable  = "unavailable"
 	CodeForbidden    = "forbidden"
 	CodeRateLimited  = "rate_limited"

@@ -8,11 +8,13 @@ import (
 	"io"
 	"mime"
 	"net/http"
+
+	"github.com/kilnvideo/kiln/internal/failure"
 )
 
 // Error codes of request bodies.
 const (
-	CodeTooLarge             = "too_large"
+	CodeTooLarge             = failure.TooLarge // the same word as a job's too_large failure
 	CodeUnsupportedMediaType = "unsupported_media_type"
 )
 

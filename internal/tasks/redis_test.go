@@ -171,11 +171,11 @@ func TestFailureHandler(t *testing.T) {
 		v.(*atomic.Int32).Add(1)
 		switch job {
 		case "job-invalid":
-			return failure.Permanent("invalid_media", "no decodable video stream", errors.New("moov atom not found"))
+			return tasks.Permanent("invalid_media", "no decodable video stream", errors.New("moov atom not found"))
 		case "job-plain", "job-retry", "job-a2":
 			return errors.New("s3: connection reset by peer")
 		case "job-canceled":
-			return failure.Permanent("canceled", "the job was canceled", failure.ErrCanceled)
+			return tasks.Permanent("canceled", "the job was canceled", failure.ErrCanceled)
 		case "job-timeout":
 			<-ctx.Done()
 			return ctx.Err()
@@ -278,7 +278,7 @@ func TestFailureHandlerWithoutJob(t *testing.T) {
 	const queue = "kiln-test-nojob"
 	pub := &events{}
 	startServer(t, opt, []string{queue}, asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
-		return failure.Permanent("internal", "malformed task payload", errors.New("bad"))
+		return tasks.Permanent("internal", "malformed task payload", errors.New("bad"))
 	}), &tasks.FailureHandler{Events: pub, Logger: zaptest.NewLogger(t)})
 	info, err := newClient(t, opt).EnqueueContext(t.Context(), asynq.NewTask(tasks.TypeProbe, []byte{0xff, 0x01}), asynq.Queue(queue))
 	if err != nil {

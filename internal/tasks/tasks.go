@@ -187,11 +187,18 @@ func Enqueue(ctx context.Context, q Enqueuer, c Command) error {
 	return nil
 }
 
+// Permanent is a failure that retrying cannot fix (bad input): the task is
+// not retried (it wraps asynq.SkipRetry) and the job fails with code (one
+// of the failure package's).
+func Permanent(code, message string, err error) error {
+	return fmt.Errorf("%w: %w", &failure.Error{Code: code, Message: message, Err: err}, asynq.SkipRetry)
+}
+
 // Decode unmarshals a task payload, classifying a malformed payload as
 // permanent.
 func Decode(t *asynq.Task, m proto.Message) error {
 	if err := proto.Unmarshal(t.Payload(), m); err != nil {
-		return failure.Permanent(failure.Internal, "malformed task payload", err)
+		return Permanent(failure.Internal, "malformed task payload", err)
 	}
 	return nil
 }

@@ -1,0 +1,133 @@
+package app
+
+import (
+	"os"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/webhooks"
+	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/workers"
+)
+
+// Config is everything a kiln process needs; main fills it from flags and
+// KILN_* environment variables.
+type Config struct {
+	Roles []Role
+	// EmbedNATS starts an in-process NATS server on NATSListen.
+	EmbedNATS    bool
+	NATSListen   string
+	NATSStoreDir string
+	NATSURL      string
+
+	HTTPAddr  string
+	PublicURL string
+	// APIKeys are the bearer keys with their scopes (httpapi.ParseKeys).
+	APIKeys []httpapi.APIKey
+	// APIRateLimit is each key's sustained requests/second (0: unlimited),
+	// APIRateBurst the requests it may make at once.
+	APIRateLimit float64
+	APIRateBurst int
+
+	RedisAddr     string
+	RedisPassword string
+	RedisDB       int
+
+	S3            objstore.Config
+	SourcesBucket string
+	OutputsBucket string
+	// NotifyARN, when set, makes ingest configure the sources bucket to
+	// publish object-created events to this notification target.
+	NotifyARN string
+
+	Database string
+	WorkDir  string
+
+	// PlaybackSigningKey signs playback tokens of signed assets (catalog).
+	PlaybackSigningKey []byte
+	// PlaybackTokenTTL is the lifetime of tokens in asset playback URLs.
+	PlaybackTokenTTL time.Duration
+	// PlaybackDelivery is catalog.DeliveryRedirect or catalog.DeliveryProxy.
+	PlaybackDelivery string
+
+	// WebhookSecret ("whsec_…") signs per-upload webhooks (catalog).
+	WebhookSecret string
+	// WebhookRetrySchedule is the delay before each webhook retry; nil for
+	// webhooks.DefaultRetrySchedule (catalog).
+	WebhookRetrySchedule []time.Duration
+	// WebhookAllowLoopback lets deliveries reach loopback addresses (worker).
+	WebhookAllowLoopback bool
+
+	// PresetsFile is a JSON array of extra presets (see workers.Preset).
+	PresetsFile string
+	// Limits bound the sources workers accept.
+	Limits workers.Limits
+
+	// FFmpegPath and FFprobePath name the binaries; default from $PATH.
+	FFmpegPath  string
+	FFprobePath string
+
+	Concurrency    int
+	FFmpegThreads  int
+	X264Preset     string
+	MaxUploadBytes int64
+
+	ShutdownTimeout time.Duration
+	Logger          *zap.Logger
+
+	// LogLevel, LogFormat and PyroscopeURL are for main, which builds
+	// Logger and starts profiling from them; Run does not read them.
+	LogLevel     string
+	LogFormat    string
+	PyroscopeURL string
+}
+
+// Defaults returns the configuration of a kiln process given no flag and no
+// KILN_* variable: every default value is declared here, or read here from
+// the package that applies it to a zero field, and the flags of main show
+// and start from these values. Roles, APIKeys, Logger and the fields left
+// zero have no default (PublicURL empty means http://<HTTPAddr>).
+func Defaults() Config {
+	return Config{
+		NATSListen:   "127.0.0.1:4700",
+		NATSStoreDir: "data/nats",
+		NATSURL:      "nats://127.0.0.1:4700",
+
+		HTTPAddr:     "127.0.0.1:8700",
+		APIRateLimit: httpapi.DefaultRateLimit,
+		APIRateBurst: httpapi.DefaultRateBurst,
+
+		RedisAddr: "127.0.0.1:6379",
+
+		S3:            objstore.Config{Endpoint: "127.0.0.1:9000", Region: "us-east-1"},
+		SourcesBucket: "kiln-sources",
+		OutputsBucket: "kiln-outputs",
+
+		Database: "data/kiln.db",
+		WorkDir:  os.TempDir(),
+
+		PlaybackTokenTTL: catalog.DefaultTokenTTL,
+		PlaybackDelivery: catalog.DeliveryRedirect,
+
+		WebhookRetrySchedule: slices.Clone(webhooks.DefaultRetrySchedule),
+
+		Limits: workers.DefaultLimits(),
+
+		FFmpegPath:  ffmpeg.DefaultFFmpegPath,
+		FFprobePath: ffmpeg.DefaultFFprobePath,
+
+		Concurrency:    2,
+		X264Preset:     "veryfast",
+		MaxUploadBytes: 10 << 30,
+
+		ShutdownTimeout: 25 * time.Second,
+
+		LogLevel:  "info",
+		LogFormat: "json",
+	}
+}

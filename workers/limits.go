@@ -10,7 +10,7 @@ import (
 )
 
 // Limits bound what a worker accepts from a source. Zero fields take the
-// defaults below.
+// values of DefaultLimits (noted below).
 type Limits struct {
 	// MaxBytes of the source; default 20 GiB.
 	MaxBytes int64
@@ -26,27 +26,41 @@ type Limits struct {
 	MaxTaskDisk int64
 }
 
+// DefaultLimits returns the limits a zero field of Limits stands for.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxBytes:    20 << 30,
+		MaxWidth:    8192,
+		MaxHeight:   8192,
+		MaxPixels:   8192 * 4352,
+		MaxDuration: 6 * time.Hour,
+		MaxStreams:  32,
+		MaxTaskDisk: 50 << 30,
+	}
+}
+
 func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
 	if l.MaxBytes == 0 {
-		l.MaxBytes = 20 << 30
+		l.MaxBytes = d.MaxBytes
 	}
 	if l.MaxWidth == 0 {
-		l.MaxWidth = 8192
+		l.MaxWidth = d.MaxWidth
 	}
 	if l.MaxHeight == 0 {
-		l.MaxHeight = 8192
+		l.MaxHeight = d.MaxHeight
 	}
 	if l.MaxPixels == 0 {
-		l.MaxPixels = 8192 * 4352
+		l.MaxPixels = d.MaxPixels
 	}
 	if l.MaxDuration == 0 {
-		l.MaxDuration = 6 * time.Hour
+		l.MaxDuration = d.MaxDuration
 	}
 	if l.MaxStreams == 0 {
-		l.MaxStreams = 32
+		l.MaxStreams = d.MaxStreams
 	}
 	if l.MaxTaskDisk == 0 {
-		l.MaxTaskDisk = 50 << 30
+		l.MaxTaskDisk = d.MaxTaskDisk
 	}
 	return l
 }

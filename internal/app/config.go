@@ -1,11 +1,15 @@
 package app
 
 import (
+	"os"
 	"slices"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/webhooks"
+	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/workers"
@@ -75,6 +79,56 @@ type Config struct {
 
 	ShutdownTimeout time.Duration
 	Logger          *zap.Logger
+
+	// LogLevel, LogFormat and PyroscopeURL are for main, which builds
+	// Logger and starts profiling from them; Run does not read them.
+	LogLevel     string
+	LogFormat    string
+	PyroscopeURL string
 }
 
+// Defaults returns the configuration of a kiln process given no flag and no
+// KILN_* variable: every default value is declared here, or read here from
+// the package that applies it to a zero field, and the flags of main show
+// and start from these values. Roles, APIKeys, Logger and the fields left
+// zero have no default (PublicURL empty means http://<HTTPAddr>).
+func Defaults() Config {
+	return Config{
+		NATSListen:   "127.0.0.1:4700",
+		NATSStoreDir: "data/nats",
+		NATSURL:      "nats://127.0.0.1:4700",
+
+		HTTPAddr:     "127.0.0.1:8700",
+		APIRateLimit: httpapi.DefaultRateLimit,
+		APIRateBurst: httpapi.DefaultRateBurst,
+
+		RedisAddr: "127.0.0.1:6379",
+
+		S3:            objstore.Config{Endpoint: "127.0.0.1:9000", Region: "us-east-1"},
+		SourcesBucket: "kiln-sources",
+		OutputsBucket: "kiln-outputs",
+
+		Database: "data/kiln.db",
+		WorkDir:  os.TempDir(),
+
+		PlaybackTokenTTL: catalog.DefaultTokenTTL,
+		PlaybackDelivery: catalog.DeliveryRedirect,
+
+		WebhookRetrySchedule: slices.Clone(webhooks.DefaultRetrySchedule),
+
+		Limits: workers.DefaultLimits(),
+
+		FFmpegPath:  ffmpeg.DefaultFFmpegPath,
+		FFprobePath: ffmpeg.DefaultFFprobePath,
+
+		Concurrency:    2,
+		X264Preset:     "veryfast",
+		MaxUploadBytes: 10 << 30,
+
+		ShutdownTimeout: 25 * time.Second,
+
+		LogLevel:  "info",
+		LogFormat: "json",
+	}
+}
 func (c *Config) has(r Role) bool { return slices.Contains(c.Roles, r) }

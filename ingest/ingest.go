@@ -97,13 +97,16 @@ type Service struct {
 	log *zap.Logger
 }
 
+// DefaultMaxUploadBytes is Config.MaxUploadBytes's default: 10 GiB.
+const DefaultMaxUploadBytes = 10 << 30
+
 // New returns the ingest service.
 func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.MaxUploadBytes == 0 {
-		cfg.MaxUploadBytes = 10 << 30
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
 	if len(cfg.Presets) == 0 {
 		cfg.Presets = []string{"default"}

@@ -37,7 +37,7 @@ type Config struct {
 	Jobs cancel.Checker
 	// Limits bound accepted sources.
 	Limits Limits
-	// X264Preset trades speed for compression; default "veryfast".
+	// X264Preset trades speed for compression; default DefaultX264Preset.
 	X264Preset string
 	Logger     *zap.Logger
 }
@@ -46,6 +46,9 @@ type Config struct {
 type Handlers struct {
 	cfg Config
 }
+
+// DefaultX264Preset is Config.X264Preset's default.
+const DefaultX264Preset = "veryfast"
 
 // New returns the handlers.
 func New(cfg Config) *Handlers {
@@ -62,7 +65,7 @@ func New(cfg Config) *Handlers {
 		cfg.Jobs = cancel.Never{}
 	}
 	if cfg.X264Preset == "" {
-		cfg.X264Preset = "veryfast"
+		cfg.X264Preset = DefaultX264Preset
 	}
 	return &Handlers{cfg: cfg}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/catalog/webhooks"
+	"github.com/kilnvideo/kiln/ingest"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/objstore"
@@ -104,7 +105,7 @@ func Defaults() Config {
 
 		RedisAddr: "127.0.0.1:6379",
 
-		S3:            objstore.Config{Endpoint: "127.0.0.1:9000", Region: "us-east-1"},
+		S3:            objstore.Config{Endpoint: "127.0.0.1:9000", Region: objstore.DefaultRegion},
 		SourcesBucket: "kiln-sources",
 		OutputsBucket: "kiln-outputs",
 
@@ -122,8 +123,8 @@ func Defaults() Config {
 		FFprobePath: ffmpeg.DefaultFFprobePath,
 
 		Concurrency:    2,
-		X264Preset:     "veryfast",
-		MaxUploadBytes: 10 << 30,
+		X264Preset:     workers.DefaultX264Preset,
+		MaxUploadBytes: ingest.DefaultMaxUploadBytes,
 
 		ShutdownTimeout: 25 * time.Second,
 

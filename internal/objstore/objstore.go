@@ -37,7 +37,7 @@ type Config struct {
 	SecretKey string
 	// Secure selects https.
 	Secure bool
-	// Region defaults to "us-east-1".
+	// Region defaults to DefaultRegion.
 	Region string
 	// PartSize for streamed uploads; default DefaultPartSize.
 	PartSize uint64
@@ -62,13 +62,16 @@ type Info struct {
 	LastModified time.Time
 }
 
+// DefaultRegion is Config.Region's default.
+const DefaultRegion = "us-east-1"
+
 // New returns a client; it does not contact the server.
 func New(cfg Config) (*Client, error) {
 	if cfg.Endpoint == "" {
 		return nil, errors.New("objstore: endpoint is required")
 	}
 	if cfg.Region == "" {
-		cfg.Region = "us-east-1"
+		cfg.Region = DefaultRegion
 	}
 	if cfg.PartSize == 0 {
 		cfg.PartSize = DefaultPartSize

@@ -189,6 +189,9 @@ func (h *Handler) publishRendition(ctx context.Context, p *kilnv1.PackageTask, o
 		Renditions: ok, FailedRenditions: failed, Partial: true,
 	}
 	log.Info("rendition retried", zap.String("rendition", p.Only), zap.Bool("ok", len(ok) > 0))
+	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
+		return err // a retry of the whole job replaced this attempt meanwhile
+	}
 	return h.cfg.Events.PublishJobEvent(ctx, ev)
 }
 

@@ -436,6 +436,12 @@ func TestPackageRenditionRetry(t *testing.T) {
 			t.Errorf("failed rendition %v", f)
 		}
 	})
+	t.Run("attempt replaced meanwhile", func(t *testing.T) {
+		x := newHarness(t)
+		x.ff.during = x.jobs.Cancel
+		fakes.WantCanceled(t, x.h.Package(t.Context(), asTask(t, retryTask())))
+		x.wantNoReady(t)
+	})
 	t.Run("interrupted", func(t *testing.T) {
 		x := newHarness(t)
 		sig := fakes.SignaledError()

@@ -246,7 +246,7 @@ func TestProbeFailures(t *testing.T) {
 		{name: "ffprobe rejects the input", setup: func(x *harness) { x.ff.probeErr = fakes.ExitError("ffprobe") }, code: failure.InvalidMedia},
 		{name: "ffprobe output too large", setup: func(x *harness) {
 			x.ff.probeErr = fmt.Errorf("ffprobe: %w", ffmpeg.ErrOutputTooLarge)
-		}, cause: ffmpeg.ErrOutputTooLarge},
+		}, code: failure.InvalidMedia},
 		{name: "ffprobe signaled", setup: func(x *harness) { x.ff.probeErr = sig }, cause: sig},
 		{name: "ffprobe past the deadline", setup: func(x *harness) { x.ff.probeErr = deadline }, cause: context.DeadlineExceeded},
 		{name: "ffprobe exits as the context is canceled", setup: func(x *harness) { x.ff.probeErr = canceledExit }, cause: context.Canceled},

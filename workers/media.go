@@ -162,6 +162,9 @@ func bitDepth(v *ffmpeg.ProbeStream) int {
 // classify turns an ffmpeg failure into a permanent bad-input error or a
 // retryable infrastructure error.
 func classify(err error, code, message string) error {
+	if errors.Is(err, ffmpeg.ErrOutputTooLarge) {
+		return tasks.Permanent(code, message, err) // absurd input: it will be as large next time
+	}
 	var ee *ffmpeg.ExitError
 	if errors.As(err, &ee) && !ee.Signaled && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return tasks.Permanent(code, message, err)

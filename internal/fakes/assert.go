@@ -49,3 +49,14 @@ func WantCanceled(tb testing.TB, err error) {
 		tb.Fatalf("error %v: want it to wrap failure.ErrCanceled", err)
 	}
 }
+
+// CheckCanceled reports an error on tb (and goes on, unlike WantCanceled)
+// unless err is the permanent canceled error; what names the call that
+// returned err.
+func CheckCanceled(tb testing.TB, err error, what string) {
+	tb.Helper()
+	var te *failure.Error
+	if !errors.Is(err, failure.ErrCanceled) || !errors.Is(err, asynq.SkipRetry) || !errors.As(err, &te) || te.Code != "canceled" {
+		tb.Errorf("%s = %v, want a permanent ErrCanceled with code canceled", what, err)
+	}
+}

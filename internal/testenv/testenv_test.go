@@ -61,6 +61,7 @@ func TestPolicy(t *testing.T) {
 	}{
 		{"binaries", nil, func(tb testing.TB) { RequireBinaries(tb, "sh", noBinary) }, noBinary + " not found in PATH"},
 		{"redis", []string{"KILN_TEST_REDIS_ADDR"}, func(tb testing.TB) { Redis(tb) }, "no Redis: KILN_TEST_REDIS_ADDR not set"},
+		{"redisdb", []string{"KILN_TEST_REDIS_ADDR"}, func(tb testing.TB) { RedisDB(tb, 7) }, "no Redis: KILN_TEST_REDIS_ADDR not set"},
 		{"nats", []string{"KILN_TEST_NATS_URL"}, func(tb testing.TB) { NATS(tb) }, "no NATS: KILN_TEST_NATS_URL not set"},
 		{"s3", []string{"KILN_TEST_S3_ENDPOINT"}, func(tb testing.TB) { S3(tb) }, "no S3: KILN_TEST_S3_ENDPOINT not set"},
 		{"stack", []string{"KILN_TEST_API_URL", "KILN_TEST_API_KEY", "KILN_TEST_S3_ENDPOINT"}, func(tb testing.TB) { Stack(tb) },

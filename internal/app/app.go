@@ -61,7 +61,9 @@ type process struct {
 	cleanups  []func()
 }
 
-func (p *process) defer_(f func()) { p.cleanups = append(p.cleanups, f) }
+// onClose registers f to run when Run returns, after what was registered
+// later (like defer).
+func (p *process) onClose(f func()) { p.cleanups = append(p.cleanups, f) }
 
 // Run runs the configured roles until ctx ends or one of them fails.
 func Run(ctx context.Context, cfg Config) (err error) {
@@ -109,7 +111,7 @@ func (p *process) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		p.defer_(ns.Shutdown)
+		p.onClose(ns.Shutdown)
 		natsURL = ns.ClientURL()
 		p.log.Info("embedded NATS listening", zap.String("url", natsURL))
 	}
@@ -118,7 +120,7 @@ func (p *process) connect(ctx context.Context) error {
 		return err
 	}
 	p.bus = b
-	p.defer_(b.Close)
+	p.onClose(b.Close)
 	p.checks["nats"] = b.Ping
 
 	if p.objects, err = objstore.New(cfg.S3); err != nil {
@@ -126,12 +128,12 @@ func (p *process) connect(ctx context.Context) error {
 	}
 	redisOpt := p.redisOpt()
 	p.queue = asynq.NewClient(redisOpt)
-	p.defer_(func() { _ = p.queue.Close() })
+	p.onClose(func() { _ = p.queue.Close() })
 	p.inspector = asynq.NewInspector(redisOpt)
-	p.defer_(func() { _ = p.inspector.Close() })
+	p.onClose(func() { _ = p.inspector.Close() })
 	p.checks["redis"] = func(context.Context) error { _, err := p.inspector.Queues(); return err }
 	p.redis = cancel.NewRedisClient(redisOpt)
-	p.defer_(func() { _ = p.redis.Close() })
+	p.onClose(func() { _ = p.redis.Close() })
 	p.cancel = &cancel.Service{Redis: p.redis, Inspector: p.inspector, Events: b, Logger: p.log.Named("cancel")}
 	if p.keys, err = httpapi.NewKeySet(httpapi.KeysConfig{Keys: cfg.APIKeys, RateLimit: cfg.APIRateLimit, Burst: cfg.APIRateBurst}); err != nil {
 		return err

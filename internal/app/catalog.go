@@ -18,7 +18,7 @@ func (p *process) catalog(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.defer_(func() { _ = store.Close() })
+	p.onClose(func() { _ = store.Close() })
 	retrier := &catalog.Retrier{Queue: p.queue, Attempts: p.cancel, Events: p.bus}
 	cat, err := catalog.New(catalog.Config{
 		Store: store, Objects: p.objects, PublicURL: cfg.PublicURL, APIKeys: p.keys, Logger: p.log.Named("catalog"),

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"os"
 
 	"github.com/hibiken/asynq"
@@ -31,7 +32,7 @@ func (p *process) worker(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.defer_(func() { _ = os.RemoveAll(workDir) })
+	p.onClose(func() { _ = os.RemoveAll(workDir) })
 	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, Logger: p.log})
 	mux := asynq.NewServeMux()
 	mux.Use(cancel.Middleware(p.cancel))
@@ -57,7 +58,7 @@ func (p *process) worker(ctx context.Context) error {
 		BaseContext:     func() context.Context { return ctx },
 	})
 	if err := srv.Start(mux); err != nil {
-		return err
+		return fmt.Errorf("asynq server: %w", err)
 	}
 	p.g.Go(func() error {
 		<-ctx.Done()

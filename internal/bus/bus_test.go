@@ -761,3 +761,26 @@ func TestDeadLetterStreamMissing(t *testing.T) {
 		t.Errorf("delivered again after it was dead-lettered")
 	}
 }
+
+// TestConsumeUpgradesOldDurable: a durable created by an older kiln (at
+// most 20 deliveries) becomes unlimited when consumed again.
+func TestConsumeUpgradesOldDurable(t *testing.T) {
+	b, js, _ := setup(t)
+	ctx := t.Context()
+	if _, err := js.CreateOrUpdateConsumer(ctx, bus.StreamName, jetstream.ConsumerConfig{
+		Durable: "catalog", FilterSubjects: []string{bus.SubjectJobs}, AckPolicy: jetstream.AckExplicitPolicy,
+		MaxDeliver: 20, AckWait: 30 * time.Second,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	runConsume(t, b, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}},
+		func(context.Context, string, []byte) error { return nil })
+	waitFor(t, 10*time.Second, "the updated durable", func() bool {
+		c, err := js.Consumer(ctx, bus.StreamName, "catalog")
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(ctx)
+		return err == nil && ci.Config.MaxDeliver == -1
+	})
+}

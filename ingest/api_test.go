@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -94,8 +95,8 @@ func mpBody(t *testing.T, data string) (string, *bytes.Buffer) {
 }
 
 func TestIdempotentUpload(t *testing.T) {
-	objects, idem, remover := &fakeObjects{}, &memIdempotency{recs: map[string]IdempotencyRecord{}}, &fakeRemover{}
-	s := New(Config{Objects: objects, Events: &fakeEvents{}, SourcesBucket: "src", PublicURL: "https://kiln.test",
+	objects, idem, remover, events := &fakeObjects{}, &memIdempotency{recs: map[string]IdempotencyRecord{}}, &fakeRemover{}, &fakeEvents{}
+	s := New(Config{Objects: objects, Events: events, SourcesBucket: "src", PublicURL: "https://kiln.test",
 		Idempotency: idem, Remover: remover})
 	post := func(key, auth, contentType string, body *bytes.Buffer, query string) (*httptest.ResponseRecorder, UploadResponse) {
 		t.Helper()
@@ -169,6 +170,18 @@ func TestIdempotentUpload(t *testing.T) {
 	if len(objects.puts) != n+1 || len(remover.removed) != 1 || remover.removed[0] != "src/"+objects.puts[n].Key {
 		t.Errorf("removed %v", remover.removed)
 	}
+	// Lost before the job is started: nothing is published, the object goes.
+	published := len(events.landed)
+	objects.onPut = func() {
+		idem.recs[scopedIdempotencyKey("Bearer key1", "lost-early")] = IdempotencyRecord{Hash: "other", Status: 202, Response: []byte(`{}`)}
+	}
+	if rec, _ := post("lost-early", "key1", "video/mp4", bytes.NewBufferString("x"), ""); rec.Code != http.StatusConflict || code(rec) != CodeIdempotencyConflict {
+		t.Errorf("reservation lost before publishing: %d %s", rec.Code, rec.Body)
+	}
+	objects.onPut = nil
+	if len(events.landed) != published || len(remover.removed) != 2 {
+		t.Errorf("published %d, removed %v after a reservation lost before publishing", len(events.landed)-published, remover.removed)
+	}
 	// A failed upload releases its key.
 	objects.err = context.DeadlineExceeded
 	if rec, _ := post("retryable", "key1", "video/mp4", bytes.NewBufferString("x"), ""); rec.Code != http.StatusBadGateway {
@@ -177,6 +190,34 @@ func TestIdempotentUpload(t *testing.T) {
 	objects.err = nil
 	if rec, _ := post("retryable", "key1", "video/mp4", bytes.NewBufferString("x"), ""); rec.Code != http.StatusAccepted {
 		t.Errorf("after a failed upload: %d %s", rec.Code, rec.Body)
+	}
+
+	// Stored but not recorded (NATS down): 503 with Retry-After, and the key
+	// is released, so the retry uploads again and gets a job that starts
+	// instead of a replay of one that may never.
+	events.landedErr = errors.New("nats: timeout")
+	n = len(objects.puts)
+	rec, _ := post("nats-down", "key1", "video/mp4", bytes.NewBufferString("y"), "")
+	if rec.Code != http.StatusServiceUnavailable || code(rec) != httpapi.CodeUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("publish failure: %d %q %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+	if len(objects.puts) != n+1 {
+		t.Fatalf("%d objects stored, want %d (the object stays)", len(objects.puts), n+1)
+	}
+	if _, held := idem.recs[scopedIdempotencyKey("Bearer key1", "nats-down")]; held {
+		t.Fatal("the key is still held after a 503")
+	}
+	events.landedErr = nil
+	rec, d := post("nats-down", "key1", "video/mp4", bytes.NewBufferString("y"), "")
+	if rec.Code != http.StatusAccepted || rec.Header().Get("Idempotent-Replayed") != "" || d.JobID == "" {
+		t.Fatalf("retry after the 503: %d %s", rec.Code, rec.Body)
+	}
+	if last := events.landed[len(events.landed)-1]; last.GetObject().GetKey() != objects.puts[len(objects.puts)-1].Key {
+		t.Fatalf("the retry's job is not the one published: %v", last)
+	}
+	// …and its answer is what the key replays from now on.
+	if rec, e := post("nats-down", "key1", "video/mp4", bytes.NewBufferString("y"), ""); rec.Code != http.StatusOK || e != d {
+		t.Fatalf("replay after the retry: %d %s", rec.Code, rec.Body)
 	}
 }
 

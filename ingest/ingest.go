@@ -73,6 +73,9 @@ type Config struct {
 	// Presigner presigns direct-upload URLs; without it POST
 	// /v1/direct-uploads answers 503.
 	Presigner Presigner
+	// PublishTimeout bounds the upload API's publish of "object landed",
+	// which runs even after the client has gone; default 10s.
+	PublishTimeout time.Duration
 }
 
 // Remover deletes objects (objstore.Client).
@@ -100,6 +103,9 @@ type Service struct {
 // DefaultMaxUploadBytes is Config.MaxUploadBytes's default: 10 GiB.
 const DefaultMaxUploadBytes = 10 << 30
 
+// DefaultPublishTimeout is Config.PublishTimeout's default.
+const DefaultPublishTimeout = 10 * time.Second
+
 // New returns the ingest service.
 func New(cfg Config) *Service {
 	if cfg.Logger == nil {
@@ -110,6 +116,9 @@ func New(cfg Config) *Service {
 	}
 	if len(cfg.Presets) == 0 {
 		cfg.Presets = []string{"default"}
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = DefaultPublishTimeout
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	return &Service{cfg: cfg, log: cfg.Logger}
@@ -144,8 +153,8 @@ func (s *Service) HandleMessage(ctx context.Context, subject string, data []byte
 }
 
 // StartJob creates the job of a landed object, idempotently: the job id is
-// derived from bucket/key/etag, the queued event is deduplicated by its id
-// and the probe task by its TaskID.
+// derived from bucket/key/etag, the probe task is deduplicated by its
+// TaskID and the queued event, published after it, by its id.
 func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 	o := ev.GetObject()
 	if o.GetBucket() == "" || o.GetKey() == "" {
@@ -162,16 +171,21 @@ func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 	if u := ev.GetWebhookUrl(); ValidWebhookURL(u) {
 		queued.WebhookUrl = u
 	}
-	if err := s.cfg.Events.PublishJobEvent(ctx, queued); err != nil {
-		return err
-	}
+	// The command before the fact: a QUEUED without its probe (Redis down)
+	// would leave the job queued forever, while a QUEUED after an enqueued
+	// probe is harmless (the catalog backfills a late QUEUED). Either
+	// failure is returned, so the message is redelivered and both are
+	// retried (the probe deduplicated by its TaskID, the event by its id).
 	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: preset}
 	t, err := tasks.NewProbeTask(probe)
 	if err != nil {
 		return err
 	}
 	if err := tasks.Enqueue(ctx, s.cfg.Queue, t); err != nil {
-		return err
+		return fmt.Errorf("ingest: job %s: enqueue probe: %w", jobID, err)
+	}
+	if err := s.cfg.Events.PublishJobEvent(ctx, queued); err != nil {
+		return fmt.Errorf("ingest: job %s: publish queued: %w", jobID, err)
 	}
 	log.Info("job queued")
 	return nil

@@ -208,6 +208,8 @@ type fakeObjects struct {
 	mu   sync.Mutex
 	puts []fakePut
 	err  error
+	// onPut, when set, runs after a successful Put (e.g. the client goes).
+	onPut func()
 }
 
 type fakePut struct {
@@ -230,6 +232,9 @@ func (f *fakeObjects) Put(ctx context.Context, bucket, key string, r io.Reader, 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.puts = append(f.puts, fakePut{bucket, key, contentType, size, data, maps.Clone(meta)})
+	if f.onPut != nil {
+		f.onPut()
+	}
 	return objstore.Info{Bucket: bucket, Key: key, ETag: fmt.Sprintf("etag-%d", len(data)), Size: int64(len(data)), ContentType: contentType}, nil
 }
 
@@ -240,11 +245,25 @@ type fakeEvents struct {
 	jobs      []*kilnv1.JobEvent
 	landedErr error
 	jobErr    error
+	// landedCtx are ctx.Err() and whether ctx had a deadline, per
+	// PublishObjectLanded call.
+	landedCtx []landedCtx
+	// calls logs "enqueue" and "publish" in order (with fakeQueue.calls).
+	calls *[]string
+}
+
+type landedCtx struct {
+	err         error
+	hasDeadline bool
 }
 
 var _ Events = (*fakeEvents)(nil)
 
 func (f *fakeEvents) PublishObjectLanded(ctx context.Context, ev *kilnv1.ObjectLanded) error {
+	f.mu.Lock()
+	_, ok := ctx.Deadline()
+	f.landedCtx = append(f.landedCtx, landedCtx{ctx.Err(), ok})
+	f.mu.Unlock()
 	if f.landedErr != nil {
 		return f.landedErr
 	}
@@ -255,6 +274,9 @@ func (f *fakeEvents) PublishObjectLanded(ctx context.Context, ev *kilnv1.ObjectL
 }
 
 func (f *fakeEvents) PublishJobEvent(ctx context.Context, ev *kilnv1.JobEvent) error {
+	if f.calls != nil {
+		*f.calls = append(*f.calls, "publish "+ev.GetState().String())
+	}
 	if f.jobErr != nil {
 		return f.jobErr
 	}
@@ -270,6 +292,7 @@ type fakeQueue struct {
 	tasks []*asynq.Task
 	opts  [][]asynq.Option
 	err   error
+	calls *[]string
 }
 
 var _ tasks.Enqueuer = (*fakeQueue)(nil)
@@ -279,6 +302,9 @@ func (f *fakeQueue) EnqueueContext(ctx context.Context, task *asynq.Task, opts .
 	defer f.mu.Unlock()
 	f.tasks = append(f.tasks, task)
 	f.opts = append(f.opts, opts)
+	if f.calls != nil {
+		*f.calls = append(*f.calls, "enqueue "+task.Type())
+	}
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -394,7 +420,7 @@ func TestStartJobErrors(t *testing.T) {
 		{name: "no object", ev: &kilnv1.ObjectLanded{}, wantErr: bus.ErrPermanent},
 		{name: "no key", ev: &kilnv1.ObjectLanded{Object: &kilnv1.ObjectRef{Bucket: "b"}}, wantErr: bus.ErrPermanent},
 		{name: "no bucket", ev: &kilnv1.ObjectLanded{Object: &kilnv1.ObjectRef{Key: "k"}}, wantErr: bus.ErrPermanent},
-		{name: "publish fails, nothing enqueued", ev: landed("b", "k"), jobErr: pubErr, wantErr: pubErr},
+		{name: "publish fails after the probe is enqueued", ev: landed("b", "k"), jobErr: pubErr, wantErr: pubErr, wantEnqueue: 1},
 		{name: "duplicate task id is success", ev: landed("b", "k"), queueErr: asynq.ErrTaskIDConflict, wantEnqueue: 1},
 		{name: "duplicate task is success", ev: landed("b", "k"), queueErr: asynq.ErrDuplicateTask, wantEnqueue: 1},
 		{name: "redis down is an error", ev: landed("b", "k"), queueErr: errRedis, wantErr: errRedis, wantEnqueue: 1},
@@ -413,7 +439,39 @@ func TestStartJobErrors(t *testing.T) {
 			if len(queue.tasks) != tt.wantEnqueue {
 				t.Fatalf("enqueued %d, want %d", len(queue.tasks), tt.wantEnqueue)
 			}
+			if tt.queueErr != nil && err != nil && len(events.jobs) != 0 {
+				t.Fatalf("published %d job events after a failed enqueue, want none", len(events.jobs))
+			}
 		})
+	}
+}
+
+// TestStartJobEnqueuesBeforeQueued: the probe is enqueued before QUEUED is
+// published, so a queue outage never leaves a job queued without its probe:
+// the enqueue error is returned (the message is redelivered), nothing is
+// published, and the redelivery does both.
+func TestStartJobEnqueuesBeforeQueued(t *testing.T) {
+	var calls []string
+	events, queue := &fakeEvents{calls: &calls}, &fakeQueue{calls: &calls, err: errRedis}
+	s := New(Config{Events: events, Queue: queue})
+	data, err := proto.Marshal(landed("b", "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.HandleMessage(t.Context(), bus.SubjectObjectLanded, data)
+	if !errors.Is(err, errRedis) || errors.Is(err, bus.ErrPermanent) {
+		t.Fatalf("err = %v, want the (transient) queue error", err)
+	}
+	if want := []string{"enqueue " + tasks.TypeProbe}; !slices.Equal(calls, want) || len(events.jobs) != 0 {
+		t.Fatalf("calls = %v, %d job events; want %v and none", calls, len(events.jobs), want)
+	}
+	queue.err = nil // Redis is back: the redelivery
+	if err := s.HandleMessage(t.Context(), bus.SubjectObjectLanded, data); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"enqueue " + tasks.TypeProbe, "enqueue " + tasks.TypeProbe, "publish JOB_STATE_QUEUED"}
+	if !slices.Equal(calls, want) {
+		t.Fatalf("calls = %v, want %v", calls, want)
 	}
 }
 

@@ -186,22 +186,58 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		StatusURL: s.cfg.PublicURL + "/v1/jobs/" + jobID,
 		AssetURL:  s.cfg.PublicURL + "/v1/assets/" + assetID,
 	}
-	if idem != nil && !s.complete(w, r, idem, info, resp) {
+	// Before the job starts, make sure this request still holds its key:
+	// one that lost it answers as the request that took it.
+	if idem != nil && !s.stillReserved(r.Context(), idem) {
+		s.lost(w, r, idem, info)
 		return
 	}
 	landed := &kilnv1.ObjectLanded{
 		Object: &kilnv1.ObjectRef{Bucket: info.Bucket, Key: info.Key, Etag: info.ETag, Size: info.Size, ContentType: contentType},
 		Origin: "api", Preset: preset, PlaybackPolicy: playback, WebhookUrl: webhook, Time: timestamppb.Now(),
 	}
-	if err := s.cfg.Events.PublishObjectLanded(ctx, landed); err != nil {
-		// The object is stored and its bucket notification will still start
-		// the job, so the upload is accepted. (Without notifications the
-		// job waits for a re-publish; kiln has no reconciler yet.)
-		s.log.Warn("publish object landed; relying on the bucket notification",
-			zap.String("job_id", jobID), zap.Error(err))
+	// A client that disconnects now must not lose its job: the fact is
+	// published with a context of its own.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PublishTimeout)
+	err = s.cfg.Events.PublishObjectLanded(pctx, landed)
+	cancel()
+	if err != nil {
+		// The upload is not recorded durably, so no 202: the client retries.
+		// The object stays (its bucket notification may still start the
+		// job, under the same id), and so that a retry with the same
+		// Idempotency-Key uploads again rather than replaying a job id that
+		// may never start, the key is released.
+		s.log.Error("publish object landed", zap.String("job_id", jobID), zap.String("key", key), zap.Error(err))
+		if idem != nil {
+			if rerr := s.cfg.Idempotency.Release(context.WithoutCancel(ctx), idem.key, idem.token); rerr != nil {
+				s.log.Warn("idempotency release", zap.Error(rerr))
+			}
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "the upload could not be recorded; retry")
+		return
+	}
+	if idem != nil && !s.complete(w, r, idem, info, resp) {
+		return
 	}
 	s.log.Info("upload stored", zap.String("job_id", jobID), zap.String("key", key), zap.Int64("bytes", info.Size))
 	httpapi.WriteJSON(w, http.StatusAccepted, resp)
+}
+
+// RetryAfterSeconds is the Retry-After of an upload answered 503 because
+// its "object landed" fact could not be published.
+const RetryAfterSeconds = 5
+
+// stillReserved reports whether idem's reservation is still this request's,
+// extending it; when the store cannot tell, it assumes so (Complete checks
+// again).
+func (s *Service) stillReserved(ctx context.Context, idem *idemClaim) bool {
+	ok, err := s.cfg.Idempotency.Extend(context.WithoutCancel(ctx), idem.key, idem.token, reservationTTL)
+	if err != nil {
+		s.log.Warn("idempotency extend", zap.Error(err))
+		return true
+	}
+	return ok
 }
 
 // idemClaim is an upload's reservation of its Idempotency-Key.
@@ -244,10 +280,7 @@ func replay(w http.ResponseWriter, rec IdempotencyRecord, hash string) {
 }
 
 // complete records the upload's answer under its Idempotency-Key. If the
-// reservation was lost meanwhile (it outlived reservationTTL without being
-// extended) and another request took the key, the object just stored is
-// removed and that request's answer decides (replay or 409); complete then
-// answers itself and returns false.
+// reservation was lost meanwhile, lost answers and complete returns false.
 func (s *Service) complete(w http.ResponseWriter, r *http.Request, idem *idemClaim, info objstore.Info, resp UploadResponse) bool {
 	ctx := context.WithoutCancel(r.Context())
 	body, _ := json.Marshal(resp)
@@ -263,6 +296,17 @@ func (s *Service) complete(w http.ResponseWriter, r *http.Request, idem *idemCla
 	if ok {
 		return true
 	}
+	s.lost(w, r, idem, info)
+	return false
+}
+
+// lost answers an upload whose reservation was lost meanwhile (it outlived
+// reservationTTL without being extended) and taken by another request: the
+// object just stored is removed and that request's answer decides (replay
+// or 409).
+func (s *Service) lost(w http.ResponseWriter, r *http.Request, idem *idemClaim, info objstore.Info) {
+	ctx := context.WithoutCancel(r.Context())
+	sum := hex.EncodeToString(idem.hash.Sum(nil))
 	rec, found, err := s.cfg.Idempotency.Get(ctx, idem.key)
 	if err == nil && found && !rec.Done() {
 		err = errors.New("another request holds the key")
@@ -278,7 +322,6 @@ func (s *Service) complete(w http.ResponseWriter, r *http.Request, idem *idemCla
 	default:
 		replay(w, rec, sum)
 	}
-	return false
 }
 
 // removeObject deletes an object ingest stored, when it must not stay.

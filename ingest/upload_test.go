@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -173,10 +174,10 @@ func TestUpload(t *testing.T) {
 			wantStatus: http.StatusBadGateway, wantCode: httpapi.CodeUnavailable,
 		},
 		{
-			name: "publish failure still accepted", target: "/v1/uploads?filename=clip.mp4", contentType: "video/mp4", body: strings.NewReader(video),
-			publishErr: errors.New("nats down"),
-			wantStatus: http.StatusAccepted, wantKeySuffix: "/clip.mp4", wantData: video, wantContentType: "video/mp4",
-			wantSize: int64(len(video)), wantPreset: "default",
+			// Not recorded durably: no 202 for a job that may never run.
+			name: "publish failure is 503", target: "/v1/uploads?filename=clip.mp4", contentType: "video/mp4", body: strings.NewReader(video),
+			publishErr: errors.New("nats: timeout"),
+			wantStatus: http.StatusServiceUnavailable, wantCode: httpapi.CodeUnavailable,
 		},
 	}
 	for _, tt := range tests {
@@ -209,6 +210,13 @@ func TestUpload(t *testing.T) {
 				}
 				if body.Error.Code != tt.wantCode || body.Error.Message == "" {
 					t.Fatalf("error = %+v, want code %q", body.Error, tt.wantCode)
+				}
+				if tt.publishErr != nil {
+					// The object stays: its bucket notification may start the job.
+					if len(objects.puts) != 1 || rec.Header().Get("Retry-After") != strconv.Itoa(RetryAfterSeconds) {
+						t.Fatalf("stored %d objects, Retry-After %q; want 1 and %d", len(objects.puts), rec.Header().Get("Retry-After"), RetryAfterSeconds)
+					}
+					return
 				}
 				if len(objects.puts) != 0 && tt.storeErr == nil {
 					t.Fatalf("stored %d objects on a refused upload", len(objects.puts))
@@ -250,9 +258,6 @@ func TestUpload(t *testing.T) {
 				t.Errorf("urls = %s %s", resp.StatusURL, resp.AssetURL)
 			}
 
-			if tt.publishErr != nil {
-				return
-			}
 			if len(events.landed) != 1 {
 				t.Fatalf("published %d object landed events, want 1", len(events.landed))
 			}
@@ -265,6 +270,25 @@ func TestUpload(t *testing.T) {
 				t.Errorf("landed = %v", ev)
 			}
 		})
+	}
+}
+
+// TestUploadOutlivesTheClient: a client that disconnects right after its
+// upload is stored still gets its "object landed" published, under a
+// context of its own with a deadline.
+func TestUploadOutlivesTheClient(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	objects, events := &fakeObjects{onPut: cancel}, &fakeEvents{}
+	s := New(Config{Objects: objects, Events: events, SourcesBucket: "b"})
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/uploads?filename=a.mp4", strings.NewReader("x"))
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusAccepted || len(events.landed) != 1 {
+		t.Fatalf("status %d, %d published; want 202 and 1", rec.Code, len(events.landed))
+	}
+	if c := events.landedCtx[0]; c.err != nil || !c.hasDeadline {
+		t.Fatalf("published with ctx err %v, deadline %v; want a live context with a deadline", c.err, c.hasDeadline)
 	}
 }
 

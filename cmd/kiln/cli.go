@@ -32,11 +32,17 @@ API client (talks to a running kiln over HTTP):
   kiln job ID    print a job as JSON
   kiln delete ASSET_ID
                  delete an asset
+  kiln dead-letters [--consumer C] [--limit N] [--cursor C]
+                 list the bus messages a consumer could never process: seq, consumer,
+                 subject, failed, deliveries, reason
+  kiln dead-letters replay SEQ
+                 republish a dead letter to its original subject (after a fix) and
+                 delete it
 
   Client flags (anywhere after the command):
     --api-url URL   kiln API base URL ($KILN_API_URL, default http://127.0.0.1:8700)
     --api-key KEY   bearer API key ($KILN_API_KEY; read keys can list and show,
-                    uploads and deletes need a write key)
+                    uploads, deletes and replays need a write key)
 
 Exit codes:
   0  success
@@ -179,6 +185,8 @@ func (e *cliEnv) run(ctx context.Context, cmd string, args []string) error {
 		err = e.job(ctx, args)
 	case "delete":
 		err = e.deleteAsset(ctx, args)
+	case "dead-letters":
+		err = e.deadLetters(ctx, args)
 	default:
 		return usageErr("unknown command %q", cmd)
 	}

@@ -166,7 +166,7 @@ func (p *process) redisOpt() asynq.RedisClientOpt {
 // runs the HTTP server until ctx ends.
 func (p *process) serveHTTP(ctx context.Context) error {
 	cfg, mux := p.cfg, p.mux
-	mux.Handle("GET /metrics", metrics.Handler(p.inspector, slices.Collect(maps.Keys(tasks.QueueWeights()))))
+	mux.Handle("GET /metrics", metrics.Handler(p.inspector, slices.Collect(maps.Keys(tasks.QueueWeights())), p.bus))
 	mux.Handle(webui.Prefix, webui.Handler()) // browser UI; the page sends the key the user types
 	mux.Handle("GET /{$}", http.RedirectHandler(webui.Prefix, http.StatusFound))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -7,6 +7,7 @@ import (
 	"github.com/kilnvideo/kiln/catalog/sqlite"
 	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/deadletter"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 )
 
@@ -40,6 +41,7 @@ func (p *process) catalog(ctx context.Context) error {
 	store.OnDelete(wh.AssetDeleted)
 	httpapi.Mount(p.mux, p.keys, cat.Routes())
 	httpapi.Mount(p.mux, p.keys, wh.Routes())
+	httpapi.Mount(p.mux, p.keys, deadletter.New(deadletter.Config{Store: p.bus, Logger: p.log.Named("deadletter")}).Routes())
 	p.g.Go(func() error { return wh.Run(ctx) })
 	p.g.Go(func() error {
 		return p.bus.Consume(ctx, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}}, cat.HandleMessage)

@@ -1,12 +1,15 @@
 // Package bus carries kiln's facts over NATS JetStream: S3 bucket
 // notifications, "object landed" events and job events. It owns the stream
-// layout (one stream, KILN, subjects kiln.>) and protobuf encoding.
+// layout (the stream KILN, subjects kiln.>, and the dead letters' stream
+// KILN_DLQ, subjects kiln_dlq.<consumer>) and protobuf encoding.
 package bus
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,7 +42,10 @@ type Config struct {
 	Name string
 	// MaxAge bounds how long events are kept; default 7 days.
 	MaxAge time.Duration
-	Logger *zap.Logger
+	// DeadLetterMaxAge bounds how long dead letters are kept; default 30
+	// days.
+	DeadLetterMaxAge time.Duration
+	Logger           *zap.Logger
 }
 
 // Bus is a JetStream connection with kiln's stream ensured.
@@ -47,6 +53,9 @@ type Bus struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	log *zap.Logger
+	// consumers are the durables this process consumes (their dead-letter
+	// counts are reported even when zero).
+	consumers sync.Map
 }
 
 // Connect dials NATS and creates or updates the KILN stream.
@@ -56,6 +65,9 @@ func Connect(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	if cfg.MaxAge == 0 {
 		cfg.MaxAge = 7 * 24 * time.Hour
+	}
+	if cfg.DeadLetterMaxAge == 0 {
+		cfg.DeadLetterMaxAge = 30 * 24 * time.Hour
 	}
 	log := cfg.Logger
 	nc, err := nats.Connect(cfg.URL,
@@ -78,14 +90,14 @@ func Connect(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
 	b := &Bus{nc: nc, js: js, log: log}
-	if err := b.ensureStream(ctx, cfg.MaxAge); err != nil {
+	if err := b.ensureStreams(ctx, cfg.MaxAge, cfg.DeadLetterMaxAge); err != nil {
 		nc.Close()
 		return nil, err
 	}
 	return b, nil
 }
 
-func (b *Bus) ensureStream(ctx context.Context, maxAge time.Duration) error {
+func (b *Bus) ensureStreams(ctx context.Context, maxAge, deadLetterMaxAge time.Duration) error {
 	for {
 		_, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name:       StreamName,
@@ -95,6 +107,18 @@ func (b *Bus) ensureStream(ctx context.Context, maxAge time.Duration) error {
 			MaxAge:     maxAge,
 			Duplicates: 10 * time.Minute,
 		})
+		if err == nil {
+			// Outside kiln.> (streams may not overlap), so no consumer of
+			// the KILN stream ever sees a dead letter.
+			_, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+				Name:       DeadLetterStream,
+				Subjects:   []string{deadLetterPrefix + ">"},
+				Retention:  jetstream.LimitsPolicy,
+				Storage:    jetstream.FileStorage,
+				MaxAge:     deadLetterMaxAge,
+				Duplicates: 10 * time.Minute,
+			})
+		}
 		if err == nil {
 			return nil
 		}
@@ -145,43 +169,74 @@ func (b *Bus) publish(ctx context.Context, subject, msgID string, m proto.Messag
 }
 
 // Handler processes one message. A nil error acks it; an error naks it for
-// redelivery after a delay; a Permanent error terminates it (no redelivery).
+// redelivery after a growing delay, for as long as it takes; an
+// ErrPermanent error dead-letters it (see DeadLetterSubject), then
+// terminates it.
 type Handler func(ctx context.Context, subject string, data []byte) error
 
 // ErrPermanent marks a message that can never be processed (malformed).
 var ErrPermanent = errors.New("permanent")
 
-// ConsumerConfig describes a durable consumer.
+// Redelivery defaults of ConsumerConfig.
+const (
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = time.Minute
+	DefaultAckWait    = 30 * time.Second
+)
+
+// ConsumerConfig describes a durable consumer. Deliveries are unlimited: a
+// message failing transiently (NATS, Redis or the catalog's database down)
+// is redelivered with an exponential backoff until it succeeds.
 type ConsumerConfig struct {
 	// Durable name; replicas of one service share it and split the work.
+	// It names the consumer's dead letters too (kiln_dlq.<durable>).
 	Durable  string
 	Subjects []string
-	// MaxDeliver bounds redeliveries; default 20.
-	MaxDeliver int
-	// AckWait is how long a message may be in processing; default 30s.
+	// AckWait is how long a message may go without news from its handler
+	// before the server redelivers it; default 30s. A running handler
+	// reports progress every AckWait/3, so handlers may run longer.
 	AckWait time.Duration
+	// MinBackoff is the delay before the first redelivery, doubling with
+	// each failure (±20 % jitter) up to MaxBackoff; defaults 1s and 1 min.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Backoff is the delay before redelivering a message that failed on its
+// delivered-th delivery (1 for the first): min doubling up to max, ±20 %
+// jitter, never above max.
+func Backoff(delivered uint64, minDelay, maxDelay time.Duration) time.Duration {
+	d := minDelay
+	for i := uint64(1); i < delivered && d < maxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, maxDelay)
+	jittered := time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return min(jittered, maxDelay)
 }
 
 // Consume runs handler for every message of a durable consumer until ctx ends.
 func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, handler Handler) error {
-	if cfg.MaxDeliver == 0 {
-		cfg.MaxDeliver = 20
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = DefaultAckWait
 	}
-	if cfg.AckWait == 0 {
-		cfg.AckWait = 30 * time.Second
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
 	}
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
 		Durable:        cfg.Durable,
 		FilterSubjects: cfg.Subjects,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		MaxDeliver:     cfg.MaxDeliver,
+		MaxDeliver:     -1, // never drop: failures back off (NakWithDelay), bad input is dead-lettered
 		AckWait:        cfg.AckWait,
-		BackOff:        nil,
 	})
 	if err != nil {
 		return fmt.Errorf("bus: consumer %s: %w", cfg.Durable, err)
 	}
+	b.consumers.Store(cfg.Durable, true)
 	it, err := cons.Messages()
 	if err != nil {
 		return fmt.Errorf("bus: consumer %s: %w", cfg.Durable, err)
@@ -198,19 +253,60 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, handler Handler) 
 			log.Warn("consume", zap.Error(err))
 			continue
 		}
-		herr := handler(ctx, msg.Subject(), msg.Data())
-		switch {
-		case herr == nil:
-			err = msg.Ack()
-		case errors.Is(herr, ErrPermanent):
-			log.Error("dropping message", zap.String("subject", msg.Subject()), zap.Error(herr))
-			err = msg.Term()
-		default:
-			log.Warn("message failed; will be redelivered", zap.String("subject", msg.Subject()), zap.Error(herr))
-			err = msg.NakWithDelay(2 * time.Second)
+		b.settle(ctx, log, cfg, msg, b.handle(ctx, cfg, msg, handler))
+	}
+}
+
+// handle runs handler on msg, telling the server the message is in progress
+// every AckWait/3 so that a slow handler is not redelivered meanwhile.
+func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg, handler Handler) error {
+	done := make(chan struct{})
+	beat := make(chan struct{})
+	go func() {
+		defer close(beat)
+		t := time.NewTicker(cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
 		}
-		if err != nil {
-			log.Warn("ack", zap.Error(err))
+	}()
+	defer func() { close(done); <-beat }()
+	return handler(ctx, msg.Subject(), msg.Data())
+}
+
+// settle acks, naks (with backoff) or dead-letters msg after its handler
+// returned herr.
+func (b *Bus) settle(ctx context.Context, log *zap.Logger, cfg ConsumerConfig, msg jetstream.Msg, herr error) {
+	var delivered, seq uint64 = 1, 0
+	if md, err := msg.Metadata(); err == nil {
+		delivered, seq = md.NumDelivered, md.Sequence.Stream
+	}
+	fields := []zap.Field{zap.String("subject", msg.Subject()), zap.Uint64("stream_seq", seq), zap.Uint64("delivered", delivered)}
+	var err error
+	switch {
+	case herr == nil:
+		err = msg.Ack()
+	case errors.Is(herr, ErrPermanent):
+		if derr := b.deadLetter(ctx, cfg.Durable, msg, seq, delivered, herr); derr != nil {
+			// Not terminated: it comes back and is dead-lettered then.
+			delay := Backoff(delivered, cfg.MinBackoff, cfg.MaxBackoff)
+			log.Error("dead-lettering failed; will be redelivered", append(fields, zap.NamedError("reason", herr), zap.Error(derr), zap.Duration("delay", delay))...)
+			err = msg.NakWithDelay(delay)
+			break
 		}
+		log.Error("message dead-lettered", append(fields, zap.Error(herr))...)
+		err = msg.Term()
+	default:
+		delay := Backoff(delivered, cfg.MinBackoff, cfg.MaxBackoff)
+		log.Warn("message failed; will be redelivered", append(fields, zap.Duration("delay", delay), zap.Error(herr))...)
+		err = msg.NakWithDelay(delay)
+	}
+	if err != nil {
+		log.Warn("ack", append(fields, zap.Error(err))...)
 	}
 }

@@ -338,7 +338,7 @@ func TestConsume(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The transient failure is redelivered (after the 2 s nak delay).
+	// The transient failure is redelivered (after the 1 s first backoff).
 	waitFor(t, 15*time.Second, "redelivery of the failed message", func() bool { return rec.n("transient-1") >= 2 })
 	// Give a wrongly nak'ed poison message the same delay and more to come back.
 	time.Sleep(2500 * time.Millisecond)
@@ -348,6 +348,9 @@ func TestConsume(t *testing.T) {
 	rec.mu.Unlock()
 	if !maps.Equal(got, want) {
 		t.Errorf("deliveries = %v, want %v", got, want)
+	}
+	if n := dlqCount(t, js); n != 1 {
+		t.Errorf("%d dead letters, want 1 (the poison message)", n)
 	}
 
 	c, err := js.Consumer(ctx, bus.StreamName, "catalog")
@@ -359,7 +362,7 @@ func TestConsume(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ci.NumAckPending != 0 || ci.NumPending != 0 || ci.Config.AckPolicy != jetstream.AckExplicitPolicy ||
-		ci.Config.MaxDeliver != 20 || ci.Config.AckWait != 30*time.Second {
+		ci.Config.MaxDeliver != -1 || ci.Config.AckWait != 30*time.Second {
 		t.Errorf("consumer: ack pending %d, pending %d, config %+v", ci.NumAckPending, ci.NumPending, ci.Config)
 	}
 
@@ -391,24 +394,93 @@ func TestConsume(t *testing.T) {
 	rec2.mu.Unlock()
 }
 
-func TestConsumeHonoursMaxDeliver(t *testing.T) {
-	b, _, _ := setup(t)
-	rec := newRecorder()
-	runConsume(t, b, bus.ConsumerConfig{Durable: "flaky", Subjects: []string{bus.SubjectJobs}, MaxDeliver: 2},
-		func(_ context.Context, _ string, data []byte) error {
-			var ev kilnv1.JobEvent
-			_ = proto.Unmarshal(data, &ev)
-			rec.add(ev.GetEventId())
-			return errors.New("always failing")
+// TestConsumeBacksOffUntilSuccess: a handler failing transiently 25 times
+// (more than the old limit of 20 deliveries) is redelivered with growing
+// delays, then acked; nothing is dead-lettered.
+func TestConsumeBacksOffUntilSuccess(t *testing.T) {
+	b, js, _ := setup(t)
+	const failures = 25
+	const minDelay, maxDelay = 20 * time.Millisecond, 160 * time.Millisecond
+	var mu sync.Mutex
+	var at []time.Time
+	runConsume(t, b, bus.ConsumerConfig{Durable: "flaky", Subjects: []string{bus.SubjectJobs}, MinBackoff: minDelay, MaxBackoff: maxDelay},
+		func(context.Context, string, []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			at = append(at, time.Now())
+			if len(at) <= failures {
+				return errors.New("redis: connection refused")
+			}
+			return nil
 		})
 	if err := b.PublishJobEvent(t.Context(), jobEvent("j", "j.x")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "second delivery", func() bool { return rec.n("j.x") >= 2 })
-	time.Sleep(3 * time.Second) // longer than the nak delay
-	if n := rec.n("j.x"); n != 2 {
-		t.Errorf("delivered %d times with MaxDeliver 2", n)
+	deliveries := func() int { mu.Lock(); defer mu.Unlock(); return len(at) }
+	waitFor(t, 30*time.Second, "the delivery that succeeds", func() bool { return deliveries() >= failures+1 })
+	waitFor(t, 10*time.Second, "the ack", func() bool {
+		c, err := js.Consumer(t.Context(), bus.StreamName, "flaky")
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(t.Context())
+		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0 && ci.NumRedelivered == 0
+	})
+	time.Sleep(3 * maxDelay)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(at) != failures+1 {
+		t.Fatalf("%d deliveries, want %d (acked after the last)", len(at), failures+1)
 	}
+	// Gap i follows failure i+1: min·2^i, capped, ±20 %; the server adds a
+	// little, never less.
+	for i := 1; i < len(at); i++ {
+		gap := at[i].Sub(at[i-1])
+		want := min(minDelay<<(i-1), maxDelay)
+		if gap < want*8/10-5*time.Millisecond {
+			t.Errorf("gap %d = %s, want at least ~%s", i, gap, want*8/10)
+		}
+	}
+	if first, last := at[1].Sub(at[0]), at[len(at)-1].Sub(at[len(at)-2]); last < 3*first {
+		t.Errorf("delays did not grow: first %s, last %s", first, last)
+	}
+	if n := dlqCount(t, js); n != 0 {
+		t.Errorf("%d dead letters, want 0", n)
+	}
+	c, err := js.Consumer(t.Context(), bus.StreamName, "flaky")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci, err := c.Info(t.Context()); err != nil || ci.Config.MaxDeliver != -1 {
+		t.Errorf("consumer MaxDeliver = %d (%v), want -1 (unlimited)", ci.Config.MaxDeliver, err)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	for _, tt := range []struct {
+		delivered uint64
+		want      time.Duration
+	}{{0, time.Second}, {1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {6, 32 * time.Second}, {7, time.Minute}, {1000, time.Minute}} {
+		for range 50 {
+			got := bus.Backoff(tt.delivered, time.Second, time.Minute)
+			if got < tt.want*8/10 || got > tt.want*12/10 || got > time.Minute {
+				t.Fatalf("Backoff(%d) = %s, want %s ±20 %% and at most 1m", tt.delivered, got, tt.want)
+			}
+		}
+	}
+}
+
+func dlqCount(t *testing.T, js jetstream.JetStream) uint64 {
+	t.Helper()
+	s, err := js.Stream(t.Context(), bus.DeadLetterStream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", bus.DeadLetterStream, err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
 }
 
 // TestConsumeSharedDurable: replicas sharing a durable split the messages,
@@ -532,4 +604,183 @@ func TestRestartKeepsStream(t *testing.T) {
 	if want := []string{"job.e0", "job.e1", "job.e2", "job.e3"}; !slices.Equal(got, want) {
 		t.Errorf("delivered %v, want %v", got, want)
 	}
+}
+
+// TestDeadLetters: a permanent failure lands in KILN_DLQ with its subject,
+// data, consumer, reason and time, is terminated (never redelivered), is
+// listed and counted, and a replay brings it back to the consumer.
+func TestDeadLetters(t *testing.T) {
+	b, js, _ := setup(t)
+	ctx := t.Context()
+	var mu sync.Mutex
+	accept := false
+	got := map[string]int{}
+	h := func(_ context.Context, subject string, data []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got[string(data)]++
+		if !accept && strings.HasPrefix(string(data), "bad") {
+			return fmt.Errorf("ingest: object landed: %w: proto: cannot parse\ninvalid wire-format data", bus.ErrPermanent)
+		}
+		return nil
+	}
+	n := func(data string) int { mu.Lock(); defer mu.Unlock(); return got[data] }
+	runConsume(t, b, bus.ConsumerConfig{Durable: "ingest", Subjects: []string{bus.SubjectObjectLanded, bus.SubjectS3Events}, MinBackoff: 20 * time.Millisecond}, h)
+	before := time.Now().UTC()
+	for _, m := range []struct{ subject, data string }{
+		{bus.SubjectObjectLanded, "bad-1"}, {bus.SubjectS3Events, "good"}, {bus.SubjectS3Events, "bad-2"}, {bus.SubjectObjectLanded, "bad-3"},
+	} {
+		if _, err := js.Publish(ctx, m.subject, []byte(m.data), jetstream.WithMsgID("id-"+m.data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "3 dead letters", func() bool { return dlqCount(t, js) == 3 })
+	time.Sleep(300 * time.Millisecond) // a wrongly nak'ed message would be back by now
+	for _, d := range []string{"bad-1", "good", "bad-2", "bad-3"} {
+		if n(d) != 1 {
+			t.Errorf("%s delivered %d times, want 1", d, n(d))
+		}
+	}
+
+	// The raw dead letter: data unchanged, what happened in its headers.
+	s, err := js.Stream(ctx, bus.DeadLetterStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := s.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw.Subject != bus.DeadLetterSubject("ingest") || string(raw.Data) != "bad-1" ||
+		raw.Header.Get(bus.HeaderDLQSubject) != bus.SubjectObjectLanded || raw.Header.Get(bus.HeaderDLQConsumer) != "ingest" ||
+		raw.Header.Get(bus.HeaderDLQStreamSeq) != "1" || raw.Header.Get(bus.HeaderDLQDeliveries) != "1" ||
+		raw.Header.Get(bus.HeaderDLQMsgID) != "id-bad-1" ||
+		raw.Header.Get(bus.HeaderDLQReason) != "ingest: object landed: permanent: proto: cannot parse invalid wire-format data" {
+		t.Errorf("dead letter = %s %q %v", raw.Subject, raw.Data, raw.Header)
+	}
+	if ts, err := time.Parse(time.RFC3339Nano, raw.Header.Get(bus.HeaderDLQTime)); err != nil || ts.Before(before.Add(-time.Second)) || time.Since(ts) > time.Minute {
+		t.Errorf("dead letter time %q (%v)", raw.Header.Get(bus.HeaderDLQTime), err)
+	}
+
+	// Listed oldest first, in pages; by consumer.
+	page, more, err := b.DeadLetters(ctx, bus.DeadLetterQuery{Limit: 2})
+	if err != nil || !more || len(page) != 2 || page[0].Seq != 1 || page[1].Seq != 2 {
+		t.Fatalf("first page = %+v more %v, %v", page, more, err)
+	}
+	if p := page[1]; p.Consumer != "ingest" || p.Subject != bus.SubjectS3Events || string(p.Data) != "bad-2" || p.StreamSeq != 3 ||
+		p.Deliveries != 1 || !strings.Contains(p.Reason, "permanent") || p.FailedAt.IsZero() {
+		t.Errorf("dead letter 2 = %+v", p)
+	}
+	page, more, err = b.DeadLetters(ctx, bus.DeadLetterQuery{After: 2, Limit: 2})
+	if err != nil || more || len(page) != 1 || page[0].Seq != 3 {
+		t.Fatalf("second page = %+v more %v, %v", page, more, err)
+	}
+	if page, _, err := b.DeadLetters(ctx, bus.DeadLetterQuery{Consumer: "catalog", Limit: 10}); err != nil || len(page) != 0 {
+		t.Errorf("catalog's = %+v, %v", page, err)
+	}
+	counts, err := b.DeadLetterCounts(ctx)
+	if err != nil || !maps.Equal(counts, map[string]int{"ingest": 3}) {
+		t.Errorf("counts = %v, %v", counts, err)
+	}
+
+	// Fixed: a replay reaches the consumer again, and the dead letter goes.
+	mu.Lock()
+	accept = true
+	mu.Unlock()
+	dl, err := b.ReplayDeadLetter(ctx, 2)
+	if err != nil || dl.Subject != bus.SubjectS3Events || string(dl.Data) != "bad-2" {
+		t.Fatalf("replay = %+v, %v", dl, err)
+	}
+	waitFor(t, 10*time.Second, "the replayed message", func() bool { return n("bad-2") == 2 })
+	if _, err := b.DeadLetter(ctx, 2); !errors.Is(err, bus.ErrDeadLetterNotFound) {
+		t.Errorf("replayed dead letter: %v, want ErrDeadLetterNotFound", err)
+	}
+	if _, err := b.ReplayDeadLetter(ctx, 2); !errors.Is(err, bus.ErrDeadLetterNotFound) {
+		t.Errorf("second replay: %v, want ErrDeadLetterNotFound", err)
+	}
+	if _, err := b.DeadLetter(ctx, 99); !errors.Is(err, bus.ErrDeadLetterNotFound) {
+		t.Errorf("unknown dead letter: %v, want ErrDeadLetterNotFound", err)
+	}
+	page, _, err = b.DeadLetters(ctx, bus.DeadLetterQuery{Limit: 10})
+	if err != nil || len(page) != 2 || page[0].Seq != 1 || page[1].Seq != 3 {
+		t.Errorf("after replay = %+v, %v", page, err)
+	}
+	if counts, _ := b.DeadLetterCounts(ctx); counts["ingest"] != 2 {
+		t.Errorf("counts after replay = %v", counts)
+	}
+	// The replayed message is on its subject, marked.
+	ks, err := js.Stream(ctx, bus.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := ks.GetLastMsgForSubject(ctx, bus.SubjectS3Events)
+	if err != nil || string(last.Data) != "bad-2" || last.Header.Get(bus.HeaderReplayOf) != "2" {
+		t.Errorf("replayed = %v, %v", last, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n("bad-2") != 2 || n("good") != 1 {
+		t.Errorf("deliveries after replay: bad-2 %d, good %d", n("bad-2"), n("good"))
+	}
+}
+
+// TestDeadLetterStreamMissing: when the dead letter cannot be written, the
+// message is not terminated; it comes back and is dead-lettered once the
+// stream is there again.
+func TestDeadLetterStreamMissing(t *testing.T) {
+	b, js, url := setup(t)
+	ctx := t.Context()
+	if err := js.DeleteStream(ctx, bus.DeadLetterStream); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	runConsume(t, b, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		func(_ context.Context, _ string, data []byte) error {
+			rec.add(string(data))
+			return bus.ErrPermanent
+		})
+	if _, err := js.Publish(ctx, bus.JobSubject("j"), []byte("poison")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "redeliveries while the dead letter cannot be written", func() bool { return rec.n("poison") >= 3 })
+	connect(t, url) // another process connecting creates the stream again
+	waitFor(t, 20*time.Second, "the dead letter", func() bool {
+		s, err := js.Stream(ctx, bus.DeadLetterStream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 1
+	})
+	page, _, err := b.DeadLetters(ctx, bus.DeadLetterQuery{Limit: 10})
+	if err != nil || len(page) != 1 || page[0].Deliveries < 3 || page[0].Consumer != "catalog" {
+		t.Fatalf("dead letters = %+v, %v", page, err)
+	}
+	n := rec.n("poison")
+	time.Sleep(500 * time.Millisecond)
+	if rec.n("poison") != n {
+		t.Errorf("delivered again after it was dead-lettered")
+	}
+}
+
+// TestConsumeUpgradesOldDurable: a durable created by an older kiln (at
+// most 20 deliveries) becomes unlimited when consumed again.
+func TestConsumeUpgradesOldDurable(t *testing.T) {
+	b, js, _ := setup(t)
+	ctx := t.Context()
+	if _, err := js.CreateOrUpdateConsumer(ctx, bus.StreamName, jetstream.ConsumerConfig{
+		Durable: "catalog", FilterSubjects: []string{bus.SubjectJobs}, AckPolicy: jetstream.AckExplicitPolicy,
+		MaxDeliver: 20, AckWait: 30 * time.Second,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	runConsume(t, b, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}},
+		func(context.Context, string, []byte) error { return nil })
+	waitFor(t, 10*time.Second, "the updated durable", func() bool {
+		c, err := js.Consumer(ctx, bus.StreamName, "catalog")
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(ctx)
+		return err == nil && ci.Config.MaxDeliver == -1
+	})
 }

@@ -1,13 +1,16 @@
 // Package metrics serves kiln's Prometheus metrics: the depth of every
 // stage queue, which is the autoscaling signal for workers (KEDA's
-// prometheus scaler, or its redis scaler on the same lists).
+// prometheus scaler, or its redis scaler on the same lists), and the bus's
+// dead letters per consumer.
 package metrics
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 )
@@ -19,10 +22,15 @@ type Queues interface {
 
 var _ Queues = (*asynq.Inspector)(nil)
 
-// Handler serves the Prometheus text exposition of the given queues.
-// Written by hand: a handful of gauges do not justify the Prometheus client
-// library's dependency tree.
-func Handler(q Queues, queues []string) http.Handler {
+// DeadLetters counts the bus's dead letters per consumer (bus.Bus).
+type DeadLetters interface {
+	DeadLetterCounts(ctx context.Context) (map[string]int, error)
+}
+
+// Handler serves the Prometheus text exposition of the given queues and,
+// when dl is not nil, of the dead letters. Written by hand: a handful of
+// gauges do not justify the Prometheus client library's dependency tree.
+func Handler(q Queues, queues []string, dl DeadLetters) http.Handler {
 	sort.Strings(queues)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b strings.Builder
@@ -51,7 +59,35 @@ func Handler(q Queues, queues []string) http.Handler {
 				fmt.Fprintf(&b, "%s{queue=%q} %d\n", g.name, name, g.get(infos[name]))
 			}
 		}
+		if dl != nil {
+			writeDeadLetters(r.Context(), &b, dl)
+		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		_, _ = w.Write([]byte(b.String()))
 	})
+}
+
+// writeDeadLetters writes kiln_dead_letters, per consumer, and
+// kiln_dead_letters_up (0 when they could not be counted).
+func writeDeadLetters(ctx context.Context, b *strings.Builder, dl DeadLetters) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second) // a scrape must not hang on a bus outage
+	defer cancel()
+	counts, err := dl.DeadLetterCounts(ctx)
+	const name = "kiln_dead_letters"
+	fmt.Fprintf(b, "# HELP %s Bus messages a consumer could never process, kept in KILN_DLQ until replayed, per consumer.\n# TYPE %s gauge\n", name, name)
+	consumers := make([]string, 0, len(counts))
+	for c := range counts {
+		consumers = append(consumers, c)
+	}
+	sort.Strings(consumers)
+	if err == nil {
+		for _, c := range consumers {
+			fmt.Fprintf(b, "%s{consumer=%q} %d\n", name, c, counts[c])
+		}
+	}
+	up := 1
+	if err != nil {
+		up = 0
+	}
+	fmt.Fprintf(b, "# HELP %s_up Whether the dead letters could be counted.\n# TYPE %s_up gauge\n%s_up %d\n", name, name, name, up)
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"errors"
 	"net/http/httptest"
 	"strings"
@@ -22,7 +23,7 @@ func (f fakeQueues) GetQueueInfo(q string) (*asynq.QueueInfo, error) {
 func TestHandler(t *testing.T) {
 	q := fakeQueues{"transcode": {Pending: 7, Active: 2, Retry: 1, Latency: 90 * time.Second}}
 	rec := httptest.NewRecorder()
-	Handler(q, []string{"transcode", "probe"}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	Handler(q, []string{"transcode", "probe"}, nil).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
 	for _, want := range []string{
 		"# TYPE kiln_queue_pending_tasks gauge",
@@ -38,5 +39,39 @@ func TestHandler(t *testing.T) {
 	}
 	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
 		t.Errorf("content type %q", ct)
+	}
+}
+
+type fakeDeadLetters struct {
+	counts map[string]int
+	err    error
+}
+
+func (f fakeDeadLetters) DeadLetterCounts(context.Context) (map[string]int, error) {
+	return f.counts, f.err
+}
+
+func TestHandlerDeadLetters(t *testing.T) {
+	get := func(dl DeadLetters) string {
+		rec := httptest.NewRecorder()
+		Handler(fakeQueues{}, []string{"probe"}, dl).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	body := get(fakeDeadLetters{counts: map[string]int{"ingest": 2, "catalog": 0}})
+	for _, want := range []string{
+		"# TYPE kiln_dead_letters gauge",
+		`kiln_dead_letters{consumer="catalog"} 0` + "\n" + `kiln_dead_letters{consumer="ingest"} 2`,
+		"kiln_dead_letters_up 1",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %q in\n%s", want, body)
+		}
+	}
+	body = get(fakeDeadLetters{counts: map[string]int{"ingest": 0}, err: errors.New("nats down")})
+	if !strings.Contains(body, "kiln_dead_letters_up 0") || strings.Contains(body, `kiln_dead_letters{`) {
+		t.Errorf("bus down:\n%s", body)
+	}
+	if body := get(nil); strings.Contains(body, "kiln_dead_letters") {
+		t.Errorf("without dead letters:\n%s", body)
 	}
 }

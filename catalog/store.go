@@ -71,6 +71,23 @@ type Store interface {
 	// asset has no such rendition, ErrConflict when the asset is not ready
 	// or the rendition is not failed, or enqueue's error as is.
 	RetryRendition(ctx context.Context, assetID, name string, enqueue func(RenditionRetry) error) error
+	// HasJob reports whether any event of job id was recorded, deleted or
+	// not (what the reconciler asks of a source object's job).
+	HasJob(ctx context.Context, id string) (bool, error)
+	// StaleJobs returns up to limit jobs (1 when limit < 1) that are not
+	// terminal, not deleted and were last updated before before, least
+	// recently updated first (then by id).
+	StaleJobs(ctx context.Context, before time.Time, limit int) ([]*Job, error)
+	// AcquireLease takes or renews the lease name for holder until
+	// now+ttl, atomically (a conditional update, else an insert, in one
+	// transaction), and reports whether holder holds it now: it does when
+	// no one held it, holder held it already, or the lease had expired by
+	// now. The times are the callers', so replicas need roughly agreeing
+	// clocks (ttl absorbs the difference).
+	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+	// ReleaseLease gives up holder's lease name; it does nothing when
+	// another holder has it.
+	ReleaseLease(ctx context.Context, name, holder string) error
 	// Close releases the store.
 	Close() error
 }

@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -19,10 +20,17 @@ type Queues interface {
 
 var _ Queues = (*asynq.Inspector)(nil)
 
-// Handler serves the Prometheus text exposition of the given queues.
-// Written by hand: a handful of gauges do not justify the Prometheus client
-// library's dependency tree.
-func Handler(q Queues, queues []string) http.Handler {
+// Collector writes its own metrics (HELP and TYPE lines included) in the
+// Prometheus text format: a part of a process that counts what it does
+// (the catalog's reconciler) exposes its counters through it.
+type Collector interface {
+	WriteMetrics(w io.Writer)
+}
+
+// Handler serves the Prometheus text exposition of the given queues, then
+// of every collector. Written by hand: a handful of gauges and counters do
+// not justify the Prometheus client library's dependency tree.
+func Handler(q Queues, queues []string, collectors ...Collector) http.Handler {
 	sort.Strings(queues)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b strings.Builder
@@ -50,6 +58,9 @@ func Handler(q Queues, queues []string) http.Handler {
 			for _, name := range queues {
 				fmt.Fprintf(&b, "%s{queue=%q} %d\n", g.name, name, g.get(infos[name]))
 			}
+		}
+		for _, c := range collectors {
+			c.WriteMetrics(&b)
 		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		_, _ = w.Write([]byte(b.String()))

@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -38,5 +40,20 @@ func TestHandler(t *testing.T) {
 	}
 	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
 		t.Errorf("content type %q", ct)
+	}
+}
+
+type counter struct{ n int }
+
+func (c counter) WriteMetrics(w io.Writer) {
+	fmt.Fprintf(w, "# TYPE kiln_test_total counter\nkiln_test_total %d\n", c.n)
+}
+
+func TestHandlerCollectors(t *testing.T) {
+	rec := httptest.NewRecorder()
+	Handler(fakeQueues{}, []string{"probe"}, counter{3}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rec.Body.String(); !strings.HasSuffix(body, "# TYPE kiln_test_total counter\nkiln_test_total 3\n") ||
+		!strings.Contains(body, `kiln_queue_pending_tasks{queue="probe"} 0`) {
+		t.Errorf("body:\n%s", body)
 	}
 }

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,9 +75,10 @@ type ReconcilerConfig struct {
 	// Holder names this replica in the lease; default host name, process
 	// id and start time.
 	Holder string
-	// Limit bounds the stale jobs one pass looks at; default 500.
-	Limit  int
-	Logger *zap.Logger
+	// PageSize is how many stale jobs the store returns at once; default
+	// MaxListLimit.
+	PageSize int
+	Logger   *zap.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -157,8 +159,8 @@ func NewReconciler(cfg ReconcilerConfig) (*Reconciler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Limit <= 0 {
-		cfg.Limit = 500
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = MaxListLimit
 	}
 	if cfg.Holder == "" {
 		host, _ := os.Hostname()
@@ -275,7 +277,7 @@ func (r *Reconciler) sources(ctx context.Context, now time.Time, rep *Report) er
 		}
 		ev := &kilnv1.ObjectLanded{
 			Object: &kilnv1.ObjectRef{Bucket: bucket, Key: o.Key, Etag: strings.Trim(o.ETag, `"`),
-				Size: cmpOr(info.Size, o.Size), ContentType: info.ContentType},
+				Size: cmp.Or(info.Size, o.Size), ContentType: info.ContentType},
 			Origin:         OriginReconciler,
 			Preset:         meta(info.Metadata, ingest.PresetMetaKey),
 			PlaybackPolicy: meta(info.Metadata, ingest.PolicyMetaKey),
@@ -289,13 +291,6 @@ func (r *Reconciler) sources(ctx context.Context, now time.Time, rep *Report) er
 		r.act(rep, ActionSourceLanded, log, "reconciler: source without a job announced again", zap.Time("last_modified", o.LastModified))
 	}
 	return nil
-}
-
-func cmpOr(a, b int64) int64 {
-	if a != 0 {
-		return a
-	}
-	return b
 }
 
 // meta is the user metadata value of key, whichever way the store spelled
@@ -322,22 +317,30 @@ const (
 // pipeline is the stage task types in pipeline order.
 var pipeline = []string{tasks.TypeProbe, tasks.TypeTranscode, tasks.TypeThumbnail, tasks.TypePackage}
 
-// jobs looks at every running job nothing happened to for the grace period.
+// jobs looks at every running job nothing happened to for the grace
+// period, a page at a time (the oldest are often the busiest: a backlog of
+// pending tasks must not hide a lost one behind it).
 func (r *Reconciler) jobs(ctx context.Context, now time.Time, rep *Report) error {
-	stale, err := r.cfg.Store.StaleJobs(ctx, now.Add(-r.cfg.Grace), r.cfg.Limit)
-	if err != nil {
-		return fmt.Errorf("catalog: reconciler: %w", err)
-	}
-	for _, j := range stale {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	f := StaleFilter{Before: now.Add(-r.cfg.Grace), Limit: r.cfg.PageSize}
+	for {
+		page, err := r.cfg.Store.StaleJobs(ctx, f)
+		if err != nil {
+			return fmt.Errorf("catalog: reconciler: %w", err)
 		}
-		log := r.log.With(zap.String("job_id", j.ID), zap.String("state", string(j.State)), zap.Int32("attempt", tasks.NormAttempt(j.Attempt)))
-		if err := r.job(ctx, now, j, rep, log); err != nil {
-			r.fail(rep, log, "reconcile job", err)
+		for _, j := range page {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			log := r.log.With(zap.String("job_id", j.ID), zap.String("state", string(j.State)), zap.Int32("attempt", tasks.NormAttempt(j.Attempt)))
+			if err := r.job(ctx, now, j, rep, log); err != nil {
+				r.fail(rep, log, "reconcile job", err)
+			}
 		}
+		if len(page) < f.PageLimit() {
+			return nil
+		}
+		f.After = page[len(page)-1]
 	}
-	return nil
 }
 
 // job reconciles one stale running job of the current attempt:

@@ -126,10 +126,15 @@ func newRecEnv(t *testing.T) *recEnv {
 
 func (e *recEnv) reconciler(t *testing.T, holder string) *catalog.Reconciler {
 	t.Helper()
+	return e.reconcilerPaged(t, holder, 0)
+}
+
+func (e *recEnv) reconcilerPaged(t *testing.T, holder string, pageSize int) *catalog.Reconciler {
+	t.Helper()
 	r, err := catalog.NewReconciler(catalog.ReconcilerConfig{
 		Store: e.store, Objects: e.objects, SourcesBucket: recBucket, Events: e.events, Queue: e.queue,
 		Tasks: e.tasks, Attempts: e.attempts, Jobs: e.jobs, Interval: time.Minute, Grace: recGrace,
-		Holder: holder, Logger: zaptest.NewLogger(t), Now: e.clock.Now,
+		Holder: holder, Logger: zaptest.NewLogger(t), Now: e.clock.Now, PageSize: pageSize,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -421,6 +426,21 @@ func TestReconcilerStalled(t *testing.T) {
 	if len(e.events.Of(busy)) != 0 || len(e.queue.Enqueued()) != 0 {
 		t.Error("the job with a running task was touched")
 	}
+}
+
+// TestReconcilerPages: a lost task behind a page of busy jobs (a backlog
+// of pending probes, the oldest) is still found.
+func TestReconcilerPages(t *testing.T) {
+	e := newRecEnv(t)
+	for _, k := range []string{"uploads/busy1.mp4", "uploads/busy2.mp4"} {
+		id, _ := e.job(t, k, 1)
+		e.tasks[tasks.TaskID(tasks.TypeProbe, id, 1)] = asynq.TaskStatePending
+		e.clock.Add(time.Second)
+	}
+	lost, _ := e.job(t, "uploads/lost.mp4", 1)
+	e.clock.Add(recGrace + time.Second)
+	wantActions(t, once(t, e.reconcilerPaged(t, "a", 1)), map[string]int{catalog.ActionTaskEnqueued: 1})
+	onlyTask(t, e, tasks.TypeProbe, tasks.TaskID(tasks.TypeProbe, lost, 1), &kilnv1.ProbeTask{})
 }
 
 // TestStallDeadlineCoversRetryDelays: the deadline's bound on one retry

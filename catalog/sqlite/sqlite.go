@@ -812,9 +812,9 @@ func (s *Store) HasJob(ctx context.Context, id string) (bool, error) {
 	return n > 0, nil
 }
 
-// StaleJobs returns the running jobs not updated since before, least
-// recently updated first (see catalog.Store).
-func (s *Store) StaleJobs(ctx context.Context, before time.Time, limit int) ([]*catalog.Job, error) {
+// StaleJobs returns a page of the running jobs not updated since
+// f.Before, least recently updated first (see catalog.Store).
+func (s *Store) StaleJobs(ctx context.Context, f catalog.StaleFilter) ([]*catalog.Job, error) {
 	var running []any
 	for _, st := range catalog.States() {
 		if !st.Terminal() {
@@ -822,9 +822,13 @@ func (s *Store) StaleJobs(ctx context.Context, before time.Time, limit int) ([]*
 		}
 	}
 	marks := strings.TrimSuffix(strings.Repeat("?, ", len(running)), ", ")
-	args := append(running, fmtTime(before), max(limit, 1))
-	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns()+` FROM jobs
-		WHERE state IN (`+marks+`) AND deleted_at IS NULL AND updated_at < ?
+	where, args := "state IN ("+marks+") AND deleted_at IS NULL AND updated_at < ?", append(running, fmtTime(f.Before))
+	if f.After != nil {
+		t := fmtTime(f.After.UpdatedAt)
+		where, args = where+" AND (updated_at > ? OR (updated_at = ? AND id > ?))", append(args, t, t, f.After.ID)
+	}
+	args = append(args, f.PageLimit())
+	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns()+` FROM jobs WHERE `+where+`
 		ORDER BY updated_at, id LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: stale jobs: %w", err)

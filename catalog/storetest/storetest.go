@@ -838,11 +838,11 @@ func testStaleJobs(t *testing.T, open Opener) {
 	if _, err := s.DeleteJob(ctx, ids["deleted"]); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.StaleJobs(ctx, before, 10); err != nil || len(got) != 0 {
+	if got, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: before, Limit: 10}); err != nil || len(got) != 0 {
 		t.Fatalf("StaleJobs(before every update) = %d jobs, %v, want none", len(got), err)
 	}
 	after := time.Now().Add(time.Hour)
-	got, err := s.StaleJobs(ctx, after, 10)
+	got, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: after, Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -860,13 +860,18 @@ func testStaleJobs(t *testing.T, open Opener) {
 	if got[1].State != catalog.StateProbing || got[1].Media == nil || got[1].Plan == nil || got[0].Source.Key == "" {
 		t.Errorf("StaleJobs jobs lack what the reconciler rebuilds tasks from: %+v", got[1])
 	}
-	if got, err := s.StaleJobs(ctx, after, 2); err != nil || len(got) != 2 || got[0].ID != want[0] {
-		t.Errorf("StaleJobs(limit 2) = %d jobs, %v", len(got), err)
+	page1, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: after, Limit: 3})
+	if err != nil || len(page1) != 3 || page1[0].ID != want[0] {
+		t.Fatalf("StaleJobs(limit 3) = %d jobs, %v", len(page1), err)
+	}
+	page2, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: after, Limit: 3, After: page1[2]})
+	if err != nil || len(page2) != 1 || page2[0].ID != want[3] {
+		t.Errorf("StaleJobs(after the first page) = %d jobs, %v, want %s", len(page2), err, want[3])
 	}
 	// A job updated again is no longer stale as of before its update.
 	mid := time.Now()
 	mustApply(t, s, Event(ids["queued"], probing, 0))
-	if got, err := s.StaleJobs(ctx, mid, 10); err != nil || len(got) != 3 || slices.ContainsFunc(got, func(j *catalog.Job) bool { return j.ID == ids["queued"] }) {
+	if got, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: mid, Limit: 10}); err != nil || len(got) != 3 || slices.ContainsFunc(got, func(j *catalog.Job) bool { return j.ID == ids["queued"] }) {
 		t.Errorf("StaleJobs after an update = %d jobs, %v, want the 3 others", len(got), err)
 	}
 }

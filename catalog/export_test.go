@@ -32,3 +32,6 @@ func dbOf(t *testing.T, s Store) *sql.DB {
 	}
 	return d.DB()
 }
+
+// MaxRetryDelay is the reconciler's bound on one tasks.RetryDelay.
+const MaxRetryDelay = maxRetryDelay

@@ -71,6 +71,23 @@ type Store interface {
 	// asset has no such rendition, ErrConflict when the asset is not ready
 	// or the rendition is not failed, or enqueue's error as is.
 	RetryRendition(ctx context.Context, assetID, name string, enqueue func(RenditionRetry) error) error
+	// HasJob reports whether any event of job id was recorded, deleted or
+	// not (what the reconciler asks of a source object's job).
+	HasJob(ctx context.Context, id string) (bool, error)
+	// StaleJobs returns jobs that are not terminal, not deleted and were
+	// last updated before f.Before, least recently updated first (then by
+	// id), one page of f.PageLimit() after f.After.
+	StaleJobs(ctx context.Context, f StaleFilter) ([]*Job, error)
+	// AcquireLease takes or renews the lease name for holder until
+	// now+ttl, atomically (a conditional update, else an insert, in one
+	// transaction), and reports whether holder holds it now: it does when
+	// no one held it, holder held it already, or the lease had expired by
+	// now. The times are the callers', so replicas need roughly agreeing
+	// clocks (ttl absorbs the difference).
+	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+	// ReleaseLease gives up holder's lease name; it does nothing when
+	// another holder has it.
+	ReleaseLease(ctx context.Context, name, holder string) error
 	// Close releases the store.
 	Close() error
 }
@@ -193,6 +210,19 @@ type JobFilter struct {
 	// After continues a listing after this position (the page's last job).
 	After *Cursor
 }
+
+// StaleFilter selects a page of StaleJobs.
+type StaleFilter struct {
+	Before time.Time
+	// After, when set, continues after this job (its UpdatedAt and ID):
+	// the last of the previous page.
+	After *Job
+	// Limit bounds the page as JobFilter.Limit does.
+	Limit int
+}
+
+// PageLimit is f.Limit bounded as StaleJobs uses it.
+func (f StaleFilter) PageLimit() int { return JobFilter{Limit: f.Limit}.PageLimit() }
 
 // Page sizes of ListJobs.
 const (

@@ -83,9 +83,9 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	key := layout.NewSourceKey(req.Filename)
 	headers := map[string]string{
-		"Content-Length":              strconv.FormatInt(*req.Size, 10),
-		"X-Amz-Meta-" + PresetMetaKey: req.Preset,
-		"X-Amz-Meta-" + PolicyMetaKey: req.PlaybackPolicy,
+		"Content-Length":                  strconv.FormatInt(*req.Size, 10),
+		"X-Amz-Meta-" + layout.MetaPreset: req.Preset,
+		"X-Amz-Meta-" + layout.MetaPolicy: req.PlaybackPolicy,
 	}
 	signed := http.Header{}
 	for k, v := range headers {

@@ -21,22 +21,12 @@ import (
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/jobevent"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
-
-// PresetMetaKey is the S3 user-metadata key carrying an upload's preset, so
-// both the API's event and the bucket notification start the same job.
-const PresetMetaKey = "Kiln-Preset"
-
-// PolicyMetaKey is the S3 user-metadata key carrying the playback policy.
-const PolicyMetaKey = "Kiln-Playback-Policy"
-
-// WebhookMetaKey is the S3 user-metadata key carrying a per-upload
-// webhook URL.
-const WebhookMetaKey = "Kiln-Webhook-Url"
 
 // Objects is the object storage ingest uses.
 type Objects interface {
@@ -230,17 +220,9 @@ func ParseS3Event(data []byte) ([]*kilnv1.ObjectLanded, error) {
 		if r.S3.Bucket.Name == "" || key == "" || strings.HasSuffix(key, "/") {
 			continue
 		}
-		var preset, policy, webhook string
-		for k, v := range r.S3.Object.UserMetadata {
-			switch {
-			case strings.EqualFold(k, "X-Amz-Meta-"+PresetMetaKey):
-				preset = v
-			case strings.EqualFold(k, "X-Amz-Meta-"+PolicyMetaKey):
-				policy = v
-			case strings.EqualFold(k, "X-Amz-Meta-"+WebhookMetaKey):
-				webhook = v
-			}
-		}
+		md := r.S3.Object.UserMetadata
+		preset, policy, webhook := layout.SourceMeta(md, layout.MetaPreset), layout.SourceMeta(md, layout.MetaPolicy),
+			layout.SourceMeta(md, layout.MetaWebhook)
 		out = append(out, &kilnv1.ObjectLanded{
 			Object: &kilnv1.ObjectRef{
 				Bucket: r.S3.Bucket.Name, Key: key, Etag: strings.Trim(r.S3.Object.ETag, `"`),

@@ -361,9 +361,9 @@ func tooLarge(err error) bool {
 // uploadMeta is the S3 user metadata that lets the bucket notification
 // start the same job as the API's own event.
 func uploadMeta(preset, playback, webhook string) map[string]string {
-	m := map[string]string{PresetMetaKey: preset, PolicyMetaKey: playback}
+	m := map[string]string{layout.MetaPreset: preset, layout.MetaPolicy: playback}
 	if webhook != "" {
-		m[WebhookMetaKey] = webhook
+		m[layout.MetaWebhook] = webhook
 	}
 	return m
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
 )
 
@@ -245,8 +246,8 @@ func TestUpload(t *testing.T) {
 				t.Errorf("content type/size = %q/%d, want %q/%d", put.ContentType, put.Size, tt.wantContentType, tt.wantSize)
 			}
 			wantPolicy := cmp.Or(tt.wantPolicy, policy.Public)
-			if len(put.Meta) != 2 || put.Meta[PresetMetaKey] != tt.wantPreset || put.Meta[PolicyMetaKey] != wantPolicy {
-				t.Errorf("metadata = %v, want %s=%s %s=%s", put.Meta, PresetMetaKey, tt.wantPreset, PolicyMetaKey, wantPolicy)
+			if len(put.Meta) != 2 || put.Meta[layout.MetaPreset] != tt.wantPreset || put.Meta[layout.MetaPolicy] != wantPolicy {
+				t.Errorf("metadata = %v, want %s=%s %s=%s", put.Meta, layout.MetaPreset, tt.wantPreset, layout.MetaPolicy, wantPolicy)
 			}
 
 			etag := "etag-" + strconv.Itoa(len(tt.wantData))

@@ -802,3 +802,97 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z"
 func fmtTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 
 func parseTime(s string) (time.Time, error) { return time.Parse(timeLayout, s) }
+
+// HasJob reports whether job id was ever recorded, deleted or not.
+func (s *Store) HasJob(ctx context.Context, id string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM jobs WHERE id = ?`, id).Scan(&n); err != nil {
+		return false, fmt.Errorf("catalog: job %s: %w", id, err)
+	}
+	return n > 0, nil
+}
+
+// StaleJobs returns a page of the running jobs not updated since
+// f.Before, least recently updated first (see catalog.Store).
+func (s *Store) StaleJobs(ctx context.Context, f catalog.StaleFilter) ([]*catalog.Job, error) {
+	var running []any
+	for _, st := range catalog.States() {
+		if !st.Terminal() {
+			running = append(running, string(st))
+		}
+	}
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(running)), ", ")
+	where, args := "state IN ("+marks+") AND deleted_at IS NULL AND updated_at < ?", append(running, fmtTime(f.Before))
+	if f.After != nil {
+		t := fmtTime(f.After.UpdatedAt)
+		where, args = where+" AND (updated_at > ? OR (updated_at = ? AND id > ?))", append(args, t, t, f.After.ID)
+	}
+	args = append(args, f.PageLimit())
+	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns()+` FROM jobs WHERE `+where+`
+		ORDER BY updated_at, id LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: stale jobs: %w", err)
+	}
+	defer rows.Close()
+	var jobs []*catalog.Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("catalog: stale jobs: %w", err)
+		}
+		jobs = append(jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("catalog: stale jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// AcquireLease takes or renews a lease: a conditional UPDATE (the holder's
+// own lease, or an expired one), else an INSERT of a lease no one has, in
+// one transaction (see catalog.Store).
+func (s *Store) AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	if name == "" || holder == "" || ttl <= 0 {
+		return false, errors.New("catalog: lease: name, holder and a positive ttl are required")
+	}
+	var held bool
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		until, at := fmtTime(now.Add(ttl)), fmtTime(now)
+		res, err := tx.ExecContext(ctx, `UPDATE leases SET holder = ?, expires_at = ?
+			WHERE name = ? AND (holder = ? OR expires_at <= ?)`, holder, until, name, holder, at)
+		if err != nil {
+			return fmt.Errorf("catalog: lease %s: %w", name, err)
+		}
+		if held, err = affected(res); err != nil || held {
+			return err
+		}
+		res, err = tx.ExecContext(ctx, `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO NOTHING`, name, holder, until)
+		if err != nil {
+			return fmt.Errorf("catalog: lease %s: %w", name, err)
+		}
+		held, err = affected(res)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	return held, nil
+}
+
+// ReleaseLease deletes holder's lease name.
+func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM leases WHERE name = ? AND holder = ?`, name, holder); err != nil {
+		return fmt.Errorf("catalog: release lease %s: %w", name, err)
+	}
+	return nil
+}
+
+// affected reports whether res changed a row.
+func affected(res sql.Result) (bool, error) {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("catalog: rows affected: %w", err)
+	}
+	return n > 0, nil
+}

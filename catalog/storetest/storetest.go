@@ -44,6 +44,9 @@ func Run(t *testing.T, open Opener) {
 		{"PartialReadyRenditions", testPartialReadyRenditions},
 		{"EncodedKeys", testEncodedKeys},
 		{"RetryRendition", testRetryRendition},
+		{"HasJob", testHasJob},
+		{"StaleJobs", testStaleJobs},
+		{"Lease", testLease},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -794,5 +797,113 @@ func testRetryRendition(t *testing.T, open Opener) {
 	}
 	if a, _ := s.Asset(ctx, asset); a.Failed[0].Retries != 2 {
 		t.Errorf("retries = %d, want 2", a.Failed[0].Retries)
+	}
+}
+
+func testHasJob(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	a, _ := TestJob("a")
+	b, _ := TestJob("b")
+	mustApply(t, s, Event(a, queued, 0), Event(a, failed, 0))
+	for id, want := range map[string]bool{a: true, b: false} {
+		if got, err := s.HasJob(ctx, id); err != nil || got != want {
+			t.Errorf("HasJob(%s) = %v, %v, want %v", id, got, err, want)
+		}
+	}
+	if _, err := s.DeleteJob(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.HasJob(ctx, a); err != nil || !got {
+		t.Errorf("HasJob(deleted) = %v, %v, want true: a deleted job's source must not start it again", got, err)
+	}
+}
+
+func testStaleJobs(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	ids := map[string]string{}
+	for _, k := range []string{"queued", "probing", "transcoding", "packaging", "ready", "failed", "canceled", "deleted"} {
+		ids[k], _ = TestJob(k)
+	}
+	before := time.Now().Add(-time.Hour)
+	mustApply(t, s, Event(ids["queued"], queued, 0))
+	mustApply(t, s, Event(ids["probing"], queued, 0), Event(ids["probing"], probing, 0))
+	mustApply(t, s, Event(ids["transcoding"], queued, 0), Event(ids["transcoding"], transcoding, 0.5))
+	mustApply(t, s, Event(ids["packaging"], queued, 0), Event(ids["packaging"], packaging, 0))
+	mustApply(t, s, Event(ids["ready"], queued, 0), Event(ids["ready"], ready, 0))
+	mustApply(t, s, Event(ids["failed"], queued, 0), Event(ids["failed"], failed, 0))
+	mustApply(t, s, Event(ids["canceled"], queued, 0), Event(ids["canceled"], canceled, 0))
+	mustApply(t, s, Event(ids["deleted"], queued, 0), Event(ids["deleted"], failed, 0))
+	if _, err := s.DeleteJob(ctx, ids["deleted"]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: before, Limit: 10}); err != nil || len(got) != 0 {
+		t.Fatalf("StaleJobs(before every update) = %d jobs, %v, want none", len(got), err)
+	}
+	after := time.Now().Add(time.Hour)
+	got, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: after, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{ids["queued"], ids["probing"], ids["transcoding"], ids["packaging"]} // in update order
+	var gotIDs []string
+	for i, j := range got {
+		gotIDs = append(gotIDs, j.ID)
+		if i > 0 && j.UpdatedAt.Before(got[i-1].UpdatedAt) {
+			t.Errorf("StaleJobs not least recently updated first: %v after %v", j.UpdatedAt, got[i-1].UpdatedAt)
+		}
+	}
+	if !slices.Equal(gotIDs, want) {
+		t.Errorf("StaleJobs = %v, want the running jobs %v", gotIDs, want)
+	}
+	if got[1].State != catalog.StateProbing || got[1].Media == nil || got[1].Plan == nil || got[0].Source.Key == "" {
+		t.Errorf("StaleJobs jobs lack what the reconciler rebuilds tasks from: %+v", got[1])
+	}
+	page1, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: after, Limit: 3})
+	if err != nil || len(page1) != 3 || page1[0].ID != want[0] {
+		t.Fatalf("StaleJobs(limit 3) = %d jobs, %v", len(page1), err)
+	}
+	page2, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: after, Limit: 3, After: page1[2]})
+	if err != nil || len(page2) != 1 || page2[0].ID != want[3] {
+		t.Errorf("StaleJobs(after the first page) = %d jobs, %v, want %s", len(page2), err, want[3])
+	}
+	// A job updated again is no longer stale as of before its update.
+	mid := time.Now()
+	mustApply(t, s, Event(ids["queued"], probing, 0))
+	if got, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: mid, Limit: 10}); err != nil || len(got) != 3 || slices.ContainsFunc(got, func(j *catalog.Job) bool { return j.ID == ids["queued"] }) {
+		t.Errorf("StaleJobs after an update = %d jobs, %v, want the 3 others", len(got), err)
+	}
+}
+
+func testLease(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	const ttl = time.Minute
+	acquire := func(holder string, at time.Time, want bool) {
+		t.Helper()
+		if got, err := s.AcquireLease(ctx, "reconciler", holder, at, ttl); err != nil || got != want {
+			t.Fatalf("AcquireLease(%s, T0+%v) = %v, %v, want %v", holder, at.Sub(T0), got, err, want)
+		}
+	}
+	acquire("a", T0, true)                      // free
+	acquire("b", T0.Add(30*time.Second), false) // held by a
+	acquire("a", T0.Add(50*time.Second), true)  // renewed until T0+110s
+	acquire("b", T0.Add(100*time.Second), false)
+	acquire("b", T0.Add(110*time.Second), true) // expired: taken over
+	acquire("a", T0.Add(120*time.Second), false)
+	if got, err := s.AcquireLease(ctx, "other", "a", T0, ttl); err != nil || !got {
+		t.Errorf("AcquireLease(another name) = %v, %v, want true", got, err)
+	}
+	if err := s.ReleaseLease(ctx, "reconciler", "a"); err != nil { // not a's: a no-op
+		t.Fatal(err)
+	}
+	acquire("a", T0.Add(130*time.Second), false)
+	if err := s.ReleaseLease(ctx, "reconciler", "b"); err != nil {
+		t.Fatal(err)
+	}
+	acquire("a", T0.Add(131*time.Second), true) // released: free at once
+	if _, err := s.AcquireLease(ctx, "reconciler", "", T0, ttl); err == nil {
+		t.Error("AcquireLease without a holder: nil error")
 	}
 }

@@ -85,6 +85,8 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.secretFlag(&c.WebhookSecret, "webhook-secret", "KILN_WEBHOOK_SECRET", "whsec_… secret signing per-upload webhooks (catalog); without it they are not delivered", validWebhookSecret)
 	f.strFlag(&f.webhookSchedule, "webhook-retry-schedule", "KILN_WEBHOOK_RETRY_SCHEDULE", "comma-separated delays before each webhook retry", validRetrySchedule)
 	f.boolFlag(&c.WebhookAllowLoopback, "webhook-allow-loopback", "KILN_WEBHOOK_ALLOW_LOOPBACK", "let webhook deliveries reach loopback addresses (development, tests)")
+	f.durFlag(&c.ReconcileInterval, "reconcile-interval", "KILN_RECONCILE_INTERVAL", "time between two passes of the reconciler, which repairs lost jobs and tasks (catalog; 0 disables it)", offOrWithin(time.Second, 24*time.Hour))
+	f.durFlag(&c.ReconcileGrace, "reconcile-grace", "KILN_RECONCILE_GRACE", "how long a source or a running job may go without news before the reconciler acts (catalog)", within(10*time.Second, 24*time.Hour))
 	f.strFlag(&c.WorkDir, "work-dir", "KILN_WORK_DIR", "worker temp folder")
 	f.strFlag(&c.PresetsFile, "presets-file", "KILN_PRESETS_FILE", "JSON file with extra encoding presets (an array; see README)")
 	f.int64Flag(&c.Limits.MaxBytes, "max-source-bytes", "KILN_MAX_SOURCE_BYTES", "largest source a worker accepts", atLeast[int64](1))
@@ -299,6 +301,16 @@ func moreThan[T number](lo T) func(T) error {
 	return func(v T) error {
 		if v <= lo {
 			return fmt.Errorf("must be more than %v", lo)
+		}
+		return nil
+	}
+}
+
+// offOrWithin is within, except that 0 (off) is allowed too.
+func offOrWithin(lo, hi time.Duration) func(time.Duration) error {
+	return func(d time.Duration) error {
+		if d != 0 && (d < lo || d > hi) {
+			return fmt.Errorf("must be 0s (off) or from %s to %s", shortDuration(lo), shortDuration(hi))
 		}
 		return nil
 	}

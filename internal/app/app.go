@@ -57,8 +57,10 @@ type process struct {
 	keys      *httpapi.Keys
 	mux       *http.ServeMux
 	checks    map[string]func(context.Context) error
-	g         *errgroup.Group
-	cleanups  []func()
+	// collectors add a role's own metrics to /metrics.
+	collectors []metrics.Collector
+	g          *errgroup.Group
+	cleanups   []func()
 }
 
 // onClose registers f to run when Run returns, after what was registered
@@ -166,7 +168,8 @@ func (p *process) redisOpt() asynq.RedisClientOpt {
 // runs the HTTP server until ctx ends.
 func (p *process) serveHTTP(ctx context.Context) error {
 	cfg, mux := p.cfg, p.mux
-	mux.Handle("GET /metrics", metrics.Handler(p.inspector, slices.Collect(maps.Keys(tasks.QueueWeights())), p.bus))
+	p.collectors = append(p.collectors, metrics.DeadLetterMetrics(p.bus))
+	mux.Handle("GET /metrics", metrics.Handler(p.inspector, slices.Collect(maps.Keys(tasks.QueueWeights())), p.collectors...))
 	mux.Handle(webui.Prefix, webui.Handler()) // browser UI; the page sends the key the user types
 	mux.Handle("GET /{$}", http.RedirectHandler(webui.Prefix, http.StatusFound))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

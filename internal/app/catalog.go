@@ -43,6 +43,18 @@ func (p *process) catalog(ctx context.Context) error {
 	httpapi.Mount(p.mux, p.keys, wh.Routes())
 	httpapi.Mount(p.mux, p.keys, deadletter.New(deadletter.Config{Store: p.bus, Logger: p.log.Named("deadletter")}).Routes())
 	p.g.Go(func() error { return wh.Run(ctx) })
+	if cfg.ReconcileInterval > 0 {
+		rec, err := catalog.NewReconciler(catalog.ReconcilerConfig{
+			Store: store, Objects: p.objects, SourcesBucket: cfg.SourcesBucket, Events: p.bus,
+			Queue: p.queue, Tasks: p.inspector, Attempts: p.cancel, Jobs: p.cancel,
+			Interval: cfg.ReconcileInterval, Grace: cfg.ReconcileGrace, Logger: p.log.Named("reconciler"),
+		})
+		if err != nil {
+			return err
+		}
+		p.collectors = append(p.collectors, rec) // its counters on /metrics
+		p.g.Go(func() error { return rec.Run(ctx) })
+	}
 	p.g.Go(func() error {
 		return p.bus.Consume(ctx, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}}, cat.HandleMessage)
 	})

@@ -64,6 +64,12 @@ type Config struct {
 	// WebhookAllowLoopback lets deliveries reach loopback addresses (worker).
 	WebhookAllowLoopback bool
 
+	// ReconcileInterval is the time between two passes of the catalog's
+	// reconciler (0 disables it); ReconcileGrace how long a source or a
+	// running job may go without news before it acts (catalog).
+	ReconcileInterval time.Duration
+	ReconcileGrace    time.Duration
+
 	// PresetsFile is a JSON array of extra presets (see workers.Preset).
 	PresetsFile string
 	// Limits bound the sources workers accept.
@@ -116,6 +122,9 @@ func Defaults() Config {
 		PlaybackDelivery: catalog.DeliveryRedirect,
 
 		WebhookRetrySchedule: slices.Clone(webhooks.DefaultRetrySchedule),
+
+		ReconcileInterval: time.Minute,
+		ReconcileGrace:    2 * time.Minute,
 
 		Limits: workers.DefaultLimits(),
 

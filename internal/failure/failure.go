@@ -29,6 +29,9 @@ const (
 
 	// Timeout: a task ran past its time limit on every attempt.
 	Timeout = "timeout"
+	// Stalled: the job made no progress past the deadline of its state
+	// (the catalog's reconciler decided it; see docs/architecture.md).
+	Stalled = "stalled"
 	// Canceled: the job was canceled (or a retry replaced the attempt).
 	Canceled = "canceled"
 	// Internal: anything else, after retries.

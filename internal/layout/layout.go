@@ -98,3 +98,24 @@ func UnderAsset(assetID, key string) bool {
 	rest, ok := strings.CutPrefix(key, AssetPrefix(assetID))
 	return ok && rest != "" && path.Clean(rest) == rest && !strings.HasPrefix(rest, "/") && !strings.HasPrefix(rest, "../") && rest != ".."
 }
+
+// User-metadata keys of a source object: what its upload chose, carried by
+// the object itself, so every path that starts its job (the upload API's
+// event, the bucket notification, the reconciler) starts the same one.
+const (
+	MetaPreset  = "Kiln-Preset"
+	MetaPolicy  = "Kiln-Playback-Policy"
+	MetaWebhook = "Kiln-Webhook-Url"
+)
+
+// SourceMeta reads the user-metadata value of key (one of the Meta
+// constants) from m, whatever its spelling there: any case, with or without
+// the "X-Amz-Meta-" prefix that bucket notifications and HEAD responses use.
+func SourceMeta(m map[string]string, key string) string {
+	for k, v := range m {
+		if strings.EqualFold(k, key) || strings.EqualFold(k, "X-Amz-Meta-"+key) {
+			return v
+		}
+	}
+	return ""
+}

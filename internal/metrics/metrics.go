@@ -7,6 +7,7 @@ package metrics
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -27,10 +28,17 @@ type DeadLetters interface {
 	DeadLetterCounts(ctx context.Context) (map[string]int, error)
 }
 
-// Handler serves the Prometheus text exposition of the given queues and,
-// when dl is not nil, of the dead letters. Written by hand: a handful of
-// gauges do not justify the Prometheus client library's dependency tree.
-func Handler(q Queues, queues []string, dl DeadLetters) http.Handler {
+// Collector writes its own metrics (HELP and TYPE lines included) in the
+// Prometheus text format: a part of a process that counts what it does
+// (the catalog's reconciler) exposes its counters through it.
+type Collector interface {
+	WriteMetrics(ctx context.Context, w io.Writer)
+}
+
+// Handler serves the Prometheus text exposition of the given queues, then
+// of every collector. Written by hand: a handful of gauges and counters do
+// not justify the Prometheus client library's dependency tree.
+func Handler(q Queues, queues []string, collectors ...Collector) http.Handler {
 	sort.Strings(queues)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b strings.Builder
@@ -59,17 +67,23 @@ func Handler(q Queues, queues []string, dl DeadLetters) http.Handler {
 				fmt.Fprintf(&b, "%s{queue=%q} %d\n", g.name, name, g.get(infos[name]))
 			}
 		}
-		if dl != nil {
-			writeDeadLetters(r.Context(), &b, dl)
+		for _, c := range collectors {
+			c.WriteMetrics(r.Context(), &b)
 		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		_, _ = w.Write([]byte(b.String()))
 	})
 }
 
-// writeDeadLetters writes kiln_dead_letters, per consumer, and
-// kiln_dead_letters_up (0 when they could not be counted).
-func writeDeadLetters(ctx context.Context, b *strings.Builder, dl DeadLetters) {
+// DeadLetterMetrics is the Collector of the bus's dead letters:
+// kiln_dead_letters, per consumer, and kiln_dead_letters_up (0 when they
+// could not be counted).
+func DeadLetterMetrics(dl DeadLetters) Collector { return deadLetterMetrics{dl} }
+
+type deadLetterMetrics struct{ dl DeadLetters }
+
+func (m deadLetterMetrics) WriteMetrics(ctx context.Context, b io.Writer) {
+	dl := m.dl
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second) // a scrape must not hang on a bus outage
 	defer cancel()
 	counts, err := dl.DeadLetterCounts(ctx)

@@ -3,6 +3,8 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -23,7 +25,7 @@ func (f fakeQueues) GetQueueInfo(q string) (*asynq.QueueInfo, error) {
 func TestHandler(t *testing.T) {
 	q := fakeQueues{"transcode": {Pending: 7, Active: 2, Retry: 1, Latency: 90 * time.Second}}
 	rec := httptest.NewRecorder()
-	Handler(q, []string{"transcode", "probe"}, nil).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	Handler(q, []string{"transcode", "probe"}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
 	for _, want := range []string{
 		"# TYPE kiln_queue_pending_tasks gauge",
@@ -52,12 +54,12 @@ func (f fakeDeadLetters) DeadLetterCounts(context.Context) (map[string]int, erro
 }
 
 func TestHandlerDeadLetters(t *testing.T) {
-	get := func(dl DeadLetters) string {
+	get := func(c ...Collector) string {
 		rec := httptest.NewRecorder()
-		Handler(fakeQueues{}, []string{"probe"}, dl).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		Handler(fakeQueues{}, []string{"probe"}, c...).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 		return rec.Body.String()
 	}
-	body := get(fakeDeadLetters{counts: map[string]int{"ingest": 2, "catalog": 0}})
+	body := get(DeadLetterMetrics(fakeDeadLetters{counts: map[string]int{"ingest": 2, "catalog": 0}}))
 	for _, want := range []string{
 		"# TYPE kiln_dead_letters gauge",
 		`kiln_dead_letters{consumer="catalog"} 0` + "\n" + `kiln_dead_letters{consumer="ingest"} 2`,
@@ -67,11 +69,26 @@ func TestHandlerDeadLetters(t *testing.T) {
 			t.Errorf("missing %q in\n%s", want, body)
 		}
 	}
-	body = get(fakeDeadLetters{counts: map[string]int{"ingest": 0}, err: errors.New("nats down")})
+	body = get(DeadLetterMetrics(fakeDeadLetters{counts: map[string]int{"ingest": 0}, err: errors.New("nats down")}))
 	if !strings.Contains(body, "kiln_dead_letters_up 0") || strings.Contains(body, `kiln_dead_letters{`) {
 		t.Errorf("bus down:\n%s", body)
 	}
-	if body := get(nil); strings.Contains(body, "kiln_dead_letters") {
+	if body := get(); strings.Contains(body, "kiln_dead_letters") {
 		t.Errorf("without dead letters:\n%s", body)
+	}
+}
+
+type counter struct{ n int }
+
+func (c counter) WriteMetrics(_ context.Context, w io.Writer) {
+	fmt.Fprintf(w, "# TYPE kiln_test_total counter\nkiln_test_total %d\n", c.n)
+}
+
+func TestHandlerCollectors(t *testing.T) {
+	rec := httptest.NewRecorder()
+	Handler(fakeQueues{}, []string{"probe"}, counter{3}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rec.Body.String(); !strings.HasSuffix(body, "# TYPE kiln_test_total counter\nkiln_test_total 3\n") ||
+		!strings.Contains(body, `kiln_queue_pending_tasks{queue="probe"} 0`) {
+		t.Errorf("body:\n%s", body)
 	}
 }

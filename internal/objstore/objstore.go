@@ -58,7 +58,7 @@ type Info struct {
 	Size        int64
 	ContentType string
 	Metadata    map[string]string
-	// LastModified is set by Stat and Open.
+	// LastModified is set by Stat, Open and List.
 	LastModified time.Time
 }
 
@@ -239,7 +239,7 @@ func (c *Client) List(ctx context.Context, bucket, prefix string) ([]Info, error
 		if oi.Err != nil {
 			return nil, fmt.Errorf("objstore: list %s/%s: %w", bucket, prefix, oi.Err)
 		}
-		out = append(out, Info{Bucket: bucket, Key: oi.Key, ETag: oi.ETag, Size: oi.Size})
+		out = append(out, Info{Bucket: bucket, Key: oi.Key, ETag: oi.ETag, Size: oi.Size, LastModified: oi.LastModified})
 	}
 	return out, nil
 }

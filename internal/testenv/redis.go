@@ -18,6 +18,7 @@ import (
 //	8   internal/cancel
 //	9   internal/app (its kiln processes)
 //	10  catalog
+//	11  catalog (the reconciler's integration test)
 //
 // A new package takes the next free number and adds it here.
 

@@ -161,22 +161,26 @@ func eventOf(ev *kilnv1.JobEvent) (typ, state string, ok bool) {
 // A per-upload webhook_url (on the QUEUED event) first becomes an implicit
 // endpoint of that job. An error rolls the job event back with it.
 func (s *Service) OnApply(ctx context.Context, tx *sql.Tx, ev *kilnv1.JobEvent, changed bool) error {
+	jobID, assetID := ev.GetJobId(), ev.GetAssetId()
+	if assetID == "" {
+		assetID = jobid.AssetOf(jobID)
+	}
+	now := s.now().UTC()
+	// The per-upload endpoint is registered even when QUEUED changes nothing:
+	// it can arrive after the job's PROBING (ingest enqueues the probe
+	// first), and the job's later events must still reach it. Registering
+	// is idempotent.
+	if u := ev.GetWebhookUrl(); u != "" && ev.GetState() == kilnv1.JobState_JOB_STATE_QUEUED {
+		if err := s.addJobEndpoint(ctx, tx, jobID, u, now); err != nil {
+			return err
+		}
+	}
 	if !changed {
 		return nil
 	}
 	typ, state, ok := eventOf(ev)
 	if !ok {
 		return nil
-	}
-	jobID, assetID := ev.GetJobId(), ev.GetAssetId()
-	if assetID == "" {
-		assetID = jobid.AssetOf(jobID)
-	}
-	now := s.now().UTC()
-	if u := ev.GetWebhookUrl(); u != "" && ev.GetState() == kilnv1.JobState_JOB_STATE_QUEUED {
-		if err := s.addJobEndpoint(ctx, tx, jobID, u, now); err != nil {
-			return err
-		}
 	}
 	data := Data{JobID: jobID, AssetID: assetID, State: state}
 	switch typ {

@@ -600,6 +600,29 @@ func TestPerUploadWebhook(t *testing.T) {
 	}
 }
 
+// TestPerUploadWebhookLateQueued: a QUEUED that arrives after the job's
+// PROBING (ingest enqueues the probe before it announces the job) still
+// registers the per-upload webhook, which gets the job's later events.
+func TestPerUploadWebhookLateQueued(t *testing.T) {
+	secret := NewSecret()
+	f := newFixture(t, secret)
+	rcv := newReceiver(t)
+	rcv.secret = secret
+	f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_PROBING, 0))
+	ev := jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0)
+	ev.WebhookUrl = rcv.srv.URL + "/per-upload"
+	f.store.Apply(t.Context(), ev)
+	f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_READY, 1))
+	f.dispatch(t)
+	var types []string
+	for _, p := range rcv.payloads() {
+		types = append(types, p.Type)
+	}
+	if strings.Join(types, ",") != "job.ready" {
+		t.Fatalf("per-upload webhook after a late QUEUED got %v, want job.ready", types)
+	}
+}
+
 func TestPerUploadWebhookWithoutDefaultSecret(t *testing.T) {
 	f := newFixture(t, "")
 	rcv := newReceiver(t)

@@ -215,8 +215,13 @@ func Head(t *asynq.Task) (jobID, assetID string, attempt int32) {
 // RetryDelay is the asynq RetryDelayFunc of every stage: 10 s doubling per
 // attempt up to 10 min, with ±20 % jitter. Media tasks fail for transient
 // reasons (S3 or Redis blips, a worker lost) that clear in seconds, not the
-// minutes of asynq's default n⁴ backoff.
-func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+// minutes of asynq's default n⁴ backoff. A task whose worker died (its
+// lease expired, which asynq notices a minute or more later) runs again at
+// once: its time was lost already.
+func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	if errors.Is(err, asynq.ErrLeaseExpired) {
+		return time.Second
+	}
 	d := 10 * time.Second << min(n, 6)
 	d = min(d, 10*time.Minute)
 	jitter := time.Duration(rand.Int64N(int64(d)/5*2)) - d/5

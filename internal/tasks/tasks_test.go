@@ -14,6 +14,14 @@ import (
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
+func TestRetryDelayAfterLostWorker(t *testing.T) {
+	for _, n := range []int{0, 3, 8} {
+		if d := tasks.RetryDelay(n, asynq.ErrLeaseExpired, nil); d != time.Second {
+			t.Errorf("RetryDelay(%d, lease expired) = %s, want 1s", n, d)
+		}
+	}
+}
+
 func TestRetryDelay(t *testing.T) {
 	tests := []struct {
 		n    int

@@ -195,9 +195,16 @@ func (h *Handler) publishRendition(ctx context.Context, p *kilnv1.PackageTask, o
 	return h.cfg.Events.PublishJobEvent(ctx, ev)
 }
 
+// MessageMissing is the failure of a rendition whose encoded object is not
+// in storage (HTTP 404): storage is read-after-write consistent and the
+// transcode stored it before this task was enqueued, so it was deleted.
+const MessageMissing = "the encoded rendition is no longer in storage (deleted?)"
+
 // renditionFailure reports whether err is a permanent failure of one
-// rendition (bad data ffmpeg refuses, an undescribable stream), as opposed
-// to an infrastructure error worth retrying the task for.
+// rendition (bad data ffmpeg refuses, a deleted encoded object, an
+// undescribable stream), as opposed to an infrastructure error (network,
+// disk, a signal, the task's context: ffmpeg.ExitError.Cause) worth
+// retrying the task for.
 func renditionFailure(err error) (*kilnv1.JobError, bool) {
 	if err == nil {
 		return nil, false
@@ -207,17 +214,12 @@ func renditionFailure(err error) (*kilnv1.JobError, bool) {
 	switch {
 	case errors.As(err, &te):
 		return &kilnv1.JobError{Code: te.Code, Message: te.Message}, true
-	case errors.As(err, &ee) && !ee.Signaled && ctxErr(err) == nil:
+	case errors.As(err, &ee) && ee.Cause() == ffmpeg.CauseInput:
 		return &kilnv1.JobError{Code: failure.PackageFailed, Message: "ffmpeg could not package this rendition"}, true
+	case errors.As(err, &ee) && ee.Cause() == ffmpeg.CauseMissing:
+		return &kilnv1.JobError{Code: failure.PackageFailed, Message: MessageMissing}, true
 	}
 	return nil, false
-}
-
-func ctxErr(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
 }
 
 func (h *Handler) packageRung(ctx context.Context, p *kilnv1.PackageTask, r *kilnv1.Rung, enc *kilnv1.EncodedRung, dir string) (*kilnv1.Rendition, error) {

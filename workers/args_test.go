@@ -130,6 +130,9 @@ func TestTranscodeArgsGolden(t *testing.T) {
 			if i := indexOf(args, "-i"); i < 0 || indexOf(args, "-format_whitelist") > i || indexOf(args, "-protocol_whitelist") > i {
 				t.Errorf("whitelists must precede -i: %q", args)
 			}
+			if i, j := indexOf(args, "-i"), indexOf(args, "-rw_timeout"); j < 0 || j > i || args[j+1] != strconv.FormatInt(ReadTimeout.Microseconds(), 10) {
+				t.Errorf("the read timeout must precede -i: %q", args)
+			}
 		})
 	}
 }

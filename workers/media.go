@@ -28,6 +28,10 @@ const ProtocolWhitelist = "http,https,tcp,tls"
 const (
 	ProbeSize       = 50 << 20
 	AnalyzeDuration = 30 * time.Second
+	// ReadTimeout bounds every network wait of ffmpeg and ffprobe on the
+	// source (-rw_timeout): a stalled object store fails the task, to be
+	// retried, instead of holding it until its time limit.
+	ReadTimeout = 30 * time.Second
 )
 
 // InputArgs are the ffmpeg input options for an untrusted source URL.
@@ -37,6 +41,7 @@ func InputArgs(input string) []string {
 		"-protocol_whitelist", ProtocolWhitelist,
 		"-probesize", fmt.Sprint(ProbeSize),
 		"-analyzeduration", fmt.Sprint(AnalyzeDuration.Microseconds()),
+		"-rw_timeout", fmt.Sprint(ReadTimeout.Microseconds()),
 		"-i", input,
 	}
 }
@@ -159,15 +164,30 @@ func bitDepth(v *ffmpeg.ProbeStream) int {
 	return 8
 }
 
-// classify turns an ffmpeg failure into a permanent bad-input error or a
-// retryable infrastructure error.
+// MessageMissing is the failure message of a stage whose input object is
+// not in storage (HTTP 404).
+const MessageMissing = "the file to read is no longer in storage (deleted?)"
+
+// classify turns an ffmpeg failure into a permanent error with code, or
+// returns it as is to be retried, by its cause (ffmpeg.ExitError.Cause):
+// what the demuxer or decoder rejects is bad input (message); a missing
+// object (404) is permanent too, with MessageMissing (storage is
+// read-after-write consistent, so the object was deleted); network and
+// disk failures, a signal and the end of the task's context are the
+// infrastructure's, retried.
 func classify(err error, code, message string) error {
 	if errors.Is(err, ffmpeg.ErrOutputTooLarge) {
 		return tasks.Permanent(code, message, err) // absurd input: it will be as large next time
 	}
 	var ee *ffmpeg.ExitError
-	if errors.As(err, &ee) && !ee.Signaled && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.As(err, &ee) {
+		return err
+	}
+	switch ee.Cause() {
+	case ffmpeg.CauseInput:
 		return tasks.Permanent(code, message, err)
+	case ffmpeg.CauseMissing:
+		return tasks.Permanent(code, MessageMissing, err)
 	}
 	return err
 }

@@ -114,6 +114,7 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		ProtocolWhitelist: ProtocolWhitelist,
 		ProbeSize:         ProbeSize,
 		AnalyzeDuration:   AnalyzeDuration,
+		ReadTimeout:       ReadTimeout,
 	})
 	if err != nil {
 		return classify(err, failure.InvalidMedia, "the file is not a readable video or audio file")

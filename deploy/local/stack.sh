@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Local kiln stack: installs what is missing, then runs Redis, `kiln serve` (with its embedded
-# NATS JetStream) and MinIO on loopback, with all data under the git-ignored .data/ directory.
+# Local kiln stack: installs what is missing, then runs Redis, MinIO and `kiln serve` (with its
+# embedded NATS JetStream) on loopback, with all data under the git-ignored .data/ directory.
 # Normally run through the Taskfile (`go tool task up|test|bench|install|build|proto|proto:check`).
 #
 #   stack.sh install       install missing system packages (apt) and MinIO (go install, pinned)
@@ -37,8 +37,11 @@ SOURCES_BUCKET=kiln-sources
 OUTPUTS_BUCKET=kiln-outputs
 READY_TIMEOUT="${KILN_READY_TIMEOUT:-90}"
 
-# Services, in start order; stopped in the order kiln, minio, redis (see stop_all).
-SERVICES=(redis kiln minio)
+# Services, in start order (each after what it depends on); stopped in the order kiln, minio,
+# redis (see stop_all). MinIO's bucket notifications go to kiln's embedded NATS, yet MinIO
+# starts first: with a queue dir its NATS target may be offline; it queues the events on disk
+# and delivers them once kiln's NATS is up (checked with the pinned build).
+SERVICES=(redis minio kiln)
 
 # ---------------------------------------------------------------------------------------------
 # output
@@ -449,6 +452,20 @@ start_stack() {
 	test) webhook_env+=(KILN_WEBHOOK_ALLOW_LOOPBACK=true KILN_WEBHOOK_RETRY_SCHEDULE=200ms,500ms,1s,2s KILN_API_RATE_LIMIT=0) ;;
 	esac
 
+	log "starting minio on $S3_ENDPOINT (console $CONSOLE_URL)"
+	start minio "$LOGS/minio.log" env \
+		MINIO_ROOT_USER="$S3_ACCESS_KEY" \
+		MINIO_ROOT_PASSWORD="$S3_SECRET_KEY" \
+		MINIO_BROWSER=on \
+		MINIO_UPDATE=off \
+		MINIO_NOTIFY_NATS_ENABLE_KILN=on \
+		MINIO_NOTIFY_NATS_ADDRESS_KILN="127.0.0.1:$NATS_PORT" \
+		MINIO_NOTIFY_NATS_SUBJECT_KILN=kiln.s3.events \
+		MINIO_NOTIFY_NATS_JETSTREAM_KILN=on \
+		MINIO_NOTIFY_NATS_QUEUE_DIR_KILN="$DATA/minio-events" \
+		"$MINIO_BIN" server "$DATA/minio" --address "$S3_ENDPOINT" --console-address "127.0.0.1:$CONSOLE_PORT"
+	wait_for minio 60 "minio on $S3_ENDPOINT" curl -sf "http://$S3_ENDPOINT/minio/health/live"
+
 	log "starting kiln ($KILN_BIN serve) on $API_URL, NATS on 127.0.0.1:$NATS_PORT"
 	start kiln "$LOGS/kiln.log" env \
 		"${webhook_env[@]}" \
@@ -468,20 +485,6 @@ start_stack() {
 		KILN_WORK_DIR="$DATA/work" \
 		"$KILN_BIN" serve
 	wait_for kiln 60 "kiln's NATS on 127.0.0.1:$NATS_PORT" port_open "$NATS_PORT"
-
-	log "starting minio on $S3_ENDPOINT (console $CONSOLE_URL)"
-	start minio "$LOGS/minio.log" env \
-		MINIO_ROOT_USER="$S3_ACCESS_KEY" \
-		MINIO_ROOT_PASSWORD="$S3_SECRET_KEY" \
-		MINIO_BROWSER=on \
-		MINIO_UPDATE=off \
-		MINIO_NOTIFY_NATS_ENABLE_KILN=on \
-		MINIO_NOTIFY_NATS_ADDRESS_KILN="127.0.0.1:$NATS_PORT" \
-		MINIO_NOTIFY_NATS_SUBJECT_KILN=kiln.s3.events \
-		MINIO_NOTIFY_NATS_JETSTREAM_KILN=on \
-		MINIO_NOTIFY_NATS_QUEUE_DIR_KILN="$DATA/minio-events" \
-		"$MINIO_BIN" server "$DATA/minio" --address "$S3_ENDPOINT" --console-address "127.0.0.1:$CONSOLE_PORT"
-	wait_for minio 60 "minio on $S3_ENDPOINT" curl -sf "http://$S3_ENDPOINT/minio/health/live"
 
 	log "waiting for kiln to be ready ($API_URL/readyz, up to ${READY_TIMEOUT}s)"
 	wait_for kiln "$READY_TIMEOUT" "$API_URL/readyz" curl -sf "$API_URL/readyz"

@@ -3,8 +3,10 @@
 // Every child runs under exec.CommandContext in its own process group, so
 // cancelling the context (asynq timeout, lease loss, shutdown) kills ffmpeg
 // and anything it spawned. Errors carry a bounded tail of stderr and say
-// whether the child was killed by a signal (infrastructure, retry) or exited
-// non-zero (usually bad input). Argument building lives with the callers;
+// whether the child was killed by a signal; ExitError.Cause reads the tail to
+// tell bad input from a network or disk failure (cause.go). A child that
+// exits 0 although its input broke off over the network also fails (ffmpeg
+// would otherwise leave a truncated output). Argument building lives with the callers;
 // this package never goes through a shell.
 package ffmpeg
 
@@ -73,16 +75,19 @@ func New(cfg Config) *Runner {
 	return r
 }
 
-// ExitError reports that ffmpeg or ffprobe failed.
+// ExitError reports that ffmpeg or ffprobe failed. Cause tells whose fault
+// it is.
 type ExitError struct {
 	Program string // "ffmpeg" or "ffprobe"
 	// Err is the underlying error: an *exec.ExitError, and when the context
-	// ended, also the context's error (both match errors.Is / errors.As).
+	// ended, also the context's error (both match errors.Is / errors.As);
+	// ErrInputBroken when the child exited 0 but its input broke off over
+	// the network.
 	Err    error
 	Stderr string // bounded tail of stderr, URL query strings redacted
 	// Signaled is true when the child was killed by a signal (context
 	// cancellation, OOM killer, …): an infrastructure failure worth retrying.
-	// False means it exited non-zero, which usually means bad input.
+	// False means it exited (see Cause for why).
 	Signaled bool
 }
 
@@ -170,6 +175,12 @@ func (r *Runner) run(ctx context.Context, name, path string, args []string, stdo
 	err := cmd.Wait()
 	log.Debug("finished", zap.Duration("elapsed", time.Since(start)), zap.Error(err))
 	if err == nil {
+		// A read error mid-stream ends ffmpeg's input as if it were the
+		// end of the file: it exits 0 with a truncated output. Not a
+		// success when stderr says the network broke.
+		if tail := stderr.String(); StderrCause(tail) == CauseNetwork {
+			return &ExitError{Program: name, Err: ErrInputBroken, Stderr: redactURLs(tail)}
+		}
 		return nil
 	}
 

@@ -28,6 +28,9 @@ type ProbeOptions struct {
 	ProtocolWhitelist string        // -protocol_whitelist when non-empty, e.g. "file" or "https,tls,tcp"
 	ProbeSize         int64         // -probesize in bytes when > 0
 	AnalyzeDuration   time.Duration // -analyzeduration (sent in µs) when > 0
+	// ReadTimeout is -rw_timeout (sent in µs) when > 0: a network read or
+	// connect that waits longer fails with "Connection timed out".
+	ReadTimeout time.Duration
 }
 
 // args returns the ffprobe command line for input.
@@ -44,6 +47,9 @@ func (o ProbeOptions) args(input string) []string {
 	}
 	if o.AnalyzeDuration > 0 {
 		args = append(args, "-analyzeduration", strconv.FormatInt(o.AnalyzeDuration.Microseconds(), 10))
+	}
+	if o.ReadTimeout > 0 {
+		args = append(args, "-rw_timeout", strconv.FormatInt(o.ReadTimeout.Microseconds(), 10))
 	}
 	return append(args, "-i", input)
 }

@@ -81,6 +81,7 @@ func (h *Handler) Register(mux *asynq.ServeMux) { mux.HandleFunc(tasks.TypePacka
 func HLSArgs(input string, segmentSeconds int, dir string) []string {
 	return []string{
 		"-protocol_whitelist", "http,https,tcp,tls,file",
+		"-rw_timeout", strconv.FormatInt(ffmpeg.ReadTimeout.Microseconds(), 10),
 		"-i", input,
 		"-map", "0", "-c", "copy",
 		"-f", "hls",
@@ -233,7 +234,7 @@ func (h *Handler) packageRung(ctx context.Context, p *kilnv1.PackageTask, r *kil
 	if err := h.cfg.FFmpeg.Run(ctx, HLSArgs(src.String(), int(p.Plan.GetSegmentSeconds()), dir), nil); err != nil {
 		return nil, fmt.Errorf("package %s: %w", r.Name, err)
 	}
-	probe, err := h.cfg.FFmpeg.Probe(ctx, src.String(), ffmpeg.ProbeOptions{ProtocolWhitelist: "http,https,tcp,tls"})
+	probe, err := h.cfg.FFmpeg.Probe(ctx, src.String(), ffmpeg.ProbeOptions{ProtocolWhitelist: "http,https,tcp,tls", ReadTimeout: ffmpeg.ReadTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("package %s: probe: %w", r.Name, err)
 	}

@@ -227,6 +227,7 @@ func TestHLSArgs(t *testing.T) {
 	got := HLSArgs("https://s3.example.com/b/k.mp4?X-Amz-Signature=s", 6, "/work/720p")
 	want := []string{
 		"-protocol_whitelist", "http,https,tcp,tls,file",
+		"-rw_timeout", "30000000",
 		"-i", "https://s3.example.com/b/k.mp4?X-Amz-Signature=s",
 		"-map", "0", "-c", "copy",
 		"-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_segment_type", "fmp4",

@@ -28,10 +28,8 @@ const ProtocolWhitelist = "http,https,tcp,tls"
 const (
 	ProbeSize       = 50 << 20
 	AnalyzeDuration = 30 * time.Second
-	// ReadTimeout bounds every network wait of ffmpeg and ffprobe on the
-	// source (-rw_timeout): a stalled object store fails the task, to be
-	// retried, instead of holding it until its time limit.
-	ReadTimeout = 30 * time.Second
+	// ReadTimeout bounds every network wait on the source (-rw_timeout).
+	ReadTimeout = ffmpeg.ReadTimeout
 )
 
 // InputArgs are the ffmpeg input options for an untrusted source URL.

@@ -141,8 +141,8 @@ func (p *process) connect(ctx context.Context) error {
 		return err
 	}
 
-	// Storage setup waits for the object store: in the local stack MinIO
-	// starts after kiln, because it needs kiln's NATS for notifications.
+	// Storage setup waits for the object store, which may start after kiln
+	// (or restart): kiln is ready once the buckets and notification are set.
 	var storageReady atomic.Bool
 	p.checks["storage"] = func(ctx context.Context) error {
 		if !storageReady.Load() {

@@ -20,6 +20,11 @@ const MaxProbeOutput = 8 << 20
 // than MaxProbeOutput bytes. It indicates hostile or absurd input.
 var ErrOutputTooLarge = errors.New("ffprobe output too large")
 
+// ReadTimeout is how long kiln lets ffmpeg and ffprobe wait on one network
+// read or connect of an input (-rw_timeout): a stalled object store fails
+// the task, to be retried, instead of holding it until its time limit.
+const ReadTimeout = 30 * time.Second
+
 // ProbeOptions are ffprobe input options, placed before -i. Zero values
 // leave ffprobe's defaults. Untrusted input should always set
 // FormatWhitelist (docs/architecture.md, "Untrusted media").

@@ -432,27 +432,20 @@ type jobInfo struct {
 func (e *cliEnv) jobs(ctx context.Context, args []string) error {
 	fs, cf := e.flagSet("jobs", "[--state S] [--limit N] [--cursor C]")
 	state := fs.String("state", "", "only jobs in this state (queued, probing, transcoding, packaging, ready, failed, canceled)")
-	limit := fs.Int("limit", 0, "at most N jobs (0: the server's default page)")
-	cursor := fs.String("cursor", "", "continue a listing from this next_cursor")
+	pf := addPageFlags(fs, "jobs")
 	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
 	}
-	if *limit < 0 {
-		return usageErr("--limit %d: want ≥ 0", *limit)
+	q, err := pf.query()
+	if err != nil {
+		return err
 	}
 	c, err := e.client(cf)
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
 	if *state != "" {
 		q.Set("state", *state)
-	}
-	if *limit > 0 {
-		q.Set("limit", strconv.Itoa(*limit))
-	}
-	if *cursor != "" {
-		q.Set("cursor", *cursor)
 	}
 	var page struct {
 		Jobs       []jobInfo `json:"jobs"`
@@ -464,10 +457,7 @@ func (e *cliEnv) jobs(ctx context.Context, args []string) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tPROGRESS\tCREATED\tSOURCE")
 	for _, j := range page.Jobs {
-		created := "-"
-		if !j.CreatedAt.IsZero() {
-			created = j.CreatedAt.Local().Format("2006-01-02 15:04:05")
-		}
+		created := stamp(j.CreatedAt)
 		src := j.Source.Key
 		if src == "" {
 			src = "-"
@@ -481,6 +471,42 @@ func (e *cliEnv) jobs(ctx context.Context, args []string) error {
 		fmt.Fprintf(e.stderr, "more jobs: kiln jobs --cursor %s\n", page.NextCursor)
 	}
 	return nil
+}
+
+// pageFlags are the --limit and --cursor of a listing command.
+type pageFlags struct {
+	limit  *int
+	cursor *string
+}
+
+func addPageFlags(fs *flag.FlagSet, what string) pageFlags {
+	return pageFlags{
+		limit:  fs.Int("limit", 0, "at most N "+what+" (0: the server's default page)"),
+		cursor: fs.String("cursor", "", "continue a listing from this next_cursor"),
+	}
+}
+
+// query is the page's query string, or a usage error for a bad --limit.
+func (p pageFlags) query() (url.Values, error) {
+	if *p.limit < 0 {
+		return nil, usageErr("--limit %d: want ≥ 0", *p.limit)
+	}
+	q := url.Values{}
+	if *p.limit > 0 {
+		q.Set("limit", strconv.Itoa(*p.limit))
+	}
+	if *p.cursor != "" {
+		q.Set("cursor", *p.cursor)
+	}
+	return q, nil
+}
+
+// stamp is a listing's local time, "-" when unknown.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
 }
 
 func percent(p float64) string {

@@ -32,27 +32,20 @@ func (e *cliEnv) deadLetters(ctx context.Context, args []string) error {
 	}
 	fs, cf := e.flagSet("dead-letters", "[--consumer C] [--limit N] [--cursor C] | replay SEQ")
 	consumer := fs.String("consumer", "", "only this consumer's dead letters (ingest, catalog)")
-	limit := fs.Int("limit", 0, "at most N dead letters (0: the server's default page)")
-	cursor := fs.String("cursor", "", "continue a listing from this next_cursor")
+	pf := addPageFlags(fs, "dead letters")
 	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
 	}
-	if *limit < 0 {
-		return usageErr("--limit %d: want ≥ 0", *limit)
+	q, err := pf.query()
+	if err != nil {
+		return err
 	}
 	c, err := e.client(cf)
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
 	if *consumer != "" {
 		q.Set("consumer", *consumer)
-	}
-	if *limit > 0 {
-		q.Set("limit", strconv.Itoa(*limit))
-	}
-	if *cursor != "" {
-		q.Set("cursor", *cursor)
 	}
 	var page struct {
 		DeadLetters []deadLetterInfo `json:"dead_letters"`
@@ -64,11 +57,7 @@ func (e *cliEnv) deadLetters(ctx context.Context, args []string) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tCONSUMER\tSUBJECT\tFAILED\tDELIVERIES\tREASON")
 	for _, d := range page.DeadLetters {
-		failed := "-"
-		if !d.FailedAt.IsZero() {
-			failed = d.FailedAt.Local().Format("2006-01-02 15:04:05")
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", d.Seq, d.Consumer, d.Subject, failed, d.Deliveries, oneLine(d.Reason, 120))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", d.Seq, d.Consumer, d.Subject, stamp(d.FailedAt), d.Deliveries, oneLine(d.Reason, 120))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

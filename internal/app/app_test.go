@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -17,16 +16,6 @@ import (
 
 // testRedisDB keeps these processes' queues away from the test stack's.
 const testRedisDB = 9
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // TestRunRoles runs a process of each role against the real Redis and
 // MinIO of the test stack (with its own embedded NATS) and checks that it
@@ -58,7 +47,7 @@ func TestRunRoles(t *testing.T) {
 			cfg := Defaults()
 			cfg.Roles, cfg.EmbedNATS = tt.roles, true
 			cfg.NATSListen, cfg.NATSStoreDir = "127.0.0.1:-1", filepath.Join(dir, "nats")
-			cfg.HTTPAddr = freeAddr(t)
+			cfg.HTTPAddr = testenv.FreeAddr(t)
 			cfg.PublicURL = "http://" + cfg.HTTPAddr
 			cfg.APIKeys = []httpapi.APIKey{{Secret: key, Scope: httpapi.ScopeWrite}}
 			cfg.RedisAddr, cfg.RedisDB = redisAddr, testRedisDB

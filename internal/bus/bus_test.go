@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -21,22 +20,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
-
-// freeAddr returns a loopback host:port nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
 
 // Loggers are no-ops: the NATS client and server log from their own
 // goroutines, possibly after a test has ended.
@@ -95,7 +81,7 @@ func streamInfo(t *testing.T, js jetstream.JetStream) *jetstream.StreamInfo {
 
 func setup(t *testing.T) (*bus.Bus, jetstream.JetStream, string) {
 	t.Helper()
-	e := startNATS(t, freeAddr(t), t.TempDir())
+	e := startNATS(t, testenv.FreeAddr(t), t.TempDir())
 	return connect(t, e.ClientURL()), inspect(t, e.ClientURL()), e.ClientURL()
 }
 
@@ -148,7 +134,7 @@ func TestConnectGivesUpWithContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	b, err := bus.Connect(ctx, bus.Config{URL: "nats://" + freeAddr(t)})
+	b, err := bus.Connect(ctx, bus.Config{URL: "nats://" + testenv.FreeAddr(t)})
 	if err == nil {
 		b.Close()
 		t.Fatal("Connect without a server: nil error")
@@ -549,7 +535,7 @@ func TestConsumeSharedDurable(t *testing.T) {
 // server: messages, the duplicate window and a durable's position.
 func TestRestartKeepsStream(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	e := startNATS(t, addr, dir)
 	b := connect(t, e.ClientURL())
 	ctx := t.Context()
@@ -579,7 +565,7 @@ func TestRestartKeepsStream(t *testing.T) {
 	b.Close()
 	e.Shutdown()
 
-	e2 := startNATS(t, freeAddr(t), dir)
+	e2 := startNATS(t, testenv.FreeAddr(t), dir)
 	b2 := connect(t, e2.ClientURL())
 	js := inspect(t, e2.ClientURL())
 	if msgs := streamInfo(t, js).State.Msgs; msgs != 3 {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,16 +15,6 @@ import (
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/testenv"
 )
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // proc is a kiln process the test started.
 type proc struct {
@@ -98,14 +87,14 @@ func TestWorkerKilledMidTranscode(t *testing.T) {
 	t.Parallel() // mostly waiting for asynq's lease recovery
 	work := t.TempDir()
 	outputs := "kiln-crash-outputs"
-	httpAddr, natsAddr := freePort(t), freePort(t)
+	httpAddr, natsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	env := isolatedEnv(s, "crash", 3, work, httpAddr, natsAddr)
 	// A serve process without workers (API, intake, catalog, NATS), and two
 	// workers: whichever takes the transcode is killed.
 	startKiln(t, "serve", append(env, "KILN_CONCURRENCY=0"), "serve")
 	waitReady(t, "http://"+httpAddr)
-	w1 := startKiln(t, "worker1", append(env, "KILN_CONCURRENCY=1", "KILN_HTTP_ADDR="+freePort(t)), "worker")
-	w2 := startKiln(t, "worker2", append(env, "KILN_CONCURRENCY=1", "KILN_HTTP_ADDR="+freePort(t)), "worker")
+	w1 := startKiln(t, "worker1", append(env, "KILN_CONCURRENCY=1", "KILN_HTTP_ADDR="+testenv.FreeAddr(t)), "worker")
+	w2 := startKiln(t, "worker2", append(env, "KILN_CONCURRENCY=1", "KILN_HTTP_ADDR="+testenv.FreeAddr(t)), "worker")
 
 	api := stack{APIURL: "http://" + httpAddr, APIKey: "crashkey"}
 	clip := makeClip(t, "long.mp4", 20, "640x360")
@@ -182,7 +171,7 @@ func TestWorkerKilledMidTranscode(t *testing.T) {
 
 	// A worker started afterwards cleans the dead worker's temp folder.
 	dead := filepath.Join(work, "tmp", fmt.Sprintf("kiln-%d", victim))
-	startKiln(t, "worker3", append(env, "KILN_CONCURRENCY=1", "KILN_HTTP_ADDR="+freePort(t)), "worker")
+	startKiln(t, "worker3", append(env, "KILN_CONCURRENCY=1", "KILN_HTTP_ADDR="+testenv.FreeAddr(t)), "worker")
 	cleaned := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(dead); os.IsNotExist(err) {

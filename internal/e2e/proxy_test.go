@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/kilnvideo/kiln/internal/testenv"
 )
 
 // TestBehindReverseProxy: with KILN_PUBLIC_URL naming a reverse proxy that
@@ -17,7 +19,7 @@ func TestBehindReverseProxy(t *testing.T) {
 	s := needStack(t)
 	t.Parallel()
 	work := t.TempDir()
-	httpAddr, natsAddr := freePort(t), freePort(t)
+	httpAddr, natsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 
 	backend, _ := url.Parse("http://" + httpAddr)
 	rp := httputil.NewSingleHostReverseProxy(backend)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnvideo/kiln/internal/testenv"
 )
 
 // TestRetryFailedRendition: a rendition whose packaging fails for good does
@@ -39,7 +41,7 @@ exec %q "$@"
 		t.Fatal(err)
 	}
 
-	httpAddr, natsAddr := freePort(t), freePort(t)
+	httpAddr, natsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	startKiln(t, "serve-faulty", append(isolatedEnv(s, "retry", 5, work, httpAddr, natsAddr),
 		"KILN_FFMPEG="+wrapper, "KILN_CONCURRENCY=1"), "serve")
 	base := "http://" + httpAddr

@@ -11,6 +11,7 @@ package testenv
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -140,4 +141,16 @@ func Stack(tb testing.TB) StackEnv {
 		RedisAddr: os.Getenv("KILN_TEST_REDIS_ADDR"),
 		NATSURL:   os.Getenv("KILN_TEST_NATS_URL"),
 	}
+}
+
+// FreeAddr returns a loopback "host:port" nothing listens on right now, for
+// a server the test starts.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
-	"github.com/kilnvideo/kiln/internal/layout"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -206,7 +205,7 @@ func TestRenditionFailureAndRetry(t *testing.T) {
 	full := testOutputs(asset)
 	want := &kilnv1.PackageTask{
 		JobId: id, AssetId: asset, Attempt: 1, Media: testMedia(), Plan: testPlan(),
-		Encoded:   []*kilnv1.EncodedRung{{Name: "720p", Object: &kilnv1.ObjectRef{Bucket: "outputs", Key: layout.EncodedKey(asset, "720p")}}},
+		Encoded:   []*kilnv1.EncodedRung{{Name: "720p", Object: &kilnv1.ObjectRef{Bucket: "outputs", Key: full.Renditions[0].EncodedKey}}}, // the key the READY recorded, not one derived from the layout
 		PosterKey: full.PosterKey, Only: "720p", RenditionRetry: 1,
 	}
 	if !proto.Equal(task, want) {

@@ -1,77 +1,20 @@
 package catalog
 
 import (
-	"time"
-
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"github.com/kilnvideo/kiln/internal/jobid"
-	"github.com/kilnvideo/kiln/internal/layout"
+	"github.com/kilnvideo/kiln/catalog/eventtest"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
-var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+var t0 = eventtest.T0
 
-// The store's behaviour is tested by catalog/storetest, against every
-// backend; these are the fixtures of the service and API tests.
-
-// testJob returns the ids of a job over source object key.
-func testJob(key string) (jobID, assetID string) {
-	return jobid.FromObject("sources", key, "etag-"+key)
-}
-
-// event builds a JobEvent of job for st, carrying what a real producer of
-// that state would carry.
-func event(jobID string, st kilnv1.JobState, progress float64) *kilnv1.JobEvent {
-	ev := &kilnv1.JobEvent{
-		EventId:  jobID + "/" + st.String(),
-		JobId:    jobID,
-		AssetId:  jobid.AssetOf(jobID),
-		State:    st,
-		Time:     timestamppb.New(t0.Add(time.Duration(st) * time.Minute)),
-		Progress: progress,
-	}
-	switch st {
-	case kilnv1.JobState_JOB_STATE_QUEUED:
-		ev.Source = &kilnv1.ObjectRef{Bucket: "sources", Key: "in/" + jobID + ".mov", Etag: "e1", Size: 1234}
-		ev.Preset = "default"
-	case kilnv1.JobState_JOB_STATE_PROBING:
-		ev.Media = testMedia()
-		ev.Plan = testPlan()
-	case kilnv1.JobState_JOB_STATE_READY:
-		ev.Outputs = testOutputs(jobid.AssetOf(jobID))
-	case kilnv1.JobState_JOB_STATE_FAILED:
-		ev.Error = &kilnv1.JobError{Code: "invalid_media", Message: "no decodable stream"}
-	}
-	return ev
-}
-
-func testMedia() *kilnv1.MediaInfo {
-	return &kilnv1.MediaInfo{Format: "mov,mp4", DurationSeconds: 12.5, SizeBytes: 1234, BitRate: 800_000,
-		Video: &kilnv1.VideoStream{Codec: "h264", Width: 1280, Height: 720, FrameRate: 29.97},
-		Audio: &kilnv1.AudioStream{Codec: "aac", Channels: 2, SampleRate: 48000}}
-}
-
-func testPlan() *kilnv1.Plan {
-	return &kilnv1.Plan{FrameRate: 29.97, GopFrames: 60, SegmentSeconds: 6, HasAudio: true, AudioBitRate: 128_000,
-		Rungs: []*kilnv1.Rung{{Name: "720p", Width: 1280, Height: 720, VideoBitRate: 3_000_000},
-			{Name: "360p", Width: 640, Height: 360, VideoBitRate: 800_000}}}
-}
-
-func testOutputs(assetID string) *kilnv1.AssetOutputs {
-	p := "assets/" + assetID
-	return &kilnv1.AssetOutputs{
-		Bucket: "outputs", Prefix: p + "/",
-		Mp4Key: p + "/download.mp4", PosterKey: p + "/poster.jpg",
-		DurationSeconds: 12.48,
-		Renditions: []*kilnv1.Rendition{ // deliberately not in bandwidth order
-			{Name: "720p", Width: 1280, Height: 720, FrameRate: 29.97, Bandwidth: 3_400_000, AverageBandwidth: 3_100_000,
-				Codecs: "avc1.64001f,mp4a.40.2", PlaylistKey: p + "/hls/720p/index.m3u8", EncodedKey: layout.EncodedKey(assetID, "720p")},
-			{Name: "360p", Width: 640, Height: 360, FrameRate: 29.97, Bandwidth: 950_000, AverageBandwidth: 900_000,
-				Codecs: "avc1.64001e,mp4a.40.2", PlaylistKey: p + "/hls/360p/index.m3u8", EncodedKey: layout.EncodedKey(assetID, "360p")},
-		},
-	}
-}
+// The catalog's own tests apply the store suite's events (eventtest).
+var (
+	testJob     = eventtest.Job
+	event       = eventtest.Event
+	testMedia   = eventtest.Media
+	testPlan    = eventtest.Plan
+	testOutputs = eventtest.Outputs
+)
 
 const (
 	queued      = kilnv1.JobState_JOB_STATE_QUEUED

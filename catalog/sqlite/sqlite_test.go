@@ -10,6 +10,7 @@ import (
 	"testing/fstest"
 
 	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/eventtest"
 	"github.com/kilnvideo/kiln/catalog/storetest"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/sqlmigrate"
@@ -56,19 +57,19 @@ const (
 
 func TestStoreSurvivesRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "catalog.db")
-	jobID, assetID := storetest.TestJob("a")
-	failedJob, _ := storetest.TestJob("b")
+	jobID, assetID := eventtest.Job("a")
+	failedJob, _ := eventtest.Job("b")
 
 	s, err := Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, st := range []kilnv1.JobState{queued, probing, transcoding, packaging, ready} {
-		if _, err := s.Apply(t.Context(), storetest.Event(jobID, st, 0.5)); err != nil {
+		if _, err := s.Apply(t.Context(), eventtest.Event(jobID, st, 0.5)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Apply(t.Context(), storetest.Event(failedJob, failed, 0)); err != nil {
+	if _, err := s.Apply(t.Context(), eventtest.Event(failedJob, failed, 0)); err != nil {
 		t.Fatal(err)
 	}
 	wantJob, err := s.Job(t.Context(), jobID)
@@ -112,7 +113,7 @@ func TestStoreSurvivesRestart(t *testing.T) {
 	if j, err := s.Job(t.Context(), failedJob); err != nil || j.State != catalog.StateFailed || j.ErrorCode != "invalid_media" {
 		t.Errorf("failed job after restart = %+v, %v", j, err)
 	}
-	if changed, err := s.Apply(t.Context(), storetest.Event(jobID, ready, 0)); err != nil || changed {
+	if changed, err := s.Apply(t.Context(), eventtest.Event(jobID, ready, 0)); err != nil || changed {
 		t.Errorf("redelivered READY after restart: changed=%v err=%v", changed, err)
 	}
 }
@@ -142,9 +143,9 @@ func TestMigratePlaybackPolicy(t *testing.T) {
 	if err := sqlmigrate.Apply(t.Context(), db, VersionTable, firstMigrations(t, 1)); err != nil {
 		t.Fatal(err)
 	}
-	jobID, assetID := storetest.TestJob("old")
+	jobID, assetID := eventtest.Job("old")
 	if _, err := db.ExecContext(t.Context(), `INSERT INTO jobs (id, asset_id, state, created_at, updated_at)
-		VALUES (?, ?, 'queued', ?, ?)`, jobID, assetID, fmtTime(storetest.T0), fmtTime(storetest.T0)); err != nil {
+		VALUES (?, ?, 'queued', ?, ?)`, jobID, assetID, fmtTime(eventtest.T0), fmtTime(eventtest.T0)); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {
@@ -246,9 +247,9 @@ func TestMigrateFromOldBinary(t *testing.T) {
 			t.Fatalf("%s: %v", stmt, err)
 		}
 	}
-	jobID, assetID := storetest.TestJob("old-ready")
-	audioJob, audioAsset := storetest.TestJob("old-audio")
-	at := fmtTime(storetest.T0)
+	jobID, assetID := eventtest.Job("old-ready")
+	audioJob, audioAsset := eventtest.Job("old-audio")
+	at := fmtTime(eventtest.T0)
 	for _, stmt := range []struct {
 		sql  string
 		args []any
@@ -283,7 +284,7 @@ func TestMigrateFromOldBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	if j.State != catalog.StateReady || j.Attempt != 2 || j.PlaybackPolicy != policy.Signed || j.Source.Key != "in/a.mov" ||
-		!j.Timestamps[catalog.StateReady].Equal(storetest.T0) || len(j.FailedRenditions) != 1 {
+		!j.Timestamps[catalog.StateReady].Equal(eventtest.T0) || len(j.FailedRenditions) != 1 {
 		t.Errorf("old job = %+v", j)
 	}
 	a, err := s.Asset(ctx, assetID)
@@ -313,8 +314,8 @@ func TestMigrateFromOldBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fresh, freshAsset := storetest.TestJob("new-ready")
-	mustApply(storetest.Event(fresh, ready, 0))
+	fresh, freshAsset := eventtest.Job("new-ready")
+	mustApply(eventtest.Event(fresh, ready, 0))
 	var master string
 	if err := s.db.QueryRowContext(ctx, `SELECT master_key FROM assets WHERE id = ?`, freshAsset).Scan(&master); err != nil || master != "" {
 		t.Errorf("master_key = %q, %v", master, err)
@@ -360,35 +361,35 @@ func TestPartialReadyRows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	id, asset := storetest.TestJob("partial-not-ready")
-	apply(storetest.Event(id, queued, 0), 1)
-	apply(storetest.Event(id, packaging, 0), 1)
-	apply(storetest.PartialReady(id, "1"), 1)
+	id, asset := eventtest.Job("partial-not-ready")
+	apply(eventtest.Event(id, queued, 0), 1)
+	apply(eventtest.Event(id, packaging, 0), 1)
+	apply(eventtest.PartialReady(id, "1"), 1)
 	if n := count(t, s, "renditions", asset); n != 0 {
 		t.Errorf("%d rendition rows", n)
 	}
 
-	id, asset = storetest.TestJob("partial-attempts")
-	apply(storetest.Event(id, queued, 0), 1)
-	apply(storetest.ReadyWithFailure(id), 1)
+	id, asset = eventtest.Job("partial-attempts")
+	apply(eventtest.Event(id, queued, 0), 1)
+	apply(eventtest.ReadyWithFailure(id), 1)
 	if n := count(t, s, "rendition_failures", asset); n != 1 {
 		t.Fatalf("%d failure rows", n)
 	}
-	apply(storetest.Event(id, queued, 0), 2)
+	apply(eventtest.Event(id, queued, 0), 2)
 	if n := count(t, s, "rendition_failures", asset); n != 0 {
 		t.Errorf("%d failure rows after a new attempt", n)
 	}
 	if n := count(t, s, "renditions", asset); n != 0 {
 		t.Errorf("%d rendition rows after a new attempt", n)
 	}
-	apply(storetest.ReadyWithFailure(id), 2)
-	apply(storetest.PartialReady(id, "1"), 2)
+	apply(eventtest.ReadyWithFailure(id), 2)
+	apply(eventtest.PartialReady(id, "1"), 2)
 	if n := count(t, s, "rendition_failures", asset); n != 0 {
 		t.Errorf("%d failure rows after the partial ready", n)
 	}
-	apply(storetest.ReadyWithFailure(id), 3)
-	apply(storetest.Event(id, queued, 0), 4)
-	apply(storetest.Event(id, ready, 0), 4)
+	apply(eventtest.ReadyWithFailure(id), 3)
+	apply(eventtest.Event(id, queued, 0), 4)
+	apply(eventtest.Event(id, ready, 0), 4)
 	if n := count(t, s, "rendition_failures", asset); n != 0 {
 		t.Errorf("%d failure rows after a complete ready", n)
 	}
@@ -431,26 +432,26 @@ func TestHooksRollBackWithTheEvent(t *testing.T) {
 		}
 		return n
 	}
-	id, asset := storetest.TestJob("hooks")
+	id, asset := eventtest.Job("hooks")
 	failApply = true
-	if _, err := s.Apply(ctx, storetest.Event(id, queued, 0)); !errors.Is(err, fail) {
+	if _, err := s.Apply(ctx, eventtest.Event(id, queued, 0)); !errors.Is(err, fail) {
 		t.Fatalf("Apply with a failing hook: %v", err)
 	}
 	if _, err := s.Job(ctx, id); !errors.Is(err, catalog.ErrNotFound) || outbox() != 0 {
 		t.Fatalf("a failed hook left the job (%v) or its outbox row (%d)", err, outbox())
 	}
 	failApply = false
-	if changed, err := s.Apply(ctx, storetest.Event(id, queued, 0)); err != nil || !changed {
+	if changed, err := s.Apply(ctx, eventtest.Event(id, queued, 0)); err != nil || !changed {
 		t.Fatalf("Apply: %v, %v", changed, err)
 	}
-	if changed, err := s.Apply(ctx, storetest.Event(id, queued, 0)); err != nil || changed {
+	if changed, err := s.Apply(ctx, eventtest.Event(id, queued, 0)); err != nil || changed {
 		t.Fatalf("repeat: %v, %v", changed, err)
 	}
 	var changedRows int
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE changed = 1`).Scan(&changedRows); err != nil || changedRows != 1 || outbox() != 2 {
 		t.Errorf("outbox: %d changed of %d (%v); hooks see every event with changed", changedRows, outbox(), err)
 	}
-	if _, err := s.Apply(ctx, storetest.Event(id, ready, 0)); err != nil {
+	if _, err := s.Apply(ctx, eventtest.Event(id, ready, 0)); err != nil {
 		t.Fatal(err)
 	}
 	failDelete = true

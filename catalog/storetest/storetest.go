@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/eventtest"
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/policy"
@@ -92,7 +93,7 @@ func applier(t *testing.T, s catalog.Store) func(ev *kilnv1.JobEvent, attempt in
 }
 
 func testApplyTransitions(t *testing.T, open Opener) {
-	jobID, _ := TestJob("a")
+	jobID, _ := eventtest.Job("a")
 	type step struct {
 		ev       *kilnv1.JobEvent
 		changed  bool
@@ -107,11 +108,11 @@ func testApplyTransitions(t *testing.T, open Opener) {
 		{
 			name: "happy path",
 			steps: []step{
-				{Event(jobID, queued, 0), true, catalog.StateQueued, 0},
-				{Event(jobID, probing, 0), true, catalog.StateProbing, 0},
-				{Event(jobID, transcoding, 0.1), true, catalog.StateTranscoding, 0.1},
-				{Event(jobID, packaging, 0), true, catalog.StatePackaging, 0},
-				{Event(jobID, ready, 0), true, catalog.StateReady, 1},
+				{eventtest.Event(jobID, queued, 0), true, catalog.StateQueued, 0},
+				{eventtest.Event(jobID, probing, 0), true, catalog.StateProbing, 0},
+				{eventtest.Event(jobID, transcoding, 0.1), true, catalog.StateTranscoding, 0.1},
+				{eventtest.Event(jobID, packaging, 0), true, catalog.StatePackaging, 0},
+				{eventtest.Event(jobID, ready, 0), true, catalog.StateReady, 1},
 			},
 			check: func(t *testing.T, j *catalog.Job) {
 				for _, st := range []catalog.State{catalog.StateQueued, catalog.StateProbing, catalog.StateTranscoding, catalog.StatePackaging, catalog.StateReady} {
@@ -119,10 +120,10 @@ func testApplyTransitions(t *testing.T, open Opener) {
 						t.Errorf("no %s timestamp", st)
 					}
 				}
-				if want := T0.Add(5 * time.Minute); !j.Timestamps[catalog.StateReady].Equal(want) {
+				if want := eventtest.T0.Add(5 * time.Minute); !j.Timestamps[catalog.StateReady].Equal(want) {
 					t.Errorf("ready at %v, want event time %v", j.Timestamps[catalog.StateReady], want)
 				}
-				if !proto.Equal(j.Media, Media()) || !proto.Equal(j.Plan, Plan()) {
+				if !proto.Equal(j.Media, eventtest.Media()) || !proto.Equal(j.Plan, eventtest.Plan()) {
 					t.Errorf("media/plan = %v / %v", j.Media, j.Plan)
 				}
 				if j.Source.Key != "in/"+jobID+".mov" || j.Source.Size != 1234 || j.Preset != "default" {
@@ -136,30 +137,30 @@ func testApplyTransitions(t *testing.T, open Opener) {
 		{
 			name: "stale event ignored",
 			steps: []step{
-				{Event(jobID, queued, 0), true, catalog.StateQueued, 0},
-				{Event(jobID, transcoding, 0.2), true, catalog.StateTranscoding, 0.2},
-				{Event(jobID, probing, 0), false, catalog.StateTranscoding, 0.2},
-				{Event(jobID, queued, 0), false, catalog.StateTranscoding, 0.2},
+				{eventtest.Event(jobID, queued, 0), true, catalog.StateQueued, 0},
+				{eventtest.Event(jobID, transcoding, 0.2), true, catalog.StateTranscoding, 0.2},
+				{eventtest.Event(jobID, probing, 0), false, catalog.StateTranscoding, 0.2},
+				{eventtest.Event(jobID, queued, 0), false, catalog.StateTranscoding, 0.2},
 			},
 		},
 		{
 			name: "duplicate ready is a no-op",
 			steps: []step{
-				{Event(jobID, ready, 0), true, catalog.StateReady, 1},
-				{Event(jobID, ready, 0), false, catalog.StateReady, 1},
-				{Event(jobID, packaging, 0), false, catalog.StateReady, 1},
-				{Event(jobID, failed, 0), false, catalog.StateReady, 1},
+				{eventtest.Event(jobID, ready, 0), true, catalog.StateReady, 1},
+				{eventtest.Event(jobID, ready, 0), false, catalog.StateReady, 1},
+				{eventtest.Event(jobID, packaging, 0), false, catalog.StateReady, 1},
+				{eventtest.Event(jobID, failed, 0), false, catalog.StateReady, 1},
 			},
 		},
 		{
 			name: "failed after transcoding, then everything ignored",
 			steps: []step{
-				{Event(jobID, queued, 0), true, catalog.StateQueued, 0},
-				{Event(jobID, transcoding, 0.4), true, catalog.StateTranscoding, 0.4},
-				{Event(jobID, failed, 0), true, catalog.StateFailed, 0},
-				{Event(jobID, packaging, 0), false, catalog.StateFailed, 0},
-				{Event(jobID, ready, 0), false, catalog.StateFailed, 0},
-				{Event(jobID, failed, 0), false, catalog.StateFailed, 0},
+				{eventtest.Event(jobID, queued, 0), true, catalog.StateQueued, 0},
+				{eventtest.Event(jobID, transcoding, 0.4), true, catalog.StateTranscoding, 0.4},
+				{eventtest.Event(jobID, failed, 0), true, catalog.StateFailed, 0},
+				{eventtest.Event(jobID, packaging, 0), false, catalog.StateFailed, 0},
+				{eventtest.Event(jobID, ready, 0), false, catalog.StateFailed, 0},
+				{eventtest.Event(jobID, failed, 0), false, catalog.StateFailed, 0},
 			},
 			check: func(t *testing.T, j *catalog.Job) {
 				if j.ErrorCode != failure.InvalidMedia || j.ErrorMessage == "" {
@@ -173,18 +174,18 @@ func testApplyTransitions(t *testing.T, open Opener) {
 		{
 			name: "progress within a state only rises",
 			steps: []step{
-				{Event(jobID, transcoding, 0.1), true, catalog.StateTranscoding, 0.1},
-				{Event(jobID, transcoding, 0.5), true, catalog.StateTranscoding, 0.5},
-				{Event(jobID, transcoding, 0.3), false, catalog.StateTranscoding, 0.5},
-				{Event(jobID, transcoding, 0.5), false, catalog.StateTranscoding, 0.5},
-				{Event(jobID, transcoding, 7), true, catalog.StateTranscoding, 1}, // clamped
+				{eventtest.Event(jobID, transcoding, 0.1), true, catalog.StateTranscoding, 0.1},
+				{eventtest.Event(jobID, transcoding, 0.5), true, catalog.StateTranscoding, 0.5},
+				{eventtest.Event(jobID, transcoding, 0.3), false, catalog.StateTranscoding, 0.5},
+				{eventtest.Event(jobID, transcoding, 0.5), false, catalog.StateTranscoding, 0.5},
+				{eventtest.Event(jobID, transcoding, 7), true, catalog.StateTranscoding, 1}, // clamped
 			},
 		},
 		{
 			name: "event before QUEUED creates the row; late QUEUED fills the source",
 			steps: []step{
-				{Event(jobID, probing, 0), true, catalog.StateProbing, 0},
-				{Event(jobID, queued, 0), false, catalog.StateProbing, 0},
+				{eventtest.Event(jobID, probing, 0), true, catalog.StateProbing, 0},
+				{eventtest.Event(jobID, queued, 0), false, catalog.StateProbing, 0},
 			},
 			check: func(t *testing.T, j *catalog.Job) {
 				if j.Source.Bucket != "sources" || j.Preset != "default" || j.Media == nil {
@@ -239,11 +240,11 @@ func testApplyTransitions(t *testing.T, open Opener) {
 
 func testApplyReadyWritesAsset(t *testing.T, open Opener) {
 	s := open(t)
-	jobID, assetID := TestJob("a")
+	jobID, assetID := eventtest.Job("a")
 	if a, err := s.Asset(t.Context(), assetID); !errors.Is(err, catalog.ErrNotFound) {
 		t.Fatalf("Asset before any event = %v, %v; want ErrNotFound", a, err)
 	}
-	mustApply(t, s, Event(jobID, queued, 0), Event(jobID, probing, 0))
+	mustApply(t, s, eventtest.Event(jobID, queued, 0), eventtest.Event(jobID, probing, 0))
 	a, err := s.Asset(t.Context(), assetID)
 	if err != nil {
 		t.Fatal(err)
@@ -254,14 +255,14 @@ func testApplyReadyWritesAsset(t *testing.T, open Opener) {
 	if b, err := s.OutputsBucket(t.Context(), assetID); err != nil || b != "" {
 		t.Errorf("outputs bucket before ready = %q, %v", b, err)
 	}
-	mustApply(t, s, Event(jobID, ready, 0))
+	mustApply(t, s, eventtest.Event(jobID, ready, 0))
 	if a, err = s.Asset(t.Context(), assetID); err != nil {
 		t.Fatal(err)
 	}
 	if !a.Ready() || a.Bucket != "outputs" || a.MP4Key == "" || a.PosterKey == "" || a.DurationSeconds != 12.48 {
 		t.Fatalf("ready asset = %+v", a)
 	}
-	if want := T0.Add(5 * time.Minute); !a.ReadyAt.Equal(want) || a.Prefix != "assets/"+assetID+"/" {
+	if want := eventtest.T0.Add(5 * time.Minute); !a.ReadyAt.Equal(want) || a.Prefix != "assets/"+assetID+"/" {
 		t.Errorf("ready at %v, prefix %q", a.ReadyAt, a.Prefix)
 	}
 	if len(a.Renditions) != 2 || a.Renditions[0].Name != "360p" || a.Renditions[1].Name != "720p" {
@@ -275,9 +276,9 @@ func testApplyReadyWritesAsset(t *testing.T, open Opener) {
 	}
 
 	// Without an outputs duration, the media's.
-	other, otherAsset := TestJob("b")
-	ev := Event(other, ready, 0)
-	ev.Media, ev.Outputs.DurationSeconds = Media(), 0
+	other, otherAsset := eventtest.Job("b")
+	ev := eventtest.Event(other, ready, 0)
+	ev.Media, ev.Outputs.DurationSeconds = eventtest.Media(), 0
 	ev.Outputs.Thumbnails = &kilnv1.Thumbnails{PosterKey: "p.jpg", Keys: []string{"t1.jpg"}, IntervalSeconds: 2}
 	mustApply(t, s, ev)
 	if a, err := s.Asset(t.Context(), otherAsset); err != nil || a.DurationSeconds != 12.5 ||
@@ -287,10 +288,10 @@ func testApplyReadyWritesAsset(t *testing.T, open Opener) {
 }
 
 func testApplyRejectsInvalidEvents(t *testing.T, open Opener) {
-	jobID, _ := TestJob("a")
-	otherJob, _ := TestJob("b")
+	jobID, _ := eventtest.Job("a")
+	otherJob, _ := eventtest.Job("b")
 	badOutputs := func(mut func(o *kilnv1.AssetOutputs)) *kilnv1.JobEvent {
-		ev := Event(jobID, ready, 0)
+		ev := eventtest.Event(jobID, ready, 0)
 		mut(ev.Outputs)
 		return ev
 	}
@@ -325,7 +326,7 @@ func testApplyRejectsInvalidEvents(t *testing.T, open Opener) {
 func testNotFound(t *testing.T, open Opener) {
 	s := open(t)
 	ctx := t.Context()
-	jobID, assetID := TestJob("missing")
+	jobID, assetID := eventtest.Job("missing")
 	if _, err := s.Job(ctx, jobID); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("Job: %v, want ErrNotFound", err)
 	}
@@ -346,14 +347,14 @@ func testNotFound(t *testing.T, open Opener) {
 }
 
 func testPlaybackPolicy(t *testing.T, open Opener) {
-	jobID, assetID := TestJob("policy")
+	jobID, assetID := eventtest.Job("policy")
 	queuedWith := func(p string) *kilnv1.JobEvent {
-		ev := Event(jobID, queued, 0)
+		ev := eventtest.Event(jobID, queued, 0)
 		ev.PlaybackPolicy = p
 		return ev
 	}
 	probingWith := func(p string) *kilnv1.JobEvent { // policies on other events are ignored
-		ev := Event(jobID, probing, 0)
+		ev := eventtest.Event(jobID, probing, 0)
 		ev.PlaybackPolicy = p
 		return ev
 	}
@@ -362,15 +363,15 @@ func testPlaybackPolicy(t *testing.T, open Opener) {
 		events []*kilnv1.JobEvent
 		want   string
 	}{
-		{"signed", []*kilnv1.JobEvent{queuedWith("signed"), Event(jobID, ready, 0)}, policy.Signed},
-		{"public", []*kilnv1.JobEvent{queuedWith("public"), Event(jobID, ready, 0)}, policy.Public},
-		{"producer without policies", []*kilnv1.JobEvent{queuedWith(""), Event(jobID, ready, 0)}, policy.Public},
+		{"signed", []*kilnv1.JobEvent{queuedWith("signed"), eventtest.Event(jobID, ready, 0)}, policy.Signed},
+		{"public", []*kilnv1.JobEvent{queuedWith("public"), eventtest.Event(jobID, ready, 0)}, policy.Public},
+		{"producer without policies", []*kilnv1.JobEvent{queuedWith(""), eventtest.Event(jobID, ready, 0)}, policy.Public},
 		{"unknown value is public, as ingest decides", []*kilnv1.JobEvent{queuedWith("SIGNED?")}, policy.Public},
-		{"not queued yet fails closed", []*kilnv1.JobEvent{Event(jobID, probing, 0), Event(jobID, ready, 0)}, policy.Signed},
-		{"only QUEUED carries it", []*kilnv1.JobEvent{probingWith("public"), Event(jobID, ready, 0)}, policy.Signed},
-		{"late QUEUED fills it in", []*kilnv1.JobEvent{Event(jobID, probing, 0), Event(jobID, ready, 0), queuedWith("public")}, policy.Public},
-		{"late signed QUEUED", []*kilnv1.JobEvent{Event(jobID, transcoding, 0.5), queuedWith("signed")}, policy.Signed},
-		{"never contradicted", []*kilnv1.JobEvent{queuedWith("signed"), queuedWith("public"), Event(jobID, ready, 0)}, policy.Signed},
+		{"not queued yet fails closed", []*kilnv1.JobEvent{eventtest.Event(jobID, probing, 0), eventtest.Event(jobID, ready, 0)}, policy.Signed},
+		{"only QUEUED carries it", []*kilnv1.JobEvent{probingWith("public"), eventtest.Event(jobID, ready, 0)}, policy.Signed},
+		{"late QUEUED fills it in", []*kilnv1.JobEvent{eventtest.Event(jobID, probing, 0), eventtest.Event(jobID, ready, 0), queuedWith("public")}, policy.Public},
+		{"late signed QUEUED", []*kilnv1.JobEvent{eventtest.Event(jobID, transcoding, 0.5), queuedWith("signed")}, policy.Signed},
+		{"never contradicted", []*kilnv1.JobEvent{queuedWith("signed"), queuedWith("public"), eventtest.Event(jobID, ready, 0)}, policy.Signed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -394,42 +395,42 @@ func testPlaybackPolicy(t *testing.T, open Opener) {
 func testCancelAndAttempts(t *testing.T, open Opener) {
 	store := open(t)
 	ctx := t.Context()
-	jobID, _ := TestJob("attempts")
+	jobID, _ := eventtest.Job("attempts")
 	apply := applier(t, store)
-	apply(Event(jobID, queued, 0), 0, true)
-	apply(Event(jobID, transcoding, 0.2), 1, true)
-	apply(Event(jobID, canceled, 0), 1, true)
-	apply(Event(jobID, packaging, 0), 1, false) // after a terminal state
-	apply(Event(jobID, failed, 0), 1, false)
+	apply(eventtest.Event(jobID, queued, 0), 0, true)
+	apply(eventtest.Event(jobID, transcoding, 0.2), 1, true)
+	apply(eventtest.Event(jobID, canceled, 0), 1, true)
+	apply(eventtest.Event(jobID, packaging, 0), 1, false) // after a terminal state
+	apply(eventtest.Event(jobID, failed, 0), 1, false)
 	j, err := store.Job(ctx, jobID)
 	if err != nil || j.State != catalog.StateCanceled || j.ErrorCode != failure.Canceled || j.ErrorMessage != failure.MessageCanceled ||
 		j.Timestamps[catalog.StateCanceled].IsZero() {
 		t.Fatalf("canceled job = %+v, %v", j, err)
 	}
-	apply(Event(jobID, queued, 0), 2, true) // the retry
-	apply(Event(jobID, transcoding, 0.5), 1, false)
-	apply(Event(jobID, failed, 0), 1, false) // the old attempt's late failure
-	apply(Event(jobID, probing, 0), 2, true)
+	apply(eventtest.Event(jobID, queued, 0), 2, true) // the retry
+	apply(eventtest.Event(jobID, transcoding, 0.5), 1, false)
+	apply(eventtest.Event(jobID, failed, 0), 1, false) // the old attempt's late failure
+	apply(eventtest.Event(jobID, probing, 0), 2, true)
 	j, _ = store.Job(ctx, jobID)
 	if j.State != catalog.StateProbing || j.Attempt != 2 || j.ErrorCode != "" || !j.Timestamps[catalog.StateCanceled].IsZero() || j.Timestamps[catalog.StateQueued].IsZero() {
 		t.Fatalf("retried job = %+v", j)
 	}
-	apply(Event(jobID, ready, 0), 2, true)
+	apply(eventtest.Event(jobID, ready, 0), 2, true)
 	if a, err := store.Asset(ctx, jobid.AssetOf(jobID)); err != nil || !a.Ready() {
 		t.Fatalf("asset after retry: %+v %v", a, err)
 	}
 	if _, err := store.DeleteJob(ctx, jobID); err != nil {
 		t.Fatal(err)
 	}
-	apply(Event(jobID, queued, 0), 3, false) // a deleted job never changes
+	apply(eventtest.Event(jobID, queued, 0), 3, false) // a deleted job never changes
 	if _, err := store.Job(ctx, jobID); !errors.Is(err, catalog.ErrNotFound) {
 		t.Fatalf("deleted job: %v", err)
 	}
 	if _, err := store.Asset(ctx, jobid.AssetOf(jobID)); !errors.Is(err, catalog.ErrNotFound) {
 		t.Fatalf("deleted asset: %v", err)
 	}
-	running, _ := TestJob("running")
-	apply(Event(running, transcoding, 0), 1, true)
+	running, _ := eventtest.Job("running")
+	apply(eventtest.Event(running, transcoding, 0), 1, true)
 	if _, err := store.DeleteJob(ctx, running); !errors.Is(err, catalog.ErrConflict) {
 		t.Fatalf("delete running: %v", err)
 	}
@@ -438,8 +439,8 @@ func testCancelAndAttempts(t *testing.T, open Opener) {
 func testDeleteJob(t *testing.T, open Opener) {
 	s := open(t)
 	ctx := t.Context()
-	jobID, assetID := TestJob("delete")
-	mustApply(t, s, Event(jobID, queued, 0), Event(jobID, ready, 0))
+	jobID, assetID := eventtest.Job("delete")
+	mustApply(t, s, eventtest.Event(jobID, queued, 0), eventtest.Event(jobID, ready, 0))
 	j, err := s.DeleteJob(ctx, jobID)
 	if err != nil || j.ID != jobID || j.State != catalog.StateReady || j.Source.Key != "in/"+jobID+".mov" {
 		t.Fatalf("DeleteJob = %+v, %v; want the job as it was", j, err)
@@ -465,11 +466,11 @@ func testListJobs(t *testing.T, open Opener) {
 	ctx := t.Context()
 	var ids []string
 	for i := range 5 {
-		id, _ := TestJob(fmt.Sprint("list-", i))
+		id, _ := eventtest.Job(fmt.Sprint("list-", i))
 		ids = append(ids, id)
-		mustApply(t, s, Event(id, queued, 0))
+		mustApply(t, s, eventtest.Event(id, queued, 0))
 		if i%2 == 0 {
-			mustApply(t, s, Event(id, failed, 0))
+			mustApply(t, s, eventtest.Event(id, failed, 0))
 		}
 	}
 	// Pages of two, newest first, each job once.
@@ -529,8 +530,8 @@ func testListJobs(t *testing.T, open Opener) {
 		t.Errorf("limit above the maximum = %d, %v", len(jobs), err)
 	}
 	// Failed renditions of listed ready jobs are loaded.
-	r, _ := TestJob("list-ready")
-	mustApply(t, s, ReadyWithFailure(r))
+	r, _ := eventtest.Job("list-ready")
+	mustApply(t, s, eventtest.ReadyWithFailure(r))
 	jobs, _, err = s.ListJobs(ctx, catalog.JobFilter{State: catalog.StateReady})
 	if err != nil || len(jobs) != 1 || !slices.Equal(jobs[0].FailedRenditions, []string{"720p"}) {
 		t.Errorf("ready jobs = %+v, %v", jobs, err)
@@ -544,70 +545,70 @@ func testPartialReadyIgnored(t *testing.T, open Opener) {
 
 	// A job that is not ready ignores partial events, and an unknown job is
 	// not created by one.
-	id, asset := TestJob("partial-not-ready")
-	apply(PartialReady(id, "1"), 1, false)
+	id, asset := eventtest.Job("partial-not-ready")
+	apply(eventtest.PartialReady(id, "1"), 1, false)
 	if _, err := s.Job(ctx, id); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("job created by a partial event: %v", err)
 	}
-	apply(Event(id, queued, 0), 1, true)
-	apply(Event(id, packaging, 0), 1, true)
-	apply(PartialReady(id, "1"), 1, false)
+	apply(eventtest.Event(id, queued, 0), 1, true)
+	apply(eventtest.Event(id, packaging, 0), 1, true)
+	apply(eventtest.PartialReady(id, "1"), 1, false)
 	a, err := s.Asset(ctx, asset)
 	if err != nil || a.State != catalog.StatePackaging || len(a.Renditions) != 0 {
 		t.Errorf("asset after an ignored partial = %+v, %v", a, err)
 	}
 	// Had it written a rendition, the READY would show it beside its own.
-	apply(Event(id, ready, 0), 1, true)
+	apply(eventtest.Event(id, ready, 0), 1, true)
 	if a, err := s.Asset(ctx, asset); err != nil || len(a.Renditions) != 2 || len(a.Failed) != 0 {
 		t.Errorf("asset = %+v, %v", a, err)
 	}
 
 	// A new attempt clears the failures; a partial event of the old attempt
 	// is then ignored.
-	id, asset = TestJob("partial-attempts")
-	apply(Event(id, queued, 0), 1, true)
-	apply(Event(id, probing, 0), 1, true)
-	apply(ReadyWithFailure(id), 1, true)
+	id, asset = eventtest.Job("partial-attempts")
+	apply(eventtest.Event(id, queued, 0), 1, true)
+	apply(eventtest.Event(id, probing, 0), 1, true)
+	apply(eventtest.ReadyWithFailure(id), 1, true)
 	if a, err := s.Asset(ctx, asset); err != nil || len(a.Failed) != 1 {
 		t.Fatalf("asset = %+v, %v", a, err)
 	}
 	if j, err := s.Job(ctx, id); err != nil || len(j.FailedRenditions) != 1 || j.FailedRenditions[0] != "720p" {
 		t.Fatalf("job = %+v, %v", j, err)
 	}
-	apply(Event(id, queued, 0), 2, true)
+	apply(eventtest.Event(id, queued, 0), 2, true)
 	if a, err := s.Asset(ctx, asset); err != nil || len(a.Failed) != 0 || len(a.Renditions) != 0 {
 		t.Errorf("asset after a new attempt = %+v, %v", a, err)
 	}
 	if j, err := s.Job(ctx, id); err != nil || len(j.FailedRenditions) != 0 {
 		t.Errorf("job after a new attempt = %+v, %v", j, err)
 	}
-	apply(ReadyWithFailure(id), 2, true)
-	apply(PartialReady(id, "1"), 1, false) // an older attempt
+	apply(eventtest.ReadyWithFailure(id), 2, true)
+	apply(eventtest.PartialReady(id, "1"), 1, false) // an older attempt
 	a, err = s.Asset(ctx, asset)
 	if err != nil || len(a.Failed) != 1 || len(a.Renditions) != 1 {
 		t.Errorf("asset after an old attempt's partial = %+v, %v", a, err)
 	}
-	apply(PartialReady(id, "1"), 2, true)
+	apply(eventtest.PartialReady(id, "1"), 2, true)
 
 	// A complete READY of a new attempt replaces the failures.
-	apply(Event(id, queued, 0), 3, true)
-	apply(Event(id, ready, 0), 3, true)
+	apply(eventtest.Event(id, queued, 0), 3, true)
+	apply(eventtest.Event(id, ready, 0), 3, true)
 	if a, err := s.Asset(ctx, asset); err != nil || len(a.Failed) != 0 || len(a.Renditions) != 2 {
 		t.Errorf("asset after a complete ready = %+v, %v", a, err)
 	}
 
 	// A deleted job ignores partial events.
-	id, _ = TestJob("partial-deleted")
-	apply(ReadyWithFailure(id), 1, true)
+	id, _ = eventtest.Job("partial-deleted")
+	apply(eventtest.ReadyWithFailure(id), 1, true)
 	if _, err := s.DeleteJob(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	apply(PartialReady(id, "1"), 1, false)
+	apply(eventtest.PartialReady(id, "1"), 1, false)
 }
 
 func testPartialReadyValidation(t *testing.T, open Opener) {
 	s := open(t)
-	id, _ := TestJob("partial-invalid")
+	id, _ := eventtest.Job("partial-invalid")
 	for name, mut := range map[string]func(*kilnv1.AssetOutputs){
 		"empty partial":       func(o *kilnv1.AssetOutputs) { o.Renditions = nil },
 		"bad failed name":     func(o *kilnv1.AssetOutputs) { o.FailedRenditions = []*kilnv1.FailedRendition{{Name: "../x"}} },
@@ -616,14 +617,14 @@ func testPartialReadyValidation(t *testing.T, open Opener) {
 		"complete, no ready":  func(o *kilnv1.AssetOutputs) { o.Partial, o.Renditions = false, nil },
 		"partial, bad codecs": func(o *kilnv1.AssetOutputs) { o.Renditions[0].Codecs = "a\"b" },
 	} {
-		ev := PartialReady(id, "1")
+		ev := eventtest.PartialReady(id, "1")
 		mut(ev.Outputs)
 		if _, err := s.Apply(t.Context(), ev); !errors.Is(err, catalog.ErrInvalidEvent) {
 			t.Errorf("%s: %v, want ErrInvalidEvent", name, err)
 		}
 	}
 	// A failed-only partial (the retry failed again) is valid.
-	ev := PartialReady(id, "1")
+	ev := eventtest.PartialReady(id, "1")
 	ev.Outputs.Renditions = nil
 	ev.Outputs.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p"}}
 	if _, err := s.Apply(t.Context(), ev); err != nil {
@@ -637,13 +638,13 @@ func testPartialReadyRenditions(t *testing.T, open Opener) {
 	s := open(t)
 	ctx := t.Context()
 	apply := applier(t, s)
-	id, asset := TestJob("partial-renditions")
-	apply(Event(id, probing, 0), 1, true) // the plan sizes failures
-	apply(ReadyWithFailure(id), 1, true)
+	id, asset := eventtest.Job("partial-renditions")
+	apply(eventtest.Event(id, probing, 0), 1, true) // the plan sizes failures
+	apply(eventtest.ReadyWithFailure(id), 1, true)
 	mustRetry(t, s, asset, "720p") // retries: 1
 
 	// The retry failed again: the failure is updated, its retry count kept.
-	again := PartialReady(id, "1")
+	again := eventtest.PartialReady(id, "1")
 	again.Outputs.Renditions = nil
 	again.Outputs.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p", Error: &kilnv1.JobError{Code: failure.Timeout, Message: "slow"}}}
 	apply(again, 1, true)
@@ -665,7 +666,7 @@ func testPartialReadyRenditions(t *testing.T, open Opener) {
 
 	// The next retry succeeds: ready, no failure.
 	before, _ := s.Job(ctx, id)
-	apply(PartialReady(id, "2"), 1, true)
+	apply(eventtest.PartialReady(id, "2"), 1, true)
 	a, err = s.Asset(ctx, asset)
 	if err != nil || len(a.Failed) != 0 || len(a.Renditions) != 2 || a.Renditions[1].Name != "720p" || a.Renditions[1].Bandwidth != 3_400_000 {
 		t.Fatalf("asset after a successful retry = %+v, %v", a, err)
@@ -677,12 +678,12 @@ func testPartialReadyRenditions(t *testing.T, open Opener) {
 	// A late failure never hides a working rendition; a repeat changes
 	// nothing.
 	apply(again, 1, false)
-	apply(PartialReady(id, "2"), 1, false)
+	apply(eventtest.PartialReady(id, "2"), 1, false)
 	if a, _ := s.Asset(ctx, asset); len(a.Failed) != 0 || len(a.Renditions) != 2 {
 		t.Errorf("asset after a late failure = %+v", a)
 	}
 	// A changed rendition is a change.
-	changedEv := PartialReady(id, "3")
+	changedEv := eventtest.PartialReady(id, "3")
 	changedEv.Outputs.Renditions[0].Bandwidth = 3_500_000
 	apply(changedEv, 1, true)
 	if a, _ := s.Asset(ctx, asset); a.Renditions[1].Bandwidth != 3_500_000 {
@@ -704,8 +705,8 @@ func mustRetry(t *testing.T, s catalog.Store, asset, name string) catalog.Rendit
 func testEncodedKeys(t *testing.T, open Opener) {
 	s := open(t)
 	ctx := t.Context()
-	id, asset := TestJob("encoded")
-	mustApply(t, s, ReadyWithFailure(id))
+	id, asset := eventtest.Job("encoded")
+	mustApply(t, s, eventtest.ReadyWithFailure(id))
 	a, err := s.Asset(ctx, asset)
 	if err != nil || len(a.Renditions) != 1 || len(a.Failed) != 1 {
 		t.Fatalf("asset = %+v, %v", a, err)
@@ -716,7 +717,7 @@ func testEncodedKeys(t *testing.T, open Opener) {
 	if got, want := a.Failed[0].EncodedKey, "assets/"+asset+"/enc/720p.mp4"; got != want {
 		t.Errorf("failed 720p encoded key %q, want %q", got, want)
 	}
-	ev := PartialReady(id, "1")
+	ev := eventtest.PartialReady(id, "1")
 	ev.Outputs.Renditions[0].EncodedKey = "assets/" + asset + "/enc/720p-v2.mp4"
 	mustApply(t, s, ev)
 	a, _ = s.Asset(ctx, asset)
@@ -724,14 +725,14 @@ func testEncodedKeys(t *testing.T, open Opener) {
 		t.Errorf("720p after the partial ready = %+v, %v", r, ok)
 	}
 	// A partial failure carrying a key records it.
-	other, otherAsset := TestJob("encoded-partial-failure")
-	ev = ReadyWithFailure(other)
+	other, otherAsset := eventtest.Job("encoded-partial-failure")
+	ev = eventtest.ReadyWithFailure(other)
 	ev.Outputs.FailedRenditions[0].EncodedKey = ""
 	mustApply(t, s, ev)
 	if a, _ := s.Asset(ctx, otherAsset); a.Failed[0].EncodedKey != "" {
 		t.Errorf("failure without a key = %+v", a.Failed[0])
 	}
-	fail := PartialReady(other, "1")
+	fail := eventtest.PartialReady(other, "1")
 	fail.Outputs.Renditions = nil
 	fail.Outputs.FailedRenditions = []*kilnv1.FailedRendition{{Name: "720p", EncodedKey: "k.mp4", Error: &kilnv1.JobError{Code: "packaging_failed", Message: "segmenter exited 1"}}}
 	if changed, err := s.Apply(ctx, fail); err != nil || !changed {
@@ -745,10 +746,10 @@ func testEncodedKeys(t *testing.T, open Opener) {
 func testRetryRendition(t *testing.T, open Opener) {
 	s := open(t)
 	ctx := t.Context()
-	id, asset := TestJob("retry")
-	ev := ReadyWithFailure(id)
+	id, asset := eventtest.Job("retry")
+	ev := eventtest.ReadyWithFailure(id)
 	ev.Outputs.Thumbnails = &kilnv1.Thumbnails{PosterKey: "p.jpg", IntervalSeconds: 2}
-	mustApply(t, s, Event(id, queued, 0), Event(id, probing, 0), ev)
+	mustApply(t, s, eventtest.Event(id, queued, 0), eventtest.Event(id, probing, 0), ev)
 
 	none := func(catalog.RenditionRetry) error { return nil }
 	for _, c := range []struct {
@@ -765,8 +766,8 @@ func testRetryRendition(t *testing.T, open Opener) {
 	if err := s.RetryRendition(ctx, asset, "1080p", none); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("ErrNoRendition does not wrap ErrNotFound: %v", err)
 	}
-	pending, pendingAsset := TestJob("retry-pending")
-	mustApply(t, s, Event(pending, queued, 0))
+	pending, pendingAsset := eventtest.Job("retry-pending")
+	mustApply(t, s, eventtest.Event(pending, queued, 0))
 	if err := s.RetryRendition(ctx, pendingAsset, "720p", none); !errors.Is(err, catalog.ErrConflict) {
 		t.Errorf("retry on a job that is not ready: %v, want ErrConflict", err)
 	}
@@ -784,10 +785,10 @@ func testRetryRendition(t *testing.T, open Opener) {
 	if rr.Retry != 1 || rr.Name != "720p" || rr.EncodedKey != "assets/"+asset+"/enc/720p.mp4" {
 		t.Errorf("retry = %+v", rr)
 	}
-	if j := rr.Job; j == nil || j.ID != id || j.AssetID != asset || j.Attempt != 1 || !proto.Equal(j.Media, Media()) || !proto.Equal(j.Plan, Plan()) {
+	if j := rr.Job; j == nil || j.ID != id || j.AssetID != asset || j.Attempt != 1 || !proto.Equal(j.Media, eventtest.Media()) || !proto.Equal(j.Plan, eventtest.Plan()) {
 		t.Errorf("retry job = %+v", rr.Job)
 	}
-	full := Outputs(asset)
+	full := eventtest.Outputs(asset)
 	if a := rr.Asset; a == nil || a.ID != asset || a.JobID != id || a.State != catalog.StateReady || a.Bucket != "outputs" ||
 		a.Prefix != full.Prefix || a.PosterKey != full.PosterKey || !proto.Equal(a.Thumbnails, ev.Outputs.Thumbnails) {
 		t.Errorf("retry asset = %+v", rr.Asset)
@@ -803,9 +804,9 @@ func testRetryRendition(t *testing.T, open Opener) {
 func testHasJob(t *testing.T, open Opener) {
 	s := open(t)
 	ctx := t.Context()
-	a, _ := TestJob("a")
-	b, _ := TestJob("b")
-	mustApply(t, s, Event(a, queued, 0), Event(a, failed, 0))
+	a, _ := eventtest.Job("a")
+	b, _ := eventtest.Job("b")
+	mustApply(t, s, eventtest.Event(a, queued, 0), eventtest.Event(a, failed, 0))
 	for id, want := range map[string]bool{a: true, b: false} {
 		if got, err := s.HasJob(ctx, id); err != nil || got != want {
 			t.Errorf("HasJob(%s) = %v, %v, want %v", id, got, err, want)
@@ -824,17 +825,17 @@ func testStaleJobs(t *testing.T, open Opener) {
 	ctx := t.Context()
 	ids := map[string]string{}
 	for _, k := range []string{"queued", "probing", "transcoding", "packaging", "ready", "failed", "canceled", "deleted"} {
-		ids[k], _ = TestJob(k)
+		ids[k], _ = eventtest.Job(k)
 	}
 	before := time.Now().Add(-time.Hour)
-	mustApply(t, s, Event(ids["queued"], queued, 0))
-	mustApply(t, s, Event(ids["probing"], queued, 0), Event(ids["probing"], probing, 0))
-	mustApply(t, s, Event(ids["transcoding"], queued, 0), Event(ids["transcoding"], transcoding, 0.5))
-	mustApply(t, s, Event(ids["packaging"], queued, 0), Event(ids["packaging"], packaging, 0))
-	mustApply(t, s, Event(ids["ready"], queued, 0), Event(ids["ready"], ready, 0))
-	mustApply(t, s, Event(ids["failed"], queued, 0), Event(ids["failed"], failed, 0))
-	mustApply(t, s, Event(ids["canceled"], queued, 0), Event(ids["canceled"], canceled, 0))
-	mustApply(t, s, Event(ids["deleted"], queued, 0), Event(ids["deleted"], failed, 0))
+	mustApply(t, s, eventtest.Event(ids["queued"], queued, 0))
+	mustApply(t, s, eventtest.Event(ids["probing"], queued, 0), eventtest.Event(ids["probing"], probing, 0))
+	mustApply(t, s, eventtest.Event(ids["transcoding"], queued, 0), eventtest.Event(ids["transcoding"], transcoding, 0.5))
+	mustApply(t, s, eventtest.Event(ids["packaging"], queued, 0), eventtest.Event(ids["packaging"], packaging, 0))
+	mustApply(t, s, eventtest.Event(ids["ready"], queued, 0), eventtest.Event(ids["ready"], ready, 0))
+	mustApply(t, s, eventtest.Event(ids["failed"], queued, 0), eventtest.Event(ids["failed"], failed, 0))
+	mustApply(t, s, eventtest.Event(ids["canceled"], queued, 0), eventtest.Event(ids["canceled"], canceled, 0))
+	mustApply(t, s, eventtest.Event(ids["deleted"], queued, 0), eventtest.Event(ids["deleted"], failed, 0))
 	if _, err := s.DeleteJob(ctx, ids["deleted"]); err != nil {
 		t.Fatal(err)
 	}
@@ -870,7 +871,7 @@ func testStaleJobs(t *testing.T, open Opener) {
 	}
 	// A job updated again is no longer stale as of before its update.
 	mid := time.Now()
-	mustApply(t, s, Event(ids["queued"], probing, 0))
+	mustApply(t, s, eventtest.Event(ids["queued"], probing, 0))
 	if got, err := s.StaleJobs(ctx, catalog.StaleFilter{Before: mid, Limit: 10}); err != nil || len(got) != 3 || slices.ContainsFunc(got, func(j *catalog.Job) bool { return j.ID == ids["queued"] }) {
 		t.Errorf("StaleJobs after an update = %d jobs, %v, want the 3 others", len(got), err)
 	}
@@ -883,27 +884,27 @@ func testLease(t *testing.T, open Opener) {
 	acquire := func(holder string, at time.Time, want bool) {
 		t.Helper()
 		if got, err := s.AcquireLease(ctx, "reconciler", holder, at, ttl); err != nil || got != want {
-			t.Fatalf("AcquireLease(%s, T0+%v) = %v, %v, want %v", holder, at.Sub(T0), got, err, want)
+			t.Fatalf("AcquireLease(%s, eventtest.T0+%v) = %v, %v, want %v", holder, at.Sub(eventtest.T0), got, err, want)
 		}
 	}
-	acquire("a", T0, true)                      // free
-	acquire("b", T0.Add(30*time.Second), false) // held by a
-	acquire("a", T0.Add(50*time.Second), true)  // renewed until T0+110s
-	acquire("b", T0.Add(100*time.Second), false)
-	acquire("b", T0.Add(110*time.Second), true) // expired: taken over
-	acquire("a", T0.Add(120*time.Second), false)
-	if got, err := s.AcquireLease(ctx, "other", "a", T0, ttl); err != nil || !got {
+	acquire("a", eventtest.T0, true)                      // free
+	acquire("b", eventtest.T0.Add(30*time.Second), false) // held by a
+	acquire("a", eventtest.T0.Add(50*time.Second), true)  // renewed until eventtest.T0+110s
+	acquire("b", eventtest.T0.Add(100*time.Second), false)
+	acquire("b", eventtest.T0.Add(110*time.Second), true) // expired: taken over
+	acquire("a", eventtest.T0.Add(120*time.Second), false)
+	if got, err := s.AcquireLease(ctx, "other", "a", eventtest.T0, ttl); err != nil || !got {
 		t.Errorf("AcquireLease(another name) = %v, %v, want true", got, err)
 	}
 	if err := s.ReleaseLease(ctx, "reconciler", "a"); err != nil { // not a's: a no-op
 		t.Fatal(err)
 	}
-	acquire("a", T0.Add(130*time.Second), false)
+	acquire("a", eventtest.T0.Add(130*time.Second), false)
 	if err := s.ReleaseLease(ctx, "reconciler", "b"); err != nil {
 		t.Fatal(err)
 	}
-	acquire("a", T0.Add(131*time.Second), true) // released: free at once
-	if _, err := s.AcquireLease(ctx, "reconciler", "", T0, ttl); err == nil {
+	acquire("a", eventtest.T0.Add(131*time.Second), true) // released: free at once
+	if _, err := s.AcquireLease(ctx, "reconciler", "", eventtest.T0, ttl); err == nil {
 		t.Error("AcquireLease without a holder: nil error")
 	}
 }

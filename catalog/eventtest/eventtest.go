@@ -1,4 +1,10 @@
-package storetest
+// Package eventtest holds the job events the catalog's tests apply: a job
+// over a source object, the event of each state as a real producer would
+// send it, and READY outputs whose encoded keys deliberately differ from the
+// workers' layout (so a test proves the catalog uses the stored key). It
+// imports nothing of the catalog, so the catalog's own tests and the store
+// contract suite (storetest) share it.
+package eventtest
 
 import (
 	"time"
@@ -13,19 +19,8 @@ import (
 // T0 is the time of the fixtures' events.
 var T0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
-// Job states of events, short.
-const (
-	queued      = kilnv1.JobState_JOB_STATE_QUEUED
-	probing     = kilnv1.JobState_JOB_STATE_PROBING
-	transcoding = kilnv1.JobState_JOB_STATE_TRANSCODING
-	packaging   = kilnv1.JobState_JOB_STATE_PACKAGING
-	ready       = kilnv1.JobState_JOB_STATE_READY
-	failed      = kilnv1.JobState_JOB_STATE_FAILED
-	canceled    = kilnv1.JobState_JOB_STATE_CANCELED
-)
-
-// TestJob returns the ids of a job over source object key.
-func TestJob(key string) (jobID, assetID string) {
+// Job returns the ids of a job over source object key.
+func Job(key string) (jobID, assetID string) {
 	return jobid.FromObject("sources", key, "etag-"+key)
 }
 
@@ -88,7 +83,7 @@ func Outputs(assetID string) *kilnv1.AssetOutputs {
 
 // ReadyWithFailure is a READY event whose 720p rendition failed.
 func ReadyWithFailure(jobID string) *kilnv1.JobEvent {
-	ev := Event(jobID, ready, 1)
+	ev := Event(jobID, kilnv1.JobState_JOB_STATE_READY, 1)
 	o := ev.Outputs
 	enc := o.Renditions[0].EncodedKey
 	o.Renditions = o.Renditions[1:] // 360p only
@@ -100,7 +95,7 @@ func ReadyWithFailure(jobID string) *kilnv1.JobEvent {
 // PartialReady is the partial READY event of retry n of the 720p rendition,
 // which succeeded.
 func PartialReady(jobID string, n string) *kilnv1.JobEvent {
-	ev := Event(jobID, ready, 1)
+	ev := Event(jobID, kilnv1.JobState_JOB_STATE_READY, 1)
 	ev.EventId += "/720p.r" + n
 	full := ev.Outputs
 	ev.Outputs = &kilnv1.AssetOutputs{Bucket: full.Bucket, Prefix: full.Prefix, Partial: true,

@@ -11,6 +11,10 @@
 #                          gofmt, proto:check, go mod tidy -diff and go test ./...; stops
 #                          the stack on exit
 #   stack.sh bench         like test (.data/bench, test ports), then the benchmarks in ./bench/...
+#   stack.sh faults        no shared stack: installs what is missing, builds kiln and nats-server,
+#                          then the fault suite (go test ./internal/faults/ with KILN_FAULTS=1),
+#                          which starts its own Redis, NATS and MinIO per scenario; data and logs
+#                          in .data/faults/<scenario>, the result table in .data/faults/report.md
 #   stack.sh proto         regenerate Go code from proto/**/*.proto
 #   stack.sh proto-check   fail when the committed generated Go code is stale
 #
@@ -19,10 +23,13 @@
 #                       (default: build .tools/bin/kiln from ./cmd/kiln)
 #   MINIO_BIN           MinIO binary to run; when set, it is used as is and not installed
 #                       (default: .tools/bin/minio, go-installed at the pinned version)
+#   NATS_SERVER_BIN     nats-server binary the fault suite runs; when set, it is used as is
+#                       (default: .tools/bin/nats-server, built from the module's dependency)
 #   KILN_READY_TIMEOUT  seconds to wait for kiln's /readyz (default 90)
 #   KILN_UP_FOLLOW_LOGS up only: 0 to not follow the kiln log on the terminal (default 1)
 #   KILN_SKIP_APT       1 to never call apt-get (fail instead when a command is missing)
-#   GO_TEST_FLAGS       test only: extra flags for go test (e.g. "-run TestFoo -v")
+#   GO_TEST_FLAGS       test and faults: extra flags for go test (e.g. "-run TestFoo -v";
+#                       faults: "-run TestFaults/worker_kill" runs one scenario)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -129,12 +136,30 @@ install_minio() {
 	minio_ok || die "MinIO install failed"
 }
 
+# install_nats_server: the nats-server of the fault suite (internal/faults), built from the
+# version go.mod pins (module cache, no network once downloaded); NATS_SERVER_BIN overrides.
+install_nats_server() {
+	if [[ -n "${NATS_SERVER_BIN:-}" ]]; then
+		[[ -x "$NATS_SERVER_BIN" ]] || die "NATS_SERVER_BIN=$NATS_SERVER_BIN is not an executable"
+		return
+	fi
+	NATS_SERVER_BIN="$TOOLS_BIN/nats-server"
+	local want have
+	want="$(go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)"
+	have="$(go version -m "$NATS_SERVER_BIN" 2>/dev/null | awk '$1=="mod"{print $3}')" || true
+	[[ -x "$NATS_SERVER_BIN" && "$have" == "$want" ]] && return
+	mkdir -p "$TOOLS_BIN"
+	log "building nats-server $want into .tools/bin"
+	go build -o "$NATS_SERVER_BIN" github.com/nats-io/nats-server/v2
+}
+
 cmd_install() {
 	local -a cmds=(ffmpeg ffprobe redis-server redis-cli protoc protoc-includes curl)
 	# Only the test stack needs a browser (MODE is set by configure; unset for `install`).
 	if [[ "${MODE:-}" == test ]]; then cmds+=(/usr/bin/chromium); fi
 	ensure_cmds "${cmds[@]}"
 	install_minio
+	install_nats_server
 }
 
 cmd_build() {
@@ -514,6 +539,9 @@ export_test_env() {
 	export KILN_TEST_SOURCES_BUCKET="$SOURCES_BUCKET"
 	export KILN_TEST_OUTPUTS_BUCKET="$OUTPUTS_BUCKET"
 	export KILN_BIN # tests run the binary the stack runs (internal/testenv.BuildKiln)
+	# The fault suite (internal/faults) starts its own services from these binaries.
+	export MINIO_BIN
+	export KILN_TEST_NATS_SERVER_BIN="$NATS_SERVER_BIN"
 }
 
 # run_step description cmd...: on failure show the kiln log tail and exit non-zero.
@@ -591,6 +619,30 @@ cmd_bench() {
 	run_step "go test -bench" go test -run '^$' -bench . -benchtime 1x ./bench/...
 }
 
+# cmd_faults: the whole fault suite, no shared stack (each scenario starts its own services).
+cmd_faults() {
+	MODE=faults
+	ensure_cmds ffmpeg ffprobe redis-server curl
+	install_minio
+	install_nats_server
+	cmd_build
+	local dir="$ROOT/.data/faults"
+	mkdir -p "$dir"
+	rm -f "$dir/report.md"
+	local rc=0
+	log "fault suite (scenario data and logs in ${dir#"$ROOT"/})"
+	# shellcheck disable=SC2086
+	KILN_FAULTS=1 KILN_BIN="$KILN_BIN" MINIO_BIN="$MINIO_BIN" KILN_TEST_NATS_SERVER_BIN="$NATS_SERVER_BIN" \
+		KILN_FAULTS_DIR="$dir" KILN_FAULTS_REPORT="$dir/report.md" \
+		go test -count=1 -timeout 30m -run . ./internal/faults/ -v ${GO_TEST_FLAGS:-} || rc=$?
+	if [[ -f "$dir/report.md" ]]; then
+		log "fault suite results"
+		cat "$dir/report.md" >&2
+	fi
+	((rc == 0)) || die "fault suite failed (exit $rc); logs of every process in ${dir#"$ROOT"/}/<scenario>/logs"
+	log "${C_G}fault suite passed${C_0}"
+}
+
 usage() {
 	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
 	exit 2
@@ -602,6 +654,7 @@ build) cmd_build ;;
 up) cmd_up ;;
 test) cmd_test ;;
 bench) cmd_bench ;;
+faults) cmd_faults ;;
 proto) cmd_proto ;;
 proto-check | proto:check) cmd_proto_check ;;
 *) usage ;;

@@ -1,0 +1,358 @@
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/testenv"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// EnableEnv enables the whole suite (`go tool task faults`).
+const EnableEnv = "KILN_FAULTS"
+
+// recoverTimeout bounds the wait from a fault until every job finished. It
+// covers asynq's recovery of a dead worker's task (lease 30 s, recoverer
+// every minute) and a few retries (10 s, 20 s, 40 s).
+var recoverTimeout = 4 * time.Minute
+
+// scenario is one fault and what it runs.
+type scenario struct {
+	name string
+	// ci scenarios also run under `go tool task test`.
+	ci  bool
+	run func(c *cluster, r *result)
+}
+
+var scenarios = []scenario{
+	{"worker_kill", true, workerKill},
+	{"catalog_kill", false, catalogKill},
+	{"minio_restart", false, minioRestart},
+	{"redis_restart", false, redisRestart},
+	{"nats_restart", false, natsRestart},
+	{"duplicate_event", true, duplicateEvent},
+	{"kill_all", false, killAll},
+}
+
+// small is the usual load of a scenario: tiny clips, 2 to 4 s at 320x180.
+var small = []clipSpec{{2, 320, 180}, {3, 320, 180}, {4, 320, 180}}
+
+// TestFaults runs the scenarios, each against a cluster of its own, and
+// logs the table of what they measured. Every scenario runs with
+// KILN_FAULTS=1; only the ci ones run under `go tool task test`; by hand
+// without KILN_FAULTS the test skips by design.
+func TestFaults(t *testing.T) {
+	all := os.Getenv(EnableEnv) == "1"
+	if !all && !testenv.Required() {
+		t.Skipf("the fault suite runs with %s=1 (`go tool task faults`); its short scenarios run under `go tool task test`", EnableEnv)
+	}
+	if d, err := time.ParseDuration(os.Getenv("KILN_FAULTS_RECOVER_TIMEOUT")); err == nil && d > 0 {
+		recoverTimeout = d
+	}
+	var results []*result
+	for _, s := range scenarios {
+		if !all && !s.ci {
+			continue
+		}
+		r := &result{name: s.name}
+		ran := t.Run(s.name, func(t *testing.T) {
+			c := newCluster(t)
+			s.run(c, r)
+		})
+		if r.jobs > 0 || !ran {
+			results = append(results, r)
+		}
+	}
+	table := report(results)
+	t.Logf("fault suite results:\n%s", table)
+	if path := os.Getenv("KILN_FAULTS_REPORT"); path != "" {
+		if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// report renders the results as a Markdown table.
+func report(results []*result) string {
+	var b strings.Builder
+	b.WriteString("| scenario | jobs | lost | duplicated | orphaned | time to recover | result |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		rec := r.recover.Round(100 * time.Millisecond).String()
+		if !r.recovered {
+			rec = "> " + rec + " (not all finished)"
+		}
+		verdict := "pass"
+		if len(r.problems) > 0 {
+			verdict = "FAIL: " + firstLine(strings.ReplaceAll(r.problems[0], "|", "/"), 160)
+			if len(r.problems) > 1 {
+				verdict += fmt.Sprintf(" (+%d more)", len(r.problems)-1)
+			}
+		} else if r.jobs == 0 {
+			verdict = "FAIL: did not get to its jobs (see the test log)"
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %s | %s |\n", r.name, r.jobs, r.lost, r.duplicated, r.orphaned, rec, verdict)
+	}
+	return b.String()
+}
+
+// finish waits from the fault (at t0) until every job finished, records the
+// time, then verifies.
+func (c *cluster) finish(r *result, jobs []*job, t0 time.Time) {
+	c.t.Helper()
+	last, ok := c.waitTerminal(jobs, recoverTimeout)
+	r.recover, r.recovered = time.Since(t0), ok
+	if !ok {
+		r.problems = append(r.problems, fmt.Sprintf("not every job finished within %s of the fault", recoverTimeout))
+	}
+	c.t.Logf("%s: every job finished %s after the fault: %v", c.t.Name(), r.recover.Round(time.Millisecond), ok)
+	c.verify(r, jobs, last)
+}
+
+// workerKill: kill -9 the worker that runs a transcode, mid-encode. Its
+// ffmpeg must die with it; the task comes back (asynq lease recovery) on
+// the other worker or on the killed one, restarted.
+func workerKill(c *cluster, r *result) {
+	// One longer, bigger clip so that the kill lands mid-encode.
+	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
+	i, ff := c.waitTranscode(2 * time.Minute)
+	time.Sleep(500 * time.Millisecond)
+	victim := c.workers[i]
+	pid := victim.Pid()
+	victim.Kill()
+	t0 := time.Now()
+	c.t.Logf("killed %s (pid %d) with -9 mid-transcode (ffmpeg %d)", victim.Name, pid, ff.pid)
+	if !waitGone(ff.pid, 5*time.Second) {
+		c.problem(r, "ffmpeg %d outlived its worker %s (pid %d) by 5 s", ff.pid, victim.Name, pid)
+	}
+	time.Sleep(2 * time.Second)
+	if err := victim.StartReady(readyTimeout); err != nil {
+		c.t.Fatal(err)
+	}
+	c.finish(r, jobs, t0)
+}
+
+// catalogKill: kill -9 the catalog while jobs run, restart it 3 s later.
+// Job events wait in JetStream for its durable consumer.
+func catalogKill(c *cluster, r *result) {
+	jobs := c.submit(small, true)
+	c.waitTranscode(2 * time.Minute)
+	c.catalog.Kill()
+	t0 := time.Now()
+	c.t.Log("killed the catalog with -9 mid-run")
+	time.Sleep(3 * time.Second)
+	if err := c.catalog.StartReady(readyTimeout); err != nil {
+		c.t.Fatal(err)
+	}
+	c.finish(r, jobs, t0)
+}
+
+// minioRestart: stop MinIO mid-transcode, start it 5 s later on the same
+// data dir. Reads and writes of the running stages fail meanwhile and must
+// be retried, not taken for bad input.
+func minioRestart(c *cluster, r *result) {
+	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
+	c.waitTranscode(2 * time.Minute)
+	t0 := time.Now()
+	c.restart(c.minio.Proc, 5*time.Second)
+	c.finish(r, jobs, t0)
+}
+
+// redisRestart: stop Redis (AOF on) mid-run, start it 5 s later. asynq's
+// tasks and leases are in the append-only file.
+func redisRestart(c *cluster, r *result) {
+	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
+	c.waitTranscode(2 * time.Minute)
+	t0 := time.Now()
+	c.restart(c.redis.Proc, 5*time.Second)
+	c.finish(r, jobs, t0)
+}
+
+// natsRestart: stop NATS mid-run, start it 5 s later on the same store.
+// Publishing job events fails meanwhile; MinIO queues its bucket events.
+func natsRestart(c *cluster, r *result) {
+	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
+	c.waitTranscode(2 * time.Minute)
+	t0 := time.Now()
+	c.restart(c.nats.Proc, 5*time.Second)
+	c.finish(r, jobs, t0)
+}
+
+// duplicateEvent: every source's bucket event and "object landed" fact
+// delivered again (without JetStream's dedup id) while the jobs run, and
+// once more after they are ready. Still one job per source, no output
+// written twice.
+func duplicateEvent(c *cluster, r *result) {
+	jobs := c.submit(small, true)
+	srcs := c.sources(jobs)
+	t0 := time.Now()
+	c.publishDuplicates(srcs, 2)
+	c.finish(r, jobs, t0)
+	if c.t.Failed() {
+		return
+	}
+
+	// Late duplicates: the jobs are ready; nothing may run again.
+	before := c.outputTimes()
+	c.publishDuplicates(srcs, 1)
+	time.Sleep(15 * time.Second)
+	for _, j := range jobs {
+		if v, ok := c.getJob(c.t.Context(), j.id); !ok || !terminal(v.State) {
+			r.lost++
+			c.problem(r, "job %s (%s) is %q after a late duplicate event", j.id, j.file, v.State)
+		}
+	}
+	after := c.outputTimes()
+	for k, t := range after {
+		if b, ok := before[k]; !ok || !b.Equal(t) {
+			r.duplicated++
+			c.problem(r, "output %s written again after a late duplicate event", k)
+		}
+	}
+	if listed, err := c.listJobs(); err != nil {
+		c.problem(r, "list jobs: %v", err)
+	} else if len(listed) != len(jobs) {
+		r.duplicated += max(0, len(listed)-len(jobs))
+		c.problem(r, "the catalog lists %d jobs after late duplicate events, want %d", len(listed), len(jobs))
+	}
+}
+
+// killAll: kill -9 every process at once mid-transcode — services and
+// kiln — then start everything again.
+func killAll(c *cluster, r *result) {
+	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
+	c.waitTranscode(2 * time.Minute)
+	procs := append([]*testenv.Proc{c.minio.Proc, c.redis.Proc, c.nats.Proc}, c.kilnProcs()...)
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Go(p.Kill)
+	}
+	wg.Wait()
+	t0 := time.Now()
+	c.t.Log("killed every process with -9")
+	time.Sleep(time.Second)
+	for _, p := range []*testenv.Proc{c.redis.Proc, c.nats.Proc, c.minio.Proc} {
+		if err := p.StartReady(readyTimeout); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	c.startKiln(c.kilnProcs()...)
+	c.finish(r, jobs, t0)
+}
+
+// source is what a bucket event says about an uploaded source.
+type source struct {
+	bucket, key, etag string
+	size              int64
+}
+
+// sources waits until the catalog knows every job and returns their
+// sources.
+func (c *cluster) sources(jobs []*job) []source {
+	c.t.Helper()
+	var out []source
+	deadline := time.Now().Add(time.Minute)
+	for _, j := range jobs {
+		for {
+			if v, ok := c.getJob(c.t.Context(), j.id); ok && v.Source.Key != "" {
+				out = append(out, source{v.Source.Bucket, v.Source.Key, v.Source.ETag, v.Source.Size})
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("the catalog does not know job %s (%s) after a minute", j.id, j.file)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return out
+}
+
+// publishDuplicates publishes, times times per source, a MinIO-style
+// bucket event on kiln.s3.events and an ObjectLanded on
+// kiln.objects.landed, without a message id so JetStream stores each copy.
+func (c *cluster) publishDuplicates(srcs []source, times int) {
+	c.t.Helper()
+	nc, err := nats.Connect(c.nats.URL, nats.Timeout(5*time.Second))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(c.t.Context(), 30*time.Second)
+	defer cancel()
+	for range times {
+		for _, s := range srcs {
+			ev, err := json.Marshal(s3Event(s))
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			if _, err := js.Publish(ctx, bus.SubjectS3Events, ev); err != nil {
+				c.t.Fatalf("publish duplicate bucket event: %v", err)
+			}
+			landed, err := proto.Marshal(&kilnv1.ObjectLanded{
+				Object: &kilnv1.ObjectRef{Bucket: s.bucket, Key: s.key, Etag: s.etag, Size: s.size, ContentType: "video/mp4"},
+				Origin: "api", Preset: "default", Time: timestamppb.Now(),
+			})
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			if _, err := js.Publish(ctx, bus.SubjectObjectLanded, landed); err != nil {
+				c.t.Fatalf("publish duplicate object landed: %v", err)
+			}
+		}
+	}
+	c.t.Logf("published %d duplicate bucket events and %d duplicate object-landed facts", times*len(srcs), times*len(srcs))
+}
+
+// s3Event is the notification MinIO sends for a created object.
+func s3Event(s source) map[string]any {
+	key := url.QueryEscape(s.key)
+	return map[string]any{
+		"EventName": "s3:ObjectCreated:Put",
+		"Key":       s.bucket + "/" + key,
+		"Records": []map[string]any{{
+			"eventVersion": "2.0",
+			"eventSource":  "minio:s3",
+			"eventTime":    time.Now().UTC().Format(time.RFC3339Nano),
+			"eventName":    "s3:ObjectCreated:Put",
+			"s3": map[string]any{
+				"bucket": map[string]any{"name": s.bucket},
+				"object": map[string]any{"key": key, "size": s.size, "eTag": s.etag, "contentType": "video/mp4"},
+			},
+		}},
+	}
+}
+
+// outputTimes returns the last-modified time of every output object.
+func (c *cluster) outputTimes() map[string]time.Time {
+	c.t.Helper()
+	objs, err := c.objects.List(c.t.Context(), outputsBucket, "assets/")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[string]time.Time{}
+	for _, o := range objs {
+		info, err := c.objects.Stat(c.t.Context(), outputsBucket, o.Key)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		out[o.Key] = info.LastModified
+	}
+	return out
+}

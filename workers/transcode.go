@@ -177,7 +177,10 @@ func (h *Handlers) progressReporter(ctx context.Context, p *kilnv1.TranscodeTask
 		frac := min(0.99, max(0, pr.OutTime.Seconds()/duration))
 		ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, fmt.Sprintf("transcoding.%02d", int(frac*100)))
 		ev.Progress = frac
-		if err := h.cfg.Events.PublishJobEvent(ctx, ev); err != nil {
+		// Progress is best effort: a bus outage must not hold the encode.
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := h.cfg.Events.PublishJobEvent(pctx, ev); err != nil {
 			log.Warn("publish progress", zap.Error(err))
 		}
 	}

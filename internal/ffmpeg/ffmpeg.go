@@ -131,19 +131,38 @@ func (r *Runner) Run(ctx context.Context, args []string, onProgress func(Progres
 
 	// exec copies stdout into pw from its own goroutine, so WaitDelay still
 	// applies; we parse on the other end and keep draining even if parsing
-	// stops early, so ffmpeg never blocks on a full pipe.
+	// stops early, so ffmpeg never blocks on a full pipe. onProgress runs on
+	// a goroutine of its own and gets the latest report only: a slow
+	// callback (a publish waiting on a bus outage) drops stale reports
+	// instead of stalling the pipe.
 	pr, pw := io.Pipe()
+	latest := make(chan Progress, 1)
 	parsed := make(chan error, 1)
 	go func() {
-		err := ParseProgress(pr, onProgress)
+		err := ParseProgress(pr, func(p Progress) {
+			select {
+			case <-latest: // superseded
+			default:
+			}
+			latest <- p // never blocks: this goroutine is the only sender
+		})
 		_, _ = io.Copy(io.Discard, pr)
+		close(latest)
 		parsed <- err
+	}()
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		for p := range latest {
+			onProgress(p)
+		}
 	}()
 	err := r.run(ctx, "ffmpeg", r.ffmpeg, full, pw)
 	pw.Close()
 	if perr := <-parsed; perr != nil {
 		r.log.Warn("ffmpeg progress parsing stopped", zap.Error(perr))
 	}
+	<-delivered
 	return err
 }
 

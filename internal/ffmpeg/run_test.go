@@ -130,6 +130,29 @@ func TestRunProgress(t *testing.T) {
 	}
 }
 
+// TestRunSlowProgress: a progress callback that blocks (a publish waiting
+// on a bus outage) neither stalls ffmpeg nor fails the run; it gets the
+// latest report, and the last one is Done.
+func TestRunSlowProgress(t *testing.T) {
+	r := newRunner(t)
+	var got []ffmpeg.Progress
+	err := r.Run(t.Context(), []string{
+		"-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=3",
+		"-c:v", "libx264", "-preset", "ultrafast", "-f", "mp4", "-y", filepath.Join(t.TempDir(), "out.mp4"),
+	}, func(p ffmpeg.Progress) {
+		if len(got) == 0 {
+			time.Sleep(7 * time.Second) // longer than the runner's WaitDelay (5 s)
+		}
+		got = append(got, p)
+	})
+	if err != nil {
+		t.Fatalf("Run with a slow progress callback: %v", err)
+	}
+	if len(got) == 0 || !got[len(got)-1].Done {
+		t.Fatalf("progress %+v: want the Done report last", got)
+	}
+}
+
 func TestRunCancel(t *testing.T) {
 	r := newRunner(t)
 	ctx, cancel := context.WithCancel(t.Context())

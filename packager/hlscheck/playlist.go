@@ -88,6 +88,20 @@ func positiveInt(attrs map[string]string, key string) (int64, error) {
 	return n, nil
 }
 
+// decode is grafov/m3u8's strict Decode, its panics turned into errors: it
+// dereferences nil on some malformed playlists (e.g. "#EXT-X-MAP:\n0"; open
+// upstream, grafov/m3u8 #166 and #203), which a checker must report, not
+// crash on.
+func decode(data []byte) (typ m3u8.ListType, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("grafov/m3u8 panicked: %v", r)
+		}
+	}()
+	_, typ, err = m3u8.Decode(*bytes.NewBuffer(data), true)
+	return typ, err
+}
+
 // CheckMasterPlaylist applies the master playlist rules to its text.
 // Problems carry no URI; details name the variant.
 func CheckMasterPlaylist(data []byte) []Problem {
@@ -95,7 +109,7 @@ func CheckMasterPlaylist(data []byte) []Problem {
 	add := func(rule, format string, args ...any) {
 		ps = append(ps, Problem{Rule: rule, Detail: fmt.Sprintf(format, args...)})
 	}
-	_, typ, err := m3u8.Decode(*bytes.NewBuffer(data), true)
+	typ, err := decode(data)
 	switch {
 	case err != nil:
 		add(RuleMasterParse, "strict decoding: %v", err)
@@ -312,7 +326,7 @@ func CheckMediaPlaylist(data []byte) []Problem {
 	add := func(rule, format string, args ...any) {
 		ps = append(ps, Problem{Rule: rule, Detail: fmt.Sprintf(format, args...)})
 	}
-	_, typ, err := m3u8.Decode(*bytes.NewBuffer(data), true)
+	typ, err := decode(data)
 	switch {
 	case err != nil:
 		add(RuleMediaParse, "strict decoding: %v", err)

@@ -59,13 +59,14 @@ type Objects interface {
 	PutFile(ctx context.Context, bucket, key, path, contentType string) error
 }
 
-// MediaFromProbe converts ffprobe's result into kiln's media info.
+// MediaFromProbe converts ffprobe's result into kiln's media info. A
+// negative duration, size or bit rate reads as unknown (0), like "N/A".
 func MediaFromProbe(p *ffmpeg.ProbeResult) *kilnv1.MediaInfo {
 	m := &kilnv1.MediaInfo{
 		Format:          p.Format.FormatName,
-		DurationSeconds: p.Format.Duration,
-		SizeBytes:       p.Format.Size,
-		BitRate:         p.Format.BitRate,
+		DurationSeconds: max(p.Format.Duration, 0),
+		SizeBytes:       max(p.Format.Size, 0),
+		BitRate:         max(p.Format.BitRate, 0),
 	}
 	for _, st := range p.Streams {
 		switch {
@@ -80,7 +81,7 @@ func MediaFromProbe(p *ffmpeg.ProbeResult) *kilnv1.MediaInfo {
 	if v := p.Video(); v != nil {
 		m.Video = videoFromProbe(v)
 		if m.DurationSeconds <= 0 {
-			m.DurationSeconds = v.Duration
+			m.DurationSeconds = max(v.Duration, 0)
 		}
 	}
 	if a := p.Audio(); a != nil {
@@ -89,7 +90,7 @@ func MediaFromProbe(p *ffmpeg.ProbeResult) *kilnv1.MediaInfo {
 			SampleRate: int32(a.SampleRate), BitRate: a.BitRate,
 		}
 		if m.DurationSeconds <= 0 {
-			m.DurationSeconds = a.Duration
+			m.DurationSeconds = max(a.Duration, 0)
 		}
 	}
 	return m

@@ -64,8 +64,9 @@ func scenarioDir(t *testing.T) string {
 }
 
 // newCluster starts the services, then the catalog, the ingest and two
-// workers, and waits until each one is ready.
-func newCluster(t *testing.T) *cluster {
+// workers, and waits until each one is ready. catalogEnv is added to the
+// catalog's environment.
+func newCluster(t *testing.T, catalogEnv ...string) *cluster {
 	t.Helper()
 	testenv.RequireBinaries(t, "ffmpeg", "ffprobe", "redis-server")
 	kiln := testenv.BuildKiln(t)
@@ -102,9 +103,10 @@ func newCluster(t *testing.T) *cluster {
 		p.SetReady(testenv.HTTPReady("http://" + addr + "/readyz"))
 		return p, "http://" + addr
 	}
-	c.catalog, c.catalogURL = role("catalog",
-		"KILN_DATABASE="+filepath.Join(dir, "catalog", "kiln.db"),
-		"KILN_PLAYBACK_SIGNING_KEY=faults-signing-key-0123456789")
+	c.catalog, c.catalogURL = role("catalog", append([]string{
+		"KILN_DATABASE=" + filepath.Join(dir, "catalog", "kiln.db"),
+		"KILN_PLAYBACK_SIGNING_KEY=faults-signing-key-0123456789",
+	}, catalogEnv...)...)
 	if err := os.MkdirAll(filepath.Join(dir, "catalog"), 0o755); err != nil {
 		t.Fatal(err)
 	}

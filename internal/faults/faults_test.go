@@ -13,10 +13,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -35,16 +38,24 @@ type scenario struct {
 	// ci scenarios also run under `go tool task test`.
 	ci  bool
 	run func(c *cluster, r *result)
+	// catalogEnv is added to the catalog's environment.
+	catalogEnv []string
 }
 
+// fastReconcile runs the catalog's reconciler every 2 s on anything 10 s
+// old (KILN_RECONCILE_GRACE's least value) instead of 1 m and 2 m.
+var fastReconcile = []string{"KILN_RECONCILE_INTERVAL=2s", "KILN_RECONCILE_GRACE=10s"}
+
 var scenarios = []scenario{
-	{"worker_kill", true, workerKill},
-	{"catalog_kill", false, catalogKill},
-	{"minio_restart", false, minioRestart},
-	{"redis_restart", false, redisRestart},
-	{"nats_restart", false, natsRestart},
-	{"duplicate_event", true, duplicateEvent},
-	{"kill_all", false, killAll},
+	{"worker_kill", true, workerKill, nil},
+	{"catalog_kill", false, catalogKill, nil},
+	{"minio_restart", false, minioRestart, nil},
+	{"redis_restart", false, redisRestart, nil},
+	{"nats_restart", false, natsRestart, nil},
+	{"duplicate_event", true, duplicateEvent, nil},
+	{"kill_all", false, killAll, nil},
+	{"event_lost", false, eventLost, fastReconcile},
+	{"redis_flushed", false, redisFlushed, fastReconcile},
 }
 
 // small is the usual load of a scenario: tiny clips, 2 to 4 s at 320x180.
@@ -69,7 +80,7 @@ func TestFaults(t *testing.T) {
 		}
 		r := &result{name: s.name}
 		ran := t.Run(s.name, func(t *testing.T) {
-			c := newCluster(t)
+			c := newCluster(t, s.catalogEnv...)
 			s.run(c, r)
 		})
 		if r.jobs > 0 || !ran {
@@ -250,6 +261,101 @@ func killAll(c *cluster, r *result) {
 		}
 	}
 	c.startKiln(c.kilnProcs()...)
+	c.finish(r, jobs, t0)
+}
+
+// eventLost: a direct upload whose bucket event is never delivered. With
+// ingest down, a clip is PUT straight into the sources bucket (with the
+// metadata the upload API sets); its event is purged from the stream
+// before ingest comes back. The reconciler must announce the source again:
+// one job, ready, playing.
+func eventLost(c *cluster, r *result) {
+	c.ingest.Stop(20 * time.Second)
+	spec := clipSpec{3, 320, 180}
+	file := c.makeClip(spec)
+	f, err := os.Open(file)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	key := layout.NewSourceKey("direct-3s.mp4")
+	meta := map[string]string{layout.MetaPreset: "default", layout.MetaPolicy: "signed"}
+	info, err := c.objects.Put(c.t.Context(), sourcesBucket, key, f, fi.Size(), "video/mp4", meta)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	j := &job{file: "direct-3s.mp4", frames: spec.frames()}
+	j.id, j.asset = jobid.FromObject(sourcesBucket, key, info.ETag)
+	c.t.Logf("put %s/%s (etag %s) with ingest down: job %s", sourcesBucket, key, info.ETag, j.id)
+
+	nc, err := nats.Connect(c.nats.URL, nats.Timeout(5*time.Second))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(c.t.Context(), time.Minute)
+	defer cancel()
+	stream, err := js.Stream(ctx, bus.StreamName)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	// Wait until MinIO delivered the event into the stream, then drop it.
+	for {
+		msg, err := stream.GetLastMsgForSubject(ctx, bus.SubjectS3Events)
+		if err == nil && (strings.Contains(string(msg.Data), url.QueryEscape(key)) || strings.Contains(string(msg.Data), key)) {
+			break
+		}
+		if ctx.Err() != nil {
+			c.t.Fatalf("the bucket event of %s never reached the stream: %v", key, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(bus.SubjectS3Events)); err != nil {
+		c.t.Fatal(err)
+	}
+	t0 := time.Now()
+	c.t.Logf("purged the bucket event of %s from the stream", key)
+	if err := c.ingest.StartReady(readyTimeout); err != nil {
+		c.t.Fatal(err)
+	}
+	c.finish(r, []*job{j}, t0)
+}
+
+// redisFlushed: FLUSHALL the scenario's Redis mid-transcode: every queued,
+// running and retained task is gone. The reconciler must re-drive each
+// running job; every good job still ends ready, once.
+func redisFlushed(c *cluster, r *result) {
+	// Two long clips keep both workers in a transcode while the other jobs'
+	// tasks wait in the queue: those are what the flush loses.
+	jobs := c.submit(append([]clipSpec{{12, 640, 360}, {12, 640, 360}}, small...), true)
+	c.waitTranscode(2 * time.Minute)
+	// Both starts of a job (the API's fact, then the bucket event's) enqueue
+	// its probe under the same TaskID: flush after the bucket events are in,
+	// else they re-enqueue what the flush lost and the reconciler is never
+	// needed.
+	time.Sleep(4 * time.Second)
+	c.waitTranscode(10 * time.Second)
+	rc := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
+	defer rc.Close()
+	if err := rc.FlushAll(c.t.Context()).Err(); err != nil {
+		c.t.Fatal(err)
+	}
+	t0 := time.Now()
+	var running []string
+	for _, j := range jobs {
+		if v, ok := c.getJob(c.t.Context(), j.id); ok && !terminal(v.State) {
+			running = append(running, j.file+": "+v.State)
+		}
+	}
+	c.t.Logf("flushed Redis (FLUSHALL) mid-transcode; not finished then: %s", strings.Join(running, ", "))
 	c.finish(r, jobs, t0)
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -216,6 +217,9 @@ func ParseS3Event(data []byte) ([]*kilnv1.ObjectLanded, error) {
 		key, err := url.QueryUnescape(r.S3.Object.Key)
 		if err != nil {
 			return nil, fmt.Errorf("parse: object key %q: %w", r.S3.Object.Key, err)
+		}
+		if !utf8.ValidString(key) { // S3 keys are UTF-8; the job's protobufs could not carry it
+			return nil, fmt.Errorf("parse: object key %q is not UTF-8", r.S3.Object.Key)
 		}
 		if r.S3.Bucket.Name == "" || key == "" || strings.HasSuffix(key, "/") {
 			continue

@@ -45,7 +45,7 @@ func fuzzEvents() []*kilnv1.JobEvent {
 	media := &kilnv1.MediaInfo{Format: "mov,mp4,m4a,3gp,3g2,mj2", DurationSeconds: 7, SizeBytes: 737_000, BitRate: 842_000,
 		Video: &kilnv1.VideoStream{Codec: "h264", Width: 320, Height: 180, DisplayWidth: 320, DisplayHeight: 180, FrameRate: 30, NominalFrameRate: 30,
 			PixFmt: "yuv420p", BitDepth: 8, SampleAspectRatio: "1:1", FieldOrder: "progressive"},
-		Audio: &kilnv1.AudioStream{Codec: "aac", Profile: "LC", Channels: 1, ChannelLayout: "mono", SampleRate: 48000, BitRate: 69_000},
+		Audio:        &kilnv1.AudioStream{Codec: "aac", Profile: "LC", Channels: 1, ChannelLayout: "mono", SampleRate: 48000, BitRate: 69_000},
 		VideoStreams: 1, AudioStreams: 1}
 	plan := &kilnv1.Plan{Preset: "default", FrameRate: 30, GopFrames: 60, SegmentSeconds: 6, HasAudio: true, AudioBitRate: 128_000,
 		Rungs:         []*kilnv1.Rung{{Name: "180p", Width: 320, Height: 180, VideoBitRate: 200_000}},
@@ -88,7 +88,9 @@ func fuzzEvents() []*kilnv1.JobEvent {
 	broken(ready, func(e *kilnv1.JobEvent) { e.Outputs.Renditions[0].Bandwidth = 0 })
 	broken(ready, func(e *kilnv1.JobEvent) { e.Outputs = nil })
 	broken(partial, func(e *kilnv1.JobEvent) { e.Outputs.Renditions = nil })
-	broken(transcoding, func(e *kilnv1.JobEvent) { e.Progress, e.Attempt, e.Time = math.NaN(), -3, &timestamppb.Timestamp{Seconds: math.MaxInt64} })
+	broken(transcoding, func(e *kilnv1.JobEvent) {
+		e.Progress, e.Attempt, e.Time = math.NaN(), -3, &timestamppb.Timestamp{Seconds: math.MaxInt64}
+	})
 	broken(transcoding, func(e *kilnv1.JobEvent) { e.State = 99 })
 	broken(transcoding, func(e *kilnv1.JobEvent) { e.AssetId = "ast_aaaaaaaaaaaaaaaaaaaaaaaaaa" })
 	broken(transcoding, func(e *kilnv1.JobEvent) { e.JobId = "job_AAAAAAAAAAAAAAAAAAAAAAAAAA" })

@@ -49,9 +49,9 @@ var fastReconcile = []string{"KILN_RECONCILE_INTERVAL=2s", "KILN_RECONCILE_GRACE
 var scenarios = []scenario{
 	{"worker_kill", true, workerKill, nil},
 	{"catalog_kill", false, catalogKill, nil},
-	{"minio_restart", false, minioRestart, nil},
-	{"redis_restart", false, redisRestart, nil},
-	{"nats_restart", false, natsRestart, nil},
+	{"minio_restart", false, serviceRestart(func(c *cluster) *testenv.Proc { return c.minio.Proc }), nil},
+	{"redis_restart", false, serviceRestart(func(c *cluster) *testenv.Proc { return c.redis.Proc }), nil},
+	{"nats_restart", false, serviceRestart(func(c *cluster) *testenv.Proc { return c.nats.Proc }), nil},
 	{"duplicate_event", true, duplicateEvent, nil},
 	{"kill_all", false, killAll, nil},
 	{"event_lost", false, eventLost, fastReconcile},
@@ -171,35 +171,21 @@ func catalogKill(c *cluster, r *result) {
 	c.finish(r, jobs, t0)
 }
 
-// minioRestart: stop MinIO mid-transcode, start it 5 s later on the same
-// data dir. Reads and writes of the running stages fail meanwhile and must
+// serviceRestart stops a service mid-transcode and starts it 5 s later on
+// the same data: the running stages' requests to it fail meanwhile and must
 // be retried, not taken for bad input.
-func minioRestart(c *cluster, r *result) {
-	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
-	c.waitTranscode(2 * time.Minute)
-	t0 := time.Now()
-	c.restart(c.minio.Proc, 5*time.Second)
-	c.finish(r, jobs, t0)
-}
-
-// redisRestart: stop Redis (AOF on) mid-run, start it 5 s later. asynq's
-// tasks and leases are in the append-only file.
-func redisRestart(c *cluster, r *result) {
-	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
-	c.waitTranscode(2 * time.Minute)
-	t0 := time.Now()
-	c.restart(c.redis.Proc, 5*time.Second)
-	c.finish(r, jobs, t0)
-}
-
-// natsRestart: stop NATS mid-run, start it 5 s later on the same store.
-// Publishing job events fails meanwhile; MinIO queues its bucket events.
-func natsRestart(c *cluster, r *result) {
-	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
-	c.waitTranscode(2 * time.Minute)
-	t0 := time.Now()
-	c.restart(c.nats.Proc, 5*time.Second)
-	c.finish(r, jobs, t0)
+//   - MinIO: reads and writes of the running stages fail.
+//   - Redis (AOF on): asynq's tasks and leases are in the append-only file.
+//   - NATS (same store): publishing job events fails; MinIO queues its
+//     bucket events.
+func serviceRestart(service func(*cluster) *testenv.Proc) func(*cluster, *result) {
+	return func(c *cluster, r *result) {
+		jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
+		c.waitTranscode(2 * time.Minute)
+		t0 := time.Now()
+		c.restart(service(c), 5*time.Second)
+		c.finish(r, jobs, t0)
+	}
 }
 
 // duplicateEvent: every source's bucket event and "object landed" fact

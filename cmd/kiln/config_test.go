@@ -367,6 +367,7 @@ func TestHelpShowsAppDefaults(t *testing.T) {
 		"max-width":              d.Limits.MaxWidth,
 		"max-height":             d.Limits.MaxHeight,
 		"concurrency":            d.Concurrency,
+		"task-lease":             d.TaskLease,
 		"ffmpeg":                 d.FFmpegPath,
 		"ffprobe":                d.FFprobePath,
 		"ffmpeg-threads":         d.FFmpegThreads,

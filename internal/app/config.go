@@ -12,6 +12,7 @@ import (
 	"github.com/kilnvideo/kiln/ingest"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/lease"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/workers"
 )
@@ -79,7 +80,10 @@ type Config struct {
 	FFmpegPath  string
 	FFprobePath string
 
-	Concurrency    int
+	Concurrency int
+	// TaskLease is how long a running stage task may go without its
+	// worker renewing its lease before another worker runs it (lease).
+	TaskLease      time.Duration
 	FFmpegThreads  int
 	X264Preset     string
 	MaxUploadBytes int64
@@ -132,6 +136,7 @@ func Defaults() Config {
 		FFprobePath: ffmpeg.DefaultFFprobePath,
 
 		Concurrency:    2,
+		TaskLease:      lease.DefaultTTL,
 		X264Preset:     workers.DefaultX264Preset,
 		MaxUploadBytes: ingest.DefaultMaxUploadBytes,
 

@@ -11,6 +11,7 @@ import (
 	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/lease"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/packager"
 	"github.com/kilnvideo/kiln/workers"
@@ -35,7 +36,10 @@ func (p *process) worker(ctx context.Context) error {
 	p.onClose(func() { _ = os.RemoveAll(workDir) })
 	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, Logger: p.log})
 	mux := asynq.NewServeMux()
-	mux.Use(cancel.Middleware(p.cancel))
+	leases := lease.Config{Redis: p.redis, TTL: cfg.TaskLease, Logger: p.log.Named("lease")}
+	counts := &lease.Counts{}
+	p.collectors = append(p.collectors, counts)
+	mux.Use(cancel.Middleware(p.cancel), lease.Middleware(leases, counts))
 	workers.New(workers.Config{
 		FFmpeg: runner, Objects: p.objects, Events: p.bus, Queue: p.queue, Jobs: p.cancel,
 		OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,
@@ -63,6 +67,10 @@ func (p *process) worker(ctx context.Context) error {
 	p.g.Go(func() error {
 		<-ctx.Done()
 		srv.Shutdown()
+		return nil
+	})
+	p.g.Go(func() error {
+		lease.NewRescuer(leases, p.inspector, p.queue, counts).Run(ctx)
 		return nil
 	})
 	return nil

@@ -1,0 +1,254 @@
+package lease_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/kilnvideo/kiln/internal/lease"
+	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/testenv"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+const redisDB = 12 // see testenv/redis.go
+
+const ttl = lease.MinTTL
+
+func transcodeTask(t *testing.T, jobID string) tasks.Command {
+	t.Helper()
+	c, err := tasks.NewTranscodeTask(&kilnv1.TranscodeTask{JobId: jobID, AssetId: "a_" + jobID, Attempt: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestIDs(t *testing.T) {
+	for _, c := range []struct{ id, base, rescue string }{
+		{"kiln:transcode:j1", "kiln:transcode:j1", "kiln:transcode:j1~rescue1"},
+		{"kiln:transcode:j1~rescue1", "kiln:transcode:j1", "kiln:transcode:j1~rescue2"},
+		{"kiln:package:j1:a2:r:720p:3~rescue9", "kiln:package:j1:a2:r:720p:3", "kiln:package:j1:a2:r:720p:3~rescue10"},
+	} {
+		if got := lease.BaseID(c.id); got != c.base {
+			t.Errorf("BaseID(%q) = %q, want %q", c.id, got, c.base)
+		}
+		if got := lease.RescueID(c.id); got != c.rescue {
+			t.Errorf("RescueID(%q) = %q, want %q", c.id, got, c.rescue)
+		}
+	}
+}
+
+// Two runs of one task (the original and a rescue copy, both queued): one
+// runs, the other is dropped while the first holds the lease, and a copy
+// queued after the first finished is dropped too.
+func TestOneRunAtATime(t *testing.T) {
+	opt := testenv.RedisDB(t, redisDB)
+	rc := testenv.RedisClient(t, opt)
+	counts := &lease.Counts{}
+	var running, ran, overlap atomic.Int32
+	release := make(chan struct{})
+	h := lease.Middleware(lease.Config{Redis: rc, TTL: ttl, Logger: zaptest.NewLogger(t)}, counts)(asynq.HandlerFunc(
+		func(ctx context.Context, _ *asynq.Task) error {
+			if running.Add(1) > 1 {
+				overlap.Add(1)
+			}
+			defer running.Add(-1)
+			ran.Add(1)
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}))
+	testenv.AsynqServer(t, opt, []string{tasks.QueueTranscode}, h, nil)
+	client := testenv.AsynqClient(t, opt)
+	insp := testenv.AsynqInspector(t, opt)
+
+	c := transcodeTask(t, "j1")
+	id := tasks.TaskID(tasks.TypeTranscode, "j1", 1)
+	if _, err := client.Enqueue(c.Task, c.Options...); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitTaskState(t, insp, tasks.QueueTranscode, id, asynq.TaskStateActive, 10*time.Second)
+	copyOpts := append(c.Options[:len(c.Options):len(c.Options)], asynq.TaskID(lease.RescueID(id)))
+	if _, err := client.Enqueue(c.Task, copyOpts...); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitTaskState(t, insp, tasks.QueueTranscode, lease.RescueID(id), asynq.TaskStateCompleted, 10*time.Second)
+	if n := counts.Dropped.Load(); n != 1 {
+		t.Fatalf("dropped = %d while the original ran, want 1", n)
+	}
+	close(release)
+	testenv.WaitTaskState(t, insp, tasks.QueueTranscode, id, asynq.TaskStateCompleted, 10*time.Second)
+
+	late := append(c.Options[:len(c.Options):len(c.Options)], asynq.TaskID(lease.RescueID(lease.RescueID(id))))
+	if _, err := client.Enqueue(c.Task, late...); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitTaskState(t, insp, tasks.QueueTranscode, lease.RescueID(lease.RescueID(id)), asynq.TaskStateCompleted, 10*time.Second)
+	if ran.Load() != 1 || overlap.Load() != 0 || counts.Dropped.Load() != 2 {
+		t.Fatalf("handler ran %d times (%d overlapping), %d dropped; want 1, 0, 2", ran.Load(), overlap.Load(), counts.Dropped.Load())
+	}
+}
+
+// A run whose lease another run took over (it was presumed dead) stops.
+func TestTakenOverRunStops(t *testing.T) {
+	opt := testenv.RedisDB(t, redisDB)
+	rc := testenv.RedisClient(t, opt)
+	stopped := make(chan error, 4)
+	started := make(chan struct{}, 4)
+	h := lease.Middleware(lease.Config{Redis: rc, TTL: ttl, Logger: zaptest.NewLogger(t)}, &lease.Counts{})(asynq.HandlerFunc(
+		func(ctx context.Context, _ *asynq.Task) error {
+			started <- struct{}{}
+			<-ctx.Done()
+			stopped <- context.Cause(ctx)
+			return ctx.Err()
+		}))
+	testenv.AsynqServer(t, opt, []string{tasks.QueueTranscode}, h, nil)
+	client := testenv.AsynqClient(t, opt)
+	c := transcodeTask(t, "j2")
+	if _, err := client.Enqueue(c.Task, c.Options...); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	key := "kiln:lease:" + tasks.TaskID(tasks.TypeTranscode, "j2", 1)
+	if err := rc.Set(t.Context(), key, "another-run", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case cause := <-stopped:
+		if cause == nil || !strings.Contains(cause.Error(), "took this task over") {
+			t.Fatalf("run stopped with cause %v, want the lease taken over", cause)
+		}
+	case <-time.After(3 * ttl):
+		t.Fatalf("the run went on for %s after its lease was taken over", 3*ttl)
+	}
+}
+
+// helperEnv makes the test binary a stuck worker process (TestMain); its
+// value is the Redis address.
+const helperEnv = "KILN_LEASE_TEST_WORKER_REDIS"
+
+const startedKey = "kiln:test:lease:started"
+
+// TestMain makes the test binary, run with helperEnv set, a worker whose
+// transcode never ends until it is killed: TestDeadWorkerRescued's child.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(helperEnv); addr != "" {
+		if err := runStuckWorker(addr); err != nil {
+			fmt.Fprintln(os.Stderr, "stuck worker:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func runStuckWorker(addr string) error {
+	opt := asynq.RedisClientOpt{Addr: addr, DB: redisDB}
+	rc := opt.MakeRedisClient().(redis.UniversalClient)
+	h := lease.Middleware(lease.Config{Redis: rc, TTL: ttl, Logger: zap.NewNop()}, &lease.Counts{})(asynq.HandlerFunc(
+		func(ctx context.Context, _ *asynq.Task) error {
+			if err := rc.Set(ctx, startedKey, os.Getpid(), time.Minute).Err(); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}))
+	srv := asynq.NewServer(opt, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{tasks.QueueTranscode: 1},
+		TaskCheckInterval: 50 * time.Millisecond, LogLevel: asynq.ErrorLevel,
+	})
+	if err := srv.Start(h); err != nil {
+		return err
+	}
+	time.Sleep(5 * time.Minute) // until killed
+	return errors.New("not killed within 5 minutes")
+}
+
+// A worker killed with -9 mid-task: the rescuer of another worker runs the
+// task again long before asynq's own recovery could (its lease is 30 s and
+// it recovers only tasks whose lease expired 30 s ago, once a minute), and
+// only once.
+func TestDeadWorkerRescued(t *testing.T) {
+	opt := testenv.RedisDB(t, redisDB)
+	rc := testenv.RedisClient(t, opt)
+	client := testenv.AsynqClient(t, opt)
+	insp := testenv.AsynqInspector(t, opt)
+
+	child := exec.Command(os.Args[0])
+	child.Env = append(os.Environ(), helperEnv+"="+opt.Addr)
+	child.Stdout, child.Stderr = os.Stderr, os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+
+	c := transcodeTask(t, "j3")
+	id := tasks.TaskID(tasks.TypeTranscode, "j3", 1)
+	if _, err := client.Enqueue(c.Task, c.Options...); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for rc.Exists(t.Context(), startedKey).Val() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the child worker never started the task")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+
+	// This process is the surviving worker: its rescuer and its server.
+	counts := &lease.Counts{}
+	cfg := lease.Config{Redis: rc, TTL: ttl, Logger: zaptest.NewLogger(t)}
+	ran := make(chan string, 4)
+	h := lease.Middleware(cfg, counts)(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+		tid, _ := asynq.GetTaskID(ctx)
+		ran <- tid
+		return nil
+	}))
+	testenv.AsynqServer(t, opt, []string{tasks.QueueTranscode}, h, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go lease.NewRescuer(cfg, insp, client, counts).Run(ctx)
+
+	// asynq alone could not run the task again before 60 s.
+	select {
+	case tid := <-ran:
+		t.Logf("task rescued and run again %s after its worker was killed (lease %s)", time.Since(killed).Round(100*time.Millisecond), ttl)
+		if tid != lease.RescueID(id) {
+			t.Fatalf("ran %s, want the rescue copy %s", tid, lease.RescueID(id))
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatalf("the task of the killed worker did not run again within 45 s")
+	}
+	time.Sleep(2 * ttl) // further passes must not rescue it again
+	if n := counts.Rescued.Load(); n != 1 {
+		t.Fatalf("rescued %d times, want 1", n)
+	}
+	select {
+	case tid := <-ran:
+		t.Fatalf("the task ran a second time (%s)", tid)
+	default:
+	}
+	if info, err := insp.GetTaskInfo(tasks.QueueTranscode, id); err != nil || info.State != asynq.TaskStateActive {
+		t.Fatalf("original task: %v, %v; want it still active (orphaned) until asynq recovers it", info, err)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/jobevent"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
+	"github.com/kilnvideo/kiln/internal/lease"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -405,15 +406,32 @@ func (r *Reconciler) job(ctx context.Context, now time.Time, j *Job, rep *Report
 	}
 }
 
-// taskState asks the queue for the stage task typ of one attempt of a job.
+// taskState asks the queue for the stage task typ of one attempt of a job:
+// the state of its last copy, since a task whose worker died runs on as a
+// rescue copy (lease.RescueID) while the original is dropped or waits for
+// asynq's recovery.
 func (r *Reconciler) taskState(typ, jobID string, attempt int32) (taskState, *asynq.TaskInfo, error) {
 	st, _ := tasks.StageOf(typ)
-	ti, err := r.cfg.Tasks.GetTaskInfo(st.Queue, tasks.TaskID(typ, jobID, attempt))
+	id := tasks.TaskID(typ, jobID, attempt)
+	state, info, err := r.oneTaskState(st.Queue, id)
+	for err == nil && state != taskLive && state != taskMissing {
+		id = lease.RescueID(id)
+		s, i, e := r.oneTaskState(st.Queue, id)
+		if e != nil || s == taskMissing {
+			return state, info, e
+		}
+		state, info, err = s, i, e
+	}
+	return state, info, err
+}
+
+func (r *Reconciler) oneTaskState(queue, id string) (taskState, *asynq.TaskInfo, error) {
+	ti, err := r.cfg.Tasks.GetTaskInfo(queue, id)
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
 		return taskMissing, nil, nil
 	case err != nil:
-		return 0, nil, fmt.Errorf("task %s: %w", typ, err)
+		return 0, nil, fmt.Errorf("task %s: %w", id, err)
 	}
 	switch ti.State {
 	case asynq.TaskStateCompleted:

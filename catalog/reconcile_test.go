@@ -20,6 +20,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/jobevent"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
+	"github.com/kilnvideo/kiln/internal/lease"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -246,6 +247,7 @@ func TestReconcilerLostTasks(t *testing.T) {
 		attempt int32
 		states  []kilnv1.JobState
 		tasks   map[string]asynq.TaskState // by task type, of the job's attempt
+		rescued map[string]asynq.TaskState // by task type: its first rescue copy (lease.RescueID)
 		fresh   bool                       // updated within the grace period
 		want    map[string]int
 		check   func(t *testing.T, e *recEnv, jobID string)
@@ -257,6 +259,15 @@ func TestReconcilerLostTasks(t *testing.T) {
 		{name: "transcoding, package queued", states: []kilnv1.JobState{probing, transcoding},
 			tasks: map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed, tasks.TypeThumbnail: completed, tasks.TypePackage: asynq.TaskStateRetry},
 			want:  map[string]int{}},
+		{name: "transcoding, original dropped, its rescue copy running", states: []kilnv1.JobState{probing, transcoding},
+			tasks:   map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed},
+			rescued: map[string]asynq.TaskState{tasks.TypeTranscode: asynq.TaskStateActive}, want: map[string]int{}},
+		{
+			name: "transcoding, rescue copy archived, failure lost", states: []kilnv1.JobState{probing, transcoding},
+			tasks:   map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed},
+			rescued: map[string]asynq.TaskState{tasks.TypeTranscode: archived},
+			want:    map[string]int{catalog.ActionFailureRecorded: 1},
+		},
 		{
 			name: "queued, probe lost", want: map[string]int{catalog.ActionTaskEnqueued: 1},
 			check: func(t *testing.T, e *recEnv, jobID string) {
@@ -357,6 +368,9 @@ func TestReconcilerLostTasks(t *testing.T) {
 			jobID, _ := e.job(t, "uploads/x.mp4", max(tt.attempt, 1), tt.states...)
 			for typ, st := range tt.tasks {
 				e.tasks[tasks.TaskID(typ, jobID, max(tt.attempt, 1))] = st
+			}
+			for typ, st := range tt.rescued {
+				e.tasks[lease.RescueID(tasks.TaskID(typ, jobID, max(tt.attempt, 1)))] = st
 			}
 			if tt.fresh {
 				e.clock.Add(recGrace / 2)

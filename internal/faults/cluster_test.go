@@ -64,9 +64,9 @@ func scenarioDir(t *testing.T) string {
 }
 
 // newCluster starts the services, then the catalog, the ingest and two
-// workers, and waits until each one is ready. catalogEnv is added to the
-// catalog's environment.
-func newCluster(t *testing.T, catalogEnv ...string) *cluster {
+// workers, and waits until each one is ready. env adds to the environment
+// of the roles it names.
+func newCluster(t *testing.T, env map[string][]string) *cluster {
 	t.Helper()
 	testenv.RequireBinaries(t, "ffmpeg", "ffprobe", "redis-server")
 	kiln := testenv.BuildKiln(t)
@@ -95,18 +95,18 @@ func newCluster(t *testing.T, catalogEnv ...string) *cluster {
 		"KILN_LOG_FORMAT=console",
 		"KILN_LOG_LEVEL=info",
 	}
-	role := func(name string, env ...string) (*testenv.Proc, string) {
+	role := func(name string, extra ...string) (*testenv.Proc, string) {
 		addr := testenv.FreePort(t)
-		env = append(append(append([]string{}, common...), "KILN_HTTP_ADDR="+addr, "KILN_PUBLIC_URL=http://"+addr), env...)
 		r := strings.TrimRight(name, "0123456789")
-		p := testenv.NewProc(t, name, c.log, env, kiln, r)
+		vars := append(append(append([]string{}, common...), "KILN_HTTP_ADDR="+addr, "KILN_PUBLIC_URL=http://"+addr), extra...)
+		vars = append(vars, env[r]...)
+		p := testenv.NewProc(t, name, c.log, vars, kiln, r)
 		p.SetReady(testenv.HTTPReady("http://" + addr + "/readyz"))
 		return p, "http://" + addr
 	}
-	c.catalog, c.catalogURL = role("catalog", append([]string{
-		"KILN_DATABASE=" + filepath.Join(dir, "catalog", "kiln.db"),
-		"KILN_PLAYBACK_SIGNING_KEY=faults-signing-key-0123456789",
-	}, catalogEnv...)...)
+	c.catalog, c.catalogURL = role("catalog",
+		"KILN_DATABASE="+filepath.Join(dir, "catalog", "kiln.db"),
+		"KILN_PLAYBACK_SIGNING_KEY=faults-signing-key-0123456789")
 	if err := os.MkdirAll(filepath.Join(dir, "catalog"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -28,8 +28,9 @@ import (
 const EnableEnv = "KILN_FAULTS"
 
 // recoverTimeout bounds the wait from a fault until every job finished. It
-// covers asynq's recovery of a dead worker's task (lease 30 s, recoverer
-// every minute) and a few retries (10 s, 20 s, 40 s).
+// covers asynq's own recovery of a task whose worker died (lease 30 s,
+// recoverer every minute: what is left when kiln's rescuer cannot act,
+// e.g. Redis down) and a few retries (10 s, 20 s, 40 s).
 var recoverTimeout = 4 * time.Minute
 
 // scenario is one fault and what it runs.
@@ -38,13 +39,28 @@ type scenario struct {
 	// ci scenarios also run under `go tool task test`.
 	ci  bool
 	run func(c *cluster, r *result)
-	// catalogEnv is added to the catalog's environment.
-	catalogEnv []string
+	// env is added to the environment of the roles it names ("catalog",
+	// "ingest", "worker").
+	env map[string][]string
 }
 
 // fastReconcile runs the catalog's reconciler every 2 s on anything 10 s
 // old (KILN_RECONCILE_GRACE's least value) instead of 1 m and 2 m.
-var fastReconcile = []string{"KILN_RECONCILE_INTERVAL=2s", "KILN_RECONCILE_GRACE=10s"}
+var fastReconcile = map[string][]string{"catalog": {"KILN_RECONCILE_INTERVAL=2s", "KILN_RECONCILE_GRACE=10s"}}
+
+// webhookEnv retries webhooks within seconds (catalog) and lets workers
+// deliver to the loopback receiver.
+var webhookEnv = map[string][]string{
+	"catalog": {"KILN_WEBHOOK_RETRY_SCHEDULE=" + webhookRetries},
+	"worker":  {"KILN_WEBHOOK_ALLOW_LOOPBACK=true"},
+}
+
+// burstEnv limits ingest to 20 requests/s (burst 40) per API key, and
+// lifts the catalog's limit for the suite's polling of 200 jobs.
+var burstEnv = map[string][]string{
+	"ingest":  {"KILN_API_RATE_LIMIT=20", "KILN_API_RATE_BURST=40"},
+	"catalog": {"KILN_API_RATE_LIMIT=0"},
+}
 
 var scenarios = []scenario{
 	{"worker_kill", true, workerKill, nil},
@@ -56,6 +72,8 @@ var scenarios = []scenario{
 	{"kill_all", false, killAll, nil},
 	{"event_lost", false, eventLost, fastReconcile},
 	{"redis_flushed", false, redisFlushed, fastReconcile},
+	{"webhook_down", false, webhookDown, webhookEnv},
+	{"upload_burst", false, uploadBurst, burstEnv},
 }
 
 // small is the usual load of a scenario: tiny clips, 2 to 4 s at 320x180.
@@ -80,7 +98,7 @@ func TestFaults(t *testing.T) {
 		}
 		r := &result{name: s.name}
 		ran := t.Run(s.name, func(t *testing.T) {
-			c := newCluster(t, s.catalogEnv...)
+			c := newCluster(t, s.env)
 			s.run(c, r)
 		})
 		if r.jobs > 0 || !ran {
@@ -134,8 +152,8 @@ func (c *cluster) finish(r *result, jobs []*job, t0 time.Time) {
 }
 
 // workerKill: kill -9 the worker that runs a transcode, mid-encode. Its
-// ffmpeg must die with it; the task comes back (asynq lease recovery) on
-// the other worker or on the killed one, restarted.
+// ffmpeg must die with it; the task comes back (a rescue copy, once its
+// kiln lease lapsed) on the other worker or on the killed one, restarted.
 func workerKill(c *cluster, r *result) {
 	// One longer, bigger clip so that the kill lands mid-encode.
 	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)

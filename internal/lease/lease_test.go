@@ -23,7 +23,7 @@ import (
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
-const redisDB = 12 // see testenv/redis.go
+const redisDB = 13 // see testenv/redis.go
 
 const ttl = lease.MinTTL
 

@@ -19,7 +19,7 @@ import (
 //	9   internal/app (its kiln processes)
 //	10  catalog
 //	11  catalog (the reconciler's integration test)
-//	12  internal/lease
+//	13  internal/lease
 //
 // A new package takes the next free number and adds it here.
 

@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/catalog/eventtest"
+	"github.com/kilnvideo/kiln/catalog/sqlstore"
 	"github.com/kilnvideo/kiln/catalog/storetest"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/sqlmigrate"
@@ -470,3 +472,5 @@ func TestHooksRollBackWithTheEvent(t *testing.T) {
 		t.Errorf("outbox %d, want %d", outbox(), before+1)
 	}
 }
+
+func fmtTime(t time.Time) string { return t.UTC().Format(sqlstore.TimeLayout) }

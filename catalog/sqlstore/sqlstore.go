@@ -320,7 +320,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 			WHERE id = :id AND (
 				(preset = '' AND :preset <> '') OR (source_bucket = '' AND :bucket <> '') OR
 				(playback_policy = '' AND :policy <> '') OR
-				(media_json IS NULL AND :media IS NOT NULL) OR (plan_json IS NULL AND :plan IS NOT NULL))`, args...)
+				(media_json IS NULL AND CAST(:media AS TEXT) IS NOT NULL) OR (plan_json IS NULL AND CAST(:plan AS TEXT) IS NOT NULL))`, args...)
 		if err != nil {
 			return false, fmt.Errorf("catalog: job %s: backfill: %w", f.JobID, err)
 		}
@@ -356,7 +356,8 @@ func applyPartial(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, now ti
 				frame_rate = excluded.frame_rate, bandwidth = excluded.bandwidth,
 				average_bandwidth = excluded.average_bandwidth, codecs = excluded.codecs,
 				playlist_key = excluded.playlist_key, encoded_key = excluded.encoded_key
-			WHERE (width, height, frame_rate, bandwidth, average_bandwidth, codecs, playlist_key, encoded_key) IS DISTINCT FROM
+			WHERE (renditions.width, renditions.height, renditions.frame_rate, renditions.bandwidth,
+				renditions.average_bandwidth, renditions.codecs, renditions.playlist_key, renditions.encoded_key) IS DISTINCT FROM
 				(excluded.width, excluded.height, excluded.frame_rate, excluded.bandwidth,
 				excluded.average_bandwidth, excluded.codecs, excluded.playlist_key, excluded.encoded_key)`,
 			f.AssetID, r.GetName(), r.GetWidth(), r.GetHeight(), r.GetFrameRate(),
@@ -374,9 +375,9 @@ func applyPartial(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, now ti
 		if err := count(tx.ExecContext(ctx, `INSERT INTO rendition_failures (asset_id, name, code, message, encoded_key)
 			SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS TEXT), CAST(?5 AS TEXT) WHERE NOT EXISTS (SELECT 1 FROM renditions WHERE asset_id = ?1 AND name = ?2)
 			ON CONFLICT (asset_id, name) DO UPDATE SET code = excluded.code, message = excluded.message,
-				encoded_key = COALESCE(NULLIF(excluded.encoded_key, ''), encoded_key)
-			WHERE (code, message, encoded_key) IS DISTINCT FROM
-				(excluded.code, excluded.message, COALESCE(NULLIF(excluded.encoded_key, ''), encoded_key))`,
+				encoded_key = COALESCE(NULLIF(excluded.encoded_key, ''), rendition_failures.encoded_key)
+			WHERE (rendition_failures.code, rendition_failures.message, rendition_failures.encoded_key) IS DISTINCT FROM
+				(excluded.code, excluded.message, COALESCE(NULLIF(excluded.encoded_key, ''), rendition_failures.encoded_key))`,
 			f.AssetID, r.GetName(), code, msg, r.GetEncodedKey())); err != nil {
 			return false, fmt.Errorf("catalog: asset %s: failed rendition %s: %w", f.AssetID, r.GetName(), err)
 		}

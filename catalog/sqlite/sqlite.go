@@ -8,9 +8,12 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -38,7 +41,42 @@ func Migrations() fs.FS {
 // for concurrent use.
 type Store struct {
 	*sqlstore.Store
-	db *sql.DB
+	db   *sql.DB
+	lock *os.File
+}
+
+// ErrInUse means another catalog (process or store) has the database file
+// open: SQLite is the one-replica store, and two catalogs on one file would
+// both dispatch its webhooks and run its reconciler. Use PostgreSQL for
+// several replicas.
+var ErrInUse = errors.New("catalog: sqlite database in use by another catalog")
+
+// LockSuffix names the lock file held beside the database, path+LockSuffix.
+const LockSuffix = ".lock"
+
+// lockFile takes an exclusive, non-blocking flock on path+LockSuffix
+// (created if needed); the kernel releases it when the process dies.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path+LockSuffix, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s (lock %s%s held); a second catalog replica needs KILN_DATABASE=postgres://…",
+				ErrInUse, path, path, LockSuffix)
+		}
+		return nil, fmt.Errorf("catalog: lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Close closes the database and releases its file.
+func (s *Store) Close() error {
+	err := s.Store.Close()
+	_ = s.lock.Close() // releases the flock
+	return err
 }
 
 // ApplyHook and DeleteHook are sqlstore's hooks.
@@ -64,11 +102,27 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // New opens (creating if needed) the SQLite database at cfg.Path in WAL
 // mode with foreign keys on and a 5 s busy timeout, and migrates its schema.
 // Transactions begin IMMEDIATE so concurrent writers queue on the busy
-// timeout instead of failing on lock upgrade.
+// timeout instead of failing on lock upgrade. The store holds the file
+// alone: opening a file another store holds (in this process or another)
+// fails with ErrInUse.
 func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Path == "" || strings.ContainsAny(cfg.Path, "?#") {
 		return nil, fmt.Errorf("catalog: invalid sqlite path %q", cfg.Path)
 	}
+	lock, err := lockFile(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := open(ctx, cfg)
+	if err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+func open(ctx context.Context, cfg Config) (*Store, error) {
 	dsn := cfg.Path + "?_busy_timeout=5000&_journal_mode=WAL&_foreign_keys=1&_synchronous=NORMAL&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {

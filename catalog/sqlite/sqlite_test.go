@@ -6,11 +6,14 @@ import (
 	"errors"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/catalog/eventtest"
+	"github.com/kilnvideo/kiln/catalog/sqlstore"
 	"github.com/kilnvideo/kiln/catalog/storetest"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/sqlmigrate"
@@ -328,8 +331,11 @@ func TestNewerDatabaseRefused(t *testing.T) {
 	if _, err := s.db.ExecContext(t.Context(), `INSERT INTO schema_version (version) VALUES (99)`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(t.Context(), path); err == nil {
-		t.Fatal("a database newer than the binary opened")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(t.Context(), path); err == nil || !strings.Contains(err.Error(), "newer than this binary") {
+		t.Fatalf("a database newer than the binary: %v", err)
 	}
 }
 
@@ -469,4 +475,24 @@ func TestHooksRollBackWithTheEvent(t *testing.T) {
 	if outbox() != before+1 {
 		t.Errorf("outbox %d, want %d", outbox(), before+1)
 	}
+}
+
+func fmtTime(t time.Time) string { return t.UTC().Format(sqlstore.TimeLayout) }
+
+// TestSecondReplicaRefused: a second catalog on one SQLite file is refused
+// while the first has it open (here or in another process: the flock is
+// the kernel's), and opens once the first has closed it.
+func TestSecondReplicaRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	first, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(t.Context(), path); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second Open while the first holds the file: %v, want ErrInUse", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	openStore(t, path) // free again
 }

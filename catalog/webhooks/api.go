@@ -15,6 +15,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/sqldialect"
 )
 
 // Error codes of the webhook API (besides httpapi's).
@@ -279,7 +280,7 @@ func (s *Service) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	err := inTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := inTx(ctx, s.db, func(tx sqldialect.Tx) error {
 		for _, q := range []string{
 			`DELETE FROM webhook_attempts WHERE endpoint_id = ?`,
 			`DELETE FROM webhook_deliveries WHERE endpoint_id = ?`,
@@ -390,7 +391,7 @@ func (s *Service) replay(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	var created []string
-	err := inTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := inTx(ctx, s.db, func(tx sqldialect.Tx) error {
 		var typ string
 		if err := tx.QueryRowContext(ctx, `SELECT type FROM webhook_events WHERE id = ?`, id).Scan(&typ); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {

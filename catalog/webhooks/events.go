@@ -17,6 +17,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/sqldialect"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -160,7 +161,8 @@ func eventOf(ev *kilnv1.JobEvent) (typ, state string, ok bool) {
 // records the webhook event and one pending delivery per matching endpoint.
 // A per-upload webhook_url (on the QUEUED event) first becomes an implicit
 // endpoint of that job. An error rolls the job event back with it.
-func (s *Service) OnApply(ctx context.Context, tx *sql.Tx, ev *kilnv1.JobEvent, changed bool) error {
+func (s *Service) OnApply(ctx context.Context, raw *sql.Tx, ev *kilnv1.JobEvent, changed bool) error {
+	tx := sqldialect.Tx{Tx: raw, Dialect: s.db.Dialect}
 	jobID, assetID := ev.GetJobId(), ev.GetAssetId()
 	if assetID == "" {
 		assetID = jobid.AssetOf(jobID)
@@ -203,10 +205,11 @@ func (s *Service) OnApply(ctx context.Context, tx *sql.Tx, ev *kilnv1.JobEvent, 
 // (registered endpoints and the job's per-upload one). Call it inside the
 // transaction that deletes the asset so the event commits (or not) with
 // the deletion; with a nil tx it runs in its own transaction.
-func (s *Service) AssetDeleted(ctx context.Context, tx *sql.Tx, jobID, assetID string) error {
+func (s *Service) AssetDeleted(ctx context.Context, raw *sql.Tx, jobID, assetID string) error {
 	data := Data{JobID: jobID, AssetID: assetID, State: "deleted"}
-	if tx == nil {
-		return inTx(ctx, s.db, func(tx *sql.Tx) error { return s.emit(ctx, tx, EventAssetDeleted, data, s.now().UTC()) })
+	tx := sqldialect.Tx{Tx: raw, Dialect: s.db.Dialect}
+	if raw == nil {
+		return inTx(ctx, s.db, func(tx sqldialect.Tx) error { return s.emit(ctx, tx, EventAssetDeleted, data, s.now().UTC()) })
 	}
 	return s.emit(ctx, tx, EventAssetDeleted, data, s.now().UTC())
 }
@@ -226,7 +229,7 @@ func (s *Service) playback(assetID string, o *kilnv1.AssetOutputs) *Playback {
 // addJobEndpoint records a per-upload webhook as an implicit endpoint of
 // jobID, signed with the default secret. Its id is derived from job and URL
 // so a repeat is a no-op.
-func (s *Service) addJobEndpoint(ctx context.Context, tx *sql.Tx, jobID, u string, now time.Time) error {
+func (s *Service) addJobEndpoint(ctx context.Context, tx sqldialect.Tx, jobID, u string, now time.Time) error {
 	if err := validURL(u); err != nil {
 		s.log.Warn("per-upload webhook_url ignored", zap.String("job_id", jobID), zap.Error(err))
 		return nil
@@ -244,7 +247,7 @@ func (s *Service) addJobEndpoint(ctx context.Context, tx *sql.Tx, jobID, u strin
 
 // emit inserts the event and a pending delivery per matching endpoint; it
 // records nothing when no endpoint wants the event.
-func (s *Service) emit(ctx context.Context, tx *sql.Tx, typ string, data Data, now time.Time) error {
+func (s *Service) emit(ctx context.Context, tx sqldialect.Tx, typ string, data Data, now time.Time) error {
 	endpoints, err := matching(ctx, tx, typ, data.JobID)
 	if err != nil {
 		return err
@@ -270,7 +273,7 @@ func (s *Service) emit(ctx context.Context, tx *sql.Tx, typ string, data Data, n
 	return nil
 }
 
-func insertDelivery(ctx context.Context, tx *sql.Tx, eventID, endpointID string, now time.Time) error {
+func insertDelivery(ctx context.Context, tx sqldialect.Tx, eventID, endpointID string, now time.Time) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, event_id, endpoint_id, status, next_attempt_at, created_at, updated_at)
 		VALUES (?, ?, ?, 'pending', ?, ?, ?)`, newID(deliveryPrefix), eventID, endpointID, fmtTime(now), fmtTime(now), fmtTime(now))
 	if err != nil {
@@ -281,7 +284,7 @@ func insertDelivery(ctx context.Context, tx *sql.Tx, eventID, endpointID string,
 
 // matching lists the enabled endpoints that want typ for jobID: registered
 // ones and the job's per-upload ones.
-func matching(ctx context.Context, tx *sql.Tx, typ, jobID string) ([]string, error) {
+func matching(ctx context.Context, tx sqldialect.Tx, typ, jobID string) ([]string, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT id, event_types FROM webhook_endpoints
 		WHERE disabled_at IS NULL AND (job_id IS NULL OR job_id = ?) ORDER BY id`, jobID)
 	if err != nil {

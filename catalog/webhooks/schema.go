@@ -2,13 +2,12 @@ package webhooks
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"fmt"
 	"io/fs"
 	"time"
 
-	"github.com/kilnvideo/kiln/internal/sqlmigrate"
+	"github.com/kilnvideo/kiln/internal/sqldialect"
 )
 
 // webhooks_schema_version records which of the embedded migrations (one
@@ -17,25 +16,28 @@ import (
 // edit one that has shipped: add a file.
 const versionTable = "webhooks_schema_version"
 
-//go:embed migrations/*.sql
+// Each dialect has its own migrations, under migrations/<dialect>.
+//
+//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var migrationFiles embed.FS
 
-func migrate(ctx context.Context, db *sql.DB) error {
-	files, err := fs.Sub(migrationFiles, "migrations")
+func migrate(ctx context.Context, db sqldialect.DB) error {
+	files, err := fs.Sub(migrationFiles, "migrations/"+db.Dialect.String())
 	if err != nil {
 		return fmt.Errorf("webhooks: migrate: %w", err)
 	}
-	if err := sqlmigrate.Apply(ctx, db, versionTable, files); err != nil {
+	if err := db.Dialect.Migrate(ctx, db.DB, versionTable, files); err != nil {
 		return fmt.Errorf("webhooks: migrate: %w", err)
 	}
 	return nil
 }
 
-func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
-	tx, err := db.BeginTx(ctx, nil)
+func inTx(ctx context.Context, db sqldialect.DB, fn func(sqldialect.Tx) error) error {
+	raw, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("webhooks: begin: %w", err)
 	}
+	tx := sqldialect.Tx{Tx: raw, Dialect: db.Dialect}
 	defer func() { _ = tx.Rollback() }()
 	if err := fn(tx); err != nil {
 		return err

@@ -1,23 +1,18 @@
 package webhooks
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/kilnvideo/kiln/catalog/sqlite"
 )
 
 // TestSchemaOfOldBinary: a database whose webhook tables the previous binary
 // created (webhooks_schema_version 1) keeps working; a newer one is refused.
-func TestSchemaOfOldBinary(t *testing.T) {
-	store, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kiln.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	db, ctx := store.DB(), t.Context()
-	b, err := migrationFiles.ReadFile("migrations/0001_init.sql")
+func TestSchemaOfOldBinary(t *testing.T) { eachBackend(t, testSchemaOfOldBinary) }
+
+func testSchemaOfOldBinary(t *testing.T, open backend) {
+	store := open(t)
+	db, d, ctx := store.DB(), store.Dialect(), t.Context()
+	b, err := migrationFiles.ReadFile("migrations/" + d.String() + "/0001_init.sql")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +30,7 @@ func TestSchemaOfOldBinary(t *testing.T) {
 			t.Fatalf("%s: %v", s, err)
 		}
 	}
-	if _, err := New(ctx, Config{DB: db}); err != nil {
+	if _, err := New(ctx, Config{DB: db, Dialect: d}); err != nil {
 		t.Fatalf("New on the old schema: %v", err)
 	}
 	var n, v int
@@ -46,7 +41,7 @@ func TestSchemaOfOldBinary(t *testing.T) {
 	if _, err := db.ExecContext(ctx, `INSERT INTO webhooks_schema_version (version) VALUES (2)`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(ctx, Config{DB: db}); err == nil || !strings.Contains(err.Error(), "newer than this binary") {
+	if _, err := New(ctx, Config{DB: db, Dialect: d}); err == nil || !strings.Contains(err.Error(), "newer than this binary") {
 		t.Fatalf("New on a newer schema: %v", err)
 	}
 }

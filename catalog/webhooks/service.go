@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/sqldialect"
 )
 
 // Enqueuer is the part of *asynq.Client the dispatcher uses.
@@ -62,8 +63,10 @@ const (
 
 // Config configures a Service.
 type Config struct {
-	// DB is the catalog's database (sqlite.Store.DB()). Required.
+	// DB is the catalog's database (the store's DB()). Required.
 	DB *sql.DB
+	// Dialect is DB's kind (the store's Dialect()); default SQLite.
+	Dialect sqldialect.Dialect
 	// Queue enqueues attempts and Tasks reads their results. Required for
 	// Run.
 	Queue Enqueuer
@@ -90,7 +93,7 @@ type Config struct {
 
 // Service is the catalog side of webhooks: outbox hook, dispatcher, API.
 type Service struct {
-	db            *sql.DB
+	db            sqldialect.DB
 	queue         Enqueuer
 	tasks         TaskResults
 	keys          *httpapi.Keys
@@ -122,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		}
 	}
 	s := &Service{
-		db: cfg.DB, queue: cfg.Queue, tasks: cfg.Tasks, keys: cfg.APIKeys,
+		db: sqldialect.DB{DB: cfg.DB, Dialect: cfg.Dialect}, queue: cfg.Queue, tasks: cfg.Tasks, keys: cfg.APIKeys,
 		public: strings.TrimRight(cfg.PublicURL, "/"), defaultSecret: cfg.DefaultSecret,
 		schedule: cfg.RetrySchedule, timeout: cfg.AttemptTimeout, poll: cfg.PollInterval,
 		log: cfg.Logger, wake: make(chan struct{}, 1), now: time.Now, rnd: rand.Float64,
@@ -357,7 +360,7 @@ func (s *Service) record(ctx context.Context, f inflight, res Result) error {
 	log := s.log.With(zap.String("delivery_id", f.id), zap.String("event_id", f.eventID), zap.String("event_type", f.typ),
 		zap.String("endpoint_id", f.endpointID), zap.Int("attempt", attempt), zap.Int("status", res.StatusCode),
 		zap.Int64("latency_ms", res.LatencyMS), zap.String("error", res.Error))
-	return inTx(ctx, s.db, func(tx *sql.Tx) error {
+	return inTx(ctx, s.db, func(tx sqldialect.Tx) error {
 		r, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = ?, updated_at = ?
 			WHERE id = ? AND status = 'enqueued' AND task_id = ?`, attempt, fmtTime(now), f.id, f.taskID)
 		if err != nil {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,9 +18,9 @@ import (
 	"github.com/hibiken/asynq"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
-	"github.com/kilnvideo/kiln/catalog/sqlite"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/sqldialect"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -84,7 +83,8 @@ func (q *fakeAsynq) DeleteTask(queue, id string) error {
 }
 
 type fixture struct {
-	store *sqlite.Store
+	store store
+	db    sqldialect.DB // the store's, binding SQLite's marks
 	svc   *Service
 	q     *fakeAsynq
 	api   http.Handler
@@ -93,16 +93,12 @@ type fixture struct {
 
 const testKey = "kiln_testkey"
 
-func newFixture(t *testing.T, defaultSecret string) *fixture {
+func newFixture(t *testing.T, open backend, defaultSecret string) *fixture {
 	t.Helper()
-	store, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kiln.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := open(t)
 	q := &fakeAsynq{d: NewDeliverer(DelivererConfig{AllowLoopback: true, Timeout: 5 * time.Second}), tasks: map[string]*asynq.TaskInfo{}}
 	svc, err := New(t.Context(), Config{
-		DB: store.DB(), Queue: q, Tasks: q, APIKeys: httpapi.NewKeys([]string{testKey}),
+		DB: store.DB(), Dialect: store.Dialect(), Queue: q, Tasks: q, APIKeys: httpapi.NewKeys([]string{testKey}),
 		PublicURL: "https://kiln.example", DefaultSecret: defaultSecret,
 		RetrySchedule: []time.Duration{time.Second, time.Minute},
 	})
@@ -110,7 +106,7 @@ func newFixture(t *testing.T, defaultSecret string) *fixture {
 		t.Fatal(err)
 	}
 	store.OnApply(svc.OnApply)
-	f := &fixture{store: store, svc: svc, q: q, api: svc.Handler(), clock: time.Now().UTC()}
+	f := &fixture{store: store, db: sqldialect.DB{DB: store.DB(), Dialect: store.Dialect()}, svc: svc, q: q, api: svc.Handler(), clock: time.Now().UTC()}
 	svc.now = func() time.Time { return f.clock }
 	svc.rnd = func() float64 { return 0.5 }
 	return f
@@ -161,7 +157,7 @@ func (f *fixture) dispatch(t *testing.T) {
 func (f *fixture) count(t *testing.T, table string) int {
 	t.Helper()
 	var n int
-	if err := f.store.DB().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM `+table).Scan(&n); err != nil {
+	if err := f.db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM `+table).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -238,7 +234,11 @@ func (r *receiver) payloads() []Payload {
 }
 
 func TestOutboxOnlyOnChangedTransitions(t *testing.T) {
-	f := newFixture(t, "")
+	eachBackend(t, testOutboxOnlyOnChangedTransitions)
+}
+
+func testOutboxOnlyOnChangedTransitions(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	rcv := newReceiver(t)
 	f.register(t, rcv.srv.URL, EventTypes...) // every type, progress included
 	ctx := t.Context()
@@ -295,8 +295,10 @@ func TestOutboxOnlyOnChangedTransitions(t *testing.T) {
 	}
 }
 
-func TestOutboxRollsBackWithTheEvent(t *testing.T) {
-	f := newFixture(t, "")
+func TestOutboxRollsBackWithTheEvent(t *testing.T) { eachBackend(t, testOutboxRollsBackWithTheEvent) }
+
+func testOutboxRollsBackWithTheEvent(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	f.register(t, "https://hooks.example/x")
 	boom := errors.New("boom")
 	var sawRows int
@@ -322,7 +324,11 @@ func TestOutboxRollsBackWithTheEvent(t *testing.T) {
 }
 
 func TestEventTypeFilterAndProgressOptIn(t *testing.T) {
-	f := newFixture(t, "")
+	eachBackend(t, testEventTypeFilterAndProgressOptIn)
+}
+
+func testEventTypeFilterAndProgressOptIn(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	all := newReceiver(t)
 	readyOnly := newReceiver(t)
 	def := f.register(t, all.srv.URL) // default: no job.progress
@@ -348,7 +354,11 @@ func TestEventTypeFilterAndProgressOptIn(t *testing.T) {
 }
 
 func TestRetriesThenSuccessAndDeliveryLog(t *testing.T) {
-	f := newFixture(t, "")
+	eachBackend(t, testRetriesThenSuccessAndDeliveryLog)
+}
+
+func testRetriesThenSuccessAndDeliveryLog(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	rcv := newReceiver(t, 500, 429, 204)
 	ep := f.register(t, rcv.srv.URL, EventJobFailed)
 	rcv.secret = ep.Secret
@@ -364,13 +374,13 @@ func TestRetriesThenSuccessAndDeliveryLog(t *testing.T) {
 		t.Fatalf("retried before the delay: %d attempts", n)
 	}
 	var next string
-	f.store.DB().QueryRow(`SELECT next_attempt_at FROM webhook_deliveries`).Scan(&next)
+	f.db.QueryRowContext(t.Context(), `SELECT next_attempt_at FROM webhook_deliveries`).Scan(&next)
 	if nt, _ := parseTime(next); nt.Sub(f.clock) != time.Second { // rnd 0.5: no jitter
 		t.Fatalf("next attempt in %v, want 1s", nt.Sub(f.clock))
 	}
 	f.clock = f.clock.Add(time.Second)
 	f.dispatch(t) // 429 with Retry-After: 7
-	f.store.DB().QueryRow(`SELECT next_attempt_at FROM webhook_deliveries`).Scan(&next)
+	f.db.QueryRowContext(t.Context(), `SELECT next_attempt_at FROM webhook_deliveries`).Scan(&next)
 	if nt, _ := parseTime(next); nt.Sub(f.clock) != 7*time.Second {
 		t.Fatalf("after 429: next attempt in %v, want Retry-After 7s", nt.Sub(f.clock))
 	}
@@ -398,14 +408,16 @@ func TestRetriesThenSuccessAndDeliveryLog(t *testing.T) {
 		t.Fatalf("log statuses %v (%+v)", statuses, log.Deliveries)
 	}
 	var status string
-	f.store.DB().QueryRow(`SELECT status FROM webhook_deliveries`).Scan(&status)
+	f.db.QueryRowContext(t.Context(), `SELECT status FROM webhook_deliveries`).Scan(&status)
 	if status != "succeeded" || len(f.q.tasks) != 0 {
 		t.Fatalf("delivery %s, %d tasks left in the queue", status, len(f.q.tasks))
 	}
 }
 
-func TestGiveUpAfterSchedule(t *testing.T) {
-	f := newFixture(t, "")
+func TestGiveUpAfterSchedule(t *testing.T) { eachBackend(t, testGiveUpAfterSchedule) }
+
+func testGiveUpAfterSchedule(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	rcv := newReceiver(t, 500, 500, 500, 500)
 	f.register(t, rcv.srv.URL)
 	f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0))
@@ -414,14 +426,16 @@ func TestGiveUpAfterSchedule(t *testing.T) {
 		f.clock = f.clock.Add(2 * time.Minute)
 	}
 	var status, lastErr string
-	f.store.DB().QueryRow(`SELECT status, last_error FROM webhook_deliveries`).Scan(&status, &lastErr)
+	f.db.QueryRowContext(t.Context(), `SELECT status, last_error FROM webhook_deliveries`).Scan(&status, &lastErr)
 	if n := len(rcv.payloads()); n != 3 || status != "failed" || !strings.Contains(lastErr, "gave up after 3 attempts") {
 		t.Fatalf("%d attempts, %s %q", n, status, lastErr)
 	}
 }
 
-func TestGoneDisablesEndpoint(t *testing.T) {
-	f := newFixture(t, "")
+func TestGoneDisablesEndpoint(t *testing.T) { eachBackend(t, testGoneDisablesEndpoint) }
+
+func testGoneDisablesEndpoint(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	rcv := newReceiver(t, 410)
 	ep := f.register(t, rcv.srv.URL)
 	f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0))
@@ -432,7 +446,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 		t.Fatalf("endpoint after 410: %+v", got)
 	}
 	var status string
-	f.store.DB().QueryRow(`SELECT status FROM webhook_deliveries`).Scan(&status)
+	f.db.QueryRowContext(t.Context(), `SELECT status FROM webhook_deliveries`).Scan(&status)
 	if status != "failed" {
 		t.Fatalf("delivery %s", status)
 	}
@@ -464,7 +478,11 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 }
 
 func TestRotationSignsWithBothSecretsFor24h(t *testing.T) {
-	f := newFixture(t, "")
+	eachBackend(t, testRotationSignsWithBothSecretsFor24h)
+}
+
+func testRotationSignsWithBothSecretsFor24h(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	rcv := newReceiver(t)
 	ep := f.register(t, rcv.srv.URL)
 	var rot endpointJSON
@@ -519,14 +537,16 @@ func unix(t *testing.T, h http.Header) time.Time {
 
 func rawBody(t *testing.T, f *fixture, eventID string) []byte {
 	var b string
-	if err := f.store.DB().QueryRow(`SELECT body FROM webhook_events WHERE id = ?`, eventID).Scan(&b); err != nil {
+	if err := f.db.QueryRowContext(t.Context(), `SELECT body FROM webhook_events WHERE id = ?`, eventID).Scan(&b); err != nil {
 		t.Fatal(err)
 	}
 	return []byte(b)
 }
 
-func TestReplay(t *testing.T) {
-	f := newFixture(t, "")
+func TestReplay(t *testing.T) { eachBackend(t, testReplay) }
+
+func testReplay(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	rcv := newReceiver(t)
 	ep := f.register(t, rcv.srv.URL)
 	rcv.secret = ep.Secret
@@ -557,9 +577,11 @@ type apiErr struct {
 	Error struct{ Code, Message string }
 }
 
-func TestPerUploadWebhook(t *testing.T) {
+func TestPerUploadWebhook(t *testing.T) { eachBackend(t, testPerUploadWebhook) }
+
+func testPerUploadWebhook(t *testing.T, open backend) {
 	secret := NewSecret()
-	f := newFixture(t, secret)
+	f := newFixture(t, open, secret)
 	rcv := newReceiver(t)
 	rcv.secret = secret
 	other := newReceiver(t)
@@ -603,9 +625,11 @@ func TestPerUploadWebhook(t *testing.T) {
 // TestPerUploadWebhookLateQueued: a QUEUED that arrives after the job's
 // PROBING (ingest enqueues the probe before it announces the job) still
 // registers the per-upload webhook, which gets the job's later events.
-func TestPerUploadWebhookLateQueued(t *testing.T) {
+func TestPerUploadWebhookLateQueued(t *testing.T) { eachBackend(t, testPerUploadWebhookLateQueued) }
+
+func testPerUploadWebhookLateQueued(t *testing.T, open backend) {
 	secret := NewSecret()
-	f := newFixture(t, secret)
+	f := newFixture(t, open, secret)
 	rcv := newReceiver(t)
 	rcv.secret = secret
 	f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_PROBING, 0))
@@ -624,21 +648,27 @@ func TestPerUploadWebhookLateQueued(t *testing.T) {
 }
 
 func TestPerUploadWebhookWithoutDefaultSecret(t *testing.T) {
-	f := newFixture(t, "")
+	eachBackend(t, testPerUploadWebhookWithoutDefaultSecret)
+}
+
+func testPerUploadWebhookWithoutDefaultSecret(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	rcv := newReceiver(t)
 	ev := jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0)
 	ev.WebhookUrl = rcv.srv.URL
 	f.store.Apply(t.Context(), ev)
 	f.dispatch(t)
 	var status, lastErr string
-	f.store.DB().QueryRow(`SELECT status, last_error FROM webhook_deliveries`).Scan(&status, &lastErr)
+	f.db.QueryRowContext(t.Context(), `SELECT status, last_error FROM webhook_deliveries`).Scan(&status, &lastErr)
 	if len(rcv.payloads()) != 0 || status != "failed" || !strings.Contains(lastErr, "KILN_WEBHOOK_SECRET") {
 		t.Fatalf("sent %d, delivery %s %q", len(rcv.payloads()), status, lastErr)
 	}
 }
 
-func TestAssetDeleted(t *testing.T) {
-	f := newFixture(t, "")
+func TestAssetDeleted(t *testing.T) { eachBackend(t, testAssetDeleted) }
+
+func testAssetDeleted(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	rcv := newReceiver(t)
 	f.register(t, rcv.srv.URL, EventAssetDeleted)
 	if err := f.svc.AssetDeleted(t.Context(), nil, testJob, testAsset); err != nil {
@@ -650,8 +680,10 @@ func TestAssetDeleted(t *testing.T) {
 	}
 }
 
-func TestAPIValidationAndCRUD(t *testing.T) {
-	f := newFixture(t, "")
+func TestAPIValidationAndCRUD(t *testing.T) { eachBackend(t, testAPIValidationAndCRUD) }
+
+func testAPIValidationAndCRUD(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	for _, tt := range []struct {
 		body, code string
 		status     int
@@ -705,7 +737,11 @@ func TestAPIValidationAndCRUD(t *testing.T) {
 }
 
 func TestEnqueueIsIdempotentPerAttempt(t *testing.T) {
-	f := newFixture(t, "")
+	eachBackend(t, testEnqueueIsIdempotentPerAttempt)
+}
+
+func testEnqueueIsIdempotentPerAttempt(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
 	rcv := newReceiver(t)
 	f.register(t, rcv.srv.URL)
 	f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0))
@@ -715,13 +751,13 @@ func TestEnqueueIsIdempotentPerAttempt(t *testing.T) {
 	if err := f.svc.enqueueDue(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	f.store.DB().Exec(`UPDATE webhook_deliveries SET status = 'pending', task_id = ''`)
+	f.db.ExecContext(t.Context(), `UPDATE webhook_deliveries SET status = 'pending', task_id = ''`)
 	f.dispatch(t)
 	if n := len(rcv.payloads()); n != 1 {
 		t.Fatalf("receiver got %d requests", n)
 	}
 	var status string
-	f.store.DB().QueryRow(`SELECT status FROM webhook_deliveries`).Scan(&status)
+	f.db.QueryRowContext(t.Context(), `SELECT status FROM webhook_deliveries`).Scan(&status)
 	if status != "succeeded" {
 		t.Fatalf("delivery %s", status)
 	}

@@ -79,7 +79,7 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.strFlag(&c.SourcesBucket, "sources-bucket", "KILN_SOURCES_BUCKET", "bucket of uploaded sources", nonEmpty)
 	f.strFlag(&c.OutputsBucket, "outputs-bucket", "KILN_OUTPUTS_BUCKET", "bucket of renditions, playlists, thumbnails", nonEmpty)
 	f.strFlag(&c.NotifyARN, "s3-notify-arn", "KILN_S3_NOTIFY_ARN", "notification target for object-created events on the sources bucket, e.g. arn:minio:sqs::KILN:nats")
-	f.strFlag(&c.Database, "database", "KILN_DATABASE", "catalog SQLite file", when(serve || role == "catalog", nonEmpty))
+	f.strFlag(&c.Database, "database", "KILN_DATABASE", "catalog database: a SQLite file path, or a postgres:// (postgresql://) URL for PostgreSQL", when(serve || role == "catalog", nonEmpty))
 	f.secretFlag(&f.signingKey, "playback-signing-key", "KILN_PLAYBACK_SIGNING_KEY", "secret (16+ bytes) signing playback tokens of assets uploaded with playback_policy=signed (catalog)")
 	f.durFlag(&c.PlaybackTokenTTL, "playback-token-ttl", "KILN_PLAYBACK_TOKEN_TTL", "lifetime of the token in a signed asset's playback URLs (catalog)", within(time.Second, catalog.MaxTokenTTL))
 	f.strFlag(&c.PlaybackDelivery, "playback-delivery", "KILN_PLAYBACK_DELIVERY", "segments, MP4 and poster: redirect (to presigned S3 URLs) or proxy (streamed by the catalog)", oneOf(catalog.DeliveryRedirect, catalog.DeliveryProxy))

@@ -7,7 +7,8 @@
 #   stack.sh build         go build -o .tools/bin/kiln ./cmd/kiln
 #   stack.sh up            start the stack in the foreground (.data/up, ports 8700/4700/6700/9700);
 #                          Ctrl-C or SIGTERM stops everything it started
-#   stack.sh test          fresh stack (.data/test, ports 8710/4710/6710/9710), then go vet,
+#   stack.sh test          fresh stack (.data/test, ports 8710/4710/6710/9710, PostgreSQL on 5710
+#                          for the store tests), then go vet,
 #                          gofmt, proto:check, go mod tidy -diff, go test ./... and every
 #                          fuzz target for a bounded time (FUZZ_TIME); stops the stack on exit
 #   stack.sh bench         like test (.data/bench, test ports), then the benchmarks in ./bench/...
@@ -78,7 +79,12 @@ declare -A APT_PKG=(
 	[protoc]=protobuf-compiler
 	[curl]=curl
 	[/usr/bin/chromium]=chromium # browser tests (internal/e2e); a path, checked as is
+	['/usr/lib/postgresql/*/bin/initdb']=postgresql # store tests on PostgreSQL; a glob, checked as is
 )
+
+have_cmd() { # cmd, a path, or a path glob
+	if [[ "$1" == *'*'* ]]; then compgen -G "$1" >/dev/null; else command -v "$1" >/dev/null; fi
+}
 
 apt_install() { # pkg...
 	(($#)) || return 0
@@ -105,13 +111,13 @@ ensure_cmds() {
 			[[ -f /usr/include/google/protobuf/timestamp.proto ]] || pkgs+=(libprotobuf-dev)
 			continue
 		fi
-		command -v "$c" >/dev/null && continue
+		have_cmd "$c" && continue
 		p="${APT_PKG[$c]}"
 		[[ " ${pkgs[*]} " == *" $p "* ]] || pkgs+=("$p")
 	done
 	apt_install "${pkgs[@]}"
 	for c in "$@"; do
-		[[ "$c" == protoc-includes ]] || command -v "$c" >/dev/null || die "$c still missing after install"
+		[[ "$c" == protoc-includes ]] || have_cmd "$c" || die "$c still missing after install"
 	done
 }
 
@@ -159,7 +165,8 @@ install_nats_server() {
 cmd_install() {
 	local -a cmds=(ffmpeg ffprobe redis-server redis-cli protoc protoc-includes curl)
 	# Only the test stack needs a browser (MODE is set by configure; unset for `install`).
-	if [[ "${MODE:-}" == test ]]; then cmds+=(/usr/bin/chromium); fi
+	# and a PostgreSQL (the catalog store tests run on both backends).
+	if [[ "${MODE:-}" == test ]]; then cmds+=(/usr/bin/chromium '/usr/lib/postgresql/*/bin/initdb'); fi
 	ensure_cmds "${cmds[@]}"
 	install_minio
 	install_nats_server
@@ -238,6 +245,7 @@ configure() {
 	NATS_URL="nats://127.0.0.1:$NATS_PORT"
 	REDIS_ADDR="127.0.0.1:$REDIS_PORT"
 	ALL_PORTS=("$HTTP_PORT" "$NATS_PORT" "$REDIS_PORT" "$S3_PORT" "$CONSOLE_PORT")
+	configure_postgres
 }
 
 alive() { # pid: running and not a zombie
@@ -417,7 +425,7 @@ stop_all() {
 		wait "$p" 2>/dev/null || true
 	done
 	local name
-	for name in kiln minio redis; do
+	for name in kiln minio redis postgres; do
 		[[ -n "${PID[$name]:-}" ]] || continue
 		if alive "${PID[$name]}"; then
 			log "stopping $name (pid ${PID[$name]})"
@@ -445,6 +453,63 @@ on_signal() {
 	case "$1" in INT) exit 130 ;; TERM) exit 143 ;; *) exit 129 ;; esac
 }
 
+# PostgreSQL of the test stack (mode test only): the catalog store tests run on it as well as
+# on SQLite (KILN_TEST_DATABASE_URL; internal/testenv.Postgres makes a database per test). Its
+# own port and data folder, a generated password, listening on 127.0.0.1 only, stopped on exit.
+# initdb and postgres refuse to run as root: as root they run as the user postgres (from the
+# Debian package), or kiln-pg, created when neither exists.
+configure_postgres() {
+	PG_PORT="" PG_URL=""
+	[[ "$MODE" == test ]] || return 0
+	PG_PORT=5710
+	ALL_PORTS+=("$PG_PORT")
+	SERVICES+=(postgres)
+}
+
+start_postgres() {
+	[[ -n "$PG_PORT" ]] || return 0
+	local bin user="" data="$DATA/postgres" pw
+	bin="$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1)"
+	bin="${bin%/initdb}"
+	[[ -x "$bin/postgres" ]] || die "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin"
+	local -a as=()
+	if ((EUID == 0)); then
+		if id -u postgres >/dev/null 2>&1; then
+			user=postgres
+		else
+			id -u kiln-pg >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent \
+				--shell /usr/sbin/nologin kiln-pg || die "cannot create the user kiln-pg to run PostgreSQL as"
+			user=kiln-pg
+		fi
+		as=(runuser -u "$user" --)
+		mkdir -p "$data" && chown "$user" "$data" && chmod 700 "$data"
+		if ! runuser -u "$user" -- test -w "$data"; then
+			# A parent of the checkout is closed to other users (e.g. /root): use a folder in /tmp.
+			data="$(mktemp -d "${TMPDIR:-/tmp}/kiln-test-postgres.XXXXXX")"
+			chown "$user" "$data"
+			warn "$user cannot reach ${DATA#"$ROOT"/}/postgres; PostgreSQL data in $data"
+		fi
+	else
+		mkdir -p "$data" && chmod 700 "$data"
+	fi
+	pw="$(secret "$DATA/postgres-password" '')"
+	log "initdb (PostgreSQL $(basename "$(dirname "$bin")")) in ${data#"$ROOT"/}"
+	local pwfile rc=0
+	pwfile="$(mktemp "${TMPDIR:-/tmp}/kiln-test-postgres-pw.XXXXXX")" # mode 600
+	printf '%s\n' "$pw" >"$pwfile"
+	[[ -n "$user" ]] && chown "$user" "$pwfile"
+	"${as[@]}" "$bin/initdb" -D "$data" -U kiln --pwfile="$pwfile" --auth=scram-sha-256 -E UTF8 \
+		--locale=C.UTF-8 >"$LOGS/postgres-initdb.log" 2>&1 || rc=$?
+	rm -f "$pwfile"
+	((rc == 0)) || { show_log postgres-initdb 40; die "initdb failed (exit $rc)"; }
+	log "starting postgres on 127.0.0.1:$PG_PORT"
+	start postgres "$LOGS/postgres.log" "${as[@]}" "$bin/postgres" -D "$data" -p "$PG_PORT" \
+		-c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off \
+		-c synchronous_commit=off -c full_page_writes=off -c max_connections=300
+	wait_for postgres 30 "postgres on 127.0.0.1:$PG_PORT" "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
+	PG_URL="postgres://kiln:$pw@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+}
+
 # start_stack mode: bootstrap and start everything, wait until kiln is ready.
 start_stack() {
 	configure "$1"
@@ -468,6 +533,7 @@ start_stack() {
 	log "starting redis on $REDIS_ADDR"
 	start redis "$LOGS/redis.log" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
 		--dir "$DATA/redis" --appendonly yes --save '' --daemonize no
+	start_postgres
 	wait_for redis 30 "redis on $REDIS_ADDR" redis_pong
 
 	# Webhooks: the receivers of local runs and tests listen on 127.0.0.1; tests
@@ -538,6 +604,7 @@ export_test_env() {
 	export KILN_TEST_S3_ACCESS_KEY="$S3_ACCESS_KEY"
 	export KILN_TEST_S3_SECRET_KEY="$S3_SECRET_KEY"
 	export KILN_TEST_REDIS_ADDR="$REDIS_ADDR"
+	[[ -n "${PG_URL:-}" ]] && export KILN_TEST_DATABASE_URL="$PG_URL"
 	export KILN_TEST_NATS_URL="$NATS_URL"
 	export KILN_TEST_SOURCES_BUCKET="$SOURCES_BUCKET"
 	export KILN_TEST_OUTPUTS_BUCKET="$OUTPUTS_BUCKET"

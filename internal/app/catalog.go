@@ -2,20 +2,48 @@ package app
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/postgres"
 	"github.com/kilnvideo/kiln/catalog/sqlite"
+	"github.com/kilnvideo/kiln/catalog/sqlstore"
 	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/deadletter"
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/sqldialect"
 )
+
+// sqlStore is a catalog store on a SQL database, whose tables the webhook
+// outbox shares: sqlite.Store and postgres.Store.
+type sqlStore interface {
+	catalog.Store
+	DB() *sql.DB
+	Dialect() sqldialect.Dialect
+	OnApply(sqlstore.ApplyHook)
+	OnDelete(sqlstore.DeleteHook)
+}
+
+var (
+	_ sqlStore = (*sqlite.Store)(nil)
+	_ sqlStore = (*postgres.Store)(nil)
+)
+
+// openStore opens the catalog store KILN_DATABASE names: PostgreSQL for a
+// postgres:// or postgresql:// URL, else the SQLite file at that path.
+func openStore(ctx context.Context, database string) (sqlStore, error) {
+	if postgres.IsURL(database) {
+		return postgres.Open(ctx, database)
+	}
+	return sqlite.Open(ctx, database)
+}
 
 // catalog runs the state store, the job/asset API, playback and the webhook
 // outbox, fed by the job events on the bus.
 func (p *process) catalog(ctx context.Context) error {
 	cfg := p.cfg
-	store, err := sqlite.Open(ctx, cfg.Database)
+	store, err := openStore(ctx, cfg.Database)
 	if err != nil {
 		return err
 	}
@@ -31,7 +59,7 @@ func (p *process) catalog(ctx context.Context) error {
 		return err
 	}
 	wh, err := webhooks.New(ctx, webhooks.Config{
-		DB: store.DB(), Queue: p.queue, Tasks: p.inspector, APIKeys: p.keys, PublicURL: cfg.PublicURL,
+		DB: store.DB(), Dialect: store.Dialect(), Queue: p.queue, Tasks: p.inspector, APIKeys: p.keys, PublicURL: cfg.PublicURL,
 		DefaultSecret: cfg.WebhookSecret, RetrySchedule: cfg.WebhookRetrySchedule, Logger: p.log.Named("webhooks"),
 	})
 	if err != nil {

@@ -64,7 +64,7 @@ func Load(files fs.FS) ([]Migration, error) {
 //
 // The statements Apply itself issues need no placeholders, so it works with
 // any driver whose Exec runs several statements (SQLite, PostgreSQL).
-func Apply(ctx context.Context, db *sql.DB, table string, files fs.FS) error {
+func Apply(ctx context.Context, db Conn, table string, files fs.FS) error {
 	if !tableName.MatchString(table) {
 		return fmt.Errorf("sqlmigrate: invalid version table name %q", table)
 	}
@@ -90,6 +90,19 @@ func Apply(ctx context.Context, db *sql.DB, table string, files fs.FS) error {
 	return nil
 }
 
+// Conn is what Apply needs of a database: *sql.DB, or one *sql.Conn of it
+// (so that a session lock taken on that connection is held throughout).
+type Conn interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+var (
+	_ Conn = (*sql.DB)(nil)
+	_ Conn = (*sql.Conn)(nil)
+)
+
 // Version is the newest version recorded in table (0 for none).
 func Version(ctx context.Context, db interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
@@ -104,7 +117,7 @@ func Version(ctx context.Context, db interface {
 	return v, nil
 }
 
-func apply(ctx context.Context, db *sql.DB, table string, m Migration) error {
+func apply(ctx context.Context, db Conn, table string, m Migration) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlmigrate: %s: begin: %w", m.Name, err)

@@ -33,7 +33,7 @@ func (p *process) worker(ctx context.Context) error {
 		return err
 	}
 	p.onClose(func() { _ = os.RemoveAll(workDir) })
-	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, Logger: p.log})
+	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log})
 	mux := asynq.NewServeMux()
 	mux.Use(cancel.Middleware(p.cancel))
 	workers.New(workers.Config{

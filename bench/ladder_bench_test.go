@@ -49,7 +49,7 @@ func BenchmarkLadder(b *testing.B) {
 			}
 		}
 		start := time.Now()
-		if err := runner.Run(b.Context(), workers.TranscodeArgs(input, plan, out+"-split", opt), nil); err != nil {
+		if err := runner.Run(b.Context(), workers.TranscodeArgs(workers.Input{URL: input}, plan, out+"-split", opt), nil); err != nil {
 			b.Fatal(err)
 		}
 		kiln += time.Since(start)
@@ -58,7 +58,7 @@ func BenchmarkLadder(b *testing.B) {
 		for _, r := range plan.Rungs {
 			one := &kilnv1.Plan{Rungs: []*kilnv1.Rung{r}, FrameRate: plan.FrameRate, GopFrames: plan.GopFrames,
 				SegmentSeconds: plan.SegmentSeconds, HasAudio: plan.HasAudio, AudioBitRate: plan.AudioBitRate}
-			if err := runner.Run(b.Context(), workers.TranscodeArgs(input, one, out+"-each", opt), nil); err != nil {
+			if err := runner.Run(b.Context(), workers.TranscodeArgs(workers.Input{URL: input}, one, out+"-each", opt), nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -37,9 +37,14 @@ type Fact struct {
 	Partial bool
 }
 
-// Duration is a READY's asset duration: the outputs', else the media's.
+// Duration is a READY's asset duration: the outputs', else the duration
+// the transcode decoded (the media's measured one), else the media's
+// header duration, which a hostile file can make up.
 func (f *Fact) Duration() float64 {
 	if d := f.Outputs.GetDurationSeconds(); d != 0 {
+		return d
+	}
+	if d := f.Media.GetDecodedDurationSeconds(); d > 0 {
 		return d
 	}
 	return f.Media.GetDurationSeconds()

@@ -164,6 +164,11 @@ func TestFactOf(t *testing.T) {
 	if f, _ := FactOf(ev, now); f.Duration() != 12.5 {
 		t.Errorf("duration from media = %v", f.Duration())
 	}
+	// A header that lies: the duration the transcode decoded wins.
+	ev.Media.DecodedDurationSeconds = 40.2
+	if f, _ := FactOf(ev, now); f.Duration() != 40.2 {
+		t.Errorf("duration from decoded media = %v, want 40.2", f.Duration())
+	}
 
 	f, _ = FactOf(&kilnv1.JobEvent{JobId: jobID, State: failed}, now)
 	if f.ErrorCode != failure.Internal || f.ErrorMessage != "" {

@@ -254,11 +254,30 @@ func TestRedisIdempotency(t *testing.T) {
 type fakePresigner struct {
 	bucket, key string
 	headers     http.Header
+	ttl         time.Duration
 }
 
 func (f *fakePresigner) PresignPut(_ context.Context, bucket, key string, ttl time.Duration, h http.Header) (*url.URL, error) {
-	f.bucket, f.key, f.headers = bucket, key, h
+	f.bucket, f.key, f.headers, f.ttl = bucket, key, h, ttl
 	return url.Parse("https://s3.test/" + bucket + "/" + key + "?X-Amz-Signature=x")
+}
+
+// TestDirectUploadTTL: the URL's lifetime is Config.DirectUploadTTL
+// (KILN_DIRECT_UPLOAD_TTL).
+func TestDirectUploadTTL(t *testing.T) {
+	pre := &fakePresigner{}
+	s := New(Config{Objects: &fakeObjects{}, Events: &fakeEvents{}, SourcesBucket: "src", Presigner: pre, DirectUploadTTL: 2 * time.Minute})
+	req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/v1/direct-uploads", strings.NewReader(`{"size":1}`))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	var resp DirectUploadResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || rec.Code != http.StatusCreated {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	if pre.ttl != 2*time.Minute || time.Until(resp.ExpiresAt) > 2*time.Minute {
+		t.Fatalf("presigned for %v, expires at %v; want 2m", pre.ttl, resp.ExpiresAt)
+	}
 }
 
 func TestDirectUpload(t *testing.T) {
@@ -311,9 +330,17 @@ func TestDirectUpload(t *testing.T) {
 				t.Fatal(err)
 			}
 			if resp.Method != "PUT" || resp.Key != pre.key || pre.bucket != "src" || !strings.HasPrefix(resp.Key, "uploads/") ||
-				!strings.HasPrefix(resp.UploadURL, "https://s3.test/src/uploads/") || time.Until(resp.ExpiresAt) < 59*time.Minute ||
+				!strings.HasPrefix(resp.UploadURL, "https://s3.test/src/uploads/") ||
 				resp.JobLookupURL != "https://kiln.test/v1/jobs?source_key="+url.QueryEscape(resp.Key) {
 				t.Fatalf("response %+v", resp)
+			}
+			// Short-lived: whoever holds the URL can replace the source
+			// until it expires.
+			if pre.ttl != DefaultDirectUploadTTL || pre.ttl > 15*time.Minute {
+				t.Errorf("presigned for %v, want the %v default", pre.ttl, DefaultDirectUploadTTL)
+			}
+			if d := time.Until(resp.ExpiresAt); d > pre.ttl || d < pre.ttl-time.Minute {
+				t.Errorf("expires_at in %v, want the URL's %v", d, pre.ttl)
 			}
 			for k, v := range resp.Headers {
 				if pre.headers.Get(k) != v {

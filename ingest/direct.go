@@ -20,9 +20,17 @@ import (
 // object. The preset and playback policy travel as the object's user
 // metadata, and the size as Content-Length: all three are signed into the
 // URL, so the client must send exactly the returned headers.
+//
+// The URL is short-lived: whoever holds it may PUT the object again until
+// it expires, and a replaced source fails its job (every read of it is
+// pinned to the ETag the job was made for, workers.PinHeaders) and starts
+// another. Config.DirectUploadTTL (KILN_DIRECT_UPLOAD_TTL) sets how long.
 const (
-	// DirectUploadTTL is the lifetime of a direct-upload URL.
-	DirectUploadTTL = time.Hour
+	// DefaultDirectUploadTTL is Config.DirectUploadTTL's default.
+	DefaultDirectUploadTTL = 15 * time.Minute
+	// MaxDirectUploadTTL bounds Config.DirectUploadTTL (S3's limit for
+	// presigned URLs is 7 days; a longer-writable source is an open door).
+	MaxDirectUploadTTL = 12 * time.Hour
 	// maxJSONBody bounds JSON request bodies.
 	maxJSONBody = 1 << 20
 )
@@ -91,8 +99,9 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 	for k, v := range headers {
 		signed.Set(k, v)
 	}
-	expires := time.Now().Add(DirectUploadTTL).UTC().Truncate(time.Second)
-	u, err := s.cfg.Presigner.PresignPut(r.Context(), s.cfg.SourcesBucket, key, DirectUploadTTL, signed)
+	ttl := s.cfg.DirectUploadTTL
+	expires := time.Now().Add(ttl).UTC().Truncate(time.Second)
+	u, err := s.cfg.Presigner.PresignPut(r.Context(), s.cfg.SourcesBucket, key, ttl, signed)
 	if err != nil {
 		if errors.Is(err, r.Context().Err()) {
 			return

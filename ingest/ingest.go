@@ -67,6 +67,9 @@ type Config struct {
 	// PublishTimeout bounds the upload API's publish of "object landed",
 	// which runs even after the client has gone; default 10s.
 	PublishTimeout time.Duration
+	// DirectUploadTTL is the lifetime of a direct-upload URL; default
+	// DefaultDirectUploadTTL.
+	DirectUploadTTL time.Duration
 }
 
 // Remover deletes objects (objstore.Client).
@@ -110,6 +113,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = DefaultPublishTimeout
+	}
+	if cfg.DirectUploadTTL <= 0 {
+		cfg.DirectUploadTTL = DefaultDirectUploadTTL
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	return &Service{cfg: cfg, log: cfg.Logger}

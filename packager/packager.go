@@ -72,18 +72,38 @@ func New(cfg Config) *Handler {
 	return &Handler{cfg: cfg}
 }
 
-// Register adds the handler to mux.
-func (h *Handler) Register(mux *asynq.ServeMux) { mux.HandleFunc(tasks.TypePackage, h.Package) }
+// Register adds the handler to mux, bounded by tasks.Bounded (a run out of
+// time or memory is retried once).
+func (h *Handler) Register(mux *asynq.ServeMux) {
+	mux.HandleFunc(tasks.TypePackage, tasks.Bounded(h.Package))
+}
+
+// What the packager's ffmpeg may read and write. Its input is an encoded
+// rung, an MP4 the transcode wrote to the outputs bucket, read through a
+// presigned URL: so the network protocols only (never file, which would let
+// a crafted input make ffmpeg read the worker's files), the MP4 demuxer
+// only (never hls, concat or an image sequence, which name other files),
+// and the decoders of what the transcode encodes. Its outputs are files in
+// the task's own work folder: file only.
+const (
+	InputProtocols  = "http,https,tcp,tls"
+	InputFormats    = "mov,mp4,m4a,3gp,3g2,mj2"
+	InputDecoders   = "h264,aac"
+	OutputProtocols = "file"
+)
 
 // HLSArgs remuxes one encoded rung into VOD HLS with fMP4 segments of
 // segmentSeconds (cut on the rung's fixed-GOP keyframes, so boundaries align
 // across rungs): dir/index.m3u8, dir/init.mp4, dir/seg_00001.m4s…
 func HLSArgs(input string, segmentSeconds int, dir string) []string {
 	return []string{
-		"-protocol_whitelist", "http,https,tcp,tls,file",
+		"-protocol_whitelist", InputProtocols,
+		"-format_whitelist", InputFormats,
+		"-codec_whitelist", InputDecoders,
 		"-rw_timeout", strconv.FormatInt(ffmpeg.ReadTimeout.Microseconds(), 10),
 		"-i", input,
 		"-map", "0", "-c", "copy",
+		"-protocol_whitelist", OutputProtocols,
 		"-f", "hls",
 		"-hls_time", strconv.Itoa(segmentSeconds),
 		"-hls_playlist_type", "vod",
@@ -158,6 +178,12 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 	if len(renditions) == 0 {
 		return tasks.Permanent(failure.PackageFailed, "no rendition could be packaged", firstErr)
 	}
+	// The asset lasts what was encoded, as the transcode measured it, not
+	// what the source's header claims.
+	duration := p.GetMedia().GetDecodedDurationSeconds()
+	if duration <= 0 {
+		duration = p.GetMedia().GetDurationSeconds()
+	}
 	ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
 	ev.Media, ev.Plan = p.Media, p.Plan
 	ev.Outputs = &kilnv1.AssetOutputs{
@@ -167,7 +193,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		Mp4Key:           p.Encoded[0].Object.GetKey(), // the top rung (or the audio)
 		PosterKey:        p.PosterKey,
 		Thumbnails:       p.Thumbnails,
-		DurationSeconds:  p.GetMedia().GetDurationSeconds(),
+		DurationSeconds:  duration,
 		FailedRenditions: failed,
 	}
 	log.Info("packaged", zap.Int("renditions", len(renditions)), zap.Int("failed", len(failed)))
@@ -227,14 +253,18 @@ func (h *Handler) packageRung(ctx context.Context, p *kilnv1.PackageTask, r *kil
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("package: %w", err)
 	}
-	src, err := h.cfg.Objects.PresignGet(ctx, enc.Object.GetBucket(), enc.Object.GetKey(), time.Hour)
+	ttl := time.Hour // the URL sits on ffmpeg's command line: not longer than the run
+	if d, ok := ctx.Deadline(); ok {
+		ttl = min(ttl, max(time.Until(d), 0)+time.Minute)
+	}
+	src, err := h.cfg.Objects.PresignGet(ctx, enc.Object.GetBucket(), enc.Object.GetKey(), ttl)
 	if err != nil {
 		return nil, err
 	}
 	if err := h.cfg.FFmpeg.Run(ctx, HLSArgs(src.String(), int(p.Plan.GetSegmentSeconds()), dir), nil); err != nil {
 		return nil, fmt.Errorf("package %s: %w", r.Name, err)
 	}
-	probe, err := h.cfg.FFmpeg.Probe(ctx, src.String(), ffmpeg.ProbeOptions{ProtocolWhitelist: "http,https,tcp,tls", ReadTimeout: ffmpeg.ReadTimeout})
+	probe, err := h.cfg.FFmpeg.Probe(ctx, src.String(), ffmpeg.ProbeOptions{FormatWhitelist: InputFormats, ProtocolWhitelist: InputProtocols, ReadTimeout: ffmpeg.ReadTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("package %s: probe: %w", r.Name, err)
 	}

@@ -219,6 +219,25 @@ func TestPackageReady(t *testing.T) {
 	x.checkClean(t)
 }
 
+// TestPackageReadyDecodedDuration: the asset's duration is the one the
+// transcode decoded, not the source header's (which claimed 1 s of a file
+// that held more): what the catalog records (catalog.Fact.Duration).
+func TestPackageReadyDecodedDuration(t *testing.T) {
+	x := newHarness(t)
+	p := packageTask(false)
+	p.Media.DurationSeconds, p.Media.DecodedDurationSeconds = 1, 2.02
+	if err := x.h.Package(t.Context(), asTask(t, p)); err != nil {
+		t.Fatal(err)
+	}
+	ev := x.ready(t)
+	if d := ev.GetOutputs().GetDurationSeconds(); d != 2.02 {
+		t.Errorf("outputs duration %v, want the decoded 2.02 s", d)
+	}
+	if d := ev.GetMedia().GetDecodedDurationSeconds(); d != 2.02 {
+		t.Errorf("READY media decoded duration %v, want 2.02", d)
+	}
+}
+
 func TestPackageAudioOnly(t *testing.T) {
 	x := newHarness(t)
 	if err := x.h.Package(t.Context(), asTask(t, packageTask(true))); err != nil {

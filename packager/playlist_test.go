@@ -2,6 +2,8 @@ package packager
 
 import (
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,7 +93,11 @@ func TestMeasurePlaylistRealHLS(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	runFFmpeg(t, HLSArgs(clip, 6, dir)...)
+	// Served over HTTP, as the packager reads encoded rungs: its ffmpeg
+	// may not read local files.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, clip) }))
+	t.Cleanup(srv.Close)
+	runFFmpeg(t, HLSArgs(srv.URL+"/clip.mp4", 6, dir)...)
 
 	for _, name := range []string{"index.m3u8", "init.mp4"} {
 		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Size() == 0 {
@@ -223,13 +229,55 @@ func TestMeasurePlaylist(t *testing.T) {
 	}
 }
 
+// TestHLSArgsReadOnlyTheEncodedRung runs the packager's ffmpeg on inputs
+// that are not an encoded rung served over HTTP: a local file (the file
+// protocol would let a crafted input read the worker's files) and an HLS
+// playlist disguised as an MP4 that names a local file. Both must fail, and
+// nothing may be written outside the work folder.
+func TestHLSArgsReadOnlyTheEncodedRung(t *testing.T) {
+	testenv.RequireBinaries(t, "ffmpeg")
+	clip := testenv.Clip(t, testenv.ClipSpec{Seconds: 1})
+	secret := filepath.Join(t.TempDir(), "secret.mp4")
+	if b, err := os.ReadFile(clip); err != nil || os.WriteFile(secret, b, 0o600) != nil {
+		t.Fatal(err)
+	}
+	evil := "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile://" + secret + "\n#EXT-X-ENDLIST\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "video/mp4")
+		_, _ = w.Write([]byte(evil))
+	}))
+	t.Cleanup(srv.Close)
+	for name, input := range map[string]string{
+		"local path":               secret,
+		"file URL":                 "file://" + secret,
+		"playlist naming a file":   srv.URL + "/rung.mp4",
+		"playlist, hls by its URL": srv.URL + "/rung.m3u8",
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.CommandContext(t.Context(), "ffmpeg", append([]string{"-hide_banner", "-nostdin", "-v", "error", "-y"}, HLSArgs(input, 6, dir)...)...)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("ffmpeg packaged %s:\n%s", input, out)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "init.mp4")); err == nil {
+				t.Errorf("wrote an init segment from %s", input)
+			}
+			t.Logf("refused: %s", strings.TrimSpace(string(out)))
+		})
+	}
+}
+
 func TestHLSArgs(t *testing.T) {
 	got := HLSArgs("https://s3.example.com/b/k.mp4?X-Amz-Signature=s", 6, "/work/720p")
 	want := []string{
-		"-protocol_whitelist", "http,https,tcp,tls,file",
+		"-protocol_whitelist", "http,https,tcp,tls",
+		"-format_whitelist", "mov,mp4,m4a,3gp,3g2,mj2",
+		"-codec_whitelist", "h264,aac",
 		"-rw_timeout", "30000000",
 		"-i", "https://s3.example.com/b/k.mp4?X-Amz-Signature=s",
 		"-map", "0", "-c", "copy",
+		"-protocol_whitelist", "file",
 		"-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_segment_type", "fmp4",
 		"-hls_flags", "independent_segments", "-hls_fmp4_init_filename", "init.mp4",
 		"-hls_segment_filename", "/work/720p/seg_%05d.m4s", "/work/720p/index.m3u8",

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/testenv"
@@ -22,10 +24,18 @@ import (
 // updateGolden regenerates testdata/*.golden: KILN_UPDATE_GOLDEN=1 go test ./workers/
 var updateGolden = os.Getenv("KILN_UPDATE_GOLDEN") == "1"
 
-// checkGolden compares argv (one argument per line) with testdata/<name>.golden.
+// checkGolden compares argv (one argument per line; one with a line break,
+// such as -headers, Go-quoted) with testdata/<name>.golden.
 func checkGolden(t *testing.T, name string, argv []string) {
 	t.Helper()
-	got := strings.Join(argv, "\n") + "\n"
+	lines := make([]string, len(argv))
+	for i, a := range argv {
+		lines[i] = a
+		if strings.ContainsAny(a, "\r\n") {
+			lines[i] = strconv.Quote(a)
+		}
+	}
+	got := strings.Join(lines, "\n") + "\n"
 	path := filepath.Join("testdata", name+".golden")
 	if updateGolden {
 		if err := os.MkdirAll("testdata", 0o755); err != nil {
@@ -67,7 +77,20 @@ func TestTranscodeArgsGolden(t *testing.T) {
 		name string
 		plan *kilnv1.Plan
 		opt  EncodeOptions
+		in   Input // zero: goldenInput, nothing else
 	}{
+		{
+			// A source read pinned to its probed ETag, bounded to its
+			// probed 10 s (and the tolerance), its streams mapped by index.
+			name: "transcode_pinned_bounded_indexed",
+			plan: &kilnv1.Plan{
+				Rungs:     []*kilnv1.Rung{{Name: "360p", Width: 640, Height: 360, VideoBitRate: 800_000}},
+				FrameRate: 30, GopFrames: 60, SegmentSeconds: 6, HasAudio: true, AudioBitRate: 128_000,
+				VideoStream: proto.Int32(1), AudioStream: proto.Int32(2),
+			},
+			opt: EncodeOptions{X264Preset: "veryfast"},
+			in:  Input{URL: goldenInput, ETag: "9b2cf535f27731c974343645a3985328", Seconds: 11.1, MaxPixels: 1920 * 1080},
+		},
 		{
 			name: "transcode_3rungs_30fps_audio",
 			plan: &kilnv1.Plan{
@@ -113,7 +136,11 @@ func TestTranscodeArgsGolden(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			args := TranscodeArgs(goldenInput, tt.plan, "/tmp/kiln/transcode-job_x", tt.opt)
+			in := tt.in
+			if in.URL == "" {
+				in.URL = goldenInput
+			}
+			args := TranscodeArgs(in, tt.plan, "/tmp/kiln/transcode-job_x", tt.opt)
 			checkGolden(t, tt.name, args)
 
 			// Invariants the golden files must keep.
@@ -121,7 +148,28 @@ func TestTranscodeArgsGolden(t *testing.T) {
 			if n := strings.Count(joined, "-c:v libx264"); n != len(tt.plan.Rungs) {
 				t.Errorf("%d video encoders for %d rungs", n, len(tt.plan.Rungs))
 			}
-			if n := strings.Count(joined, "-map 0:a:0"); tt.plan.HasAudio != (n == len(tt.plan.Rungs)) || !tt.plan.HasAudio && n != 0 {
+			audioMap, videoIn := "-map 0:a:0", "[0:v:0]"
+			if tt.plan.AudioStream != nil {
+				audioMap = fmt.Sprintf("-map 0:%d", tt.plan.GetAudioStream())
+			}
+			if tt.plan.VideoStream != nil {
+				videoIn = fmt.Sprintf("[0:%d]", tt.plan.GetVideoStream())
+			}
+			if !strings.Contains(joined, "-filter_complex "+videoIn) {
+				t.Errorf("the filter graph does not read %s", videoIn)
+			}
+			for _, opt := range []string{"-codec_whitelist", "-max_pixels"} {
+				if i := indexOf(args, opt); i < 0 || i > indexOf(args, "-i") {
+					t.Errorf("%s must precede -i: %q", opt, args)
+				}
+			}
+			if in.ETag != "" && !strings.Contains(joined, "-headers If-Match: \""+in.ETag+"\"\r\n -") {
+				t.Errorf("reads not pinned to ETag %s: %q", in.ETag, args)
+			}
+			if in.Seconds > 0 && !strings.Contains(joined, "-t "+strconv.FormatFloat(in.Seconds, 'f', 3, 64)+" -i") {
+				t.Errorf("read not bounded to %v s: %q", in.Seconds, args)
+			}
+			if n := strings.Count(joined, audioMap); tt.plan.HasAudio != (n == len(tt.plan.Rungs)) || !tt.plan.HasAudio && n != 0 {
 				t.Errorf("%d audio maps, has audio %v", n, tt.plan.HasAudio)
 			}
 			if n := strings.Count(joined, "-g "+strconv.Itoa(int(tt.plan.GopFrames))+" -keyint_min "+strconv.Itoa(int(tt.plan.GopFrames))+" -sc_threshold 0"); n != len(tt.plan.Rungs) {
@@ -149,7 +197,7 @@ func TestPosterArgsGolden(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			args := PosterArgs(goldenInput, tt.offset, tt.frameRate, "/tmp/kiln/thumb-job_x/poster.jpg")
+			args := PosterArgs(Input{URL: goldenInput}, tt.offset, tt.frameRate, "/tmp/kiln/thumb-job_x/poster.jpg")
 			checkGolden(t, tt.name, args)
 			// -ss before -i: fast input seeking.
 			if indexOf(args, "-ss") > indexOf(args, "-i") {
@@ -376,7 +424,7 @@ func TestTranscodeArgsRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			var progressed bool
-			args := TranscodeArgs(srv.URL+"/clip.mp4", plan, out, EncodeOptions{X264Preset: "veryfast", Threads: 2})
+			args := TranscodeArgs(Input{URL: srv.URL + "/clip.mp4"}, plan, out, EncodeOptions{X264Preset: "veryfast", Threads: 2})
 			if err := runner.Run(t.Context(), args, func(ffmpeg.Progress) { progressed = true }); err != nil {
 				t.Fatal(err)
 			}

@@ -377,7 +377,10 @@ func TestTranscodeHandsOverToThumbnail(t *testing.T) {
 	if next.GetSource().GetBucket() != outputsBucket || next.GetSource().GetKey() != layout.EncodedKey(assetID, "360p") {
 		t.Errorf("thumbnail source %v, want the top rung", next.GetSource())
 	}
-	if !proto.Equal(next.GetMedia(), testMedia()) || !proto.Equal(next.GetPlan(), videoPlan()) {
+	// The media carries the duration ffmpeg decoded (its last out_time).
+	wantMedia := testMedia()
+	wantMedia.DecodedDurationSeconds = 10
+	if !proto.Equal(next.GetMedia(), wantMedia) || !proto.Equal(next.GetPlan(), videoPlan()) {
 		t.Errorf("thumbnail task media %v plan %v", next.GetMedia(), next.GetPlan())
 	}
 	x.checkClean(t)

@@ -65,6 +65,11 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
+// MaxSampleAspectRatio bounds how far from square a source's pixels may
+// be (SAR between 1:16 and 16:1); real anamorphic video stays within 1:2 to
+// 2:1.
+const MaxSampleAspectRatio = 16.0
+
 // Decoders kiln agrees to run on untrusted input. Exotic decoders are a
 // large attack surface for little benefit.
 var (
@@ -73,6 +78,16 @@ var (
 	audioCodecs = set("aac", "mp3", "mp2", "ac3", "eac3", "opus", "vorbis", "flac", "alac", "wmav2", "dts",
 		"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_f32le", "pcm_u8", "pcm_mulaw", "pcm_alaw", "amr_nb", "amr_wb")
 )
+
+// DecoderWhitelist is ffmpeg's -codec_whitelist on every untrusted input:
+// the decoders of videoCodecs and audioCodecs, by decoder name (which is not
+// always the codec's: mp3float, dca, flv, msmpeg4, amrnb, libdav1d…).
+// ffmpeg refuses to open any other decoder, whatever stream a file makes it
+// look at: a PNG or TIFF cover, a subtitle, a codec the probe never saw.
+const DecoderWhitelist = "h264,hevc,vp8,vp9,libdav1d,libaom-av1,av1,mpeg4,mpeg2video,mpeg1video,h263,prores,dnxhd," +
+	"mjpeg,theora,vc1,wmv1,wmv2,wmv3,flv,dvvideo,msmpeg4," +
+	"aac,aac_fixed,mp3float,mp3,mp2float,mp2,ac3,ac3_fixed,eac3,opus,libopus,vorbis,libvorbis,flac,alac,wmav2,dca," +
+	"pcm_s16le,pcm_s16be,pcm_s24le,pcm_s24be,pcm_s32le,pcm_f32le,pcm_u8,pcm_mulaw,pcm_alaw,amrnb,amrwb"
 
 func set(xs ...string) map[string]bool {
 	m := make(map[string]bool, len(xs))
@@ -108,6 +123,19 @@ func (l Limits) Check(m *kilnv1.MediaInfo) error {
 		case w > int64(l.MaxWidth) || h > int64(l.MaxHeight) || w*h > l.MaxPixels:
 			return tasks.Permanent(failure.TooLarge, fmt.Sprintf("the picture is %dx%d; the limit is %dx%d and %d pixels",
 				w, h, l.MaxWidth, l.MaxHeight, l.MaxPixels), nil)
+		}
+		// Non-square pixels stretch the picture: the displayed size, which
+		// the plan scales from, must be within the limits too, and the
+		// stretch believable (a 65535:1 SAR, legal in H.264, would plan
+		// renditions half a billion pixels wide).
+		if sar := sarValue(v.GetSampleAspectRatio()); sar > 0 && (sar > MaxSampleAspectRatio || sar < 1/MaxSampleAspectRatio) {
+			return tasks.Permanent(failure.InvalidMedia, fmt.Sprintf("the pixel aspect ratio %s is outside 1:%g to %g:1",
+				v.GetSampleAspectRatio(), MaxSampleAspectRatio, MaxSampleAspectRatio), nil)
+		}
+		dw, dh := int64(v.GetDisplayWidth()), int64(v.GetDisplayHeight())
+		if max(dw, dh) > int64(max(l.MaxWidth, l.MaxHeight)) || dw*dh > l.MaxPixels {
+			return tasks.Permanent(failure.TooLarge, fmt.Sprintf("the picture displays as %dx%d (pixel aspect ratio %s); the limit is %dx%d and %d pixels",
+				dw, dh, v.GetSampleAspectRatio(), l.MaxWidth, l.MaxHeight, l.MaxPixels), nil)
 		}
 	}
 	if a != nil && !audioCodecs[a.GetCodec()] {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -22,6 +24,13 @@ import (
 const FormatWhitelist = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,ogg,wav,mp3,aac,flac,asf,mxf,dv,m4v"
 
 // ProtocolWhitelist lets ffmpeg read a presigned URL and nothing else.
+// (ffmpeg 5.1, Debian 12's, can only take the URL from its command line, so
+// it is there, with its signature: /proc/<pid>/cmdline shows it to the
+// machine's other processes. What limits that: the URL grants a GET of this
+// one object, pinned to its ETag, and expires with the task (presignTTL);
+// the worker logs argv with query strings redacted; ffmpeg's environment
+// holds no credential (ffmpeg.ChildEnv). ffmpeg 7's "-/i <file>" reads an
+// option's value from a file and would take the URL off the command line.)
 const ProtocolWhitelist = "http,https,tcp,tls"
 
 // Input bounds applied to every source.
@@ -32,16 +41,82 @@ const (
 	ReadTimeout = ffmpeg.ReadTimeout
 )
 
-// InputArgs are the ffmpeg input options for an untrusted source URL.
-func InputArgs(input string) []string {
-	return []string{
+// Input is one untrusted input of an ffmpeg run, and how to bound its read.
+type Input struct {
+	// URL is the presigned URL (or, in tests, the path) of the input.
+	URL string
+	// ETag, when set, pins every HTTP request for the input to the object
+	// the probe saw (PinHeaders): a replaced object answers 412 and the
+	// run fails (source_changed, see Handlers.sourceChanged).
+	ETag string
+	// Seconds, when > 0, bounds how much of the input is read and decoded
+	// (an input -t): never more than the probe accepted (EncodeBound).
+	Seconds float64
+	// MaxPixels bounds every picture a decoder may allocate (-max_pixels);
+	// 0: DefaultLimits().MaxPixels.
+	MaxPixels int64
+}
+
+// InputArgs are the ffmpeg input options for an untrusted input: demuxer,
+// protocol and decoder whitelists, a picture-size bound for the decoders,
+// bounded probing, a read timeout, the ETag pin and the duration bound.
+func InputArgs(in Input) []string {
+	px := in.MaxPixels
+	if px <= 0 {
+		px = DefaultLimits().MaxPixels
+	}
+	args := []string{
 		"-format_whitelist", FormatWhitelist,
 		"-protocol_whitelist", ProtocolWhitelist,
+		"-codec_whitelist", DecoderWhitelist,
+		"-max_pixels", strconv.FormatInt(min(px, math.MaxInt32), 10),
 		"-probesize", fmt.Sprint(ProbeSize),
 		"-analyzeduration", fmt.Sprint(AnalyzeDuration.Microseconds()),
 		"-rw_timeout", fmt.Sprint(ReadTimeout.Microseconds()),
-		"-i", input,
 	}
+	if h := PinHeaders(in.ETag); h != "" {
+		args = append(args, "-headers", h)
+	}
+	if in.Seconds > 0 {
+		args = append(args, "-t", strconv.FormatFloat(in.Seconds, 'f', 3, 64))
+	}
+	return append(args, "-i", in.URL)
+}
+
+// PinHeaders are the HTTP headers (ffmpeg's -headers) that pin reads of an
+// object to etag: "If-Match: \"<etag>\"\r\n"; "" for no etag.
+//
+// Why If-Match rather than a server-side copy to a key no client can write:
+// the copy doubles the storage and the write of every source (up to
+// KILN_MAX_SOURCE_BYTES, multipart copies above 5 GiB) before the first
+// frame is decoded, while a conditional GET costs nothing: S3 and MinIO
+// answer 412 to every request, ranged or not, once the object has another
+// ETag, so ffmpeg reads the bytes the probe saw or fails. ffmpeg sends
+// -headers with each request it makes for the input, seeks and reconnects
+// included. The price is that a replaced source fails its job instead of
+// finishing from a copy; its replacement is a job of its own anyway (job
+// ids derive from the ETag).
+func PinHeaders(etag string) string {
+	if etag == "" {
+		return ""
+	}
+	return "If-Match: \"" + etag + "\"\r\n"
+}
+
+// ValidETag reports whether etag can be sent in an If-Match header as is:
+// printable ASCII without quotes, backslashes or spaces (S3's are hex
+// digests, "-<parts>" for multipart uploads), at most 256 bytes. Anything
+// else comes from a forged event and would inject headers.
+func ValidETag(etag string) bool {
+	if len(etag) > 256 {
+		return false
+	}
+	for i := 0; i < len(etag); i++ {
+		if c := etag[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // FFmpeg runs ffmpeg and ffprobe for the handlers; *ffmpeg.Runner in
@@ -87,7 +162,7 @@ func MediaFromProbe(p *ffmpeg.ProbeResult) *kilnv1.MediaInfo {
 	if a := p.Audio(); a != nil {
 		m.Audio = &kilnv1.AudioStream{
 			Codec: a.CodecName, Profile: a.Profile, Channels: int32(a.Channels), ChannelLayout: a.ChannelLayout,
-			SampleRate: int32(a.SampleRate), BitRate: a.BitRate,
+			SampleRate: int32(a.SampleRate), BitRate: a.BitRate, Index: proto.Int32(int32(a.Index)),
 		}
 		if m.DurationSeconds <= 0 {
 			m.DurationSeconds = max(a.Duration, 0)
@@ -128,8 +203,20 @@ func videoFromProbe(v *ffmpeg.ProbeStream) *kilnv1.VideoStream {
 	if vs.Rotation == 90 || vs.Rotation == 270 {
 		w, h = h, w
 	}
-	vs.DisplayWidth, vs.DisplayHeight = int32(math.Round(w)), int32(math.Round(h))
+	// An absurd SAR (Limits.Check refuses it) must not overflow: clamped to
+	// [1, MaxInt32].
+	vs.DisplayWidth, vs.DisplayHeight = displaySize(w), displaySize(h)
+	vs.Index = proto.Int32(int32(v.Index))
 	return vs
+}
+
+// displaySize rounds a displayed side to an int32 in [1, MaxInt32] (0 for a
+// side that is not positive).
+func displaySize(x float64) int32 {
+	if !(x > 0) {
+		return 0
+	}
+	return int32(min(max(math.Round(x), 1), math.MaxInt32))
 }
 
 // sarValue parses "num:den"; 0 when unknown or square.

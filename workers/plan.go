@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math"
 
+	"google.golang.org/protobuf/proto"
+
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -68,6 +70,9 @@ func Plan(media *kilnv1.MediaInfo, preset Preset) (*kilnv1.Plan, error) {
 	n := p.Normalisation
 	say := func(format string, args ...any) { p.Decisions = append(p.Decisions, fmt.Sprintf(format, args...)) }
 	if a != nil {
+		if a.Index != nil {
+			p.AudioStream = proto.Int32(a.GetIndex())
+		}
 		p.AudioBitRate = preset.AudioBitRate
 		say("audio: %s %d ch %d Hz → AAC-LC stereo 48 kHz %d kb/s", a.Codec, a.Channels, a.SampleRate, preset.AudioBitRate/1000)
 		if a.Channels > 2 {
@@ -87,6 +92,12 @@ func Plan(media *kilnv1.MediaInfo, preset Preset) (*kilnv1.Plan, error) {
 		return p, nil
 	}
 
+	if v.Index != nil {
+		p.VideoStream = proto.Int32(v.GetIndex())
+		if media.GetVideoStreams() > 1 || v.GetIndex() != 0 {
+			say("video: stream #%d encoded (the one probed; cover art and other video streams are not)", v.GetIndex())
+		}
+	}
 	w, h := int(v.GetDisplayWidth()), int(v.GetDisplayHeight())
 	if w <= 0 || h <= 0 { // media info from an older probe: derive here
 		w, h = int(v.GetWidth()), int(v.GetHeight())

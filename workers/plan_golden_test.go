@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -47,6 +48,12 @@ func TestPlanGolden(t *testing.T) {
 			v.Width, v.Height, v.DisplayWidth, v.DisplayHeight, v.FrameRate, v.NominalFrameRate = 1280, 720, 1280, 720, 120, 120
 		})}},
 		{"plan_audio_only", &kilnv1.MediaInfo{DurationSeconds: 200, Audio: &kilnv1.AudioStream{Codec: "mp3", Channels: 2, SampleRate: 44100}}},
+		// A cover-art PNG (stream 0) before the real video: the plan maps
+		// stream 1 and the audio at 2, never the first video stream.
+		{"plan_cover_art_first", &kilnv1.MediaInfo{DurationSeconds: 10, VideoStreams: 1, AudioStreams: 1, OtherStreams: 1,
+			Video: video(func(v *kilnv1.VideoStream) {
+				v.Width, v.Height, v.DisplayWidth, v.DisplayHeight, v.Index = 640, 360, 640, 360, proto.Int32(1)
+			}), Audio: &kilnv1.AudioStream{Codec: "aac", Channels: 2, SampleRate: 48000, Index: proto.Int32(2)}}},
 		{"plan_between_rungs_400p", &kilnv1.MediaInfo{DurationSeconds: 3, Video: video(func(v *kilnv1.VideoStream) {
 			v.Width, v.Height, v.DisplayWidth, v.DisplayHeight = 712, 400, 712, 400
 		}), Audio: stereo}},
@@ -63,7 +70,7 @@ func TestPlanGolden(t *testing.T) {
 			}
 			lines := strings.Split(strings.ReplaceAll(string(js), "  ", " "), "\n")
 			lines = append(lines, "--- argv ---")
-			lines = append(lines, TranscodeArgs("https://s3.example/src?X-Amz-Signature=x", plan, filepath.FromSlash("/work/job"), EncodeOptions{X264Preset: "veryfast"})...)
+			lines = append(lines, TranscodeArgs(Input{URL: "https://s3.example/src?X-Amz-Signature=x"}, plan, filepath.FromSlash("/work/job"), EncodeOptions{X264Preset: "veryfast"})...)
 			checkGolden(t, src.name, lines)
 		})
 	}

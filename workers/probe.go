@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -13,6 +15,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/jobevent"
+	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -79,14 +82,56 @@ func (h *Handlers) handOver(ctx context.Context, jobID string, attempt int32, c 
 	return tasks.Enqueue(ctx, h.cfg.Queue, c)
 }
 
-// Register adds the handlers to mux.
+// Register adds the handlers to mux, each bounded by tasks.Bounded: a run
+// that ran out of time or memory is retried once, then fails with timeout
+// or resources_exhausted.
 func (h *Handlers) Register(mux *asynq.ServeMux) {
-	mux.HandleFunc(tasks.TypeProbe, h.Probe)
-	mux.HandleFunc(tasks.TypeTranscode, h.Transcode)
-	mux.HandleFunc(tasks.TypeThumbnail, h.Thumbnail)
+	mux.HandleFunc(tasks.TypeProbe, tasks.Bounded(h.Probe))
+	mux.HandleFunc(tasks.TypeTranscode, tasks.Bounded(h.Transcode))
+	mux.HandleFunc(tasks.TypeThumbnail, tasks.Bounded(h.Thumbnail))
 }
 
+// presignTTL is the lifetime of the presigned URL of a run without a
+// deadline; a run with one gets a URL that expires a minute after it
+// (presign): the URL sits on ffmpeg's command line.
 const presignTTL = 6 * time.Hour
+
+// presign presigns a GET of bucket/key valid for the rest of ctx's run.
+func (h *Handlers) presign(ctx context.Context, bucket, key string) (*url.URL, error) {
+	ttl := presignTTL
+	if d, ok := ctx.Deadline(); ok {
+		ttl = min(ttl, max(time.Until(d), 0)+time.Minute)
+	}
+	return h.cfg.Objects.PresignGet(ctx, bucket, key, ttl)
+}
+
+// statter is object storage that can tell an object's ETag
+// (*objstore.Client).
+type statter interface {
+	Stat(ctx context.Context, bucket, key string) (objstore.Info, error)
+}
+
+// MessageSourceChanged is the failure message of a job whose source was
+// replaced after it was probed.
+const MessageSourceChanged = "the source was replaced after it was probed; the new object is a job of its own"
+
+// sourceChanged returns err, or a permanent SourceChanged failure when err
+// is a read of src pinned to its ETag that failed as bad input and src now
+// has another ETag: S3 answers a pinned read of a replaced object with 412,
+// which ffmpeg reports like a bad request ("4XX Client Error"), so the
+// object is asked.
+func (h *Handlers) sourceChanged(ctx context.Context, src *kilnv1.ObjectRef, err error) error {
+	var fe *failure.Error
+	st, ok := h.cfg.Objects.(statter)
+	if !ok || src.GetEtag() == "" || !errors.As(err, &fe) || fe.Message == MessageMissing {
+		return err
+	}
+	info, serr := st.Stat(ctx, src.GetBucket(), src.GetKey())
+	if serr != nil || strings.Trim(info.ETag, `"`) == src.GetEtag() {
+		return err
+	}
+	return tasks.Permanent(failure.SourceChanged, MessageSourceChanged, err)
+}
 
 // Probe runs ffprobe on the source, plans the job and enqueues the transcode.
 func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
@@ -105,19 +150,26 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	if !ok {
 		return tasks.Permanent(failure.InvalidPreset, fmt.Sprintf("unknown preset %q", p.GetPreset()), nil)
 	}
-	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
+	if !ValidETag(p.Source.GetEtag()) {
+		return tasks.Permanent(failure.Internal, "the source's ETag is malformed", nil)
+	}
+	src, err := h.presign(ctx, p.Source.GetBucket(), p.Source.GetKey())
 	if err != nil {
 		return err
 	}
+	// Pinned to the job's ETag (job ids derive from it): the probe reads
+	// the very object the job is about, and so does the transcode.
 	res, err := h.cfg.FFmpeg.Probe(ctx, src.String(), ffmpeg.ProbeOptions{
 		FormatWhitelist:   FormatWhitelist,
 		ProtocolWhitelist: ProtocolWhitelist,
 		ProbeSize:         ProbeSize,
 		AnalyzeDuration:   AnalyzeDuration,
 		ReadTimeout:       ReadTimeout,
+		Headers:           PinHeaders(p.Source.GetEtag()),
 	})
 	if err != nil {
-		return classify(err, failure.InvalidMedia, "the file is not a readable video or audio file")
+		err = classify(err, failure.InvalidMedia, "the file is not a readable video or audio file")
+		return h.sourceChanged(ctx, p.Source, err)
 	}
 	media := MediaFromProbe(res)
 	if media.SizeBytes <= 0 {

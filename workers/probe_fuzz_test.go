@@ -58,15 +58,19 @@ func FuzzProbeToPlan(f *testing.F) {
 		`{"streams":[{"codec_type":"video","codec_name":"h264","width":1080,"height":1920,"field_order":"tt","color_transfer":"arib-std-b67","pix_fmt":"yuv420p10le","r_frame_rate":"30000/1001","avg_frame_rate":"24000/1001"}]}`,
 		`{"streams":[{"codec_type":"video","codec_name":"mjpeg","disposition":{"attached_pic":1},"width":600,"height":600},{"codec_type":"audio","codec_name":"mp3","channels":8,"sample_rate":"22050"}]}`,
 		`{"streams":[{"codec_type":"video","codec_name":"h264","width":-1920,"height":-1080}]}`,
-		// Known failures, kept out of the seeds until fixed (a SAR far from
-		// 1 is neither bounded nor checked for overflow: videoFromProbe's
-		// display size, Plan's rungs and Limits.Check):
-		// - the display width overflows int32 and turns negative:
-		// `{"streams":[{"codec_type":"video","codec_name":"h264","width":8192,"height":1080,"sample_aspect_ratio":"1000000:1"}]}`,
-		// - a rung of width -2147483648 (even() rounds 2147483647 up past int32):
-		// `{"streams":[{"codec_type":"video","codec_name":"h264","width":1,"height":1080,"sample_aspect_ratio":"2147483647:1"}]}`,
-		// - a legal H.264 SAR (16-bit 65535:1) plans a 536862720x1080 rung:
-		// `{"streams":[{"codec_type":"video","codec_name":"h264","width":8192,"height":1080,"sample_aspect_ratio":"65535:1"}]}`,
+		// A SAR far from 1 (Limits.Check refuses one outside 1:16..16:1 and
+		// a displayed size over the limits; videoFromProbe clamps the
+		// displayed size to int32):
+		// - the display width would overflow int32 and turn negative:
+		`{"streams":[{"codec_type":"video","codec_name":"h264","width":8192,"height":1080,"sample_aspect_ratio":"1000000:1"}]}`,
+		// - a rung of width -2147483648 (even() rounded 2147483647 up past int32):
+		`{"streams":[{"codec_type":"video","codec_name":"h264","width":1,"height":1080,"sample_aspect_ratio":"2147483647:1"}]}`,
+		// - a legal H.264 SAR (16-bit 65535:1) planned a 536862720x1080 rung:
+		`{"streams":[{"codec_type":"video","codec_name":"h264","width":8192,"height":1080,"sample_aspect_ratio":"65535:1"}]}`,
+		// - the other way: 1:65535 displays less than a pixel wide:
+		`{"streams":[{"codec_type":"video","codec_name":"h264","width":8192,"height":1080,"sample_aspect_ratio":"1:65535"}]}`,
+		// - within 16:1 but displayed wider than the limits (8192 a side):
+		`{"streams":[{"codec_type":"video","codec_name":"h264","width":4096,"height":1080,"sample_aspect_ratio":"15:1"}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -103,7 +107,7 @@ func FuzzProbeToPlan(f *testing.F) {
 			}
 			t.Fatalf("Plan refused media the limits accept: %v\nmedia: %v", err, m)
 		}
-		args := TranscodeArgs("https://s3.example/src", plan, "/work/job", EncodeOptions{X264Preset: DefaultX264Preset})
+		args := TranscodeArgs(Input{URL: "https://s3.example/src"}, plan, "/work/job", EncodeOptions{X264Preset: DefaultX264Preset})
 		if len(args) == 0 {
 			t.Fatal("no transcode argv")
 		}

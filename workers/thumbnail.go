@@ -36,7 +36,7 @@ const (
 // transition frames.
 // A frameRate of 0 takes the frame at offset as is (for very short
 // sources, where the thumbnail filter would see too few frames).
-func PosterArgs(input string, offset float64, frameRate float64, out string) []string {
+func PosterArgs(input Input, offset float64, frameRate float64, out string) []string {
 	args := []string{"-ss", strconv.FormatFloat(offset, 'f', 3, 64)}
 	args = append(args, InputArgs(input)...)
 	args = append(args, "-an")
@@ -44,6 +44,15 @@ func PosterArgs(input string, offset float64, frameRate float64, out string) []s
 		args = append(args, "-vf", "thumbnail=n="+strconv.Itoa(n))
 	}
 	return append(args, "-frames:v", "1", "-q:v", "3", "-update", "1", "-f", "image2", out)
+}
+
+// MediaDuration is how long the encoded asset is: the duration the
+// transcode decoded, else (media from before it was measured) the header's.
+func MediaDuration(m *kilnv1.MediaInfo) float64 {
+	if d := m.GetDecodedDurationSeconds(); d > 0 {
+		return d
+	}
+	return m.GetDurationSeconds()
 }
 
 // ThumbnailInterval spaces thumbnails so an asset has at most MaxThumbnails:
@@ -75,7 +84,9 @@ func NewStoryboardLayout(duration float64, w, h int) StoryboardLayout {
 
 // StoryboardArgs writes, in one pass, a thumbnail every l.Interval seconds
 // (outDir/t_00001.jpg…) and the same frames tiled into outDir/sprite.jpg.
-func StoryboardArgs(input string, l StoryboardLayout, outDir string) []string {
+func StoryboardArgs(input Input, l StoryboardLayout, outDir string) []string {
+	// The input is the top rendition kiln encoded: one video stream, the
+	// first.
 	fg := fmt.Sprintf("[0:v:0]fps=1/%s,scale=%d:%d:flags=bicubic,setsar=1,split=2[t][s];[s]tile=%dx%d[sprite]",
 		strconv.FormatFloat(l.Interval, 'f', -1, 64), l.TileWidth, l.TileHeight, l.Columns, l.Rows)
 	args := InputArgs(input)
@@ -118,18 +129,21 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "thumbnail"))
-	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
+	// The source here is the top rendition kiln encoded (the outputs
+	// bucket, which no client writes), read with the same input bounds.
+	u, err := h.presign(ctx, p.Source.GetBucket(), p.Source.GetKey())
 	if err != nil {
 		return err
 	}
+	src := Input{URL: u.String(), MaxPixels: h.cfg.Limits.withDefaults().MaxPixels}
 	dir, err := os.MkdirTemp(h.cfg.WorkDir, "thumb-"+p.JobId+"-")
 	if err != nil {
 		return fmt.Errorf("thumbnail: temp dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
 
-	duration := p.GetMedia().GetDurationSeconds()
-	poster, offset, err := h.pickPoster(ctx, src.String(), duration, p.GetPlan().GetFrameRate(), dir)
+	duration := MediaDuration(p.GetMedia())
+	poster, offset, err := h.pickPoster(ctx, src, duration, p.GetPlan().GetFrameRate(), dir)
 	if err != nil {
 		return err
 	}
@@ -145,7 +159,7 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 	if err := os.Mkdir(sb, 0o755); err != nil {
 		return fmt.Errorf("thumbnail: %w", err)
 	}
-	if err := h.cfg.FFmpeg.Run(ctx, StoryboardArgs(src.String(), grid, sb), nil); err != nil {
+	if err := h.cfg.FFmpeg.Run(ctx, StoryboardArgs(src, grid, sb), nil); err != nil {
 		return classify(err, failure.ThumbnailFailed, "thumbnails could not be extracted")
 	}
 	files, _ := filepath.Glob(filepath.Join(sb, "t_*.jpg"))
@@ -196,7 +210,7 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 
 // pickPoster tries PosterOffsets until a frame is neither black nor flat
 // (a fade); if none is, it keeps the liveliest candidate.
-func (h *Handlers) pickPoster(ctx context.Context, src string, duration, fps float64, dir string) (string, float64, error) {
+func (h *Handlers) pickPoster(ctx context.Context, src Input, duration, fps float64, dir string) (string, float64, error) {
 	best, bestScore, bestOffset := "", -1.0, 0.0
 	for i, frac := range PosterOffsets {
 		out := filepath.Join(dir, fmt.Sprintf("poster-%d.jpg", i))

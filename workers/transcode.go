@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
@@ -28,24 +29,29 @@ type EncodeOptions struct {
 }
 
 // TranscodeArgs builds the single ffmpeg invocation that decodes the source
-// once and encodes every rung of plan. The picture is normalised first
+// once and encodes every rung of plan. It maps exactly the streams the plan
+// names (the ones the probe described and the limits were checked on: a
+// cover-art PNG before the real video is never encoded), reads the input
+// through InputArgs (whitelists, -max_pixels, the ETag pin, the duration
+// bound). The picture is normalised first
 // (deinterlace, tone-map, constant frame rate; ffmpeg's autorotate applies
 // the display matrix), then split, and each branch is scaled to square
 // pixels and encoded with the same fixed GOP (keyframes every GopFrames, no
 // scene-cut keyframes) so that segment boundaries align across rungs.
 // Output i is outDir/<rung name>.mp4; an audio-only plan writes
 // outDir/audio.m4a.
-func TranscodeArgs(input string, plan *kilnv1.Plan, outDir string, opt EncodeOptions) []string {
-	args := InputArgs(input)
+func TranscodeArgs(in Input, plan *kilnv1.Plan, outDir string, opt EncodeOptions) []string {
+	args := InputArgs(in)
+	audio := streamSpec(plan.AudioStream, "a")
 	if plan.AudioOnly {
-		args = append(args, "-map", "0:a:0", "-vn", "-sn", "-dn")
+		args = append(args, "-map", audio, "-vn", "-sn", "-dn")
 		args = append(args, audioArgs(plan)...)
 		return append(args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4",
 			filepath.Join(outDir, layout.AudioRendition+".m4a"))
 	}
 	n := len(plan.Rungs)
 	var fg strings.Builder
-	fg.WriteString("[0:v:0]")
+	fg.WriteString("[" + streamSpec(plan.VideoStream, "v") + "]")
 	norm := plan.GetNormalisation()
 	if norm.GetDeinterlace() {
 		fg.WriteString("bwdif=mode=send_frame:deint=interlaced,")
@@ -81,13 +87,23 @@ func TranscodeArgs(input string, plan *kilnv1.Plan, outDir string, opt EncodeOpt
 			args = append(args, "-threads", strconv.Itoa(opt.Threads))
 		}
 		if plan.HasAudio {
-			args = append(args, "-map", "0:a:0")
+			args = append(args, "-map", audio)
 			args = append(args, audioArgs(plan)...)
 		}
 		args = append(args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4",
 			filepath.Join(outDir, r.Name+".mp4"))
 	}
 	return args
+}
+
+// streamSpec is ffmpeg's specifier of input stream index ("0:3"), or of
+// the first stream of kind ("0:v:0") for plans made before indices were
+// recorded.
+func streamSpec(index *int32, kind string) string {
+	if index != nil && *index >= 0 {
+		return "0:" + strconv.Itoa(int(*index))
+	}
+	return "0:" + kind + ":0"
 }
 
 func audioArgs(plan *kilnv1.Plan) []string {
@@ -114,7 +130,10 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	if err := h.cfg.Events.PublishJobEvent(ctx, jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, "transcoding")); err != nil {
 		return err
 	}
-	src, err := h.cfg.Objects.PresignGet(ctx, p.Source.GetBucket(), p.Source.GetKey(), presignTTL)
+	if !ValidETag(p.Source.GetEtag()) {
+		return tasks.Permanent(failure.Internal, "the source's ETag is malformed", nil)
+	}
+	src, err := h.presign(ctx, p.Source.GetBucket(), p.Source.GetKey())
 	if err != nil {
 		return err
 	}
@@ -123,16 +142,48 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("transcode: temp dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	if err := checkDisk(dir, EncodedBytes(p.Plan, p.GetMedia().GetDurationSeconds()), h.cfg.Limits.withDefaults().MaxTaskDisk); err != nil {
+	limits := h.cfg.Limits.withDefaults()
+	if err := checkDisk(dir, EncodedBytes(p.Plan, p.GetMedia().GetDurationSeconds()), limits.MaxTaskDisk); err != nil {
 		return err
 	}
 
-	args := TranscodeArgs(src.String(), p.Plan, dir, EncodeOptions{X264Preset: h.cfg.X264Preset, Threads: h.cfg.Threads})
+	// The header's duration is what the limits, the disk estimate and the
+	// time limit were computed from; a hostile file can hold much more. The
+	// encode reads no further than that (and a little), then what was
+	// really decoded is measured (ffmpeg's progress out_time: the end of
+	// the longest output stream) and checked against the limit.
+	bound := EncodeBound(p.GetMedia(), limits)
+	in := Input{URL: src.String(), ETag: p.Source.GetEtag(), Seconds: bound, MaxPixels: limits.MaxPixels}
+	args := TranscodeArgs(in, p.Plan, dir, EncodeOptions{X264Preset: h.cfg.X264Preset, Threads: h.cfg.Threads})
 	started := time.Now()
-	progress := h.progressReporter(ctx, &p, log)
-	if err := h.cfg.FFmpeg.Run(ctx, args, progress); err != nil {
-		return classify(err, failure.TranscodeFailed, "the source could not be decoded")
+	report := h.progressReporter(ctx, &p, log)
+	var decoded time.Duration // written by the progress goroutine; Run returns after its last call
+	progress := func(pr ffmpeg.Progress) {
+		decoded = max(decoded, pr.OutTime)
+		report(pr)
 	}
+	if err := h.cfg.FFmpeg.Run(ctx, args, progress); err != nil {
+		err = classify(err, failure.TranscodeFailed, "the source could not be decoded")
+		return h.sourceChanged(ctx, p.Source, err)
+	}
+	measured := decoded.Seconds()
+	if measured > limits.MaxDuration.Seconds() {
+		return tasks.Permanent(failure.TooLong, fmt.Sprintf("the file decodes to %.0f s (its header says %.0f s); the limit is %.0f s",
+			measured, p.GetMedia().GetDurationSeconds(), limits.MaxDuration.Seconds()), nil)
+	}
+	if measured <= 0 { // no progress report: what the header says
+		measured = p.GetMedia().GetDurationSeconds()
+	}
+	if d := p.GetMedia().GetDurationSeconds(); d > 0 && measured >= bound-0.5 {
+		log.Warn("the source holds more than its header's duration: encoded up to the bound",
+			zap.Float64("header_seconds", d), zap.Float64("bound_seconds", bound), zap.Float64("decoded_seconds", measured))
+	}
+	media := proto.CloneOf(p.GetMedia())
+	if media == nil {
+		media = &kilnv1.MediaInfo{}
+	}
+	media.DecodedDurationSeconds = measured
+	p.Media = media
 	log.Info("encoded", zap.Duration("took", time.Since(started)), zap.Int("rungs", len(p.Plan.Rungs)))
 	if p.Plan.AudioOnly {
 		key := layout.EncodedKey(p.AssetId, layout.AudioRendition)
@@ -163,6 +214,25 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	return h.handOver(ctx, p.JobId, p.Attempt, cmd)
+}
+
+// DurationTolerance is how much longer than its header says a source may
+// decode: container and stream durations differ by a frame or an audio
+// priming delay, never by much.
+func DurationTolerance(seconds float64) float64 { return 1 + seconds/100 }
+
+// EncodeBound is how many seconds of the source the transcode reads (an
+// input -t): the probed duration and its tolerance, and never more than
+// the duration limit and a second, so that a source that decodes longer
+// than the limit is measured as such (too_long); the limit and a second
+// for a source whose header has no duration.
+func EncodeBound(m *kilnv1.MediaInfo, l Limits) float64 {
+	l = l.withDefaults()
+	ceiling := l.MaxDuration.Seconds() + 1
+	if d := m.GetDurationSeconds(); d > 0 {
+		return min(d+DurationTolerance(d), ceiling)
+	}
+	return ceiling
 }
 
 // progressReporter publishes transcode progress at most once a second.

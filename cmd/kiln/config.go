@@ -17,6 +17,7 @@ import (
 
 	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/catalog/webhooks"
+	"github.com/kilnvideo/kiln/ingest"
 	"github.com/kilnvideo/kiln/internal/app"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/lease"
@@ -99,6 +100,8 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.strFlag(&c.FFmpegPath, "ffmpeg", "KILN_FFMPEG", "ffmpeg binary")
 	f.strFlag(&c.FFprobePath, "ffprobe", "KILN_FFPROBE", "ffprobe binary")
 	f.intFlag(&c.FFmpegThreads, "ffmpeg-threads", "KILN_FFMPEG_THREADS", "threads per ffmpeg encode (0 = ffmpeg decides)", atLeast(0))
+	f.int64Flag(&c.FFmpegMaxMemory, "ffmpeg-max-memory", "KILN_FFMPEG_MAX_MEMORY", "address space (bytes, RLIMIT_AS) each ffmpeg/ffprobe child may use; past it the run fails (resources_exhausted after one retry); 0 = unbounded", offOrAtLeast[int64](256<<20))
+	f.durFlag(&c.DirectUploadTTL, "direct-upload-ttl", "KILN_DIRECT_UPLOAD_TTL", "lifetime of direct-upload URLs (ingest)", within(time.Minute, ingest.MaxDirectUploadTTL))
 	f.strFlag(&c.X264Preset, "x264-preset", "KILN_X264_PRESET", "x264 speed preset",
 		oneOf("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"))
 	f.int64Flag(&c.MaxUploadBytes, "max-upload-bytes", "KILN_MAX_UPLOAD_BYTES", "largest accepted upload", atLeast[int64](1))
@@ -294,6 +297,16 @@ func atLeast[T number](lo T) func(T) error {
 	return func(v T) error {
 		if v < lo {
 			return fmt.Errorf("must be at least %v", lo)
+		}
+		return nil
+	}
+}
+
+// offOrAtLeast is atLeast, except that 0 (off) is allowed too.
+func offOrAtLeast[T number](lo T) func(T) error {
+	return func(v T) error {
+		if v != 0 && v < lo {
+			return fmt.Errorf("must be 0 (off) or at least %v", lo)
 		}
 		return nil
 	}

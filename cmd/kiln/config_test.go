@@ -371,6 +371,8 @@ func TestHelpShowsAppDefaults(t *testing.T) {
 		"ffmpeg":                 d.FFmpegPath,
 		"ffprobe":                d.FFprobePath,
 		"ffmpeg-threads":         d.FFmpegThreads,
+		"ffmpeg-max-memory":      d.FFmpegMaxMemory,
+		"direct-upload-ttl":      d.DirectUploadTTL,
 		"x264-preset":            d.X264Preset,
 		"max-upload-bytes":       d.MaxUploadBytes,
 		"shutdown-timeout":       d.ShutdownTimeout,

@@ -79,6 +79,11 @@ type Config struct {
 	// FFmpegPath and FFprobePath name the binaries; default from $PATH.
 	FFmpegPath  string
 	FFprobePath string
+	// FFmpegMaxMemory bounds the address space of each ffmpeg and ffprobe
+	// child (RLIMIT_AS, bytes); 0: unbounded.
+	FFmpegMaxMemory int64
+	// DirectUploadTTL is the lifetime of direct-upload URLs (ingest).
+	DirectUploadTTL time.Duration
 
 	Concurrency int
 	// TaskLease is how long a running stage task may go without its
@@ -97,6 +102,12 @@ type Config struct {
 	LogFormat    string
 	PyroscopeURL string
 }
+
+// DefaultFFmpegMaxMemory is Config.FFmpegMaxMemory's default, 8 GiB of
+// address space: a 1080p source encoded into the default ladder needs about
+// 1.5 GiB on two cores (threads, and with them stacks and buffers, grow
+// with the cores), an 8K HEVC decode several more.
+const DefaultFFmpegMaxMemory = 8 << 30
 
 // Defaults returns the configuration of a kiln process given no flag and no
 // KILN_* variable: every default value is declared here, or read here from
@@ -132,8 +143,10 @@ func Defaults() Config {
 
 		Limits: workers.DefaultLimits(),
 
-		FFmpegPath:  ffmpeg.DefaultFFmpegPath,
-		FFprobePath: ffmpeg.DefaultFFprobePath,
+		FFmpegPath:      ffmpeg.DefaultFFmpegPath,
+		FFprobePath:     ffmpeg.DefaultFFprobePath,
+		FFmpegMaxMemory: DefaultFFmpegMaxMemory,
+		DirectUploadTTL: ingest.DefaultDirectUploadTTL,
 
 		Concurrency:    2,
 		TaskLease:      lease.DefaultTTL,

@@ -34,7 +34,7 @@ func (p *process) worker(ctx context.Context) error {
 		return err
 	}
 	p.onClose(func() { _ = os.RemoveAll(workDir) })
-	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, Logger: p.log})
+	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log})
 	mux := asynq.NewServeMux()
 	leases := lease.Config{Redis: p.redis, TTL: cfg.TaskLease, Logger: p.log.Named("lease")}
 	counts := &lease.Counts{}

@@ -116,6 +116,8 @@ type assetView struct {
 	} `json:"playback"`
 	// TokenExpiresAt is set for a signed asset.
 	TokenExpiresAt *time.Time `json:"playback_token_expires_at"`
+	// DurationSeconds is what the catalog recorded.
+	DurationSeconds float64 `json:"duration_seconds"`
 }
 
 // waitJob polls the job until it reaches a terminal state.

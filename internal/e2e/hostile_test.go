@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +93,35 @@ func hostileCases() []hostileCase {
 		{name: "unsupported codec", wantCodes: []string{"unsupported_codec"},
 			make: func(t *testing.T, d string) string {
 				return testenv.Clip(t, testenv.ClipSpec{Name: "ffv.mkv", Seconds: 3, NoAudio: true, Video: []string{"-c:v", "huffyuv"}})
+			}},
+		// The probe checks the 320x180 stream behind a 2000x2000 PNG cover;
+		// the renditions must be that stream (they used to be the cover's
+		// attempt: no video at all).
+		{name: "png cover before the video",
+			make: func(t *testing.T, d string) string { return testenv.CoverFirstMP4(t) },
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				wantVideo(t, hls, "320x180", "256x144")
+			}},
+		// Headers claim 1 s of a 12 s file: the encode stops at the probed
+		// duration (and its tolerance), and the asset's duration is the one
+		// measured, which the playlist agrees with (it used to be a 12 s
+		// asset recorded as lasting 1 s).
+		{name: "headers claim 1 s of 12 s",
+			make: func(t *testing.T, d string) string { return testenv.LyingMP4(t, 12, 1) },
+			check: func(t *testing.T, s stack, job map[string]any, hls string) {
+				var asset assetView
+				s.do(t, http.MethodGet, "/v1/assets/"+job["asset_id"].(string), nil, "", &asset)
+				out, err := exec.CommandContext(t.Context(), "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", hls).Output()
+				played, perr := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+				if err != nil || perr != nil {
+					t.Fatalf("ffprobe %s: %v %v", hls, err, perr)
+				}
+				if played > 2.5 {
+					t.Errorf("the asset plays %.2f s: the encode was not bounded to the probed 1 s", played)
+				}
+				if math.Abs(asset.DurationSeconds-played) > 0.3 {
+					t.Errorf("the catalog records %.2f s, the asset plays %.2f s", asset.DurationSeconds, played)
+				}
 			}},
 		{name: "moov at end",
 			make: func(t *testing.T, d string) string {

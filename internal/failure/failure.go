@@ -27,8 +27,16 @@ const (
 	ThumbnailFailed = "thumbnail_failed"
 	PackageFailed   = "package_failed"
 
-	// Timeout: a task ran past its time limit on every attempt.
+	// SourceChanged: the source object was replaced (or its ETag no longer
+	// matches) after it was probed; the new object is a job of its own.
+	SourceChanged = "source_changed"
+
+	// Timeout: a task ran past its time limit, twice (tasks.LimitRetries),
+	// or on every attempt.
 	Timeout = "timeout"
+	// ResourcesExhausted: ffmpeg ran out of memory (its limit,
+	// KILN_FFMPEG_MAX_MEMORY, or the OOM killer), twice.
+	ResourcesExhausted = "resources_exhausted"
 	// Stalled: the job made no progress past the deadline of its state
 	// (the catalog's reconciler decided it; see docs/architecture.md).
 	Stalled = "stalled"

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Cause is why ffmpeg or ffprobe failed, as far as its exit and its stderr
@@ -37,6 +38,14 @@ const (
 	// CauseKilled: the child was killed by a signal, or its context ended
 	// (timeout, lease loss, shutdown). Worth retrying.
 	CauseKilled
+	// CauseMemory: the child ran out of memory: an allocation failed
+	// under its memory limit (Config.MaxMemory: "Cannot allocate memory",
+	// x264's "malloc of size … failed", a thread or a library that could
+	// not be mapped), or something else than kiln SIGKILLed it, which on a
+	// worker is the kernel's OOM killer. Worth one retry (another worker
+	// may have more room), not more: the same input will need the same
+	// memory (tasks.LimitRetries).
+	CauseMemory
 )
 
 var causeNames = [...]string{
@@ -45,6 +54,7 @@ var causeNames = [...]string{
 	CauseResource: "resource",
 	CauseMissing:  "missing",
 	CauseKilled:   "killed",
+	CauseMemory:   "memory",
 }
 
 func (c Cause) String() string {
@@ -55,9 +65,10 @@ func (c Cause) String() string {
 }
 
 // Retryable reports whether a failure with this cause may go away on its
-// own: network, resource and killed.
+// own: network, resource, killed and memory (the last one retried once
+// only, see CauseMemory).
 func (c Cause) Retryable() bool {
-	return c == CauseNetwork || c == CauseResource || c == CauseKilled
+	return c == CauseNetwork || c == CauseResource || c == CauseKilled || c == CauseMemory
 }
 
 // causeRules read one line of stderr each. They are anchored so that only
@@ -90,6 +101,13 @@ var causeRules = []struct {
 	{CauseNetwork, regexp.MustCompile(`: (Connection refused|Connection reset by peer|Connection timed out)$`)},
 	{CauseNetwork, regexp.MustCompile(`: Server returned (5XX Server Error reply|403 Forbidden \(access denied\)|401 Unauthorized \(authorization failed\))$`)},
 	{CauseResource, regexp.MustCompile(`: No space left on device$`)},
+	// Out of memory under the child's RLIMIT_AS: ffmpeg's ENOMEM, x264's
+	// own message, a thread that could not be created (EAGAIN), the
+	// dynamic loader unable to map a library.
+	{CauseMemory, regexp.MustCompile(`: Cannot allocate memory$`)},
+	{CauseMemory, regexp.MustCompile(`malloc of size \d+ failed$`)},
+	{CauseMemory, regexp.MustCompile(`: Resource temporarily unavailable$`)},
+	{CauseMemory, regexp.MustCompile(`: failed to map segment from shared object$`)},
 	{CauseMissing, regexp.MustCompile(`: Server returned 404 Not Found$`)},
 }
 
@@ -113,10 +131,17 @@ func StderrCause(stderr string) Cause {
 	return found
 }
 
-// Cause says why the child failed: CauseKilled when it was signaled or its
-// context ended, otherwise what its stderr shows (StderrCause).
+// Cause says why the child failed: CauseKilled when its context ended or a
+// signal other than SIGKILL killed it, CauseMemory when a SIGKILL kiln did
+// not send did (the OOM killer), otherwise what its stderr shows
+// (StderrCause).
 func (e *ExitError) Cause() Cause {
-	if e.Signaled || errors.Is(e.Err, context.Canceled) || errors.Is(e.Err, context.DeadlineExceeded) {
+	switch {
+	case errors.Is(e.Err, context.Canceled) || errors.Is(e.Err, context.DeadlineExceeded):
+		return CauseKilled
+	case e.Signal == syscall.SIGKILL:
+		return CauseMemory
+	case e.Signaled:
 		return CauseKilled
 	}
 	return StderrCause(e.Stderr)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,6 +43,12 @@ func TestStderrCause(t *testing.T) {
 		{"disk full", "Could not write header for output file #0 (incorrect codec parameters ?): No space left on device\nError initializing output stream 0:0 -- \n", ffmpeg.CauseResource},
 		{"disk full writing", "av_interleaved_write_frame(): No space left on device\n    Last message repeated 6 times\nError writing trailer of /tmp/o.mp4: No space left on device\n", ffmpeg.CauseResource},
 		{"404", u + ": Server returned 404 Not Found\n", ffmpeg.CauseMissing},
+		// Out of memory under KILN_FFMPEG_MAX_MEMORY (ffmpeg 5.1's words
+		// with RLIMIT_AS at 400 MiB, 800 MiB and 100 MiB).
+		{"enomem", "Error while decoding stream #0:0: Cannot allocate memory\n", ffmpeg.CauseMemory},
+		{"x264 malloc", "x264 [error]: malloc of size 7332480 failed\nError submitting video frame to the encoder\n", ffmpeg.CauseMemory},
+		{"no thread", "Failed to inject frame into filter network: Resource temporarily unavailable\nError while processing the decoded data for stream #0:0\n", ffmpeg.CauseMemory},
+		{"no library", "ffmpeg: error while loading shared libraries: libgomp.so.1: failed to map segment from shared object\n", ffmpeg.CauseMemory},
 		{"404 then refused: retry wins", u + ": Server returned 404 Not Found\n" + u + ": Connection refused\n", ffmpeg.CauseNetwork},
 
 		{"invalid data", u + ": Invalid data found when processing input\n", ffmpeg.CauseInput},
@@ -89,6 +96,17 @@ func TestCauseKilled(t *testing.T) {
 		if got := tt.err.Cause(); got != ffmpeg.CauseKilled || !got.Retryable() {
 			t.Errorf("%s: Cause() = %v, want killed (retryable)", tt.name, got)
 		}
+	}
+	// SIGKILL that kiln did not send (its context is live): the OOM killer.
+	oom := &ffmpeg.ExitError{Err: errors.New("signal: killed"), Signaled: true, Signal: syscall.SIGKILL, Stderr: invalid}
+	if got := oom.Cause(); got != ffmpeg.CauseMemory || !got.Retryable() {
+		t.Errorf("SIGKILL: Cause() = %v, want memory (retryable)", got)
+	}
+	// Other signals (a crash) stay killed; kiln's own kill on a timeout too.
+	segv := &ffmpeg.ExitError{Err: errors.New("signal: segmentation fault"), Signaled: true, Signal: syscall.SIGSEGV}
+	ours := &ffmpeg.ExitError{Err: fmt.Errorf("%w: %w", context.DeadlineExceeded, errors.New("signal: killed")), Signaled: true, Signal: syscall.SIGKILL}
+	if segv.Cause() != ffmpeg.CauseKilled || ours.Cause() != ffmpeg.CauseKilled {
+		t.Errorf("SIGSEGV: %v, kiln's SIGKILL: %v; want killed", segv.Cause(), ours.Cause())
 	}
 	for c, retry := range map[ffmpeg.Cause]bool{ffmpeg.CauseInput: false, ffmpeg.CauseMissing: false, ffmpeg.CauseNetwork: true, ffmpeg.CauseResource: true} {
 		if c.Retryable() != retry {

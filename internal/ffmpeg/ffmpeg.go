@@ -43,6 +43,13 @@ type Config struct {
 	FFprobePath string      // ffprobe binary; default "ffprobe" (looked up in PATH)
 	StderrTail  int         // bytes of stderr kept for errors; default 4096
 	Logger      *zap.Logger // default zap.NewNop()
+	// MaxMemory bounds the address space of every child (RLIMIT_AS, in
+	// bytes; see child.go); 0: unbounded. Past it, allocations fail and
+	// the run fails with CauseMemory.
+	MaxMemory int64
+	// Environ is what the children's environment is taken from (ChildEnv
+	// keeps PATH, HOME and TMPDIR only); default os.Environ().
+	Environ []string
 }
 
 // Runner runs ffmpeg and ffprobe. It is safe for concurrent use.
@@ -50,16 +57,24 @@ type Runner struct {
 	ffmpeg, ffprobe string
 	tail            int
 	log             *zap.Logger
+	maxMemory       int64
+	env             []string
 }
 
 // New returns a Runner for cfg.
 func New(cfg Config) *Runner {
 	r := &Runner{
-		ffmpeg:  cfg.FFmpegPath,
-		ffprobe: cfg.FFprobePath,
-		tail:    cfg.StderrTail,
-		log:     cfg.Logger,
+		ffmpeg:    cfg.FFmpegPath,
+		ffprobe:   cfg.FFprobePath,
+		tail:      cfg.StderrTail,
+		log:       cfg.Logger,
+		maxMemory: cfg.MaxMemory,
 	}
+	environ := cfg.Environ
+	if environ == nil {
+		environ = os.Environ()
+	}
+	r.env = ChildEnv(environ)
 	if r.ffmpeg == "" {
 		r.ffmpeg = DefaultFFmpegPath
 	}
@@ -89,6 +104,9 @@ type ExitError struct {
 	// cancellation, OOM killer, …): an infrastructure failure worth retrying.
 	// False means it exited (see Cause for why).
 	Signaled bool
+	// Signal is the signal that killed the child, when one did (0 when it
+	// exited, or when the context ended: then Err says why).
+	Signal syscall.Signal
 }
 
 // Error includes the program, the underlying error and the stderr tail.
@@ -169,7 +187,10 @@ func (r *Runner) Run(ctx context.Context, args []string, onProgress func(Progres
 // run starts program with args, waits for it and classifies failure.
 func (r *Runner) run(ctx context.Context, name, path string, args []string, stdout io.Writer) error {
 	stderr := newTailBuffer(r.tail)
-	cmd := exec.CommandContext(ctx, path, args...)
+	cmd, err := r.command(ctx, path, args)
+	if err != nil {
+		return fmt.Errorf("%s: start: %w", name, err)
+	}
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	// Own process group, so cancelling kills ffmpeg and anything it spawned;
@@ -191,7 +212,7 @@ func (r *Runner) run(ctx context.Context, name, path string, args []string, stdo
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: start: %w", name, err)
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
 	log.Debug("finished", zap.Duration("elapsed", time.Since(start)), zap.Error(err))
 	if err == nil {
 		// A read error mid-stream ends ffmpeg's input as if it were the
@@ -207,14 +228,14 @@ func (r *Runner) run(ctx context.Context, name, path string, args []string, stdo
 	var xe *exec.ExitError
 	if errors.As(err, &xe) {
 		if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			e.Signaled = true
+			e.Signaled, e.Signal = true, ws.Signal()
 		}
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		// We killed it; report the cause so callers can tell shutdown and
 		// timeouts apart from bad input.
 		e.Err = fmt.Errorf("%w: %w", context.Cause(ctx), err)
-		e.Signaled = true
+		e.Signaled, e.Signal = true, 0
 	}
 	return e
 }

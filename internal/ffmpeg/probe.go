@@ -36,6 +36,10 @@ type ProbeOptions struct {
 	// ReadTimeout is -rw_timeout (sent in µs) when > 0: a network read or
 	// connect that waits longer fails with "Connection timed out".
 	ReadTimeout time.Duration
+	// Headers is -headers when non-empty: extra HTTP request headers,
+	// each ending in CRLF, sent with every request for the input (e.g. an
+	// If-Match pinning the object's ETag).
+	Headers string
 }
 
 // args returns the ffprobe command line for input.
@@ -55,6 +59,9 @@ func (o ProbeOptions) args(input string) []string {
 	}
 	if o.ReadTimeout > 0 {
 		args = append(args, "-rw_timeout", strconv.FormatInt(o.ReadTimeout.Microseconds(), 10))
+	}
+	if o.Headers != "" {
+		args = append(args, "-headers", o.Headers)
 	}
 	return append(args, "-i", input)
 }

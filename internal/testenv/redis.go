@@ -19,6 +19,7 @@ import (
 //	9   internal/app (its kiln processes)
 //	10  catalog
 //	11  catalog (the reconciler's integration test)
+//	12  workers (retry limits through a real asynq server)
 //	13  internal/lease
 //
 // A new package takes the next free number and adds it here.

@@ -493,12 +493,17 @@ type MediaInfo struct {
 	// Video is the first video stream that is not cover art.
 	Video *VideoStream `protobuf:"bytes,5,opt,name=video,proto3" json:"video,omitempty"`
 	// Audio is the first audio stream.
-	Audio         *AudioStream `protobuf:"bytes,6,opt,name=audio,proto3" json:"audio,omitempty"`
-	VideoStreams  int32        `protobuf:"varint,7,opt,name=video_streams,json=videoStreams,proto3" json:"video_streams,omitempty"`
-	AudioStreams  int32        `protobuf:"varint,8,opt,name=audio_streams,json=audioStreams,proto3" json:"audio_streams,omitempty"`
-	OtherStreams  int32        `protobuf:"varint,9,opt,name=other_streams,json=otherStreams,proto3" json:"other_streams,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Audio        *AudioStream `protobuf:"bytes,6,opt,name=audio,proto3" json:"audio,omitempty"`
+	VideoStreams int32        `protobuf:"varint,7,opt,name=video_streams,json=videoStreams,proto3" json:"video_streams,omitempty"`
+	AudioStreams int32        `protobuf:"varint,8,opt,name=audio_streams,json=audioStreams,proto3" json:"audio_streams,omitempty"`
+	OtherStreams int32        `protobuf:"varint,9,opt,name=other_streams,json=otherStreams,proto3" json:"other_streams,omitempty"`
+	// DecodedDurationSeconds is the duration the transcode actually decoded
+	// and encoded (measured from ffmpeg's output), set from the transcode on;
+	// 0 before it. DurationSeconds is what the container header claims, which
+	// a hostile file can make up: the asset's duration is this one.
+	DecodedDurationSeconds float64 `protobuf:"fixed64,10,opt,name=decoded_duration_seconds,json=decodedDurationSeconds,proto3" json:"decoded_duration_seconds,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *MediaInfo) Reset() {
@@ -594,6 +599,13 @@ func (x *MediaInfo) GetOtherStreams() int32 {
 	return 0
 }
 
+func (x *MediaInfo) GetDecodedDurationSeconds() float64 {
+	if x != nil {
+		return x.DecodedDurationSeconds
+	}
+	return 0
+}
+
 type VideoStream struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Codec  string                 `protobuf:"bytes,1,opt,name=codec,proto3" json:"codec,omitempty"`
@@ -623,8 +635,12 @@ type VideoStream struct {
 	FieldOrder string `protobuf:"bytes,18,opt,name=field_order,json=fieldOrder,proto3" json:"field_order,omitempty"`
 	Interlaced bool   `protobuf:"varint,19,opt,name=interlaced,proto3" json:"interlaced,omitempty"`
 	// HDR is true for PQ (smpte2084) or HLG (arib-std-b67) transfer.
-	Hdr           bool  `protobuf:"varint,20,opt,name=hdr,proto3" json:"hdr,omitempty"`
-	BitRate       int64 `protobuf:"varint,21,opt,name=bit_rate,json=bitRate,proto3" json:"bit_rate,omitempty"`
+	Hdr     bool  `protobuf:"varint,20,opt,name=hdr,proto3" json:"hdr,omitempty"`
+	BitRate int64 `protobuf:"varint,21,opt,name=bit_rate,json=bitRate,proto3" json:"bit_rate,omitempty"`
+	// Index is the stream's index in the container (ffprobe's and ffmpeg's
+	// 0:<index>): the transcode maps exactly this stream. Unset in media
+	// probed before it was recorded.
+	Index         *int32 `protobuf:"varint,22,opt,name=index,proto3,oneof" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -806,6 +822,13 @@ func (x *VideoStream) GetBitRate() int64 {
 	return 0
 }
 
+func (x *VideoStream) GetIndex() int32 {
+	if x != nil && x.Index != nil {
+		return *x.Index
+	}
+	return 0
+}
+
 type AudioStream struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Codec         string                 `protobuf:"bytes,1,opt,name=codec,proto3" json:"codec,omitempty"`
@@ -814,6 +837,8 @@ type AudioStream struct {
 	Profile       string                 `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"`
 	ChannelLayout string                 `protobuf:"bytes,5,opt,name=channel_layout,json=channelLayout,proto3" json:"channel_layout,omitempty"`
 	BitRate       int64                  `protobuf:"varint,6,opt,name=bit_rate,json=bitRate,proto3" json:"bit_rate,omitempty"`
+	// Index: as VideoStream.index.
+	Index         *int32 `protobuf:"varint,7,opt,name=index,proto3,oneof" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -890,6 +915,13 @@ func (x *AudioStream) GetBitRate() int64 {
 	return 0
 }
 
+func (x *AudioStream) GetIndex() int32 {
+	if x != nil && x.Index != nil {
+		return *x.Index
+	}
+	return 0
+}
+
 // Plan is what the workers decided to produce from a source.
 type Plan struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -904,7 +936,14 @@ type Plan struct {
 	AudioOnly     bool           `protobuf:"varint,8,opt,name=audio_only,json=audioOnly,proto3" json:"audio_only,omitempty"`
 	Normalisation *Normalisation `protobuf:"bytes,9,opt,name=normalisation,proto3" json:"normalisation,omitempty"`
 	// Decisions explain, in words, every choice the planner made.
-	Decisions     []string `protobuf:"bytes,10,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	Decisions []string `protobuf:"bytes,10,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	// VideoStream and AudioStream are the container indices of the source
+	// streams to encode (ffmpeg's 0:<index>): those the probe described and
+	// the limits were checked on, never another one (cover art, a second
+	// video). Unset in plans made before they were recorded: the first video
+	// and audio stream.
+	VideoStream   *int32 `protobuf:"varint,11,opt,name=video_stream,json=videoStream,proto3,oneof" json:"video_stream,omitempty"`
+	AudioStream   *int32 `protobuf:"varint,12,opt,name=audio_stream,json=audioStream,proto3,oneof" json:"audio_stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1007,6 +1046,20 @@ func (x *Plan) GetDecisions() []string {
 		return x.Decisions
 	}
 	return nil
+}
+
+func (x *Plan) GetVideoStream() int32 {
+	if x != nil && x.VideoStream != nil {
+		return *x.VideoStream
+	}
+	return 0
+}
+
+func (x *Plan) GetAudioStream() int32 {
+	if x != nil && x.AudioStream != nil {
+		return *x.AudioStream
+	}
+	return 0
 }
 
 // Normalisation is what the transcode does to the picture and sound
@@ -2107,7 +2160,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\aattempt\x18\x0f \x01(\x05R\aattempt\"8\n" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xcf\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x89\x03\n" +
 	"\tMediaInfo\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\tR\x06format\x12)\n" +
 	"\x10duration_seconds\x18\x02 \x01(\x01R\x0fdurationSeconds\x12\x1d\n" +
@@ -2118,7 +2171,9 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x05audio\x18\x06 \x01(\v2\x14.kiln.v1.AudioStreamR\x05audio\x12#\n" +
 	"\rvideo_streams\x18\a \x01(\x05R\fvideoStreams\x12#\n" +
 	"\raudio_streams\x18\b \x01(\x05R\faudioStreams\x12#\n" +
-	"\rother_streams\x18\t \x01(\x05R\fotherStreams\"\xab\x05\n" +
+	"\rother_streams\x18\t \x01(\x05R\fotherStreams\x128\n" +
+	"\x18decoded_duration_seconds\x18\n" +
+	" \x01(\x01R\x16decodedDurationSeconds\"\xd0\x05\n" +
 	"\vVideoStream\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x14\n" +
 	"\x05width\x18\x02 \x01(\x05R\x05width\x12\x16\n" +
@@ -2146,7 +2201,9 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"interlaced\x18\x13 \x01(\bR\n" +
 	"interlaced\x12\x10\n" +
 	"\x03hdr\x18\x14 \x01(\bR\x03hdr\x12\x19\n" +
-	"\bbit_rate\x18\x15 \x01(\x03R\abitRate\"\xbc\x01\n" +
+	"\bbit_rate\x18\x15 \x01(\x03R\abitRate\x12\x19\n" +
+	"\x05index\x18\x16 \x01(\x05H\x00R\x05index\x88\x01\x01B\b\n" +
+	"\x06_index\"\xe1\x01\n" +
 	"\vAudioStream\x12\x14\n" +
 	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x1a\n" +
 	"\bchannels\x18\x02 \x01(\x05R\bchannels\x12\x1f\n" +
@@ -2154,7 +2211,9 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"sampleRate\x12\x18\n" +
 	"\aprofile\x18\x04 \x01(\tR\aprofile\x12%\n" +
 	"\x0echannel_layout\x18\x05 \x01(\tR\rchannelLayout\x12\x19\n" +
-	"\bbit_rate\x18\x06 \x01(\x03R\abitRate\"\xe8\x02\n" +
+	"\bbit_rate\x18\x06 \x01(\x03R\abitRate\x12\x19\n" +
+	"\x05index\x18\a \x01(\x05H\x00R\x05index\x88\x01\x01B\b\n" +
+	"\x06_index\"\xda\x03\n" +
 	"\x04Plan\x12#\n" +
 	"\x05rungs\x18\x01 \x03(\v2\r.kiln.v1.RungR\x05rungs\x12\x1d\n" +
 	"\n" +
@@ -2169,7 +2228,11 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"audio_only\x18\b \x01(\bR\taudioOnly\x12<\n" +
 	"\rnormalisation\x18\t \x01(\v2\x16.kiln.v1.NormalisationR\rnormalisation\x12\x1c\n" +
 	"\tdecisions\x18\n" +
-	" \x03(\tR\tdecisions\"\x8c\x02\n" +
+	" \x03(\tR\tdecisions\x12&\n" +
+	"\fvideo_stream\x18\v \x01(\x05H\x00R\vvideoStream\x88\x01\x01\x12&\n" +
+	"\faudio_stream\x18\f \x01(\x05H\x01R\vaudioStream\x88\x01\x01B\x0f\n" +
+	"\r_video_streamB\x0f\n" +
+	"\r_audio_stream\"\x8c\x02\n" +
 	"\rNormalisation\x12\x16\n" +
 	"\x06rotate\x18\x01 \x01(\x05R\x06rotate\x12#\n" +
 	"\rsquare_pixels\x18\x02 \x01(\bR\fsquarePixels\x12.\n" +
@@ -2360,6 +2423,9 @@ func file_kiln_v1_kiln_proto_init() {
 	if File_kiln_v1_kiln_proto != nil {
 		return
 	}
+	file_kiln_v1_kiln_proto_msgTypes[5].OneofWrappers = []any{}
+	file_kiln_v1_kiln_proto_msgTypes[6].OneofWrappers = []any{}
+	file_kiln_v1_kiln_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -7,6 +7,7 @@ package workers_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -75,7 +76,7 @@ func realHarness(t *testing.T, input string) (*workers.Handlers, *fakes.Objects,
 	objects, queue := &fakes.Objects{}, &fakes.Queue{}
 	h := workers.New(workers.Config{
 		FFmpeg:  shortTimeout{t, ffmpeg.New(ffmpeg.Config{Logger: zaptest.NewLogger(t)})},
-		Objects: presignTo{objects, input}, Events: &fakes.Events{}, Queue: queue,
+		Objects: presignTo{objects, input}, Events: &fakes.Events{}, Queue: queue, HTTPClient: &http.Client{Timeout: testReadTimeout},
 		OutputsBucket: outputsBucket, WorkDir: t.TempDir(), Threads: 1,
 	})
 	return h, objects, queue
@@ -121,6 +122,7 @@ const invalidMediaMessage = "the file is not a readable video or audio file"
 
 func TestProbeClassifiesRealFailures(t *testing.T) {
 	moovAtEnd, _ := clips(t)
+	big := bigMoovAtEnd(t)
 	refused := ffmpegtest.RefusedURL(t)
 	for _, src := range []failingSource{
 		{name: "storage down (closed port)", input: func() string { return refused }},
@@ -132,6 +134,10 @@ func TestProbeClassifiesRealFailures(t *testing.T) {
 		{name: "never answers", input: func() string { return moovAtEnd.URL(ffmpegtest.Stall) }},
 		{name: "closes mid-body", input: func() string { return moovAtEnd.URL(ffmpegtest.Cut) }},
 		{name: "resets mid-body", input: func() string { return moovAtEnd.URL(ffmpegtest.Reset) }},
+		// ffprobe says "End of file", as for a truncated Ogg file, and
+		// "moov atom not found": the check read finds the server broken.
+		{name: "closes before answering", input: func() string { return moovAtEnd.URL(ffmpegtest.CloseBeforeAnswer) }},
+		{name: "hangs after the first request", input: func() string { return big.URL(ffmpegtest.StallAfterFirst) }},
 		{name: "404: deleted", input: func() string { return moovAtEnd.URL(ffmpegtest.Status404) }, code: failure.InvalidMedia, message: workers.MessageMissing},
 		{name: "garbage", input: func() string { return moovAtEnd.URL(ffmpegtest.Garbage) }, code: failure.InvalidMedia, message: invalidMediaMessage},
 		{name: "mp4 without moov", input: func() string { return moovAtEnd.URL(ffmpegtest.TruncatedMoov) }, code: failure.InvalidMedia, message: invalidMediaMessage},
@@ -153,6 +159,30 @@ func TestProbeClassifiesRealFailures(t *testing.T) {
 			t.Fatalf("enqueued %d tasks, want the transcode", len(got))
 		}
 	})
+	// Seeks to the moov atom at the end that stall (twice: ffmpeg tries
+	// again once) read as "moov atom not found" (bad input) to ffprobe;
+	// the check read finds the server answering, and asked again the
+	// source probes.
+	t.Run("two seeks to the moov atom stalled", func(t *testing.T) {
+		big := bigMoovAtEnd(t)
+		h, _, queue := realHarness(t, big.URL(ffmpegtest.StallTwoSeeks))
+		if err := h.Probe(t.Context(), probeTask(t, "")); err != nil {
+			t.Fatal(err)
+		}
+		if n := big.StalledSeeks(); n < 2 {
+			t.Fatalf("ffprobe sought %d times: the clip is too small to need new requests", n)
+		}
+		if got := queue.Enqueued(); len(got) != 1 {
+			t.Fatalf("enqueued %d tasks, want the transcode", len(got))
+		}
+	})
+}
+
+// bigMoovAtEnd serves a clip of about 1 MB with its moov atom at the end:
+// more than ffmpeg's first read, so the demuxer seeks with a new request.
+func bigMoovAtEnd(t *testing.T) *ffmpegtest.Sources {
+	return ffmpegtest.NewSources(t, testenv.Clip(t, testenv.ClipSpec{Seconds: 4,
+		Video: []string{"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-b:v", "2M"}}))
 }
 
 // smallPlan is one 144p rung of a 320x180 30 fps source with audio.
@@ -163,6 +193,7 @@ func smallPlan() *kilnv1.Plan {
 
 func TestTranscodeClassifiesRealFailures(t *testing.T) {
 	moovAtEnd, faststart := clips(t)
+	big := bigMoovAtEnd(t)
 	refused := ffmpegtest.RefusedURL(t)
 	const decodeMessage = "the source could not be decoded"
 	for _, src := range []failingSource{
@@ -177,6 +208,8 @@ func TestTranscodeClassifiesRealFailures(t *testing.T) {
 		{name: "closes mid-body", input: func() string { return faststart.URL(ffmpegtest.Cut) }},
 		{name: "resets mid-body", input: func() string { return faststart.URL(ffmpegtest.Reset) }},
 		{name: "stalls mid-body", input: func() string { return faststart.URL(ffmpegtest.StallMidBody) }},
+		{name: "closes before answering", input: func() string { return moovAtEnd.URL(ffmpegtest.CloseBeforeAnswer) }},
+		{name: "hangs after the first request", input: func() string { return big.URL(ffmpegtest.StallAfterFirst) }},
 		{name: "404: deleted", input: func() string { return moovAtEnd.URL(ffmpegtest.Status404) }, code: failure.TranscodeFailed, message: workers.MessageMissing},
 		{name: "garbage", input: func() string { return moovAtEnd.URL(ffmpegtest.Garbage) }, code: failure.TranscodeFailed, message: decodeMessage},
 		{name: "mp4 without moov", input: func() string { return moovAtEnd.URL(ffmpegtest.TruncatedMoov) }, code: failure.TranscodeFailed, message: decodeMessage},

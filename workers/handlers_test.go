@@ -7,7 +7,9 @@ import (
 	"image"
 	"image/color"
 	"image/jpeg"
+	"io"
 	"math"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -46,12 +48,22 @@ type harness struct {
 	h       *workers.Handlers
 }
 
+// healthyStorage answers every check read of the fake object store's
+// presigned URLs as a working S3 would: 206 with the first byte.
+var healthyStorage = &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: http.StatusPartialContent, Status: "206 Partial Content", Body: io.NopCloser(strings.NewReader("x")), Request: r}, nil
+})}
+
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 func newHarness(t *testing.T, configure ...func(*workers.Config)) *harness {
 	t.Helper()
 	x := &harness{ff: &fakeFFmpeg{}, objects: &fakes.Objects{}, events: &fakes.Events{}, queue: &fakes.Queue{}, jobs: &fakes.Jobs{}, workDir: t.TempDir()}
 	cfg := workers.Config{
 		FFmpeg: x.ff, Objects: x.objects, Events: x.events, Queue: x.queue, Jobs: x.jobs,
-		OutputsBucket: outputsBucket, WorkDir: x.workDir,
+		OutputsBucket: outputsBucket, WorkDir: x.workDir, HTTPClient: healthyStorage,
 	}
 	for _, c := range configure {
 		if c != nil {

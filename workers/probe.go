@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -42,6 +43,9 @@ type Config struct {
 	Limits Limits
 	// X264Preset trades speed for compression; default DefaultX264Preset.
 	X264Preset string
+	// HTTPClient makes the check reads that confirm ffmpeg's verdicts of
+	// bad input (readSource); default: a client with ReadTimeout.
+	HTTPClient *http.Client
 	Logger     *zap.Logger
 }
 
@@ -69,6 +73,9 @@ func New(cfg Config) *Handlers {
 	}
 	if cfg.X264Preset == "" {
 		cfg.X264Preset = DefaultX264Preset
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: ReadTimeout}
 	}
 	return &Handlers{cfg: cfg}
 }
@@ -159,16 +166,19 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	}
 	// Pinned to the job's ETag (job ids derive from it): the probe reads
 	// the very object the job is about, and so does the transcode.
-	res, err := h.cfg.FFmpeg.Probe(ctx, src.String(), ffmpeg.ProbeOptions{
-		FormatWhitelist:   FormatWhitelist,
-		ProtocolWhitelist: ProtocolWhitelist,
-		ProbeSize:         ProbeSize,
-		AnalyzeDuration:   AnalyzeDuration,
-		ReadTimeout:       ReadTimeout,
-		Headers:           PinHeaders(p.Source.GetEtag()),
+	var res *ffmpeg.ProbeResult
+	err = h.readSource(ctx, src.String(), p.Source.GetEtag(), failure.InvalidMedia, "the file is not a readable video or audio file", func() (err error) {
+		res, err = h.cfg.FFmpeg.Probe(ctx, src.String(), ffmpeg.ProbeOptions{
+			FormatWhitelist:   FormatWhitelist,
+			ProtocolWhitelist: ProtocolWhitelist,
+			ProbeSize:         ProbeSize,
+			AnalyzeDuration:   AnalyzeDuration,
+			ReadTimeout:       ReadTimeout,
+			Headers:           PinHeaders(p.Source.GetEtag()),
+		})
+		return err
 	})
 	if err != nil {
-		err = classify(err, failure.InvalidMedia, "the file is not a readable video or audio file")
 		return h.sourceChanged(ctx, p.Source, err)
 	}
 	media := MediaFromProbe(res)

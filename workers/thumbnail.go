@@ -159,8 +159,10 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 	if err := os.Mkdir(sb, 0o755); err != nil {
 		return fmt.Errorf("thumbnail: %w", err)
 	}
-	if err := h.cfg.FFmpeg.Run(ctx, StoryboardArgs(src, grid, sb), nil); err != nil {
-		return classify(err, failure.ThumbnailFailed, "thumbnails could not be extracted")
+	if err := h.readSource(ctx, src.URL, src.ETag, failure.ThumbnailFailed, "thumbnails could not be extracted", func() error {
+		return h.cfg.FFmpeg.Run(ctx, StoryboardArgs(src, grid, sb), nil)
+	}); err != nil {
+		return err
 	}
 	files, _ := filepath.Glob(filepath.Join(sb, "t_*.jpg"))
 	sort.Strings(files)
@@ -218,8 +220,10 @@ func (h *Handlers) pickPoster(ctx context.Context, src Input, duration, fps floa
 		if duration < 1 { // a few frames: no room to choose
 			break
 		}
-		if err := h.cfg.FFmpeg.Run(ctx, PosterArgs(src, offset, fps, out), nil); err != nil {
-			return "", 0, classify(err, failure.ThumbnailFailed, "no poster frame could be extracted")
+		if err := h.readSource(ctx, src.URL, src.ETag, failure.ThumbnailFailed, "no poster frame could be extracted", func() error {
+			return h.cfg.FFmpeg.Run(ctx, PosterArgs(src, offset, fps, out), nil)
+		}); err != nil {
+			return "", 0, err
 		}
 		mean, dev, err := lumaStats(out)
 		if err != nil { // seeking past the last frame writes nothing
@@ -237,8 +241,10 @@ func (h *Handlers) pickPoster(ctx context.Context, src Input, duration, fps floa
 	}
 	// Too short for the candidates (a few frames): the first frame.
 	out := filepath.Join(dir, "poster-first.jpg")
-	if err := h.cfg.FFmpeg.Run(ctx, PosterArgs(src, 0, 0, out), nil); err != nil {
-		return "", 0, classify(err, failure.ThumbnailFailed, "no poster frame could be extracted")
+	if err := h.readSource(ctx, src.URL, src.ETag, failure.ThumbnailFailed, "no poster frame could be extracted", func() error {
+		return h.cfg.FFmpeg.Run(ctx, PosterArgs(src, 0, 0, out), nil)
+	}); err != nil {
+		return "", 0, err
 	}
 	if _, _, err := lumaStats(out); err != nil {
 		return "", 0, tasks.Permanent(failure.ThumbnailFailed, "no poster frame could be extracted", err)

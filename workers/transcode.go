@@ -162,8 +162,11 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		decoded = max(decoded, pr.OutTime)
 		report(pr)
 	}
-	if err := h.cfg.FFmpeg.Run(ctx, args, progress); err != nil {
-		err = classify(err, failure.TranscodeFailed, "the source could not be decoded")
+	err = h.readSource(ctx, in.URL, in.ETag, failure.TranscodeFailed, "the source could not be decoded", func() error {
+		decoded = 0
+		return h.cfg.FFmpeg.Run(ctx, args, progress)
+	})
+	if err != nil {
 		return h.sourceChanged(ctx, p.Source, err)
 	}
 	measured := decoded.Seconds()

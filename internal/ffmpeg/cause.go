@@ -82,7 +82,9 @@ func (c Cause) Retryable() bool {
 // Deliberately absent, because bad input served correctly prints them too:
 // a bare "End of file" (a truncated Ogg file) and a bare "Input/output
 // error" (a truncated FLAC file), and so does a server that closes the
-// connection before answering, which therefore stays CauseInput. Also
+// connection before answering, which therefore stays CauseInput here; the
+// stages confirm every such verdict with a read of their own before they
+// fail a job (workers.readSource). Also
 // absent: 400 and the other 4xx ffmpeg lumps together ("Server returned
 // 4XX Client Error, but not one of 40{0,1,3,4}", which includes 416 for a
 // seek a hostile file asks for).

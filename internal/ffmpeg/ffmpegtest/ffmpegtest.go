@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -46,6 +47,16 @@ const (
 	StallMidBody Source = "stall-mid-body"
 	// CloseBeforeAnswer closes the connection without answering.
 	CloseBeforeAnswer Source = "close-before-answer"
+	// StallTwoSeeks never answers the first two requests for a range that
+	// does not start at byte 0 (the mov demuxer's seek to a moov atom at
+	// the end of the file, which ffmpeg tries twice), and serves every
+	// other request as OK: a server that stalled for a while. ffmpeg's
+	// read timeout on the seek reads as "moov atom not found".
+	StallTwoSeeks Source = "stall-two-seeks"
+	// StallAfterFirst answers the first request as OK and never answers
+	// another: a server that hung mid-job. For a clip with its moov atom
+	// at the end, ffmpeg reads "moov atom not found".
+	StallAfterFirst Source = "stall-after-first"
 	// Garbage serves random bytes with 200: bad input, served correctly.
 	Garbage Source = "garbage"
 	// TruncatedMoov serves the first half of the clip as a complete
@@ -61,9 +72,11 @@ const (
 
 // Sources is an HTTP server of Source paths for one clip.
 type Sources struct {
-	srv  *httptest.Server
-	clip []byte
-	done chan struct{}
+	srv          *httptest.Server
+	clip         []byte
+	done         chan struct{}
+	stalledSeeks atomic.Int32 // seeks StallTwoSeeks stalled
+	answered     atomic.Bool  // StallAfterFirst answered its request
 }
 
 // NewSources serves the clip at path (read whole) until tb ends.
@@ -87,6 +100,9 @@ func NewSources(tb testing.TB, path string) *Sources {
 func (s *Sources) URL(src Source) string {
 	return s.srv.URL + "/" + string(src) + "?X-Amz-Signature=secret"
 }
+
+// StalledSeeks is how many seeks StallTwoSeeks stalled.
+func (s *Sources) StalledSeeks() int { return int(s.stalledSeeks.Load()) }
 
 // HTTPSURL is src's URL in https: a TLS client talking to this plain-HTTP
 // server, i.e. a TLS failure.
@@ -133,10 +149,7 @@ func (s *Sources) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		conn.Close()
 	case Stall:
-		select {
-		case <-r.Context().Done(): // the client hung up
-		case <-s.done:
-		}
+		s.stall(r)
 	case StallMidBody:
 		if conn := s.sendPart(w, r, half); conn != nil {
 			// A hijacked request's context no longer ends with the
@@ -150,9 +163,19 @@ func (s *Sources) serve(w http.ResponseWriter, r *http.Request) {
 			conn.Close()
 		}
 	case CloseBeforeAnswer:
-		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			conn.Close()
+		closeUnanswered(w)
+	case StallTwoSeeks:
+		if rng := r.Header.Get("Range"); rng != "" && !strings.HasPrefix(rng, "bytes=0-") && s.stalledSeeks.Add(1) <= 2 {
+			s.stall(r)
+			return
 		}
+		http.ServeContent(w, r, "clip.mp4", time.Time{}, bytes.NewReader(s.clip))
+	case StallAfterFirst:
+		if !s.answered.CompareAndSwap(false, true) {
+			s.stall(r)
+			return
+		}
+		http.ServeContent(w, r, "clip.mp4", time.Time{}, bytes.NewReader(s.clip))
 	case Garbage:
 		body := bytes.Repeat([]byte("kiln garbage \x00\x01\x02\xff"), 4096)
 		w.Header().Set("Content-Type", "video/mp4")
@@ -165,6 +188,20 @@ func (s *Sources) serve(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "a.flac", time.Time{}, strings.NewReader("fLaC\x00\x00\x00\x22"))
 	default:
 		http.NotFound(w, r)
+	}
+}
+
+// stall answers nothing until the client hangs up or the test ends.
+func (s *Sources) stall(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-s.done:
+	}
+}
+
+func closeUnanswered(w http.ResponseWriter) {
+	if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+		conn.Close()
 	}
 }
 

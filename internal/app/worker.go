@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
@@ -36,10 +38,9 @@ func (p *process) worker(ctx context.Context) error {
 	p.onClose(func() { _ = os.RemoveAll(workDir) })
 	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log})
 	mux := asynq.NewServeMux()
-	leases := lease.Config{Redis: p.redis, TTL: cfg.TaskLease, Logger: p.log.Named("lease")}
-	counts := &lease.Counts{}
-	p.collectors = append(p.collectors, counts)
-	mux.Use(cancel.Middleware(p.cancel), lease.Middleware(leases, counts))
+	leases := lease.NewManager(lease.Config{Redis: p.redis, TTL: cfg.TaskLease, Logger: p.log.Named("lease")})
+	p.collectors = append(p.collectors, leases.Counts())
+	mux.Use(cancel.Middleware(p.cancel), leases.Middleware())
 	workers.New(workers.Config{
 		FFmpeg: runner, Objects: p.objects, Events: p.bus, Queue: p.queue, Jobs: p.cancel,
 		OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,
@@ -52,28 +53,58 @@ func (p *process) worker(ctx context.Context) error {
 	webhooks.NewDeliverer(webhooks.DelivererConfig{
 		AllowLoopback: cfg.WebhookAllowLoopback, Logger: p.log.Named("webhooks"),
 	}).Register(mux)
+	handlers, stopHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	srv := asynq.NewServer(p.redisOpt(), asynq.Config{
-		Concurrency:     cfg.Concurrency,
-		Queues:          tasks.QueueWeights(),
-		RetryDelayFunc:  tasks.RetryDelay,
-		ErrorHandler:    &tasks.FailureHandler{Events: p.bus, Logger: p.log.Named("worker")},
+		Concurrency:    cfg.Concurrency,
+		Queues:         tasks.QueueWeights(),
+		RetryDelayFunc: retryDelay,
+		// A run that found its task's lease held is no failure: it neither
+		// uses up a retry nor fails the job (lease.ErrBusy).
+		IsFailure:       func(err error) bool { return !errors.Is(err, lease.ErrBusy) },
+		ErrorHandler:    busyQuiet{&tasks.FailureHandler{Events: p.bus, Logger: p.log.Named("worker")}},
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Logger:          asynqLogger{p.log.Named("asynq").Sugar()},
-		BaseContext:     func() context.Context { return ctx },
+		// Not ctx: SIGTERM must let running tasks finish within the
+		// shutdown timeout; asynq hands back the rest, then they stop.
+		BaseContext: func() context.Context { return handlers },
 	})
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("asynq server: %w", err)
 	}
 	p.g.Go(func() error {
 		<-ctx.Done()
-		srv.Shutdown()
+		srv.Shutdown() // waits up to ShutdownTimeout, then hands the unfinished tasks back
+		stopHandlers() // their ffmpegs die
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		leases.ReleaseAll(rctx) // another worker takes them at once
 		return nil
 	})
 	p.g.Go(func() error {
-		lease.NewRescuer(leases, p.inspector, p.queue, counts).Run(ctx)
+		leases.Rescuer(p.inspector, p.queue).Run(ctx)
 		return nil
 	})
 	return nil
+}
+
+// retryDelay is tasks.RetryDelay, but soon for a run that found its task's
+// lease held.
+func retryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if errors.Is(err, lease.ErrBusy) {
+		return lease.BusyRetryDelay
+	}
+	return tasks.RetryDelay(n, err, t)
+}
+
+// busyQuiet keeps lease.ErrBusy out of the failure handler: it is no
+// failure, and says so at debug level.
+type busyQuiet struct{ h asynq.ErrorHandler }
+
+func (b busyQuiet) HandleError(ctx context.Context, t *asynq.Task, err error) {
+	if errors.Is(err, lease.ErrBusy) {
+		return
+	}
+	b.h.HandleError(ctx, t, err)
 }
 
 // asynqLogger adapts zap to asynq's logger interface.

@@ -55,6 +55,9 @@ var webhookEnv = map[string][]string{
 	"worker":  {"KILN_WEBHOOK_ALLOW_LOOPBACK=true"},
 }
 
+// drainEnv gives workers 2 s to finish their tasks on SIGTERM.
+var drainEnv = map[string][]string{"worker": {"KILN_SHUTDOWN_TIMEOUT=2s"}}
+
 // burstEnv limits ingest to 20 requests/s (burst 40) per API key, and
 // lifts the catalog's limit for the suite's polling of 200 jobs.
 var burstEnv = map[string][]string{
@@ -64,6 +67,7 @@ var burstEnv = map[string][]string{
 
 var scenarios = []scenario{
 	{"worker_kill", true, workerKill, nil},
+	{"worker_drain", false, workerDrain, drainEnv},
 	{"catalog_kill", false, catalogKill, nil},
 	{"minio_restart", false, serviceRestart(func(c *cluster) *testenv.Proc { return c.minio.Proc }), nil},
 	{"redis_restart", false, serviceRestart(func(c *cluster) *testenv.Proc { return c.redis.Proc }), nil},
@@ -170,6 +174,31 @@ func workerKill(c *cluster, r *result) {
 	time.Sleep(2 * time.Second)
 	if err := victim.StartReady(readyTimeout); err != nil {
 		c.t.Fatal(err)
+	}
+	c.finish(r, jobs, t0)
+}
+
+// workerDrain: SIGTERM the worker that runs a transcode, mid-encode, with
+// a 2 s KILN_SHUTDOWN_TIMEOUT. It must take no new task, stop its ffmpeg
+// and exit within the timeout (and a little), handing its task back at
+// once: the other worker finishes every job, the drained one is not
+// started again.
+func workerDrain(c *cluster, r *result) {
+	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
+	i, ff := c.waitTranscode(2 * time.Minute)
+	time.Sleep(500 * time.Millisecond)
+	victim := c.workers[i]
+	t0 := time.Now()
+	victim.Stop(20 * time.Second)
+	exited := time.Since(t0)
+	c.t.Logf("SIGTERM to %s mid-transcode: exited after %s", victim.Name, exited.Round(100*time.Millisecond))
+	if victim.Running() {
+		c.problem(r, "%s still runs 20 s after SIGTERM", victim.Name)
+	} else if exited > 2*time.Second+5*time.Second {
+		c.problem(r, "%s took %s to exit on SIGTERM with a 2 s shutdown timeout", victim.Name, exited.Round(100*time.Millisecond))
+	}
+	if !waitGone(ff.pid, 5*time.Second) {
+		c.problem(r, "ffmpeg %d outlived its drained worker %s by 5 s", ff.pid, victim.Name)
 	}
 	c.finish(r, jobs, t0)
 }

@@ -6,13 +6,18 @@
 // worker killed with -9 waits 60 to 120 s. kiln keeps its own, shorter
 // lease per running stage task, in Redis:
 //
-//   - Middleware takes kiln:lease:<task> (a random token, TTL Config.TTL)
-//     before the handler runs and renews it every TTL/3 while it runs. A
-//     run that finds the lease held by another live run, or finds the
-//     stage already finished (kiln:done:<task>, set when a run ends with
-//     success or a permanent failure), drops its task: the other run is
-//     doing, or did, the work. A run that sees its lease taken over stops
-//     its handler (the context is canceled).
+//   - Manager.Middleware takes kiln:lease:<task> (a random token, TTL
+//     Config.TTL) before the handler runs and renews it every TTL/3 while
+//     it runs. A run that finds the stage already finished
+//     (kiln:done:<task>, set when a run ends with success or a permanent
+//     failure) drops its task. A run that finds the lease held by another
+//     run returns ErrBusy, which the worker's asynq server neither counts
+//     as a failure nor lets exhaust the retries (IsFailure, RetryDelay):
+//     the task comes back every BusyRetryDelay until the holder finished
+//     (done: dropped) or died (its lease lapses: it runs). A run that sees
+//     its lease taken over stops its handler (the context is canceled).
+//   - On shutdown, Manager.ReleaseAll lets go of the leases of the tasks
+//     asynq handed back, so that another worker takes them at once.
 //   - Rescuer, in every worker, lists the active stage tasks of asynq
 //     every TTL/3. An active task whose lease stays missing for TTL/2 (its
 //     worker stopped renewing it TTL ago, so it is dead or cut off) is
@@ -35,8 +40,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -117,18 +124,54 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
+// ErrBusy is the error of a run whose task's lease another run holds.
+var ErrBusy = errors.New("lease: another run holds this task")
+
+// BusyRetryDelay is how soon a task that found its lease held runs again.
+const BusyRetryDelay = 3 * time.Second
+
 // Counts are what the middleware and the rescuer did since the process
-// started (kiln_task_rescues_total, kiln_task_duplicates_dropped_total).
+// started (kiln_task_rescues_total, kiln_task_duplicates_dropped_total,
+// kiln_task_busy_total).
 type Counts struct {
-	Rescued, Dropped atomic.Int64
+	Rescued, Dropped, Busy atomic.Int64
+}
+
+// Manager holds the leases of one worker process.
+type Manager struct {
+	cfg    Config
+	counts *Counts
+	mu     sync.Mutex
+	held   map[string]string // base task id → token, of the runs in progress
+}
+
+// NewManager returns the lease manager of a worker.
+func NewManager(cfg Config) *Manager {
+	return &Manager{cfg: cfg, counts: &Counts{}, held: map[string]string{}}
+}
+
+// Counts returns what the manager's middleware and rescuer did.
+func (m *Manager) Counts() *Counts { return m.counts }
+
+// ReleaseAll releases every lease this process holds: after the asynq
+// server shut down, the tasks it handed back can run elsewhere at once.
+func (m *Manager) ReleaseAll(ctx context.Context) {
+	m.mu.Lock()
+	held := maps.Clone(m.held)
+	m.mu.Unlock()
+	for base, token := range held {
+		if err := release.Run(ctx, m.cfg.Redis, []string{leaseKey(base)}, token).Err(); err != nil {
+			m.cfg.Logger.Warn("task lease release failed; it expires by itself", zap.String("task_id", base), zap.Error(err))
+		}
+	}
 }
 
 // Middleware holds a lease on each stage task while its handler runs (see
 // the package comment). Tasks that are not stage tasks (webhooks) pass
 // through. When Redis cannot be reached the task runs without a lease
 // rather than not at all: asynq's own lease still covers it.
-func Middleware(cfg Config, counts *Counts) asynq.MiddlewareFunc {
-	ttl := cfg.ttl()
+func (m *Manager) Middleware() asynq.MiddlewareFunc {
+	cfg, counts, ttl := m.cfg, m.counts, m.cfg.ttl()
 	return func(next asynq.Handler) asynq.Handler {
 		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 			if _, ok := tasks.StageOf(t.Type()); !ok {
@@ -147,11 +190,17 @@ func Middleware(cfg Config, counts *Counts) asynq.MiddlewareFunc {
 			case err != nil:
 				log.Warn("task lease unavailable; running without it", zap.Error(err))
 				return next.ProcessTask(ctx, t)
-			case done || !held:
+			case done:
 				counts.Dropped.Add(1)
-				log.Info("stage task dropped: another run holds it or finished it", zap.Bool("done", done))
+				log.Info("stage task dropped: another run finished it")
 				return nil
+			case !held:
+				counts.Busy.Add(1)
+				log.Debug("stage task waits: another run holds its lease")
+				return ErrBusy
 			}
+			m.hold(base, token)
+			defer m.unhold(base)
 			runCtx, stop := context.WithCancelCause(ctx)
 			renewed := make(chan struct{})
 			go func() {
@@ -168,6 +217,18 @@ func Middleware(cfg Config, counts *Counts) asynq.MiddlewareFunc {
 			return herr
 		})
 	}
+}
+
+func (m *Manager) hold(base, token string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.held[base] = token
+}
+
+func (m *Manager) unhold(base string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.held, base)
 }
 
 var errLeaseLost = errors.New("lease: another run took this task over")
@@ -245,5 +306,6 @@ func isPermanent(err error) bool { return errors.Is(err, asynq.SkipRetry) }
 // WriteMetrics implements metrics.Collector.
 func (c *Counts) WriteMetrics(_ context.Context, w io.Writer) {
 	fmt.Fprintf(w, "# HELP kiln_task_rescues_total Stage tasks enqueued again because their worker stopped renewing its lease.\n# TYPE kiln_task_rescues_total counter\nkiln_task_rescues_total %d\n", c.Rescued.Load())
-	fmt.Fprintf(w, "# HELP kiln_task_duplicates_dropped_total Stage task runs dropped because another run held or had finished the same task.\n# TYPE kiln_task_duplicates_dropped_total counter\nkiln_task_duplicates_dropped_total %d\n", c.Dropped.Load())
+	fmt.Fprintf(w, "# HELP kiln_task_duplicates_dropped_total Stage task runs dropped because another run had finished the same task.\n# TYPE kiln_task_duplicates_dropped_total counter\nkiln_task_duplicates_dropped_total %d\n", c.Dropped.Load())
+	fmt.Fprintf(w, "# HELP kiln_task_busy_total Stage task runs put back because another run held the task's lease.\n# TYPE kiln_task_busy_total counter\nkiln_task_busy_total %d\n", c.Busy.Load())
 }

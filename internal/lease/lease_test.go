@@ -51,16 +51,36 @@ func TestIDs(t *testing.T) {
 	}
 }
 
+// server runs an asynq server on the transcode queue as a kiln worker's
+// is set up for leases (IsFailure, a short retry for lease.ErrBusy), with
+// every other retry after 100 ms.
+func server(t *testing.T, opt asynq.RedisClientOpt, h asynq.Handler) {
+	t.Helper()
+	srv := asynq.NewServer(opt, asynq.Config{
+		Concurrency: 4, Queues: map[string]int{tasks.QueueTranscode: 1},
+		IsFailure:         func(err error) bool { return !errors.Is(err, lease.ErrBusy) },
+		RetryDelayFunc:    func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond },
+		TaskCheckInterval: 50 * time.Millisecond, DelayedTaskCheckInterval: 100 * time.Millisecond,
+		ShutdownTimeout: 5 * time.Second, LogLevel: asynq.ErrorLevel,
+	})
+	if err := srv.Start(h); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+}
+
 // Two runs of one task (the original and a rescue copy, both queued): one
-// runs, the other is dropped while the first holds the lease, and a copy
-// queued after the first finished is dropped too.
+// runs; the other waits while the first holds the lease, without using up
+// its retries, and drops out once the first finished; a copy queued after
+// that drops out too.
 func TestOneRunAtATime(t *testing.T) {
 	opt := testenv.RedisDB(t, redisDB)
 	rc := testenv.RedisClient(t, opt)
-	counts := &lease.Counts{}
+	m := lease.NewManager(lease.Config{Redis: rc, TTL: ttl, Logger: zaptest.NewLogger(t)})
+	counts := m.Counts()
 	var running, ran, overlap atomic.Int32
 	release := make(chan struct{})
-	h := lease.Middleware(lease.Config{Redis: rc, TTL: ttl, Logger: zaptest.NewLogger(t)}, counts)(asynq.HandlerFunc(
+	h := m.Middleware()(asynq.HandlerFunc(
 		func(ctx context.Context, _ *asynq.Task) error {
 			if running.Add(1) > 1 {
 				overlap.Add(1)
@@ -74,7 +94,7 @@ func TestOneRunAtATime(t *testing.T) {
 				return ctx.Err()
 			}
 		}))
-	testenv.AsynqServer(t, opt, []string{tasks.QueueTranscode}, h, nil)
+	server(t, opt, h)
 	client := testenv.AsynqClient(t, opt)
 	insp := testenv.AsynqInspector(t, opt)
 
@@ -88,12 +108,18 @@ func TestOneRunAtATime(t *testing.T) {
 	if _, err := client.Enqueue(c.Task, copyOpts...); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitTaskState(t, insp, tasks.QueueTranscode, lease.RescueID(id), asynq.TaskStateCompleted, 10*time.Second)
-	if n := counts.Dropped.Load(); n != 1 {
-		t.Fatalf("dropped = %d while the original ran, want 1", n)
+	// Far more than MaxRetry attempts at 100 ms: still waiting, not archived.
+	time.Sleep(2 * time.Second)
+	info, err := insp.GetTaskInfo(tasks.QueueTranscode, lease.RescueID(id))
+	if err != nil || info.State == asynq.TaskStateArchived || info.Retried != 0 {
+		t.Fatalf("the waiting copy: %+v, %v; want it waiting with no retry used", info, err)
+	}
+	if counts.Busy.Load() < 5 || ran.Load() != 1 {
+		t.Fatalf("busy %d times, handler ran %d times; want the copy put back again and again, one run", counts.Busy.Load(), ran.Load())
 	}
 	close(release)
 	testenv.WaitTaskState(t, insp, tasks.QueueTranscode, id, asynq.TaskStateCompleted, 10*time.Second)
+	testenv.WaitTaskState(t, insp, tasks.QueueTranscode, lease.RescueID(id), asynq.TaskStateCompleted, 10*time.Second)
 
 	late := append(c.Options[:len(c.Options):len(c.Options)], asynq.TaskID(lease.RescueID(lease.RescueID(id))))
 	if _, err := client.Enqueue(c.Task, late...); err != nil {
@@ -105,13 +131,41 @@ func TestOneRunAtATime(t *testing.T) {
 	}
 }
 
+// ReleaseAll lets go of the leases of the runs in progress (a worker that
+// shut down), so that their tasks run elsewhere at once.
+func TestReleaseAll(t *testing.T) {
+	opt := testenv.RedisDB(t, redisDB)
+	rc := testenv.RedisClient(t, opt)
+	m := lease.NewManager(lease.Config{Redis: rc, TTL: time.Minute, Logger: zaptest.NewLogger(t)})
+	started, stop := make(chan struct{}), make(chan struct{})
+	server(t, opt, m.Middleware()(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+		close(started)
+		<-stop
+		return ctx.Err()
+	})))
+	defer close(stop)
+	c := transcodeTask(t, "j4")
+	if _, err := testenv.AsynqClient(t, opt).Enqueue(c.Task, c.Options...); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	key := "kiln:lease:" + tasks.TaskID(tasks.TypeTranscode, "j4", 1)
+	if rc.Exists(t.Context(), key).Val() != 1 {
+		t.Fatal("no lease while the task runs")
+	}
+	m.ReleaseAll(t.Context())
+	if rc.Exists(t.Context(), key).Val() != 0 {
+		t.Fatal("the lease outlived ReleaseAll")
+	}
+}
+
 // A run whose lease another run took over (it was presumed dead) stops.
 func TestTakenOverRunStops(t *testing.T) {
 	opt := testenv.RedisDB(t, redisDB)
 	rc := testenv.RedisClient(t, opt)
 	stopped := make(chan error, 4)
 	started := make(chan struct{}, 4)
-	h := lease.Middleware(lease.Config{Redis: rc, TTL: ttl, Logger: zaptest.NewLogger(t)}, &lease.Counts{})(asynq.HandlerFunc(
+	h := lease.NewManager(lease.Config{Redis: rc, TTL: ttl, Logger: zaptest.NewLogger(t)}).Middleware()(asynq.HandlerFunc(
 		func(ctx context.Context, _ *asynq.Task) error {
 			started <- struct{}{}
 			<-ctx.Done()
@@ -161,7 +215,7 @@ func TestMain(m *testing.M) {
 func runStuckWorker(addr string) error {
 	opt := asynq.RedisClientOpt{Addr: addr, DB: redisDB}
 	rc := opt.MakeRedisClient().(redis.UniversalClient)
-	h := lease.Middleware(lease.Config{Redis: rc, TTL: ttl, Logger: zap.NewNop()}, &lease.Counts{})(asynq.HandlerFunc(
+	h := lease.NewManager(lease.Config{Redis: rc, TTL: ttl, Logger: zap.NewNop()}).Middleware()(asynq.HandlerFunc(
 		func(ctx context.Context, _ *asynq.Task) error {
 			if err := rc.Set(ctx, startedKey, os.Getpid(), time.Minute).Err(); err != nil {
 				return err
@@ -216,10 +270,10 @@ func TestDeadWorkerRescued(t *testing.T) {
 	killed := time.Now()
 
 	// This process is the surviving worker: its rescuer and its server.
-	counts := &lease.Counts{}
-	cfg := lease.Config{Redis: rc, TTL: ttl, Logger: zaptest.NewLogger(t)}
+	m := lease.NewManager(lease.Config{Redis: rc, TTL: ttl, Logger: zaptest.NewLogger(t)})
+	counts := m.Counts()
 	ran := make(chan string, 4)
-	h := lease.Middleware(cfg, counts)(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+	h := m.Middleware()(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
 		tid, _ := asynq.GetTaskID(ctx)
 		ran <- tid
 		return nil
@@ -227,7 +281,7 @@ func TestDeadWorkerRescued(t *testing.T) {
 	testenv.AsynqServer(t, opt, []string{tasks.QueueTranscode}, h, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	go lease.NewRescuer(cfg, insp, client, counts).Run(ctx)
+	go m.Rescuer(insp, client).Run(ctx)
 
 	// asynq alone could not run the task again before 60 s.
 	select {

@@ -30,10 +30,10 @@ type Rescuer struct {
 	now     func() time.Time
 }
 
-// NewRescuer returns a rescuer that lists tasks with active and enqueues
+// Rescuer returns a rescuer that lists tasks with active and enqueues
 // copies with queue.
-func NewRescuer(cfg Config, active ActiveTasks, queue tasks.Enqueuer, counts *Counts) *Rescuer {
-	return &Rescuer{cfg: cfg, active: active, queue: queue, counts: counts, missing: map[string]time.Time{}, now: time.Now}
+func (m *Manager) Rescuer(active ActiveTasks, queue tasks.Enqueuer) *Rescuer {
+	return &Rescuer{cfg: m.cfg, active: active, queue: queue, counts: m.counts, missing: map[string]time.Time{}, now: time.Now}
 }
 
 // Run makes a pass every TTL/3 until ctx ends.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -25,6 +24,9 @@ import (
 
 // Error codes of the jobs and assets API, beside the shared httpapi ones.
 const (
+	// CodeTooManyStreams (429): the API key holds Config.MaxStreamsPerKey
+	// event streams already.
+	CodeTooManyStreams = "too_many_streams"
 	// CodeConflict (409): the job's state does not allow the operation
 	// (cancel a finished job, retry a running one, delete a running one).
 	CodeConflict = "conflict"
@@ -284,17 +286,15 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 	s.writeJob(w, r, http.StatusAccepted, s.reload(r.Context(), j))
 }
 
-// Errors that abort a rendition retry: no RenditionRetrier is configured;
-// the failed rendition's encoded object is not known (a row older than
-// encoded keys that no backfill covered).
-var (
-	errNotConfigured = errors.New("catalog: not configured")
-	errNoEncodedKey  = errors.New("catalog: the rendition's encoded object is not known")
-)
+// errNoEncodedKey aborts a rendition retry: the failed rendition's encoded
+// object is not known (a row older than encoded keys that no backfill
+// covered).
+var errNoEncodedKey = errors.New("catalog: the rendition's encoded object is not known")
 
 // retryRendition answers POST /v1/assets/{id}/renditions/{name}/retry for a
 // failed rendition of a ready asset: its retry count goes up and its
-// packaging is enqueued again (together, or neither); 202 with the asset,
+// packaging is enqueued again (a failed enqueue takes the count back); 202
+// with the asset,
 // in which the rendition stays failed until the packager's partial READY
 // event comes back. 404 for an unknown asset or rendition, 409 when the
 // asset is not ready, the rendition is not failed, or its encoded object is
@@ -314,42 +314,15 @@ func (s *Service) retryRendition(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such rendition")
 		return
 	}
-	var enqueueErr error
-	err := s.store.RetryRendition(r.Context(), id, name, func(rr RenditionRetry) error {
-		if s.rendRetrier == nil {
-			return errNotConfigured
-		}
-		if rr.EncodedKey == "" {
-			return errNoEncodedKey
-		}
-		j, a := rr.Job, rr.Asset
-		task := &kilnv1.PackageTask{
-			JobId: j.ID, AssetId: j.AssetID, Attempt: max(j.Attempt, 1),
-			Media: j.Media, Plan: j.Plan,
-			Encoded: []*kilnv1.EncodedRung{{Name: name,
-				Object: &kilnv1.ObjectRef{Bucket: a.Bucket, Key: rr.EncodedKey}}},
-			PosterKey:      a.PosterKey,
-			Thumbnails:     a.Thumbnails,
-			Only:           name,
-			RenditionRetry: rr.Retry,
-		}
-		if err := s.rendRetrier.RetryRendition(r.Context(), task); err != nil {
-			enqueueErr = err
-			return err
-		}
-		return nil
-	})
-	switch {
-	case errors.Is(err, errNotConfigured):
+	if s.rendRetrier == nil {
 		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot retry renditions")
 		return
-	case errors.Is(err, errNoEncodedKey):
-		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "the rendition's encoded object is not known; retry the job instead")
-		return
-	case enqueueErr != nil:
-		s.log.Error("retry rendition", zap.String("asset_id", id), zap.String("rendition", name), zap.Error(err))
-		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "retrying the rendition failed; retry")
-		return
+	}
+	// The retry is recorded first (its own transaction), then enqueued,
+	// then settled: no network call inside a transaction. A crash between
+	// leaves it pending; the reconciler enqueues it (same task id).
+	rr, err := s.store.RetryRendition(r.Context(), id, name)
+	switch {
 	case errors.Is(err, ErrConflict):
 		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "only a failed rendition of a ready asset can be retried")
 		return
@@ -363,13 +336,33 @@ func (s *Service) retryRendition(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, r, err)
 		return
 	}
+	task, err := renditionTask(rr)
+	if err == nil {
+		err = s.rendRetrier.RetryRendition(r.Context(), task)
+	}
+	// Settled even when the client has gone: the outcome is known now.
+	sctx := context.WithoutCancel(r.Context())
+	if serr := s.store.RenditionRetryDone(sctx, id, name, rr.Retry, err == nil); serr != nil {
+		// Still pending: the reconciler enqueues it again (the same task
+		// id, so at most once) or it stays counted.
+		s.log.Warn("rendition retry: settle", zap.String("asset_id", id), zap.String("rendition", name), zap.Error(serr))
+	}
+	switch {
+	case errors.Is(err, errNoEncodedKey):
+		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "the rendition's encoded object is not known; retry the job instead")
+		return
+	case err != nil:
+		s.log.Error("retry rendition", zap.String("asset_id", id), zap.String("rendition", name), zap.Error(err))
+		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "retrying the rendition failed; retry")
+		return
+	}
 	s.log.Info("rendition retry enqueued", zap.String("asset_id", id), zap.String("rendition", name))
 	a, err := s.store.Asset(r.Context(), id)
 	if err != nil {
 		s.storeError(w, r, err, "asset")
 		return
 	}
-	s.writeAssetView(w, http.StatusAccepted, a)
+	s.writeAssetView(w, r, http.StatusAccepted, a)
 }
 
 // deleteAsset answers DELETE /v1/assets/{id}: the job must have ended (409
@@ -421,18 +414,41 @@ func (s *Service) deleteAsset(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// streamRetryAfter is the Retry-After of a 429 too_many_streams, seconds.
+const streamRetryAfter = 5
+
 // jobEvents answers GET /v1/jobs/{id}/events with a text/event-stream: an
 // "job" event with the current job, then one per change of its state,
 // attempt or progress, a comment every heartbeat, until the job ends (or the
-// client goes).
+// client goes). Every write has Config.StreamWriteTimeout: a client that
+// stops reading loses its stream instead of holding its goroutine. An API key
+// holding Config.MaxStreamsPerKey streams gets 429 too_many_streams.
 func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 	j, ok := s.jobOf(w, r)
 	if !ok {
 		return
 	}
 	rc := http.NewResponseController(w)
-	sub := s.hub.subscribe(j.ID)
+	sub := s.hub.subscribe(j.ID, httpapi.KeyName(r.Context()))
+	if sub == nil {
+		s.log.Warn("job events: too many streams", zap.String("key", httpapi.KeyName(r.Context())), zap.String("job_id", j.ID))
+		w.Header().Set("Retry-After", strconv.Itoa(streamRetryAfter))
+		httpapi.WriteError(w, http.StatusTooManyRequests, CodeTooManyStreams,
+			fmt.Sprintf("this API key has %d event streams open already; close one or poll GET /v1/jobs/{id}", s.hub.maxPerKey))
+		return
+	}
 	defer s.hub.unsubscribe(sub)
+	// write sends one chunk within the write timeout. A writer without
+	// deadlines (tests' recorders) is written without one.
+	write := func(b []byte) bool {
+		if err := rc.SetWriteDeadline(time.Now().Add(s.streamWrite)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return false
+		}
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -448,10 +464,7 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		data, _ := json.Marshal(v) // one line: JSON escapes newlines
 		seq++
-		if _, err := fmt.Fprintf(w, "id: %d\nevent: job\ndata: %s\n\n", seq, data); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
+		return write(fmt.Appendf(nil, "id: %d\nevent: job\ndata: %s\n\n", seq, data))
 	}
 	if !send(j) || j.State.Terminal() {
 		return
@@ -465,7 +478,7 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 			return
 		case <-heartbeat.C:
-			if _, err := io.WriteString(w, ": heartbeat\n\n"); err != nil || rc.Flush() != nil {
+			if !write([]byte(": heartbeat\n\n")) {
 				return
 			}
 			// Also a safety net for changes applied by another catalog

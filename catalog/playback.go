@@ -54,7 +54,9 @@ const (
 )
 
 func (s *Service) playbackRoutes() []httpapi.Route {
-	play := func(pattern string, h http.HandlerFunc) httpapi.Route { return httpapi.Open(pattern, cors(h)) }
+	play := func(pattern string, h http.HandlerFunc) httpapi.Route {
+		return httpapi.Open(pattern, cors(s.playLimit.Limit(s.proxies, h).ServeHTTP)) // a 429 carries CORS too
+	}
 	return []httpapi.Route{
 		play("GET /v1/play/{id}/master.m3u8", s.master),
 		play("GET /v1/play/{id}/download.mp4", s.download),
@@ -291,17 +293,27 @@ func (s *Service) deliver(w http.ResponseWriter, r *http.Request, a *Asset, g gr
 		s.proxy(w, r, a, g, key, opts)
 		return
 	}
-	u, err := s.objects.PresignGetWith(r.Context(), a.Bucket, key, s.ttl, opts)
+	// The presigned URL expires no later than the token that asked for it
+	// (S3 counts whole seconds: round down); a token with less than a
+	// second left cannot get one.
+	ttl := s.ttl
+	if g.token != "" {
+		left := g.expires.Sub(s.now()).Truncate(time.Second)
+		if left < time.Second {
+			w.Header().Set("Cache-Control", "no-store")
+			httpapi.WriteError(w, http.StatusForbidden, CodeTokenExpired, "the playback token has expired")
+			return
+		}
+		ttl = min(ttl, left)
+	}
+	u, err := s.objects.PresignGetWith(r.Context(), a.Bucket, key, ttl, opts)
 	if err != nil {
 		s.internal(w, r, err)
 		return
 	}
 	// A cached redirect must not outlive its presigned URL, nor the token
 	// that allowed it.
-	maxAge := s.ttl / 2
-	if g.token != "" {
-		maxAge = min(maxAge, g.expires.Sub(s.now()))
-	}
+	maxAge := ttl / 2
 	w.Header().Set("Cache-Control", "private, max-age="+seconds(maxAge))
 	http.Redirect(w, r, u.String(), http.StatusFound)
 }

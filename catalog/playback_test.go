@@ -136,7 +136,7 @@ func TestSignedPlayback(t *testing.T) {
 		{name: "segment with tampered token", target: sp + "/720p/seg_00001.m4s?token=1" + tok, status: 403, code: CodeInvalidToken},
 		{name: "segment with token", target: sp + "/720p/seg_00001.m4s" + q, status: 302, cache: "private, max-age=300"},
 		{name: "init segment with token", target: sp + "/360p/init.mp4" + q, status: 302},
-		{name: "redirect cache bounded by the token", target: sp + "/360p/init.mp4?token=" + f.token(f.signed, 100*time.Second), status: 302, cache: "private, max-age=100"},
+		{name: "redirect cache bounded by the token", target: sp + "/360p/init.mp4?token=" + f.token(f.signed, 100*time.Second), status: 302, cache: "private, max-age=50"}, // half the URL's life, which the token bounds
 		{name: "download without token", target: sp + "/download.mp4", status: 403, code: CodeTokenRequired},
 		{name: "download with token", target: sp + "/download.mp4" + q, status: 302},
 		{name: "poster without token", target: sp + "/poster.jpg", status: 403, code: CodeTokenRequired},
@@ -385,6 +385,49 @@ func TestAssetAndJobJSONPolicy(t *testing.T) {
 	}
 }
 
+// TestReadKeyGetsNoToken: GET /v1/assets/{id} mints playback tokens only
+// for a write key; a read key gets a signed asset's URLs without a token (it
+// cannot hand out playback), and cannot mint one with the token route.
+func TestReadKeyGetsNoToken(t *testing.T) {
+	const reader, writer = "kiln_reader_0123456789abcdef", "kiln_writer_0123456789abcdef"
+	keys, err := httpapi.NewKeySet(httpapi.KeysConfig{Keys: []httpapi.APIKey{
+		{Name: "r", Secret: reader, Scope: httpapi.ScopeRead}, {Name: "w", Secret: writer, Scope: httpapi.ScopeWrite}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newPlaybackFixture(t, func(c *Config) { c.APIKeys = keys })
+	type assetOut struct {
+		Playback   map[string]string `json:"playback"`
+		Thumbnails *struct {
+			Poster string   `json:"poster"`
+			Images []string `json:"images"`
+		} `json:"thumbnails"`
+		Expires *time.Time `json:"playback_token_expires_at"`
+	}
+	var r, w assetOut
+	rec := f.get(t, "/v1/assets/"+f.signed, "Authorization", "Bearer "+reader)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("read key: %d %s", rec.Code, rec.Body)
+	}
+	decode(t, rec, &r)
+	if strings.Contains(rec.Body.String(), "token=") || r.Expires != nil {
+		t.Errorf("a read key got a playback token: %s", rec.Body)
+	}
+	if r.Playback["hls"] != "https://kiln.example.com/v1/play/"+f.signed+"/master.m3u8" {
+		t.Errorf("read key's hls URL %q", r.Playback["hls"])
+	}
+	if c := f.get(t, "/v1/play/"+f.signed+"/master.m3u8").Code; c != http.StatusForbidden {
+		t.Errorf("the read key's URL plays: %d", c)
+	}
+	if c := f.do(t, http.MethodPost, "/v1/assets/"+f.signed+"/playback-token", nil, "Authorization", "Bearer "+reader).Code; c != http.StatusForbidden {
+		t.Errorf("read key mints with the token route: %d", c)
+	}
+	decode(t, f.get(t, "/v1/assets/"+f.signed, "Authorization", "Bearer "+writer), &w)
+	if w.Expires == nil || !strings.Contains(w.Playback["hls"], "?token=") {
+		t.Errorf("a write key got no token: %+v", w)
+	}
+}
+
 func jobOfAsset(t *testing.T, f *playbackFixture, asset string) string {
 	t.Helper()
 	a, err := f.svc.store.Asset(t.Context(), asset)
@@ -602,6 +645,42 @@ func TestRedirectDelivery(t *testing.T) {
 	}
 }
 
+// TestPresignBoundedByToken: the presigned URL a signed asset's request is
+// redirected to expires no later than the token that asked for it, and a
+// token with less than a second left gets none.
+func TestPresignBoundedByToken(t *testing.T) {
+	f := newPlaybackFixture(t, nil) // PresignTTL 10 min
+	sp := "/v1/play/" + f.signed
+	for _, tt := range []struct {
+		left time.Duration
+		want string // X-Amz-Expires
+	}{
+		{time.Hour, "600"},
+		{100 * time.Second, "100"},
+		{1 * time.Second, "1"},
+	} {
+		for _, target := range []string{sp + "/720p/seg_00001.m4s", sp + "/download.mp4", sp + "/poster.jpg", sp + "/thumbnails/sprite.jpg"} {
+			rec := f.get(t, target+"?token="+f.token(f.signed, tt.left))
+			if target == sp+"/thumbnails/sprite.jpg" && rec.Code == http.StatusNotFound {
+				continue // the fixture's asset may have no sprite
+			}
+			if rec.Code != http.StatusFound {
+				t.Fatalf("%s with %s left: %d %s", target, tt.left, rec.Code, rec.Body)
+			}
+			loc, _ := url.Parse(rec.Header().Get("Location"))
+			if got := loc.Query().Get("X-Amz-Expires"); got != tt.want {
+				t.Errorf("%s with a token %s from expiry: presigned for %ss, want %s", target, tt.left, got, tt.want)
+			}
+		}
+	}
+	tok := f.token(f.signed, time.Second)
+	f.now = f.now.Add(500 * time.Millisecond)
+	rec := f.get(t, sp+"/720p/seg_00001.m4s?token="+tok)
+	if rec.Code != http.StatusForbidden || errorCode(t, rec) != CodeTokenExpired {
+		t.Fatalf("half a second left: %d %s; want 403 token_expired", rec.Code, rec.Body)
+	}
+}
+
 func TestPlaylistGzip(t *testing.T) {
 	f := newPlaybackFixture(t, nil)
 	tok := f.token(f.signed, time.Hour)
@@ -711,5 +790,57 @@ func TestNewPlaybackConfig(t *testing.T) {
 				t.Errorf("defaults: delivery %q token ttl %v", s.delivery, s.tokenTTL)
 			}
 		})
+	}
+}
+
+// TestPlaybackRateLimit: the open playback routes are limited per client
+// address (429 rate_limited with Retry-After, CORS headers kept so a player
+// can read it); behind a trusted proxy the client is the one it names.
+func TestPlaybackRateLimit(t *testing.T) {
+	proxies, err := httpapi.ParseProxies("10.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newPlaybackFixture(t, func(c *Config) { c.PlaybackRateLimit, c.PlaybackRateBurst, c.Proxies = 0.5, 3, proxies })
+	from := func(remote, xff string) *httptest.ResponseRecorder {
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/v1/play/"+f.public+"/master.m3u8", nil)
+		req.RemoteAddr = remote
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		rec := httptest.NewRecorder()
+		f.h.ServeHTTP(rec, req)
+		return rec
+	}
+	for i := range 3 {
+		if rec := from("203.0.113.5:1000", ""); rec.Code != http.StatusOK {
+			t.Fatalf("request %d: %d", i+1, rec.Code)
+		}
+	}
+	rec := from("203.0.113.5:1001", "")
+	if rec.Code != http.StatusTooManyRequests || errorCode(t, rec) != httpapi.CodeRateLimited {
+		t.Fatalf("over the burst: %d %s; want 429 rate_limited", rec.Code, rec.Body)
+	}
+	if rec.Header().Get("Retry-After") != "2" || rec.Header().Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("429 headers: %v", rec.Header())
+	}
+	if rec := from("203.0.113.6:1000", ""); rec.Code != http.StatusOK {
+		t.Errorf("another client: %d", rec.Code)
+	}
+	// Two clients behind one trusted proxy have a budget each.
+	for i := range 3 {
+		if rec := from("10.0.0.2:80", "198.51.100.1"); rec.Code != http.StatusOK {
+			t.Fatalf("client A via proxy, request %d: %d", i+1, rec.Code)
+		}
+	}
+	if rec := from("10.0.0.2:80", "198.51.100.1"); rec.Code != http.StatusTooManyRequests {
+		t.Errorf("client A via proxy over its burst: %d", rec.Code)
+	}
+	if rec := from("10.0.0.2:80", "198.51.100.2"); rec.Code != http.StatusOK {
+		t.Errorf("client B via the same proxy: %d", rec.Code)
+	}
+	// The JSON API is not affected (it has its per-key limit).
+	if rec := f.get(t, "/v1/assets/"+f.public, "Authorization", "Bearer "+testKey); rec.Code != http.StatusOK {
+		t.Errorf("API: %d", rec.Code)
 	}
 }

@@ -69,6 +69,9 @@ type ReconcilerConfig struct {
 	Attempts AttemptClearer
 	// Jobs tells canceled jobs apart (cancel.Service); nil: none is.
 	Jobs CancelChecker
+	// Renditions enqueues rendition retries whose enqueue was lost (the
+	// Retrier); nil: they are left pending.
+	Renditions RenditionRetrier
 	// Interval is the time between two passes (Run); Grace how long a job
 	// or a source may go without news before the reconciler acts on it.
 	Interval, Grace time.Duration
@@ -116,10 +119,13 @@ const (
 	// ActionCancelRecorded: a canceled job that was still running got its
 	// CANCELED fact.
 	ActionCancelRecorded = "cancel_recorded"
+	// ActionRenditionRetryEnqueued: a rendition retry recorded but never
+	// enqueued (a crash in between) was enqueued.
+	ActionRenditionRetryEnqueued = "rendition_retry_enqueued"
 )
 
 var reconcileActions = []string{ActionSourceLanded, ActionTaskEnqueued, ActionJobRedriven, ActionJobStalled,
-	ActionFailureRecorded, ActionCancelRecorded}
+	ActionFailureRecorded, ActionCancelRecorded, ActionRenditionRetryEnqueued}
 
 // Report is what one pass did.
 type Report struct {
@@ -215,7 +221,39 @@ func (r *Reconciler) Once(ctx context.Context) (Report, error) {
 	defer r.record(&rep)
 	errS := r.sources(ctx, now, &rep)
 	errJ := r.jobs(ctx, now, &rep)
-	return rep, errors.Join(errS, errJ)
+	errR := r.renditionRetries(ctx, now, &rep)
+	return rep, errors.Join(errS, errJ, errR)
+}
+
+// renditionRetries enqueues the rendition retries that were recorded more
+// than the grace period ago and never settled: their request recorded them
+// and died before (or while) enqueueing. The task id is the retry's, so one
+// that was in fact enqueued collapses into it.
+func (r *Reconciler) renditionRetries(ctx context.Context, now time.Time, rep *Report) error {
+	if r.cfg.Renditions == nil {
+		return nil
+	}
+	pending, err := r.cfg.Store.PendingRenditionRetries(ctx, now.Add(-r.cfg.Grace), r.cfg.PageSize)
+	if err != nil {
+		return fmt.Errorf("catalog: reconciler: %w", err)
+	}
+	for _, rr := range pending {
+		log := r.log.With(zap.String("job_id", rr.Job.ID), zap.String("asset_id", rr.Asset.ID),
+			zap.String("rendition", rr.Name), zap.Int32("retry", rr.Retry))
+		task, err := renditionTask(rr)
+		if err == nil {
+			err = r.cfg.Renditions.RetryRendition(ctx, task)
+		}
+		if err == nil {
+			err = r.cfg.Store.RenditionRetryDone(ctx, rr.Asset.ID, rr.Name, rr.Retry, true)
+		}
+		if err != nil {
+			r.fail(rep, log, "reconciler: rendition retry", err)
+			continue
+		}
+		r.act(rep, ActionRenditionRetryEnqueued, log, "reconciler: lost rendition retry enqueued")
+	}
+	return nil
 }
 
 func (r *Reconciler) record(rep *Report) {

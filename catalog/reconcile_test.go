@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/catalog/eventtest"
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/fakes"
 	"github.com/kilnvideo/kiln/internal/jobevent"
@@ -551,5 +552,48 @@ func TestNewReconcilerValidates(t *testing.T) {
 		Tasks: e.tasks, Attempts: e.attempts, SourcesBucket: recBucket, Interval: 0, Grace: time.Minute})
 	if err == nil {
 		t.Error("NewReconciler with interval 0: nil error (0 disables it: do not build one)")
+	}
+}
+
+// TestReconcilerLostRenditionRetry: a rendition retry recorded by a request
+// that died before enqueueing (RetryRendition without RenditionRetryDone) is
+// enqueued by the reconciler once older than the grace period — the retry's
+// own task id, so one that was in fact enqueued collapses into it — and then
+// settled.
+func TestReconcilerLostRenditionRetry(t *testing.T) {
+	e := newRecEnv(t)
+	jobID, asset := eventtest.Job("lost-rendition-retry")
+	for _, ev := range []*kilnv1.JobEvent{eventtest.Event(jobID, kilnv1.JobState_JOB_STATE_QUEUED, 0),
+		eventtest.Event(jobID, kilnv1.JobState_JOB_STATE_PROBING, 0), eventtest.ReadyWithFailure(jobID)} {
+		if _, err := e.store.Apply(t.Context(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rr, err := e.store.RetryRendition(t.Context(), asset, "720p") // and the request dies
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := catalog.NewReconciler(catalog.ReconcilerConfig{
+		Store: e.store, Objects: e.objects, SourcesBucket: recBucket, Events: e.events, Queue: e.queue,
+		Tasks: e.tasks, Attempts: e.attempts, Jobs: e.jobs, Interval: time.Minute, Grace: recGrace,
+		Renditions: &catalog.Retrier{Queue: e.queue}, Holder: "a", Logger: zaptest.NewLogger(t), Now: e.clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantActions(t, once(t, r), map[string]int{}) // within the grace period: the request may still enqueue it
+	if n := len(e.queue.Enqueued()); n != 0 {
+		t.Fatalf("%d tasks enqueued within the grace period", n)
+	}
+	e.clock.Add(recGrace + time.Second)
+	wantActions(t, once(t, r), map[string]int{catalog.ActionRenditionRetryEnqueued: 1})
+	var task kilnv1.PackageTask
+	onlyTask(t, e, tasks.TypePackage, tasks.TaskID(tasks.TypePackage, jobID, 1)+":r:720p:1", &task)
+	if task.GetOnly() != "720p" || task.GetRenditionRetry() != rr.Retry || task.GetEncoded()[0].GetObject().GetKey() != rr.EncodedKey {
+		t.Errorf("task = %v", &task)
+	}
+	wantActions(t, once(t, r), map[string]int{}) // settled
+	if p, err := e.store.PendingRenditionRetries(t.Context(), e.clock.Now(), 10); err != nil || len(p) != 0 {
+		t.Errorf("still pending: %+v, %v", p, err)
 	}
 }

@@ -2,12 +2,14 @@ package catalog
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/proto"
@@ -288,5 +290,40 @@ func TestRenditionRetryWithoutEncodedKey(t *testing.T) {
 	a, err := f.store.Asset(t.Context(), asset)
 	if err != nil || len(a.Failed) != 1 || a.Failed[0].Retries != 0 {
 		t.Errorf("asset = %+v, %v; the retry must not be counted", a, err)
+	}
+}
+
+// dbWritingRetrier is a RenditionRetrier that, while "enqueueing", writes to
+// the catalog's database the way event application does: it can only
+// succeed if no transaction holds the single writer across the enqueue.
+type dbWritingRetrier struct {
+	t    *testing.T
+	db   *sql.DB
+	errs []error
+}
+
+func (r *dbWritingRetrier) RetryRendition(ctx context.Context, _ *kilnv1.PackageTask) error {
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err := r.db.ExecContext(wctx, `UPDATE jobs SET updated_at = updated_at WHERE 0`)
+	r.errs = append(r.errs, err)
+	return nil
+}
+
+// TestRenditionRetryEnqueuesOutsideTransaction: the enqueue of a rendition
+// retry (a Redis call) runs after the retry's transaction has committed, so
+// the database is free meanwhile.
+func TestRenditionRetryEnqueuesOutsideTransaction(t *testing.T) {
+	f := newAPIFixture(t)
+	rr := &dbWritingRetrier{t: t, db: dbOf(t, f.store)}
+	f.withRenditionRetrier(t, rr)
+	id, asset := testJob("rendition-retry-tx")
+	f.apply(t, event(id, queued, 0), event(id, probing, 0), event(id, transcoding, 0), event(id, packaging, 0),
+		readyWithFailure(id))
+	if rec := f.do(t, http.MethodPost, "/v1/assets/"+asset+"/renditions/720p/retry", ""); rec.Code != http.StatusAccepted {
+		t.Fatalf("retry: %d %s", rec.Code, rec.Body)
+	}
+	if len(rr.errs) != 1 || rr.errs[0] != nil {
+		t.Fatalf("a database write during the enqueue: %v (the enqueue ran inside a transaction)", rr.errs)
 	}
 }

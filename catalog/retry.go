@@ -76,3 +76,23 @@ func (r *Retrier) RetryRendition(ctx context.Context, task *kilnv1.PackageTask) 
 	}
 	return tasks.Enqueue(ctx, r.Queue, t)
 }
+
+// renditionTask is the packaging task of rendition retry rr: it packages the
+// encoded object the store recorded for the rendition (the packager's key)
+// rather than deriving the encoder's layout.
+func renditionTask(rr RenditionRetry) (*kilnv1.PackageTask, error) {
+	if rr.EncodedKey == "" {
+		return nil, errNoEncodedKey
+	}
+	j, a := rr.Job, rr.Asset
+	return &kilnv1.PackageTask{
+		JobId: j.ID, AssetId: j.AssetID, Attempt: max(j.Attempt, 1),
+		Media: j.Media, Plan: j.Plan,
+		Encoded: []*kilnv1.EncodedRung{{Name: rr.Name,
+			Object: &kilnv1.ObjectRef{Bucket: a.Bucket, Key: rr.EncodedKey}}},
+		PosterKey:      a.PosterKey,
+		Thumbnails:     a.Thumbnails,
+		Only:           rr.Name,
+		RenditionRetry: rr.Retry,
+	}, nil
+}

@@ -106,7 +106,30 @@ type Config struct {
 	OutputsBucket string
 	// Heartbeat is the interval of comments on event streams; default 15s.
 	Heartbeat time.Duration
+	// StreamWriteTimeout bounds each write to an event stream: a client that
+	// stops reading has its stream closed after it; default 10s.
+	StreamWriteTimeout time.Duration
+	// MaxStreamsPerKey bounds the event streams one API key holds open at
+	// once (429 too_many_streams beyond); default DefaultMaxStreamsPerKey.
+	MaxStreamsPerKey int
+
+	// PlaybackRateLimit is the sustained requests/second each client
+	// address may make to the open playback routes, PlaybackRateBurst how
+	// many at once (429 rate_limited beyond); 0 turns the limit off.
+	PlaybackRateLimit float64
+	PlaybackRateBurst int
+	// Proxies tells the client address of requests through a trusted
+	// reverse proxy.
+	Proxies httpapi.Proxies
 }
+
+// Defaults of Config's stream and playback limits.
+const (
+	DefaultMaxStreamsPerKey   = 100
+	DefaultStreamWriteTimeout = 10 * time.Second
+	DefaultPlaybackRateLimit  = 50
+	DefaultPlaybackRateBurst  = 200
+)
 
 // Service applies job events and serves the catalog's HTTP API.
 type Service struct {
@@ -129,6 +152,10 @@ type Service struct {
 	outputsBucket string
 	hub           *hub
 	heartbeat     time.Duration
+	streamWrite   time.Duration
+
+	playLimit *httpapi.ClientLimiter // nil: unlimited
+	proxies   httpapi.Proxies
 }
 
 // New validates cfg and returns a Service.
@@ -161,6 +188,16 @@ func New(cfg Config) (*Service, error) {
 	if n := len(cfg.SigningKey); n > 0 && n < minSigningKey {
 		return nil, fmt.Errorf("catalog: Config.SigningKey has %d bytes, want at least %d", n, minSigningKey)
 	}
+	if cfg.MaxStreamsPerKey == 0 {
+		cfg.MaxStreamsPerKey = DefaultMaxStreamsPerKey
+	}
+	if cfg.StreamWriteTimeout <= 0 {
+		cfg.StreamWriteTimeout = DefaultStreamWriteTimeout
+	}
+	playLimit, err := httpapi.NewClientLimiter(cfg.PlaybackRateLimit, cfg.PlaybackRateBurst, nil)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: playback %w", err)
+	}
 	s := &Service{
 		store:      cfg.Store,
 		objects:    cfg.Objects,
@@ -178,8 +215,11 @@ func New(cfg Config) (*Service, error) {
 		rendRetrier:   cfg.RenditionRetrier,
 		remover:       cfg.Remover,
 		outputsBucket: cfg.OutputsBucket,
-		hub:           newHub(),
+		hub:           newHub(cfg.MaxStreamsPerKey),
 		heartbeat:     cfg.Heartbeat,
+		streamWrite:   cfg.StreamWriteTimeout,
+		playLimit:     playLimit,
+		proxies:       cfg.Proxies,
 	}
 	if s.heartbeat <= 0 {
 		s.heartbeat = 15 * time.Second
@@ -434,12 +474,15 @@ func protoJSON(m proto.Message) (json.RawMessage, error) {
 
 func (s *Service) getAsset(w http.ResponseWriter, r *http.Request) {
 	if a, ok := s.asset(w, r); ok {
-		s.writeAssetView(w, http.StatusOK, a)
+		s.writeAssetView(w, r, http.StatusOK, a)
 	}
 }
 
-// writeAssetView answers with the asset's JSON.
-func (s *Service) writeAssetView(w http.ResponseWriter, status int, a *Asset) {
+// writeAssetView answers with the asset's JSON. A signed asset's playback
+// URLs carry a fresh token only for a write key: a token grants playback to
+// whoever holds it, which is more than a read key may hand out, so a read
+// key gets the URLs without one (and no playback_token_expires_at).
+func (s *Service) writeAssetView(w http.ResponseWriter, r *http.Request, status int, a *Asset) {
 	out := assetJSON{
 		ID: a.ID, JobID: a.JobID, State: a.State, Policy: a.PlaybackPolicy, DurationSeconds: a.DurationSeconds,
 		Renditions: make([]renditionJSON, 0, len(a.Renditions)+len(a.Failed)),
@@ -459,7 +502,7 @@ func (s *Service) writeAssetView(w http.ResponseWriter, status int, a *Asset) {
 	}
 	if a.Ready() {
 		token := ""
-		if a.PlaybackPolicy == policy.Signed && len(s.signingKey) > 0 {
+		if a.PlaybackPolicy == policy.Signed && len(s.signingKey) > 0 && httpapi.KeyScope(r.Context()) == httpapi.ScopeWrite {
 			exp := expiryAfter(s.now(), s.tokenTTL)
 			token, out.TokenExpiresAt = MintToken(s.signingKey, a.ID, exp), &exp
 			w.Header().Set("Cache-Control", "no-store")

@@ -65,12 +65,24 @@ type Store interface {
 	// ErrConflict, an unknown one ErrNotFound.
 	DeleteJob(ctx context.Context, id string) (*Job, error)
 	// RetryRendition counts one more retry of the failed rendition name of
-	// the ready asset assetID and calls enqueue with it, atomically: when
-	// enqueue fails the count is rolled back. It returns an error wrapping
-	// ErrNotFound when the asset is unknown, ErrNoRendition when a ready
-	// asset has no such rendition, ErrConflict when the asset is not ready
-	// or the rendition is not failed, or enqueue's error as is.
-	RetryRendition(ctx context.Context, assetID, name string, enqueue func(RenditionRetry) error) error
+	// the ready asset assetID and records it as pending, atomically, and
+	// returns it: the caller enqueues its packaging after the commit (no
+	// network call inside a transaction) and settles it with
+	// RenditionRetryDone. It returns an error wrapping ErrNotFound when the
+	// asset is unknown, ErrNoRendition when a ready asset has no such
+	// rendition, ErrConflict when the asset is not ready or the rendition is
+	// not failed.
+	RetryRendition(ctx context.Context, assetID, name string) (RenditionRetry, error)
+	// RenditionRetryDone settles retry number retry of a rendition: when
+	// enqueued, it is no longer pending; when not, it is taken back (the
+	// count goes down again). A retry already settled (or superseded) is
+	// left alone.
+	RenditionRetryDone(ctx context.Context, assetID, name string, retry int32, enqueued bool) error
+	// PendingRenditionRetries returns up to limit rendition retries
+	// recorded before before and never settled — their enqueue was lost
+	// (a crash between the commit and the enqueue) — oldest first, of ready
+	// assets that are not deleted. The reconciler enqueues them.
+	PendingRenditionRetries(ctx context.Context, before time.Time, limit int) ([]RenditionRetry, error)
 	// HasJob reports whether any event of job id was recorded, deleted or
 	// not (what the reconciler asks of a source object's job).
 	HasJob(ctx context.Context, id string) (bool, error)
@@ -245,7 +257,7 @@ type Cursor struct {
 }
 
 // RenditionRetry is what a rendition retry needs, read atomically with the
-// count of the retry.
+// count of the retry (or, for a pending one, with its listing).
 type RenditionRetry struct {
 	Job   *Job
 	Asset *Asset // ID, JobID, State, Bucket, Prefix, PosterKey and Thumbnails are set

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/testenv"
@@ -356,5 +358,51 @@ func TestDirectUpload(t *testing.T) {
 				t.Errorf("ok: %+v", resp)
 			}
 		})
+	}
+}
+
+// TestUploadWebhookSecret: an upload with a webhook_url gets that webhook's
+// own signing secret (webhooks.UploadSecret of KILN_WEBHOOK_SECRET and the
+// job id) in its 202; one without gets none; an idempotent replay answers
+// without it, and the stored answer never holds it.
+func TestUploadWebhookSecret(t *testing.T) {
+	def := webhooks.NewSecret()
+	idem := &memIdempotency{recs: map[string]IdempotencyRecord{}}
+	s := New(Config{Objects: &fakeObjects{}, Events: &fakeEvents{}, SourcesBucket: "src", PublicURL: "https://kiln.test",
+		Idempotency: idem, WebhookSecret: def})
+	post := func(query, idemKey, data string) (*httptest.ResponseRecorder, map[string]any) {
+		t.Helper()
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/v1/uploads"+query, strings.NewReader(data))
+		req.Header.Set("Authorization", "Bearer k")
+		if idemKey != "" {
+			req.Header.Set(IdempotencyHeader, idemKey)
+		}
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		var out map[string]any
+		_ = json.Unmarshal(rec.Body.Bytes(), &out)
+		return rec, out
+	}
+	hook := "?webhook_url=" + url.QueryEscape("https://example.com/hook")
+	rec, out := post(hook+"&filename=a.mp4", "", "video")
+	want, _ := webhooks.UploadSecret(def, fmt.Sprint(out["job_id"]))
+	if rec.Code != http.StatusAccepted || out["webhook_secret"] != want || want == "" || want == def {
+		t.Fatalf("upload with a webhook: %d %v, want webhook_secret %s", rec.Code, out, want)
+	}
+	if rec, out := post("?filename=b.mp4", "", "video"); rec.Code != http.StatusAccepted || out["webhook_secret"] != nil {
+		t.Fatalf("upload without a webhook: %d %v", rec.Code, out)
+	}
+	rec, first := post(hook, "idem-1", "video-c")
+	if rec.Code != http.StatusAccepted || first["webhook_secret"] == nil {
+		t.Fatalf("first idempotent upload: %d %v", rec.Code, first)
+	}
+	rec, again := post(hook, "idem-1", "video-c")
+	if rec.Code != http.StatusOK || again["job_id"] != first["job_id"] || again["webhook_secret"] != nil {
+		t.Fatalf("replay: %d %v; want the answer without webhook_secret", rec.Code, again)
+	}
+	for k, r := range idem.recs {
+		if strings.Contains(string(r.Response), "whsec_") {
+			t.Errorf("idempotency record %s holds the secret: %s", k, r.Response)
+		}
 	}
 }

@@ -70,6 +70,13 @@ type Config struct {
 	// DirectUploadTTL is the lifetime of a direct-upload URL; default
 	// DefaultDirectUploadTTL.
 	DirectUploadTTL time.Duration
+	// UploadProgressTimeout cuts an upload whose body sends nothing for
+	// that long (the server's read timeout does not apply to uploads);
+	// default DefaultUploadProgressTimeout.
+	UploadProgressTimeout time.Duration
+	// WebhookSecret is KILN_WEBHOOK_SECRET: an upload with a webhook_url
+	// gets that webhook's own secret, derived from it (webhooks.UploadSecret).
+	WebhookSecret string
 }
 
 // Remover deletes objects (objstore.Client).

@@ -13,13 +13,16 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
@@ -37,6 +40,9 @@ const (
 	CodeBadMultipart  = "bad_multipart"
 	CodeInvalidPolicy = "invalid_playback_policy"
 	CodeInvalidHook   = "invalid_webhook_url"
+	// CodeUploadStalled (408): the body sent nothing for
+	// Config.UploadProgressTimeout.
+	CodeUploadStalled = "upload_stalled"
 )
 
 // UploadResponse is the body of a successful POST /v1/uploads.
@@ -45,6 +51,11 @@ type UploadResponse struct {
 	AssetID   string `json:"asset_id"`
 	StatusURL string `json:"status_url"`
 	AssetURL  string `json:"asset_url"`
+	// WebhookSecret signs the deliveries to this upload's webhook_url
+	// (webhooks.UploadSecret): only in the first answer of an upload with a
+	// webhook_url; never stored, never shown again (an idempotent replay
+	// answers without it).
+	WebhookSecret string `json:"webhook_secret,omitempty"`
 }
 
 // Routes lists the upload API (both routes need an API key):
@@ -99,6 +110,10 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "upload exceeds "+strconv.FormatInt(s.cfg.MaxUploadBytes, 10)+" bytes")
 		return
 	}
+	// The server's read timeout would cut any large upload: the body gets a
+	// progress deadline instead, pushed back as bytes arrive.
+	progress := newProgressBody(w, r.Body, cmp.Or(s.cfg.UploadProgressTimeout, DefaultUploadProgressTimeout))
+	r.Body = progress
 	// Replace r.Body so that the multipart reader is bounded too.
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
 	var (
@@ -176,6 +191,12 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "upload exceeds "+strconv.FormatInt(s.cfg.MaxUploadBytes, 10)+" bytes")
 			return
 		}
+		if progress.stalled {
+			s.log.Warn("upload stalled: cut", zap.String("key", key), zap.Error(err))
+			httpapi.WriteError(w, http.StatusRequestTimeout, CodeUploadStalled,
+				"the upload sent nothing for "+cmp.Or(s.cfg.UploadProgressTimeout, DefaultUploadProgressTimeout).String()+"; retry")
+			return
+		}
 		s.log.Error("upload failed", zap.String("key", key), zap.Error(err))
 		httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "storing the upload failed; retry")
 		return
@@ -185,6 +206,12 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		JobID: jobID, AssetID: assetID,
 		StatusURL: s.cfg.PublicURL + "/v1/jobs/" + jobID,
 		AssetURL:  s.cfg.PublicURL + "/v1/assets/" + assetID,
+	}
+	if webhook != "" && s.cfg.WebhookSecret != "" {
+		if resp.WebhookSecret, err = webhooks.UploadSecret(s.cfg.WebhookSecret, jobID); err != nil {
+			s.log.Error("per-upload webhook secret", zap.Error(err)) // KILN_WEBHOOK_SECRET is checked at startup
+			resp.WebhookSecret = ""
+		}
 	}
 	// Before the job starts, make sure this request still holds its key:
 	// one that lost it answers as the request that took it.
@@ -283,6 +310,7 @@ func replay(w http.ResponseWriter, rec IdempotencyRecord, hash string) {
 // reservation was lost meanwhile, lost answers and complete returns false.
 func (s *Service) complete(w http.ResponseWriter, r *http.Request, idem *idemClaim, info objstore.Info, resp UploadResponse) bool {
 	ctx := context.WithoutCancel(r.Context())
+	resp.WebhookSecret = "" // a secret is not kept, and not replayed
 	body, _ := json.Marshal(resp)
 	sum := hex.EncodeToString(idem.hash.Sum(nil))
 	ok, err := s.cfg.Idempotency.Complete(ctx, idem.key, idem.token,
@@ -351,6 +379,44 @@ func firstFilePart(r *http.Request) (*multipart.Part, error) {
 		}
 		_ = p.Close()
 	}
+}
+
+// DefaultUploadProgressTimeout is Config.UploadProgressTimeout's default.
+const DefaultUploadProgressTimeout = time.Minute
+
+// progressBody is a request body whose read deadline is idle from the last
+// byte received: a client that keeps sending may take as long as it needs,
+// one that stops is cut idle later (its Read fails with a timeout). The
+// deadline moves at most once a second (idle/4 for short ones).
+type progressBody struct {
+	io.ReadCloser
+	rc       *http.ResponseController
+	idle     time.Duration
+	step     time.Duration
+	extended time.Time
+	ok       bool // the writer supports read deadlines
+	stalled  bool // a read failed on the deadline
+}
+
+func newProgressBody(w http.ResponseWriter, body io.ReadCloser, idle time.Duration) *progressBody {
+	b := &progressBody{ReadCloser: body, rc: http.NewResponseController(w), idle: idle, step: min(time.Second, idle/4)}
+	b.extended = time.Now()
+	b.ok = b.rc.SetReadDeadline(b.extended.Add(idle)) == nil
+	return b
+}
+
+func (b *progressBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		b.stalled = true
+	}
+	if n > 0 && b.ok {
+		if now := time.Now(); now.Sub(b.extended) >= b.step {
+			b.extended = now
+			_ = b.rc.SetReadDeadline(now.Add(b.idle))
+		}
+	}
+	return n, err
 }
 
 func tooLarge(err error) bool {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
@@ -325,5 +326,65 @@ func TestUploadRoutes(t *testing.T) {
 		if rec.Code != tt.want {
 			t.Errorf("%s %s = %d, want %d", tt.method, tt.target, rec.Code, tt.want)
 		}
+	}
+}
+
+// TestUploadProgressDeadline: behind a server whose read timeout is shorter
+// than the upload, a body that keeps arriving is accepted, and one that
+// stops sending is cut after the progress timeout with 408 upload_stalled.
+func TestUploadProgressDeadline(t *testing.T) {
+	objects, events := &fakeObjects{}, &fakeEvents{}
+	s := New(Config{Objects: objects, Events: events, SourcesBucket: "b", UploadProgressTimeout: 400 * time.Millisecond})
+	srv := httptest.NewUnstartedServer(s.Handler())
+	srv.Config.ReadTimeout = 300 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+
+	post := func(send func(w *io.PipeWriter)) (*http.Response, time.Duration) {
+		pr, pw := io.Pipe()
+		go send(pw)
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/v1/uploads?filename=a.mp4", pr)
+		start := time.Now()
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, time.Since(start)
+	}
+	// 12 chunks 100 ms apart: 1.2 s, four times the read timeout.
+	resp, took := post(func(w *io.PipeWriter) {
+		for range 12 {
+			if _, err := w.Write([]byte("chunk")); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		w.Close()
+	})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || len(objects.puts) != 1 || len(objects.puts[0].Data) != 60 {
+		t.Fatalf("steady upload over %s: %d, %d puts; want 202 and the whole body", took, resp.StatusCode, len(objects.puts))
+	}
+	// One chunk, then silence.
+	stop := make(chan struct{})
+	defer close(stop)
+	resp, took = post(func(w *io.PipeWriter) {
+		_, _ = w.Write([]byte("first"))
+		<-stop
+		w.Close()
+	})
+	defer resp.Body.Close()
+	var body struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusRequestTimeout || body.Error.Code != CodeUploadStalled {
+		t.Fatalf("stalled upload: %d %+v; want 408 upload_stalled", resp.StatusCode, body)
+	}
+	if took > 3*time.Second {
+		t.Errorf("the stalled upload was cut after %s, want about 400 ms", took)
+	}
+	if len(events.landed) != 1 {
+		t.Errorf("%d landed facts, want only the steady upload's", len(events.landed))
 	}
 }

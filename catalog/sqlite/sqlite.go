@@ -1,7 +1,8 @@
 // Package sqlite opens the catalog's Store (catalog/sqlstore) on SQLite: one
-// file in WAL mode, one connection, IMMEDIATE transactions, the schema
-// migrated from the embedded migrations at open. It is the one-replica
-// default; catalog/postgres is the store of many.
+// file in WAL mode, one writing connection with IMMEDIATE transactions, a
+// pool of read-only ones for the API and playback, the schema migrated from
+// the embedded migrations at open. It is the one-replica default;
+// catalog/postgres is the store of many.
 package sqlite
 
 import (
@@ -39,11 +40,21 @@ func Migrations() fs.FS {
 
 // Store keeps catalog state in SQLite (see catalog/sqlstore). It is safe
 // for concurrent use.
+//
+// Writes go through db, one connection (SQLite has one writer); reads that
+// need no transaction (Job, ListJobs, Asset, … — the API and the open
+// playback routes) go through ro, a pool of read-only connections
+// (sqlstore.WithReadDB): in WAL mode readers never wait for the writer, so
+// playback never queues behind event application.
 type Store struct {
 	*sqlstore.Store
 	db   *sql.DB
+	ro   *sql.DB
 	lock *os.File
 }
+
+// ReadConns is the size of the read-only connection pool.
+const ReadConns = 8
 
 // ErrInUse means another catalog (process or store) has the database file
 // open: SQLite is the one-replica store, and two catalogs on one file would
@@ -72,7 +83,7 @@ func lockFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// Close closes the database and releases its file.
+// Close closes the database (both pools) and releases its file.
 func (s *Store) Close() error {
 	err := s.Store.Close()
 	_ = s.lock.Close() // releases the flock
@@ -135,5 +146,19 @@ func open(ctx context.Context, cfg Config) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("catalog: migrate: %w", err)
 	}
-	return &Store{Store: sqlstore.New(db, sqldialect.SQLite, cfg.Now), db: db}, nil
+	// The read pool: query_only connections of the same file (WAL, which the
+	// writer set, is a property of the file), deferred transactions.
+	ro, err := sql.Open("sqlite", cfg.Path+"?_busy_timeout=5000&_foreign_keys=1&_query_only=1&_txlock=deferred")
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("catalog: open %s read-only: %w", cfg.Path, err)
+	}
+	ro.SetMaxOpenConns(ReadConns)
+	ro.SetMaxIdleConns(ReadConns)
+	if err := ro.PingContext(ctx); err != nil {
+		_, _ = ro.Close(), db.Close()
+		return nil, fmt.Errorf("catalog: open %s read-only: %w", cfg.Path, err)
+	}
+	st := sqlstore.New(db, sqldialect.SQLite, cfg.Now, sqlstore.WithReadDB(ro))
+	return &Store{Store: st, db: db, ro: ro}, nil
 }

@@ -95,7 +95,7 @@ func TestStoreSurvivesRestart(t *testing.T) {
 		Scan(&mode, &fk, &version); err != nil {
 		t.Fatal(err)
 	}
-	if mode != "wal" || fk != 1 || version != migrationCount(t) || version != 6 {
+	if mode != "wal" || fk != 1 || version != migrationCount(t) || version != 7 {
 		t.Errorf("journal_mode=%s foreign_keys=%d schema_version=%d", mode, fk, version)
 	}
 	gotJob, err := s.Job(t.Context(), jobID)
@@ -300,8 +300,8 @@ func TestMigrateFromOldBinary(t *testing.T) {
 	if len(a.Failed) != 1 || a.Failed[0].EncodedKey != "assets/"+assetID+"/mp4/720p.mp4" || a.Failed[0].Retries != 1 {
 		t.Errorf("failures = %+v", a.Failed)
 	}
-	var rr catalog.RenditionRetry
-	if err := s.RetryRendition(ctx, assetID, "720p", func(r catalog.RenditionRetry) error { rr = r; return nil }); err != nil {
+	rr, err := s.RetryRendition(ctx, assetID, "720p")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if rr.EncodedKey != "assets/"+assetID+"/mp4/720p.mp4" || rr.Retry != 2 {
@@ -495,4 +495,58 @@ func TestSecondReplicaRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	openStore(t, path) // free again
+}
+
+// TestReadsDoNotQueueBehindWrites: while a write transaction is open (event
+// application, an outbox pass), the reads the API and playback make answer
+// at once from the read-only pool, see the last committed state, and the
+// read pool cannot write.
+func TestReadsDoNotQueueBehindWrites(t *testing.T) {
+	s := newStore(t)
+	jobID, assetID := eventtest.Job("reads")
+	for _, st := range []kilnv1.JobState{queued, probing, transcoding, packaging, ready} {
+		if _, err := s.Apply(t.Context(), eventtest.Event(jobID, st, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := s.DB().BeginTx(t.Context(), nil) // BEGIN IMMEDIATE: holds the write lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(t.Context(), `UPDATE jobs SET progress = 0.25 WHERE id = ?`, jobID); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	start := time.Now()
+	a, err := s.Asset(ctx, assetID)
+	if err != nil {
+		t.Fatalf("Asset while a write transaction is open: %v (after %s)", err, time.Since(start))
+	}
+	if !a.Ready() || len(a.Renditions) == 0 {
+		t.Fatalf("asset %+v", a)
+	}
+	j, err := s.Job(ctx, jobID)
+	if err != nil {
+		t.Fatalf("Job while a write transaction is open: %v", err)
+	}
+	if j.Progress == 0.25 {
+		t.Error("a read saw an uncommitted write")
+	}
+	if _, _, err := s.ListJobs(ctx, catalog.JobFilter{}); err != nil {
+		t.Fatalf("ListJobs while a write transaction is open: %v", err)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("reads took %s behind an open write transaction", took)
+	}
+	if _, err := s.ro.ExecContext(ctx, `UPDATE jobs SET progress = 1`); err == nil {
+		t.Error("the read pool can write")
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := s.Job(t.Context(), jobID); err != nil || j.Progress != 0.25 {
+		t.Errorf("after the commit: %v %v", j, err)
+	}
 }

@@ -33,7 +33,8 @@ var _ catalog.Store = (*Store)(nil)
 // use.
 type Store struct {
 	db          *sql.DB
-	q           sqldialect.DB
+	q           sqldialect.DB // writes and transactions
+	r           sqldialect.DB // reads that need no transaction (WithReadDB)
 	now         func() time.Time
 	hooks       []ApplyHook
 	deleteHooks []DeleteHook
@@ -64,18 +65,41 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Dialect is the kind of the store's database.
 func (s *Store) Dialect() sqldialect.Dialect { return s.q.Dialect }
 
+// Option configures New.
+type Option func(*Store)
+
+// WithReadDB makes the reads that need no transaction (Job, ListJobs,
+// Asset, OutputsBucket, HasJob, StaleJobs, PendingRenditionRetries — the
+// API, the open playback routes and the reconciler) go through ro, a pool
+// on the same database, instead of db. SQLite passes a pool of query_only
+// connections, so those reads never queue behind its single writer;
+// without it (PostgreSQL) reads share db's pool. The store owns ro too:
+// Close closes it.
+func WithReadDB(ro *sql.DB) Option {
+	return func(s *Store) { s.r.DB = ro }
+}
+
 // New returns a Store on db, whose schema the caller has migrated; now is
 // the clock of record times (time.Now when nil). The store owns db: Close
 // closes it.
-func New(db *sql.DB, d sqldialect.Dialect, now func() time.Time) *Store {
+func New(db *sql.DB, d sqldialect.Dialect, now func() time.Time, opts ...Option) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, q: sqldialect.DB{DB: db, Dialect: d}, now: now}
+	s := &Store{db: db, q: sqldialect.DB{DB: db, Dialect: d}, r: sqldialect.DB{DB: db, Dialect: d}, now: now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the database (and the read pool, when it is another).
+func (s *Store) Close() error {
+	if s.r.DB == s.db {
+		return s.db.Close()
+	}
+	return errors.Join(s.r.DB.Close(), s.db.Close())
+}
 
 // forUpdate locks the rows a SELECT in a transaction reads until it ends,
 // where the dialect needs it: SQLite's transactions begin IMMEDIATE and
@@ -444,7 +468,7 @@ type queryer interface {
 // Job returns the job with the given id, or an error wrapping
 // catalog.ErrNotFound (also for a deleted job).
 func (s *Store) Job(ctx context.Context, id string) (*catalog.Job, error) {
-	row := s.q.QueryRowContext(ctx, `SELECT `+jobColumns()+`, deleted_at IS NOT NULL FROM jobs WHERE id = ?`, id)
+	row := s.r.QueryRowContext(ctx, `SELECT `+jobColumns()+`, deleted_at IS NOT NULL FROM jobs WHERE id = ?`, id)
 	var deleted bool
 	j, err := scanJob(row, &deleted)
 	switch {
@@ -453,7 +477,7 @@ func (s *Store) Job(ctx context.Context, id string) (*catalog.Job, error) {
 	case err != nil:
 		return nil, fmt.Errorf("catalog: job %s: %w", id, err)
 	}
-	if err := loadFailed(ctx, s.q, j); err != nil {
+	if err := loadFailed(ctx, s.r, j); err != nil {
 		return nil, err
 	}
 	return j, nil
@@ -559,7 +583,7 @@ func (s *Store) ListJobs(ctx context.Context, f catalog.JobFilter) ([]*catalog.J
 		args = append(args, t, t, f.After.ID)
 	}
 	args = append(args, limit+1)
-	rows, err := s.q.QueryContext(ctx, `SELECT `+jobColumns()+` FROM jobs WHERE `+strings.Join(where, " AND ")+`
+	rows, err := s.r.QueryContext(ctx, `SELECT `+jobColumns()+` FROM jobs WHERE `+strings.Join(where, " AND ")+`
 		ORDER BY created_at DESC, id DESC LIMIT ?`, args...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("catalog: list jobs: %w", err)
@@ -576,9 +600,9 @@ func (s *Store) ListJobs(ctx context.Context, f catalog.JobFilter) ([]*catalog.J
 	if err := rows.Err(); err != nil {
 		return nil, nil, fmt.Errorf("catalog: list jobs: %w", err)
 	}
-	_ = rows.Close() // one connection: release it before the next queries
+	_ = rows.Close() // release the connection before the next queries
 	for _, j := range jobs {
-		if err := loadFailed(ctx, s.q, j); err != nil {
+		if err := loadFailed(ctx, s.r, j); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -630,7 +654,7 @@ func (s *Store) DeleteJob(ctx context.Context, id string) (*catalog.Job, error) 
 // ("" when none), deleted or not.
 func (s *Store) OutputsBucket(ctx context.Context, assetID string) (string, error) {
 	var b string
-	err := s.q.QueryRowContext(ctx, `SELECT outputs_bucket FROM assets WHERE id = ?`, assetID).Scan(&b)
+	err := s.r.QueryRowContext(ctx, `SELECT outputs_bucket FROM assets WHERE id = ?`, assetID).Scan(&b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -647,7 +671,7 @@ func (s *Store) Asset(ctx context.Context, id string) (*catalog.Asset, error) {
 		bucket, prefix, mp4, poster, readyAt, thumbs, plan sql.NullString
 		duration                                           sql.NullFloat64
 	)
-	err := s.q.QueryRowContext(ctx, `SELECT j.id, j.state, j.playback_policy, a.outputs_bucket, a.outputs_prefix,
+	err := s.r.QueryRowContext(ctx, `SELECT j.id, j.state, j.playback_policy, a.outputs_bucket, a.outputs_prefix,
 			a.mp4_key, a.poster_key, a.duration_seconds, a.ready_at, a.thumbnails_json, j.plan_json
 		FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id
 		WHERE j.asset_id = ? AND j.deleted_at IS NULL`, id).
@@ -670,7 +694,7 @@ func (s *Store) Asset(ctx context.Context, id string) (*catalog.Asset, error) {
 	if a.Thumbnails, err = thumbnailsOf(thumbs); err != nil {
 		return nil, fmt.Errorf("catalog: asset %s: %w", id, err)
 	}
-	rows, err := s.q.QueryContext(ctx, `SELECT name, width, height, frame_rate, bandwidth,
+	rows, err := s.r.QueryContext(ctx, `SELECT name, width, height, frame_rate, bandwidth,
 			average_bandwidth, codecs, playlist_key, encoded_key
 		FROM renditions WHERE asset_id = ? ORDER BY bandwidth, name`, id)
 	if err != nil {
@@ -688,8 +712,8 @@ func (s *Store) Asset(ctx context.Context, id string) (*catalog.Asset, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("catalog: asset %s: renditions: %w", id, err)
 	}
-	_ = rows.Close() // one connection: release it before the next query
-	if err := loadFailures(ctx, s.q, a, plan); err != nil {
+	_ = rows.Close() // release the connection before the next query
+	if err := loadFailures(ctx, s.r, a, plan); err != nil {
 		return nil, fmt.Errorf("catalog: asset %s: rendition failures: %w", id, err)
 	}
 	return a, nil
@@ -742,10 +766,12 @@ func loadFailures(ctx context.Context, q queryer, a *catalog.Asset, plan sql.Nul
 	return nil
 }
 
-// RetryRendition counts one more retry of a failed rendition and calls
-// enqueue with it in the same transaction (see catalog.Store).
-func (s *Store) RetryRendition(ctx context.Context, assetID, name string, enqueue func(catalog.RenditionRetry) error) error {
-	return s.inTx(ctx, func(tx sqldialect.Tx) error {
+// RetryRendition counts one more retry of a failed rendition and records
+// it as pending, in one transaction that makes no network call (see
+// catalog.Store).
+func (s *Store) RetryRendition(ctx context.Context, assetID, name string) (catalog.RenditionRetry, error) {
+	var rr catalog.RenditionRetry
+	err := s.inTx(ctx, func(tx sqldialect.Tx) error {
 		j, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobColumns()+` FROM jobs
 			WHERE asset_id = ? AND deleted_at IS NULL`+s.forUpdate(), assetID))
 		switch {
@@ -764,26 +790,92 @@ func (s *Store) RetryRendition(ctx context.Context, assetID, name string, enqueu
 		if ready > 0 {
 			return fmt.Errorf("catalog: asset %s: rendition %s is ready: %w", assetID, name, catalog.ErrConflict)
 		}
-		rr := catalog.RenditionRetry{Job: j, Name: name, Asset: &catalog.Asset{ID: assetID, JobID: j.ID, State: j.State,
-			PlaybackPolicy: j.PlaybackPolicy}}
-		err = tx.QueryRowContext(ctx, `UPDATE rendition_failures SET retries = retries + 1
-			WHERE asset_id = ? AND name = ? RETURNING retries, encoded_key`, assetID, name).Scan(&rr.Retry, &rr.EncodedKey)
+		rr = catalog.RenditionRetry{Job: j, Name: name}
+		err = tx.QueryRowContext(ctx, `UPDATE rendition_failures SET retries = retries + 1, retry_pending_at = ?
+			WHERE asset_id = ? AND name = ? RETURNING retries, encoded_key`, fmtTime(s.now()), assetID, name).Scan(&rr.Retry, &rr.EncodedKey)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("catalog: asset %s: rendition %s: %w", assetID, name, catalog.ErrNoRendition)
 		case err != nil:
 			return fmt.Errorf("catalog: asset %s: rendition %s: count retry: %w", assetID, name, err)
 		}
-		var thumbs sql.NullString
-		if err := tx.QueryRowContext(ctx, `SELECT outputs_bucket, outputs_prefix, poster_key, thumbnails_json
-			FROM assets WHERE id = ?`, assetID).Scan(&rr.Asset.Bucket, &rr.Asset.Prefix, &rr.Asset.PosterKey, &thumbs); err != nil {
-			return fmt.Errorf("catalog: asset %s: %w", assetID, err)
-		}
-		if rr.Asset.Thumbnails, err = thumbnailsOf(thumbs); err != nil {
-			return fmt.Errorf("catalog: asset %s: %w", assetID, err)
-		}
-		return enqueue(rr)
+		rr.Asset, err = retryAsset(ctx, tx, j)
+		return err
 	})
+	if err != nil {
+		return catalog.RenditionRetry{}, err
+	}
+	return rr, nil
+}
+
+// retryAsset is what a rendition retry needs of j's asset.
+func retryAsset(ctx context.Context, q queryer, j *catalog.Job) (*catalog.Asset, error) {
+	a := &catalog.Asset{ID: j.AssetID, JobID: j.ID, State: j.State, PlaybackPolicy: j.PlaybackPolicy}
+	var thumbs sql.NullString
+	if err := q.QueryRowContext(ctx, `SELECT outputs_bucket, outputs_prefix, poster_key, thumbnails_json
+		FROM assets WHERE id = ?`, a.ID).Scan(&a.Bucket, &a.Prefix, &a.PosterKey, &thumbs); err != nil {
+		return nil, fmt.Errorf("catalog: asset %s: %w", a.ID, err)
+	}
+	var err error
+	if a.Thumbnails, err = thumbnailsOf(thumbs); err != nil {
+		return nil, fmt.Errorf("catalog: asset %s: %w", a.ID, err)
+	}
+	return a, nil
+}
+
+// RenditionRetryDone settles retry number retry of a rendition once its
+// enqueue was tried: enqueued clears the pending mark, not enqueued takes
+// the retry back (see catalog.Store).
+func (s *Store) RenditionRetryDone(ctx context.Context, assetID, name string, retry int32, enqueued bool) error {
+	q := `UPDATE rendition_failures SET retry_pending_at = NULL
+		WHERE asset_id = ? AND name = ? AND retries = ? AND retry_pending_at IS NOT NULL`
+	if !enqueued {
+		q = `UPDATE rendition_failures SET retry_pending_at = NULL, retries = retries - 1
+		WHERE asset_id = ? AND name = ? AND retries = ? AND retry_pending_at IS NOT NULL`
+	}
+	if _, err := s.q.ExecContext(ctx, q, assetID, name, retry); err != nil {
+		return fmt.Errorf("catalog: asset %s: rendition %s: settle retry %d: %w", assetID, name, retry, err)
+	}
+	return nil
+}
+
+// PendingRenditionRetries returns the rendition retries recorded before
+// before and still not settled, oldest first, at most limit (see
+// catalog.Store).
+func (s *Store) PendingRenditionRetries(ctx context.Context, before time.Time, limit int) ([]catalog.RenditionRetry, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT f.asset_id, f.name, f.retries, f.encoded_key FROM rendition_failures f
+		JOIN jobs j ON j.asset_id = f.asset_id AND j.deleted_at IS NULL AND j.state = ?
+		WHERE f.retry_pending_at IS NOT NULL AND f.retry_pending_at < ?
+		ORDER BY f.retry_pending_at, f.asset_id, f.name LIMIT ?`, string(catalog.StateReady), fmtTime(before), max(limit, 1))
+	if err != nil {
+		return nil, fmt.Errorf("catalog: pending rendition retries: %w", err)
+	}
+	defer rows.Close()
+	var out []catalog.RenditionRetry
+	var assets []string
+	for rows.Next() {
+		var rr catalog.RenditionRetry
+		var asset string
+		if err := rows.Scan(&asset, &rr.Name, &rr.Retry, &rr.EncodedKey); err != nil {
+			return nil, fmt.Errorf("catalog: pending rendition retries: %w", err)
+		}
+		out, assets = append(out, rr), append(assets, asset)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("catalog: pending rendition retries: %w", err)
+	}
+	_ = rows.Close() // release the connection before the next queries
+	for i, asset := range assets {
+		j, err := scanJob(s.r.QueryRowContext(ctx, `SELECT `+jobColumns()+` FROM jobs WHERE asset_id = ? AND deleted_at IS NULL`, asset))
+		if err != nil {
+			return nil, fmt.Errorf("catalog: pending rendition retries: asset %s: %w", asset, err)
+		}
+		out[i].Job = j
+		if out[i].Asset, err = retryAsset(ctx, s.r, j); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // TimeLayout is how times are stored: fixed-width UTC, so they sort as
@@ -799,7 +891,7 @@ func parseTime(s string) (time.Time, error) { return time.Parse(timeLayout, s) }
 // HasJob reports whether job id was ever recorded, deleted or not.
 func (s *Store) HasJob(ctx context.Context, id string) (bool, error) {
 	var n int
-	if err := s.q.QueryRowContext(ctx, `SELECT COUNT(*) FROM jobs WHERE id = ?`, id).Scan(&n); err != nil {
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM jobs WHERE id = ?`, id).Scan(&n); err != nil {
 		return false, fmt.Errorf("catalog: job %s: %w", id, err)
 	}
 	return n > 0, nil
@@ -821,7 +913,7 @@ func (s *Store) StaleJobs(ctx context.Context, f catalog.StaleFilter) ([]*catalo
 		where, args = where+" AND (updated_at > ? OR (updated_at = ? AND id > ?))", append(args, t, t, f.After.ID)
 	}
 	args = append(args, f.PageLimit())
-	rows, err := s.q.QueryContext(ctx, `SELECT `+jobColumns()+` FROM jobs WHERE `+where+`
+	rows, err := s.r.QueryContext(ctx, `SELECT `+jobColumns()+` FROM jobs WHERE `+where+`
 		ORDER BY updated_at, id LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: stale jobs: %w", err)

@@ -339,10 +339,9 @@ func testNotFound(t *testing.T, open Opener) {
 	if b, err := s.OutputsBucket(ctx, assetID); err != nil || b != "" {
 		t.Errorf("OutputsBucket = %q, %v", b, err)
 	}
-	called := false
-	err := s.RetryRendition(ctx, assetID, "720p", func(catalog.RenditionRetry) error { called = true; return nil })
-	if !errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrNoRendition) || called {
-		t.Errorf("RetryRendition: %v (enqueued %v), want ErrNotFound", err, called)
+	_, err := s.RetryRendition(ctx, assetID, "720p")
+	if !errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrNoRendition) {
+		t.Errorf("RetryRendition: %v, want ErrNotFound", err)
 	}
 }
 
@@ -456,7 +455,7 @@ func testDeleteJob(t *testing.T, open Opener) {
 	if jobs, _, err := s.ListJobs(ctx, catalog.JobFilter{}); err != nil || len(jobs) != 0 {
 		t.Errorf("ListJobs after delete = %v, %v", jobs, err)
 	}
-	if err := s.RetryRendition(ctx, assetID, "720p", func(catalog.RenditionRetry) error { return nil }); !errors.Is(err, catalog.ErrNotFound) {
+	if _, err := s.RetryRendition(ctx, assetID, "720p"); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("RetryRendition of a deleted asset: %v", err)
 	}
 }
@@ -693,9 +692,12 @@ func testPartialReadyRenditions(t *testing.T, open Opener) {
 
 func mustRetry(t *testing.T, s catalog.Store, asset, name string) catalog.RenditionRetry {
 	t.Helper()
-	var got catalog.RenditionRetry
-	if err := s.RetryRendition(t.Context(), asset, name, func(rr catalog.RenditionRetry) error { got = rr; return nil }); err != nil {
+	got, err := s.RetryRendition(t.Context(), asset, name)
+	if err != nil {
 		t.Fatalf("RetryRendition(%s): %v", name, err)
+	}
+	if err := s.RenditionRetryDone(t.Context(), asset, name, got.Retry, true); err != nil {
+		t.Fatalf("RenditionRetryDone(%s): %v", name, err)
 	}
 	return got
 }
@@ -751,7 +753,6 @@ func testRetryRendition(t *testing.T, open Opener) {
 	ev.Outputs.Thumbnails = &kilnv1.Thumbnails{PosterKey: "p.jpg", IntervalSeconds: 2}
 	mustApply(t, s, eventtest.Event(id, queued, 0), eventtest.Event(id, probing, 0), ev)
 
-	none := func(catalog.RenditionRetry) error { return nil }
 	for _, c := range []struct {
 		name string
 		want error
@@ -759,26 +760,32 @@ func testRetryRendition(t *testing.T, open Opener) {
 		{"360p", catalog.ErrConflict},     // ready
 		{"1080p", catalog.ErrNoRendition}, // unknown
 	} {
-		if err := s.RetryRendition(ctx, asset, c.name, none); !errors.Is(err, c.want) {
+		if _, err := s.RetryRendition(ctx, asset, c.name); !errors.Is(err, c.want) {
 			t.Errorf("retry %s: %v, want %v", c.name, err, c.want)
 		}
 	}
-	if err := s.RetryRendition(ctx, asset, "1080p", none); !errors.Is(err, catalog.ErrNotFound) {
+	if _, err := s.RetryRendition(ctx, asset, "1080p"); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("ErrNoRendition does not wrap ErrNotFound: %v", err)
 	}
 	pending, pendingAsset := eventtest.Job("retry-pending")
 	mustApply(t, s, eventtest.Event(pending, queued, 0))
-	if err := s.RetryRendition(ctx, pendingAsset, "720p", none); !errors.Is(err, catalog.ErrConflict) {
+	if _, err := s.RetryRendition(ctx, pendingAsset, "720p"); !errors.Is(err, catalog.ErrConflict) {
 		t.Errorf("retry on a job that is not ready: %v, want ErrConflict", err)
 	}
 
-	// enqueue's error is returned as is and rolls the count back.
-	boom := errors.New("redis down")
-	if err := s.RetryRendition(ctx, asset, "720p", func(catalog.RenditionRetry) error { return boom }); !errors.Is(err, boom) {
-		t.Errorf("failing enqueue: %v", err)
+	// A retry whose enqueue failed is taken back.
+	taken, err := s.RetryRendition(ctx, asset, "720p")
+	if err != nil || taken.Retry != 1 {
+		t.Fatalf("retry: %+v, %v", taken, err)
+	}
+	if err := s.RenditionRetryDone(ctx, asset, "720p", taken.Retry, false); err != nil {
+		t.Fatal(err)
 	}
 	if a, _ := s.Asset(ctx, asset); a.Failed[0].Retries != 0 {
 		t.Errorf("retries after a failed enqueue = %d", a.Failed[0].Retries)
+	}
+	if p, err := s.PendingRenditionRetries(ctx, time.Now().Add(time.Hour), 10); err != nil || len(p) != 0 {
+		t.Errorf("pending after a taken-back retry: %+v, %v", p, err)
 	}
 
 	rr := mustRetry(t, s, asset, "720p")
@@ -798,6 +805,39 @@ func testRetryRendition(t *testing.T, open Opener) {
 	}
 	if a, _ := s.Asset(ctx, asset); a.Failed[0].Retries != 2 {
 		t.Errorf("retries = %d, want 2", a.Failed[0].Retries)
+	}
+	if p, err := s.PendingRenditionRetries(ctx, time.Now().Add(time.Hour), 10); err != nil || len(p) != 0 {
+		t.Errorf("pending after settled retries: %+v, %v", p, err)
+	}
+
+	// A retry never settled (its request died after the commit) is
+	// pending, with everything its task needs, once it is older than the
+	// cutoff; settling it ends that, and settling again changes nothing.
+	lost, err := s.RetryRendition(ctx, asset, "720p")
+	if err != nil || lost.Retry != 3 {
+		t.Fatalf("third retry: %+v, %v", lost, err)
+	}
+	if p, _ := s.PendingRenditionRetries(ctx, time.Now().Add(-time.Hour), 10); len(p) != 0 {
+		t.Errorf("a fresh retry is pending before its grace: %+v", p)
+	}
+	p, err := s.PendingRenditionRetries(ctx, time.Now().Add(time.Hour), 10)
+	if err != nil || len(p) != 1 {
+		t.Fatalf("pending: %+v, %v", p, err)
+	}
+	if got := p[0]; got.Name != "720p" || got.Retry != 3 || got.EncodedKey != lost.EncodedKey || got.Job == nil || got.Job.ID != id ||
+		got.Asset == nil || got.Asset.Bucket != "outputs" || got.Asset.PosterKey != lost.Asset.PosterKey {
+		t.Errorf("pending retry = %+v, want %+v", got, lost)
+	}
+	for range 2 {
+		if err := s.RenditionRetryDone(ctx, asset, "720p", 3, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, _ := s.PendingRenditionRetries(ctx, time.Now().Add(time.Hour), 10); len(p) != 0 {
+		t.Errorf("pending after settling: %+v", p)
+	}
+	if a, _ := s.Asset(ctx, asset); a.Failed[0].Retries != 3 {
+		t.Errorf("retries = %d, want 3", a.Failed[0].Retries)
 	}
 }
 

@@ -227,7 +227,8 @@ func (s *Service) playback(assetID string, o *kilnv1.AssetOutputs) *Playback {
 }
 
 // addJobEndpoint records a per-upload webhook as an implicit endpoint of
-// jobID, signed with the default secret. Its id is derived from job and URL
+// jobID, signed with its own secret (UploadSecret of the default secret and
+// jobID). Its id is derived from job and URL
 // so a repeat is a no-op.
 func (s *Service) addJobEndpoint(ctx context.Context, tx sqldialect.Tx, jobID, u string, now time.Time) error {
 	if err := validURL(u); err != nil {
@@ -236,8 +237,8 @@ func (s *Service) addJobEndpoint(ctx context.Context, tx sqldialect.Tx, jobID, u
 	}
 	sum := sha256.Sum256([]byte(jobID + "\x00" + u))
 	id := endpointPrefix + idEnc.EncodeToString(sum[:])[:26]
-	_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, url, secret, event_types, job_id, created_at, updated_at)
-		VALUES (?, ?, '', ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, url, secret, event_types, job_id, created_at, updated_at, derived_secret)
+		VALUES (?, ?, '', ?, ?, ?, ?, 1) ON CONFLICT DO NOTHING`,
 		id, u, strings.Join(DefaultEventTypes, ","), jobID, fmtTime(now), fmtTime(now))
 	if err != nil {
 		return fmt.Errorf("webhooks: job %s: per-upload endpoint: %w", jobID, err)

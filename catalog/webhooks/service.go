@@ -75,8 +75,10 @@ type Config struct {
 	APIKeys *httpapi.Keys
 	// PublicURL is the catalog's base URL, for playback URLs in job.ready.
 	PublicURL string
-	// DefaultSecret ("whsec_…") signs per-upload webhooks. When empty,
-	// their deliveries fail without being sent (and an error is logged).
+	// DefaultSecret ("whsec_…") is the key of per-upload webhooks: each
+	// upload's deliveries are signed with UploadSecret(DefaultSecret, job
+	// id), which ingest returned in the upload answer. When empty, their
+	// deliveries fail without being sent (and an error is logged).
 	DefaultSecret string
 	// RetrySchedule is the delay before each retry; default
 	// DefaultRetrySchedule. Each delay is jittered ±20 %.
@@ -197,12 +199,14 @@ type due struct {
 	secret, previous                        string
 	previousExpires                         sql.NullString
 	disabled                                bool
+	jobID                                   sql.NullString // a per-upload endpoint's job
+	derived                                 bool           // signed with UploadSecret(default, job)
 }
 
 func (s *Service) enqueueDue(ctx context.Context) error {
 	now := s.now().UTC()
 	rows, err := s.db.QueryContext(ctx, `SELECT d.id, d.event_id, d.endpoint_id, d.attempts, e.type, e.body,
-			p.url, p.secret, p.previous_secret, p.previous_expires_at, p.disabled_at IS NOT NULL
+			p.url, p.secret, p.previous_secret, p.previous_expires_at, p.disabled_at IS NOT NULL, p.job_id, p.derived_secret
 		FROM webhook_deliveries d
 		JOIN webhook_events e ON e.id = d.event_id
 		JOIN webhook_endpoints p ON p.id = d.endpoint_id
@@ -215,7 +219,7 @@ func (s *Service) enqueueDue(ctx context.Context) error {
 	for rows.Next() {
 		var d due
 		if err := rows.Scan(&d.id, &d.eventID, &d.endpointID, &d.attempts, &d.typ, &d.body,
-			&d.url, &d.secret, &d.previous, &d.previousExpires, &d.disabled); err != nil {
+			&d.url, &d.secret, &d.previous, &d.previousExpires, &d.disabled, &d.jobID, &d.derived); err != nil {
 			rows.Close()
 			return fmt.Errorf("webhooks: due deliveries: %w", err)
 		}
@@ -247,7 +251,13 @@ func (s *Service) enqueue(ctx context.Context, d due, now time.Time) error {
 				secrets = append(secrets, d.previous)
 			}
 		}
-	case s.defaultSecret != "":
+	case s.defaultSecret != "" && d.derived && d.jobID.Valid:
+		sec, err := UploadSecret(s.defaultSecret, d.jobID.String)
+		if err != nil { // New checked the default secret
+			return fmt.Errorf("webhooks: upload secret of %s: %w", d.jobID.String, err)
+		}
+		secrets = append(secrets, sec)
+	case s.defaultSecret != "": // a per-upload endpoint from before upload secrets
 		secrets = append(secrets, s.defaultSecret)
 	default:
 		log.Error("per-upload webhook not delivered: no default webhook secret configured (KILN_WEBHOOK_SECRET)")

@@ -583,7 +583,13 @@ func testPerUploadWebhook(t *testing.T, open backend) {
 	secret := NewSecret()
 	f := newFixture(t, open, secret)
 	rcv := newReceiver(t)
-	rcv.secret = secret
+	// The upload's own secret (what ingest returned), not the default one:
+	// the receiver verifies with it and would refuse anything else.
+	upload, err := UploadSecret(secret, testJob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv.secret = upload
 	other := newReceiver(t)
 	f.register(t, other.srv.URL)
 	ev := jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0)
@@ -631,7 +637,7 @@ func testPerUploadWebhookLateQueued(t *testing.T, open backend) {
 	secret := NewSecret()
 	f := newFixture(t, open, secret)
 	rcv := newReceiver(t)
-	rcv.secret = secret
+	rcv.secret, _ = UploadSecret(secret, testJob)
 	f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_PROBING, 0))
 	ev := jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0)
 	ev.WebhookUrl = rcv.srv.URL + "/per-upload"
@@ -760,5 +766,59 @@ func testEnqueueIsIdempotentPerAttempt(t *testing.T, open backend) {
 	f.db.QueryRowContext(t.Context(), `SELECT status FROM webhook_deliveries`).Scan(&status)
 	if status != "succeeded" {
 		t.Fatalf("delivery %s", status)
+	}
+}
+
+// TestUploadSecret: an upload's secret is a valid Standard Webhooks secret
+// derived from the default secret and the job id only: the same for the same
+// job, another for another job or another default secret, never the default.
+func TestUploadSecret(t *testing.T) {
+	def, other := NewSecret(), NewSecret()
+	a, err := UploadSecret(def, "job_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := UploadSecret(def, "job_a"); again != a {
+		t.Error("not deterministic")
+	}
+	b, _ := UploadSecret(def, "job_b")
+	c, _ := UploadSecret(other, "job_a")
+	if a == b || a == c || a == def {
+		t.Errorf("secrets collide: %s %s %s", a, b, c)
+	}
+	if _, err := ParseSecret(a); err != nil {
+		t.Errorf("not a valid secret: %v", err)
+	}
+	if _, err := UploadSecret("nonsense", "job_a"); err == nil {
+		t.Error("a bad default secret gave an upload secret")
+	}
+}
+
+// TestPerUploadWebhookFromBeforeUploadSecrets: a per-upload endpoint
+// recorded before upload secrets existed keeps the default secret its
+// receiver was given.
+func TestPerUploadWebhookFromBeforeUploadSecrets(t *testing.T) {
+	eachBackend(t, testPerUploadWebhookFromBeforeUploadSecrets)
+}
+
+func testPerUploadWebhookFromBeforeUploadSecrets(t *testing.T, open backend) {
+	secret := NewSecret()
+	f := newFixture(t, open, secret)
+	rcv := newReceiver(t)
+	rcv.secret = secret
+	ev := jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0)
+	ev.WebhookUrl = rcv.srv.URL + "/per-upload"
+	f.store.Apply(t.Context(), ev)
+	if _, err := f.db.ExecContext(t.Context(), `UPDATE webhook_endpoints SET derived_secret = 0 WHERE job_id = ?`, testJob); err != nil {
+		t.Fatal(err)
+	}
+	f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_READY, 1))
+	f.dispatch(t)
+	var types []string
+	for _, p := range rcv.payloads() {
+		types = append(types, p.Type)
+	}
+	if strings.Join(types, ",") != "job.created,job.ready" {
+		t.Fatalf("legacy per-upload webhook got %v", types)
 	}
 }

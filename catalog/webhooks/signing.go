@@ -1,7 +1,9 @@
 package webhooks
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -68,4 +70,20 @@ func SignatureHeader(keys [][]byte, id string, ts time.Time, body []byte) string
 		sigs = append(sigs, Sign(k, id, ts, body))
 	}
 	return strings.Join(sigs, " ")
+}
+
+// UploadSecret is the signing secret of the per-upload webhook of job jobID:
+// "whsec_" + base64 of HMAC-SHA256(key of defaultSecret, "upload:" + jobID).
+// Ingest computes it for the upload answer and the catalog signs that
+// upload's deliveries with it, so neither stores it nor sends it to the
+// other, and one upload's receiver cannot sign (forge) another's
+// deliveries. defaultSecret is KILN_WEBHOOK_SECRET ("whsec_…").
+func UploadSecret(defaultSecret, jobID string) (string, error) {
+	key, err := ParseSecret(defaultSecret)
+	if err != nil {
+		return "", err
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("upload:" + jobID))
+	return SecretPrefix + base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
 }

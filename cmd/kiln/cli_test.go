@@ -299,6 +299,10 @@ func (f *fakeAPI) handler() http.Handler {
 		f.received, _ = io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
+		if r.URL.Query().Get("webhook_url") != "" {
+			fmt.Fprint(w, `{"job_id":"job_1","asset_id":"ast_1","status_url":"x","asset_url":"y","webhook_secret":"whsec_upload"}`)
+			return
+		}
 		fmt.Fprint(w, `{"job_id":"job_1","asset_id":"ast_1","status_url":"x","asset_url":"y"}`)
 	})
 	mux.HandleFunc("GET /v1/jobs/job_1/events", func(w http.ResponseWriter, r *http.Request) {
@@ -364,6 +368,11 @@ func TestUploadStreamsTheFile(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "uploaded 300.0 KiB in") {
 		t.Fatalf("stderr lacks the summary: %q", stderr)
+	}
+	// The webhook's secret, which the server shows once, is printed (on
+	// stderr: stdout stays the job id for scripts).
+	if !strings.Contains(stderr.String(), "webhook secret (shown once; verifies this upload's webhooks): whsec_upload\n") {
+		t.Fatalf("stderr lacks the webhook secret: %q", stderr)
 	}
 }
 

@@ -83,14 +83,19 @@ func (e *cliEnv) upload(ctx context.Context, args []string) error {
 	}
 	defer resp.Body.Close()
 	var up struct {
-		JobID   string `json:"job_id"`
-		AssetID string `json:"asset_id"`
+		JobID         string `json:"job_id"`
+		AssetID       string `json:"asset_id"`
+		WebhookSecret string `json:"webhook_secret"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&up); err != nil || up.JobID == "" {
 		bar.stop()
 		return withCode(exitServer, fmt.Errorf("upload: unreadable answer (status %d): %v", resp.StatusCode, err))
 	}
 	bar.done()
+	if up.WebhookSecret != "" {
+		// Shown once, by the server too: keep it to verify the webhooks.
+		fmt.Fprintf(e.stderr, "webhook secret (shown once; verifies this upload's webhooks): %s\n", up.WebhookSecret)
+	}
 	fmt.Fprintln(e.stdout, up.JobID)
 	if !*wait {
 		return nil

@@ -32,7 +32,7 @@ type roleFlags struct {
 	settings []setting
 	cfg      app.Config
 	// Flags that parse converts into cfg once they are known.
-	apiKeys, signingKey, webhookSchedule string
+	apiKeys, signingKey, webhookSchedule, trustedProxies string
 }
 
 // setting is one flag and its KILN_* variable.
@@ -66,6 +66,14 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.secretFlag(&f.apiKeys, "api-keys", "KILN_API_KEYS", "comma-separated bearer API keys: key (write), key:read, key:write or name=key:scope", validAPIKeys)
 	f.floatFlag(&c.APIRateLimit, "api-rate-limit", "KILN_API_RATE_LIMIT", "requests/second each API key may make (0 = unlimited)", atLeast(0.0))
 	f.intFlag(&c.APIRateBurst, "api-rate-burst", "KILN_API_RATE_BURST", "requests an API key may make at once above its rate", atLeast(1))
+	f.intFlag(&c.AuthFailures, "auth-failures", "KILN_AUTH_FAILURES", "failed authentications a client address may make a minute before it gets 429 (0 = no throttling)", atLeast(0))
+	f.strFlag(&f.trustedProxies, "trusted-proxies", "KILN_TRUSTED_PROXIES", "comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client", validProxies)
+	f.floatFlag(&c.PlaybackRateLimit, "playback-rate-limit", "KILN_PLAYBACK_RATE_LIMIT", "requests/second each client address may make to playback routes (catalog; 0 = unlimited)", atLeast(0.0))
+	f.intFlag(&c.PlaybackRateBurst, "playback-rate-burst", "KILN_PLAYBACK_RATE_BURST", "playback requests a client address may make at once above its rate (catalog)", atLeast(1))
+	f.durFlag(&c.HTTPReadTimeout, "http-read-timeout", "KILN_HTTP_READ_TIMEOUT", "time to read a whole request, body included (uploads excepted)", within(time.Second, time.Hour))
+	f.durFlag(&c.HTTPIdleTimeout, "http-idle-timeout", "KILN_HTTP_IDLE_TIMEOUT", "how long an idle keep-alive connection stays open", within(time.Second, time.Hour))
+	f.durFlag(&c.UploadProgressTimeout, "upload-progress-timeout", "KILN_UPLOAD_PROGRESS_TIMEOUT", "an upload body that sends nothing for this long is cut (ingest)", within(time.Second, time.Hour))
+	f.intFlag(&c.SSEMaxStreamsPerKey, "sse-max-streams-per-key", "KILN_SSE_MAX_STREAMS_PER_KEY", "open job event streams one API key may hold (catalog)", atLeast(1))
 	f.strFlag(&c.NATSURL, "nats-url", "KILN_NATS_URL", "NATS server URL (ingest/worker/catalog roles)", when(!serve, nonEmpty))
 	f.strFlag(&c.NATSListen, "nats-listen", "KILN_NATS_LISTEN", "embedded NATS listen address (serve)", when(serve, nonEmpty))
 	f.strFlag(&c.NATSStoreDir, "nats-store-dir", "KILN_NATS_STORE_DIR", "embedded NATS JetStream store (serve)", when(serve, nonEmpty))
@@ -142,6 +150,9 @@ func (f *roleFlags) parse(args []string) (app.Config, error) {
 		return app.Config{}, fmt.Errorf("api keys: %w", err)
 	}
 	cfg.APIKeys = keys
+	if cfg.TrustedProxies, err = httpapi.ParseProxies(f.trustedProxies); err != nil {
+		return app.Config{}, err
+	}
 	if cfg.WebhookRetrySchedule, err = webhooks.ParseSchedule(f.webhookSchedule); err != nil {
 		return app.Config{}, err
 	}
@@ -399,6 +410,11 @@ func validLogLevel(s string) error {
 
 func validAPIKeys(s string) error {
 	_, err := httpapi.ParseKeys(s)
+	return err
+}
+
+func validProxies(s string) error {
+	_, err := httpapi.ParseProxies(s)
 	return err
 }
 

@@ -43,12 +43,12 @@ func mustKeys(t *testing.T, s string) []httpapi.APIKey {
 	return keys
 }
 
-// defaultsFor is what parseFlags returns given only the API key "k".
+// defaultsFor is what parseFlags returns given only one API key.
 func defaultsFor(t *testing.T) app.Config {
 	t.Helper()
 	want := app.Defaults()
 	want.PublicURL = "http://" + want.HTTPAddr
-	want.APIKeys = mustKeys(t, "k")
+	want.APIKeys = mustKeys(t, "kiln_k0123456789abcdef0123")
 	return want
 }
 
@@ -56,7 +56,7 @@ func TestConfigDefaults(t *testing.T) {
 	for _, role := range allRoles {
 		t.Run(role, func(t *testing.T) {
 			cleanEnv(t, nil)
-			got, err := parseFlags(role, []string{"-api-keys", "k"}, io.Discard)
+			got, err := parseFlags(role, []string{"-api-keys", "kiln_k0123456789abcdef0123"}, io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,7 +68,7 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestConfigApplied(t *testing.T) {
-	keysAB, keysFlag := mustKeys(t, "a,ro=b:read"), mustKeys(t, "fromflag")
+	keysAB, keysFlag := mustKeys(t, "kiln_a0123456789abcdef0123,ro=kiln_b0123456789abcdef0123:read"), mustKeys(t, "kiln_fromflag0123456789abc")
 	tests := []struct {
 		name string
 		role string // default "serve"
@@ -134,7 +134,7 @@ func TestConfigApplied(t *testing.T) {
 		},
 		{
 			name: "secrets and lists",
-			env: map[string]string{"KILN_API_KEYS": "a,ro=b:read", "KILN_WEBHOOK_RETRY_SCHEDULE": "1s, 2m",
+			env: map[string]string{"KILN_API_KEYS": "kiln_a0123456789abcdef0123,ro=kiln_b0123456789abcdef0123:read", "KILN_WEBHOOK_RETRY_SCHEDULE": "1s, 2m",
 				"KILN_PLAYBACK_SIGNING_KEY": " 0123456789abcdef ", "KILN_WEBHOOK_SECRET": " whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw "},
 			args: []string{},
 			want: func(c *app.Config) {
@@ -142,6 +142,17 @@ func TestConfigApplied(t *testing.T) {
 				c.WebhookRetrySchedule = []time.Duration{time.Second, 2 * time.Minute}
 				c.PlaybackSigningKey = []byte("0123456789abcdef")
 				c.WebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+			},
+		},
+		{
+			name: "server hardening",
+			env: map[string]string{"KILN_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1", "KILN_AUTH_FAILURES": "0",
+				"KILN_PLAYBACK_RATE_LIMIT": "5.5", "KILN_PLAYBACK_RATE_BURST": "9", "KILN_HTTP_READ_TIMEOUT": "45s",
+				"KILN_HTTP_IDLE_TIMEOUT": "5m", "KILN_UPLOAD_PROGRESS_TIMEOUT": "2m", "KILN_SSE_MAX_STREAMS_PER_KEY": "3"},
+			want: func(c *app.Config) {
+				c.TrustedProxies, _ = httpapi.ParseProxies("10.0.0.0/8,127.0.0.1")
+				c.AuthFailures, c.PlaybackRateLimit, c.PlaybackRateBurst = 0, 5.5, 9
+				c.HTTPReadTimeout, c.HTTPIdleTimeout, c.UploadProgressTimeout, c.SSEMaxStreamsPerKey = 45*time.Second, 5*time.Minute, 2*time.Minute, 3
 			},
 		},
 		{
@@ -170,8 +181,8 @@ func TestConfigApplied(t *testing.T) {
 			want: func(c *app.Config) { c.Concurrency, c.LogLevel = 3, "warn" },
 		},
 		{
-			name: "api keys flag over env", env: map[string]string{"KILN_API_KEYS": "fromenv"},
-			args: []string{"-api-keys", "fromflag"},
+			name: "api keys flag over env", env: map[string]string{"KILN_API_KEYS": "kiln_fromenv0123456789abcd"},
+			args: []string{"-api-keys", "kiln_fromflag0123456789abc"},
 			want: func(c *app.Config) { c.APIKeys = keysFlag },
 		},
 		{
@@ -195,7 +206,7 @@ func TestConfigApplied(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			role := cmpOr(tt.role, "serve")
-			env := map[string]string{"KILN_API_KEYS": "k"}
+			env := map[string]string{"KILN_API_KEYS": "kiln_k0123456789abcdef0123"}
 			if role == "worker" {
 				env["KILN_API_KEYS"] = ""
 			}
@@ -287,6 +298,13 @@ func TestConfigErrors(t *testing.T) {
 			want: []string{"KILN_CONCURRENCY", "KILN_MAX_WIDTH"},
 		},
 		{
+			name: "short api key", env: map[string]string{"KILN_API_KEYS": "ci=topsecret:write"},
+			want: []string{"KILN_API_KEYS: ", "(ci): the key has 9 characters, want at least 24"}, notWant: []string{"topsecret"},
+		},
+		{name: "bad trusted proxy", env: map[string]string{"KILN_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, want: []string{`KILN_TRUSTED_PROXIES="10.0.0.0/8,proxy.local": trusted proxy "proxy.local"`}},
+		{name: "read timeout range", env: map[string]string{"KILN_HTTP_READ_TIMEOUT": "0s"}, want: []string{"KILN_HTTP_READ_TIMEOUT=0s: must be from 1s to 1h"}},
+		{name: "negative auth failures", args: []string{"-auth-failures=-1"}, want: []string{"-auth-failures=-1: must be at least 0"}},
+		{
 			name: "api keys are not shown", env: map[string]string{"KILN_API_KEYS": "topsecretkey:admin"},
 			want: []string{"KILN_API_KEYS: ", "bad API key entry"}, notWant: []string{"topsecretkey"},
 		},
@@ -303,7 +321,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := map[string]string{"KILN_API_KEYS": "k"}
+			env := map[string]string{"KILN_API_KEYS": "kiln_k0123456789abcdef0123"}
 			for k, v := range tt.env {
 				env[k] = v
 			}
@@ -329,56 +347,64 @@ func TestConfigErrors(t *testing.T) {
 // TestHelpShowsAppDefaults: the default -help shows for every flag is
 // app.Defaults()' field, so a default cannot be declared in two places.
 func TestHelpShowsAppDefaults(t *testing.T) {
-	cleanEnv(t, map[string]string{"KILN_CONCURRENCY": "9", "KILN_API_KEYS": "secret-key"}) // not shown by -help
+	cleanEnv(t, map[string]string{"KILN_CONCURRENCY": "9", "KILN_API_KEYS": "kiln_secret-key0123456789a"}) // not shown by -help
 	d := app.Defaults()
 	want := map[string]any{
-		"http-addr":              d.HTTPAddr,
-		"public-url":             d.PublicURL,
-		"api-keys":               "",
-		"api-rate-limit":         d.APIRateLimit,
-		"api-rate-burst":         d.APIRateBurst,
-		"nats-url":               d.NATSURL,
-		"nats-listen":            d.NATSListen,
-		"nats-store-dir":         d.NATSStoreDir,
-		"redis-addr":             d.RedisAddr,
-		"redis-password":         d.RedisPassword,
-		"redis-db":               d.RedisDB,
-		"s3-endpoint":            d.S3.Endpoint,
-		"s3-access-key":          d.S3.AccessKey,
-		"s3-secret-key":          d.S3.SecretKey,
-		"s3-region":              d.S3.Region,
-		"s3-secure":              d.S3.Secure,
-		"sources-bucket":         d.SourcesBucket,
-		"outputs-bucket":         d.OutputsBucket,
-		"s3-notify-arn":          d.NotifyARN,
-		"database":               d.Database,
-		"playback-signing-key":   string(d.PlaybackSigningKey),
-		"playback-token-ttl":     d.PlaybackTokenTTL,
-		"playback-delivery":      d.PlaybackDelivery,
-		"webhook-secret":         d.WebhookSecret,
-		"webhook-retry-schedule": d.WebhookRetrySchedule,
-		"webhook-allow-loopback": d.WebhookAllowLoopback,
-		"reconcile-interval":     d.ReconcileInterval,
-		"reconcile-grace":        d.ReconcileGrace,
-		"work-dir":               d.WorkDir,
-		"presets-file":           d.PresetsFile,
-		"max-source-bytes":       d.Limits.MaxBytes,
-		"max-duration":           d.Limits.MaxDuration,
-		"max-width":              d.Limits.MaxWidth,
-		"max-height":             d.Limits.MaxHeight,
-		"concurrency":            d.Concurrency,
-		"task-lease":             d.TaskLease,
-		"ffmpeg":                 d.FFmpegPath,
-		"ffprobe":                d.FFprobePath,
-		"ffmpeg-threads":         d.FFmpegThreads,
-		"ffmpeg-max-memory":      d.FFmpegMaxMemory,
-		"direct-upload-ttl":      d.DirectUploadTTL,
-		"x264-preset":            d.X264Preset,
-		"max-upload-bytes":       d.MaxUploadBytes,
-		"shutdown-timeout":       d.ShutdownTimeout,
-		"log-level":              d.LogLevel,
-		"log-format":             d.LogFormat,
-		"pyroscope-url":          d.PyroscopeURL,
+		"http-addr":               d.HTTPAddr,
+		"public-url":              d.PublicURL,
+		"api-keys":                "",
+		"api-rate-limit":          d.APIRateLimit,
+		"api-rate-burst":          d.APIRateBurst,
+		"nats-url":                d.NATSURL,
+		"nats-listen":             d.NATSListen,
+		"nats-store-dir":          d.NATSStoreDir,
+		"redis-addr":              d.RedisAddr,
+		"redis-password":          d.RedisPassword,
+		"redis-db":                d.RedisDB,
+		"s3-endpoint":             d.S3.Endpoint,
+		"s3-access-key":           d.S3.AccessKey,
+		"s3-secret-key":           d.S3.SecretKey,
+		"s3-region":               d.S3.Region,
+		"s3-secure":               d.S3.Secure,
+		"sources-bucket":          d.SourcesBucket,
+		"outputs-bucket":          d.OutputsBucket,
+		"s3-notify-arn":           d.NotifyARN,
+		"database":                d.Database,
+		"playback-signing-key":    string(d.PlaybackSigningKey),
+		"playback-token-ttl":      d.PlaybackTokenTTL,
+		"playback-delivery":       d.PlaybackDelivery,
+		"webhook-secret":          d.WebhookSecret,
+		"webhook-retry-schedule":  d.WebhookRetrySchedule,
+		"webhook-allow-loopback":  d.WebhookAllowLoopback,
+		"reconcile-interval":      d.ReconcileInterval,
+		"reconcile-grace":         d.ReconcileGrace,
+		"work-dir":                d.WorkDir,
+		"presets-file":            d.PresetsFile,
+		"max-source-bytes":        d.Limits.MaxBytes,
+		"max-duration":            d.Limits.MaxDuration,
+		"max-width":               d.Limits.MaxWidth,
+		"max-height":              d.Limits.MaxHeight,
+		"concurrency":             d.Concurrency,
+		"task-lease":              d.TaskLease,
+		"ffmpeg":                  d.FFmpegPath,
+		"ffprobe":                 d.FFprobePath,
+		"ffmpeg-threads":          d.FFmpegThreads,
+		"ffmpeg-max-memory":       d.FFmpegMaxMemory,
+		"direct-upload-ttl":       d.DirectUploadTTL,
+		"x264-preset":             d.X264Preset,
+		"max-upload-bytes":        d.MaxUploadBytes,
+		"shutdown-timeout":        d.ShutdownTimeout,
+		"log-level":               d.LogLevel,
+		"log-format":              d.LogFormat,
+		"pyroscope-url":           d.PyroscopeURL,
+		"auth-failures":           d.AuthFailures,
+		"trusted-proxies":         "",
+		"playback-rate-limit":     d.PlaybackRateLimit,
+		"playback-rate-burst":     d.PlaybackRateBurst,
+		"http-read-timeout":       d.HTTPReadTimeout,
+		"http-idle-timeout":       d.HTTPIdleTimeout,
+		"upload-progress-timeout": d.UploadProgressTimeout,
+		"sse-max-streams-per-key": d.SSEMaxStreamsPerKey,
 	}
 	for _, role := range allRoles {
 		t.Run(role, func(t *testing.T) {

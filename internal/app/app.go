@@ -137,9 +137,11 @@ func (p *process) connect(ctx context.Context) error {
 	p.redis = cancel.NewRedisClient(redisOpt)
 	p.onClose(func() { _ = p.redis.Close() })
 	p.cancel = &cancel.Service{Redis: p.redis, Inspector: p.inspector, Events: b, Logger: p.log.Named("cancel")}
-	if p.keys, err = httpapi.NewKeySet(httpapi.KeysConfig{Keys: cfg.APIKeys, RateLimit: cfg.APIRateLimit, Burst: cfg.APIRateBurst}); err != nil {
+	if p.keys, err = httpapi.NewKeySet(httpapi.KeysConfig{Keys: cfg.APIKeys, RateLimit: cfg.APIRateLimit, Burst: cfg.APIRateBurst,
+		AuthFailures: cfg.AuthFailures, Proxies: cfg.TrustedProxies, Logger: p.log.Named("auth")}); err != nil {
 		return err
 	}
+	p.collectors = append(p.collectors, p.keys) // authentication failures on /metrics
 
 	// Storage setup waits for the object store, which may start after kiln
 	// (or restart): kiln is ready once the buckets and notification are set.
@@ -176,12 +178,7 @@ func (p *process) serveHTTP(ctx context.Context) error {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", p.ready)
-	server := &http.Server{
-		Addr:              cfg.HTTPAddr,
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
+	server := newHTTPServer(ctx, cfg, mux)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)
@@ -203,14 +200,34 @@ func (p *process) serveHTTP(ctx context.Context) error {
 	return nil
 }
 
-// ready answers /readyz: 200 when every dependency answers, 503 with the
-// failing ones otherwise.
+// newHTTPServer is the process's HTTP server: every request has
+// httpReadHeaderTimeout for its headers and cfg.HTTPReadTimeout to be read
+// whole (the upload route extends its own deadline as its body arrives,
+// ingest.Config.UploadProgressTimeout), and a keep-alive connection waits
+// cfg.HTTPIdleTimeout for its next request. There is no write timeout:
+// event streams and proxied downloads run long; event streams bound each
+// write themselves.
+func newHTTPServer(ctx context.Context, cfg Config, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              cfg.HTTPAddr,
+		Handler:           h,
+		ReadHeaderTimeout: min(httpReadHeaderTimeout, cfg.HTTPReadTimeout),
+		ReadTimeout:       cfg.HTTPReadTimeout,
+		IdleTimeout:       cfg.HTTPIdleTimeout,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+}
+
+// ready answers /readyz: 200 when every dependency answers, 503 otherwise,
+// with "ok" or "unavailable" per dependency. The errors, which name
+// internal addresses, go to the log only: /readyz needs no key.
 func (p *process) ready(w http.ResponseWriter, r *http.Request) {
 	status, code := map[string]string{}, http.StatusOK
 	for name, check := range p.checks {
 		cctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		if err := check(cctx); err != nil {
-			status[name], code = err.Error(), http.StatusServiceUnavailable
+			status[name], code = "unavailable", http.StatusServiceUnavailable
+			p.log.Warn("readiness check failed", zap.String("check", name), zap.Error(err))
 		} else {
 			status[name] = "ok"
 		}

@@ -54,6 +54,8 @@ func (p *process) catalog(ctx context.Context) error {
 		SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
 		Canceler: p.cancel, Retrier: retrier, RenditionRetrier: retrier,
 		Remover: p.objects, OutputsBucket: cfg.OutputsBucket,
+		MaxStreamsPerKey: cfg.SSEMaxStreamsPerKey, PlaybackRateLimit: cfg.PlaybackRateLimit,
+		PlaybackRateBurst: cfg.PlaybackRateBurst, Proxies: cfg.TrustedProxies,
 	})
 	if err != nil {
 		return err
@@ -74,7 +76,7 @@ func (p *process) catalog(ctx context.Context) error {
 	if cfg.ReconcileInterval > 0 {
 		rec, err := catalog.NewReconciler(catalog.ReconcilerConfig{
 			Store: store, Objects: p.objects, SourcesBucket: cfg.SourcesBucket, Events: p.bus,
-			Queue: p.queue, Tasks: p.inspector, Attempts: p.cancel, Jobs: p.cancel,
+			Queue: p.queue, Tasks: p.inspector, Attempts: p.cancel, Jobs: p.cancel, Renditions: retrier,
 			Interval: cfg.ReconcileInterval, Grace: cfg.ReconcileGrace, Logger: p.log.Named("reconciler"),
 		})
 		if err != nil {

@@ -35,6 +35,29 @@ type Config struct {
 	// APIRateBurst the requests it may make at once.
 	APIRateLimit float64
 	APIRateBurst int
+	// AuthFailures is how many failed authentications a client address may
+	// make a minute before it is throttled (0: never).
+	AuthFailures int
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client (rate limits and throttling are per client address).
+	TrustedProxies httpapi.Proxies
+	// PlaybackRateLimit is each client address's sustained requests/second
+	// on the open playback routes (0: unlimited), PlaybackRateBurst the
+	// requests it may make at once (catalog).
+	PlaybackRateLimit float64
+	PlaybackRateBurst int
+
+	// HTTPReadTimeout bounds reading a request, body included (uploads get
+	// UploadProgressTimeout instead); HTTPIdleTimeout how long a keep-alive
+	// connection may wait for its next request.
+	HTTPReadTimeout time.Duration
+	HTTPIdleTimeout time.Duration
+	// UploadProgressTimeout is how long an upload body may send nothing
+	// before it is cut (ingest).
+	UploadProgressTimeout time.Duration
+	// SSEMaxStreamsPerKey bounds the open event streams of one API key
+	// (catalog).
+	SSEMaxStreamsPerKey int
 
 	RedisAddr     string
 	RedisPassword string
@@ -123,6 +146,15 @@ func Defaults() Config {
 		HTTPAddr:     "127.0.0.1:8700",
 		APIRateLimit: httpapi.DefaultRateLimit,
 		APIRateBurst: httpapi.DefaultRateBurst,
+		AuthFailures: httpapi.DefaultAuthFailures,
+
+		PlaybackRateLimit: catalog.DefaultPlaybackRateLimit,
+		PlaybackRateBurst: catalog.DefaultPlaybackRateBurst,
+
+		HTTPReadTimeout:       DefaultHTTPReadTimeout,
+		HTTPIdleTimeout:       DefaultHTTPIdleTimeout,
+		UploadProgressTimeout: ingest.DefaultUploadProgressTimeout,
+		SSEMaxStreamsPerKey:   catalog.DefaultMaxStreamsPerKey,
 
 		RedisAddr: "127.0.0.1:6379",
 
@@ -159,4 +191,13 @@ func Defaults() Config {
 		LogFormat: "json",
 	}
 }
+
+// HTTP server limits (KILN_HTTP_READ_TIMEOUT, KILN_HTTP_IDLE_TIMEOUT); the
+// request headers always have httpReadHeaderTimeout.
+const (
+	DefaultHTTPReadTimeout = 30 * time.Second
+	DefaultHTTPIdleTimeout = 2 * time.Minute
+	httpReadHeaderTimeout  = 10 * time.Second
+)
+
 func (c *Config) has(r Role) bool { return slices.Contains(c.Roles, r) }

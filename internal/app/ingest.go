@@ -21,7 +21,8 @@ func (p *process) ingest(ctx context.Context) error {
 		SourcesBucket: p.cfg.SourcesBucket, PublicURL: p.cfg.PublicURL,
 		MaxUploadBytes: p.cfg.MaxUploadBytes, Presets: workers.PresetNames(presets), Logger: p.log.Named("ingest"),
 		Idempotency: &ingest.RedisIdempotency{Redis: p.redis}, Remover: p.objects, Presigner: p.objects,
-		DirectUploadTTL: p.cfg.DirectUploadTTL,
+		DirectUploadTTL: p.cfg.DirectUploadTTL, UploadProgressTimeout: p.cfg.UploadProgressTimeout,
+		WebhookSecret: p.cfg.WebhookSecret,
 	})
 	httpapi.Mount(p.mux, p.keys, in.Routes())
 	p.g.Go(func() error {

@@ -69,6 +69,7 @@ func (p *process) worker(ctx context.Context) error {
 		BaseContext: func() context.Context { return handlers },
 	})
 	if err := srv.Start(mux); err != nil {
+		stopHandlers()
 		return fmt.Errorf("asynq server: %w", err)
 	}
 	p.g.Go(func() error {

@@ -96,7 +96,7 @@ func TestWorkerKilledMidTranscode(t *testing.T) {
 	w1 := startKiln(t, "worker1", append(env, "KILN_CONCURRENCY=1", "KILN_HTTP_ADDR="+testenv.FreeAddr(t)), "worker")
 	w2 := startKiln(t, "worker2", append(env, "KILN_CONCURRENCY=1", "KILN_HTTP_ADDR="+testenv.FreeAddr(t)), "worker")
 
-	api := stack{APIURL: "http://" + httpAddr, APIKey: "crashkey"}
+	api := stack{APIURL: "http://" + httpAddr, APIKey: isolatedKey("crash")}
 	clip := makeClip(t, "long.mp4", 20, "640x360")
 	code, up, e := api.upload(t, openFile(t, clip), "video/mp4", "?filename=long.mp4")
 	if code != http.StatusAccepted {
@@ -187,10 +187,10 @@ func TestWorkerKilledMidTranscode(t *testing.T) {
 // isolatedEnv is the environment of a kiln the test starts itself, beside
 // the shared stack: its own Redis database, NATS (embedded on natsAddr),
 // buckets named kiln-<name>-sources/-outputs (no bucket notifications),
-// SQLite file and work dir under work, and the API key <name>key.
+// SQLite file and work dir under work, and the API key isolatedKey(name).
 func isolatedEnv(s stack, name string, redisDB int, work, httpAddr, natsAddr string) []string {
 	return []string{
-		"KILN_HTTP_ADDR=" + httpAddr, "KILN_API_KEYS=" + name + "key",
+		"KILN_HTTP_ADDR=" + httpAddr, "KILN_API_KEYS=" + isolatedKey(name),
 		"KILN_REDIS_ADDR=" + s.RedisAddr, fmt.Sprintf("KILN_REDIS_DB=%d", redisDB),
 		"KILN_NATS_URL=nats://" + natsAddr, "KILN_NATS_LISTEN=" + natsAddr, "KILN_NATS_STORE_DIR=" + filepath.Join(work, "nats"),
 		"KILN_S3_ENDPOINT=" + s.S3.Endpoint, "KILN_S3_ACCESS_KEY=" + s.S3.AccessKey, "KILN_S3_SECRET_KEY=" + s.S3.SecretKey,
@@ -217,3 +217,7 @@ func waitReady(t *testing.T, base string) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// isolatedKey is the API key of the kiln isolatedEnv configures (at least
+// httpapi.MinKeyLength characters).
+func isolatedKey(name string) string { return "kiln_" + name + "_key_0123456789abcdef" }

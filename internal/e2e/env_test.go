@@ -162,9 +162,10 @@ func (s stack) uploadMultipart(t *testing.T, file, query string) (int, uploadRes
 }
 
 type uploadResponse struct {
-	JobID     string `json:"job_id"`
-	AssetID   string `json:"asset_id"`
-	StatusURL string `json:"status_url"`
+	JobID         string `json:"job_id"`
+	AssetID       string `json:"asset_id"`
+	StatusURL     string `json:"status_url"`
+	WebhookSecret string `json:"webhook_secret"`
 }
 
 func (s stack) upload(t *testing.T, body io.Reader, contentType, query string) (int, uploadResponse, apiError) {

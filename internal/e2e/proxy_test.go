@@ -31,7 +31,7 @@ func TestBehindReverseProxy(t *testing.T) {
 		"KILN_PUBLIC_URL="+public, "KILN_CONCURRENCY=1", "KILN_PLAYBACK_DELIVERY=proxy"), "serve")
 	waitReady(t, "http://"+httpAddr)
 
-	api := stack{APIURL: public, APIKey: "proxykey"}
+	api := stack{APIURL: public, APIKey: isolatedKey("proxy")}
 	code, up, e := api.upload(t, openFile(t, makeClip(t, "proxied.mp4", 3, "320x180")), "video/mp4", "?filename=proxied.mp4")
 	if code != http.StatusAccepted {
 		t.Fatalf("upload through the proxy: %d %+v", code, e)

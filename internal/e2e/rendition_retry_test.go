@@ -46,7 +46,7 @@ exec %q "$@"
 		"KILN_FFMPEG="+wrapper, "KILN_CONCURRENCY=1"), "serve")
 	base := "http://" + httpAddr
 	waitReady(t, base)
-	api := stack{APIURL: base, APIKey: "retrykey"}
+	api := stack{APIURL: base, APIKey: isolatedKey("retry")}
 
 	code, up, e := api.upload(t, openFile(t, makeClip(t, "retry.mp4", 3, "640x360")), "video/mp4", "?filename=retry.mp4")
 	if code != http.StatusAccepted {

@@ -30,6 +30,8 @@ type hookReceiver struct {
 	attempts map[string]int             // webhook-id → requests
 	accepted map[string]int             // webhook-id → 204 answers
 	payloads map[string]webhookEnvelope // webhook-id → verified body
+	// also, when set, sees every request (under mu) before it is verified.
+	also func(body []byte, h http.Header)
 }
 
 type webhookEnvelope struct {
@@ -59,6 +61,9 @@ func (r *hookReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	body, err := io.ReadAll(req.Body)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.also != nil {
+		r.also(body, req.Header)
+	}
 	if r.secret == "" { // not registered yet: come back later
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
@@ -280,17 +285,25 @@ func TestWebhooks(t *testing.T) {
 }
 
 // TestPerUploadWebhook: an upload's own webhook_url receives the job's
-// events signed with the server's default secret, and deleting the asset
-// sends asset.deleted.
+// events signed with the secret its upload answer carried — that upload's
+// own, not the server's default secret, which does not verify them — and
+// deleting the asset sends asset.deleted.
 func TestPerUploadWebhook(t *testing.T) {
 	s := needStack(t)
-	secret := os.Getenv("KILN_TEST_WEBHOOK_SECRET")
-	if secret == "" {
+	defaultSecret := os.Getenv("KILN_TEST_WEBHOOK_SECRET")
+	if defaultSecret == "" {
 		t.Fatal("KILN_TEST_WEBHOOK_SECRET is required")
 	}
 	rcv := newHookReceiver(t)
+	// Every request is also checked against the default secret: it must
+	// not verify.
+	var defaultVerified int // under rcv.mu
 	rcv.mu.Lock()
-	rcv.secret = secret
+	rcv.also = func(body []byte, h http.Header) {
+		if wh, err := standardwebhooks.NewWebhook(defaultSecret); err == nil && wh.Verify(body, h) == nil {
+			defaultVerified++
+		}
+	}
 	rcv.mu.Unlock()
 
 	clip := makeClip(t, "perupload.mp4", 2, "320x240")
@@ -298,6 +311,26 @@ func TestPerUploadWebhook(t *testing.T) {
 	if code != http.StatusAccepted {
 		t.Fatalf("upload: status %d", code)
 	}
+	if !strings.HasPrefix(up.WebhookSecret, "whsec_") || up.WebhookSecret == defaultSecret {
+		t.Fatalf("upload answer's webhook_secret %q: want the upload's own whsec_ secret", up.WebhookSecret)
+	}
+	rcv.mu.Lock()
+	rcv.secret = up.WebhookSecret
+	rcv.mu.Unlock()
+	// Another upload gets another secret; one without webhook_url none.
+	other := makeClip(t, "perupload-other.mp4", 1, "160x120")
+	rcv2 := newHookReceiver(t) // verifies with the second upload's secret
+	code, up2, _ := s.uploadMultipart(t, other, "?webhook_url="+url.QueryEscape(rcv2.srv.URL+"/other"))
+	if code != http.StatusAccepted || up2.WebhookSecret == "" || up2.WebhookSecret == up.WebhookSecret {
+		t.Errorf("second upload: %d, webhook_secret %q", code, up2.WebhookSecret)
+	}
+	rcv2.mu.Lock()
+	rcv2.secret = up2.WebhookSecret
+	rcv2.mu.Unlock()
+	if code, up3, _ := s.uploadMultipart(t, other, ""); code != http.StatusAccepted || up3.WebhookSecret != "" {
+		t.Errorf("upload without webhook_url: %d, webhook_secret %q", code, up3.WebhookSecret)
+	}
+
 	if job := s.waitJob(t, up.JobID, jobTimeout); job.State != "ready" {
 		t.Fatalf("job ended %q: %+v", job.State, job.Error)
 	}
@@ -311,4 +344,9 @@ func TestPerUploadWebhook(t *testing.T) {
 	eventually(t, time.Minute, "asset.deleted at the per-upload URL", func() bool {
 		return len(rcv.events(up.JobID)["asset.deleted"]) == 1
 	})
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	if defaultVerified != 0 {
+		t.Errorf("%d deliveries verify with the server's default secret", defaultVerified)
+	}
 }

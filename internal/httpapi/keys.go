@@ -6,13 +6,17 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 )
 
@@ -30,6 +34,14 @@ const (
 	DefaultRateLimit = 20
 	DefaultRateBurst = 40
 )
+
+// MinKeyLength is the shortest API key ParseKeys accepts, in bytes: 24
+// random characters are out of reach of guessing, short keys are not.
+const MinKeyLength = 24
+
+// DefaultAuthFailures is how many failed authentications a client address
+// may make a minute (KILN_AUTH_FAILURES) before it is throttled.
+const DefaultAuthFailures = 10
 
 // ErrBadKeySpec is wrapped by every KILN_API_KEYS parsing error.
 var ErrBadKeySpec = errors.New("bad API key entry")
@@ -59,8 +71,9 @@ var keyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // The scope is what follows the last ':', so a key containing ':' needs an
 // explicit scope; a name is what precedes the first '=' of an entry that has
 // a scope, so a plain key may contain '=' (base64 padding). Empty entries
-// are skipped; a malformed entry, an unknown scope, a repeated name or a
-// repeated key is an error. Errors never contain the secret.
+// are skipped; a malformed entry, an unknown scope, a key shorter than
+// MinKeyLength, a repeated name or a repeated key is an error. Errors never
+// contain the secret.
 func ParseKeys(s string) ([]APIKey, error) {
 	var keys []APIKey
 	names := map[string]bool{}
@@ -92,6 +105,10 @@ func ParseKeys(s string) ([]APIKey, error) {
 		if k.Name == "" {
 			k.Name = "key-" + strconv.Itoa(pos)
 		}
+		if len(k.Secret) < MinKeyLength {
+			return nil, fmt.Errorf("%w #%d (%s): the key has %d characters, want at least %d (e.g. kiln_ + 32 random hex digits: openssl rand -hex 16)",
+				ErrBadKeySpec, pos, k.Name, len(k.Secret), MinKeyLength)
+		}
 		if names[k.Name] {
 			return nil, fmt.Errorf("%w #%d: name %q used twice", ErrBadKeySpec, pos, k.Name)
 		}
@@ -114,6 +131,15 @@ type KeysConfig struct {
 	// Burst is how many requests a key may make at once; at least 1 when
 	// RateLimit is set.
 	Burst int
+	// AuthFailures is how many failed authentications (a missing or unknown
+	// key) one client address may make a minute; past that, every request
+	// of that address answers 429 rate_limited with Retry-After until the
+	// budget refills. 0 turns throttling off.
+	AuthFailures int
+	// Proxies tells the client address behind a trusted reverse proxy.
+	Proxies Proxies
+	// Logger logs failed authentications; a no-op logger when nil.
+	Logger *zap.Logger
 	// Now is the clock of the rate limiter; time.Now when nil.
 	Now func() time.Time
 }
@@ -124,6 +150,14 @@ type KeysConfig struct {
 type Keys struct {
 	keys []keyEntry
 	now  func() time.Time
+
+	// failures is the per-address budget of failed authentications (nil:
+	// unlimited); proxies finds the address.
+	failures  *ClientLimiter
+	proxies   Proxies
+	log       *zap.Logger
+	failed    atomic.Int64 // failed authentications
+	throttled atomic.Int64 // requests refused while throttled
 }
 
 type keyEntry struct {
@@ -136,7 +170,7 @@ type keyEntry struct {
 // NewKeys returns a checker accepting any of keys (empty strings ignored)
 // with write scope and no rate limit — what tests and older callers need.
 func NewKeys(keys []string) *Keys {
-	k := &Keys{now: time.Now}
+	k := &Keys{now: time.Now, log: zap.NewNop()}
 	for _, key := range keys {
 		if key = strings.TrimSpace(key); key != "" {
 			k.keys = append(k.keys, keyEntry{
@@ -155,9 +189,18 @@ func NewKeySet(cfg KeysConfig) (*Keys, error) {
 	if cfg.RateLimit > 0 && cfg.Burst < 1 {
 		return nil, fmt.Errorf("API rate burst %d: want at least 1", cfg.Burst)
 	}
-	k := &Keys{now: cfg.Now}
+	if cfg.AuthFailures < 0 {
+		return nil, fmt.Errorf("auth failures %d: want ≥ 0 (0 = no throttling)", cfg.AuthFailures)
+	}
+	k := &Keys{now: cfg.Now, proxies: cfg.Proxies, log: cfg.Logger}
 	if k.now == nil {
 		k.now = time.Now
+	}
+	if k.log == nil {
+		k.log = zap.NewNop()
+	}
+	if cfg.AuthFailures > 0 {
+		k.failures, _ = NewClientLimiter(float64(cfg.AuthFailures)/60, cfg.AuthFailures, k.now) // valid arguments
 	}
 	for i, key := range cfg.Keys {
 		if key.Secret == "" {
@@ -212,11 +255,30 @@ func (s Scope) Allows(method string) bool {
 
 type ctxKey struct{}
 
+// authed is what the request context holds about its key.
+type authed struct {
+	name  string
+	scope Scope
+}
+
 // KeyName is the name of the API key that authenticated the request of ctx
 // ("" when none did). Safe to log: it is never the secret.
 func KeyName(ctx context.Context) string {
-	name, _ := ctx.Value(ctxKey{}).(string)
-	return name
+	a, _ := ctx.Value(ctxKey{}).(authed)
+	return a.name
+}
+
+// KeyScope is the scope of the API key that authenticated the request of
+// ctx ("" when none did).
+func KeyScope(ctx context.Context) Scope {
+	a, _ := ctx.Value(ctxKey{}).(authed)
+	return a.scope
+}
+
+// WithKey returns ctx as Require makes it for a key of that name and scope
+// (tests of handlers that read KeyName or KeyScope).
+func WithKey(ctx context.Context, name string, scope Scope) context.Context {
+	return context.WithValue(ctx, ctxKey{}, authed{name: name, scope: scope})
 }
 
 // Require wraps next so that it only runs with a valid
@@ -236,14 +298,26 @@ func (k *Keys) RequireScope(scope Scope, next http.Handler) http.Handler {
 
 func (k *Keys) require(need Scope, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		client := k.proxies.ClientIP(r)
+		// A throttled address is refused before its key is looked at, so
+		// guessing gets no answer at all while it lasts.
+		if empty, wait := k.failures.Peek(client); empty {
+			k.throttled.Add(1)
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfter(wait)))
+			WriteError(w, http.StatusTooManyRequests, CodeRateLimited,
+				"too many failed authentications from this address; retry later")
+			return
+		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || strings.TrimSpace(token) == "" {
+			k.authFailed(r, client, "missing bearer API key")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
 			WriteError(w, http.StatusUnauthorized, CodeUnauthorized, "missing bearer API key")
 			return
 		}
 		key := k.lookup(strings.TrimSpace(token))
 		if key == nil {
+			k.authFailed(r, client, "invalid API key")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln", error="invalid_token"`)
 			WriteError(w, http.StatusUnauthorized, CodeUnauthorized, "invalid API key")
 			return
@@ -268,8 +342,26 @@ func (k *Keys) require(need Scope, next http.Handler) http.Handler {
 				fmt.Sprintf("API key %q has %s scope: %s needs a write key", key.name, key.scope, r.Method))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, key.name)))
+		next.ServeHTTP(w, r.WithContext(WithKey(r.Context(), key.name, key.scope)))
 	})
+}
+
+// authFailed counts and logs one failed authentication and spends one of
+// the client address's failure budget.
+func (k *Keys) authFailed(r *http.Request, client netip.Addr, reason string) {
+	k.failed.Add(1)
+	k.failures.Allow(client)
+	k.log.Warn("authentication failed", zap.String("reason", reason), zap.Stringer("client", client),
+		zap.String("method", r.Method), zap.String("path", r.URL.Path))
+}
+
+// WriteMetrics writes the authentication counters in the Prometheus text
+// format (a metrics.Collector).
+func (k *Keys) WriteMetrics(_ context.Context, w io.Writer) {
+	fmt.Fprintf(w, "# HELP kiln_auth_failures_total Requests with a missing or unknown API key.\n# TYPE kiln_auth_failures_total counter\n")
+	fmt.Fprintf(w, "kiln_auth_failures_total %d\n", k.failed.Load())
+	fmt.Fprintf(w, "# HELP kiln_auth_throttled_total Requests refused because their address failed authentication too often.\n# TYPE kiln_auth_throttled_total counter\n")
+	fmt.Fprintf(w, "kiln_auth_throttled_total %d\n", k.throttled.Load())
 }
 
 // retryAfter is delay in whole seconds, rounded up, at least 1.

@@ -13,6 +13,11 @@ import (
 )
 
 func TestParseKeys(t *testing.T) {
+	const (
+		ka  = "kiln_a0123456789abcdef0123" // MinKeyLength and more
+		kb  = "kiln_b0123456789abcdef0123"
+		b64 = "c2VjcmV0c2VjcmV0c2VjcmV0c2U=" // base64 with padding
+	)
 	tests := []struct {
 		name string
 		in   string
@@ -21,32 +26,37 @@ func TestParseKeys(t *testing.T) {
 	}{
 		{"empty", "", nil, ""},
 		{"blanks and trailing comma", " , ,", nil, ""},
-		{"plain key is write", "kiln_a", []APIKey{{Name: "key-1", Secret: "kiln_a", Scope: ScopeWrite}}, ""},
-		{"explicit scopes", "kiln_a:write, kiln_b:read", []APIKey{
-			{Name: "key-1", Secret: "kiln_a", Scope: ScopeWrite},
-			{Name: "key-2", Secret: "kiln_b", Scope: ScopeRead},
+		{"plain key is write", ka, []APIKey{{Name: "key-1", Secret: ka, Scope: ScopeWrite}}, ""},
+		{"explicit scopes", ka + ":write, " + kb + ":read", []APIKey{
+			{Name: "key-1", Secret: ka, Scope: ScopeWrite},
+			{Name: "key-2", Secret: kb, Scope: ScopeRead},
 		}, ""},
-		{"named", "ci=kiln_a:write,dash.board_1=kiln_b:read", []APIKey{
-			{Name: "ci", Secret: "kiln_a", Scope: ScopeWrite},
-			{Name: "dash.board_1", Secret: "kiln_b", Scope: ScopeRead},
+		{"named", "ci=" + ka + ":write,dash.board_1=" + kb + ":read", []APIKey{
+			{Name: "ci", Secret: ka, Scope: ScopeWrite},
+			{Name: "dash.board_1", Secret: kb, Scope: ScopeRead},
 		}, ""},
-		{"positional names count skipped entries", "a,,b", []APIKey{
-			{Name: "key-1", Secret: "a", Scope: ScopeWrite},
-			{Name: "key-3", Secret: "b", Scope: ScopeWrite},
+		{"positional names count skipped entries", ka + ",," + kb, []APIKey{
+			{Name: "key-1", Secret: ka, Scope: ScopeWrite},
+			{Name: "key-3", Secret: kb, Scope: ScopeWrite},
 		}, ""},
-		{"plain key with base64 padding", "c2VjcmV0==", []APIKey{{Name: "key-1", Secret: "c2VjcmV0==", Scope: ScopeWrite}}, ""},
-		{"named key with '=' inside", "ci=c2VjcmV0==:read", []APIKey{{Name: "ci", Secret: "c2VjcmV0==", Scope: ScopeRead}}, ""},
-		{"key with ':' and explicit scope", "a:b:write", []APIKey{{Name: "key-1", Secret: "a:b", Scope: ScopeWrite}}, ""},
-		{"unknown scope", "kiln_a:admin", nil, "scope must be"},
+		{"plain key with base64 padding", b64, []APIKey{{Name: "key-1", Secret: b64, Scope: ScopeWrite}}, ""},
+		{"named key with '=' inside", "ci=" + b64 + ":read", []APIKey{{Name: "ci", Secret: b64, Scope: ScopeRead}}, ""},
+		{"key with ':' and explicit scope", "a:" + kb + ":write", []APIKey{{Name: "key-1", Secret: "a:" + kb, Scope: ScopeWrite}}, ""},
+		{"exactly the minimum length", "kiln_0123456789abcdefghi", []APIKey{{Name: "key-1", Secret: "kiln_0123456789abcdefghi", Scope: ScopeWrite}}, ""},
+		{"unknown scope", ka + ":admin", nil, "scope must be"},
 		{"key with ':' without scope", "a:b", nil, "scope must be"},
-		{"scope in capitals", "kiln_a:READ", nil, "scope must be"},
+		{"scope in capitals", ka + ":READ", nil, "scope must be"},
 		{"empty key with scope", ":read", nil, "empty key"},
 		{"named empty key", "ci=:read", nil, "empty key"},
-		{"bad name", "c i=kiln_a:read", nil, "name"},
-		{"empty name", "=kiln_a:read", nil, "name"},
-		{"duplicate name", "ci=a:read,ci=b:write", nil, "used twice"},
-		{"duplicate key", "a:read,a:write", nil, "listed twice"},
-		{"duplicate name via position", "key-2=a:read,b", nil, "used twice"},
+		{"bad name", "c i=" + ka + ":read", nil, "name"},
+		{"empty name", "=" + ka + ":read", nil, "name"},
+		{"duplicate name", "ci=" + ka + ":read,ci=" + kb + ":write", nil, "used twice"},
+		{"duplicate key", ka + ":read," + ka + ":write", nil, "listed twice"},
+		{"duplicate name via position", "key-2=" + ka + ":read," + kb, nil, "used twice"},
+		{"short key", "kiln_short", nil, "want at least 24"},
+		{"one character short", "kiln_0123456789abcdefgh", nil, "has 23 characters"},
+		{"short named key", "ci=kiln_a:read", nil, "(ci)"},
+		{"short key among long ones", ka + ",kiln_b", nil, "#2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,7 +78,8 @@ func TestParseKeys(t *testing.T) {
 }
 
 func TestParseKeysErrorHidesSecret(t *testing.T) {
-	for _, in := range []string{"supersecret:admin", "bad name=supersecret:read", "x=supersecret:read,x=supersecret2:read", "supersecret,supersecret"} {
+	for _, in := range []string{"supersecret:admin", "bad name=supersecret:read", "x=supersecretsupersecret123:read,x=supersecretsupersecret124:read",
+		"supersecretsupersecret123,supersecretsupersecret123", "supersecret"} {
 		_, err := ParseKeys(in)
 		if err == nil {
 			t.Fatalf("%q: no error", in)
@@ -134,7 +145,7 @@ func errorCode(t *testing.T, rec *httptest.ResponseRecorder) string {
 }
 
 func TestScopes(t *testing.T) {
-	specs, err := ParseKeys("reader=kiln_r:read,writer=kiln_w:write,kiln_plain")
+	specs, err := ParseKeys("reader=kiln_r0123456789abcdef0123:read,writer=kiln_w0123456789abcdef0123:write,kiln_plain0123456789abcdef")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,9 +159,9 @@ func TestScopes(t *testing.T) {
 		key, name string
 		writes    bool
 	}{
-		{"kiln_r", "reader", false},
-		{"kiln_w", "writer", true},
-		{"kiln_plain", "key-3", true},
+		{"kiln_r0123456789abcdef0123", "reader", false},
+		{"kiln_w0123456789abcdef0123", "writer", true},
+		{"kiln_plain0123456789abcdef", "key-3", true},
 	} {
 		for _, m := range methods {
 			t.Run(tt.name+"/"+m, func(t *testing.T) {
@@ -172,13 +183,13 @@ func TestScopes(t *testing.T) {
 		}
 	}
 	// RequireScope(read) lets a read key POST; RequireScope(write) refuses GET.
-	if rec := serve(keys.RequireScope(ScopeRead, echoName), http.MethodPost, "kiln_r"); rec.Code != http.StatusNoContent {
+	if rec := serve(keys.RequireScope(ScopeRead, echoName), http.MethodPost, "kiln_r0123456789abcdef0123"); rec.Code != http.StatusNoContent {
 		t.Fatalf("RequireScope(read) POST with read key: %d", rec.Code)
 	}
-	if rec := serve(keys.RequireScope(ScopeWrite, echoName), http.MethodGet, "kiln_r"); rec.Code != http.StatusForbidden {
+	if rec := serve(keys.RequireScope(ScopeWrite, echoName), http.MethodGet, "kiln_r0123456789abcdef0123"); rec.Code != http.StatusForbidden {
 		t.Fatalf("RequireScope(write) GET with read key: %d", rec.Code)
 	}
-	if rec := serve(keys.RequireScope(ScopeWrite, echoName), http.MethodGet, "kiln_w"); rec.Code != http.StatusNoContent {
+	if rec := serve(keys.RequireScope(ScopeWrite, echoName), http.MethodGet, "kiln_w0123456789abcdef0123"); rec.Code != http.StatusNoContent {
 		t.Fatalf("RequireScope(write) GET with write key: %d", rec.Code)
 	}
 }
@@ -198,7 +209,7 @@ func (c *fakeClock) Add(d time.Duration) {
 
 func TestRateLimit(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	specs, err := ParseKeys("a=kiln_a:write,b=kiln_b:read")
+	specs, err := ParseKeys("a=kiln_a0123456789abcdef0123:write,b=kiln_b0123456789abcdef0123:read")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,11 +220,11 @@ func TestRateLimit(t *testing.T) {
 	}
 	h := keys.Require(echoName)
 	for i := range 2 {
-		if rec := serve(h, http.MethodGet, "kiln_a"); rec.Code != http.StatusNoContent {
+		if rec := serve(h, http.MethodGet, "kiln_a0123456789abcdef0123"); rec.Code != http.StatusNoContent {
 			t.Fatalf("request %d within burst: %d", i, rec.Code)
 		}
 	}
-	rec := serve(h, http.MethodGet, "kiln_a")
+	rec := serve(h, http.MethodGet, "kiln_a0123456789abcdef0123")
 	if rec.Code != http.StatusTooManyRequests || errorCode(t, rec) != CodeRateLimited {
 		t.Fatalf("over the burst: %d %s; want 429 rate_limited", rec.Code, rec.Body)
 	}
@@ -222,21 +233,81 @@ func TestRateLimit(t *testing.T) {
 	}
 	// Refused requests do not consume tokens: 1.5 s later one more second is left.
 	clock.Add(1500 * time.Millisecond)
-	rec = serve(h, http.MethodGet, "kiln_a")
+	rec = serve(h, http.MethodGet, "kiln_a0123456789abcdef0123")
 	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "1" {
 		t.Fatalf("after 1.5 s: %d Retry-After %q; want 429, 1 (ceil of 0.5 s)", rec.Code, rec.Header().Get("Retry-After"))
 	}
 	// Another key has its own bucket.
-	if rec := serve(h, http.MethodGet, "kiln_b"); rec.Code != http.StatusNoContent {
+	if rec := serve(h, http.MethodGet, "kiln_b0123456789abcdef0123"); rec.Code != http.StatusNoContent {
 		t.Fatalf("other key: %d", rec.Code)
 	}
 	clock.Add(500 * time.Millisecond)
-	if rec := serve(h, http.MethodGet, "kiln_a"); rec.Code != http.StatusNoContent {
+	if rec := serve(h, http.MethodGet, "kiln_a0123456789abcdef0123"); rec.Code != http.StatusNoContent {
 		t.Fatalf("after the refill: %d", rec.Code)
 	}
 	// Unknown keys are refused before the limiter: 401, not 429.
 	if rec := serve(h, http.MethodGet, "kiln_x"); rec.Code != http.StatusUnauthorized {
 		t.Fatalf("unknown key: %d", rec.Code)
+	}
+}
+
+// TestAuthFailureThrottle: an address that fails authentication
+// AuthFailures times within a minute is refused with 429 and Retry-After —
+// even with a valid key, so guessing learns nothing — until its budget
+// refills; other addresses are not affected; failures are counted.
+func TestAuthFailureThrottle(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	const good = "kiln_good0123456789abcdef"
+	keys, err := NewKeySet(KeysConfig{Keys: []APIKey{{Secret: good}}, AuthFailures: 3, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := keys.Require(echoName)
+	from := func(addr, key string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/v1/x", nil)
+		req.RemoteAddr = addr
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	attacker, other := "203.0.113.7:5000", "198.51.100.1:6000"
+	for i := range 3 {
+		key := "kiln_guess" + strings.Repeat("x", i)
+		if i == 1 {
+			key = "" // no key at all counts too
+		}
+		if rec := from(attacker, key); rec.Code != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d, want 401", i+1, rec.Code)
+		}
+	}
+	for _, key := range []string{"kiln_guess_again", good} {
+		rec := from(attacker, key)
+		if rec.Code != http.StatusTooManyRequests || errorCode(t, rec) != CodeRateLimited {
+			t.Fatalf("after 3 failures, key %q: %d %s; want 429 rate_limited", key, rec.Code, rec.Body)
+		}
+		if ra := rec.Header().Get("Retry-After"); ra != "20" { // 3 a minute: one every 20 s
+			t.Fatalf("Retry-After = %q, want 20", ra)
+		}
+	}
+	if rec := from(other, good); rec.Code != http.StatusNoContent {
+		t.Fatalf("another address: %d", rec.Code)
+	}
+	if rec := from("[2001:db8::1]:1", "kiln_v6guess"); rec.Code != http.StatusUnauthorized {
+		t.Fatalf("ipv6 failure: %d", rec.Code)
+	}
+	clock.Add(20 * time.Second)
+	if rec := from(attacker, good); rec.Code != http.StatusNoContent {
+		t.Fatalf("after the refill, a good key: %d", rec.Code)
+	}
+	var b strings.Builder
+	keys.WriteMetrics(t.Context(), &b)
+	for _, want := range []string{"kiln_auth_failures_total 4\n", "kiln_auth_throttled_total 2\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
 	}
 }
 
@@ -265,7 +336,7 @@ func FuzzParseKeys(f *testing.F) {
 		}
 		names := map[string]bool{}
 		for _, k := range keys {
-			if k.Secret == "" || (k.Scope != ScopeRead && k.Scope != ScopeWrite) || !keyNameRE.MatchString(k.Name) || names[k.Name] {
+			if len(k.Secret) < MinKeyLength || (k.Scope != ScopeRead && k.Scope != ScopeWrite) || !keyNameRE.MatchString(k.Name) || names[k.Name] {
 				t.Fatalf("ParseKeys(%q) gave %+v", s, k)
 			}
 			names[k.Name] = true

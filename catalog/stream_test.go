@@ -1,0 +1,128 @@
+package catalog
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/kilnvideo/kiln/internal/httpapi"
+)
+
+// newStreamService is the API fixture's service with its own stream limits.
+func newStreamService(t *testing.T, f *apiFixture, keys *httpapi.Keys, cfg Config) *Service {
+	t.Helper()
+	cfg.Store, cfg.Objects, cfg.PublicURL, cfg.APIKeys, cfg.Logger = f.store, f.objects, testPublic, keys, zaptest.NewLogger(t)
+	svc, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+// TestJobEventsStalledReader: a client that opens an event stream and never
+// reads it does not hold its handler forever: once the socket buffers are
+// full, the next write misses its deadline and the stream is closed.
+func TestJobEventsStalledReader(t *testing.T) {
+	f := newAPIFixture(t)
+	svc := newStreamService(t, f, httpapi.NewKeys([]string{testKey}), Config{
+		Heartbeat: time.Millisecond, StreamWriteTimeout: 100 * time.Millisecond})
+	srv := httptest.NewUnstartedServer(svc.Handler())
+	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if tc, ok := c.(*net.TCPConn); ok && st == http.StateNew {
+			_ = tc.SetWriteBuffer(4096) // fill up quickly
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	id, _ := testJob("sse-stalled")
+	f.apply(t, event(id, queued, 0))
+
+	d := net.Dialer{Control: nil}
+	conn, err := d.DialContext(t.Context(), "tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+	if _, err := conn.Write([]byte("GET /v1/jobs/" + id + "/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + testKey + "\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// Never read: heartbeats (one a millisecond) fill the buffers.
+	waitFor(t, func() bool { return svc.hub.count() == 1 })
+	deadline := time.Now().Add(20 * time.Second)
+	for svc.hub.count() != 0 {
+		if time.Now().After(deadline) {
+			conn.Close()
+			t.Fatal("the stream of a client that stopped reading is still open after 20 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestJobEventsPerKeyCap: one API key holds at most MaxStreamsPerKey event
+// streams; the next gets 429 too_many_streams with Retry-After, another key
+// is not affected, and closing a stream frees its place.
+func TestJobEventsPerKeyCap(t *testing.T) {
+	f := newAPIFixture(t)
+	const other = "kiln_other_key_0123456789"
+	keys, err := httpapi.NewKeySet(httpapi.KeysConfig{Keys: []httpapi.APIKey{{Name: "a", Secret: testKey}, {Name: "b", Secret: other}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := newStreamService(t, f, keys, Config{MaxStreamsPerKey: 2})
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	var bodies []*http.Response
+	defer func() { // before srv.Close, which waits for open streams
+		for _, r := range bodies {
+			r.Body.Close()
+		}
+	}()
+	id, _ := testJob("sse-cap")
+	f.apply(t, event(id, queued, 0))
+	open := func(key string) *http.Response {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/v1/jobs/"+id+"/events", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies = append(bodies, resp)
+		if resp.StatusCode == http.StatusOK {
+			bufio.NewReader(resp.Body).ReadString('\n') // the stream is registered once it writes
+		}
+		return resp
+	}
+	a1, a2 := open(testKey), open(testKey)
+	defer a2.Body.Close()
+	if a1.StatusCode != 200 || a2.StatusCode != 200 {
+		t.Fatalf("first two streams: %d %d", a1.StatusCode, a2.StatusCode)
+	}
+	a3 := open(testKey)
+	var body httpapi.ErrorBody
+	if a3.StatusCode != http.StatusOK { // a stream would never end
+		_ = json.NewDecoder(a3.Body).Decode(&body)
+	}
+	a3.Body.Close()
+	if a3.StatusCode != http.StatusTooManyRequests || body.Error.Code != CodeTooManyStreams || a3.Header.Get("Retry-After") == "" {
+		t.Fatalf("third stream of the key: %d %+v Retry-After %q; want 429 too_many_streams", a3.StatusCode, body, a3.Header.Get("Retry-After"))
+	}
+	b1 := open(other)
+	defer b1.Body.Close()
+	if b1.StatusCode != 200 {
+		t.Fatalf("another key's stream: %d", b1.StatusCode)
+	}
+	a1.Body.Close()
+	waitFor(t, func() bool { return svc.hub.count() == 2 })
+	a4 := open(testKey)
+	defer a4.Body.Close()
+	if a4.StatusCode != 200 {
+		t.Fatalf("after closing one: %d", a4.StatusCode)
+	}
+}

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/testenv"
@@ -223,7 +221,7 @@ func TestIdempotentUpload(t *testing.T) {
 
 // TestRedisIdempotency runs the store against the Redis of `go tool task test`.
 func TestRedisIdempotency(t *testing.T) {
-	c := cancel.NewRedisClient(asynq.RedisClientOpt{Addr: testenv.Redis(t)})
+	c := cancel.NewRedisClient(testenv.RedisOpt(t))
 	defer c.Close()
 	s := &RedisIdempotency{Redis: c}
 	ctx, key := t.Context(), "test-"+newToken()

@@ -21,7 +21,9 @@ func (p *process) ingest(ctx context.Context) error {
 		SourcesBucket: p.cfg.SourcesBucket, PublicURL: p.cfg.PublicURL,
 		MaxUploadBytes: p.cfg.MaxUploadBytes, Presets: workers.PresetNames(presets), Logger: p.log.Named("ingest"),
 		Idempotency: &ingest.RedisIdempotency{Redis: p.redis}, Remover: p.objects, Presigner: p.objects,
+		Rejections: p.rejections,
 	})
+	p.rejections.Register(ingest.RejectConsumer, ingest.RejectReasons...)
 	httpapi.Mount(p.mux, p.keys, in.Routes())
 	p.g.Go(func() error {
 		return p.bus.Consume(ctx, bus.ConsumerConfig{

@@ -130,13 +130,13 @@ func TestForgedEventsChangeNothing(t *testing.T) {
 	jobB, assetB := jobid.FromObject(srcB.Bucket, srcB.Key, srcB.Etag)
 	media := "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:6\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:6.000,\nseg_00001.m4s\n#EXT-X-ENDLIST\n"
 	objects := &recordingObjects{objects: map[string][]byte{
-		outputs + "/" + layout.PlaylistKey(assetA, "360p"):                []byte(media),
+		outputs + "/" + layout.PlaylistKey(assetA, "360p"):                 []byte(media),
 		outputs + "/" + layout.SegmentKey(assetA, "360p", "seg_00001.m4s"): []byte("segment of A"),
 		outputs + "/" + layout.EncodedKey(assetA, "360p"):                  []byte("mp4 of A"),
 		outputs + "/" + layout.PosterKey(assetA):                           []byte("poster of A"),
 		sources + "/" + srcB.Key:                                           []byte("B's private source"),
 		"private/secret.mp4":                                               []byte("a secret"),
-		outputs + "/" + layout.PlaylistKey(assetB, "360p"):                []byte(media),
+		outputs + "/" + layout.PlaylistKey(assetB, "360p"):                 []byte(media),
 	}}
 
 	store, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kiln.db"))

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -392,15 +393,19 @@ func StartNATS(tb testing.TB, dir, logDir string) *NATSProc {
 		users = append(users, user{User: name, Password: n.Passwords[name],
 			Permissions: &permissions{subjects{perm.Publish}, subjects{perm.Subscribe}}})
 	}
-	conf, err := json.MarshalIndent(map[string]any{"authorization": map[string]any{"users": users}}, "", "  ")
-	if err != nil {
+	// NATS's parser knows no \u escapes: subjects' '>' stays as is.
+	var conf bytes.Buffer
+	enc := json.NewEncoder(&conf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(map[string]any{"authorization": map[string]any{"users": users}}); err != nil {
 		tb.Fatal(err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		tb.Fatal(err)
 	}
 	confFile := filepath.Join(dir, "nats-server.conf")
-	if err := os.WriteFile(confFile, conf, 0o600); err != nil {
+	if err := os.WriteFile(confFile, conf.Bytes(), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	p := NewProc(tb, "nats", logDir, nil, bin, "-c", confFile, "-a", "127.0.0.1", "-p", port, "-m", monPort,

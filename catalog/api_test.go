@@ -74,7 +74,7 @@ func newAPIFixture(t *testing.T) *apiFixture {
 		return f.clock
 	})
 	svc, err := New(Config{Store: f.store, Objects: f.objects, PublicURL: testPublic, APIKeys: httpapi.NewKeys([]string{testKey}),
-		Logger: zaptest.NewLogger(t), SigningKey: tokenKey, Canceler: f, Retrier: f, Remover: f, OutputsBucket: "outputs",
+		Logger: zaptest.NewLogger(t), SigningKey: tokenKey, Canceler: f, Retrier: f, Remover: f, OutputsBucket: "outputs", SourcesBucket: "sources",
 		Heartbeat: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestListJobs(t *testing.T) {
 	if len(l.Jobs) != 2 || l.Jobs[0].State != StateFailed || l.NextCursor != nil {
 		t.Errorf("state=failed: %+v", l)
 	}
-	decode(t, f.do(t, http.MethodGet, "/v1/jobs?source_key="+url.QueryEscape("in/"+ids[0]+".mov"), ""), &l)
+	decode(t, f.do(t, http.MethodGet, "/v1/jobs?source_key="+url.QueryEscape(testSource(ids[0]).Key), ""), &l)
 	if len(l.Jobs) != 1 || l.Jobs[0].ID != ids[0] {
 		t.Errorf("source_key: %+v", l)
 	}
@@ -217,7 +217,7 @@ func TestCancelRetryDelete(t *testing.T) {
 	if rec := f.do(t, http.MethodDelete, "/v1/assets/"+asset, ""); rec.Code != 204 {
 		t.Fatalf("delete: %d %s", rec.Code, rec.Body)
 	}
-	want := []string{"outputs/assets/" + asset + "/*", "sources/in/" + id + ".mov"}
+	want := []string{"outputs/assets/" + asset + "/*", "sources/" + testSource(id).Key}
 	if !slices.Equal(f.removed, want) {
 		t.Errorf("removed %v, want %v", f.removed, want)
 	}

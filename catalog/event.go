@@ -9,6 +9,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -160,6 +161,141 @@ func validOutputs(o *kilnv1.AssetOutputs) error {
 			return fmt.Errorf("rendition %s: no bandwidth", r.GetName())
 		}
 		seen[r.GetName()] = true
+	}
+	return nil
+}
+
+// Reasons CheckEvent rejects an event for: the reason label of
+// kiln_events_rejected_total{consumer="catalog"}.
+const (
+	// RejectInvalid: FactOf refuses it (malformed ids, an unknown state,
+	// bad rendition names or codecs, READY without outputs).
+	RejectInvalid = "invalid"
+	// RejectWrongBucket: a source outside the sources bucket, or outputs
+	// outside the outputs bucket.
+	RejectWrongBucket = "wrong_bucket"
+	// RejectOutsideAsset: an output key not under the job's asset prefix
+	// (another asset's, or one that climbs out with "..", ".", "//").
+	RejectOutsideAsset = "outside_asset"
+	// RejectBadKey: a key that is not the one the layout gives that object
+	// (a rendition's media playlist elsewhere than layout.PlaylistKey), or a
+	// source key layout.IsSourceKey refuses.
+	RejectBadKey = "bad_key"
+	// RejectIDMismatch: the job id is not the one derived from the source it
+	// claims (jobid.FromObject).
+	RejectIDMismatch = "id_mismatch"
+	// RejectFutureTime: an event time further ahead of the catalog's clock
+	// than MaxClockSkew.
+	RejectFutureTime = "future_time"
+)
+
+// RejectReasons lists every reason CheckEvent gives.
+var RejectReasons = []string{RejectInvalid, RejectWrongBucket, RejectOutsideAsset, RejectBadKey, RejectIDMismatch, RejectFutureTime}
+
+// MaxClockSkew is how far ahead of the catalog's clock an event's time may
+// be (hosts' clocks differ; a later time would hold off the reconciler).
+const MaxClockSkew = time.Hour
+
+// RejectedError is an event CheckEvent refused; Reason is one of the
+// Reject constants. It wraps ErrInvalidEvent: it can never be applied.
+type RejectedError struct {
+	Reason string
+	Err    error
+}
+
+func (e *RejectedError) Error() string { return e.Err.Error() }
+
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+func reject(reason, format string, args ...any) *RejectedError {
+	return &RejectedError{Reason: reason, Err: fmt.Errorf("%w: %s", ErrInvalidEvent, fmt.Sprintf(format, args...))}
+}
+
+// Buckets are the buckets events may name: every job's source is in
+// Sources, every asset's outputs in Outputs.
+type Buckets struct{ Sources, Outputs string }
+
+// CheckEvent validates ev (FactOf) and checks each field against what its
+// sender may claim, so that whoever can publish on kiln.jobs.* cannot make
+// the catalog record, serve or delete objects that are not the job's own:
+//
+//   - a source (QUEUED) is in the sources bucket, under a key
+//     layout.IsSourceKey accepts, and the job id is the one derived from
+//     it (jobid.FromObject; the asset id is the job's, FactOf checks);
+//   - outputs (READY, partial or not) are in the outputs bucket, their
+//     prefix is the asset's (layout.AssetPrefix), each rendition's media
+//     playlist is layout.PlaylistKey of its name (its segments are read
+//     next to it), and every other key — encoded renditions, failed ones,
+//     the MP4 download, the poster, thumbnails, sprite and storyboard — is
+//     under the asset's prefix (layout.UnderAsset: no traversal);
+//   - its time is at most MaxClockSkew ahead of now.
+//
+// A refused event gives a *RejectedError.
+func CheckEvent(ev *kilnv1.JobEvent, b Buckets, now time.Time) (*Fact, error) {
+	f, err := FactOf(ev, now)
+	if err != nil {
+		return nil, &RejectedError{Reason: RejectInvalid, Err: err}
+	}
+	if f.At.After(now.Add(MaxClockSkew)) {
+		return nil, reject(RejectFutureTime, "job %s: event time %s is ahead of the catalog's clock", f.JobID, f.At.Format(time.RFC3339))
+	}
+	if src := ev.GetSource(); src != nil {
+		switch job, _ := jobid.FromObject(src.GetBucket(), src.GetKey(), src.GetEtag()); {
+		case src.GetBucket() != b.Sources:
+			return nil, reject(RejectWrongBucket, "job %s: source in bucket %q, not the sources bucket", f.JobID, src.GetBucket())
+		case !layout.IsSourceKey(src.GetKey()):
+			return nil, reject(RejectBadKey, "job %s: source key %q is not a source key", f.JobID, src.GetKey())
+		case job != f.JobID:
+			return nil, reject(RejectIDMismatch, "job %s: not the job of its source %s/%s (etag %q)", f.JobID, src.GetBucket(), src.GetKey(), src.GetEtag())
+		}
+	}
+	if f.State == StateReady {
+		if err := checkOutputs(f.AssetID, f.Outputs, b.Outputs); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// checkOutputs checks a READY's outputs against asset's layout (CheckEvent).
+func checkOutputs(asset string, o *kilnv1.AssetOutputs, bucket string) error {
+	if o.GetBucket() != bucket {
+		return reject(RejectWrongBucket, "asset %s: outputs in bucket %q, not the outputs bucket", asset, o.GetBucket())
+	}
+	if o.GetPrefix() != layout.AssetPrefix(asset) {
+		return reject(RejectOutsideAsset, "asset %s: outputs prefix %q is not the asset's", asset, o.GetPrefix())
+	}
+	under := func(what, key string) error {
+		if key != "" && !layout.UnderAsset(asset, key) {
+			return reject(RejectOutsideAsset, "asset %s: %s key %q is not under the asset's prefix", asset, what, key)
+		}
+		return nil
+	}
+	var errs []error
+	for _, r := range o.GetRenditions() {
+		if want := layout.PlaylistKey(asset, r.GetName()); r.GetPlaylistKey() != want {
+			if err := under("playlist", r.GetPlaylistKey()); err != nil {
+				return err
+			}
+			return reject(RejectBadKey, "asset %s: rendition %s: playlist key %q, want %q", asset, r.GetName(), r.GetPlaylistKey(), want)
+		}
+		errs = append(errs, under("encoded rendition", r.GetEncodedKey()))
+	}
+	for _, r := range o.GetFailedRenditions() {
+		errs = append(errs, under("encoded rendition", r.GetEncodedKey()))
+	}
+	errs = append(errs, under("MP4", o.GetMp4Key()), under("poster", o.GetPosterKey()))
+	if th := o.GetThumbnails(); th != nil {
+		errs = append(errs, under("thumbnail poster", th.GetPosterKey()), under("sprite", th.GetSpriteKey()),
+			under("storyboard", th.GetStoryboardKey()))
+		for _, k := range th.GetKeys() {
+			errs = append(errs, under("thumbnail", k))
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

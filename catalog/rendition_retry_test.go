@@ -40,7 +40,7 @@ func (f *fakeRenditionRetrier) RetryRendition(_ context.Context, t *kilnv1.Packa
 func (f *apiFixture) withRenditionRetrier(t *testing.T, rr RenditionRetrier) {
 	t.Helper()
 	cfg := Config{Store: f.store, Objects: f.objects, PublicURL: testPublic, APIKeys: httpapi.NewKeys([]string{testKey}),
-		Logger: zaptest.NewLogger(t), SigningKey: tokenKey, Canceler: f, Retrier: f, Remover: f, OutputsBucket: "outputs"}
+		Logger: zaptest.NewLogger(t), SigningKey: tokenKey, Canceler: f, Retrier: f, Remover: f, OutputsBucket: "outputs", SourcesBucket: "sources"}
 	if rr != nil {
 		cfg.RenditionRetrier = rr
 	}

@@ -102,8 +102,16 @@ type Config struct {
 	// route answers 503 not_configured.
 	Remover ObjectRemover
 	// OutputsBucket is where workers write outputs (assets/<id>/…): DELETE
-	// empties the asset's prefix there even when the job never got ready.
+	// empties the asset's prefix there even when the job never got ready,
+	// and READY events naming another bucket are rejected (every READY when
+	// it is empty).
 	OutputsBucket string
+	// SourcesBucket holds the sources: events naming a source in another
+	// bucket are rejected (every such event when it is empty).
+	SourcesBucket string
+	// Rejections counts the events CheckEvent refuses, by reason
+	// (metrics.Rejections); nil counts nothing.
+	Rejections Rejections
 	// Heartbeat is the interval of comments on event streams; default 15s.
 	Heartbeat time.Duration
 	// StreamWriteTimeout bounds each write to an event stream: a client that
@@ -131,6 +139,15 @@ const (
 	DefaultPlaybackRateBurst  = 200
 )
 
+// Rejections counts refused bus messages (metrics.Rejections).
+type Rejections interface {
+	Inc(consumer, reason string)
+}
+
+// RejectConsumer is the consumer label of the catalog's rejections: its
+// durable on the bus.
+const RejectConsumer = "catalog"
+
 // Service applies job events and serves the catalog's HTTP API.
 type Service struct {
 	store   Store
@@ -150,6 +167,8 @@ type Service struct {
 	rendRetrier   RenditionRetrier
 	remover       ObjectRemover
 	outputsBucket string
+	buckets       Buckets
+	rejections    Rejections
 	hub           *hub
 	heartbeat     time.Duration
 	streamWrite   time.Duration
@@ -215,6 +234,8 @@ func New(cfg Config) (*Service, error) {
 		rendRetrier:   cfg.RenditionRetrier,
 		remover:       cfg.Remover,
 		outputsBucket: cfg.OutputsBucket,
+		buckets:       Buckets{Sources: cfg.SourcesBucket, Outputs: cfg.OutputsBucket},
+		rejections:    cfg.Rejections,
 		hub:           newHub(cfg.MaxStreamsPerKey),
 		heartbeat:     cfg.Heartbeat,
 		streamWrite:   cfg.StreamWriteTimeout,
@@ -240,6 +261,10 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) HandleMessage(ctx context.Context, _ string, data []byte) error {
 	var ev kilnv1.JobEvent
 	if err := proto.Unmarshal(data, &ev); err != nil {
+		if s.rejections != nil {
+			s.rejections.Inc(RejectConsumer, RejectInvalid)
+		}
+		s.log.Warn("job event rejected", zap.String("reason", RejectInvalid), zap.Int("bytes", len(data)), zap.Error(err))
 		return fmt.Errorf("catalog: job event: %w: %w", bus.ErrPermanent, err)
 	}
 	if err := s.HandleEvent(ctx, &ev); errors.Is(err, ErrInvalidEvent) {
@@ -251,10 +276,28 @@ func (s *Service) HandleMessage(ctx context.Context, _ string, data []byte) erro
 }
 
 // HandleEvent applies one job event. Errors wrapping ErrInvalidEvent are
-// permanent; others (database) are worth a redelivery.
+// permanent; others (database) are worth a redelivery. An event that
+// claims what its sender may not (CheckEvent) is refused before the store
+// sees it: logged, counted (Config.Rejections) and returned as a
+// *RejectedError.
 func (s *Service) HandleEvent(ctx context.Context, ev *kilnv1.JobEvent) error {
 	log := s.log.With(zap.String("job_id", ev.GetJobId()), zap.String("event_id", ev.GetEventId()),
 		zap.Stringer("state", ev.GetState()))
+	if _, err := CheckEvent(ev, s.buckets, s.now()); err != nil {
+		var rej *RejectedError
+		reason := RejectInvalid
+		if errors.As(err, &rej) {
+			reason = rej.Reason
+		}
+		if s.rejections != nil {
+			s.rejections.Inc(RejectConsumer, reason)
+		}
+		log.Warn("job event rejected", zap.String("reason", reason), zap.String("asset_id", ev.GetAssetId()),
+			zap.String("source_bucket", ev.GetSource().GetBucket()), zap.String("source_key", ev.GetSource().GetKey()),
+			zap.String("outputs_bucket", ev.GetOutputs().GetBucket()), zap.String("outputs_prefix", ev.GetOutputs().GetPrefix()),
+			zap.Error(err))
+		return err
+	}
 	changed, err := s.store.Apply(ctx, ev)
 	if err != nil {
 		log.Error("apply job event", zap.Error(err))

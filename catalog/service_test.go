@@ -100,6 +100,9 @@ func TestHandler(t *testing.T) {
 		APIKeys:    httpapi.NewKeys([]string{testKey}),
 		Logger:     zaptest.NewLogger(t),
 		PresignTTL: 10 * time.Minute,
+
+		SourcesBucket: "sources",
+		OutputsBucket: "outputs",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +357,7 @@ func TestNewValidatesConfig(t *testing.T) {
 
 func TestHandleEvent(t *testing.T) {
 	svc, err := New(Config{Store: newStore(t), Objects: fakeObjects{}, PublicURL: testPublic,
-		APIKeys: httpapi.NewKeys(nil), Logger: zaptest.NewLogger(t)})
+		APIKeys: httpapi.NewKeys(nil), Logger: zaptest.NewLogger(t), SourcesBucket: "sources", OutputsBucket: "outputs"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +382,7 @@ func (failingStore) Apply(context.Context, *kilnv1.JobEvent) (bool, error) { ret
 func TestHandleMessage(t *testing.T) {
 	store := newStore(t)
 	svc, err := New(Config{Store: store, Objects: fakeObjects{}, PublicURL: testPublic,
-		APIKeys: httpapi.NewKeys(nil), Logger: zaptest.NewLogger(t)})
+		APIKeys: httpapi.NewKeys(nil), Logger: zaptest.NewLogger(t), SourcesBucket: "sources", OutputsBucket: "outputs"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ var (
 	testMedia   = eventtest.Media
 	testPlan    = eventtest.Plan
 	testOutputs = eventtest.Outputs
+	testSource  = eventtest.Source
 )
 
 const (

@@ -6,6 +6,7 @@ package deploy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,8 +15,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/tasks"
 )
 
@@ -258,5 +261,214 @@ func TestREADMEDocumentsEveryVariable(t *testing.T) {
 	}
 	if len(seen) < 20 {
 		t.Fatalf("found only %d variables in cmd/kiln: the scan is broken", len(seen))
+	}
+}
+
+// kilnRoles are the roles of the compose services and Kubernetes
+// workloads, each with its NATS user (bus.Users).
+var kilnRoles = map[string]string{"ingest": bus.UserIngest, "worker": bus.UserWorker, "catalog": bus.UserCatalog}
+
+// credentialVar reports whether a variable holds a credential kiln or its
+// services cannot run without: a password, the S3 secret key, the API keys.
+func credentialVar(name string) bool {
+	return strings.Contains(name, "PASSWORD") || strings.HasSuffix(name, "S3_SECRET_KEY") || name == "KILN_API_KEYS"
+}
+
+// required is the compose interpolation that refuses to start without
+// the variable: ${NAME:?…}.
+func required(name string) *regexp.Regexp {
+	return regexp.MustCompile(`^\$\{` + regexp.QuoteMeta(name) + `:\?[^}]*\}$`)
+}
+
+// TestNATSServerConfig: the sample NATS configuration has exactly kiln's
+// users, each with exactly its bus.Permissions and its password from its
+// variable, no anonymous access, and refuses to load without the passwords.
+func TestNATSServerConfig(t *testing.T) {
+	const file = "nats/nats-server.conf"
+	vars := map[string]string{}
+	for _, u := range []string{bus.UserIngest, bus.UserWorker, bus.UserCatalog, bus.UserNotify} {
+		vars[u] = "KILN_NATS_" + strings.ToUpper(u) + "_PASSWORD"
+	}
+	for _, v := range vars {
+		t.Setenv(v, "")
+		os.Unsetenv(v)
+	}
+	if _, err := server.ProcessConfigFile(file); err == nil {
+		t.Fatalf("%s loads without the passwords' variables", file)
+	}
+	for u, v := range vars {
+		t.Setenv(v, "password-of-"+u+"-0123456789")
+	}
+	opts, err := server.ProcessConfigFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !opts.JetStream || opts.NoAuthUser != "" || opts.Authorization != "" || opts.Username != "" || len(opts.Nkeys) > 0 {
+		t.Errorf("%s: jetstream %v, no_auth_user %q, token %v, single user %q, nkeys %d: want JetStream and users only",
+			file, opts.JetStream, opts.NoAuthUser, opts.Authorization != "", opts.Username, len(opts.Nkeys))
+	}
+	if opts.HTTPHost != "127.0.0.1" {
+		t.Errorf("%s: monitoring on %q, want loopback", file, opts.HTTPHost)
+	}
+	seen := map[string]bool{}
+	for _, u := range opts.Users {
+		seen[u.Username] = true
+		want, ok := bus.Permissions(u.Username)
+		if !ok || u.Username == bus.UserServe {
+			t.Errorf("%s: unknown user %q", file, u.Username)
+			continue
+		}
+		if u.Password != "password-of-"+u.Username+"-0123456789" {
+			t.Errorf("%s: user %s: the password is not $%s", file, u.Username, vars[u.Username])
+		}
+		p := u.Permissions
+		if p == nil || p.Publish == nil || p.Subscribe == nil || len(p.Publish.Deny)+len(p.Subscribe.Deny) > 0 || p.Response != nil {
+			t.Errorf("%s: user %s: permissions %+v, want allow lists only", file, u.Username, p)
+			continue
+		}
+		if !sameSet(p.Publish.Allow, want.Publish) || !sameSet(p.Subscribe.Allow, want.Subscribe) {
+			t.Errorf("%s: user %s:\npublish %v\nsubscribe %v\nwant bus.Permissions:\npublish %v\nsubscribe %v",
+				file, u.Username, p.Publish.Allow, p.Subscribe.Allow, want.Publish, want.Subscribe)
+		}
+	}
+	for u := range vars {
+		if !seen[u] {
+			t.Errorf("%s: no user %s", file, u)
+		}
+	}
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// TestComposeStartsNothingWithoutCredentials: Redis requires a password,
+// NATS runs the sample configuration (users only), MinIO publishes as the
+// user notify, every kiln role connects as its own NATS user and with the
+// Redis password, and every credential is a required variable (compose
+// refuses to start when it is unset; no default, no literal).
+func TestComposeStartsNothingWithoutCredentials(t *testing.T) {
+	services := docs(t, "compose/compose.yaml")[0]["services"].(map[string]any)
+	env := func(name string) map[string]any {
+		e, _ := services[name].(map[string]any)["environment"].(map[string]any)
+		return e
+	}
+	cmd := func(name string) string {
+		var parts []string
+		c, _ := services[name].(map[string]any)["command"].([]any)
+		for _, p := range c {
+			parts = append(parts, fmt.Sprint(p))
+		}
+		return strings.Join(parts, " ")
+	}
+	for name := range services {
+		walk(services[name], func(m map[string]any) {
+			for k, v := range m {
+				if s, ok := v.(string); ok && credentialVar(k) && !regexp.MustCompile(`^\$\{[A-Z0-9_]+:\?[^}]*\}$`).MatchString(s) {
+					t.Errorf("compose %s: %s = %q: a credential must be a required variable, ${VAR:?…}", name, k, s)
+				}
+			}
+		})
+	}
+	if c := cmd("redis"); !strings.Contains(c, `--requirepass "$$REDIS_PASSWORD"`) || !required("KILN_REDIS_PASSWORD").MatchString(fmt.Sprint(env("redis")["REDIS_PASSWORD"])) {
+		t.Errorf("compose redis: %q with REDIS_PASSWORD %v: want --requirepass from ${KILN_REDIS_PASSWORD:?…}", c, env("redis")["REDIS_PASSWORD"])
+	}
+	if c := cmd("nats"); c != "--config /etc/nats/nats-server.conf" {
+		t.Errorf("compose nats: command %q, want the sample configuration", c)
+	}
+	vols, _ := services["nats"].(map[string]any)["volumes"].([]any)
+	if !slices.Contains(vols, any("../nats/nats-server.conf:/etc/nats/nats-server.conf:ro")) {
+		t.Errorf("compose nats: volumes %v do not mount deploy/nats/nats-server.conf", vols)
+	}
+	for _, u := range []string{bus.UserIngest, bus.UserWorker, bus.UserCatalog, bus.UserNotify} {
+		v := "KILN_NATS_" + strings.ToUpper(u) + "_PASSWORD"
+		if !required(v).MatchString(fmt.Sprint(env("nats")[v])) {
+			t.Errorf("compose nats: %s = %v, want ${%s:?…}", v, env("nats")[v], v)
+		}
+	}
+	if m := env("minio"); m["MINIO_NOTIFY_NATS_USERNAME_KILN"] != bus.UserNotify || !required("KILN_NATS_NOTIFY_PASSWORD").MatchString(fmt.Sprint(m["MINIO_NOTIFY_NATS_PASSWORD_KILN"])) {
+		t.Errorf("compose minio: NATS user %v password %v, want notify and ${KILN_NATS_NOTIFY_PASSWORD:?…}",
+			m["MINIO_NOTIFY_NATS_USERNAME_KILN"], m["MINIO_NOTIFY_NATS_PASSWORD_KILN"])
+	}
+	for role, user := range kilnRoles {
+		e := env(role)
+		pw := "KILN_NATS_" + strings.ToUpper(user) + "_PASSWORD"
+		if e["KILN_NATS_USER"] != user || !required(pw).MatchString(fmt.Sprint(e["KILN_NATS_PASSWORD"])) {
+			t.Errorf("compose %s: NATS user %v password %v, want %s and ${%s:?…}", role, e["KILN_NATS_USER"], e["KILN_NATS_PASSWORD"], user, pw)
+		}
+		if e["KILN_REDIS_PASSWORD"] == nil {
+			t.Errorf("compose %s: no KILN_REDIS_PASSWORD", role) // the anchor's, merged in
+		}
+	}
+	anchor := docs(t, "compose/compose.yaml")[0]["x-kiln-env"].(map[string]any)
+	if !required("KILN_REDIS_PASSWORD").MatchString(fmt.Sprint(anchor["KILN_REDIS_PASSWORD"])) {
+		t.Errorf("compose x-kiln-env: KILN_REDIS_PASSWORD = %v", anchor["KILN_REDIS_PASSWORD"])
+	}
+}
+
+// TestKubernetesStartsNothingWithoutCredentials: every kiln container
+// connects to NATS as its role's user and to Redis with the password, both
+// from the Secret (as every credential), and KEDA reads Redis with it too.
+func TestKubernetesStartsNothingWithoutCredentials(t *testing.T) {
+	objs := docs(t, "k8s/kiln.yaml")
+	triggerAuth := map[string]bool{}
+	for _, o := range objs {
+		if o["kind"] != "TriggerAuthentication" {
+			continue
+		}
+		name := o["metadata"].(map[string]any)["name"].(string)
+		for _, r := range o["spec"].(map[string]any)["secretTargetRef"].([]any) {
+			if r.(map[string]any)["parameter"] == "password" && r.(map[string]any)["key"] == "redis-password" {
+				triggerAuth[name] = true
+			}
+		}
+	}
+	for _, o := range objs {
+		kind, _ := o["kind"].(string)
+		name := o["metadata"].(map[string]any)["name"].(string)
+		spec, _ := o["spec"].(map[string]any)
+		switch kind {
+		case "ConfigMap":
+			for k := range o["data"].(map[string]any) {
+				if credentialVar(k) {
+					t.Errorf("ConfigMap %s: credential %s belongs in the Secret", name, k)
+				}
+			}
+		case "Deployment", "StatefulSet":
+			for _, c := range spec["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any) {
+				ct := c.(map[string]any)
+				role := ct["args"].([]any)[0].(string)
+				env := map[string]map[string]any{}
+				for _, e := range ct["env"].([]any) {
+					em := e.(map[string]any)
+					env[em["name"].(string)] = em
+				}
+				for k, e := range env {
+					if credentialVar(k) && (e["value"] != nil || e["valueFrom"].(map[string]any)["secretKeyRef"] == nil) {
+						t.Errorf("%s %s: %s is not from a Secret", kind, name, k)
+					}
+				}
+				user := kilnRoles[role]
+				if env["KILN_NATS_USER"]["value"] != user {
+					t.Errorf("%s %s: KILN_NATS_USER %v, want %s", kind, name, env["KILN_NATS_USER"]["value"], user)
+				}
+				for v, key := range map[string]string{"KILN_NATS_PASSWORD": "nats-" + user + "-password", "KILN_REDIS_PASSWORD": "redis-password"} {
+					ref, _ := env[v]["valueFrom"].(map[string]any)
+					if ref == nil || ref["secretKeyRef"].(map[string]any)["key"] != key {
+						t.Errorf("%s %s: %s is not the Secret's %s", kind, name, v, key)
+					}
+				}
+			}
+		case "ScaledObject":
+			for _, tr := range spec["triggers"].([]any) {
+				ref, _ := tr.(map[string]any)["authenticationRef"].(map[string]any)
+				if ref == nil || !triggerAuth[fmt.Sprint(ref["name"])] {
+					t.Errorf("ScaledObject %s: a trigger reads Redis without the password (authenticationRef %v)", name, ref)
+				}
+			}
+		}
 	}
 }

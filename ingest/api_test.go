@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/httpapi"
@@ -225,7 +223,7 @@ func TestIdempotentUpload(t *testing.T) {
 
 // TestRedisIdempotency runs the store against the Redis of `go tool task test`.
 func TestRedisIdempotency(t *testing.T) {
-	c := cancel.NewRedisClient(asynq.RedisClientOpt{Addr: testenv.Redis(t)})
+	c := cancel.NewRedisClient(testenv.RedisOpt(t))
 	defer c.Close()
 	s := &RedisIdempotency{Redis: c}
 	ctx, key := t.Context(), "test-"+newToken()

@@ -4,6 +4,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -77,6 +78,55 @@ type Config struct {
 	// WebhookSecret is KILN_WEBHOOK_SECRET: an upload with a webhook_url
 	// gets that webhook's own secret, derived from it (webhooks.UploadSecret).
 	WebhookSecret string
+	// Rejections counts the landed objects the intake refuses, by reason
+	// (metrics.Rejections); nil counts nothing.
+	Rejections Rejections
+}
+
+// Rejections counts refused bus messages (metrics.Rejections).
+type Rejections interface {
+	Inc(consumer, reason string)
+}
+
+// RejectConsumer is the consumer label of the intake's rejections: its
+// durable on the bus.
+const RejectConsumer = "ingest"
+
+// Reasons the intake rejects a landed object (an "object landed" fact or a
+// bucket notification record) for: the reason label of
+// kiln_events_rejected_total{consumer="ingest"}.
+const (
+	// RejectInvalid: an undecodable payload, or an object without bucket,
+	// key or ETag (which its job id is derived from).
+	RejectInvalid = "invalid"
+	// RejectWrongBucket: an object outside the sources bucket.
+	RejectWrongBucket = "wrong_bucket"
+	// RejectBadKey: a key layout.IsSourceKey refuses (a traversal, a
+	// control character, more than 1024 bytes…).
+	RejectBadKey = "bad_key"
+)
+
+// RejectReasons lists every reason the intake gives.
+var RejectReasons = []string{RejectInvalid, RejectWrongBucket, RejectBadKey}
+
+// maxETag bounds an ETag: S3's are 32 hex digits, with "-<parts>" for a
+// multipart upload.
+const maxETag = 128
+
+// RejectedError is a landed object the intake refused; Reason is one of
+// the Reject constants. It wraps bus.ErrPermanent: the message is
+// dead-lettered, never retried into success.
+type RejectedError struct {
+	Reason string
+	Err    error
+}
+
+func (e *RejectedError) Error() string { return e.Err.Error() }
+
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+func rejected(reason, format string, args ...any) *RejectedError {
+	return &RejectedError{Reason: reason, Err: fmt.Errorf("ingest: %s: %w", fmt.Sprintf(format, args...), bus.ErrPermanent)}
 }
 
 // Remover deletes objects (objstore.Client).
@@ -129,40 +179,91 @@ func New(cfg Config) *Service {
 }
 
 // HandleMessage is the intake's bus handler: it accepts kilnv1.ObjectLanded
-// on bus.SubjectObjectLanded and S3 event JSON on bus.SubjectS3Events.
+// on bus.SubjectObjectLanded and S3 event JSON on bus.SubjectS3Events. An
+// object outside the sources bucket, or whose key is no source key
+// (CheckObject), is rejected: logged, counted (Config.Rejections) and
+// returned as a *RejectedError (permanent: dead-lettered). A bucket
+// notification's other records are started all the same.
 func (s *Service) HandleMessage(ctx context.Context, subject string, data []byte) error {
 	switch subject {
 	case bus.SubjectObjectLanded:
 		var ev kilnv1.ObjectLanded
 		if err := proto.Unmarshal(data, &ev); err != nil {
-			return fmt.Errorf("ingest: object landed: %w: %w", bus.ErrPermanent, err)
+			return s.reject(subject, nil, &RejectedError{Reason: RejectInvalid, Err: fmt.Errorf("ingest: object landed: %w: %w", bus.ErrPermanent, err)})
 		}
 		return s.StartJob(ctx, &ev)
 	case bus.SubjectS3Events:
 		landed, err := ParseS3Event(data)
 		if err != nil {
-			return fmt.Errorf("ingest: s3 event: %w: %w", bus.ErrPermanent, err)
+			return s.reject(subject, nil, &RejectedError{Reason: RejectInvalid, Err: fmt.Errorf("ingest: s3 event: %w: %w", bus.ErrPermanent, err)})
 		}
+		var refused error
 		for _, ev := range landed {
-			if ev.Object.Bucket != s.cfg.SourcesBucket {
+			if err := s.CheckObject(ev.GetObject()); err != nil {
+				refused = cmp.Or(refused, s.reject(subject, ev, err))
 				continue
 			}
 			if err := s.StartJob(ctx, ev); err != nil {
 				return err
 			}
 		}
-		return nil
+		return refused
 	}
 	return fmt.Errorf("ingest: unexpected subject %q: %w", subject, bus.ErrPermanent)
 }
 
+// CheckObject reports whether o may be a source: in the sources bucket,
+// under a key layout.IsSourceKey accepts, with an ETag. Its error is a
+// *RejectedError.
+func (s *Service) CheckObject(o *kilnv1.ObjectRef) error {
+	switch etag := strings.Trim(o.GetEtag(), `"`); {
+	case o.GetBucket() == "" || o.GetKey() == "":
+		return rejected(RejectInvalid, "object without bucket or key")
+	case o.GetBucket() != s.cfg.SourcesBucket:
+		return rejected(RejectWrongBucket, "object %s/%s is not in the sources bucket", o.GetBucket(), o.GetKey())
+	case !layout.IsSourceKey(o.GetKey()):
+		return rejected(RejectBadKey, "object key %q in %s is not a source key", o.GetKey(), o.GetBucket())
+	case etag == "" || len(etag) > maxETag || !printableASCII(etag):
+		return rejected(RejectInvalid, "object %s/%s: bad ETag %q", o.GetBucket(), o.GetKey(), o.GetEtag())
+	}
+	return nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// reject logs and counts a refused message (ev is its landed object, when
+// it decoded) and returns err.
+func (s *Service) reject(subject string, ev *kilnv1.ObjectLanded, err error) error {
+	var rej *RejectedError
+	reason := RejectInvalid
+	if errors.As(err, &rej) {
+		reason = rej.Reason
+	}
+	if s.cfg.Rejections != nil {
+		s.cfg.Rejections.Inc(RejectConsumer, reason)
+	}
+	o := ev.GetObject()
+	s.log.Warn("landed object rejected", zap.String("reason", reason), zap.String("subject", subject),
+		zap.String("bucket", o.GetBucket()), zap.String("key", o.GetKey()), zap.String("etag", o.GetEtag()),
+		zap.String("origin", ev.GetOrigin()), zap.Error(err))
+	return err
+}
+
 // StartJob creates the job of a landed object, idempotently: the job id is
 // derived from bucket/key/etag, the probe task is deduplicated by its
-// TaskID and the queued event, published after it, by its id.
+// TaskID and the queued event, published after it, by its id. An object
+// CheckObject refuses is rejected (a *RejectedError, permanent).
 func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 	o := ev.GetObject()
-	if o.GetBucket() == "" || o.GetKey() == "" {
-		return fmt.Errorf("ingest: object without bucket or key: %w", bus.ErrPermanent)
+	if err := s.CheckObject(o); err != nil {
+		return s.reject(bus.SubjectObjectLanded, ev, err)
 	}
 	jobID, assetID := jobid.FromObject(o.Bucket, o.Key, o.Etag)
 	preset := ev.GetPreset()

@@ -385,7 +385,7 @@ func TestStartJob(t *testing.T) {
 
 func TestStartJobIdempotent(t *testing.T) {
 	events, queue := &fakeEvents{}, &fakeQueue{}
-	s := New(Config{Events: events, Queue: queue})
+	s := New(Config{Events: events, Queue: queue, SourcesBucket: "b"})
 	ev := &kilnv1.ObjectLanded{Object: &kilnv1.ObjectRef{Bucket: "b", Key: "k", Etag: `"e"`}}
 	for range 2 {
 		if err := s.StartJob(t.Context(), ev); err != nil {
@@ -428,7 +428,7 @@ func TestStartJobErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			events, queue := &fakeEvents{jobErr: tt.jobErr}, &fakeQueue{err: tt.queueErr}
-			s := New(Config{Events: events, Queue: queue})
+			s := New(Config{Events: events, Queue: queue, SourcesBucket: "b"})
 			err := s.StartJob(t.Context(), tt.ev)
 			if tt.wantErr == nil && err != nil {
 				t.Fatalf("err = %v, want nil", err)
@@ -453,7 +453,7 @@ func TestStartJobErrors(t *testing.T) {
 func TestStartJobEnqueuesBeforeQueued(t *testing.T) {
 	var calls []string
 	events, queue := &fakeEvents{calls: &calls}, &fakeQueue{calls: &calls, err: errRedis}
-	s := New(Config{Events: events, Queue: queue})
+	s := New(Config{Events: events, Queue: queue, SourcesBucket: "b"})
 	data, err := proto.Marshal(landed("b", "k"))
 	if err != nil {
 		t.Fatal(err)
@@ -494,7 +494,7 @@ func TestHandleMessage(t *testing.T) {
 		permanent bool
 	}{
 		{name: "minio event in sources bucket", subject: bus.SubjectS3Events, data: []byte(minioPut), wantJobs: []string{"dir/a b.mp4"}},
-		{name: "other bucket ignored", subject: bus.SubjectS3Events, data: event(record("s3:ObjectCreated:Put", "kiln-outputs", "k", "e", ""))},
+		{name: "other bucket rejected", subject: bus.SubjectS3Events, data: event(record("s3:ObjectCreated:Put", "kiln-outputs", "k", "e", "")), permanent: true},
 		{name: "delete ignored", subject: bus.SubjectS3Events, data: event(record("s3:ObjectRemoved:Delete", "kiln-sources", "k", "e", ""))},
 		{name: "malformed s3 event", subject: bus.SubjectS3Events, data: []byte("{"), permanent: true},
 		{name: "object landed", subject: bus.SubjectObjectLanded, data: landedBytes, wantJobs: []string{"k"}},

@@ -7,6 +7,7 @@
 package eventtest
 
 import (
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -19,9 +20,39 @@ import (
 // T0 is the time of the fixtures' events.
 var T0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
-// Job returns the ids of a job over source object key.
-func Job(key string) (jobID, assetID string) {
-	return jobid.FromObject("sources", key, "etag-"+key)
+// The buckets of the fixtures: a catalog that applies them through its
+// Service is configured with these (catalog.Config.SourcesBucket and
+// OutputsBucket).
+const (
+	SourcesBucket = "sources"
+	OutputsBucket = "outputs"
+)
+
+// names remembers the name of each job Job returned.
+var names sync.Map // job id → name
+
+// Job returns the ids of a job over the source object of name (Source):
+// derived from it, as ingest derives them, so its QUEUED event passes the
+// catalog's checks (catalog.CheckEvent).
+func Job(name string) (jobID, assetID string) {
+	src := sourceOf(name)
+	jobID, assetID = jobid.FromObject(src.Bucket, src.Key, src.Etag)
+	names.Store(jobID, name)
+	return jobID, assetID
+}
+
+// Source is the source object of a job: in/<name>.mov in SourcesBucket,
+// ETag "e1", 1234 bytes for a job of Job(name); for another job id,
+// in/<job id>.mov (the job id is then not the one derived from it).
+func Source(jobID string) *kilnv1.ObjectRef {
+	if name, ok := names.Load(jobID); ok {
+		return sourceOf(name.(string))
+	}
+	return &kilnv1.ObjectRef{Bucket: SourcesBucket, Key: "in/" + jobID + ".mov", Etag: "e1", Size: 1234}
+}
+
+func sourceOf(name string) *kilnv1.ObjectRef {
+	return &kilnv1.ObjectRef{Bucket: SourcesBucket, Key: "in/" + name + ".mov", Etag: "e1", Size: 1234}
 }
 
 // Event builds a JobEvent of job for st, carrying what a real producer of
@@ -37,7 +68,7 @@ func Event(jobID string, st kilnv1.JobState, progress float64) *kilnv1.JobEvent 
 	}
 	switch st {
 	case kilnv1.JobState_JOB_STATE_QUEUED:
-		ev.Source = &kilnv1.ObjectRef{Bucket: "sources", Key: "in/" + jobID + ".mov", Etag: "e1", Size: 1234}
+		ev.Source = Source(jobID)
 		ev.Preset = "default"
 	case kilnv1.JobState_JOB_STATE_PROBING:
 		ev.Media = Media()
@@ -69,7 +100,7 @@ func Plan() *kilnv1.Plan {
 func Outputs(assetID string) *kilnv1.AssetOutputs {
 	p := "assets/" + assetID
 	return &kilnv1.AssetOutputs{
-		Bucket: "outputs", Prefix: p + "/",
+		Bucket: OutputsBucket, Prefix: p + "/",
 		Mp4Key: p + "/download.mp4", PosterKey: p + "/poster.jpg",
 		DurationSeconds: 12.48,
 		Renditions: []*kilnv1.Rendition{

@@ -126,7 +126,7 @@ func testApplyTransitions(t *testing.T, open Opener) {
 				if !proto.Equal(j.Media, eventtest.Media()) || !proto.Equal(j.Plan, eventtest.Plan()) {
 					t.Errorf("media/plan = %v / %v", j.Media, j.Plan)
 				}
-				if j.Source.Key != "in/"+jobID+".mov" || j.Source.Size != 1234 || j.Preset != "default" {
+				if j.Source.Key != eventtest.Source(jobID).Key || j.Source.Size != 1234 || j.Preset != "default" {
 					t.Errorf("source = %+v, preset %q", j.Source, j.Preset)
 				}
 				if j.Attempt != 1 || j.CreatedAt.IsZero() || j.UpdatedAt.Before(j.CreatedAt) {
@@ -441,7 +441,7 @@ func testDeleteJob(t *testing.T, open Opener) {
 	jobID, assetID := eventtest.Job("delete")
 	mustApply(t, s, eventtest.Event(jobID, queued, 0), eventtest.Event(jobID, ready, 0))
 	j, err := s.DeleteJob(ctx, jobID)
-	if err != nil || j.ID != jobID || j.State != catalog.StateReady || j.Source.Key != "in/"+jobID+".mov" {
+	if err != nil || j.ID != jobID || j.State != catalog.StateReady || j.Source.Key != eventtest.Source(jobID).Key {
 		t.Fatalf("DeleteJob = %+v, %v; want the job as it was", j, err)
 	}
 	// Again: succeeds (the removal of objects may be repeated).
@@ -521,7 +521,7 @@ func testListJobs(t *testing.T, open Opener) {
 			t.Errorf("state filter returned %s", j.State)
 		}
 	}
-	jobs, _, err = s.ListJobs(ctx, catalog.JobFilter{SourceKey: "in/" + ids[1] + ".mov"})
+	jobs, _, err = s.ListJobs(ctx, catalog.JobFilter{SourceKey: eventtest.Source(ids[1]).Key})
 	if err != nil || len(jobs) != 1 || jobs[0].ID != ids[1] {
 		t.Errorf("source key filter = %v, %v", jobs, err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/ingest"
 	"github.com/kilnvideo/kiln/internal/app"
+	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/lease"
 )
@@ -77,9 +78,23 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.strFlag(&c.NATSURL, "nats-url", "KILN_NATS_URL", "NATS server URL (ingest/worker/catalog roles)", when(!serve, nonEmpty))
 	f.strFlag(&c.NATSListen, "nats-listen", "KILN_NATS_LISTEN", "embedded NATS listen address (serve)", when(serve, nonEmpty))
 	f.strFlag(&c.NATSStoreDir, "nats-store-dir", "KILN_NATS_STORE_DIR", "embedded NATS JetStream store (serve)", when(serve, nonEmpty))
+	f.strFlag(&c.NATSUser, "nats-user", "KILN_NATS_USER", "NATS user (ingest/worker/catalog roles; with -nats-password)")
+	f.secretFlag(&c.NATSPassword, "nats-password", "KILN_NATS_PASSWORD", "NATS password of -nats-user")
+	f.secretFlag(&c.NATSToken, "nats-token", "KILN_NATS_TOKEN", "NATS token, instead of a user (one identity for every role: no per-role permissions)")
+	f.strFlag(&c.NATSCredsFile, "nats-creds", "KILN_NATS_CREDS", "NATS creds file (JWT and NKey seed), instead of a user")
+	f.strFlag(&c.NATSCAFile, "nats-ca", "KILN_NATS_CA", "CA certificates (PEM) verifying the NATS server; requires TLS")
+	f.strFlag(&c.NATSCertFile, "nats-cert", "KILN_NATS_CERT", "client certificate (PEM) for NATS, with -nats-key; requires TLS")
+	f.strFlag(&c.NATSKeyFile, "nats-key", "KILN_NATS_KEY", "client key (PEM) of -nats-cert")
+	f.secretFlag(&c.NATSUserPasswords.Notify, "nats-notify-password", "KILN_NATS_NOTIFY_PASSWORD", "embedded NATS: password of the user notify, which may only publish bucket notifications (the object store's; serve)", when(serve, serverPassword))
+	f.secretFlag(&c.NATSUserPasswords.Ingest, "nats-ingest-password", "KILN_NATS_INGEST_PASSWORD", "embedded NATS: password of the user ingest, for separate kiln ingest processes (serve)", when(serve, serverPassword))
+	f.secretFlag(&c.NATSUserPasswords.Worker, "nats-worker-password", "KILN_NATS_WORKER_PASSWORD", "embedded NATS: password of the user worker, for separate kiln worker processes (serve)", when(serve, serverPassword))
+	f.secretFlag(&c.NATSUserPasswords.Catalog, "nats-catalog-password", "KILN_NATS_CATALOG_PASSWORD", "embedded NATS: password of the user catalog, for a separate kiln catalog process (serve)", when(serve, serverPassword))
 	f.strFlag(&c.RedisAddr, "redis-addr", "KILN_REDIS_ADDR", "Redis address for asynq", nonEmpty)
+	f.strFlag(&c.RedisUsername, "redis-username", "KILN_REDIS_USERNAME", "Redis ACL user (default: the default user)")
 	f.secretFlag(&c.RedisPassword, "redis-password", "KILN_REDIS_PASSWORD", "Redis password")
 	f.intFlag(&c.RedisDB, "redis-db", "KILN_REDIS_DB", "Redis database number", atLeast(0))
+	f.boolFlag(&c.RedisTLS, "redis-tls", "KILN_REDIS_TLS", "connect to Redis over TLS")
+	f.strFlag(&c.RedisCAFile, "redis-ca", "KILN_REDIS_CA", "CA certificates (PEM) verifying Redis (with -redis-tls; default: the system's)")
 	f.strFlag(&c.S3.Endpoint, "s3-endpoint", "KILN_S3_ENDPOINT", "S3 endpoint host:port", nonEmpty)
 	f.strFlag(&c.S3.AccessKey, "s3-access-key", "KILN_S3_ACCESS_KEY", "S3 access key")
 	f.secretFlag(&c.S3.SecretKey, "s3-secret-key", "KILN_S3_SECRET_KEY", "S3 secret key")
@@ -167,7 +182,51 @@ func (f *roleFlags) parse(args []string) (app.Config, error) {
 	if len(cfg.APIKeys) == 0 && f.role != "worker" {
 		return app.Config{}, errors.New("no API key configured: set -api-keys or KILN_API_KEYS")
 	}
+	if err := checkCredentials(f.role, &cfg); err != nil {
+		return app.Config{}, err
+	}
 	return cfg, nil
+}
+
+// checkCredentials checks the settings that only make sense together: NATS
+// credentials of one kind, a client certificate with its key, a Redis CA
+// with TLS, and two distinct buckets (a source must never pass for an
+// output, nor the other way round).
+func checkCredentials(role string, cfg *app.Config) error {
+	var errs []error
+	if role != "serve" {
+		kinds := 0
+		for _, set := range []bool{cfg.NATSUser != "" || cfg.NATSPassword != "", cfg.NATSToken != "", cfg.NATSCredsFile != ""} {
+			if set {
+				kinds++
+			}
+		}
+		if kinds > 1 {
+			errs = append(errs, errors.New("NATS credentials: set one of KILN_NATS_USER and KILN_NATS_PASSWORD, KILN_NATS_TOKEN or KILN_NATS_CREDS"))
+		}
+		if (cfg.NATSUser == "") != (cfg.NATSPassword == "") {
+			errs = append(errs, errors.New("NATS credentials: KILN_NATS_USER and KILN_NATS_PASSWORD go together"))
+		}
+		if (cfg.NATSCertFile == "") != (cfg.NATSKeyFile == "") {
+			errs = append(errs, errors.New("NATS TLS: KILN_NATS_CERT and KILN_NATS_KEY go together"))
+		}
+	}
+	if cfg.RedisCAFile != "" && !cfg.RedisTLS {
+		errs = append(errs, errors.New("KILN_REDIS_CA needs KILN_REDIS_TLS=true"))
+	}
+	if cfg.SourcesBucket == cfg.OutputsBucket {
+		errs = append(errs, fmt.Errorf("the sources and outputs buckets must differ (both %q)", cfg.SourcesBucket))
+	}
+	return errors.Join(errs...)
+}
+
+// serverPassword accepts an empty password (no such user) or one long
+// enough for the embedded NATS server.
+func serverPassword(s string) error {
+	if s != "" && len(s) < bus.MinPasswordLength {
+		return fmt.Errorf("must be at least %d characters", bus.MinPasswordLength)
+	}
+	return nil
 }
 
 // kind is how a flag of type T is defined, parsed from a variable and shown.

@@ -202,6 +202,24 @@ func TestConfigApplied(t *testing.T) {
 			name: "empty schedule flag is the default", args: []string{"-webhook-retry-schedule="},
 			want: func(c *app.Config) {},
 		},
+		{
+			name: "nats and redis credentials", role: "worker",
+			env: map[string]string{"KILN_NATS_USER": "worker", "KILN_NATS_PASSWORD": "pw", "KILN_NATS_CA": "/ca.pem",
+				"KILN_NATS_CERT": "/c.pem", "KILN_NATS_KEY": "/k.pem", "KILN_REDIS_USERNAME": "kiln", "KILN_REDIS_PASSWORD": "rpw",
+				"KILN_REDIS_TLS": "true", "KILN_REDIS_CA": "/rca.pem"},
+			want: func(c *app.Config) {
+				c.APIKeys = nil
+				c.NATSUser, c.NATSPassword, c.NATSCAFile, c.NATSCertFile, c.NATSKeyFile = "worker", "pw", "/ca.pem", "/c.pem", "/k.pem"
+				c.RedisUsername, c.RedisPassword, c.RedisTLS, c.RedisCAFile = "kiln", "rpw", true, "/rca.pem"
+			},
+		},
+		{
+			name: "embedded nats users", env: map[string]string{"KILN_NATS_NOTIFY_PASSWORD": "notify-password-0123456789",
+				"KILN_NATS_WORKER_PASSWORD": "worker-password-0123456789"},
+			want: func(c *app.Config) {
+				c.NATSUserPasswords = app.NATSUserPasswords{Notify: "notify-password-0123456789", Worker: "worker-password-0123456789"}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -293,6 +311,19 @@ func TestConfigErrors(t *testing.T) {
 		{name: "flag empty nats listen", args: []string{"-nats-listen="}, want: []string{`-nats-listen="": must not be empty`}},
 		{name: "flag empty database", role: "catalog", args: []string{"-database="}, want: []string{`-database="": must not be empty`}},
 		{name: "flag empty bucket", role: "ingest", args: []string{"-sources-bucket="}, want: []string{`-sources-bucket="": must not be empty`}},
+		{name: "nats user without password", role: "ingest", env: map[string]string{"KILN_NATS_USER": "ingest"}, want: []string{"KILN_NATS_USER and KILN_NATS_PASSWORD go together"}},
+		{name: "nats two kinds of credentials", role: "ingest", env: map[string]string{"KILN_NATS_TOKEN": "t", "KILN_NATS_CREDS": "/x.creds"}, want: []string{"set one of"}},
+		{name: "nats cert without key", role: "catalog", env: map[string]string{"KILN_NATS_CERT": "/c.pem"}, want: []string{"KILN_NATS_CERT and KILN_NATS_KEY go together"}},
+		{name: "redis ca without tls", role: "worker", env: map[string]string{"KILN_REDIS_CA": "/ca.pem"}, want: []string{"KILN_REDIS_CA needs KILN_REDIS_TLS=true"}},
+		{name: "one bucket for both", role: "ingest", env: map[string]string{"KILN_OUTPUTS_BUCKET": "kiln-sources"}, want: []string{"sources and outputs buckets must differ"}},
+		{
+			name: "short embedded nats password, not shown", env: map[string]string{"KILN_NATS_NOTIFY_PASSWORD": "short-secret"},
+			want: []string{"KILN_NATS_NOTIFY_PASSWORD: must be at least 16 characters"}, notWant: []string{"short-secret"},
+		},
+		{
+			name: "nats password is not shown", role: "ingest", env: map[string]string{"KILN_NATS_PASSWORD": "topsecretpw"},
+			want: []string{"go together"}, notWant: []string{"topsecretpw"},
+		},
 		{
 			name: "every bad value at once", env: map[string]string{"KILN_CONCURRENCY": "two", "KILN_MAX_WIDTH": "-5"},
 			want: []string{"KILN_CONCURRENCY", "KILN_MAX_WIDTH"},
@@ -405,6 +436,20 @@ func TestHelpShowsAppDefaults(t *testing.T) {
 		"http-idle-timeout":       d.HTTPIdleTimeout,
 		"upload-progress-timeout": d.UploadProgressTimeout,
 		"sse-max-streams-per-key": d.SSEMaxStreamsPerKey,
+		"nats-user":               d.NATSUser,
+		"nats-password":           d.NATSPassword,
+		"nats-token":              d.NATSToken,
+		"nats-creds":              d.NATSCredsFile,
+		"nats-ca":                 d.NATSCAFile,
+		"nats-cert":               d.NATSCertFile,
+		"nats-key":                d.NATSKeyFile,
+		"nats-notify-password":    d.NATSUserPasswords.Notify,
+		"nats-ingest-password":    d.NATSUserPasswords.Ingest,
+		"nats-worker-password":    d.NATSUserPasswords.Worker,
+		"nats-catalog-password":   d.NATSUserPasswords.Catalog,
+		"redis-username":          d.RedisUsername,
+		"redis-tls":               d.RedisTLS,
+		"redis-ca":                d.RedisCAFile,
 	}
 	for _, role := range allRoles {
 		t.Run(role, func(t *testing.T) {

@@ -34,6 +34,17 @@
 #   FUZZ_TIME           test only: -fuzztime of each fuzz target, e.g. 30s, or 0 to skip
 #                       fuzzing (default 10s, less when there are more than 10 targets, so
 #                       that all of them fuzz for about 80 s in all)
+#   KILN_STACK_HTTP_PORT, KILN_STACK_NATS_PORT, KILN_STACK_REDIS_PORT, KILN_STACK_S3_PORT,
+#   KILN_STACK_CONSOLE_PORT
+#                       ports of the stack (defaults above), to run two stacks of one mode
+#                       on one machine (from two clones)
+#
+# Nothing listens without credentials: every secret is generated once into the data dir (mode
+# 0600) and wired: Redis runs with requirepass (its config file, not its command line), kiln's
+# embedded NATS has one user per role with that role's permissions (README, "Security") and
+# MinIO's notification target connects as the user notify, which may only publish bucket
+# events. test and bench also create the users ingest, worker and catalog, and export every
+# password to the tests (KILN_TEST_REDIS_PASSWORD, KILN_TEST_NATS_<USER>_PASSWORD).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -236,6 +247,13 @@ configure() {
 	test | bench) HTTP_PORT=8710 NATS_PORT=4710 REDIS_PORT=6710 S3_PORT=9710 CONSOLE_PORT=9711 ;;
 	*) die "unknown mode $MODE" ;;
 	esac
+	HTTP_PORT="${KILN_STACK_HTTP_PORT:-$HTTP_PORT}" NATS_PORT="${KILN_STACK_NATS_PORT:-$NATS_PORT}"
+	REDIS_PORT="${KILN_STACK_REDIS_PORT:-$REDIS_PORT}" S3_PORT="${KILN_STACK_S3_PORT:-$S3_PORT}"
+	CONSOLE_PORT="${KILN_STACK_CONSOLE_PORT:-$CONSOLE_PORT}"
+	local p
+	for p in "$HTTP_PORT" "$NATS_PORT" "$REDIS_PORT" "$S3_PORT" "$CONSOLE_PORT"; do
+		[[ "$p" =~ ^[0-9]+$ ]] && ((p > 0 && p < 65536)) || die "bad port $p (KILN_STACK_*_PORT)"
+	done
 	DATA="$ROOT/.data/$MODE"
 	RUN="$DATA/run"
 	LOGS="$DATA/logs"
@@ -405,7 +423,8 @@ wait_for() {
 	die "timed out after ${secs}s waiting for $what"
 }
 
-redis_pong() { [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
+# redis-cli reads the password from REDISCLI_AUTH (not its command line).
+redis_pong() { [[ "$(REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
 
 secret() { # file prefix: read the persisted secret or generate it
 	if [[ ! -s "$1" ]]; then
@@ -529,9 +548,22 @@ start_stack() {
 	API_KEY="$(secret "$DATA/api-key" kiln_)"
 	S3_SECRET_KEY="$(secret "$DATA/s3-secret-key" '')"
 	PLAYBACK_SIGNING_KEY="$(secret "$DATA/playback-signing-key" '')"
+	REDIS_PASSWORD="$(secret "$DATA/redis-password" '')"
+	# NATS users of kiln's embedded server other than kiln itself: notify (MinIO's bucket
+	# events) always; test and bench also ingest, worker and catalog, for the tests that
+	# publish or consume as one of kiln's roles, or attach processes of their own.
+	declare -gA NATS_PASSWORD=()
+	local -a nats_users=(notify) nats_env=()
+	[[ "$MODE" != up ]] && nats_users+=(ingest worker catalog)
+	local u
+	for u in "${nats_users[@]}"; do
+		NATS_PASSWORD[$u]="$(secret "$DATA/nats-$u-password" '')"
+		nats_env+=("KILN_NATS_${u^^}_PASSWORD=${NATS_PASSWORD[$u]}")
+	done
 
-	log "starting redis on $REDIS_ADDR"
-	start redis "$LOGS/redis.log" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
+	log "starting redis on $REDIS_ADDR (password required)"
+	(umask 077 && printf 'requirepass %s\n' "$REDIS_PASSWORD" >"$DATA/redis.conf")
+	start redis "$LOGS/redis.log" redis-server "$DATA/redis.conf" --bind 127.0.0.1 --port "$REDIS_PORT" \
 		--dir "$DATA/redis" --appendonly yes --save '' --daemonize no
 	start_postgres
 	wait_for redis 30 "redis on $REDIS_ADDR" redis_pong
@@ -555,6 +587,8 @@ start_stack() {
 		MINIO_NOTIFY_NATS_ENABLE_KILN=on \
 		MINIO_NOTIFY_NATS_ADDRESS_KILN="127.0.0.1:$NATS_PORT" \
 		MINIO_NOTIFY_NATS_SUBJECT_KILN=kiln.s3.events \
+		MINIO_NOTIFY_NATS_USERNAME_KILN=notify \
+		MINIO_NOTIFY_NATS_PASSWORD_KILN="${NATS_PASSWORD[notify]}" \
 		MINIO_NOTIFY_NATS_JETSTREAM_KILN=on \
 		MINIO_NOTIFY_NATS_QUEUE_DIR_KILN="$DATA/minio-events" \
 		"$MINIO_BIN" server "$DATA/minio" --address "$S3_ENDPOINT" --console-address "127.0.0.1:$CONSOLE_PORT"
@@ -563,6 +597,8 @@ start_stack() {
 	log "starting kiln ($KILN_BIN serve) on $API_URL, NATS on 127.0.0.1:$NATS_PORT"
 	start kiln "$LOGS/kiln.log" env \
 		"${webhook_env[@]}" \
+		"${nats_env[@]}" \
+		KILN_REDIS_PASSWORD="$REDIS_PASSWORD" \
 		KILN_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
 		KILN_PUBLIC_URL="$API_URL" \
 		KILN_API_KEYS="$API_KEY" \
@@ -605,7 +641,12 @@ export_test_env() {
 	export KILN_TEST_S3_SECRET_KEY="$S3_SECRET_KEY"
 	export KILN_TEST_REDIS_ADDR="$REDIS_ADDR"
 	[[ -n "${PG_URL:-}" ]] && export KILN_TEST_DATABASE_URL="$PG_URL"
+	export KILN_TEST_REDIS_PASSWORD="$REDIS_PASSWORD"
 	export KILN_TEST_NATS_URL="$NATS_URL"
+	local u
+	for u in "${!NATS_PASSWORD[@]}"; do
+		export "KILN_TEST_NATS_${u^^}_PASSWORD=${NATS_PASSWORD[$u]}"
+	done
 	export KILN_TEST_SOURCES_BUCKET="$SOURCES_BUCKET"
 	export KILN_TEST_OUTPUTS_BUCKET="$OUTPUTS_BUCKET"
 	export KILN_BIN # tests run the binary the stack runs (internal/testenv.BuildKiln)

@@ -7,6 +7,9 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -59,6 +62,9 @@ type process struct {
 	checks    map[string]func(context.Context) error
 	// collectors add a role's own metrics to /metrics.
 	collectors []metrics.Collector
+	// rejections counts the bus messages the consumers refuse.
+	rejections *metrics.Rejections
+	redisTLS   *tls.Config
 	g          *errgroup.Group
 	cleanups   []func()
 }
@@ -107,26 +113,31 @@ func (p *process) connect(ctx context.Context) error {
 			return fmt.Errorf("work dir: %w", err)
 		}
 	}
-	natsURL := cfg.NATSURL
-	if cfg.EmbedNATS {
-		ns, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, Logger: p.log})
-		if err != nil {
-			return err
-		}
-		p.onClose(ns.Shutdown)
-		natsURL = ns.ClientURL()
-		p.log.Info("embedded NATS listening", zap.String("url", natsURL))
+	natsCfg, err := p.startNATS()
+	if err != nil {
+		return err
 	}
-	b, err := bus.Connect(ctx, bus.Config{URL: natsURL, Name: "kiln-" + roleNames(cfg.Roles), Logger: p.log})
+	b, err := bus.Connect(ctx, natsCfg)
 	if err != nil {
 		return err
 	}
 	p.bus = b
 	p.onClose(b.Close)
 	p.checks["nats"] = b.Ping
+	p.rejections = metrics.NewRejections()
 
 	if p.objects, err = objstore.New(cfg.S3); err != nil {
 		return err
+	}
+	if cfg.RedisTLS {
+		if p.redisTLS, err = redisTLSConfig(cfg.RedisAddr, cfg.RedisCAFile); err != nil {
+			return err
+		}
+	} else if cfg.RedisCAFile != "" {
+		return errors.New("redis: a CA file without TLS: enable TLS too")
+	}
+	if cfg.RedisPassword == "" {
+		p.log.Warn("Redis without a password: whoever reaches it can read and write kiln's queues")
 	}
 	redisOpt := p.redisOpt()
 	p.queue = asynq.NewClient(redisOpt)
@@ -162,15 +173,83 @@ func (p *process) connect(ctx context.Context) error {
 	return nil
 }
 
+// startNATS starts the embedded NATS server of `kiln serve` and returns
+// how this process connects to NATS: to its embedded server as
+// bus.UserServe with a password made now (known to this process only),
+// else with the configured credentials, under its role's inbox prefix.
+func (p *process) startNATS() (bus.Config, error) {
+	cfg := p.cfg
+	nc := bus.Config{
+		URL: cfg.NATSURL, Name: "kiln-" + roleNames(cfg.Roles), Logger: p.log,
+		User: cfg.NATSUser, Password: cfg.NATSPassword, Token: cfg.NATSToken, CredsFile: cfg.NATSCredsFile,
+		CAFile: cfg.NATSCAFile, CertFile: cfg.NATSCertFile, KeyFile: cfg.NATSKeyFile,
+	}
+	if len(cfg.Roles) == 1 {
+		nc.InboxPrefix = bus.InboxPrefix(string(cfg.Roles[0])) // the role's user (bus.Users)
+		// A worker's user may not create the streams: ingest or the
+		// catalog does.
+		nc.WaitForStreams = cfg.Roles[0] == RoleWorker
+	}
+	if !cfg.EmbedNATS {
+		if nc.User == "" && nc.Token == "" && nc.CredsFile == "" {
+			p.log.Warn("NATS without credentials: whoever reaches it can publish kiln's facts (see the README, Security)")
+		}
+		return nc, nil
+	}
+	password := rand.Text()
+	serve, _ := bus.Permissions(bus.UserServe)
+	users := []bus.User{{Name: bus.UserServe, Password: password, Permission: &serve}}
+	byName := cfg.NATSUserPasswords.users()
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		perm, _ := bus.Permissions(name)
+		users = append(users, bus.User{Name: name, Password: byName[name], Permission: &perm})
+	}
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, Users: users, Logger: p.log})
+	if err != nil {
+		return bus.Config{}, err
+	}
+	p.onClose(ns.Shutdown)
+	p.log.Info("embedded NATS listening", zap.String("url", ns.ClientURL()),
+		zap.Strings("users", slices.Sorted(maps.Keys(byName))))
+	return bus.Config{URL: ns.ClientURL(), Name: nc.Name, Logger: p.log, User: bus.UserServe, Password: password,
+		InboxPrefix: bus.InboxPrefix(bus.UserServe)}, nil
+}
+
 func (p *process) redisOpt() asynq.RedisClientOpt {
-	return asynq.RedisClientOpt{Addr: p.cfg.RedisAddr, Password: p.cfg.RedisPassword, DB: p.cfg.RedisDB}
+	return asynq.RedisClientOpt{Addr: p.cfg.RedisAddr, Username: p.cfg.RedisUsername, Password: p.cfg.RedisPassword,
+		DB: p.cfg.RedisDB, TLSConfig: p.redisTLS}
+}
+
+// redisTLSConfig verifies Redis's certificate for the host of addr with the
+// CA certificates of caFile, or the system's roots when it is empty.
+func redisTLSConfig(addr, caFile string) (*tls.Config, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("redis address %q: %w", addr, err)
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis CA: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("redis CA %s: no PEM certificate in it", caFile)
+		}
+	}
+	return c, nil
 }
 
 // serveHTTP mounts what every process serves (metrics, web UI, health) and
 // runs the HTTP server until ctx ends.
 func (p *process) serveHTTP(ctx context.Context) error {
 	cfg, mux := p.cfg, p.mux
-	p.collectors = append(p.collectors, metrics.DeadLetterMetrics(p.bus))
+	if cfg.has(RoleIngest) || cfg.has(RoleCatalog) {
+		// The bus's consumers: their dead letters and refused messages (a
+		// worker consumes nothing, and its NATS user may not look).
+		p.collectors = append(p.collectors, metrics.DeadLetterMetrics(p.bus), p.rejections)
+	}
 	mux.Handle("GET /metrics", metrics.Handler(p.inspector, slices.Collect(maps.Keys(tasks.QueueWeights())), p.collectors...))
 	mux.Handle(webui.Prefix, webui.Handler()) // browser UI; the page sends the key the user types
 	mux.Handle("GET /{$}", http.RedirectHandler(webui.Prefix, http.StatusFound))

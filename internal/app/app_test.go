@@ -50,7 +50,7 @@ func TestRunRoles(t *testing.T) {
 			cfg.HTTPAddr = testenv.FreeAddr(t)
 			cfg.PublicURL = "http://" + cfg.HTTPAddr
 			cfg.APIKeys = []httpapi.APIKey{{Secret: key, Scope: httpapi.ScopeWrite}}
-			cfg.RedisAddr, cfg.RedisDB = redisAddr, testRedisDB
+			cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB = redisAddr, testenv.RedisPassword(), testRedisDB
 			cfg.S3, cfg.SourcesBucket, cfg.OutputsBucket = s3.Config, s3.Sources, s3.Outputs
 			cfg.Database, cfg.WorkDir = filepath.Join(dir, "kiln.db"), filepath.Join(dir, "work")
 			cfg.Concurrency = 1

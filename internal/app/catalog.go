@@ -53,7 +53,7 @@ func (p *process) catalog(ctx context.Context) error {
 		Store: store, Objects: p.objects, PublicURL: cfg.PublicURL, APIKeys: p.keys, Logger: p.log.Named("catalog"),
 		SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
 		Canceler: p.cancel, Retrier: retrier, RenditionRetrier: retrier,
-		Remover: p.objects, OutputsBucket: cfg.OutputsBucket,
+		Remover: p.objects, OutputsBucket: cfg.OutputsBucket, SourcesBucket: cfg.SourcesBucket, Rejections: p.rejections,
 		MaxStreamsPerKey: cfg.SSEMaxStreamsPerKey, PlaybackRateLimit: cfg.PlaybackRateLimit,
 		PlaybackRateBurst: cfg.PlaybackRateBurst, Proxies: cfg.TrustedProxies,
 	})
@@ -67,6 +67,7 @@ func (p *process) catalog(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.rejections.Register(catalog.RejectConsumer, catalog.RejectReasons...)
 	store.OnApply(wh.OnApply) // the outbox: before any event is applied
 	store.OnDelete(wh.AssetDeleted)
 	httpapi.Mount(p.mux, p.keys, cat.Routes())

@@ -10,6 +10,7 @@ import (
 	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/catalog/webhooks"
 	"github.com/kilnvideo/kiln/ingest"
+	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/lease"
@@ -26,6 +27,20 @@ type Config struct {
 	NATSListen   string
 	NATSStoreDir string
 	NATSURL      string
+	// NATS credentials and TLS of the ingest, worker and catalog roles
+	// (bus.Config): a user and password, a token or a creds file; a CA
+	// file, a client certificate and key.
+	NATSUser, NATSPassword    string
+	NATSToken                 string
+	NATSCredsFile             string
+	NATSCAFile                string
+	NATSCertFile, NATSKeyFile string
+	// NATSUserPasswords are the passwords of the embedded server's users
+	// other processes connect as (serve): the object store's notifications
+	// and separate ingest, worker or catalog processes. A user without a
+	// password does not exist; serve itself connects as bus.UserServe with
+	// a password made at each start.
+	NATSUserPasswords NATSUserPasswords
 
 	HTTPAddr  string
 	PublicURL string
@@ -60,8 +75,13 @@ type Config struct {
 	SSEMaxStreamsPerKey int
 
 	RedisAddr     string
+	RedisUsername string
 	RedisPassword string
 	RedisDB       int
+	// RedisTLS connects to Redis over TLS, verifying its certificate with
+	// RedisCAFile (default: the system's roots).
+	RedisTLS    bool
+	RedisCAFile string
 
 	S3            objstore.Config
 	SourcesBucket string
@@ -201,3 +221,20 @@ const (
 )
 
 func (c *Config) has(r Role) bool { return slices.Contains(c.Roles, r) }
+
+// NATSUserPasswords are the passwords of the embedded NATS server's users
+// (bus.UserIngest, bus.UserWorker, bus.UserCatalog, bus.UserNotify).
+type NATSUserPasswords struct {
+	Ingest, Worker, Catalog, Notify string
+}
+
+// users are the embedded server's users that have a password.
+func (n NATSUserPasswords) users() map[string]string {
+	m := map[string]string{}
+	for user, pw := range map[string]string{bus.UserIngest: n.Ingest, bus.UserWorker: n.Worker, bus.UserCatalog: n.Catalog, bus.UserNotify: n.Notify} {
+		if pw != "" {
+			m[user] = pw
+		}
+	}
+	return m
+}

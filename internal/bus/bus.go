@@ -5,6 +5,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,12 +35,32 @@ const (
 // JobSubject is the subject of one job's events.
 func JobSubject(jobID string) string { return "kiln.jobs." + jobID }
 
-// Config locates NATS.
+// Config locates NATS and says who connects.
 type Config struct {
-	// URL of the NATS server, e.g. "nats://127.0.0.1:4222".
+	// URL of the NATS server, e.g. "nats://127.0.0.1:4222" (tls://… for
+	// TLS).
 	URL string
 	// Name identifies the connection in NATS monitoring.
 	Name string
+	// Credentials, at most one kind: User and Password, a Token, or a
+	// CredsFile (a JWT and NKey seed, for servers with decentralised
+	// auth). A token is one identity for every process: only users or
+	// creds carry per-role permissions (Permissions).
+	User, Password string
+	Token          string
+	CredsFile      string
+	// TLS of the connection: CAFile verifies the server's certificate
+	// (default: the system's roots); CertFile and KeyFile, both or neither,
+	// are a client certificate. Setting one of them requires TLS.
+	CAFile, CertFile, KeyFile string
+	// InboxPrefix is the prefix of the connection's reply subjects
+	// (InboxPrefix of its user; NATS's "_INBOX" when empty): a user's
+	// permissions let it subscribe only under its own.
+	InboxPrefix string
+	// WaitForStreams: Connect neither creates nor updates the streams, it
+	// waits until the KILN stream exists (a worker: its user may not manage
+	// streams; ingest or the catalog creates them).
+	WaitForStreams bool
 	// MaxAge bounds how long events are kept; default 7 days.
 	MaxAge time.Duration
 	// DeadLetterMaxAge bounds how long dead letters are kept; default 30
@@ -70,17 +91,11 @@ func Connect(ctx context.Context, cfg Config) (*Bus, error) {
 		cfg.DeadLetterMaxAge = 30 * 24 * time.Hour
 	}
 	log := cfg.Logger
-	nc, err := nats.Connect(cfg.URL,
-		nats.Name(cfg.Name),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", zap.Error(err))
-			}
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }),
-	)
+	opts, err := cfg.options(log)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("bus: connect %s: %w", cfg.URL, err)
 	}
@@ -90,11 +105,100 @@ func Connect(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
 	b := &Bus{nc: nc, js: js, log: log}
-	if err := b.ensureStreams(ctx, cfg.MaxAge, cfg.DeadLetterMaxAge); err != nil {
+	if cfg.WaitForStreams {
+		err = b.waitForStream(ctx)
+	} else {
+		err = b.ensureStreams(ctx, cfg.MaxAge, cfg.DeadLetterMaxAge)
+	}
+	if err != nil {
 		nc.Close()
 		return nil, err
 	}
 	return b, nil
+}
+
+// options are the connection options of cfg.
+func (cfg Config) options(log *zap.Logger) ([]nats.Option, error) {
+	kinds := 0
+	for _, set := range []bool{cfg.User != "" || cfg.Password != "", cfg.Token != "", cfg.CredsFile != ""} {
+		if set {
+			kinds++
+		}
+	}
+	switch {
+	case kinds > 1:
+		return nil, errors.New("bus: NATS credentials: set a user and password, a token or a creds file, not several")
+	case (cfg.User == "") != (cfg.Password == ""):
+		return nil, errors.New("bus: NATS credentials: a user needs a password and a password a user")
+	case (cfg.CertFile == "") != (cfg.KeyFile == ""):
+		return nil, errors.New("bus: NATS TLS: a client certificate needs its key and a key its certificate")
+	}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }),
+		// Asynchronous errors: a permissions violation (a subject this
+		// user may not use) is reported only here.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("nats error", zap.Error(err))
+		}),
+	}
+	switch {
+	case cfg.User != "":
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	case cfg.Token != "":
+		opts = append(opts, nats.Token(cfg.Token))
+	case cfg.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.CAFile))
+	}
+	if cfg.CertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
+	}
+	if cfg.CAFile != "" || cfg.CertFile != "" {
+		opts = append(opts, nats.Secure())
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
+	return opts, nil
+}
+
+// closed is the error of a connection the client gave up on (it was
+// refused: bad credentials, a TLS failure), nil while it is up or
+// reconnecting.
+func (b *Bus) closed() error {
+	if !b.nc.IsClosed() {
+		return nil
+	}
+	return fmt.Errorf("bus: connection to NATS closed: %w", cmp.Or(b.nc.LastError(), nats.ErrConnectionClosed))
+}
+
+// waitForStream waits until the KILN stream exists (WaitForStreams).
+func (b *Bus) waitForStream(ctx context.Context) error {
+	for {
+		_, err := b.js.Stream(ctx, StreamName)
+		if err == nil {
+			return nil
+		}
+		if cerr := b.closed(); cerr != nil {
+			return errors.Join(cerr, err)
+		}
+		b.log.Warn("waiting for the KILN stream", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bus: stream %s: %w", StreamName, errors.Join(err, ctx.Err()))
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (b *Bus) ensureStreams(ctx context.Context, maxAge, deadLetterMaxAge time.Duration) error {
@@ -121,6 +225,9 @@ func (b *Bus) ensureStreams(ctx context.Context, maxAge, deadLetterMaxAge time.D
 		}
 		if err == nil {
 			return nil
+		}
+		if cerr := b.closed(); cerr != nil {
+			return errors.Join(cerr, err)
 		}
 		b.log.Warn("waiting for JetStream", zap.Error(err))
 		select {

@@ -27,11 +27,29 @@ import (
 // Loggers are no-ops: the NATS client and server log from their own
 // goroutines, possibly after a test has ended.
 
-// startNATS starts an embedded server on addr with its store in dir; it is
-// shut down when the test ends (Shutdown twice is harmless).
+// The users of the test servers: admin may do anything (what the tests
+// look at), the role users only what bus.Permissions allows; every
+// password is testPassword.
+const (
+	admin        = "admin"
+	testPassword = "bus-test-password-0123456789"
+)
+
+func testUsers() []bus.User {
+	users := []bus.User{{Name: admin, Password: testPassword}}
+	for _, u := range bus.Users {
+		p, _ := bus.Permissions(u)
+		users = append(users, bus.User{Name: u, Password: testPassword, Permission: &p})
+	}
+	return users
+}
+
+// startNATS starts an embedded server on addr with its store in dir and
+// testUsers; it is shut down when the test ends (Shutdown twice is
+// harmless).
 func startNATS(t *testing.T, addr, dir string) *bus.Embedded {
 	t.Helper()
-	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: addr, StoreDir: dir, Logger: zap.NewNop()})
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: addr, StoreDir: dir, Users: testUsers(), Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("StartEmbedded: %v", err)
 	}
@@ -43,7 +61,7 @@ func connect(t *testing.T, url string) *bus.Bus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	b, err := bus.Connect(ctx, bus.Config{URL: url, Name: t.Name(), Logger: zap.NewNop()})
+	b, err := bus.Connect(ctx, bus.Config{URL: url, Name: t.Name(), User: admin, Password: testPassword, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
@@ -54,7 +72,7 @@ func connect(t *testing.T, url string) *bus.Bus {
 // inspect opens a plain JetStream connection to look at the stream.
 func inspect(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, nats.UserInfo(admin, testPassword))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +109,7 @@ func jobEvent(job, id string) *kilnv1.JobEvent {
 
 func TestStartEmbeddedBadListen(t *testing.T) {
 	for _, listen := range []string{"", "127.0.0.1", "127.0.0.1:http-ish"} {
-		e, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: listen, StoreDir: t.TempDir()})
+		e, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: listen, StoreDir: t.TempDir(), Users: testUsers()})
 		if err == nil {
 			e.Shutdown()
 			t.Errorf("StartEmbedded(%q): nil error", listen)
@@ -117,7 +135,7 @@ func TestConnectCreatesStream(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	b2, err := bus.Connect(ctx, bus.Config{URL: url, MaxAge: time.Hour})
+	b2, err := bus.Connect(ctx, bus.Config{URL: url, User: admin, Password: testPassword, MaxAge: time.Hour})
 	if err != nil {
 		t.Fatalf("second Connect: %v", err)
 	}

@@ -1,8 +1,10 @@
 package bus
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -16,8 +18,24 @@ type EmbeddedConfig struct {
 	Listen string
 	// StoreDir holds JetStream's file store.
 	StoreDir string
-	Logger   *zap.Logger
+	// Users may connect, each with its password and permissions; nobody
+	// else may (at least one is required: the server never runs without
+	// authentication).
+	Users  []User
+	Logger *zap.Logger
 }
+
+// User is a user of the embedded server.
+type User struct {
+	Name, Password string
+	// Permission is what it may publish and subscribe to (Permissions of
+	// its role); nil allows every subject (tests and operators' tools
+	// only).
+	Permission *Permission
+}
+
+// MinPasswordLength is the shortest password of an embedded server's user.
+const MinPasswordLength = 16
 
 // Embedded is a running in-process NATS server with JetStream.
 type Embedded struct {
@@ -35,6 +53,20 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bus: nats listen %q: %w", cfg.Listen, err)
 	}
+	if len(cfg.Users) == 0 {
+		return nil, errors.New("bus: the embedded NATS server needs at least one user")
+	}
+	var users []*server.User
+	for _, u := range cfg.Users {
+		if u.Name == "" || len(u.Password) < MinPasswordLength {
+			return nil, fmt.Errorf("bus: embedded NATS user %q: a name and a password of at least %d characters are required", u.Name, MinPasswordLength)
+		}
+		su := &server.User{Username: u.Name, Password: u.Password}
+		if p := u.Permission; p != nil {
+			su.Permissions = &server.Permissions{Publish: allowOnly(p.Publish), Subscribe: allowOnly(p.Subscribe)}
+		}
+		users = append(users, su)
+	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "kiln",
 		Host:       host,
@@ -42,6 +74,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		JetStream:  true,
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
+		Users:      users,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: nats server: %w", err)
@@ -55,6 +88,15 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, fmt.Errorf("bus: nats server on %s did not start", cfg.Listen)
 	}
 	return &Embedded{ns: ns}, nil
+}
+
+// allowOnly allows subjects and nothing else (NATS reads an empty allow
+// list as "everything").
+func allowOnly(subjects []string) *server.SubjectPermission {
+	if len(subjects) == 0 {
+		return &server.SubjectPermission{Deny: []string{">"}}
+	}
+	return &server.SubjectPermission{Allow: slices.Clone(subjects)}
 }
 
 // ClientURL is the URL clients dial.

@@ -29,19 +29,21 @@ import (
 
 func setup(t *testing.T) (*bus.Bus, jetstream.JetStream) {
 	t.Helper()
-	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), Logger: zap.NewNop()})
+	const user, password = "admin", "deadletter-test-password-0123"
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), Logger: zap.NewNop(),
+		Users: []bus.User{{Name: user, Password: password}}})
 	if err != nil {
 		t.Fatalf("StartEmbedded: %v", err)
 	}
 	t.Cleanup(e.Shutdown)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	b, err := bus.Connect(ctx, bus.Config{URL: e.ClientURL(), Name: t.Name(), Logger: zap.NewNop()})
+	b, err := bus.Connect(ctx, bus.Config{URL: e.ClientURL(), Name: t.Name(), User: user, Password: password, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
 	t.Cleanup(b.Close)
-	nc, err := nats.Connect(e.ClientURL())
+	nc, err := nats.Connect(e.ClientURL(), nats.UserInfo(user, password))
 	if err != nil {
 		t.Fatal(err)
 	}

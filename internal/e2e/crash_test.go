@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/testenv"
 )
@@ -185,14 +186,17 @@ func TestWorkerKilledMidTranscode(t *testing.T) {
 }
 
 // isolatedEnv is the environment of a kiln the test starts itself, beside
-// the shared stack: its own Redis database, NATS (embedded on natsAddr),
+// the shared stack: its own Redis database, NATS (embedded on natsAddr by
+// serve, which creates the user worker; workers connect as it),
 // buckets named kiln-<name>-sources/-outputs (no bucket notifications),
 // SQLite file and work dir under work, and the API key isolatedKey(name).
 func isolatedEnv(s stack, name string, redisDB int, work, httpAddr, natsAddr string) []string {
 	return []string{
 		"KILN_HTTP_ADDR=" + httpAddr, "KILN_API_KEYS=" + isolatedKey(name),
-		"KILN_REDIS_ADDR=" + s.RedisAddr, fmt.Sprintf("KILN_REDIS_DB=%d", redisDB),
+		"KILN_REDIS_ADDR=" + s.RedisAddr, "KILN_REDIS_PASSWORD=" + s.RedisPassword, fmt.Sprintf("KILN_REDIS_DB=%d", redisDB),
 		"KILN_NATS_URL=nats://" + natsAddr, "KILN_NATS_LISTEN=" + natsAddr, "KILN_NATS_STORE_DIR=" + filepath.Join(work, "nats"),
+		"KILN_NATS_WORKER_PASSWORD=" + name + "-nats-worker-password", "KILN_NATS_USER=" + bus.UserWorker,
+		"KILN_NATS_PASSWORD=" + name + "-nats-worker-password",
 		"KILN_S3_ENDPOINT=" + s.S3.Endpoint, "KILN_S3_ACCESS_KEY=" + s.S3.AccessKey, "KILN_S3_SECRET_KEY=" + s.S3.SecretKey,
 		"KILN_SOURCES_BUCKET=kiln-" + name + "-sources", "KILN_OUTPUTS_BUCKET=kiln-" + name + "-outputs", "KILN_S3_NOTIFY_ARN=",
 		"KILN_DATABASE=" + filepath.Join(work, "kiln.db"), "KILN_WORK_DIR=" + filepath.Join(work, "tmp"),

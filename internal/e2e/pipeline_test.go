@@ -15,13 +15,13 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -189,11 +189,7 @@ func TestDuplicateEvents(t *testing.T) {
 	}
 	first := s.waitJob(t, up.JobID, jobTimeout)
 
-	nc, err := nats.Connect(s.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.NATSConn(t, bus.UserIngest) // what the upload API publishes, as its user
 	landed, _ := proto.Marshal(&kilnv1.ObjectLanded{
 		Object: &kilnv1.ObjectRef{Bucket: first.Source.Bucket, Key: first.Source.Key, Etag: etagOf(t, s, first)},
 		Origin: "api",
@@ -213,7 +209,7 @@ func TestDuplicateEvents(t *testing.T) {
 	if again.State != first.State || !again.CreatedAt.Equal(first.CreatedAt) {
 		t.Fatalf("job changed after duplicate events: %+v -> %+v", first, again)
 	}
-	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: s.RedisAddr})
+	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: s.RedisAddr, Password: s.RedisPassword})
 	defer insp.Close()
 	n := 0
 	for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){

@@ -226,7 +226,8 @@ func proxyPlayback(t *testing.T, s stack, asset assetView) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	defer srv.Close()
 	svc, err := catalog.New(catalog.Config{Store: store, Objects: objects, PublicURL: srv.URL,
-		APIKeys: httpapi.NewKeys([]string{"e2e"}), Logger: zaptest.NewLogger(t), SigningKey: key, Delivery: catalog.DeliveryProxy})
+		APIKeys: httpapi.NewKeys([]string{"e2e"}), Logger: zaptest.NewLogger(t), SigningKey: key, Delivery: catalog.DeliveryProxy,
+		SourcesBucket: s.Sources, OutputsBucket: s.Outputs})
 	if err != nil {
 		t.Fatal(err)
 	}

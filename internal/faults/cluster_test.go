@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,7 +76,7 @@ func newCluster(t *testing.T, env map[string][]string) *cluster {
 	t.Logf("scenario folder (data, logs): %s", dir)
 	c.redis = testenv.StartRedis(t, filepath.Join(dir, "redis"), c.log)
 	c.nats = testenv.StartNATS(t, filepath.Join(dir, "nats"), c.log)
-	c.minio = testenv.StartMinIO(t, filepath.Join(dir, "minio"), c.log, c.nats.Addr)
+	c.minio = testenv.StartMinIO(t, filepath.Join(dir, "minio"), c.log, c.nats)
 	var err error
 	c.objects, err = objstore.New(objstore.Config{Endpoint: c.minio.Endpoint, AccessKey: c.minio.AccessKey, SecretKey: c.minio.SecretKey})
 	if err != nil {
@@ -84,8 +85,8 @@ func newCluster(t *testing.T, env map[string][]string) *cluster {
 
 	common := []string{
 		"KILN_API_KEYS=" + apiKey,
-		"KILN_NATS_URL=" + c.nats.URL,
 		"KILN_REDIS_ADDR=" + c.redis.Addr,
+		"KILN_REDIS_PASSWORD=" + c.redis.Password,
 		"KILN_S3_ENDPOINT=" + c.minio.Endpoint,
 		"KILN_S3_ACCESS_KEY=" + c.minio.AccessKey,
 		"KILN_S3_SECRET_KEY=" + c.minio.SecretKey,
@@ -98,8 +99,9 @@ func newCluster(t *testing.T, env map[string][]string) *cluster {
 	role := func(name string, extra ...string) (*testenv.Proc, string) {
 		addr := testenv.FreePort(t)
 		r := strings.TrimRight(name, "0123456789")
-		vars := append(append(append([]string{}, common...), "KILN_HTTP_ADDR="+addr, "KILN_PUBLIC_URL=http://"+addr), extra...)
-		vars = append(vars, env[r]...)
+		// Each role connects to NATS as its own user, with that user's
+		// permissions only (deploy/nats/nats-server.conf).
+		vars := slices.Concat(common, c.nats.KilnEnv(r), []string{"KILN_HTTP_ADDR=" + addr, "KILN_PUBLIC_URL=http://" + addr}, extra, env[r])
 		p := testenv.NewProc(t, name, c.log, vars, kiln, r)
 		p.SetReady(testenv.HTTPReady("http://" + addr + "/readyz"))
 		return p, "http://" + addr

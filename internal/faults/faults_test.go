@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
@@ -325,11 +324,7 @@ func eventLost(c *cluster, r *result) {
 	j.id, j.asset = jobid.FromObject(sourcesBucket, key, info.ETag)
 	c.t.Logf("put %s/%s (etag %s) with ingest down: job %s", sourcesBucket, key, info.ETag, j.id)
 
-	nc, err := nats.Connect(c.nats.URL, nats.Timeout(5*time.Second))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := c.nats.Conn(c.t, testenv.NATSAdmin) // purging is no role's right
 	js, err := jetstream.New(nc)
 	if err != nil {
 		c.t.Fatal(err)
@@ -376,7 +371,7 @@ func redisFlushed(c *cluster, r *result) {
 	// needed.
 	time.Sleep(4 * time.Second)
 	c.waitTranscode(10 * time.Second)
-	rc := redis.NewClient(&redis.Options{Addr: c.redis.Addr})
+	rc := redis.NewClient(&redis.Options{Addr: c.redis.Addr, Password: c.redis.Password})
 	defer rc.Close()
 	if err := rc.FlushAll(c.t.Context()).Err(); err != nil {
 		c.t.Fatal(err)
@@ -424,12 +419,12 @@ func (c *cluster) sources(jobs []*job) []source {
 // kiln.objects.landed, without a message id so JetStream stores each copy.
 func (c *cluster) publishDuplicates(srcs []source, times int) {
 	c.t.Helper()
-	nc, err := nats.Connect(c.nats.URL, nats.Timeout(5*time.Second))
+	// What MinIO and the upload API publish, as the users they publish as.
+	notify, err := jetstream.New(c.nats.Conn(c.t, bus.UserNotify))
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(c.nats.Conn(c.t, bus.UserIngest))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -441,7 +436,7 @@ func (c *cluster) publishDuplicates(srcs []source, times int) {
 			if err != nil {
 				c.t.Fatal(err)
 			}
-			if _, err := js.Publish(ctx, bus.SubjectS3Events, ev); err != nil {
+			if _, err := notify.Publish(ctx, bus.SubjectS3Events, ev); err != nil {
 				c.t.Fatalf("publish duplicate bucket event: %v", err)
 			}
 			landed, err := proto.Marshal(&kilnv1.ObjectLanded{

@@ -14,6 +14,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // AudioRendition is the name of the one rendition of an audio-only source.
@@ -93,10 +94,40 @@ func ThumbnailDir(assetID string) string { return path.Join(AssetPrefix(assetID)
 // PosterKey is the asset's poster image.
 func PosterKey(assetID string) string { return path.Join(ThumbnailDir(assetID), "poster.jpg") }
 
-// UnderAsset reports whether key is an output object of assetID.
+// UnderAsset reports whether key is an output object of assetID: a clean
+// key (see IsSourceKey) under AssetPrefix(assetID), so no "..", "." or
+// empty segment can lead it out of the asset.
 func UnderAsset(assetID, key string) bool {
 	rest, ok := strings.CutPrefix(key, AssetPrefix(assetID))
-	return ok && rest != "" && path.Clean(rest) == rest && !strings.HasPrefix(rest, "/") && !strings.HasPrefix(rest, "../") && rest != ".."
+	return ok && cleanKey(key) && cleanKey(rest)
+}
+
+// MaxKeyBytes is the longest object key S3 accepts.
+const MaxKeyBytes = 1024
+
+// IsSourceKey reports whether key may name a source in the sources bucket:
+// what NewSourceKey returns, and what any S3 client may have put there
+// directly (the bucket notification starts those too), provided it is a
+// clean relative path — no leading "/", no empty, "." or ".." segment, no
+// trailing "/" (a folder marker) — of valid UTF-8 without control
+// characters, at most MaxKeyBytes long. Nothing else is read as a source:
+// such a key could name another object than the one it appears to (a
+// path-normalising proxy or client), or break the logs and URLs it is put
+// in.
+func IsSourceKey(key string) bool { return cleanKey(key) }
+
+// cleanKey is the key syntax IsSourceKey describes.
+func cleanKey(key string) bool {
+	if key == "" || len(key) > MaxKeyBytes || !utf8.ValidString(key) || path.Clean(key) != key ||
+		strings.HasPrefix(key, "/") || key == "." || key == ".." || strings.HasPrefix(key, "../") {
+		return false
+	}
+	for _, r := range key {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return false
+		}
+	}
+	return true
 }
 
 // User-metadata keys of a source object: what its upload chose, carried by

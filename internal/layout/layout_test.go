@@ -101,9 +101,48 @@ func TestUnderAsset(t *testing.T) {
 		{"assets/a//x", false},
 		{"assets/ab/x", false},
 		{"uploads/a/x", false},
+		{"assets/a/./x", false},
+		{"assets/a/x/", false},
+		{"assets/a/x/..", false},
+		{"assets/a/..", false},
+		{"assets/a/x\n", false},
+		{"assets/a/" + strings.Repeat("x", MaxKeyBytes), false},
 	} {
 		if got := UnderAsset("a", tt.key); got != tt.want {
 			t.Errorf("UnderAsset(a, %q) = %v, want %v", tt.key, got, tt.want)
+		}
+	}
+}
+
+func TestIsSourceKey(t *testing.T) {
+	for _, tt := range []struct {
+		key  string
+		want bool
+	}{
+		{NewSourceKey("clip.mp4"), true},
+		{"clip.mp4", true},
+		{"direct/123/clip with spaces.mp4", true},
+		{"vidéo/été.mov", true},
+		{strings.Repeat("k", MaxKeyBytes), true},
+		{"", false},
+		{".", false},
+		{"..", false},
+		{"../x", false},
+		{"uploads/../../etc/passwd", false},
+		{"uploads/a/../b", false},
+		{"uploads/./a", false},
+		{"uploads//a", false},
+		{"/uploads/a", false},
+		{"uploads/a/", false},
+		{"uploads/a\x00b", false},
+		{"uploads/a\nb", false},
+		{"uploads/a\x7f", false},
+		{"uploads/\u0085", false},
+		{"uploads/\xff", false},
+		{strings.Repeat("k", MaxKeyBytes+1), false},
+	} {
+		if got := IsSourceKey(tt.key); got != tt.want {
+			t.Errorf("IsSourceKey(%q) = %v, want %v", tt.key, got, tt.want)
 		}
 	}
 }

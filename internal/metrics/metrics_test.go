@@ -92,3 +92,26 @@ func TestHandlerCollectors(t *testing.T) {
 		t.Errorf("body:\n%s", body)
 	}
 }
+
+func TestRejections(t *testing.T) {
+	r := NewRejections()
+	r.Register("catalog", "wrong_bucket", "outside_asset")
+	r.Inc("catalog", "wrong_bucket")
+	r.Inc("catalog", "wrong_bucket")
+	r.Inc("ingest", "bad_source_key") // not registered: counted all the same
+	var nilR *Rejections
+	nilR.Inc("catalog", "wrong_bucket") // a consumer without metrics
+	nilR.Register("catalog", "x")
+	if n := r.Count("catalog", "wrong_bucket"); n != 2 {
+		t.Errorf("Count = %d, want 2", n)
+	}
+	rec := httptest.NewRecorder()
+	Handler(fakeQueues{}, nil, r).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	want := "# TYPE kiln_events_rejected_total counter\n" +
+		`kiln_events_rejected_total{consumer="catalog",reason="outside_asset"} 0` + "\n" +
+		`kiln_events_rejected_total{consumer="catalog",reason="wrong_bucket"} 2` + "\n" +
+		`kiln_events_rejected_total{consumer="ingest",reason="bad_source_key"} 1` + "\n"
+	if body := rec.Body.String(); !strings.Contains(body, want) {
+		t.Errorf("missing\n%s\nin\n%s", want, body)
+	}
+}

@@ -34,7 +34,8 @@ func RedisDB(tb testing.TB, db int) asynq.RedisClientOpt {
 	if db == 0 {
 		tb.Fatalf("testenv.RedisDB: database 0 is the test stack's own; use one of your package's (see testenv/redis.go)")
 	}
-	opt := asynq.RedisClientOpt{Addr: Redis(tb), DB: db}
+	opt := RedisOpt(tb)
+	opt.DB = db
 	rc := RedisClient(tb, opt)
 	flush := func() {
 		// Not tb.Context(): cleanups run after it is canceled.
@@ -48,6 +49,14 @@ func RedisDB(tb testing.TB, db int) asynq.RedisClientOpt {
 	// Registered after RedisClient's Close, so it runs before it.
 	tb.Cleanup(flush)
 	return opt
+}
+
+// RedisOpt returns the connection options of the test stack's Redis: its
+// address (Redis) and password (RedisPassword), database 0 — the stack's
+// own: a test that writes takes RedisDB instead.
+func RedisOpt(tb testing.TB) asynq.RedisClientOpt {
+	tb.Helper()
+	return asynq.RedisClientOpt{Addr: Redis(tb), Password: RedisPassword()}
 }
 
 // RedisClient returns a go-redis client for opt (what asynq itself

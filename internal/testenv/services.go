@@ -2,7 +2,10 @@ package testenv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -15,11 +18,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/kilnvideo/kiln/internal/bus"
 )
 
 // Services a test starts itself, as processes it may kill and restart: a
-// Redis with AOF on, a NATS server with JetStream, a MinIO that notifies
-// NATS like the one of deploy/local/stack.sh, and kiln's roles. Each one
+// Redis with AOF on and a password, a NATS server with JetStream and the
+// per-role users of deploy/nats/nats-server.conf, a MinIO that notifies
+// NATS (as the user notify) like the one of deploy/local/stack.sh, and
+// kiln's roles. Each one
 // listens on free loopback ports, keeps its data in a folder the test owns
 // and logs to a file there; every process is stopped at the end of the test
 // and, when the test failed, the tail of its log is printed.
@@ -257,10 +266,13 @@ func HTTPReady(url string) func(ctx context.Context) error {
 type RedisProc struct {
 	*Proc
 	Addr string
+	// Password is the one it requires (requirepass), like the stack's.
+	Password string
 }
 
 // StartRedis starts redis-server on a free port with its data (an
-// append-only file, fsynced every second like the stack's) in dir.
+// append-only file, fsynced every second like the stack's) in dir, and a
+// password it requires (in dir/redis.conf, not on its command line).
 func StartRedis(tb testing.TB, dir, logDir string) *RedisProc {
 	tb.Helper()
 	RequireBinaries(tb, "redis-server")
@@ -269,16 +281,22 @@ func StartRedis(tb testing.TB, dir, logDir string) *RedisProc {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		tb.Fatal(err)
 	}
-	p := NewProc(tb, "redis", logDir, nil, "redis-server", "--bind", "127.0.0.1", "--port", port,
+	password := rand.Text()
+	conf := filepath.Join(dir, "redis.conf")
+	if err := os.WriteFile(conf, []byte("requirepass "+password+"\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	p := NewProc(tb, "redis", logDir, nil, "redis-server", conf, "--bind", "127.0.0.1", "--port", port,
 		"--dir", dir, "--appendonly", "yes", "--save", "", "--daemonize", "no")
-	p.SetReady(func(ctx context.Context) error { return redisPing(ctx, addr) })
+	p.SetReady(func(ctx context.Context) error { return redisPing(ctx, addr, password) })
 	if err := p.StartReady(30 * time.Second); err != nil {
 		tb.Fatal(err)
 	}
-	return &RedisProc{Proc: p, Addr: addr}
+	return &RedisProc{Proc: p, Addr: addr, Password: password}
 }
 
-func redisPing(ctx context.Context, addr string) error {
+// redisPing authenticates with password and pings.
+func redisPing(ctx context.Context, addr, password string) error {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -288,10 +306,17 @@ func redisPing(ctx context.Context, addr string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
+	r := bufio.NewReader(c)
+	if _, err := fmt.Fprintf(c, "AUTH %s\r\n", password); err != nil {
+		return err
+	}
+	if line, err := r.ReadString('\n'); err != nil || strings.TrimSpace(line) != "+OK" {
+		return fmt.Errorf("redis AUTH: %q %v", line, err)
+	}
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}
@@ -306,23 +331,91 @@ type NATSProc struct {
 	*Proc
 	Addr string // host:port of clients
 	URL  string // nats://Addr
+	// Passwords of its users: the users of deploy/nats/nats-server.conf
+	// (bus.Users but serve, each with bus.Permissions), and NATSAdmin.
+	Passwords map[string]string
+}
+
+// NATSAdmin is the user of NATSProc that may do anything (what a test
+// inspects or breaks: purging a stream…).
+const NATSAdmin = "admin"
+
+// Conn connects as user (its inbox prefix), closed at the end of the test.
+func (n *NATSProc) Conn(tb testing.TB, user string) *nats.Conn {
+	tb.Helper()
+	opts := []nats.Option{nats.UserInfo(user, n.Passwords[user]), nats.Timeout(5 * time.Second)}
+	if user != NATSAdmin {
+		opts = append(opts, nats.CustomInboxPrefix(bus.InboxPrefix(user)))
+	}
+	nc, err := nats.Connect(n.URL, opts...)
+	if err != nil {
+		tb.Fatalf("connect to %s as %s: %v", n.URL, user, err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
+// KilnEnv is the environment of a kiln process of role ("ingest",
+// "worker" or "catalog") connecting to it as its role's user.
+func (n *NATSProc) KilnEnv(role string) []string {
+	return []string{"KILN_NATS_URL=" + n.URL, "KILN_NATS_USER=" + role, "KILN_NATS_PASSWORD=" + n.Passwords[role]}
 }
 
 // StartNATS starts nats-server (NATSServerBin) with JetStream, its store in
-// dir, on a free port.
+// dir, on a free port, with the users of deploy/nats/nats-server.conf
+// (passwords made now) and NATSAdmin: nobody connects without one.
 func StartNATS(tb testing.TB, dir, logDir string) *NATSProc {
 	tb.Helper()
 	bin := NATSServerBin(tb)
 	addr, mon := FreePort(tb), FreePort(tb)
 	_, port, _ := net.SplitHostPort(addr)
 	_, monPort, _ := net.SplitHostPort(mon)
-	p := NewProc(tb, "nats", logDir, nil, bin, "-a", "127.0.0.1", "-p", port, "-m", monPort,
+	n := &NATSProc{Addr: addr, URL: "nats://" + addr, Passwords: map[string]string{NATSAdmin: rand.Text()}}
+	type subjects struct {
+		Allow []string `json:"allow"`
+	}
+	type permissions struct {
+		Publish   subjects `json:"publish"`
+		Subscribe subjects `json:"subscribe"`
+	}
+	type user struct {
+		User        string       `json:"user"`
+		Password    string       `json:"password"`
+		Permissions *permissions `json:"permissions,omitempty"`
+	}
+	users := []user{{User: NATSAdmin, Password: n.Passwords[NATSAdmin]}}
+	for _, name := range bus.Users {
+		if name == bus.UserServe {
+			continue
+		}
+		perm, _ := bus.Permissions(name)
+		n.Passwords[name] = rand.Text()
+		users = append(users, user{User: name, Password: n.Passwords[name],
+			Permissions: &permissions{subjects{perm.Publish}, subjects{perm.Subscribe}}})
+	}
+	// NATS's parser knows no \u escapes: subjects' '>' stays as is.
+	var conf bytes.Buffer
+	enc := json.NewEncoder(&conf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(map[string]any{"authorization": map[string]any{"users": users}}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	confFile := filepath.Join(dir, "nats-server.conf")
+	if err := os.WriteFile(confFile, conf.Bytes(), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	p := NewProc(tb, "nats", logDir, nil, bin, "-c", confFile, "-a", "127.0.0.1", "-p", port, "-m", monPort,
 		"-js", "-sd", dir, "-n", "kiln-faults")
 	p.SetReady(HTTPReady("http://" + mon + "/healthz?js-enabled-only=true"))
 	if err := p.StartReady(30 * time.Second); err != nil {
 		tb.Fatal(err)
 	}
-	return &NATSProc{Proc: p, Addr: addr, URL: "nats://" + addr}
+	n.Proc = p
+	return n
 }
 
 // MinIOProc is a MinIO server the test started.
@@ -335,10 +428,11 @@ type MinIOProc struct {
 }
 
 // StartMinIO starts MinIO (MinIOBin) on a free port with its data in dir
-// and, when natsAddr is set, the bucket notification target the local stack
-// configures: JetStream subject kiln.s3.events on natsAddr, events queued in
-// dir/../minio-events while NATS is away (NotifyARN names it).
-func StartMinIO(tb testing.TB, dir, logDir, natsAddr string) *MinIOProc {
+// and, when ns is set, the bucket notification target the local stack
+// configures: JetStream subject kiln.s3.events on ns, as its user notify
+// (which may publish only there), events queued in dir/../minio-events
+// while NATS is away (NotifyARN names it).
+func StartMinIO(tb testing.TB, dir, logDir string, ns *NATSProc) *MinIOProc {
 	tb.Helper()
 	bin := MinIOBin(tb)
 	addr, console := FreePort(tb), FreePort(tb)
@@ -353,11 +447,13 @@ func StartMinIO(tb testing.TB, dir, logDir, natsAddr string) *MinIOProc {
 		"MINIO_ROOT_USER=" + m.AccessKey, "MINIO_ROOT_PASSWORD=" + m.SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off",
 	}
-	if natsAddr != "" {
+	if ns != nil {
 		m.NotifyARN = "arn:minio:sqs::KILN:nats"
 		env = append(env,
 			"MINIO_NOTIFY_NATS_ENABLE_KILN=on",
-			"MINIO_NOTIFY_NATS_ADDRESS_KILN="+natsAddr,
+			"MINIO_NOTIFY_NATS_ADDRESS_KILN="+ns.Addr,
+			"MINIO_NOTIFY_NATS_USERNAME_KILN="+bus.UserNotify,
+			"MINIO_NOTIFY_NATS_PASSWORD_KILN="+ns.Passwords[bus.UserNotify],
 			"MINIO_NOTIFY_NATS_SUBJECT_KILN=kiln.s3.events",
 			"MINIO_NOTIFY_NATS_JETSTREAM_KILN=on",
 			"MINIO_NOTIFY_NATS_QUEUE_DIR_KILN="+queue,

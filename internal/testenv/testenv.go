@@ -16,7 +16,11 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/objstore"
 )
 
@@ -84,11 +88,36 @@ func Redis(tb testing.TB) string {
 	return need(tb, "Redis", "KILN_TEST_REDIS_ADDR")[0]
 }
 
+// RedisPassword is the password of the test stack's Redis
+// (KILN_TEST_REDIS_PASSWORD; the stack's Redis requires one).
+func RedisPassword() string { return os.Getenv("KILN_TEST_REDIS_PASSWORD") }
+
 // NATS returns the URL of the test stack's NATS (KILN_TEST_NATS_URL; kiln
 // embeds it).
 func NATS(tb testing.TB) string {
 	tb.Helper()
 	return need(tb, "NATS", "KILN_TEST_NATS_URL")[0]
+}
+
+// NATSPasswordEnv is the variable holding the password of user (one of
+// bus.Users but serve) of the test stack's NATS:
+// KILN_TEST_NATS_<USER>_PASSWORD.
+func NATSPasswordEnv(user string) string {
+	return "KILN_TEST_NATS_" + strings.ToUpper(user) + "_PASSWORD"
+}
+
+// NATSConn connects to the test stack's NATS as user, with that user's
+// permissions (bus.Permissions) and inbox prefix, as a kiln process of
+// that role does; it is closed at the end of the test.
+func NATSConn(tb testing.TB, user string) *nats.Conn {
+	tb.Helper()
+	v := need(tb, "NATS", "KILN_TEST_NATS_URL", NATSPasswordEnv(user))
+	nc, err := nats.Connect(v[0], nats.UserInfo(user, v[1]), nats.CustomInboxPrefix(bus.InboxPrefix(user)), nats.Timeout(5*time.Second))
+	if err != nil {
+		tb.Fatalf("connect to NATS %s as %s: %v", v[0], user, err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
 }
 
 // S3Env is the MinIO of the test stack.
@@ -122,7 +151,9 @@ type StackEnv struct {
 	Sources   string          // KILN_TEST_SOURCES_BUCKET, default kiln-sources
 	Outputs   string          // KILN_TEST_OUTPUTS_BUCKET, default kiln-outputs
 	RedisAddr string          // KILN_TEST_REDIS_ADDR (may be empty)
-	NATSURL   string          // KILN_TEST_NATS_URL (may be empty)
+	// RedisPassword is KILN_TEST_REDIS_PASSWORD.
+	RedisPassword string
+	NATSURL       string // KILN_TEST_NATS_URL (may be empty); NATSConn connects to it
 }
 
 // Stack returns the running kiln stack: its API URL and key and its S3 are
@@ -133,13 +164,14 @@ func Stack(tb testing.TB) StackEnv {
 	v := need(tb, "kiln stack", "KILN_TEST_API_URL", "KILN_TEST_API_KEY", "KILN_TEST_S3_ENDPOINT")
 	s3 := S3(tb)
 	return StackEnv{
-		APIURL:    v[0],
-		APIKey:    v[1],
-		S3:        s3.Config,
-		Sources:   s3.Sources,
-		Outputs:   s3.Outputs,
-		RedisAddr: os.Getenv("KILN_TEST_REDIS_ADDR"),
-		NATSURL:   os.Getenv("KILN_TEST_NATS_URL"),
+		APIURL:        v[0],
+		APIKey:        v[1],
+		S3:            s3.Config,
+		Sources:       s3.Sources,
+		Outputs:       s3.Outputs,
+		RedisAddr:     os.Getenv("KILN_TEST_REDIS_ADDR"),
+		RedisPassword: RedisPassword(),
+		NATSURL:       os.Getenv("KILN_TEST_NATS_URL"),
 	}
 }
 

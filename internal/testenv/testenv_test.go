@@ -63,6 +63,7 @@ func TestPolicy(t *testing.T) {
 		{"redis", []string{"KILN_TEST_REDIS_ADDR"}, func(tb testing.TB) { Redis(tb) }, "no Redis: KILN_TEST_REDIS_ADDR not set"},
 		{"redisdb", []string{"KILN_TEST_REDIS_ADDR"}, func(tb testing.TB) { RedisDB(tb, 7) }, "no Redis: KILN_TEST_REDIS_ADDR not set"},
 		{"nats", []string{"KILN_TEST_NATS_URL"}, func(tb testing.TB) { NATS(tb) }, "no NATS: KILN_TEST_NATS_URL not set"},
+		{"nats user", []string{"KILN_TEST_NATS_WORKER_PASSWORD"}, func(tb testing.TB) { NATSConn(tb, "worker") }, "KILN_TEST_NATS_WORKER_PASSWORD not set"},
 		{"s3", []string{"KILN_TEST_S3_ENDPOINT"}, func(tb testing.TB) { S3(tb) }, "no S3: KILN_TEST_S3_ENDPOINT not set"},
 		{"stack", []string{"KILN_TEST_API_URL", "KILN_TEST_API_KEY", "KILN_TEST_S3_ENDPOINT"}, func(tb testing.TB) { Stack(tb) },
 			"no kiln stack: KILN_TEST_API_URL, KILN_TEST_API_KEY, KILN_TEST_S3_ENDPOINT not set"},
@@ -102,7 +103,7 @@ func TestPresent(t *testing.T) {
 		"KILN_TEST_API_URL": "http://127.0.0.1:8710", "KILN_TEST_API_KEY": "key",
 		"KILN_TEST_S3_ENDPOINT": "127.0.0.1:9710", "KILN_TEST_S3_ACCESS_KEY": "ak", "KILN_TEST_S3_SECRET_KEY": "sk",
 		"KILN_TEST_REDIS_ADDR": "127.0.0.1:6710", "KILN_TEST_NATS_URL": "nats://127.0.0.1:4710",
-		"KILN_TEST_SOURCES_BUCKET": "", "KILN_TEST_OUTPUTS_BUCKET": "outs",
+		"KILN_TEST_SOURCES_BUCKET": "", "KILN_TEST_OUTPUTS_BUCKET": "outs", "KILN_TEST_REDIS_PASSWORD": "rpw",
 	} {
 		t.Setenv(k, v)
 	}
@@ -118,7 +119,7 @@ func TestPresent(t *testing.T) {
 		t.Fatalf("%s: %s", r.outcome, r.msg)
 	}
 	want := StackEnv{APIURL: "http://127.0.0.1:8710", APIKey: "key", Sources: "kiln-sources", Outputs: "outs",
-		RedisAddr: "127.0.0.1:6710", NATSURL: "nats://127.0.0.1:4710"}
+		RedisAddr: "127.0.0.1:6710", RedisPassword: "rpw", NATSURL: "nats://127.0.0.1:4710"}
 	want.S3.Endpoint, want.S3.AccessKey, want.S3.SecretKey = "127.0.0.1:9710", "ak", "sk"
 	if s != want {
 		t.Fatalf("Stack = %+v, want %+v", s, want)

@@ -213,7 +213,7 @@ func TestMain(m *testing.M) {
 }
 
 func runStuckWorker(addr string) error {
-	opt := asynq.RedisClientOpt{Addr: addr, DB: redisDB}
+	opt := asynq.RedisClientOpt{Addr: addr, Password: testenv.RedisPassword(), DB: redisDB} // the password from the parent's environment
 	rc := opt.MakeRedisClient().(redis.UniversalClient)
 	h := lease.NewManager(lease.Config{Redis: rc, TTL: ttl, Logger: zap.NewNop()}).Middleware()(asynq.HandlerFunc(
 		func(ctx context.Context, _ *asynq.Task) error {

@@ -51,10 +51,26 @@ func (h *FailureHandler) HandleError(ctx context.Context, task *asynq.Task, err 
 	code, msg := failure.CodeOf(err)
 	ev := jobevent.Failed(jobID, assetID, attempt, code, msg)
 	// The task context may be done (timeout); publishing the failure must
-	// still happen, bounded by its own deadline.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// still happen, bounded by its own deadline. The task will not run
+	// again, so a bus that is restarting is waited for (retried every
+	// second): a lost FAILED would leave the reconciler only "stalled" to
+	// say, not the real reason.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishFailedFor)
 	defer cancel()
-	if perr := h.Events.PublishJobEvent(pctx, ev); perr != nil {
-		log.Error("publish failed event", zap.Error(perr))
+	for {
+		perr := h.Events.PublishJobEvent(pctx, ev)
+		if perr == nil {
+			return
+		}
+		select {
+		case <-pctx.Done():
+			log.Error("publish failed event", zap.Error(perr))
+			return
+		case <-time.After(time.Second):
+			log.Warn("publish failed event; retrying", zap.Error(perr))
+		}
 	}
 }
+
+// publishFailedFor bounds the retries of publishing a job's FAILED event.
+const publishFailedFor = 30 * time.Second

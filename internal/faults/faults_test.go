@@ -154,15 +154,22 @@ func (c *cluster) finish(r *result, jobs []*job, t0 time.Time) {
 	c.verify(r, jobs, last)
 }
 
+// midTranscode submits one longer, bigger clip (so that a fault lands
+// mid-encode), the small ones and a bad input, and returns them with the
+// worker that is transcoding and its ffmpeg, half a second into the encode.
+func (c *cluster) midTranscode() ([]*job, *testenv.Proc, ffmpegProc) {
+	c.t.Helper()
+	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
+	i, ff := c.waitTranscode(2 * time.Minute)
+	time.Sleep(500 * time.Millisecond)
+	return jobs, c.workers[i], ff
+}
+
 // workerKill: kill -9 the worker that runs a transcode, mid-encode. Its
 // ffmpeg must die with it; the task comes back (a rescue copy, once its
 // kiln lease lapsed) on the other worker or on the killed one, restarted.
 func workerKill(c *cluster, r *result) {
-	// One longer, bigger clip so that the kill lands mid-encode.
-	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
-	i, ff := c.waitTranscode(2 * time.Minute)
-	time.Sleep(500 * time.Millisecond)
-	victim := c.workers[i]
+	jobs, victim, ff := c.midTranscode()
 	pid := victim.Pid()
 	victim.Kill()
 	t0 := time.Now()
@@ -183,10 +190,7 @@ func workerKill(c *cluster, r *result) {
 // once: the other worker finishes every job, the drained one is not
 // started again.
 func workerDrain(c *cluster, r *result) {
-	jobs := c.submit(append([]clipSpec{{12, 640, 360}}, small...), true)
-	i, ff := c.waitTranscode(2 * time.Minute)
-	time.Sleep(500 * time.Millisecond)
-	victim := c.workers[i]
+	jobs, victim, ff := c.midTranscode()
 	t0 := time.Now()
 	victim.Stop(20 * time.Second)
 	exited := time.Since(t0)

@@ -112,6 +112,11 @@ type Config struct {
 	// Rejections counts the events CheckEvent refuses, by reason
 	// (metrics.Rejections); nil counts nothing.
 	Rejections Rejections
+	// Changes tells the other catalog replicas which jobs this one changed,
+	// so that their event streams follow every job (JobChanged is its other
+	// end); nil: a replica alone, whose streams hear only its own changes
+	// (and look again at every heartbeat).
+	Changes ChangeAnnouncer
 	// Heartbeat is the interval of comments on event streams; default 15s.
 	Heartbeat time.Duration
 	// StreamWriteTimeout bounds each write to an event stream: a client that
@@ -144,6 +149,12 @@ type Rejections interface {
 	Inc(consumer, reason string)
 }
 
+// ChangeAnnouncer tells every catalog replica that a job changed
+// (bus.Bus).
+type ChangeAnnouncer interface {
+	AnnounceJobChange(jobID string) error
+}
+
 // RejectConsumer is the consumer label of the catalog's rejections: its
 // durable on the bus.
 const RejectConsumer = "catalog"
@@ -169,6 +180,7 @@ type Service struct {
 	outputsBucket string
 	buckets       Buckets
 	rejections    Rejections
+	changes       ChangeAnnouncer
 	hub           *hub
 	heartbeat     time.Duration
 	streamWrite   time.Duration
@@ -236,6 +248,7 @@ func New(cfg Config) (*Service, error) {
 		outputsBucket: cfg.OutputsBucket,
 		buckets:       Buckets{Sources: cfg.SourcesBucket, Outputs: cfg.OutputsBucket},
 		rejections:    cfg.Rejections,
+		changes:       cfg.Changes,
 		hub:           newHub(cfg.MaxStreamsPerKey),
 		heartbeat:     cfg.Heartbeat,
 		streamWrite:   cfg.StreamWriteTimeout,
@@ -306,11 +319,21 @@ func (s *Service) HandleEvent(ctx context.Context, ev *kilnv1.JobEvent) error {
 	if changed {
 		log.Info("job updated", zap.Float64("progress", ev.GetProgress()), zap.Int32("attempt", ev.GetAttempt()))
 		s.hub.notify(ev.GetJobId())
+		if s.changes != nil {
+			if err := s.changes.AnnounceJobChange(ev.GetJobId()); err != nil {
+				// The other replicas' streams catch up at their next heartbeat.
+				log.Warn("announce job change", zap.Error(err))
+			}
+		}
 	} else {
 		log.Debug("job event ignored (stale or repeated)")
 	}
 	return nil
 }
+
+// JobChanged wakes this replica's event streams of job jobID: another
+// replica (or this one) changed it (Config.Changes).
+func (s *Service) JobChanged(jobID string) { s.hub.notify(jobID) }
 
 // Routes lists every route Handler serves:
 //

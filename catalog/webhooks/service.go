@@ -159,8 +159,10 @@ func (s *Service) nudge() {
 }
 
 // Run is the dispatcher: until ctx ends it reads finished attempts' results
-// into the delivery log and enqueues due attempts. Only one should run per
-// database (the catalog is its single writer).
+// into the delivery log and enqueues due attempts. Every catalog replica
+// runs one on the shared database: an attempt is claimed before it is
+// enqueued (enqueue) and its result recorded only by the first to read it
+// (record), so each attempt is made and logged once.
 func (s *Service) Run(ctx context.Context) error {
 	if s.queue == nil || s.tasks == nil {
 		return errors.New("webhooks: Config.Queue and Config.Tasks are required to dispatch")
@@ -205,6 +207,20 @@ type due struct {
 
 func (s *Service) enqueueDue(ctx context.Context) error {
 	now := s.now().UTC()
+	list, err := s.due(ctx, now)
+	if err != nil {
+		return err
+	}
+	for _, d := range list {
+		if err := s.enqueue(ctx, d, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// due reads up to batch deliveries whose next attempt is due at now.
+func (s *Service) due(ctx context.Context, now time.Time) ([]due, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT d.id, d.event_id, d.endpoint_id, d.attempts, e.type, e.body,
 			p.url, p.secret, p.previous_secret, p.previous_expires_at, p.disabled_at IS NOT NULL, p.job_id, p.derived_secret
 		FROM webhook_deliveries d
@@ -213,28 +229,22 @@ func (s *Service) enqueueDue(ctx context.Context) error {
 		WHERE d.status = 'pending' AND d.next_attempt_at <= ?
 		ORDER BY d.next_attempt_at LIMIT ?`, fmtTime(now), batch)
 	if err != nil {
-		return fmt.Errorf("webhooks: due deliveries: %w", err)
+		return nil, fmt.Errorf("webhooks: due deliveries: %w", err)
 	}
+	defer rows.Close()
 	var list []due
 	for rows.Next() {
 		var d due
 		if err := rows.Scan(&d.id, &d.eventID, &d.endpointID, &d.attempts, &d.typ, &d.body,
 			&d.url, &d.secret, &d.previous, &d.previousExpires, &d.disabled, &d.jobID, &d.derived); err != nil {
-			rows.Close()
-			return fmt.Errorf("webhooks: due deliveries: %w", err)
+			return nil, fmt.Errorf("webhooks: due deliveries: %w", err)
 		}
 		list = append(list, d)
 	}
-	rows.Close() // before writing: SQLite runs on one connection
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("webhooks: due deliveries: %w", err)
+		return nil, fmt.Errorf("webhooks: due deliveries: %w", err)
 	}
-	for _, d := range list {
-		if err := s.enqueue(ctx, d, now); err != nil {
-			return err
-		}
-	}
-	return nil
+	return list, nil // the rows are closed before anything writes: SQLite runs on one connection
 }
 
 func (s *Service) enqueue(ctx context.Context, d due, now time.Time) error {
@@ -264,6 +274,29 @@ func (s *Service) enqueue(ctx context.Context, d due, now time.Time) error {
 		return s.giveUp(ctx, d.id, "no default webhook secret configured (KILN_WEBHOOK_SECRET)", now)
 	}
 	attempt := d.attempts + 1
+	// Claim the delivery for this attempt before making it: another replica
+	// of the catalog may have read the same row, and a read may be stale (the
+	// attempt already made, recorded and its task deleted). The claim holds
+	// until the row is marked enqueued, so each attempt is enqueued once.
+	return inTx(ctx, s.db, func(tx sqldialect.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM webhook_deliveries
+			WHERE id = ? AND status = 'pending' AND attempts = ? AND next_attempt_at <= ?`+s.db.Dialect.ClaimRow(),
+			d.id, d.attempts, fmtTime(now)).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			log.Debug("webhook attempt claimed elsewhere or already made", zap.Int("attempt", attempt))
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("webhooks: claim %s: %w", d.id, err)
+		}
+		return s.enqueueAttempt(ctx, tx, d, attempt, secrets, now, log)
+	})
+}
+
+// enqueueAttempt enqueues attempt of the claimed delivery d and marks it
+// enqueued in tx.
+func (s *Service) enqueueAttempt(ctx context.Context, tx sqldialect.Tx, d due, attempt int, secrets []string, now time.Time, log *zap.Logger) error {
 	payload, err := json.Marshal(taskPayload{
 		DeliveryID: d.id, EventID: d.eventID, EventType: d.typ, EndpointID: d.endpointID,
 		Attempt: attempt, URL: d.url, Secrets: secrets, Body: d.body,
@@ -280,7 +313,7 @@ func (s *Service) enqueue(ctx context.Context, d due, now time.Time) error {
 	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) && !errors.Is(err, asynq.ErrDuplicateTask) {
 		return fmt.Errorf("webhooks: enqueue %s: %w", taskID, err)
 	}
-	if _, err := s.db.ExecContext(ctx, `UPDATE webhook_deliveries SET status = 'enqueued', task_id = ?, updated_at = ?
+	if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = 'enqueued', task_id = ?, updated_at = ?
 		WHERE id = ? AND status = 'pending'`, taskID, fmtTime(now), d.id); err != nil {
 		return fmt.Errorf("webhooks: mark %s enqueued: %w", d.id, err)
 	}

@@ -55,7 +55,7 @@ func (p *process) catalog(ctx context.Context) error {
 		Canceler: p.cancel, Retrier: retrier, RenditionRetrier: retrier,
 		Remover: p.objects, OutputsBucket: cfg.OutputsBucket, SourcesBucket: cfg.SourcesBucket, Rejections: p.rejections,
 		MaxStreamsPerKey: cfg.SSEMaxStreamsPerKey, PlaybackRateLimit: cfg.PlaybackRateLimit,
-		PlaybackRateBurst: cfg.PlaybackRateBurst, Proxies: cfg.TrustedProxies,
+		PlaybackRateBurst: cfg.PlaybackRateBurst, Proxies: cfg.TrustedProxies, Changes: p.bus,
 	})
 	if err != nil {
 		return err
@@ -86,6 +86,10 @@ func (p *process) catalog(ctx context.Context) error {
 		p.collectors = append(p.collectors, rec) // its counters on /metrics
 		p.g.Go(func() error { return rec.Run(ctx) })
 	}
+	// Every replica's event streams follow every job: each announces the
+	// jobs it changed, and hears its own and the others' announcements.
+	p.g.Go(func() error { return p.bus.JobChanges(ctx, cat.JobChanged) })
+	// The replicas share the durable consumer: each event goes to one of them.
 	p.g.Go(func() error {
 		return p.bus.Consume(ctx, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}}, cat.HandleMessage)
 	})

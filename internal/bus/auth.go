@@ -85,7 +85,8 @@ const jobEvents = "kiln.jobs.*"
 //     FAILED), "object landed" (the reconciler announcing a source again),
 //     and whatever dead letter it replays to its original subject
 //     (bucket notifications included); it consumes job events (the
-//     durable "catalog") and reads and deletes dead letters;
+//     durable "catalog"), reads and deletes dead letters, and publishes
+//     and subscribes to the replicas' change notices (JobChanges);
 //   - notify publishes bucket notifications only;
 //   - serve is ingest, worker and catalog in one process.
 //
@@ -98,7 +99,7 @@ func Permissions(user string) (Permission, bool) {
 	case UserWorker:
 		pub = []string{jobEvents, jsAPI("STREAM.INFO.%s", StreamName)}
 	case UserCatalog:
-		pub = slices.Concat([]string{jobEvents, SubjectObjectLanded, SubjectS3Events}, manageStreams(), consume("catalog"),
+		pub = slices.Concat([]string{jobEvents, SubjectObjectLanded, SubjectS3Events, jobChanges}, manageStreams(), consume("catalog"),
 			[]string{jsAPI("STREAM.MSG.GET.%s", DeadLetterStream), jsAPI("STREAM.MSG.DELETE.%s", DeadLetterStream)})
 	case UserNotify:
 		pub = []string{SubjectS3Events}
@@ -114,5 +115,9 @@ func Permissions(user string) (Permission, bool) {
 	default:
 		return Permission{}, false
 	}
-	return Permission{Publish: pub, Subscribe: []string{InboxPrefix(user) + ".>"}}, true
+	sub := []string{InboxPrefix(user) + ".>"}
+	if user == UserCatalog || user == UserServe {
+		sub = append(sub, jobChanges) // the replicas' change notices (JobChanges)
+	}
+	return Permission{Publish: pub, Subscribe: sub}, true
 }

@@ -314,8 +314,9 @@ func TestRolePermissions(t *testing.T) {
 }
 
 // TestServePermissionsCoverEveryRole: the all-in-one user may publish what
-// each role may (kiln serve runs them on one connection), subscribes under
-// its own inbox only, and every role's subscribe list is its inbox.
+// each role may (kiln serve runs them on one connection), and every role
+// subscribes under its own inbox only — the catalog and serve also to the
+// replicas' job change notices.
 func TestServePermissionsCoverEveryRole(t *testing.T) {
 	serve, ok := bus.Permissions(bus.UserServe)
 	if !ok {
@@ -326,8 +327,12 @@ func TestServePermissionsCoverEveryRole(t *testing.T) {
 		if !ok || len(p.Publish) == 0 {
 			t.Fatalf("%s: no permission", u)
 		}
-		if !slices.Equal(p.Subscribe, []string{bus.InboxPrefix(u) + ".>"}) {
-			t.Errorf("%s subscribes to %v, want its inbox only", u, p.Subscribe)
+		want := []string{bus.InboxPrefix(u) + ".>"}
+		if u == bus.UserCatalog || u == bus.UserServe {
+			want = append(want, "kiln_changes.*")
+		}
+		if !slices.Equal(p.Subscribe, want) {
+			t.Errorf("%s subscribes to %v, want %v", u, p.Subscribe, want)
 		}
 		if u == bus.UserNotify || u == bus.UserServe {
 			continue
@@ -340,5 +345,58 @@ func TestServePermissionsCoverEveryRole(t *testing.T) {
 	}
 	if _, ok := bus.Permissions("mallory"); ok {
 		t.Error("a permission for an unknown user")
+	}
+}
+
+// TestJobChangesBetweenReplicas: a catalog replica's change notice reaches
+// every replica (itself included), and a worker may neither send nor hear
+// one.
+func TestJobChangesBetweenReplicas(t *testing.T) {
+	e := startNATS(t, "127.0.0.1:-1", t.TempDir())
+	a, b := roleConn(t, e.ClientURL(), bus.UserCatalog), roleConn(t, e.ClientURL(), bus.UserCatalog)
+	type notice struct {
+		replica int
+		job     string
+	}
+	heard := make(chan notice, 64)
+	for i, r := range []*bus.Bus{a, b} {
+		go func() {
+			_ = r.JobChanges(t.Context(), func(id string) {
+				select {
+				case heard <- notice{i, id}:
+				default:
+				}
+			})
+		}()
+	}
+	w := dialRaw(t, e.ClientURL(), bus.UserWorker, nats.CustomInboxPrefix(bus.InboxPrefix(bus.UserWorker)))
+	if _, err := w.Subscribe("kiln_changes.*", func(*nats.Msg) { t.Error("a worker heard a change notice") }); err != nil {
+		t.Fatal(err)
+	}
+	w.violated(t, "Subscription", "kiln_changes.*")
+	if err := w.Publish("kiln_changes.job_forged", nil); err != nil {
+		t.Fatal(err)
+	}
+	w.violated(t, "Publish", "kiln_changes.job_forged")
+
+	deadline := time.After(10 * time.Second)
+	got := map[int]bool{}
+	for len(got) < 2 { // the subscriptions may take a moment: announce until both heard it
+		if err := a.AnnounceJobChange("job_a"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case n := <-heard:
+			if n.job != "job_a" {
+				t.Fatalf("replica %d heard %q, want job_a", n.replica, n.job)
+			}
+			got[n.replica] = true
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("the replicas did not hear the change within 10 s")
+		}
+	}
+	if err := a.AnnounceJobChange("job.a"); err == nil {
+		t.Error("a job id with a dot announced")
 	}
 }

@@ -36,6 +36,18 @@ func (d Dialect) String() string {
 	return "dialect(" + strconv.Itoa(int(d)) + ")"
 }
 
+// ClaimRow is the suffix of a SELECT, in a transaction, that claims the
+// rows it reads until the transaction ends, skipping those another
+// transaction holds: FOR UPDATE SKIP LOCKED on PostgreSQL, where several
+// catalog replicas share the database. SQLite needs none: its transactions
+// begin IMMEDIATE and have the database to themselves.
+func (d Dialect) ClaimRow() string {
+	if d == Postgres {
+		return " FOR UPDATE SKIP LOCKED"
+	}
+	return ""
+}
+
 // Bind returns query and args as d's driver takes them. SQLite takes them
 // as written. For PostgreSQL, "?" becomes "$n" (the next argument), "?N"
 // becomes "$N", and ":name" becomes the position of sql.Named("name", v)

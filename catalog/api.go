@@ -481,8 +481,8 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 			if !write([]byte(": heartbeat\n\n")) {
 				return
 			}
-			// Also a safety net for changes applied by another catalog
-			// replica (the broadcaster is in-process).
+			// Also a safety net for a change notice of another replica
+			// lost while NATS was unreachable (Config.Changes).
 		case <-sub.ch:
 		}
 		cur, err := s.store.Job(ctx, j.ID)

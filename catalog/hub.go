@@ -3,7 +3,8 @@ package catalog
 import "sync"
 
 // hub is the in-process broadcaster behind GET /v1/jobs/{id}/events:
-// HandleEvent notifies it of every job an event changed, and each
+// HandleEvent notifies it of every job an event changed, JobChanged of every
+// job another catalog replica changed (Config.Changes), and each
 // subscriber of that job gets a wake-up (coalesced: a slow subscriber
 // misses no change, it reads the job's latest state once). Notifying never
 // blocks the event consumer.

@@ -42,9 +42,25 @@ type cluster struct {
 	ingest, catalog *testenv.Proc
 	workers         []*testenv.Proc
 	workDirs        []string
+	// catalogs are every catalog replica (catalog is the first), and
+	// catalogURLs their addresses.
+	catalogs    []*testenv.Proc
+	catalogURLs []string
 
 	ingestURL, catalogURL string
 	objects               *objstore.Client
+}
+
+// clusterConfig shapes a cluster.
+type clusterConfig struct {
+	// env adds to the environment of the roles it names ("catalog",
+	// "ingest", "worker").
+	env map[string][]string
+	// catalogs is the number of catalog replicas (at least 1).
+	catalogs int
+	// database is the catalogs' KILN_DATABASE; empty: a SQLite file (one
+	// replica only).
+	database string
 }
 
 // scenarioDir is where a scenario keeps its data and logs:
@@ -64,11 +80,19 @@ func scenarioDir(t *testing.T) string {
 	return t.TempDir()
 }
 
-// newCluster starts the services, then the catalog, the ingest and two
-// workers, and waits until each one is ready. env adds to the environment
-// of the roles it names.
+// newCluster starts the services, then the catalog (SQLite), the ingest
+// and two workers, and waits until each one is ready. env adds to the
+// environment of the roles it names.
 func newCluster(t *testing.T, env map[string][]string) *cluster {
 	t.Helper()
+	return startCluster(t, clusterConfig{env: env, catalogs: 1})
+}
+
+// startCluster starts the services, then cfg.catalogs catalogs, the ingest
+// and two workers, and waits until each one is ready.
+func startCluster(t *testing.T, cfg clusterConfig) *cluster {
+	t.Helper()
+	env := cfg.env
 	testenv.RequireBinaries(t, "ffmpeg", "ffprobe", "redis-server")
 	kiln := testenv.BuildKiln(t)
 	dir := scenarioDir(t)
@@ -106,12 +130,22 @@ func newCluster(t *testing.T, env map[string][]string) *cluster {
 		p.SetReady(testenv.HTTPReady("http://" + addr + "/readyz"))
 		return p, "http://" + addr
 	}
-	c.catalog, c.catalogURL = role("catalog",
-		"KILN_DATABASE="+filepath.Join(dir, "catalog", "kiln.db"),
-		"KILN_PLAYBACK_SIGNING_KEY=faults-signing-key-0123456789")
-	if err := os.MkdirAll(filepath.Join(dir, "catalog"), 0o755); err != nil {
-		t.Fatal(err)
+	database := cfg.database
+	if database == "" {
+		database = filepath.Join(dir, "catalog", "kiln.db")
+		if err := os.MkdirAll(filepath.Join(dir, "catalog"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
+	for i := range max(cfg.catalogs, 1) {
+		name := "catalog"
+		if i > 0 {
+			name = fmt.Sprintf("catalog%d", i+1)
+		}
+		p, url := role(name, "KILN_DATABASE="+database, "KILN_PLAYBACK_SIGNING_KEY=faults-signing-key-0123456789")
+		c.catalogs, c.catalogURLs = append(c.catalogs, p), append(c.catalogURLs, url)
+	}
+	c.catalog, c.catalogURL = c.catalogs[0], c.catalogURLs[0]
 	c.ingest, c.ingestURL = role("ingest", "KILN_S3_NOTIFY_ARN="+c.minio.NotifyARN)
 	for i := 1; i <= 2; i++ {
 		work := filepath.Join(dir, fmt.Sprintf("work%d", i))
@@ -124,7 +158,7 @@ func newCluster(t *testing.T, env map[string][]string) *cluster {
 }
 
 func (c *cluster) kilnProcs() []*testenv.Proc {
-	return append([]*testenv.Proc{c.catalog, c.ingest}, c.workers...)
+	return slices.Concat(c.catalogs, []*testenv.Proc{c.ingest}, c.workers)
 }
 
 // startKiln starts processes and waits until every one is ready.

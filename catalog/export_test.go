@@ -4,6 +4,8 @@ import (
 	"database/sql"
 	"testing"
 	"time"
+
+	"github.com/kilnvideo/kiln/internal/sqldialect"
 )
 
 // OpenTestStore opens a fresh store for the package's tests, whose record
@@ -22,15 +24,19 @@ func newStoreAt(t *testing.T, now func() time.Time) Store {
 
 func newStore(t *testing.T) Store { t.Helper(); return newStoreAt(t, nil) }
 
-// dbOf is the SQL database of a SQL store, for tests that reach past the
+// dbOf is the SQL database of a SQL store, binding queries written in
+// SQLite's marks for the store's dialect, for tests that reach past the
 // Store interface.
-func dbOf(t *testing.T, s Store) *sql.DB {
+func dbOf(t *testing.T, s Store) sqldialect.DB {
 	t.Helper()
-	d, ok := s.(interface{ DB() *sql.DB })
+	d, ok := s.(interface {
+		DB() *sql.DB
+		Dialect() sqldialect.Dialect
+	})
 	if !ok {
 		t.Fatalf("store %T has no SQL database", s)
 	}
-	return d.DB()
+	return sqldialect.DB{DB: d.DB(), Dialect: d.Dialect()}
 }
 
 // MaxRetryDelay is the reconciler's bound on one tasks.RetryDelay.

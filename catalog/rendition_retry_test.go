@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -10,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kilnvideo/kiln/internal/sqldialect"
 
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/proto"
@@ -298,14 +299,14 @@ func TestRenditionRetryWithoutEncodedKey(t *testing.T) {
 // succeed if no transaction holds the single writer across the enqueue.
 type dbWritingRetrier struct {
 	t    *testing.T
-	db   *sql.DB
+	db   sqldialect.DB
 	errs []error
 }
 
 func (r *dbWritingRetrier) RetryRendition(ctx context.Context, _ *kilnv1.PackageTask) error {
 	wctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	_, err := r.db.ExecContext(wctx, `UPDATE jobs SET updated_at = updated_at WHERE 0`)
+	_, err := r.db.ExecContext(wctx, `UPDATE jobs SET updated_at = updated_at WHERE 1 = 0`)
 	r.errs = append(r.errs, err)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/base32"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -184,6 +185,15 @@ func (s *Service) OnApply(ctx context.Context, raw *sql.Tx, ev *kilnv1.JobEvent,
 	if !ok {
 		return nil
 	}
+	if typ != EventJobCreated && ev.GetAttempt() <= 1 {
+		// The job's QUEUED may come after its first stage's events (ingest
+		// enqueues the probe before it announces the job; a catalog replica
+		// that dies holding the QUEUED leaves it to be redelivered later),
+		// and then changes nothing: the job is created by this event.
+		if err := s.emitCreated(ctx, tx, jobID, assetID, now); err != nil {
+			return err
+		}
+	}
 	data := Data{JobID: jobID, AssetID: assetID, State: state}
 	switch typ {
 	case EventJobProgress:
@@ -199,6 +209,19 @@ func (s *Service) OnApply(ctx context.Context, raw *sql.Tx, ev *kilnv1.JobEvent,
 		data.Playback = s.playback(assetID, ev.GetOutputs())
 	}
 	return s.emit(ctx, tx, typ, data, now)
+}
+
+// emitCreated records the job.created of a job that has none.
+func (s *Service) emitCreated(ctx context.Context, tx sqldialect.Tx, jobID, assetID string, now time.Time) error {
+	var one int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM webhook_events WHERE job_id = ? AND type = ? LIMIT 1`, jobID, EventJobCreated).Scan(&one)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("webhooks: job.created of %s: %w", jobID, err)
+	}
+	return s.emit(ctx, tx, EventJobCreated, Data{JobID: jobID, AssetID: assetID, State: "queued"}, now)
 }
 
 // AssetDeleted records an asset.deleted event for every matching endpoint

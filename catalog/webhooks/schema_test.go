@@ -35,10 +35,10 @@ func testSchemaOfOldBinary(t *testing.T, open backend) {
 	}
 	var n, v int
 	if err := db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM webhook_endpoints), (SELECT MAX(version) FROM webhooks_schema_version)`).
-		Scan(&n, &v); err != nil || n != 1 || v != 2 {
+		Scan(&n, &v); err != nil || n != 1 || v != 3 {
 		t.Fatalf("endpoints %d, version %d, %v", n, v, err)
 	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO webhooks_schema_version (version) VALUES (3)`); err != nil {
+	if _, err := db.ExecContext(ctx, `INSERT INTO webhooks_schema_version (version) VALUES (4)`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := New(ctx, Config{DB: db, Dialect: d}); err == nil || !strings.Contains(err.Error(), "newer than this binary") {

@@ -360,12 +360,16 @@ func (s *Service) collect(ctx context.Context) error {
 	for _, f := range list {
 		info, err := s.tasks.GetTaskInfo(Queue, f.taskID)
 		if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
-			// Lost (Redis data gone): send the same attempt again.
-			s.log.Warn("webhook attempt task lost; re-sending", zap.String("delivery_id", f.id), zap.String("task_id", f.taskID))
-			if _, err := s.db.ExecContext(ctx, `UPDATE webhook_deliveries SET status = 'pending', task_id = '',
+			// Lost (Redis data gone): send the same attempt again — unless
+			// another replica recorded it (and deleted its task) meanwhile.
+			res, err := s.db.ExecContext(ctx, `UPDATE webhook_deliveries SET status = 'pending', task_id = '',
 				next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'enqueued' AND task_id = ?`,
-				fmtTime(s.now()), fmtTime(s.now()), f.id, f.taskID); err != nil {
+				fmtTime(s.now()), fmtTime(s.now()), f.id, f.taskID)
+			if err != nil {
 				return fmt.Errorf("webhooks: requeue %s: %w", f.id, err)
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				s.log.Warn("webhook attempt task lost; re-sending", zap.String("delivery_id", f.id), zap.String("task_id", f.taskID))
 			}
 			continue
 		}

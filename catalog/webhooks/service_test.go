@@ -648,8 +648,10 @@ func testPerUploadWebhookLateQueued(t *testing.T, open backend) {
 	for _, p := range rcv.payloads() {
 		types = append(types, p.Type)
 	}
-	if strings.Join(types, ",") != "job.ready" {
-		t.Fatalf("per-upload webhook after a late QUEUED got %v, want job.ready", types)
+	// The endpoint came with the late QUEUED: the job's next change brings
+	// it the job.created it had not had, then its own event.
+	if strings.Join(types, ",") != "job.created,job.ready" {
+		t.Fatalf("per-upload webhook after a late QUEUED got %v, want job.created,job.ready", types)
 	}
 }
 
@@ -820,5 +822,32 @@ func testPerUploadWebhookFromBeforeUploadSecrets(t *testing.T, open backend) {
 	}
 	if strings.Join(types, ",") != "job.created,job.ready" {
 		t.Fatalf("legacy per-upload webhook got %v", types)
+	}
+}
+
+// TestCreatedWhenQueuedComesLate: a job whose QUEUED is applied after its
+// PROBING (ingest enqueues the probe first; a catalog replica that died
+// holding the QUEUED has it redelivered later) still gets its job.created,
+// once, before its other events.
+func TestCreatedWhenQueuedComesLate(t *testing.T) { eachBackend(t, testCreatedWhenQueuedComesLate) }
+
+func testCreatedWhenQueuedComesLate(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
+	rcv := newReceiver(t)
+	ep := f.register(t, rcv.srv.URL, EventTypes...)
+	rcv.secret = ep.Secret
+	for _, st := range []kilnv1.JobState{kilnv1.JobState_JOB_STATE_PROBING, kilnv1.JobState_JOB_STATE_QUEUED,
+		kilnv1.JobState_JOB_STATE_TRANSCODING, kilnv1.JobState_JOB_STATE_READY} {
+		if _, err := f.store.Apply(t.Context(), jobEvent(st, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.dispatch(t)
+	var types []string
+	for _, p := range rcv.payloads() {
+		types = append(types, p.Type+":"+p.Data.State)
+	}
+	if got := strings.Join(types, ","); got != "job.created:queued,job.progress:probing,job.progress:transcoding,job.ready:ready" {
+		t.Fatalf("delivered %s", got)
 	}
 }

@@ -35,7 +35,7 @@
 #                       fuzzing (default 10s, less when there are more than 10 targets, so
 #                       that all of them fuzz for about 80 s in all)
 #   KILN_STACK_HTTP_PORT, KILN_STACK_NATS_PORT, KILN_STACK_REDIS_PORT, KILN_STACK_S3_PORT,
-#   KILN_STACK_CONSOLE_PORT
+#   KILN_STACK_CONSOLE_PORT, KILN_STACK_PG_PORT (faults: the fleet test's PostgreSQL, 5711)
 #                       ports of the stack (defaults above), to run two stacks of one mode
 #                       on one machine (from two clones)
 #
@@ -490,6 +490,7 @@ start_postgres() {
 	local bin user="" data="$DATA/postgres" pw
 	bin="$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1)"
 	bin="${bin%/initdb}"
+	PG_BIN="$bin"
 	[[ -x "$bin/postgres" ]] || die "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin"
 	local -a as=()
 	if ((EUID == 0)); then
@@ -594,31 +595,52 @@ start_stack() {
 		"$MINIO_BIN" server "$DATA/minio" --address "$S3_ENDPOINT" --console-address "127.0.0.1:$CONSOLE_PORT"
 	wait_for minio 60 "minio on $S3_ENDPOINT" curl -sf "http://$S3_ENDPOINT/minio/health/live"
 
-	log "starting kiln ($KILN_BIN serve) on $API_URL, NATS on 127.0.0.1:$NATS_PORT"
-	start kiln "$LOGS/kiln.log" env \
-		"${webhook_env[@]}" \
-		"${nats_env[@]}" \
-		KILN_REDIS_PASSWORD="$REDIS_PASSWORD" \
-		KILN_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
-		KILN_PUBLIC_URL="$API_URL" \
-		KILN_API_KEYS="$API_KEY" \
-		KILN_PLAYBACK_SIGNING_KEY="$PLAYBACK_SIGNING_KEY" \
-		KILN_NATS_LISTEN="127.0.0.1:$NATS_PORT" \
-		KILN_NATS_STORE_DIR="$DATA/nats" \
-		KILN_REDIS_ADDR="$REDIS_ADDR" \
-		KILN_S3_ENDPOINT="$S3_ENDPOINT" \
-		KILN_S3_ACCESS_KEY="$S3_ACCESS_KEY" \
-		KILN_S3_SECRET_KEY="$S3_SECRET_KEY" \
-		KILN_S3_SECURE=false \
-		KILN_S3_NOTIFY_ARN=arn:minio:sqs::KILN:nats \
-		KILN_DATABASE="$DATA/kiln.db" \
-		KILN_WORK_DIR="$DATA/work" \
-		"$KILN_BIN" serve
-	wait_for kiln 60 "kiln's NATS on 127.0.0.1:$NATS_PORT" port_open "$NATS_PORT"
+	KILN_START_ENV=(
+		"${webhook_env[@]}"
+		"${nats_env[@]}"
+		KILN_REDIS_PASSWORD="$REDIS_PASSWORD"
+		KILN_HTTP_ADDR="127.0.0.1:$HTTP_PORT"
+		KILN_PUBLIC_URL="$API_URL"
+		KILN_API_KEYS="$API_KEY"
+		KILN_PLAYBACK_SIGNING_KEY="$PLAYBACK_SIGNING_KEY"
+		KILN_NATS_LISTEN="127.0.0.1:$NATS_PORT"
+		KILN_NATS_STORE_DIR="$DATA/nats"
+		KILN_REDIS_ADDR="$REDIS_ADDR"
+		KILN_S3_ENDPOINT="$S3_ENDPOINT"
+		KILN_S3_ACCESS_KEY="$S3_ACCESS_KEY"
+		KILN_S3_SECRET_KEY="$S3_SECRET_KEY"
+		KILN_S3_SECURE=false
+		KILN_S3_NOTIFY_ARN=arn:minio:sqs::KILN:nats
+		KILN_WORK_DIR="$DATA/work"
+	)
+	start_kiln "$DATA/kiln.db"
+	log "${C_G}kiln $MODE stack is ready${C_0}"
+}
 
+# start_kiln database: start kiln serve with the stack's settings (KILN_START_ENV) and the
+# catalog store database (a SQLite path or a postgres:// URL), and wait until it is ready.
+start_kiln() {
+	log "starting kiln ($KILN_BIN serve) on $API_URL, NATS on 127.0.0.1:$NATS_PORT, catalog on ${1%%://*}"
+	start kiln "$LOGS/kiln.log" env "${KILN_START_ENV[@]}" KILN_DATABASE="$1" "$KILN_BIN" serve
+	wait_for kiln 60 "kiln's NATS on 127.0.0.1:$NATS_PORT" port_open "$NATS_PORT"
 	log "waiting for kiln to be ready ($API_URL/readyz, up to ${READY_TIMEOUT}s)"
 	wait_for kiln "$READY_TIMEOUT" "$API_URL/readyz" curl -sf "$API_URL/readyz"
-	log "${C_G}kiln $MODE stack is ready${C_0}"
+}
+
+# on_postgres: the tests that run on the stack's catalog store again with PostgreSQL: kiln
+# restarted on a fresh database of the stack's PostgreSQL for the end-to-end tests, and the
+# catalog package's service and API tests on a database per test (they ran on SQLite first).
+on_postgres() {
+	local db="${PG_URL%/postgres?*}/kiln_e2e?sslmode=disable"
+	PGPASSWORD="$(cat "$DATA/postgres-password")" "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U kiln -d postgres \
+		-c 'CREATE DATABASE kiln_e2e' || return 1
+	log "restarting kiln on PostgreSQL"
+	kill -TERM "${PID[kiln]}" 2>/dev/null || true
+	local i
+	for ((i = 0; i < 150; i++)); do alive "${PID[kiln]}" || break; sleep 0.2; done
+	start_kiln "$db"
+	# shellcheck disable=SC2086
+	KILN_TEST_CATALOG_BACKEND=postgres go test -count=1 -timeout 15m ${GO_TEST_FLAGS:-} ./catalog/ ./internal/e2e/
 }
 
 # Exit non-zero (after stopping the stack) when a service dies.
@@ -717,6 +739,7 @@ cmd_test() {
 	run_step "go mod tidy" bash -c 'if ! d="$(go mod tidy -diff)"; then printf "%s\ngo.mod/go.sum are not tidy: run go mod tidy and commit the result\n" "$d"; exit 1; fi'
 	# shellcheck disable=SC2086
 	run_step "go test" go test -count=1 -timeout 25m ${GO_TEST_FLAGS:-} ./...
+	run_step "go test on PostgreSQL (catalog, e2e)" on_postgres
 	run_step "fuzz" fuzz_all
 	log "${C_G}all tests passed${C_0}"
 }
@@ -800,13 +823,22 @@ cmd_bench() {
 # cmd_faults: the whole fault suite, no shared stack (each scenario starts its own services).
 cmd_faults() {
 	MODE=faults
-	ensure_cmds ffmpeg ffprobe redis-server curl
+	ensure_cmds ffmpeg ffprobe redis-server curl '/usr/lib/postgresql/*/bin/initdb'
 	install_minio
 	install_nats_server
 	cmd_build
 	local dir="$ROOT/.data/faults"
 	mkdir -p "$dir"
 	rm -f "$dir/report.md"
+	# The fleet test's catalogs share a PostgreSQL: one for the suite, on its own port.
+	DATA="$dir/postgres-server" RUN="$dir/postgres-server/run" LOGS="$dir/postgres-server/logs"
+	PG_PORT="${KILN_STACK_PG_PORT:-5711}"
+	rm -rf "$DATA" && mkdir -p "$RUN" "$LOGS"
+	trap on_exit EXIT
+	trap 'on_signal INT' INT
+	trap 'on_signal TERM' TERM
+	start_postgres
+	export KILN_TEST_DATABASE_URL="$PG_URL"
 	local rc=0
 	log "fault suite (scenario data and logs in ${dir#"$ROOT"/})"
 	# shellcheck disable=SC2086

@@ -82,6 +82,7 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.secretFlag(&c.NATSPassword, "nats-password", "KILN_NATS_PASSWORD", "NATS password of -nats-user")
 	f.secretFlag(&c.NATSToken, "nats-token", "KILN_NATS_TOKEN", "NATS token, instead of a user (one identity for every role: no per-role permissions)")
 	f.strFlag(&c.NATSCredsFile, "nats-creds", "KILN_NATS_CREDS", "NATS creds file (JWT and NKey seed), instead of a user")
+	f.intFlag(&c.NATSStreamReplicas, "nats-stream-replicas", "KILN_NATS_STREAM_REPLICAS", "copies a NATS cluster keeps of the streams KILN and KILN_DLQ (set on every start of ingest or the catalog)", between(1, 5))
 	f.strFlag(&c.NATSCAFile, "nats-ca", "KILN_NATS_CA", "CA certificates (PEM) verifying the NATS server; requires TLS")
 	f.strFlag(&c.NATSCertFile, "nats-cert", "KILN_NATS_CERT", "client certificate (PEM) for NATS, with -nats-key; requires TLS")
 	f.strFlag(&c.NATSKeyFile, "nats-key", "KILN_NATS_KEY", "client key (PEM) of -nats-cert")
@@ -377,6 +378,15 @@ func offOrAtLeast[T number](lo T) func(T) error {
 	return func(v T) error {
 		if v != 0 && v < lo {
 			return fmt.Errorf("must be 0 (off) or at least %v", lo)
+		}
+		return nil
+	}
+}
+
+func between[T number](lo, hi T) func(T) error {
+	return func(v T) error {
+		if v < lo || v > hi {
+			return fmt.Errorf("must be %v to %v", lo, hi)
 		}
 		return nil
 	}

@@ -182,7 +182,7 @@ func (p *process) startNATS() (bus.Config, error) {
 	nc := bus.Config{
 		URL: cfg.NATSURL, Name: "kiln-" + roleNames(cfg.Roles), Logger: p.log,
 		User: cfg.NATSUser, Password: cfg.NATSPassword, Token: cfg.NATSToken, CredsFile: cfg.NATSCredsFile,
-		CAFile: cfg.NATSCAFile, CertFile: cfg.NATSCertFile, KeyFile: cfg.NATSKeyFile,
+		CAFile: cfg.NATSCAFile, CertFile: cfg.NATSCertFile, KeyFile: cfg.NATSKeyFile, StreamReplicas: cfg.NATSStreamReplicas,
 	}
 	if len(cfg.Roles) == 1 {
 		nc.InboxPrefix = bus.InboxPrefix(string(cfg.Roles[0])) // the role's user (bus.Users)

@@ -30,9 +30,12 @@ type Config struct {
 	// NATS credentials and TLS of the ingest, worker and catalog roles
 	// (bus.Config): a user and password, a token or a creds file; a CA
 	// file, a client certificate and key.
-	NATSUser, NATSPassword    string
-	NATSToken                 string
-	NATSCredsFile             string
+	NATSUser, NATSPassword string
+	NATSToken              string
+	NATSCredsFile          string
+	// NATSStreamReplicas is the copies a NATS cluster keeps of kiln's
+	// streams (bus.Config.StreamReplicas).
+	NATSStreamReplicas        int
 	NATSCAFile                string
 	NATSCertFile, NATSKeyFile string
 	// NATSUserPasswords are the passwords of the embedded server's users
@@ -200,10 +203,11 @@ func Defaults() Config {
 		FFmpegMaxMemory: DefaultFFmpegMaxMemory,
 		DirectUploadTTL: ingest.DefaultDirectUploadTTL,
 
-		Concurrency:    2,
-		TaskLease:      lease.DefaultTTL,
-		X264Preset:     workers.DefaultX264Preset,
-		MaxUploadBytes: ingest.DefaultMaxUploadBytes,
+		Concurrency:        2,
+		NATSStreamReplicas: 1,
+		TaskLease:          lease.DefaultTTL,
+		X264Preset:         workers.DefaultX264Preset,
+		MaxUploadBytes:     ingest.DefaultMaxUploadBytes,
 
 		ShutdownTimeout: 25 * time.Second,
 

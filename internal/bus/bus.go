@@ -66,7 +66,11 @@ type Config struct {
 	// DeadLetterMaxAge bounds how long dead letters are kept; default 30
 	// days.
 	DeadLetterMaxAge time.Duration
-	Logger           *zap.Logger
+	// StreamReplicas is the number of copies a NATS cluster keeps of each
+	// stream (KILN and KILN_DLQ), 1 to 5; default 1 (a single server).
+	// Connect sets it on every start, so set it here rather than by hand.
+	StreamReplicas int
+	Logger         *zap.Logger
 }
 
 // Bus is a JetStream connection with kiln's stream ensured.
@@ -108,7 +112,7 @@ func Connect(ctx context.Context, cfg Config) (*Bus, error) {
 	if cfg.WaitForStreams {
 		err = b.waitForStream(ctx)
 	} else {
-		err = b.ensureStreams(ctx, cfg.MaxAge, cfg.DeadLetterMaxAge)
+		err = b.ensureStreams(ctx, cfg.MaxAge, cfg.DeadLetterMaxAge, max(cfg.StreamReplicas, 1))
 	}
 	if err != nil {
 		nc.Close()
@@ -201,7 +205,7 @@ func (b *Bus) waitForStream(ctx context.Context) error {
 	}
 }
 
-func (b *Bus) ensureStreams(ctx context.Context, maxAge, deadLetterMaxAge time.Duration) error {
+func (b *Bus) ensureStreams(ctx context.Context, maxAge, deadLetterMaxAge time.Duration, replicas int) error {
 	for {
 		_, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name:       StreamName,
@@ -210,6 +214,7 @@ func (b *Bus) ensureStreams(ctx context.Context, maxAge, deadLetterMaxAge time.D
 			Storage:    jetstream.FileStorage,
 			MaxAge:     maxAge,
 			Duplicates: 10 * time.Minute,
+			Replicas:   replicas,
 		})
 		if err == nil {
 			// Outside kiln.> (streams may not overlap), so no consumer of
@@ -221,6 +226,7 @@ func (b *Bus) ensureStreams(ctx context.Context, maxAge, deadLetterMaxAge time.D
 				Storage:    jetstream.FileStorage,
 				MaxAge:     deadLetterMaxAge,
 				Duplicates: 10 * time.Minute,
+				Replicas:   replicas,
 			})
 		}
 		if err == nil {

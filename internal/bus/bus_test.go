@@ -788,3 +788,31 @@ func TestConsumeUpgradesOldDurable(t *testing.T) {
 		return err == nil && ci.Config.MaxDeliver == -1
 	})
 }
+
+// TestStreamReplicas: Connect creates the streams with Config.StreamReplicas
+// copies. A single server cannot keep three: the setting reaches it and
+// Connect fails instead of quietly creating one copy.
+func TestStreamReplicas(t *testing.T) {
+	e := startNATS(t, "127.0.0.1:-1", t.TempDir())
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	b, err := bus.Connect(ctx, bus.Config{URL: e.ClientURL(), User: admin, Password: testPassword, StreamReplicas: 3, Logger: zap.NewNop()})
+	if err == nil {
+		b.Close()
+		t.Fatal("three stream replicas on a single server: Connect succeeded")
+	}
+	if !strings.Contains(strings.ToLower(err.Error()), "replicas") {
+		t.Errorf("Connect: %v, want an error about the replicas", err)
+	}
+	connect(t, e.ClientURL()) // the default: one copy
+	js := inspect(t, e.ClientURL())
+	for _, name := range []string{bus.StreamName, bus.DeadLetterStream} {
+		s, err := js.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := s.CachedInfo().Config.Replicas; r != 1 {
+			t.Errorf("stream %s: %d replicas, want 1", name, r)
+		}
+	}
+}

@@ -50,6 +50,7 @@ func newServiceMetrics(reg prometheus.Registerer) (*serviceMetrics, error) {
 	}
 	for _, r := range []string{"success", "http_3xx", "http_4xx", "http_5xx", "timeout", "error"} {
 		m.attempts.WithLabelValues(r) // an alert's rate needs the series
+		m.latency.WithLabelValues(r)
 	}
 	for _, r := range []string{GiveUpExhausted, GiveUpGone, GiveUpDisabled, GiveUpNoSecret} {
 		m.giveUps.WithLabelValues(r)

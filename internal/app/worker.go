@@ -37,11 +37,12 @@ func (p *process) worker(ctx context.Context) error {
 		return err
 	}
 	p.onClose(func() { _ = os.RemoveAll(workDir) })
-	runner, err := metrics.NewFFmpeg(p.metrics, ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log}))
+	runner, err := metrics.NewFFmpeg(p.metrics, ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log}),
+		tasks.QueueTranscode, tasks.QueueThumbnail, tasks.QueuePackage)
 	if err != nil {
 		return err
 	}
-	taskMetrics, err := metrics.NewTasks(p.metrics)
+	taskMetrics, err := metrics.NewTasks(p.metrics, tasks.TypeProbe, tasks.TypeTranscode, tasks.TypeThumbnail, tasks.TypePackage, webhooks.TypeDeliver)
 	if err != nil {
 		return err
 	}

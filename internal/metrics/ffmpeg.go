@@ -29,8 +29,9 @@ type FFmpeg struct {
 }
 
 // NewFFmpeg wraps r, its speeds registered with reg:
-// kiln_ffmpeg_speed_ratio{stage}.
-func NewFFmpeg(reg prometheus.Registerer, r Runner) (*FFmpeg, error) {
+// kiln_ffmpeg_speed_ratio{stage}, with an (empty) series for each of
+// stages.
+func NewFFmpeg(reg prometheus.Registerer, r Runner, stages ...string) (*FFmpeg, error) {
 	f := &FFmpeg{Runner: r, speed: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "kiln_ffmpeg_speed_ratio",
 		Help:    "Speed of each successful ffmpeg run in multiples of real time (media seconds produced / wall seconds), by stage queue.",
@@ -38,6 +39,9 @@ func NewFFmpeg(reg prometheus.Registerer, r Runner) (*FFmpeg, error) {
 	}, []string{"stage"})}
 	if err := reg.Register(f.speed); err != nil {
 		return nil, err
+	}
+	for _, st := range stages {
+		f.speed.WithLabelValues(st)
 	}
 	return f, nil
 }

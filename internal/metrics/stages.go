@@ -27,8 +27,9 @@ type Tasks struct {
 }
 
 // NewTasks returns the task metrics, registered with reg:
-// kiln_task_duration_seconds{type,result}.
-func NewTasks(reg prometheus.Registerer) (*Tasks, error) {
+// kiln_task_duration_seconds{type,result}, with an (empty) ok series for
+// each of types, so the family is there before the first run.
+func NewTasks(reg prometheus.Registerer, types ...string) (*Tasks, error) {
 	t := &Tasks{duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "kiln_task_duration_seconds",
 		Help:    "Time a worker spent on one run of a task (stage tasks and webhook deliveries), by task type and result (ok, retry, failed, dropped, busy).",
@@ -36,6 +37,9 @@ func NewTasks(reg prometheus.Registerer) (*Tasks, error) {
 	}, []string{"type", "result"})}
 	if err := reg.Register(t.duration); err != nil {
 		return nil, err
+	}
+	for _, typ := range types {
+		t.duration.WithLabelValues(typ, ResultOK)
 	}
 	return t, nil
 }

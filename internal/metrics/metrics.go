@@ -9,7 +9,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"slices"
 	"sync"
@@ -109,6 +108,8 @@ func (b bound) Collect(ch chan<- prometheus.Metric) { b.s.Scrape(b.ctx, ch) }
 
 // Queues reads queue statistics (asynq's Inspector).
 type Queues interface {
+	// Queues lists the queues that exist (that have had a task).
+	Queues() ([]string, error)
 	GetQueueInfo(queue string) (*asynq.QueueInfo, error)
 }
 
@@ -163,13 +164,19 @@ func (s *queueScraper) Scrape(ctx context.Context, ch chan<- prometheus.Metric) 
 	}
 	done := make(chan result, 1)
 	go func() {
+		existing, err := s.q.Queues()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
 		infos := map[string]*asynq.QueueInfo{}
 		for _, name := range s.queues {
+			if !slices.Contains(existing, name) {
+				infos[name] = &asynq.QueueInfo{} // a queue that has never had a task does not exist yet
+				continue
+			}
 			info, err := s.q.GetQueueInfo(name)
-			switch {
-			case errors.Is(err, asynq.ErrQueueNotFound):
-				info = &asynq.QueueInfo{} // a queue that has never had a task does not exist yet
-			case err != nil:
+			if err != nil {
 				done <- result{err: err}
 				return
 			}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,17 +29,21 @@ type fakeQueues struct {
 	block chan struct{}
 }
 
-func (f fakeQueues) GetQueueInfo(q string) (*asynq.QueueInfo, error) {
+func (f fakeQueues) Queues() ([]string, error) {
 	if f.block != nil {
 		<-f.block
 	}
 	if f.err != nil {
 		return nil, f.err
 	}
+	return slices.Collect(maps.Keys(f.infos)), nil
+}
+
+func (f fakeQueues) GetQueueInfo(q string) (*asynq.QueueInfo, error) {
 	if i, ok := f.infos[q]; ok {
 		return i, nil
 	}
-	return nil, fmt.Errorf("asynq: %w", asynq.ErrQueueNotFound)
+	return nil, errors.New("queue not found")
 }
 
 // scrape serves reg's /metrics and parses it with the Prometheus text

@@ -63,13 +63,13 @@ type process struct {
 	// metrics is the process's registry, served on /metrics: roles
 	// register what they count with it.
 	metrics *metrics.Registry
+	// objectIO counts each role's object storage transfers.
+	objectIO *metrics.ObjectBytes
 	// rejections counts the bus messages the consumers refuse.
 	rejections *metrics.Rejections
-	// objectBytes counts each role's object storage transfers.
-	objectBytes *metrics.ObjectBytes
-	redisTLS    *tls.Config
-	g           *errgroup.Group
-	cleanups    []func()
+	redisTLS   *tls.Config
+	g          *errgroup.Group
+	cleanups   []func()
 }
 
 // onClose registers f to run when Run returns, after what was registered
@@ -131,7 +131,7 @@ func (p *process) connect(ctx context.Context) error {
 	if p.rejections, err = metrics.NewRejections(p.metrics); err != nil {
 		return err
 	}
-	if p.objectBytes, err = metrics.NewObjectBytes(p.metrics); err != nil {
+	if p.objectIO, err = metrics.NewObjectBytes(p.metrics); err != nil {
 		return err
 	}
 

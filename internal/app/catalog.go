@@ -51,7 +51,7 @@ func (p *process) catalog(ctx context.Context) error {
 	p.onClose(func() { _ = store.Close() })
 	retrier := &catalog.Retrier{Queue: p.queue, Attempts: p.cancel, Events: p.bus}
 	cat, err := catalog.New(catalog.Config{
-		Store: store, Objects: p.objectBytes.For(string(RoleCatalog), p.objects), PublicURL: cfg.PublicURL, APIKeys: p.keys, Logger: p.log.Named("catalog"),
+		Store: store, Objects: p.objectIO.For(string(RoleCatalog), p.objects), PublicURL: cfg.PublicURL, APIKeys: p.keys, Logger: p.log.Named("catalog"),
 		SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
 		Canceler: p.cancel, Retrier: retrier, RenditionRetrier: retrier,
 		Remover: p.objects, OutputsBucket: cfg.OutputsBucket, SourcesBucket: cfg.SourcesBucket, Rejections: p.rejections,

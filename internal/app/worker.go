@@ -46,7 +46,7 @@ func (p *process) worker(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	objects := p.objectBytes.For(string(RoleWorker), p.objects)
+	objects := p.objectIO.For(string(RoleWorker), p.objects)
 	mux := asynq.NewServeMux()
 	leases := lease.NewManager(lease.Config{Redis: p.redis, TTL: cfg.TaskLease, Logger: p.log.Named("lease")})
 	if err := p.metrics.Register(leases.Counts()); err != nil {

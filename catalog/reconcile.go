@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -561,17 +561,21 @@ func StallDeadline(st State, media *kilnv1.MediaInfo) time.Duration {
 	return 0
 }
 
-// WriteMetrics writes the reconciler's counters in the Prometheus text
-// format (metrics.Collector).
-func (r *Reconciler) WriteMetrics(_ context.Context, w io.Writer) {
+// Describe implements prometheus.Collector.
+func (r *Reconciler) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(r, ch) }
+
+// Collect implements prometheus.Collector: the reconciler's counters
+// kiln_reconciler_actions_total{action}, kiln_reconciler_errors_total and
+// kiln_reconciler_passes_total.
+func (r *Reconciler) Collect(ch chan<- prometheus.Metric) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	fmt.Fprintf(w, "# HELP kiln_reconciler_actions_total Repairs made by the catalog's reconciler, by action.\n# TYPE kiln_reconciler_actions_total counter\n")
+	actions := prometheus.NewDesc("kiln_reconciler_actions_total", "Repairs made by the catalog's reconciler, by action.", []string{"action"}, nil)
 	for _, a := range reconcileActions {
-		fmt.Fprintf(w, "kiln_reconciler_actions_total{action=%q} %d\n", a, r.actions[a])
+		ch <- prometheus.MustNewConstMetric(actions, prometheus.CounterValue, float64(r.actions[a]), a)
 	}
-	fmt.Fprintf(w, "# HELP kiln_reconciler_errors_total Sources and jobs the reconciler could not reconcile.\n# TYPE kiln_reconciler_errors_total counter\n")
-	fmt.Fprintf(w, "kiln_reconciler_errors_total %d\n", r.errors)
-	fmt.Fprintf(w, "# HELP kiln_reconciler_passes_total Passes made while holding the reconciler lease.\n# TYPE kiln_reconciler_passes_total counter\n")
-	fmt.Fprintf(w, "kiln_reconciler_passes_total %d\n", r.passes)
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("kiln_reconciler_errors_total", "Sources and jobs the reconciler could not reconcile.", nil, nil),
+		prometheus.CounterValue, float64(r.errors))
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("kiln_reconciler_passes_total", "Passes made while holding the reconciler lease.", nil, nil),
+		prometheus.CounterValue, float64(r.passes))
 }

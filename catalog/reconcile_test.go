@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -528,8 +530,11 @@ func TestReconcilerRunAndMetrics(t *testing.T) {
 	if held, err := e.store.AcquireLease(t.Context(), catalog.LeaseName, "b", e.clock.Now(), time.Minute); err != nil || !held {
 		t.Errorf("lease after Run: held by b = %v, %v; want released", held, err)
 	}
-	var b strings.Builder
-	r.WriteMetrics(t.Context(), &b)
+	text, err := testutil.CollectAndFormat(r, expfmt.TypeTextPlain, "kiln_reconciler_actions_total", "kiln_reconciler_errors_total", "kiln_reconciler_passes_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := string(text) // what /metrics serves
 	for _, want := range []string{
 		"# TYPE kiln_reconciler_actions_total counter\n",
 		`kiln_reconciler_actions_total{action="task_enqueued"} 1` + "\n",
@@ -537,8 +542,8 @@ func TestReconcilerRunAndMetrics(t *testing.T) {
 		"kiln_reconciler_errors_total 0\n",
 		"kiln_reconciler_passes_total 1\n",
 	} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		if !strings.Contains(b, want) {
+			t.Errorf("metrics lack %q:\n%s", want, b)
 		}
 	}
 }

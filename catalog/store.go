@@ -90,6 +90,9 @@ type Store interface {
 	// last updated before f.Before, least recently updated first (then by
 	// id), one page of f.PageLimit() after f.After.
 	StaleJobs(ctx context.Context, f StaleFilter) ([]*Job, error)
+	// CountJobs returns how many jobs, deleted ones excluded, are in each
+	// state (a state without a job is absent): kiln_jobs on /metrics.
+	CountJobs(ctx context.Context) (map[State]int, error)
 	// AcquireLease takes or renews the lease name for holder until
 	// now+ttl, atomically (a conditional update, else an insert, in one
 	// transaction), and reports whether holder holds it now: it does when

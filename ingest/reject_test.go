@@ -9,6 +9,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/metrics"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestIntakeRejectsForeignObjects: a landed object outside the sources
@@ -48,7 +49,7 @@ func TestIntakeRejectsForeignObjects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			events, queue, rej := &fakeEvents{}, &fakeQueue{}, metrics.NewRejections()
+			events, queue, rej := &fakeEvents{}, &fakeQueue{}, mustRejections(t)
 			s := New(Config{Events: events, Queue: queue, SourcesBucket: "kiln-sources", Rejections: rej})
 			err := s.HandleMessage(t.Context(), tt.subject, tt.data)
 			if !errors.Is(err, bus.ErrPermanent) {
@@ -80,4 +81,14 @@ func TestIntakeWithoutSourcesBucket(t *testing.T) {
 	if err := s.StartJob(t.Context(), landed("kiln-sources", "k")); !errors.Is(err, bus.ErrPermanent) || len(queue.tasks) != 0 {
 		t.Fatalf("StartJob = %v with %d tasks, want a rejection", err, len(queue.tasks))
 	}
+}
+
+// mustRejections is a rejection counter on a registry of its own.
+func mustRejections(t *testing.T) *metrics.Rejections {
+	t.Helper()
+	r, err := metrics.NewRejections(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -897,6 +897,29 @@ func (s *Store) HasJob(ctx context.Context, id string) (bool, error) {
 	return n > 0, nil
 }
 
+// CountJobs returns the number of jobs per state, deleted ones excluded
+// (see catalog.Store).
+func (s *Store) CountJobs(ctx context.Context) (map[catalog.State]int, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT state, COUNT(*) FROM jobs WHERE deleted_at IS NULL GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: count jobs: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	counts := map[catalog.State]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, fmt.Errorf("catalog: count jobs: %w", err)
+		}
+		counts[catalog.State(st)] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("catalog: count jobs: %w", err)
+	}
+	return counts, nil
+}
+
 // StaleJobs returns a page of the running jobs not updated since
 // f.Before, least recently updated first (see catalog.Store).
 func (s *Store) StaleJobs(ctx context.Context, f catalog.StaleFilter) ([]*catalog.Job, error) {

@@ -8,6 +8,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -47,6 +48,7 @@ func Run(t *testing.T, open Opener) {
 		{"RetryRendition", testRetryRendition},
 		{"HasJob", testHasJob},
 		{"StaleJobs", testStaleJobs},
+		{"CountJobs", testCountJobs},
 		{"Lease", testLease},
 	}
 	for _, tt := range tests {
@@ -857,6 +859,28 @@ func testHasJob(t *testing.T, open Opener) {
 	}
 	if got, err := s.HasJob(ctx, a); err != nil || !got {
 		t.Errorf("HasJob(deleted) = %v, %v, want true: a deleted job's source must not start it again", got, err)
+	}
+}
+
+func testCountJobs(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	if got, err := s.CountJobs(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("CountJobs of an empty store = %v, %v", got, err)
+	}
+	a, _ := eventtest.Job("count-a")
+	b, _ := eventtest.Job("count-b")
+	c, _ := eventtest.Job("count-c")
+	d, _ := eventtest.Job("count-d")
+	mustApply(t, s, eventtest.Event(a, queued, 0), eventtest.Event(b, queued, 0), eventtest.Event(c, queued, 0),
+		eventtest.Event(c, ready, 0), eventtest.Event(d, queued, 0), eventtest.Event(d, failed, 0))
+	if _, err := s.DeleteJob(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.CountJobs(ctx)
+	want := map[catalog.State]int{catalog.StateQueued: 2, catalog.StateReady: 1} // the deleted job is not counted
+	if err != nil || !maps.Equal(got, want) {
+		t.Errorf("CountJobs = %v, %v; want %v", got, err, want)
 	}
 }
 

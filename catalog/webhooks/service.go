@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
@@ -91,6 +92,9 @@ type Config struct {
 	PollInterval time.Duration
 	// Logger defaults to a no-op logger.
 	Logger *zap.Logger
+	// Metrics registers the attempt and give-up counters
+	// (kiln_webhook_*); nil counts nothing.
+	Metrics prometheus.Registerer
 }
 
 // Service is the catalog side of webhooks: outbox hook, dispatcher, API.
@@ -108,6 +112,7 @@ type Service struct {
 	wake          chan struct{}
 	now           func() time.Time
 	rnd           func() float64
+	metrics       *serviceMetrics
 }
 
 // New validates cfg, migrates the webhook tables and returns a Service.
@@ -131,6 +136,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		public: strings.TrimRight(cfg.PublicURL, "/"), defaultSecret: cfg.DefaultSecret,
 		schedule: cfg.RetrySchedule, timeout: cfg.AttemptTimeout, poll: cfg.PollInterval,
 		log: cfg.Logger, wake: make(chan struct{}, 1), now: time.Now, rnd: rand.Float64,
+	}
+	var err error
+	if s.metrics, err = newServiceMetrics(cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("webhooks: metrics: %w", err)
 	}
 	if s.schedule == nil {
 		s.schedule = DefaultRetrySchedule
@@ -250,7 +259,11 @@ func (s *Service) due(ctx context.Context, now time.Time) ([]due, error) {
 func (s *Service) enqueue(ctx context.Context, d due, now time.Time) error {
 	log := s.log.With(zap.String("delivery_id", d.id), zap.String("event_id", d.eventID), zap.String("endpoint_id", d.endpointID))
 	if d.disabled {
-		return s.giveUp(ctx, d.id, "endpoint disabled", now)
+		if err := s.giveUp(ctx, d.id, "endpoint disabled", now); err != nil {
+			return err
+		}
+		s.metrics.giveUp(GiveUpDisabled)
+		return nil
 	}
 	var secrets []string
 	switch {
@@ -271,7 +284,11 @@ func (s *Service) enqueue(ctx context.Context, d due, now time.Time) error {
 		secrets = append(secrets, s.defaultSecret)
 	default:
 		log.Error("per-upload webhook not delivered: no default webhook secret configured (KILN_WEBHOOK_SECRET)")
-		return s.giveUp(ctx, d.id, "no default webhook secret configured (KILN_WEBHOOK_SECRET)", now)
+		if err := s.giveUp(ctx, d.id, "no default webhook secret configured (KILN_WEBHOOK_SECRET)", now); err != nil {
+			return err
+		}
+		s.metrics.giveUp(GiveUpNoSecret)
+		return nil
 	}
 	attempt := d.attempts + 1
 	// Claim the delivery for this attempt before making it: another replica
@@ -407,7 +424,9 @@ func (s *Service) record(ctx context.Context, f inflight, res Result) error {
 	log := s.log.With(zap.String("delivery_id", f.id), zap.String("event_id", f.eventID), zap.String("event_type", f.typ),
 		zap.String("endpoint_id", f.endpointID), zap.Int("attempt", attempt), zap.Int("status", res.StatusCode),
 		zap.Int64("latency_ms", res.LatencyMS), zap.String("error", res.Error))
-	return inTx(ctx, s.db, func(tx sqldialect.Tx) error {
+	recorded, gaveUp := false, "" // counted once the transaction commits
+	err := inTx(ctx, s.db, func(tx sqldialect.Tx) error {
+		recorded, gaveUp = false, ""
 		r, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = ?, updated_at = ?
 			WHERE id = ? AND status = 'enqueued' AND task_id = ?`, attempt, fmtTime(now), f.id, f.taskID)
 		if err != nil {
@@ -421,6 +440,7 @@ func (s *Service) record(ctx context.Context, f inflight, res Result) error {
 			f.id, f.eventID, f.typ, f.endpointID, attempt, res.StatusCode, res.LatencyMS, res.Error, fmtTime(now)); err != nil {
 			return fmt.Errorf("webhooks: log attempt of %s: %w", f.id, err)
 		}
+		recorded = true
 		summary := res.Error
 		if summary == "" {
 			summary = fmt.Sprintf("HTTP %d", res.StatusCode)
@@ -447,11 +467,13 @@ func (s *Service) record(ctx context.Context, f inflight, res Result) error {
 				WHERE endpoint_id = ? AND status = 'pending'`, fmtTime(now), f.endpointID); err != nil {
 				return fmt.Errorf("webhooks: disable %s: %w", f.endpointID, err)
 			}
+			gaveUp = GiveUpGone
 			return setStatus("failed", "410 Gone: endpoint disabled", now)
 		}
 		delay, ok := retryDelay(s.schedule, attempt, s.rnd)
 		if !ok {
 			log.Warn("webhook delivery given up")
+			gaveUp = GiveUpExhausted
 			return setStatus("failed", fmt.Sprintf("gave up after %d attempts: %s", attempt, summary), now)
 		}
 		if (res.StatusCode == 429 || res.StatusCode == 503) && res.RetryAfterMS >= 0 {
@@ -460,4 +482,9 @@ func (s *Service) record(ctx context.Context, f inflight, res Result) error {
 		log.Warn("webhook attempt failed; will retry", zap.Duration("retry_in", delay))
 		return setStatus("pending", summary, now.Add(delay))
 	})
+	if err == nil && recorded {
+		s.metrics.attempt(res)
+		s.metrics.giveUp(gaveUp)
+	}
+	return err
 }

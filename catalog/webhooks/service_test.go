@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
@@ -100,7 +102,7 @@ func newFixture(t *testing.T, open backend, defaultSecret string) *fixture {
 	svc, err := New(t.Context(), Config{
 		DB: store.DB(), Dialect: store.Dialect(), Queue: q, Tasks: q, APIKeys: httpapi.NewKeys([]string{testKey}),
 		PublicURL: "https://kiln.example", DefaultSecret: defaultSecret,
-		RetrySchedule: []time.Duration{time.Second, time.Minute},
+		RetrySchedule: []time.Duration{time.Second, time.Minute}, Metrics: prometheus.NewRegistry(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -430,6 +432,16 @@ func testGiveUpAfterSchedule(t *testing.T, open backend) {
 	if n := len(rcv.payloads()); n != 3 || status != "failed" || !strings.Contains(lastErr, "gave up after 3 attempts") {
 		t.Fatalf("%d attempts, %s %q", n, status, lastErr)
 	}
+	m := f.svc.metrics
+	if n := testutil.ToFloat64(m.attempts.WithLabelValues("http_5xx")); n != 3 {
+		t.Errorf("kiln_webhook_attempts_total{result=\"http_5xx\"} = %v, want 3", n)
+	}
+	if n := testutil.ToFloat64(m.giveUps.WithLabelValues(GiveUpExhausted)); n != 1 {
+		t.Errorf("kiln_webhook_giveups_total{reason=\"exhausted\"} = %v, want 1", n)
+	}
+	if n := testutil.CollectAndCount(m.latency); n != 6 { // the pre-made series, one per result
+		t.Errorf("%d latency series", n)
+	}
 }
 
 func TestGoneDisablesEndpoint(t *testing.T) { eachBackend(t, testGoneDisablesEndpoint) }
@@ -444,6 +456,9 @@ func testGoneDisablesEndpoint(t *testing.T, open backend) {
 	f.call(t, http.MethodGet, "/v1/webhooks/"+ep.ID, "", &got)
 	if !got.Disabled || got.DisabledAt == nil || !strings.Contains(got.DisabledReason, "410") {
 		t.Fatalf("endpoint after 410: %+v", got)
+	}
+	if n := testutil.ToFloat64(f.svc.metrics.giveUps.WithLabelValues(GiveUpGone)); n != 1 {
+		t.Errorf("kiln_webhook_giveups_total{reason=\"gone\"} = %v, want 1", n)
 	}
 	var status string
 	f.db.QueryRowContext(t.Context(), `SELECT status FROM webhook_deliveries`).Scan(&status)

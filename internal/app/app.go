@@ -60,8 +60,11 @@ type process struct {
 	keys      *httpapi.Keys
 	mux       *http.ServeMux
 	checks    map[string]func(context.Context) error
-	// collectors add a role's own metrics to /metrics.
-	collectors []metrics.Collector
+	// metrics is the process's registry, served on /metrics: roles
+	// register what they count with it.
+	metrics *metrics.Registry
+	// objectIO counts each role's object storage transfers.
+	objectIO *metrics.ObjectBytes
 	// rejections counts the bus messages the consumers refuse.
 	rejections *metrics.Rejections
 	redisTLS   *tls.Config
@@ -124,7 +127,13 @@ func (p *process) connect(ctx context.Context) error {
 	p.bus = b
 	p.onClose(b.Close)
 	p.checks["nats"] = b.Ping
-	p.rejections = metrics.NewRejections()
+	p.metrics = metrics.NewRegistry()
+	if p.rejections, err = metrics.NewRejections(p.metrics); err != nil {
+		return err
+	}
+	if p.objectIO, err = metrics.NewObjectBytes(p.metrics); err != nil {
+		return err
+	}
 
 	if p.objects, err = objstore.New(cfg.S3); err != nil {
 		return err
@@ -152,7 +161,9 @@ func (p *process) connect(ctx context.Context) error {
 		AuthFailures: cfg.AuthFailures, Proxies: cfg.TrustedProxies, Logger: p.log.Named("auth")}); err != nil {
 		return err
 	}
-	p.collectors = append(p.collectors, p.keys) // authentication failures on /metrics
+	if err := p.metrics.Register(p.keys); err != nil { // authentication failures on /metrics
+		return err
+	}
 
 	// Storage setup waits for the object store, which may start after kiln
 	// (or restart): kiln is ready once the buckets and notification are set.
@@ -246,18 +257,27 @@ func redisTLSConfig(addr, caFile string) (*tls.Config, error) {
 func (p *process) serveHTTP(ctx context.Context) error {
 	cfg, mux := p.cfg, p.mux
 	if cfg.has(RoleIngest) || cfg.has(RoleCatalog) {
-		// The bus's consumers: their dead letters and refused messages (a
-		// worker consumes nothing, and its NATS user may not look).
-		p.collectors = append(p.collectors, metrics.DeadLetterMetrics(p.bus), p.rejections)
+		// The bus's consumers: their dead letters (a worker consumes
+		// nothing, and its NATS user may not look).
+		if err := p.metrics.AddScraper(metrics.DeadLetterScraper(p.bus)); err != nil {
+			return err
+		}
 	}
-	mux.Handle("GET /metrics", metrics.Handler(p.inspector, slices.Collect(maps.Keys(tasks.QueueWeights())), p.collectors...))
+	if err := p.metrics.AddScraper(metrics.QueueScraper(p.inspector, slices.Collect(maps.Keys(tasks.QueueWeights())))); err != nil {
+		return err
+	}
+	httpMetrics, err := metrics.NewHTTP(p.metrics)
+	if err != nil {
+		return err
+	}
+	mux.Handle("GET /metrics", p.metrics.Handler())
 	mux.Handle(webui.Prefix, webui.Handler()) // browser UI; the page sends the key the user types
 	mux.Handle("GET /{$}", http.RedirectHandler(webui.Prefix, http.StatusFound))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", p.ready)
-	server := newHTTPServer(ctx, cfg, mux)
+	server := newHTTPServer(ctx, cfg, httpMetrics.Middleware(mux))
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/deadletter"
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/metrics"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
 )
 
@@ -50,7 +51,7 @@ func (p *process) catalog(ctx context.Context) error {
 	p.onClose(func() { _ = store.Close() })
 	retrier := &catalog.Retrier{Queue: p.queue, Attempts: p.cancel, Events: p.bus}
 	cat, err := catalog.New(catalog.Config{
-		Store: store, Objects: p.objects, PublicURL: cfg.PublicURL, APIKeys: p.keys, Logger: p.log.Named("catalog"),
+		Store: store, Objects: p.objectIO.For(string(RoleCatalog), p.objects), PublicURL: cfg.PublicURL, APIKeys: p.keys, Logger: p.log.Named("catalog"),
 		SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
 		Canceler: p.cancel, Retrier: retrier, RenditionRetrier: retrier,
 		Remover: p.objects, OutputsBucket: cfg.OutputsBucket, SourcesBucket: cfg.SourcesBucket, Rejections: p.rejections,
@@ -63,11 +64,22 @@ func (p *process) catalog(ctx context.Context) error {
 	wh, err := webhooks.New(ctx, webhooks.Config{
 		DB: store.DB(), Dialect: store.Dialect(), Queue: p.queue, Tasks: p.inspector, APIKeys: p.keys, PublicURL: cfg.PublicURL,
 		DefaultSecret: cfg.WebhookSecret, RetrySchedule: cfg.WebhookRetrySchedule, Logger: p.log.Named("webhooks"),
+		Metrics: p.metrics,
 	})
 	if err != nil {
 		return err
 	}
 	p.rejections.Register(catalog.RejectConsumer, catalog.RejectReasons...)
+	if err := p.metrics.AddScraper(metrics.JobScraper(func(ctx context.Context) (map[string]int, error) {
+		counts, err := store.CountJobs(ctx)
+		byName := make(map[string]int, len(counts))
+		for st, n := range counts {
+			byName[string(st)] = n
+		}
+		return byName, err
+	}, stateNames())); err != nil {
+		return err
+	}
 	store.OnApply(wh.OnApply) // the outbox: before any event is applied
 	store.OnDelete(wh.AssetDeleted)
 	httpapi.Mount(p.mux, p.keys, cat.Routes())
@@ -83,7 +95,9 @@ func (p *process) catalog(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		p.collectors = append(p.collectors, rec) // its counters on /metrics
+		if err := p.metrics.Register(rec); err != nil { // its counters on /metrics
+			return err
+		}
 		p.g.Go(func() error { return rec.Run(ctx) })
 	}
 	// Every replica's event streams follow every job: each announces the
@@ -94,4 +108,13 @@ func (p *process) catalog(ctx context.Context) error {
 		return p.bus.Consume(ctx, bus.ConsumerConfig{Durable: "catalog", Subjects: []string{bus.SubjectJobs}}, cat.HandleMessage)
 	})
 	return nil
+}
+
+// stateNames are the names of every job state (kiln_jobs{state}).
+func stateNames() []string {
+	var names []string
+	for _, st := range catalog.States() {
+		names = append(names, string(st))
+	}
+	return names
 }

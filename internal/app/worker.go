@@ -14,6 +14,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/lease"
+	"github.com/kilnvideo/kiln/internal/metrics"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/packager"
 	"github.com/kilnvideo/kiln/workers"
@@ -36,18 +37,29 @@ func (p *process) worker(ctx context.Context) error {
 		return err
 	}
 	p.onClose(func() { _ = os.RemoveAll(workDir) })
-	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log})
+	runner, err := metrics.NewFFmpeg(p.metrics, ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log}),
+		tasks.QueueTranscode, tasks.QueueThumbnail, tasks.QueuePackage)
+	if err != nil {
+		return err
+	}
+	taskMetrics, err := metrics.NewTasks(p.metrics, tasks.TypeProbe, tasks.TypeTranscode, tasks.TypeThumbnail, tasks.TypePackage, webhooks.TypeDeliver)
+	if err != nil {
+		return err
+	}
+	objects := p.objectIO.For(string(RoleWorker), p.objects)
 	mux := asynq.NewServeMux()
 	leases := lease.NewManager(lease.Config{Redis: p.redis, TTL: cfg.TaskLease, Logger: p.log.Named("lease")})
-	p.collectors = append(p.collectors, leases.Counts())
-	mux.Use(cancel.Middleware(p.cancel), leases.Middleware())
+	if err := p.metrics.Register(leases.Counts()); err != nil {
+		return err
+	}
+	mux.Use(taskMetrics.Middleware(), cancel.Middleware(p.cancel), leases.Middleware())
 	workers.New(workers.Config{
-		FFmpeg: runner, Objects: p.objects, Events: p.bus, Queue: p.queue, Jobs: p.cancel,
+		FFmpeg: runner, Objects: objects, Events: p.bus, Queue: p.queue, Jobs: p.cancel,
 		OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,
 		Presets: presets, Limits: cfg.Limits, X264Preset: cfg.X264Preset, Logger: p.log.Named("worker"),
 	}).Register(mux)
 	packager.New(packager.Config{
-		FFmpeg: runner, Objects: p.objects, Events: p.bus, OutputsBucket: cfg.OutputsBucket, Jobs: p.cancel,
+		FFmpeg: runner, Objects: objects, Events: p.bus, OutputsBucket: cfg.OutputsBucket, Jobs: p.cancel,
 		WorkDir: workDir, Logger: p.log.Named("packager"),
 	}).Register(mux)
 	webhooks.NewDeliverer(webhooks.DelivererConfig{

@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/netip"
@@ -16,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 )
@@ -355,13 +355,16 @@ func (k *Keys) authFailed(r *http.Request, client netip.Addr, reason string) {
 		zap.String("method", r.Method), zap.String("path", r.URL.Path))
 }
 
-// WriteMetrics writes the authentication counters in the Prometheus text
-// format (a metrics.Collector).
-func (k *Keys) WriteMetrics(_ context.Context, w io.Writer) {
-	fmt.Fprintf(w, "# HELP kiln_auth_failures_total Requests with a missing or unknown API key.\n# TYPE kiln_auth_failures_total counter\n")
-	fmt.Fprintf(w, "kiln_auth_failures_total %d\n", k.failed.Load())
-	fmt.Fprintf(w, "# HELP kiln_auth_throttled_total Requests refused because their address failed authentication too often.\n# TYPE kiln_auth_throttled_total counter\n")
-	fmt.Fprintf(w, "kiln_auth_throttled_total %d\n", k.throttled.Load())
+// Describe implements prometheus.Collector.
+func (k *Keys) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(k, ch) }
+
+// Collect implements prometheus.Collector: kiln_auth_failures_total and
+// kiln_auth_throttled_total.
+func (k *Keys) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("kiln_auth_failures_total", "Requests with a missing or unknown API key.", nil, nil),
+		prometheus.CounterValue, float64(k.failed.Load()))
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("kiln_auth_throttled_total", "Requests refused because their address failed authentication too often.", nil, nil),
+		prometheus.CounterValue, float64(k.throttled.Load()))
 }
 
 // retryAfter is delay in whole seconds, rounded up, at least 1.

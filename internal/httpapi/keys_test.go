@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 )
 
 func TestParseKeys(t *testing.T) {
@@ -302,11 +305,14 @@ func TestAuthFailureThrottle(t *testing.T) {
 	if rec := from(attacker, good); rec.Code != http.StatusNoContent {
 		t.Fatalf("after the refill, a good key: %d", rec.Code)
 	}
-	var b strings.Builder
-	keys.WriteMetrics(t.Context(), &b)
+	text, err := testutil.CollectAndFormat(keys, expfmt.TypeTextPlain, "kiln_auth_failures_total", "kiln_auth_throttled_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := string(text) // what /metrics serves
 	for _, want := range []string{"kiln_auth_failures_total 4\n", "kiln_auth_throttled_total 2\n"} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		if !strings.Contains(b, want) {
+			t.Errorf("metrics lack %q:\n%s", want, b)
 		}
 	}
 }

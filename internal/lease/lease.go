@@ -39,7 +39,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"strconv"
 	"strings"
@@ -48,6 +47,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -303,9 +303,20 @@ func finish(ctx context.Context, rc redis.UniversalClient, base, token string, d
 // isPermanent reports whether asynq will not retry after err.
 func isPermanent(err error) bool { return errors.Is(err, asynq.SkipRetry) }
 
-// WriteMetrics implements metrics.Collector.
-func (c *Counts) WriteMetrics(_ context.Context, w io.Writer) {
-	fmt.Fprintf(w, "# HELP kiln_task_rescues_total Stage tasks enqueued again because their worker stopped renewing its lease.\n# TYPE kiln_task_rescues_total counter\nkiln_task_rescues_total %d\n", c.Rescued.Load())
-	fmt.Fprintf(w, "# HELP kiln_task_duplicates_dropped_total Stage task runs dropped because another run had finished the same task.\n# TYPE kiln_task_duplicates_dropped_total counter\nkiln_task_duplicates_dropped_total %d\n", c.Dropped.Load())
-	fmt.Fprintf(w, "# HELP kiln_task_busy_total Stage task runs put back because another run held the task's lease.\n# TYPE kiln_task_busy_total counter\nkiln_task_busy_total %d\n", c.Busy.Load())
+// Describe implements prometheus.Collector.
+func (c *Counts) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+// Collect implements prometheus.Collector: kiln_task_rescues_total,
+// kiln_task_duplicates_dropped_total and kiln_task_busy_total.
+func (c *Counts) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range []struct {
+		name, help string
+		n          int64
+	}{
+		{"kiln_task_rescues_total", "Stage tasks enqueued again because their worker stopped renewing its lease.", c.Rescued.Load()},
+		{"kiln_task_duplicates_dropped_total", "Stage task runs dropped because another run had finished the same task.", c.Dropped.Load()},
+		{"kiln_task_busy_total", "Stage task runs put back because another run held the task's lease.", c.Busy.Load()},
+	} {
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(m.name, m.help, nil, nil), prometheus.CounterValue, float64(m.n))
+	}
 }

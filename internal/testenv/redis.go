@@ -21,6 +21,7 @@ import (
 //	11  catalog (the reconciler's integration test)
 //	12  workers (retry limits through a real asynq server)
 //	13  internal/lease
+//	14  deploy (the metrics test's kiln serve)
 //	15  catalog/webhooks (two replicas' dispatchers)
 //
 // A new package takes the next free number and adds it here.

@@ -21,6 +21,8 @@ import (
 //	11  catalog (the reconciler's integration test)
 //	12  workers (retry limits through a real asynq server)
 //	13  internal/lease
+//	14  deploy (the KEDA scaler's keys)
+//	15  internal/profiling
 //
 // A new package takes the next free number and adds it here.
 

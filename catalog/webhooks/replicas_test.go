@@ -21,7 +21,7 @@ import (
 
 // redisDB is this package's database of the test stack's Redis (see
 // testenv/redis.go).
-const redisDB = 15
+const redisDB = 6
 
 // postgresBackend opens a fresh PostgreSQL store: the one backend several
 // catalog replicas share (SQLite refuses a second one).

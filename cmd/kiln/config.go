@@ -33,7 +33,7 @@ type roleFlags struct {
 	settings []setting
 	cfg      app.Config
 	// Flags that parse converts into cfg once they are known.
-	apiKeys, signingKey, webhookSchedule, trustedProxies string
+	apiKeys, signingKey, webhookSchedule, trustedProxies, workerQueues string
 }
 
 // setting is one flag and its KILN_* variable.
@@ -120,6 +120,7 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.intFlag(&c.Limits.MaxWidth, "max-width", "KILN_MAX_WIDTH", "widest source picture a worker accepts", atLeast(1))
 	f.intFlag(&c.Limits.MaxHeight, "max-height", "KILN_MAX_HEIGHT", "tallest source picture a worker accepts", atLeast(1))
 	f.intFlag(&c.Concurrency, "concurrency", "KILN_CONCURRENCY", "tasks run at once by one worker; 0 runs serve without workers", concurrency(role))
+	f.strFlag(&f.workerQueues, "worker-queues", "KILN_WORKER_QUEUES", "comma-separated queues this worker takes tasks from: probe, transcode, thumbnail, package, webhook (default: all)", validWorkerQueues)
 	f.durFlag(&c.TaskLease, "task-lease", "KILN_TASK_LEASE", "a running stage task whose worker stops renewing its lease for this long runs again on another worker (worker)", within(lease.MinTTL, 10*time.Minute))
 	f.strFlag(&c.FFmpegPath, "ffmpeg", "KILN_FFMPEG", "ffmpeg binary")
 	f.strFlag(&c.FFprobePath, "ffprobe", "KILN_FFPROBE", "ffprobe binary")
@@ -132,7 +133,9 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.durFlag(&c.ShutdownTimeout, "shutdown-timeout", "KILN_SHUTDOWN_TIMEOUT", "time for running tasks to finish on SIGTERM", atLeast[time.Duration](0))
 	f.strFlag(&c.LogLevel, "log-level", "KILN_LOG_LEVEL", "debug, info, warn or error", validLogLevel)
 	f.strFlag(&c.LogFormat, "log-format", "KILN_LOG_FORMAT", "json or console", oneOf("json", "console"))
-	f.strFlag(&c.PyroscopeURL, "pyroscope-url", "KILN_PYROSCOPE_URL", "send continuous profiles to this Pyroscope server")
+	f.strFlag(&c.PyroscopeURL, "pyroscope-url", "KILN_PYROSCOPE_URL", "send continuous profiles to this Pyroscope server (off when empty)", validPyroscopeURL)
+	f.strFlag(&c.PyroscopeUser, "pyroscope-user", "KILN_PYROSCOPE_USER", "basic auth user of -pyroscope-url")
+	f.secretFlag(&c.PyroscopePassword, "pyroscope-password", "KILN_PYROSCOPE_PASSWORD", "basic auth password of -pyroscope-url")
 	return f
 }
 
@@ -172,6 +175,7 @@ func (f *roleFlags) parse(args []string) (app.Config, error) {
 	if cfg.WebhookRetrySchedule, err = webhooks.ParseSchedule(f.webhookSchedule); err != nil {
 		return app.Config{}, err
 	}
+	cfg.WorkerQueues = splitList(f.workerQueues)
 	cfg.WebhookSecret = strings.TrimSpace(cfg.WebhookSecret)
 	if key := strings.TrimSpace(f.signingKey); key != "" {
 		cfg.PlaybackSigningKey = []byte(key)
@@ -211,6 +215,9 @@ func checkCredentials(role string, cfg *app.Config) error {
 		if (cfg.NATSCertFile == "") != (cfg.NATSKeyFile == "") {
 			errs = append(errs, errors.New("NATS TLS: KILN_NATS_CERT and KILN_NATS_KEY go together"))
 		}
+	}
+	if (cfg.PyroscopeUser == "") != (cfg.PyroscopePassword == "") {
+		errs = append(errs, errors.New("Pyroscope credentials: KILN_PYROSCOPE_USER and KILN_PYROSCOPE_PASSWORD go together"))
 	}
 	if cfg.RedisCAFile != "" && !cfg.RedisTLS {
 		errs = append(errs, errors.New("KILN_REDIS_CA needs KILN_REDIS_TLS=true"))
@@ -493,6 +500,36 @@ func validWebhookSecret(s string) error {
 	}
 	_, err := webhooks.ParseSecret(s)
 	return err
+}
+
+func validWorkerQueues(s string) error {
+	_, err := app.WorkerQueueWeights(splitList(s))
+	return err
+}
+
+// splitList is the non-empty, space-trimmed items of a comma-separated
+// list; nil for none.
+func splitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// validPyroscopeURL accepts an empty value (profiling off) or an absolute
+// http(s) URL.
+func validPyroscopeURL(s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("want an absolute http(s) URL")
+	}
+	return nil
 }
 
 func validRetrySchedule(s string) error {

@@ -214,6 +214,23 @@ func TestConfigApplied(t *testing.T) {
 			},
 		},
 		{
+			name: "worker queues", role: "worker", env: map[string]string{"KILN_WORKER_QUEUES": " transcode, ,thumbnail "},
+			want: func(c *app.Config) { c.APIKeys, c.WorkerQueues = nil, []string{"transcode", "thumbnail"} },
+		},
+		{
+			name: "worker queues flag over env", role: "worker", env: map[string]string{"KILN_WORKER_QUEUES": "probe"},
+			args: []string{"-worker-queues", "webhook"},
+			want: func(c *app.Config) { c.APIKeys, c.WorkerQueues = nil, []string{"webhook"} },
+		},
+		{
+			name: "pyroscope", role: "worker",
+			env: map[string]string{"KILN_PYROSCOPE_URL": "https://pyroscope.example.com:4040", "KILN_PYROSCOPE_USER": "1234", "KILN_PYROSCOPE_PASSWORD": "glc_pw"},
+			want: func(c *app.Config) {
+				c.APIKeys = nil
+				c.PyroscopeURL, c.PyroscopeUser, c.PyroscopePassword = "https://pyroscope.example.com:4040", "1234", "glc_pw"
+			},
+		},
+		{
 			name: "embedded nats users", env: map[string]string{"KILN_NATS_NOTIFY_PASSWORD": "notify-password-0123456789",
 				"KILN_NATS_WORKER_PASSWORD": "worker-password-0123456789"},
 			want: func(c *app.Config) {
@@ -348,6 +365,19 @@ func TestConfigErrors(t *testing.T) {
 			name: "webhook secret is not shown", env: map[string]string{"KILN_WEBHOOK_SECRET": "whsec_topsecret!!"},
 			want: []string{"KILN_WEBHOOK_SECRET: "}, notWant: []string{"topsecret"},
 		},
+		{
+			name: "unknown worker queue", role: "worker", env: map[string]string{"KILN_WORKER_QUEUES": "probe,encode"},
+			want: []string{`KILN_WORKER_QUEUES="probe,encode": worker queue "encode": unknown (want one of package, probe, thumbnail, transcode, webhook)`},
+		},
+		{
+			name: "worker queue twice", role: "worker", args: []string{"-worker-queues=probe,probe"},
+			want: []string{`-worker-queues="probe,probe": worker queue "probe": named twice`},
+		},
+		{name: "pyroscope url", role: "worker", env: map[string]string{"KILN_PYROSCOPE_URL": "pyroscope:4040"}, want: []string{`KILN_PYROSCOPE_URL="pyroscope:4040": want an absolute http(s) URL`}},
+		{
+			name: "pyroscope password without user, not shown", role: "worker", env: map[string]string{"KILN_PYROSCOPE_PASSWORD": "glc_topsecret"},
+			want: []string{"KILN_PYROSCOPE_USER and KILN_PYROSCOPE_PASSWORD go together"}, notWant: []string{"glc_topsecret"},
+		},
 		{name: "no api key", env: map[string]string{"KILN_API_KEYS": ""}, want: []string{"no API key configured"}},
 		{name: "stray argument", args: []string{"extra"}, want: []string{"unexpected arguments"}},
 	}
@@ -429,6 +459,9 @@ func TestHelpShowsAppDefaults(t *testing.T) {
 		"log-level":               d.LogLevel,
 		"log-format":              d.LogFormat,
 		"pyroscope-url":           d.PyroscopeURL,
+		"pyroscope-user":          d.PyroscopeUser,
+		"pyroscope-password":      d.PyroscopePassword,
+		"worker-queues":           strings.Join(d.WorkerQueues, ","),
 		"auth-failures":           d.AuthFailures,
 		"trusted-proxies":         "",
 		"playback-rate-limit":     d.PlaybackRateLimit,

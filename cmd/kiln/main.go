@@ -19,11 +19,11 @@ import (
 	"runtime/debug"
 	"syscall"
 
-	"github.com/grafana/pyroscope-go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/kilnvideo/kiln/internal/app"
+	"github.com/kilnvideo/kiln/internal/profiling"
 )
 
 const usage = `kiln — queue-driven video transcoding
@@ -85,15 +85,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg.Logger = logger
 
 	if cfg.PyroscopeURL != "" {
-		prof, err := pyroscope.Start(pyroscope.Config{
-			ApplicationName: "kiln." + args[0],
-			ServerAddress:   cfg.PyroscopeURL,
-			Tags:            map[string]string{"role": args[0]},
+		// Not the signal's context: a draining worker is profiled too.
+		stopProfiling, err := profiling.Start(context.Background(), profiling.Config{
+			ServerURL: cfg.PyroscopeURL, BasicAuthUser: cfg.PyroscopeUser, BasicAuthPassword: cfg.PyroscopePassword,
+			Role: args[0], Logger: logger.Named("pyroscope"),
 		})
 		if err != nil {
-			return fmt.Errorf("pyroscope: %w", err)
+			return err
 		}
-		defer func() { _ = prof.Stop() }()
+		defer stopProfiling()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -132,6 +132,9 @@ type Config struct {
 	DirectUploadTTL time.Duration
 
 	Concurrency int
+	// WorkerQueues are the stage queues this worker takes tasks from, with
+	// their tasks.QueueWeights; nil: every queue (worker).
+	WorkerQueues []string
 	// TaskLease is how long a running stage task may go without its
 	// worker renewing its lease before another worker runs it (lease).
 	TaskLease      time.Duration
@@ -142,11 +145,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	Logger          *zap.Logger
 
-	// LogLevel, LogFormat and PyroscopeURL are for main, which builds
-	// Logger and starts profiling from them; Run does not read them.
+	// LogLevel, LogFormat and the Pyroscope settings are for main, which
+	// builds Logger and starts profiling (internal/profiling) from them;
+	// Run reads only PyroscopeURL, to label the workers' tasks when set.
 	LogLevel     string
 	LogFormat    string
 	PyroscopeURL string
+	// PyroscopeUser and PyroscopePassword are the server's basic auth.
+	PyroscopeUser, PyroscopePassword string
 }
 
 // DefaultFFmpegMaxMemory is Config.FFmpegMaxMemory's default, 8 GiB of

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -15,18 +18,24 @@ import (
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/lease"
 	"github.com/kilnvideo/kiln/internal/metrics"
+	"github.com/kilnvideo/kiln/internal/profiling"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/packager"
 	"github.com/kilnvideo/kiln/workers"
 )
 
 // worker runs the asynq server of every stage (probe, transcode,
-// thumbnail, package) and the webhook deliveries; with concurrency 0 (serve
-// without workers) it runs nothing.
+// thumbnail, package) and the webhook deliveries, or of the queues of
+// cfg.WorkerQueues only; with concurrency 0 (serve without workers) it runs
+// nothing.
 func (p *process) worker(ctx context.Context) error {
 	cfg := p.cfg
 	if cfg.Concurrency <= 0 {
 		return nil
+	}
+	queues, err := WorkerQueueWeights(cfg.WorkerQueues)
+	if err != nil {
+		return err
 	}
 	presets, err := workers.LoadPresets(cfg.PresetsFile)
 	if err != nil {
@@ -53,6 +62,9 @@ func (p *process) worker(ctx context.Context) error {
 		return err
 	}
 	mux.Use(taskMetrics.Middleware(), cancel.Middleware(p.cancel), leases.Middleware())
+	if cfg.PyroscopeURL != "" {
+		mux.Use(profiling.Middleware()) // CPU samples labelled task_type
+	}
 	workers.New(workers.Config{
 		FFmpeg: runner, Objects: objects, Events: p.bus, Queue: p.queue, Jobs: p.cancel,
 		OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,
@@ -68,7 +80,7 @@ func (p *process) worker(ctx context.Context) error {
 	handlers, stopHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	srv := asynq.NewServer(p.redisOpt(), asynq.Config{
 		Concurrency:    cfg.Concurrency,
-		Queues:         tasks.QueueWeights(),
+		Queues:         queues,
 		RetryDelayFunc: retryDelay,
 		// A run that found its task's lease held is no failure: it neither
 		// uses up a retry nor fails the job (lease.ErrBusy).
@@ -98,6 +110,29 @@ func (p *process) worker(ctx context.Context) error {
 		return nil
 	})
 	return nil
+}
+
+// WorkerQueueWeights are the asynq queues of a worker that takes tasks
+// from the named queues (nil or empty: all of them), each with its
+// tasks.QueueWeights weight; an unknown or repeated name is an error.
+func WorkerQueueWeights(names []string) (map[string]int, error) {
+	all := tasks.QueueWeights()
+	if len(names) == 0 {
+		return all, nil
+	}
+	weights := map[string]int{}
+	for _, q := range names {
+		w, ok := all[q]
+		if !ok {
+			known := slices.Sorted(maps.Keys(all))
+			return nil, fmt.Errorf("worker queue %q: unknown (want one of %s)", q, strings.Join(known, ", "))
+		}
+		if _, dup := weights[q]; dup {
+			return nil, fmt.Errorf("worker queue %q: named twice", q)
+		}
+		weights[q] = w
+	}
+	return weights, nil
 }
 
 // retryDelay is tasks.RetryDelay, but soon for a run that found its task's

@@ -14,6 +14,7 @@ import (
 // so every package that uses one owns it alone:
 //
 //	0   the test stack itself (never flushed: RedisDB refuses it)
+//	6   catalog/webhooks (two replicas' dispatchers)
 //	7   internal/tasks
 //	8   internal/cancel
 //	9   internal/app (its kiln processes)
@@ -21,10 +22,10 @@ import (
 //	11  catalog (the reconciler's integration test)
 //	12  workers (retry limits through a real asynq server)
 //	13  internal/lease
-//	14  deploy (the metrics test's kiln serve)
-//	15  catalog/webhooks (two replicas' dispatchers)
+//	14  deploy (the metrics test's kiln serve, the KEDA scaler's keys)
+//	15  internal/profiling
 //
-// A new package takes the next free number and adds it here.
+// A new package takes a free number (1 to 5 are) and adds it here.
 
 // RedisDB returns the connection options of database db of the test
 // stack's Redis (Redis), flushed now and again at the end of the test; the

@@ -1,0 +1,112 @@
+package app
+
+import (
+	"context"
+	"maps"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/testenv"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+func TestWorkerQueueWeights(t *testing.T) {
+	all, err := WorkerQueueWeights(nil)
+	if err != nil || !maps.Equal(all, tasks.QueueWeights()) {
+		t.Errorf("no queues: %v, %v; want every queue, tasks.QueueWeights", all, err)
+	}
+	some, err := WorkerQueueWeights([]string{tasks.QueueTranscode, tasks.QueueWebhook})
+	want := map[string]int{tasks.QueueTranscode: tasks.QueueWeights()[tasks.QueueTranscode], tasks.QueueWebhook: tasks.QueueWeights()[tasks.QueueWebhook]}
+	if err != nil || !maps.Equal(some, want) {
+		t.Errorf("transcode, webhook: %v, %v; want %v", some, err, want)
+	}
+	for _, bad := range [][]string{{"encode"}, {tasks.QueueProbe, tasks.QueueProbe}, {""}} {
+		if w, err := WorkerQueueWeights(bad); err == nil {
+			t.Errorf("%q: %v, want an error", bad, w)
+		}
+	}
+}
+
+// TestWorkerRunsItsQueuesOnly runs a real worker process with
+// WorkerQueues thumbnail: its asynq server registers in Redis with that
+// queue alone (at its weight), takes a thumbnail task and leaves a probe
+// task pending.
+func TestWorkerRunsItsQueuesOnly(t *testing.T) {
+	redisAddr, s3 := testenv.Redis(t), testenv.S3(t)
+	opt := testenv.RedisDB(t, testRedisDB)
+	insp := testenv.AsynqInspector(t, opt)
+	client := testenv.AsynqClient(t, opt)
+
+	dir := t.TempDir()
+	cfg := Defaults()
+	cfg.Roles, cfg.EmbedNATS = []Role{RoleWorker}, true
+	cfg.NATSListen, cfg.NATSStoreDir = "127.0.0.1:-1", filepath.Join(dir, "nats")
+	cfg.HTTPAddr = testenv.FreeAddr(t)
+	cfg.PublicURL = "http://" + cfg.HTTPAddr
+	cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB = redisAddr, testenv.RedisPassword(), testRedisDB
+	cfg.S3, cfg.SourcesBucket, cfg.OutputsBucket = s3.Config, s3.Sources, s3.Outputs
+	cfg.WorkDir = filepath.Join(dir, "work")
+	cfg.Concurrency = 1
+	cfg.WorkerQueues = []string{tasks.QueueThumbnail}
+	cfg.Logger = zaptest.NewLogger(t)
+
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitReady(t, cfg.PublicURL, done)
+
+	probe, err := tasks.NewProbeTask(&kilnv1.ProbeTask{JobId: "job_queues_probe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	thumb, err := tasks.NewThumbnailTask(&kilnv1.ThumbnailTask{JobId: "job_queues_thumb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []tasks.Command{probe, thumb} {
+		if err := tasks.Enqueue(t.Context(), client, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		servers, err := insp.Servers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := insp.GetTaskInfo(tasks.QueueThumbnail, tasks.TaskID(tasks.TypeThumbnail, "job_queues_thumb", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(servers) == 1 && info.State != asynq.TaskStatePending {
+			want := map[string]int{tasks.QueueThumbnail: tasks.QueueWeights()[tasks.QueueThumbnail]}
+			if !maps.Equal(servers[0].Queues, want) {
+				t.Errorf("the worker's asynq server runs %v, want %v", servers[0].Queues, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s: %d asynq servers, the thumbnail task %s", len(servers), info.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	info, err := insp.GetTaskInfo(tasks.QueueProbe, tasks.TaskID(tasks.TypeProbe, "job_queues_probe", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != asynq.TaskStatePending {
+		t.Errorf("the probe task is %s: a thumbnail worker took it", info.State)
+	}
+}

@@ -282,7 +282,7 @@ func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 	// failure is returned, so the message is redelivered and both are
 	// retried (the probe deduplicated by its TaskID, the event by its id).
 	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: preset}
-	t, err := tasks.NewProbeTask(probe)
+	t, err := tasks.NewProbeTask(ctx, probe)
 	if err != nil {
 		return err
 	}

@@ -55,7 +55,7 @@ func (p *process) catalog(ctx context.Context) error {
 		Canceler: p.cancel, Retrier: retrier, RenditionRetrier: retrier,
 		Remover: p.objects, OutputsBucket: cfg.OutputsBucket, SourcesBucket: cfg.SourcesBucket, Rejections: p.rejections,
 		MaxStreamsPerKey: cfg.SSEMaxStreamsPerKey, PlaybackRateLimit: cfg.PlaybackRateLimit,
-		PlaybackRateBurst: cfg.PlaybackRateBurst, Proxies: cfg.TrustedProxies,
+		PlaybackRateBurst: cfg.PlaybackRateBurst, Proxies: cfg.TrustedProxies, TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return err

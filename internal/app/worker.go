@@ -36,11 +36,12 @@ func (p *process) worker(ctx context.Context) error {
 		return err
 	}
 	p.onClose(func() { _ = os.RemoveAll(workDir) })
-	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log})
+	runner := ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log,
+		TracerProvider: cfg.TracerProvider})
 	mux := asynq.NewServeMux()
 	leases := lease.NewManager(lease.Config{Redis: p.redis, TTL: cfg.TaskLease, Logger: p.log.Named("lease")})
 	p.collectors = append(p.collectors, leases.Counts())
-	mux.Use(cancel.Middleware(p.cancel), leases.Middleware())
+	mux.Use(tasks.Tracing(cfg.TracerProvider), cancel.Middleware(p.cancel), leases.Middleware())
 	workers.New(workers.Config{
 		FFmpeg: runner, Objects: p.objects, Events: p.bus, Queue: p.queue, Jobs: p.cancel,
 		OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,

@@ -432,10 +432,15 @@ func uploadMeta(ctx context.Context, preset, playback, webhook string) map[strin
 	if webhook != "" {
 		m[layout.MetaWebhook] = webhook
 	}
-	tc := propagation.MapCarrier{}
-	propagation.TraceContext{}.Inject(ctx, tc)
-	if v := tc.Get(traceParent); v != "" {
-		m[metaTraceParent] = v
+	if tp := traceParentOf(ctx); tp != "" {
+		m[metaTraceParent] = tp
 	}
 	return m
+}
+
+// traceParentOf is the W3C traceparent of ctx's span ("" without one).
+func traceParentOf(ctx context.Context) string {
+	tc := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, tc)
+	return tc.Get(traceParent)
 }

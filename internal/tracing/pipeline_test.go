@@ -128,11 +128,13 @@ func TestOneUploadOneTrace(t *testing.T) {
 			return s.Service == "kiln-catalog" && s.Name == "apply job event" && s.Attrs["kiln.job.state"] == "JOB_STATE_READY"
 		})
 		_, packaged := find(in, func(s span) bool { return s.Name == tasks.TypePackage })
-		if whole && ready && packaged {
+		_, notified := find(in, func(s span) bool { return s.Name == "intake" && s.Attrs["kiln.origin"] == "s3" })
+		if whole && ready && packaged && notified {
 			break
 		}
 		if time.Now().After(wait) {
-			t.Logf("the upload's trace is not whole after a minute (upload span %v, READY applied %v, packaged %v)", ok, ready, packaged)
+			t.Logf("the upload's trace is not whole after a minute (upload span %v, READY applied %v, packaged %v, notification's intake %v)",
+				ok, ready, packaged, notified)
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -184,7 +186,15 @@ func TestOneUploadOneTrace(t *testing.T) {
 		}
 		return s
 	}
-	one("kiln-ingest", "intake")
+	// Both of the upload's facts are handled in its trace: its own "object
+	// landed" and the bucket notification (through the object's metadata).
+	for _, origin := range []string{"api", "s3"} {
+		if _, ok := find(slices.Collect(maps.Values(trace)), func(s span) bool {
+			return s.Service == "kiln-ingest" && s.Name == "intake" && s.Attrs["kiln.origin"] == origin
+		}); !ok {
+			t.Errorf("no intake of the %s fact in the upload's trace", origin)
+		}
+	}
 	probe := one("kiln-worker", tasks.TypeProbe)
 	transcode := one("kiln-worker", tasks.TypeTranscode)
 	thumbnail := one("kiln-worker", tasks.TypeThumbnail)

@@ -85,6 +85,7 @@ type Bus struct {
 	js     jetstream.JetStream
 	log    *zap.Logger
 	tracer trace.Tracer
+	traced bool // tracer records: spans and trace context headers
 	// consumers are the durables this process consumes (their dead-letter
 	// counts are reported even when zero).
 	consumers sync.Map
@@ -115,7 +116,8 @@ func Connect(ctx context.Context, cfg Config) (*Bus, error) {
 		nc.Close()
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
-	b := &Bus{nc: nc, js: js, log: log, tracer: tracing.Provider(cfg.TracerProvider).Tracer("github.com/kilnvideo/kiln/internal/bus")}
+	b := &Bus{nc: nc, js: js, log: log, tracer: tracing.Provider(cfg.TracerProvider).Tracer("github.com/kilnvideo/kiln/internal/bus"),
+		traced: tracing.Enabled(cfg.TracerProvider)}
 	if cfg.WaitForStreams {
 		err = b.waitForStream(ctx)
 	} else {
@@ -276,11 +278,14 @@ func (b *Bus) publish(ctx context.Context, subject, msgID string, m proto.Messag
 	if err != nil {
 		return fmt.Errorf("bus: marshal: %w", err)
 	}
-	ctx, span := b.tracer.Start(ctx, "send "+subjectTemplate(subject), trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(messagingAttrs(subject, msgID, len(data), semconv.MessagingOperationTypeSend)...))
-	defer func() { endSpan(span, err) }()
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	tracing.Propagator().Inject(ctx, headerCarrier(msg.Header))
+	if b.traced {
+		var span trace.Span
+		ctx, span = b.tracer.Start(ctx, "send "+subjectTemplate(subject), trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(messagingAttrs(subject, msgID, len(data), semconv.MessagingOperationTypeSend)...))
+		defer func() { endSpan(span, err) }()
+		tracing.Propagator().Inject(ctx, headerCarrier(msg.Header))
+	}
 	opts := []jetstream.PublishOpt{}
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
@@ -447,6 +452,9 @@ func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg,
 		}
 	}()
 	defer func() { close(done); <-beat }()
+	if !b.traced {
+		return handler(ctx, msg.Subject(), msg.Data())
+	}
 	// The message's trace context (its publisher's span) is the parent of
 	// this consumer span, which is the parent of what the handler does.
 	ctx = tracing.Propagator().Extract(ctx, headerCarrier(msg.Headers()))

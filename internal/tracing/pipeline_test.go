@@ -32,6 +32,7 @@ const apiKey = "kiln_tracing_0123456789abcdef"
 // job's events, every span's parent in the trace, all under the upload.
 func TestOneUploadOneTrace(t *testing.T) {
 	testenv.RequireBinaries(t, "ffmpeg", "ffprobe", "redis-server")
+	testenv.MinIOBin(t) // before building kiln, which takes a while
 	kiln := testenv.BuildKiln(t)
 	dir := t.TempDir()
 	logs := filepath.Join(dir, "logs")

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
@@ -162,6 +163,9 @@ func Enabled(tp trace.TracerProvider) bool {
 // Inject returns the trace context of ctx as a map (empty when ctx carries
 // none), the form task payloads carry it in.
 func Inject(ctx context.Context) map[string]string {
+	if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
+		return nil // tracing off: nothing to carry, nothing allocated
+	}
 	c := propagation.MapCarrier{}
 	Propagator().Inject(ctx, c)
 	return c

@@ -430,7 +430,7 @@ func (r *Reconciler) job(ctx context.Context, now time.Time, j *Job, rep *Report
 		return r.stall(ctx, j, attempt, ActionFailureRecorded, msg, rep, log)
 	case pipeline[last] == tasks.TypeProbe && j.Media != nil && j.Plan != nil && j.Source.Key != "":
 		next := &kilnv1.TranscodeTask{JobId: j.ID, AssetId: j.AssetID, Attempt: attempt, Source: j.sourceRef(), Media: j.Media, Plan: j.Plan}
-		cmd, err := tasks.NewTranscodeTask(next)
+		cmd, err := tasks.NewTranscodeTask(ctx, next)
 		if err != nil {
 			return err
 		}
@@ -492,7 +492,7 @@ func (r *Reconciler) enqueueProbe(ctx context.Context, j *Job, attempt int32, re
 		log.Warn("reconciler: job lost its probe, but its source is not known; left to its deadline")
 		return nil
 	}
-	cmd, err := tasks.NewProbeTask(&kilnv1.ProbeTask{JobId: j.ID, AssetId: j.AssetID, Source: j.sourceRef(), Preset: j.Preset, Attempt: attempt})
+	cmd, err := tasks.NewProbeTask(ctx, &kilnv1.ProbeTask{JobId: j.ID, AssetId: j.AssetID, Source: j.sourceRef(), Preset: j.Preset, Attempt: attempt})
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ func TestReconcilerRedis(t *testing.T) {
 	jobID, assetID := e.job(t, "uploads/it.mp4", 1)
 	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Preset: "small",
 		Source: &kilnv1.ObjectRef{Bucket: recBucket, Key: "uploads/it.mp4", Etag: "etag-uploads/it.mp4", Size: 99}}
-	cmd, err := tasks.NewProbeTask(probe)
+	cmd, err := tasks.NewProbeTask(ctx, probe)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func (r *Retrier) Retry(ctx context.Context, task *kilnv1.ProbeTask, playbackPol
 	if err := r.Attempts.Clear(ctx, task.JobId, task.Attempt); err != nil {
 		return nil, err
 	}
-	t, err := tasks.NewProbeTask(task)
+	t, err := tasks.NewProbeTask(ctx, task)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +70,7 @@ func (r *Retrier) RetryRendition(ctx context.Context, task *kilnv1.PackageTask) 
 	if task.GetOnly() == "" {
 		return errors.New("catalog: rendition retry: a rendition is required")
 	}
-	t, err := tasks.NewPackageTask(task)
+	t, err := tasks.NewPackageTask(ctx, task)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -23,6 +26,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/tracing"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -134,6 +138,9 @@ type Config struct {
 	// Proxies tells the client address of requests through a trusted
 	// reverse proxy.
 	Proxies httpapi.Proxies
+	// TracerProvider traces the apply of each job event (in the trace of
+	// the stage that published it); nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults of Config's stream and playback limits.
@@ -187,6 +194,7 @@ type Service struct {
 
 	playLimit *httpapi.ClientLimiter // nil: unlimited
 	proxies   httpapi.Proxies
+	tracer    trace.Tracer
 }
 
 // New validates cfg and returns a Service.
@@ -254,6 +262,7 @@ func New(cfg Config) (*Service, error) {
 		streamWrite:   cfg.StreamWriteTimeout,
 		playLimit:     playLimit,
 		proxies:       cfg.Proxies,
+		tracer:        tracing.Provider(cfg.TracerProvider).Tracer("github.com/kilnvideo/kiln/catalog"),
 	}
 	if s.heartbeat <= 0 {
 		s.heartbeat = 15 * time.Second
@@ -293,7 +302,18 @@ func (s *Service) HandleMessage(ctx context.Context, _ string, data []byte) erro
 // claims what its sender may not (CheckEvent) is refused before the store
 // sees it: logged, counted (Config.Rejections) and returned as a
 // *RejectedError.
-func (s *Service) HandleEvent(ctx context.Context, ev *kilnv1.JobEvent) error {
+func (s *Service) HandleEvent(ctx context.Context, ev *kilnv1.JobEvent) (err error) {
+	ctx, span := s.tracer.Start(ctx, "apply job event", trace.WithAttributes(
+		tracing.AttrJobID.String(ev.GetJobId()), tracing.AttrAssetID.String(ev.GetAssetId()),
+		tracing.AttrAttempt.Int(int(ev.GetAttempt())), attribute.String("kiln.job.state", ev.GetState().String()),
+		attribute.String("kiln.event_id", ev.GetEventId())))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	log := s.log.With(zap.String("job_id", ev.GetJobId()), zap.String("event_id", ev.GetEventId()),
 		zap.Stringer("state", ev.GetState()))
 	if _, err := CheckEvent(ev, s.buckets, s.now()); err != nil {
@@ -316,6 +336,7 @@ func (s *Service) HandleEvent(ctx context.Context, ev *kilnv1.JobEvent) error {
 		log.Error("apply job event", zap.Error(err))
 		return err
 	}
+	span.SetAttributes(attribute.Bool("kiln.job.changed", changed))
 	if changed {
 		log.Info("job updated", zap.Float64("progress", ev.GetProgress()), zap.Int32("attempt", ev.GetAttempt()))
 		s.hub.notify(ev.GetJobId())

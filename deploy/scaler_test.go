@@ -135,7 +135,7 @@ func TestScalerKeysInRedis(t *testing.T) {
 	}
 
 	for i := range n {
-		cmd, err := tasks.NewProbeTask(&kilnv1.ProbeTask{JobId: fmt.Sprintf("job_scaler_%d", i)})
+		cmd, err := tasks.NewProbeTask(t.Context(), &kilnv1.ProbeTask{JobId: fmt.Sprintf("job_scaler_%d", i)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,7 +143,7 @@ func TestScalerKeysInRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tc, err := tasks.NewTranscodeTask(&kilnv1.TranscodeTask{JobId: "job_scaler_transcode"})
+	tc, err := tasks.NewTranscodeTask(t.Context(), &kilnv1.TranscodeTask{JobId: "job_scaler_transcode"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestScalerKeysInRedis(t *testing.T) {
 	expect(transcode, map[string]int64{"pending": 1, "active": 0})
 
 	// A probe for later: the same stage options, run in an hour.
-	cmd, err := tasks.NewProbeTask(&kilnv1.ProbeTask{JobId: "job_scaler_later"})
+	cmd, err := tasks.NewProbeTask(t.Context(), &kilnv1.ProbeTask{JobId: "job_scaler_later"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,6 +95,9 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 		"X-Amz-Meta-" + layout.MetaPreset: req.Preset,
 		"X-Amz-Meta-" + layout.MetaPolicy: req.PlaybackPolicy,
 	}
+	if tp := traceParentOf(r.Context()); tp != "" { // the job continues this request's trace
+		headers["X-Amz-Meta-"+metaTraceParent] = tp
+	}
 	signed := http.Header{}
 	for k, v := range headers {
 		signed.Set(k, v)

@@ -16,6 +16,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -27,6 +31,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/tracing"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -81,6 +86,9 @@ type Config struct {
 	// Rejections counts the landed objects the intake refuses, by reason
 	// (metrics.Rejections); nil counts nothing.
 	Rejections Rejections
+	// TracerProvider traces the intake of each landed object; nil traces
+	// nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Rejections counts refused bus messages (metrics.Rejections).
@@ -147,8 +155,9 @@ var (
 
 // Service is the upload API and the intake.
 type Service struct {
-	cfg Config
-	log *zap.Logger
+	cfg    Config
+	log    *zap.Logger
+	tracer trace.Tracer
 }
 
 // DefaultMaxUploadBytes is Config.MaxUploadBytes's default: 10 GiB.
@@ -175,7 +184,7 @@ func New(cfg Config) *Service {
 		cfg.DirectUploadTTL = DefaultDirectUploadTTL
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	return &Service{cfg: cfg, log: cfg.Logger}
+	return &Service{cfg: cfg, log: cfg.Logger, tracer: tracing.Provider(cfg.TracerProvider).Tracer("github.com/kilnvideo/kiln/ingest")}
 }
 
 // HandleMessage is the intake's bus handler: it accepts kilnv1.ObjectLanded
@@ -193,17 +202,26 @@ func (s *Service) HandleMessage(ctx context.Context, subject string, data []byte
 		}
 		return s.StartJob(ctx, &ev)
 	case bus.SubjectS3Events:
-		landed, err := ParseS3Event(data)
+		landed, traces, err := parseS3Event(data)
 		if err != nil {
 			return s.reject(subject, nil, &RejectedError{Reason: RejectInvalid, Err: fmt.Errorf("ingest: s3 event: %w: %w", bus.ErrPermanent, err)})
 		}
 		var refused error
-		for _, ev := range landed {
+		for i, ev := range landed {
 			if err := s.CheckObject(ev.GetObject()); err != nil {
 				refused = cmp.Or(refused, s.reject(subject, ev, err))
 				continue
 			}
-			if err := s.StartJob(ctx, ev); err != nil {
+			// An upload through the API left its trace context in the
+			// object's metadata: whichever of its two facts starts the
+			// job, the job continues the upload's trace (the bucket
+			// notification's own span is linked).
+			jctx, links := ctx, []trace.Link(nil)
+			if tc := traces[i]; tc != "" {
+				links = []trace.Link{trace.LinkFromContext(ctx)}
+				jctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{traceParent: tc})
+			}
+			if err := s.startJob(jctx, ev, links...); err != nil {
 				return err
 			}
 		}
@@ -261,11 +279,27 @@ func (s *Service) reject(subject string, ev *kilnv1.ObjectLanded, err error) err
 // TaskID and the queued event, published after it, by its id. An object
 // CheckObject refuses is rejected (a *RejectedError, permanent).
 func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
+	return s.startJob(ctx, ev)
+}
+
+// startJob is StartJob in a span of its own ("intake"), linked to links.
+func (s *Service) startJob(ctx context.Context, ev *kilnv1.ObjectLanded, links ...trace.Link) (err error) {
 	o := ev.GetObject()
+	ctx, span := s.tracer.Start(ctx, "intake", trace.WithLinks(links...), trace.WithAttributes(
+		attribute.String("kiln.origin", ev.GetOrigin()), attribute.String("kiln.source.bucket", o.GetBucket()),
+		attribute.String("kiln.source.key", o.GetKey())))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	if err := s.CheckObject(o); err != nil {
 		return s.reject(bus.SubjectObjectLanded, ev, err)
 	}
 	jobID, assetID := jobid.FromObject(o.Bucket, o.Key, o.Etag)
+	span.SetAttributes(tracing.AttrJobID.String(jobID), tracing.AttrAssetID.String(assetID))
 	preset := ev.GetPreset()
 	if preset == "" {
 		preset = "default"
@@ -282,7 +316,7 @@ func (s *Service) StartJob(ctx context.Context, ev *kilnv1.ObjectLanded) error {
 	// failure is returned, so the message is redelivered and both are
 	// retried (the probe deduplicated by its TaskID, the event by its id).
 	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: preset}
-	t, err := tasks.NewProbeTask(probe)
+	t, err := tasks.NewProbeTask(ctx, probe)
 	if err != nil {
 		return err
 	}
@@ -319,21 +353,38 @@ type s3Event struct {
 // ParseS3Event extracts created objects from an S3 event notification.
 // Other event kinds and folder markers are skipped.
 func ParseS3Event(data []byte) ([]*kilnv1.ObjectLanded, error) {
+	out, _, err := parseS3Event(data)
+	return out, err
+}
+
+// traceParent is the W3C trace context field an upload leaves in its
+// object's metadata (metaTraceParent), so that its bucket notification
+// continues its trace. Only traceparent: tracestate and baggage could grow
+// the metadata past S3's 2 KiB.
+const (
+	traceParent     = "traceparent"
+	metaTraceParent = "Kiln-Traceparent"
+)
+
+// parseS3Event is ParseS3Event, with the traceparent of each object's
+// metadata ("" when it has none).
+func parseS3Event(data []byte) ([]*kilnv1.ObjectLanded, []string, error) {
 	var ev s3Event
 	if err := json.Unmarshal(data, &ev); err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+		return nil, nil, fmt.Errorf("parse: %w", err)
 	}
 	var out []*kilnv1.ObjectLanded
+	var traces []string
 	for _, r := range ev.Records {
 		if !strings.HasPrefix(r.EventName, "s3:ObjectCreated:") && !strings.HasPrefix(r.EventName, "ObjectCreated:") {
 			continue
 		}
 		key, err := url.QueryUnescape(r.S3.Object.Key)
 		if err != nil {
-			return nil, fmt.Errorf("parse: object key %q: %w", r.S3.Object.Key, err)
+			return nil, nil, fmt.Errorf("parse: object key %q: %w", r.S3.Object.Key, err)
 		}
 		if !utf8.ValidString(key) { // S3 keys are UTF-8; the job's protobufs could not carry it
-			return nil, fmt.Errorf("parse: object key %q is not UTF-8", r.S3.Object.Key)
+			return nil, nil, fmt.Errorf("parse: object key %q is not UTF-8", r.S3.Object.Key)
 		}
 		if r.S3.Bucket.Name == "" || key == "" || strings.HasSuffix(key, "/") {
 			continue
@@ -352,11 +403,12 @@ func ParseS3Event(data []byte) ([]*kilnv1.ObjectLanded, error) {
 			WebhookUrl:     webhook,
 			Time:           timestamppb.New(r.EventTime),
 		})
+		traces = append(traces, layout.SourceMeta(md, metaTraceParent))
 	}
 	if len(ev.Records) == 0 {
-		return nil, errors.New("parse: no records")
+		return nil, nil, errors.New("parse: no records")
 	}
-	return out, nil
+	return out, traces, nil
 }
 
 // ValidWebhookURL reports whether u is an absolute http(s) URL without

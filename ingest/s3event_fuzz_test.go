@@ -120,7 +120,7 @@ func FuzzS3EventLanded(f *testing.F) {
 				t.Fatalf("landed object does not marshal: %v\n%v", err, ev)
 			}
 			jobID, assetID := jobid.FromObject(o.GetBucket(), o.GetKey(), o.GetEtag())
-			if _, err := tasks.NewProbeTask(&kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: ev.GetPreset()}); err != nil {
+			if _, err := tasks.NewProbeTask(t.Context(), &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: ev.GetPreset()}); err != nil {
 				t.Fatalf("StartJob could not build the probe task of %v: %v", o, err)
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -180,7 +181,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 
 	key := layout.NewSourceKey(filename)
 	info, err := s.cfg.Objects.Put(ctx, s.cfg.SourcesBucket, key, src, size, contentType,
-		uploadMeta(preset, playback, webhook))
+		uploadMeta(ctx, preset, playback, webhook))
 	if err != nil {
 		if idem != nil {
 			if rerr := s.cfg.Idempotency.Release(context.WithoutCancel(ctx), idem.key, idem.token); rerr != nil {
@@ -425,11 +426,21 @@ func tooLarge(err error) bool {
 }
 
 // uploadMeta is the S3 user metadata that lets the bucket notification
-// start the same job as the API's own event.
-func uploadMeta(preset, playback, webhook string) map[string]string {
+// start the same job as the API's own event (in the same trace).
+func uploadMeta(ctx context.Context, preset, playback, webhook string) map[string]string {
 	m := map[string]string{layout.MetaPreset: preset, layout.MetaPolicy: playback}
 	if webhook != "" {
 		m[layout.MetaWebhook] = webhook
 	}
+	if tp := traceParentOf(ctx); tp != "" {
+		m[metaTraceParent] = tp
+	}
 	return m
+}
+
+// traceParentOf is the W3C traceparent of ctx's span ("" without one).
+func traceParentOf(ctx context.Context) string {
+	tc := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, tc)
+	return tc.Get(traceParent)
 }

@@ -115,7 +115,7 @@ func packageTask(audioOnly bool) *kilnv1.PackageTask {
 
 func asTask(t *testing.T, p *kilnv1.PackageTask) *asynq.Task {
 	t.Helper()
-	cmd, err := tasks.NewPackageTask(p)
+	cmd, err := tasks.NewPackageTask(t.Context(), p)
 	if err != nil {
 		t.Fatal(err)
 	}

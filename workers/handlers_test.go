@@ -163,7 +163,7 @@ func probeResult(duration float64) *ffmpeg.ProbeResult {
 
 func probeTask(t *testing.T, preset string) *asynq.Task {
 	t.Helper()
-	cmd, err := tasks.NewProbeTask(&kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Attempt: attempt, Preset: preset,
+	cmd, err := tasks.NewProbeTask(t.Context(), &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Attempt: attempt, Preset: preset,
 		Source: &kilnv1.ObjectRef{Bucket: sourcesBucket, Key: sourceKey, Size: 12345}})
 	if err != nil {
 		t.Fatal(err)
@@ -336,7 +336,7 @@ func transcodeTask(t *testing.T, plan *kilnv1.Plan) *asynq.Task {
 	if plan.GetAudioOnly() {
 		media.Video, media.VideoStreams = nil, 0
 	}
-	cmd, err := tasks.NewTranscodeTask(&kilnv1.TranscodeTask{JobId: jobID, AssetId: assetID, Attempt: attempt,
+	cmd, err := tasks.NewTranscodeTask(t.Context(), &kilnv1.TranscodeTask{JobId: jobID, AssetId: assetID, Attempt: attempt,
 		Source: &kilnv1.ObjectRef{Bucket: sourcesBucket, Key: sourceKey}, Media: media, Plan: plan})
 	if err != nil {
 		t.Fatal(err)
@@ -512,7 +512,7 @@ func thumbnailTask(t *testing.T, duration float64) *asynq.Task {
 	t.Helper()
 	media := testMedia()
 	media.DurationSeconds = duration
-	cmd, err := tasks.NewThumbnailTask(&kilnv1.ThumbnailTask{JobId: jobID, AssetId: assetID, Attempt: attempt, Media: media, Plan: videoPlan(),
+	cmd, err := tasks.NewThumbnailTask(t.Context(), &kilnv1.ThumbnailTask{JobId: jobID, AssetId: assetID, Attempt: attempt, Media: media, Plan: videoPlan(),
 		Source: &kilnv1.ObjectRef{Bucket: outputsBucket, Key: layout.EncodedKey(assetID, "360p")}})
 	if err != nil {
 		t.Fatal(err)

@@ -230,7 +230,7 @@ func TestSourceReplacedAfterProbe(t *testing.T) {
 		FFmpeg: ffmpeg.New(ffmpeg.Config{Logger: zaptest.NewLogger(t)}), Objects: store, Events: &fakes.Events{}, Queue: queue,
 		OutputsBucket: bucket, WorkDir: t.TempDir(), Threads: 1, X264Preset: "ultrafast",
 	})
-	probe, err := tasks.NewProbeTask(&kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Attempt: attempt,
+	probe, err := tasks.NewProbeTask(t.Context(), &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Attempt: attempt,
 		Source: &kilnv1.ObjectRef{Bucket: bucket, Key: key, Etag: first.ETag, Size: first.Size}})
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +258,7 @@ func TestSourceReplacedAfterProbe(t *testing.T) {
 	fakes.WantPermanent(t, err, failure.SourceChanged)
 
 	// The job of the new object (its own ETag) goes through.
-	again, err := tasks.NewProbeTask(&kilnv1.ProbeTask{JobId: "job2", AssetId: assetID, Attempt: attempt,
+	again, err := tasks.NewProbeTask(t.Context(), &kilnv1.ProbeTask{JobId: "job2", AssetId: assetID, Attempt: attempt,
 		Source: &kilnv1.ObjectRef{Bucket: bucket, Key: key, Etag: second.ETag, Size: second.Size}})
 	if err != nil {
 		t.Fatal(err)

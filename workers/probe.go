@@ -202,7 +202,7 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	next := &kilnv1.TranscodeTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Source: p.Source, Media: media, Plan: plan}
-	cmd, err := tasks.NewTranscodeTask(next)
+	cmd, err := tasks.NewTranscodeTask(ctx, next)
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func TestExhaustedTranscodeRetriedOnce(t *testing.T) {
 			testenv.AsynqServer(t, opt, []string{tasks.QueueTranscode}, mux, &tasks.FailureHandler{Events: events, Logger: zaptest.NewLogger(t)})
 
 			job := "job-" + tt.code
-			cmd, err := tasks.NewTranscodeTask(&kilnv1.TranscodeTask{JobId: job, AssetId: assetID, Attempt: 1,
+			cmd, err := tasks.NewTranscodeTask(t.Context(), &kilnv1.TranscodeTask{JobId: job, AssetId: assetID, Attempt: 1,
 				Source: &kilnv1.ObjectRef{Bucket: sourcesBucket, Key: sourceKey}, Media: testMedia(), Plan: videoPlan()})
 			if err != nil {
 				t.Fatal(err)

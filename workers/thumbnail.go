@@ -203,7 +203,7 @@ func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
 			Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: layout.EncodedKey(p.AssetId, r.Name)},
 		})
 	}
-	cmd, err := tasks.NewPackageTask(next)
+	cmd, err := tasks.NewPackageTask(ctx, next)
 	if err != nil {
 		return err
 	}

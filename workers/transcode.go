@@ -195,7 +195,7 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		}
 		next := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
 			Encoded: []*kilnv1.EncodedRung{{Name: layout.AudioRendition, Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: key}}}}
-		cmd, err := tasks.NewPackageTask(next)
+		cmd, err := tasks.NewPackageTask(ctx, next)
 		if err != nil {
 			return err
 		}
@@ -212,7 +212,7 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
 		Source: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: layout.EncodedKey(p.AssetId, top.Name)},
 	}
-	cmd, err := tasks.NewThumbnailTask(next)
+	cmd, err := tasks.NewThumbnailTask(ctx, next)
 	if err != nil {
 		return err
 	}

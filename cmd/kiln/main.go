@@ -18,12 +18,14 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/kilnvideo/kiln/internal/app"
 	"github.com/kilnvideo/kiln/internal/profiling"
+	"github.com/kilnvideo/kiln/internal/tracing"
 )
 
 const usage = `kiln — queue-driven video transcoding
@@ -98,6 +100,25 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	// Tracing: on only when the OTEL_* variables ask for it.
+	roleList := make([]string, len(roles))
+	for i, r := range roles {
+		roleList[i] = string(r)
+	}
+	tp, shutdownTracing, err := tracing.Setup(ctx, tracing.Config{Service: "kiln-" + args[0], Version: version(), Roles: roleList, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(sctx); err != nil {
+			logger.Warn("tracing: flushing spans", zap.Error(err))
+		}
+	}()
+	cfg.TracerProvider = tp
+
 	logger.Info("starting kiln", zap.String("role", args[0]), zap.String("version", version()))
 	return app.Run(ctx, cfg)
 }

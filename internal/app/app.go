@@ -23,6 +23,9 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -32,6 +35,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/metrics"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/tracing"
 	"github.com/kilnvideo/kiln/internal/webui"
 )
 
@@ -191,7 +195,7 @@ func (p *process) connect(ctx context.Context) error {
 func (p *process) startNATS() (bus.Config, error) {
 	cfg := p.cfg
 	nc := bus.Config{
-		URL: cfg.NATSURL, Name: "kiln-" + roleNames(cfg.Roles), Logger: p.log,
+		URL: cfg.NATSURL, Name: "kiln-" + roleNames(cfg.Roles), Logger: p.log, TracerProvider: cfg.TracerProvider,
 		User: cfg.NATSUser, Password: cfg.NATSPassword, Token: cfg.NATSToken, CredsFile: cfg.NATSCredsFile,
 		CAFile: cfg.NATSCAFile, CertFile: cfg.NATSCertFile, KeyFile: cfg.NATSKeyFile, StreamReplicas: cfg.NATSStreamReplicas,
 	}
@@ -223,7 +227,7 @@ func (p *process) startNATS() (bus.Config, error) {
 	p.log.Info("embedded NATS listening", zap.String("url", ns.ClientURL()),
 		zap.Strings("users", slices.Sorted(maps.Keys(byName))))
 	return bus.Config{URL: ns.ClientURL(), Name: nc.Name, Logger: p.log, User: bus.UserServe, Password: password,
-		InboxPrefix: bus.InboxPrefix(bus.UserServe)}, nil
+		InboxPrefix: bus.InboxPrefix(bus.UserServe), TracerProvider: cfg.TracerProvider}, nil
 }
 
 func (p *process) redisOpt() asynq.RedisClientOpt {
@@ -277,7 +281,7 @@ func (p *process) serveHTTP(ctx context.Context) error {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", p.ready)
-	server := newHTTPServer(ctx, cfg, httpMetrics.Middleware(mux))
+	server := newHTTPServer(ctx, cfg, traceHTTP(cfg.TracerProvider, httpMetrics.Middleware(mux)))
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)
@@ -297,6 +301,19 @@ func (p *process) serveHTTP(ctx context.Context) error {
 		return server.Shutdown(sctx)
 	})
 	return nil
+}
+
+// traceHTTP gives every request of the API (/v1/…) a server span named by
+// its route pattern ("POST /v1/uploads"), continuing the client's trace
+// context; health, metrics and the web UI are not traced. Without tracing,
+// h as is.
+func traceHTTP(tp trace.TracerProvider, h http.Handler) http.Handler {
+	if !tracing.Enabled(tp) {
+		return h
+	}
+	return otelhttp.NewHandler(h, "kiln", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(tracing.Propagator()),
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()), // metrics are /metrics'
+		otelhttp.WithFilter(func(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/v1/") }))
 }
 
 // newHTTPServer is the process's HTTP server: every request has

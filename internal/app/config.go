@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/kilnvideo/kiln/catalog"
@@ -144,6 +145,10 @@ type Config struct {
 
 	ShutdownTimeout time.Duration
 	Logger          *zap.Logger
+	// TracerProvider traces the process (HTTP API, bus, tasks, ffmpeg
+	// runs, job events); main builds it from the OTEL_* variables
+	// (tracing.Setup). Nil traces nothing.
+	TracerProvider trace.TracerProvider
 
 	// LogLevel, LogFormat and the Pyroscope settings are for main, which
 	// builds Logger and starts profiling (internal/profiling) from them;

@@ -23,7 +23,7 @@ func (p *process) ingest(ctx context.Context) error {
 		Idempotency: &ingest.RedisIdempotency{Redis: p.redis}, Remover: p.objects, Presigner: p.objects,
 		DirectUploadTTL: p.cfg.DirectUploadTTL, UploadProgressTimeout: p.cfg.UploadProgressTimeout,
 		WebhookSecret: p.cfg.WebhookSecret,
-		Rejections:    p.rejections,
+		Rejections:    p.rejections, TracerProvider: p.cfg.TracerProvider,
 	})
 	p.rejections.Register(ingest.RejectConsumer, ingest.RejectReasons...)
 	httpapi.Mount(p.mux, p.keys, in.Routes())

@@ -46,7 +46,8 @@ func (p *process) worker(ctx context.Context) error {
 		return err
 	}
 	p.onClose(func() { _ = os.RemoveAll(workDir) })
-	runner, err := metrics.NewFFmpeg(p.metrics, ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log}),
+	runner, err := metrics.NewFFmpeg(p.metrics, ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log,
+		TracerProvider: cfg.TracerProvider}),
 		tasks.QueueTranscode, tasks.QueueThumbnail, tasks.QueuePackage)
 	if err != nil {
 		return err
@@ -61,7 +62,7 @@ func (p *process) worker(ctx context.Context) error {
 	if err := p.metrics.Register(leases.Counts()); err != nil {
 		return err
 	}
-	mux.Use(taskMetrics.Middleware(), cancel.Middleware(p.cancel), leases.Middleware())
+	mux.Use(tasks.Tracing(cfg.TracerProvider), taskMetrics.Middleware(), cancel.Middleware(p.cancel), leases.Middleware())
 	if cfg.PyroscopeURL != "" {
 		mux.Use(profiling.Middleware()) // CPU samples labelled task_type
 	}

@@ -66,11 +66,11 @@ func TestWorkerRunsItsQueuesOnly(t *testing.T) {
 	}()
 	waitReady(t, cfg.PublicURL, done)
 
-	probe, err := tasks.NewProbeTask(&kilnv1.ProbeTask{JobId: "job_queues_probe"})
+	probe, err := tasks.NewProbeTask(t.Context(), &kilnv1.ProbeTask{JobId: "job_queues_probe"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	thumb, err := tasks.NewThumbnailTask(&kilnv1.ThumbnailTask{JobId: "job_queues_thumb"})
+	thumb, err := tasks.NewThumbnailTask(t.Context(), &kilnv1.ThumbnailTask{JobId: "job_queues_thumb"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,14 +10,20 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kilnvideo/kiln/internal/tracing"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -71,13 +77,19 @@ type Config struct {
 	// Connect sets it on every start, so set it here rather than by hand.
 	StreamReplicas int
 	Logger         *zap.Logger
+	// TracerProvider traces publishes (producer spans) and handled
+	// messages (consumer spans); the trace context travels in the
+	// messages' NATS headers. Nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Bus is a JetStream connection with kiln's stream ensured.
 type Bus struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log *zap.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	log    *zap.Logger
+	tracer trace.Tracer
+	traced bool // tracer records: spans and trace context headers
 	// consumers are the durables this process consumes (their dead-letter
 	// counts are reported even when zero).
 	consumers sync.Map
@@ -108,7 +120,8 @@ func Connect(ctx context.Context, cfg Config) (*Bus, error) {
 		nc.Close()
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
-	b := &Bus{nc: nc, js: js, log: log}
+	b := &Bus{nc: nc, js: js, log: log, tracer: tracing.Provider(cfg.TracerProvider).Tracer("github.com/kilnvideo/kiln/internal/bus"),
+		traced: tracing.Enabled(cfg.TracerProvider)}
 	if cfg.WaitForStreams {
 		err = b.waitForStream(ctx)
 	} else {
@@ -266,19 +279,75 @@ func (b *Bus) PublishObjectLanded(ctx context.Context, ev *kilnv1.ObjectLanded) 
 	return b.publish(ctx, SubjectObjectLanded, "landed:"+o.GetBucket()+"/"+o.GetKey()+"@"+o.GetEtag(), ev)
 }
 
-func (b *Bus) publish(ctx context.Context, subject, msgID string, m proto.Message) error {
+func (b *Bus) publish(ctx context.Context, subject, msgID string, m proto.Message) (err error) {
 	data, err := proto.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("bus: marshal: %w", err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	if b.traced {
+		var span trace.Span
+		ctx, span = b.tracer.Start(ctx, "send "+subjectTemplate(subject), trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(messagingAttrs(subject, msgID, len(data), semconv.MessagingOperationTypeSend)...))
+		defer func() { endSpan(span, err) }()
+		tracing.Propagator().Inject(ctx, headerCarrier(msg.Header))
 	}
 	opts := []jetstream.PublishOpt{}
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
-	if _, err := b.js.Publish(ctx, subject, data, opts...); err != nil {
+	if _, err := b.js.PublishMsg(ctx, msg, opts...); err != nil {
 		return fmt.Errorf("bus: publish %s: %w", subject, err)
 	}
 	return nil
+}
+
+// subjectTemplate is a subject without its job id (kiln.jobs.{job_id}):
+// span names stay few.
+func subjectTemplate(subject string) string {
+	if strings.HasPrefix(subject, "kiln.jobs.") {
+		return "kiln.jobs.{job_id}"
+	}
+	return subject
+}
+
+// messagingAttrs are the messaging semantic conventions' attributes of a
+// message on subject.
+func messagingAttrs(subject, msgID string, size int, op attribute.KeyValue) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		semconv.MessagingSystemKey.String("nats"), op, semconv.MessagingOperationName(op.Value.AsString()),
+		semconv.MessagingDestinationName(subject), semconv.MessagingMessageBodySize(size),
+	}
+	if msgID != "" {
+		attrs = append(attrs, semconv.MessagingMessageID(msgID))
+	}
+	if jobID, ok := strings.CutPrefix(subject, "kiln.jobs."); ok {
+		attrs = append(attrs, tracing.AttrJobID.String(jobID))
+	}
+	return attrs
+}
+
+// endSpan records err (when there is one) on span and ends it.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+// headerCarrier reads and writes a trace context in NATS headers, whose
+// keys (unlike HTTP's) are case-sensitive: "traceparent" stays as is.
+type headerCarrier nats.Header
+
+func (h headerCarrier) Get(key string) string { return nats.Header(h).Get(key) }
+func (h headerCarrier) Set(key, value string) { nats.Header(h).Set(key, value) }
+func (h headerCarrier) Keys() []string {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // Handler processes one message. A nil error acks it; an error naks it for
@@ -389,7 +458,22 @@ func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg,
 		}
 	}()
 	defer func() { close(done); <-beat }()
-	return handler(ctx, msg.Subject(), msg.Data())
+	if !b.traced {
+		return handler(ctx, msg.Subject(), msg.Data())
+	}
+	// The message's trace context (its publisher's span) is the parent of
+	// this consumer span, which is the parent of what the handler does.
+	ctx = tracing.Propagator().Extract(ctx, headerCarrier(msg.Headers()))
+	attrs := messagingAttrs(msg.Subject(), msg.Headers().Get(nats.MsgIdHdr), len(msg.Data()), semconv.MessagingOperationTypeProcess)
+	attrs = append(attrs, semconv.MessagingConsumerGroupName(cfg.Durable))
+	if md, err := msg.Metadata(); err == nil {
+		attrs = append(attrs, attribute.Int64("messaging.nats.delivered", int64(md.NumDelivered)))
+	}
+	ctx, span := b.tracer.Start(ctx, "process "+subjectTemplate(msg.Subject()), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attrs...))
+	err := handler(ctx, msg.Subject(), msg.Data())
+	endSpan(span, err)
+	return err
 }
 
 // settle acks, naks (with backoff) or dead-letters msg after its handler

@@ -29,13 +29,13 @@ func EnqueueStage(ctx context.Context, tb testing.TB, q tasks.Enqueuer, queue st
 	)
 	switch p := payload.(type) {
 	case *kilnv1.ProbeTask:
-		c, err = tasks.NewProbeTask(p)
+		c, err = tasks.NewProbeTask(ctx, p)
 	case *kilnv1.TranscodeTask:
-		c, err = tasks.NewTranscodeTask(p)
+		c, err = tasks.NewTranscodeTask(ctx, p)
 	case *kilnv1.ThumbnailTask:
-		c, err = tasks.NewThumbnailTask(p)
+		c, err = tasks.NewThumbnailTask(ctx, p)
 	case *kilnv1.PackageTask:
-		c, err = tasks.NewPackageTask(p)
+		c, err = tasks.NewPackageTask(ctx, p)
 	default:
 		tb.Fatalf("enqueue: %T is not a stage task", payload)
 	}

@@ -23,7 +23,12 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/internal/tracing"
 )
 
 // Defaults applied by New to zero-valued Config fields.
@@ -50,6 +55,9 @@ type Config struct {
 	// Environ is what the children's environment is taken from (ChildEnv
 	// keeps PATH, HOME and TMPDIR only); default os.Environ().
 	Environ []string
+	// TracerProvider gives every run a span ("ffmpeg", "ffprobe"), a child
+	// of its task's; nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Runner runs ffmpeg and ffprobe. It is safe for concurrent use.
@@ -59,6 +67,7 @@ type Runner struct {
 	log             *zap.Logger
 	maxMemory       int64
 	env             []string
+	tracer          trace.Tracer
 }
 
 // New returns a Runner for cfg.
@@ -69,6 +78,7 @@ func New(cfg Config) *Runner {
 		tail:      cfg.StderrTail,
 		log:       cfg.Logger,
 		maxMemory: cfg.MaxMemory,
+		tracer:    tracing.Provider(cfg.TracerProvider).Tracer("github.com/kilnvideo/kiln/internal/ffmpeg"),
 	}
 	environ := cfg.Environ
 	if environ == nil {
@@ -185,7 +195,19 @@ func (r *Runner) Run(ctx context.Context, args []string, onProgress func(Progres
 }
 
 // run starts program with args, waits for it and classifies failure.
-func (r *Runner) run(ctx context.Context, name, path string, args []string, stdout io.Writer) error {
+func (r *Runner) run(ctx context.Context, name, path string, args []string, stdout io.Writer) (err error) {
+	_, span := r.tracer.Start(ctx, name, trace.WithAttributes(attribute.String("process.executable.name", name)))
+	defer func() {
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			span.SetAttributes(attribute.String("kiln.ffmpeg.cause", ee.Cause().String()))
+		}
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	stderr := newTailBuffer(r.tail)
 	cmd, err := r.command(ctx, path, args)
 	if err != nil {

@@ -29,7 +29,7 @@ const ttl = lease.MinTTL
 
 func transcodeTask(t *testing.T, jobID string) tasks.Command {
 	t.Helper()
-	c, err := tasks.NewTranscodeTask(&kilnv1.TranscodeTask{JobId: jobID, AssetId: "a_" + jobID, Attempt: 1})
+	c, err := tasks.NewTranscodeTask(t.Context(), &kilnv1.TranscodeTask{JobId: jobID, AssetId: "a_" + jobID, Attempt: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

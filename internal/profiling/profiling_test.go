@@ -139,7 +139,7 @@ func TestMiddlewareLabelsTaskCPU(t *testing.T) {
 		return nil
 	})
 	testenv.AsynqServer(t, opt, []string{tasks.QueueProbe}, mux, nil)
-	cmd, err := tasks.NewProbeTask(&kilnv1.ProbeTask{JobId: "job_profiled"})
+	cmd, err := tasks.NewProbeTask(t.Context(), &kilnv1.ProbeTask{JobId: "job_profiled"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,9 @@ func (h *FailureHandler) HandleError(ctx context.Context, task *asynq.Task, err 
 	// again, so a bus that is restarting is waited for (retried every
 	// second): a lost FAILED would leave the reconciler only "stalled" to
 	// say, not the real reason.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishFailedFor)
+	// Its trace context is the task's: the failure belongs to the upload's
+	// trace.
+	pctx, cancel := context.WithTimeout(TraceContext(context.WithoutCancel(ctx), task), publishFailedFor)
 	defer cancel()
 	for {
 		perr := h.Events.PublishJobEvent(pctx, ev)

@@ -16,8 +16,10 @@ import (
 
 	"github.com/hibiken/asynq"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/kilnvideo/kiln/internal/failure"
+	"github.com/kilnvideo/kiln/internal/tracing"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -115,27 +117,31 @@ func TaskID(typ, jobID string, attempt int32) string {
 	return typ + ":" + jobID
 }
 
+// The constructors take the context of the code that enqueues: its trace
+// context, when it has one, goes into the payload (trace_context), so the
+// stage's span is a child of the enqueuer's (Tracing).
+
 // NewProbeTask is the probe of one attempt of a job.
-func NewProbeTask(p *kilnv1.ProbeTask) (Command, error) {
-	return newStageTask(stages[0], TaskID(TypeProbe, p.GetJobId(), p.GetAttempt()), p, 0)
+func NewProbeTask(ctx context.Context, p *kilnv1.ProbeTask) (Command, error) {
+	return newStageTask(ctx, stages[0], TaskID(TypeProbe, p.GetJobId(), p.GetAttempt()), p, 0)
 }
 
 // NewTranscodeTask is the transcode of one attempt of a job; its time limit
 // follows the probed duration.
-func NewTranscodeTask(p *kilnv1.TranscodeTask) (Command, error) {
-	return newStageTask(stages[1], TaskID(TypeTranscode, p.GetJobId(), p.GetAttempt()), p, TranscodeTimeout(p.GetMedia()))
+func NewTranscodeTask(ctx context.Context, p *kilnv1.TranscodeTask) (Command, error) {
+	return newStageTask(ctx, stages[1], TaskID(TypeTranscode, p.GetJobId(), p.GetAttempt()), p, TranscodeTimeout(p.GetMedia()))
 }
 
 // NewThumbnailTask is the thumbnails stage of one attempt of a job.
-func NewThumbnailTask(p *kilnv1.ThumbnailTask) (Command, error) {
-	return newStageTask(stages[2], TaskID(TypeThumbnail, p.GetJobId(), p.GetAttempt()), p, 0)
+func NewThumbnailTask(ctx context.Context, p *kilnv1.ThumbnailTask) (Command, error) {
+	return newStageTask(ctx, stages[2], TaskID(TypeThumbnail, p.GetJobId(), p.GetAttempt()), p, 0)
 }
 
 // NewPackageTask is the packaging of one attempt of a job, or — when p.Only
 // names a rendition — retry number p.RenditionRetry of that one rendition:
 // each rendition retry has its own TaskID, and repeating the same retry
 // collapses into one task.
-func NewPackageTask(p *kilnv1.PackageTask) (Command, error) {
+func NewPackageTask(ctx context.Context, p *kilnv1.PackageTask) (Command, error) {
 	id := TaskID(TypePackage, p.GetJobId(), p.GetAttempt())
 	if p.GetOnly() != "" {
 		if p.GetRenditionRetry() < 1 {
@@ -143,7 +149,7 @@ func NewPackageTask(p *kilnv1.PackageTask) (Command, error) {
 		}
 		id = fmt.Sprintf("%s:r:%s:%d", id, p.GetOnly(), p.GetRenditionRetry())
 	}
-	return newStageTask(stages[3], id, p, 0)
+	return newStageTask(ctx, stages[3], id, p, 0)
 }
 
 // Command is a task with the options it is enqueued with: its TaskID,
@@ -153,7 +159,11 @@ type Command struct {
 	Options []asynq.Option
 }
 
-func newStageTask(st Stage, id string, payload proto.Message, timeout time.Duration) (Command, error) {
+func newStageTask(ctx context.Context, st Stage, id string, payload proto.Message, timeout time.Duration) (Command, error) {
+	payload, err := withTraceContext(ctx, payload)
+	if err != nil {
+		return Command{}, fmt.Errorf("tasks: %s: %w", st.Type, err)
+	}
 	data, err := proto.Marshal(payload)
 	if err != nil {
 		return Command{}, fmt.Errorf("tasks: marshal %s: %w", st.Type, err)
@@ -165,6 +175,30 @@ func newStageTask(st Stage, id string, payload proto.Message, timeout time.Durat
 		asynq.Timeout(cmp.Or(timeout, st.Timeout)),
 		asynq.Retention(Retention),
 	}}, nil
+}
+
+// traceContextField is the number of trace_context in every task payload
+// (and TaskHead).
+const traceContextField = 14
+
+// withTraceContext returns payload with the trace context of ctx in its
+// trace_context field: a copy when there is one to add (the caller's
+// message is left alone), payload itself when ctx carries none.
+func withTraceContext(ctx context.Context, payload proto.Message) (proto.Message, error) {
+	tc := tracing.Inject(ctx)
+	if len(tc) == 0 {
+		return payload, nil
+	}
+	fd := payload.ProtoReflect().Descriptor().Fields().ByNumber(traceContextField)
+	if fd == nil || !fd.IsMap() || fd.Name() != "trace_context" {
+		return nil, fmt.Errorf("payload %s has no trace_context = %d", payload.ProtoReflect().Descriptor().FullName(), traceContextField)
+	}
+	payload = proto.Clone(payload)
+	m := payload.ProtoReflect().Mutable(fd).Map()
+	for k, v := range tc {
+		m.Set(protoreflect.ValueOfString(k).MapKey(), protoreflect.ValueOfString(v))
+	}
+	return payload, nil
 }
 
 // Enqueuer is the part of *asynq.Client that producers use.
@@ -207,9 +241,24 @@ func Decode(t *asynq.Task, m proto.Message) error {
 // payload message begins with the fields of kilnv1.TaskHead. The attempt is
 // normalised (1 when unset); a malformed payload reads as empty.
 func Head(t *asynq.Task) (jobID, assetID string, attempt int32) {
+	head := decodeHead(t)
+	return head.GetJobId(), head.GetAssetId(), NormAttempt(head.GetAttempt())
+}
+
+func decodeHead(t *asynq.Task) *kilnv1.TaskHead {
 	var head kilnv1.TaskHead
 	_ = proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(t.Payload(), &head)
-	return head.GetJobId(), head.GetAssetId(), NormAttempt(head.GetAttempt())
+	return &head
+}
+
+// TraceContext returns ctx with the trace context a stage task carries (of
+// the span that enqueued it) as the remote parent of the spans started from
+// it; ctx as is when the task carries none or is no stage task.
+func TraceContext(ctx context.Context, t *asynq.Task) context.Context {
+	if _, ok := StageOf(t.Type()); !ok {
+		return ctx
+	}
+	return tracing.Extract(ctx, decodeHead(t).GetTraceContext())
 }
 
 // RetryDelay is the asynq RetryDelayFunc of every stage: 10 s doubling per

@@ -1636,7 +1636,11 @@ type ProbeTask struct {
 	Preset  string                 `protobuf:"bytes,4,opt,name=preset,proto3" json:"preset,omitempty"`
 	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
 	// Every task payload declares it as field 15, so one decoder reads it.
-	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// TraceContext is the W3C trace context (traceparent, tracestate,
+	// baggage) of the span that enqueued the task, empty when tracing is
+	// off. Every task payload declares it as field 14 (see TaskHead).
+	TraceContext  map[string]string `protobuf:"bytes,14,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1706,6 +1710,13 @@ func (x *ProbeTask) GetAttempt() int32 {
 	return 0
 }
 
+func (x *ProbeTask) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
+}
+
 // TranscodeTask asks a worker to encode every rung of the plan.
 type TranscodeTask struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1716,7 +1727,11 @@ type TranscodeTask struct {
 	Plan    *Plan                  `protobuf:"bytes,5,opt,name=plan,proto3" json:"plan,omitempty"`
 	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
 	// Every task payload declares it as field 15, so one decoder reads it.
-	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// TraceContext is the W3C trace context (traceparent, tracestate,
+	// baggage) of the span that enqueued the task, empty when tracing is
+	// off. Every task payload declares it as field 14 (see TaskHead).
+	TraceContext  map[string]string `protobuf:"bytes,14,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1793,6 +1808,13 @@ func (x *TranscodeTask) GetAttempt() int32 {
 	return 0
 }
 
+func (x *TranscodeTask) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
+}
+
 // ThumbnailTask asks a worker to extract the poster image.
 type ThumbnailTask struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1803,7 +1825,11 @@ type ThumbnailTask struct {
 	Plan    *Plan                  `protobuf:"bytes,5,opt,name=plan,proto3" json:"plan,omitempty"`
 	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
 	// Every task payload declares it as field 15, so one decoder reads it.
-	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// TraceContext is the W3C trace context (traceparent, tracestate,
+	// baggage) of the span that enqueued the task, empty when tracing is
+	// off. Every task payload declares it as field 14 (see TaskHead).
+	TraceContext  map[string]string `protobuf:"bytes,14,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1880,6 +1906,13 @@ func (x *ThumbnailTask) GetAttempt() int32 {
 	return 0
 }
 
+func (x *ThumbnailTask) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
+}
+
 // PackageTask asks the packager to build HLS and MP4 outputs from the
 // encoded rungs.
 type PackageTask struct {
@@ -1900,7 +1933,11 @@ type PackageTask struct {
 	RenditionRetry int32 `protobuf:"varint,9,opt,name=rendition_retry,json=renditionRetry,proto3" json:"rendition_retry,omitempty"`
 	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
 	// Every task payload declares it as field 15, so one decoder reads it.
-	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// TraceContext is the W3C trace context (traceparent, tracestate,
+	// baggage) of the span that enqueued the task, empty when tracing is
+	// off. Every task payload declares it as field 14 (see TaskHead).
+	TraceContext  map[string]string `protobuf:"bytes,14,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2005,6 +2042,13 @@ func (x *PackageTask) GetAttempt() int32 {
 	return 0
 }
 
+func (x *PackageTask) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
+}
+
 type EncodedRung struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2058,14 +2102,15 @@ func (x *EncodedRung) GetObject() *ObjectRef {
 }
 
 // TaskHead is the head every task payload shares: job_id = 1,
-// asset_id = 2, attempt = 15. Decoding any payload as a TaskHead reads
-// just these (other fields are unknown to it and skipped), whatever the
-// task type.
+// asset_id = 2, attempt = 15, trace_context = 14. Decoding any payload as
+// a TaskHead reads just these (other fields are unknown to it and
+// skipped), whatever the task type.
 type TaskHead struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	AssetId       string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
 	Attempt       int32                  `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	TraceContext  map[string]string      `protobuf:"bytes,14,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2119,6 +2164,13 @@ func (x *TaskHead) GetAttempt() int32 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *TaskHead) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
 }
 
 var File_kiln_v1_kiln_proto protoreflect.FileDescriptor
@@ -2291,27 +2343,39 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"sprite_key\x18\x04 \x01(\tR\tspriteKey\x12%\n" +
 	"\x0estoryboard_key\x18\x05 \x01(\tR\rstoryboardKey\x12\x14\n" +
 	"\x05width\x18\x06 \x01(\x05R\x05width\x12\x16\n" +
-	"\x06height\x18\a \x01(\x05R\x06height\"\x9b\x01\n" +
+	"\x06height\x18\a \x01(\x05R\x06height\"\xa7\x02\n" +
 	"\tProbeTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12\x16\n" +
 	"\x06preset\x18\x04 \x01(\tR\x06preset\x12\x18\n" +
-	"\aattempt\x18\x0f \x01(\x05R\aattempt\"\xd4\x01\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12I\n" +
+	"\rtrace_context\x18\x0e \x03(\v2$.kiln.v1.ProbeTask.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x02\n" +
 	"\rTranscodeTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12(\n" +
 	"\x05media\x18\x04 \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
 	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\x12\x18\n" +
-	"\aattempt\x18\x0f \x01(\x05R\aattempt\"\xd4\x01\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12M\n" +
+	"\rtrace_context\x18\x0e \x03(\v2(.kiln.v1.TranscodeTask.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x02\n" +
 	"\rThumbnailTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12(\n" +
 	"\x05media\x18\x04 \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
 	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\x12\x18\n" +
-	"\aattempt\x18\x0f \x01(\x05R\aattempt\"\xe7\x02\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12M\n" +
+	"\rtrace_context\x18\x0e \x03(\v2(.kiln.v1.ThumbnailTask.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf5\x03\n" +
 	"\vPackageTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12(\n" +
@@ -2325,14 +2389,22 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"thumbnails\x12\x12\n" +
 	"\x04only\x18\b \x01(\tR\x04only\x12'\n" +
 	"\x0frendition_retry\x18\t \x01(\x05R\x0erenditionRetry\x12\x18\n" +
-	"\aattempt\x18\x0f \x01(\x05R\aattempt\"M\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12K\n" +
+	"\rtrace_context\x18\x0e \x03(\v2&.kiln.v1.PackageTask.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
 	"\vEncodedRung\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
-	"\x06object\x18\x02 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object\"V\n" +
+	"\x06object\x18\x02 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object\"\xe1\x01\n" +
 	"\bTaskHead\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12\x18\n" +
-	"\aattempt\x18\x0f \x01(\x05R\aattempt*\xc9\x01\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12H\n" +
+	"\rtrace_context\x18\x0e \x03(\v2#.kiln.v1.TaskHead.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xc9\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +
@@ -2356,7 +2428,7 @@ func file_kiln_v1_kiln_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_kiln_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_kiln_v1_kiln_proto_goTypes = []any{
 	(JobState)(0),                 // 0: kiln.v1.JobState
 	(*ObjectRef)(nil),             // 1: kiln.v1.ObjectRef
@@ -2379,13 +2451,18 @@ var file_kiln_v1_kiln_proto_goTypes = []any{
 	(*PackageTask)(nil),           // 18: kiln.v1.PackageTask
 	(*EncodedRung)(nil),           // 19: kiln.v1.EncodedRung
 	(*TaskHead)(nil),              // 20: kiln.v1.TaskHead
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	nil,                           // 21: kiln.v1.ProbeTask.TraceContextEntry
+	nil,                           // 22: kiln.v1.TranscodeTask.TraceContextEntry
+	nil,                           // 23: kiln.v1.ThumbnailTask.TraceContextEntry
+	nil,                           // 24: kiln.v1.PackageTask.TraceContextEntry
+	nil,                           // 25: kiln.v1.TaskHead.TraceContextEntry
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	1,  // 0: kiln.v1.ObjectLanded.object:type_name -> kiln.v1.ObjectRef
-	21, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
+	26, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
 	0,  // 2: kiln.v1.JobEvent.state:type_name -> kiln.v1.JobState
-	21, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	26, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 4: kiln.v1.JobEvent.source:type_name -> kiln.v1.ObjectRef
 	4,  // 5: kiln.v1.JobEvent.error:type_name -> kiln.v1.JobError
 	5,  // 6: kiln.v1.JobEvent.media:type_name -> kiln.v1.MediaInfo
@@ -2400,22 +2477,27 @@ var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	13, // 15: kiln.v1.AssetOutputs.failed_renditions:type_name -> kiln.v1.FailedRendition
 	4,  // 16: kiln.v1.FailedRendition.error:type_name -> kiln.v1.JobError
 	1,  // 17: kiln.v1.ProbeTask.source:type_name -> kiln.v1.ObjectRef
-	1,  // 18: kiln.v1.TranscodeTask.source:type_name -> kiln.v1.ObjectRef
-	5,  // 19: kiln.v1.TranscodeTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 20: kiln.v1.TranscodeTask.plan:type_name -> kiln.v1.Plan
-	1,  // 21: kiln.v1.ThumbnailTask.source:type_name -> kiln.v1.ObjectRef
-	5,  // 22: kiln.v1.ThumbnailTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 23: kiln.v1.ThumbnailTask.plan:type_name -> kiln.v1.Plan
-	5,  // 24: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 25: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
-	19, // 26: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
-	14, // 27: kiln.v1.PackageTask.thumbnails:type_name -> kiln.v1.Thumbnails
-	1,  // 28: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	21, // 18: kiln.v1.ProbeTask.trace_context:type_name -> kiln.v1.ProbeTask.TraceContextEntry
+	1,  // 19: kiln.v1.TranscodeTask.source:type_name -> kiln.v1.ObjectRef
+	5,  // 20: kiln.v1.TranscodeTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 21: kiln.v1.TranscodeTask.plan:type_name -> kiln.v1.Plan
+	22, // 22: kiln.v1.TranscodeTask.trace_context:type_name -> kiln.v1.TranscodeTask.TraceContextEntry
+	1,  // 23: kiln.v1.ThumbnailTask.source:type_name -> kiln.v1.ObjectRef
+	5,  // 24: kiln.v1.ThumbnailTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 25: kiln.v1.ThumbnailTask.plan:type_name -> kiln.v1.Plan
+	23, // 26: kiln.v1.ThumbnailTask.trace_context:type_name -> kiln.v1.ThumbnailTask.TraceContextEntry
+	5,  // 27: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 28: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
+	19, // 29: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
+	14, // 30: kiln.v1.PackageTask.thumbnails:type_name -> kiln.v1.Thumbnails
+	24, // 31: kiln.v1.PackageTask.trace_context:type_name -> kiln.v1.PackageTask.TraceContextEntry
+	1,  // 32: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
+	25, // 33: kiln.v1.TaskHead.trace_context:type_name -> kiln.v1.TaskHead.TraceContextEntry
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_kiln_proto_init() }
@@ -2432,7 +2514,7 @@ func file_kiln_v1_kiln_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_kiln_proto_rawDesc), len(file_kiln_v1_kiln_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

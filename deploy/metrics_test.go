@@ -29,7 +29,7 @@ import (
 const (
 	alertsFile    = "prometheus/alerts.yaml"
 	dashboardFile = "grafana/kiln-dashboard.json"
-	metricsDoc    = "../docs/metrics.md"
+	metricsDoc    = "../README.md"
 	// metricsRedisDB is this package's database of the test Redis (the
 	// table in internal/testenv/redis.go).
 	metricsRedisDB = 14
@@ -188,7 +188,7 @@ func TestDashboard(t *testing.T) {
 // the real Redis and MinIO of the test stack, scrapes its /metrics, and
 // checks that every kiln_* metric the alerts and the dashboard use is one
 // it exposes (a histogram's _bucket, _sum and _count included), and that
-// docs/metrics.md describes every kiln_* metric it exposes.
+// the README ("Metrics and alerts") describes every kiln_* metric it exposes.
 func TestMetricNamesExist(t *testing.T) {
 	families := scrapeServe(t)
 	exposed := map[string]bool{}

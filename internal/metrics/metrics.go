@@ -4,7 +4,7 @@
 // state read at scrape time — the depth and age of every stage queue, which
 // is the autoscaling signal for workers (KEDA's prometheus scaler, or its
 // redis scaler on the same lists), the bus's dead letters per consumer and
-// the catalog's jobs per state. docs/metrics.md lists every metric.
+// the catalog's jobs per state. The README ("Metrics and alerts") lists every metric.
 package metrics
 
 import (

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnvideo/kiln/internal/metrics/metricstest"
+
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -264,25 +266,8 @@ func scrapeMetrics(t *testing.T, base string) map[string]*dto.MetricFamily {
 // sampleValue is the value of the series of name with labels (name, value
 // pairs) — a histogram's sample count —, -1 when there is none.
 func sampleValue(f map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-next:
-	for _, m := range f[name].GetMetric() {
-		got := map[string]string{}
-		for _, l := range m.GetLabel() {
-			got[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if got[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
+	if v, ok := metricstest.Value(f, name, labels...); ok {
+		return v
 	}
 	return -1
 }

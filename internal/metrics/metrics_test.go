@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnvideo/kiln/internal/metrics/metricstest"
+
 	"github.com/hibiken/asynq"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -63,35 +65,6 @@ func scrape(t *testing.T, reg *Registry) map[string]*dto.MetricFamily {
 	return fams
 }
 
-// value is the value of the series of name whose labels are labels
-// (name=value pairs); ok is false when there is none.
-func value(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		got := map[string]string{}
-		for _, l := range m.GetLabel() {
-			got[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if got[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue(), true
-		case m.Counter != nil:
-			return m.GetCounter().GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount()), true
-		}
-	}
-	return 0, false
-}
 
 func mustAdd(t *testing.T, reg *Registry, s Scraper) {
 	t.Helper()
@@ -116,11 +89,11 @@ func TestQueues(t *testing.T) {
 		{"kiln_queue_latency_seconds", "transcode", 1.5},
 		{"kiln_queue_pending_tasks", "probe", 0}, // not created yet
 	} {
-		if got, ok := value(fams, c.name, "queue", c.queue); !ok || got != c.want {
+		if got, ok := metricstest.Value(fams, c.name, "queue", c.queue); !ok || got != c.want {
 			t.Errorf("%s{queue=%q} = %v (%v), want %v", c.name, c.queue, got, ok, c.want)
 		}
 	}
-	if up, _ := value(fams, "kiln_queue_up"); up != 1 {
+	if up, _ := metricstest.Value(fams, "kiln_queue_up"); up != 1 {
 		t.Errorf("kiln_queue_up = %v", up)
 	}
 	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total"} {
@@ -139,10 +112,10 @@ func TestQueuesDown(t *testing.T) {
 			reg := NewRegistry()
 			mustAdd(t, reg, QueueScraper(q, []string{"probe"}))
 			fams := scrape(t, reg)
-			if up, ok := value(fams, "kiln_queue_up"); !ok || up != 0 {
+			if up, ok := metricstest.Value(fams, "kiln_queue_up"); !ok || up != 0 {
 				t.Errorf("kiln_queue_up = %v, %v; want 0", up, ok)
 			}
-			if _, ok := value(fams, "kiln_queue_pending_tasks", "queue", "probe"); ok {
+			if _, ok := metricstest.Value(fams, "kiln_queue_pending_tasks", "queue", "probe"); ok {
 				t.Error("a queue series while Redis is down: it would read as an empty queue")
 			}
 			if q.block != nil {
@@ -165,22 +138,22 @@ func TestDeadLetters(t *testing.T) {
 	reg := NewRegistry()
 	mustAdd(t, reg, DeadLetterScraper(fakeDeadLetters{counts: map[string]int{"ingest": 2, "catalog": 0}}))
 	fams := scrape(t, reg)
-	if n, _ := value(fams, "kiln_dead_letters", "consumer", "ingest"); n != 2 {
+	if n, _ := metricstest.Value(fams, "kiln_dead_letters", "consumer", "ingest"); n != 2 {
 		t.Errorf("ingest: %v", n)
 	}
-	if n, ok := value(fams, "kiln_dead_letters", "consumer", "catalog"); !ok || n != 0 {
+	if n, ok := metricstest.Value(fams, "kiln_dead_letters", "consumer", "catalog"); !ok || n != 0 {
 		t.Errorf("catalog: %v %v", n, ok)
 	}
-	if up, _ := value(fams, "kiln_dead_letters_up"); up != 1 {
+	if up, _ := metricstest.Value(fams, "kiln_dead_letters_up"); up != 1 {
 		t.Errorf("up = %v", up)
 	}
 	reg = NewRegistry()
 	mustAdd(t, reg, DeadLetterScraper(fakeDeadLetters{counts: map[string]int{"ingest": 0}, err: errors.New("nats down")}))
 	fams = scrape(t, reg)
-	if up, ok := value(fams, "kiln_dead_letters_up"); !ok || up != 0 {
+	if up, ok := metricstest.Value(fams, "kiln_dead_letters_up"); !ok || up != 0 {
 		t.Errorf("bus down: up = %v %v", up, ok)
 	}
-	if _, ok := value(fams, "kiln_dead_letters"); ok {
+	if _, ok := metricstest.Value(fams, "kiln_dead_letters"); ok {
 		t.Error("dead letter counts while the bus is down")
 	}
 }
@@ -192,7 +165,7 @@ func TestJobs(t *testing.T) {
 	}, []string{"queued", "transcoding", "ready"}))
 	fams := scrape(t, reg)
 	for st, want := range map[string]float64{"queued": 2, "transcoding": 0, "ready": 5} {
-		if n, ok := value(fams, "kiln_jobs", "state", st); !ok || n != want {
+		if n, ok := metricstest.Value(fams, "kiln_jobs", "state", st); !ok || n != want {
 			t.Errorf("kiln_jobs{state=%q} = %v %v, want %v", st, n, ok, want)
 		}
 	}
@@ -219,7 +192,7 @@ func TestRejections(t *testing.T) {
 		consumer, reason string
 		want             float64
 	}{{"catalog", "outside_asset", 0}, {"catalog", "wrong_bucket", 2}, {"ingest", "bad_source_key", 1}} {
-		if n, ok := value(fams, "kiln_events_rejected_total", "consumer", c.consumer, "reason", c.reason); !ok || n != c.want {
+		if n, ok := metricstest.Value(fams, "kiln_events_rejected_total", "consumer", c.consumer, "reason", c.reason); !ok || n != c.want {
 			t.Errorf("%s/%s = %v %v, want %v", c.consumer, c.reason, n, ok, c.want)
 		}
 	}
@@ -246,13 +219,13 @@ func TestHTTP(t *testing.T) {
 		srv.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", path, nil))
 	}
 	fams := scrape(t, reg)
-	if n, _ := value(fams, "kiln_http_requests_total", "route", "GET /v1/jobs/{id}", "code", "404"); n != 2 {
+	if n, _ := metricstest.Value(fams, "kiln_http_requests_total", "route", "GET /v1/jobs/{id}", "code", "404"); n != 2 {
 		t.Errorf("job route: %v, want 2 (one series for both ids)", n)
 	}
-	if n, _ := value(fams, "kiln_http_requests_total", "route", "unmatched", "code", "404"); n != 1 {
+	if n, _ := metricstest.Value(fams, "kiln_http_requests_total", "route", "unmatched", "code", "404"); n != 1 {
 		t.Errorf("unmatched: %v", n)
 	}
-	if n, _ := value(fams, "kiln_http_request_duration_seconds", "route", "GET /v1/jobs/{id}"); n != 2 {
+	if n, _ := metricstest.Value(fams, "kiln_http_request_duration_seconds", "route", "GET /v1/jobs/{id}"); n != 2 {
 		t.Errorf("duration samples: %v", n)
 	}
 	for _, m := range fams["kiln_http_requests_total"].GetMetric() {
@@ -316,7 +289,7 @@ func TestFFmpegSpeed(t *testing.T) {
 	}
 	fams := scrape(t, reg)
 	// Only the successful run of more than a frame counts.
-	if n, _ := value(fams, "kiln_ffmpeg_speed_ratio", "stage", "none"); n != 1 {
+	if n, _ := metricstest.Value(fams, "kiln_ffmpeg_speed_ratio", "stage", "none"); n != 1 {
 		t.Errorf("speed samples: %v, want 1", n)
 	}
 	h := fams["kiln_ffmpeg_speed_ratio"].GetMetric()[0].GetHistogram()

@@ -41,6 +41,7 @@ type cluster struct {
 
 	ingest, catalog *testenv.Proc
 	workers         []*testenv.Proc
+	workerURLs      []string
 	workDirs        []string
 	// catalogs are every catalog replica (catalog is the first), and
 	// catalogURLs their addresses.
@@ -149,8 +150,8 @@ func startCluster(t *testing.T, cfg clusterConfig) *cluster {
 	c.ingest, c.ingestURL = role("ingest", "KILN_S3_NOTIFY_ARN="+c.minio.NotifyARN)
 	for i := 1; i <= 2; i++ {
 		work := filepath.Join(dir, fmt.Sprintf("work%d", i))
-		w, _ := role(fmt.Sprintf("worker%d", i), "KILN_CONCURRENCY=1", "KILN_FFMPEG_THREADS=1", "KILN_WORK_DIR="+work)
-		c.workers = append(c.workers, w)
+		w, url := role(fmt.Sprintf("worker%d", i), "KILN_CONCURRENCY=1", "KILN_FFMPEG_THREADS=1", "KILN_WORK_DIR="+work)
+		c.workers, c.workerURLs = append(c.workers, w), append(c.workerURLs, url)
 		c.workDirs = append(c.workDirs, work)
 	}
 	c.startKiln(c.kilnProcs()...)

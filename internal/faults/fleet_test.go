@@ -129,6 +129,25 @@ func TestFleet(t *testing.T) {
 	}
 	t.Logf("fleet: %d jobs (lost %d, duplicated %d, orphaned %d), %d webhook events in %d attempts (%d duplicates); every job finished %s after catalog A was killed",
 		len(jobs), r.lost, r.duplicated, r.orphaned, len(h.events), attempts, duplicates, r.recover.Round(time.Millisecond))
+	c.saveMetrics(map[string]string{"ingest": c.ingestURL, "worker1": c.workerURLs[0], "worker2": c.workerURLs[1], "catalog": b})
+}
+
+// saveMetrics keeps each process's /metrics page in the scenario folder
+// (metrics-<name>.txt), as it was at the end of the run.
+func (c *cluster) saveMetrics(urls map[string]string) {
+	c.t.Helper()
+	for name, base := range urls {
+		body, err := httpGet(c.t.Context(), base+"/metrics")
+		if err != nil {
+			c.t.Errorf("%s /metrics: %v", name, err)
+			continue
+		}
+		path := filepath.Join(c.dir, "metrics-"+name+".txt")
+		if err := os.WriteFile(path, body, 0o644); err != nil {
+			c.t.Error(err)
+		}
+	}
+	c.t.Logf("the processes' /metrics pages: %s", filepath.Join(c.dir, "metrics-*.txt"))
 }
 
 // applied counts the job events a catalog process applied ("job updated"

@@ -250,7 +250,9 @@ func TestDirectPlayback(t *testing.T) {
 			if tc.asset.TokenExpiresAt != nil {
 				maxExpires = min(maxExpires, time.Until(*tc.asset.TokenExpiresAt)+time.Second)
 			}
-			checkDirectPlaylist(t, mediaPlaylistURL(t, tc.asset), s.S3.Endpoint, tc.asset, maxExpires)
+			t.Run("playlist", func(t *testing.T) {
+				checkDirectPlaylist(t, mediaPlaylistURL(t, tc.asset), s.S3.Endpoint, tc.asset, maxExpires)
+			})
 			t.Run("built-in", func(t *testing.T) { mustPlay(t, ctx, page, tc.asset.Playback.HLS, "native", true) })
 			t.Run("hls.js", func(t *testing.T) { mustPlay(t, ctx, page, tc.asset.Playback.HLS, "hls.js", false) })
 			t.Run("ffmpeg", func(t *testing.T) { ffmpegReads(t, tc.asset.Playback.HLS, s.S3.Endpoint) })
@@ -308,7 +310,7 @@ func TestCDNPlayback(t *testing.T) {
 	api := stack{APIURL: public, APIKey: isolatedKey(name), S3: s.S3}
 	asset := uploadReady(t, api, "cdn.mp4", "?filename=cdn.mp4")
 	frontHost := strings.TrimPrefix(front.URL, "http://")
-	checkDirectPlaylist(t, mediaPlaylistURL(t, asset), frontHost, asset, 0)
+	t.Run("playlist", func(t *testing.T) { checkDirectPlaylist(t, mediaPlaylistURL(t, asset), frontHost, asset, 0) })
 
 	ctx := browser(t)
 	page := playerPage(t, public+"/ui/vendor/hls.min.js?v=1.7.4")

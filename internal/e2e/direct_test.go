@@ -122,10 +122,12 @@ func mustPlay(t *testing.T, ctx context.Context, page, src, engine string, cors 
 	t.Logf("%s (crossorigin %v) played %.1f s of %.1f s within %s", engine, cors, st.CurrentTime, st.Duration, time.Since(start).Round(time.Millisecond))
 }
 
-// uploadReady uploads a clip with the query and returns the ready asset.
+// uploadReady uploads a 20 s clip (four segments per variant: ffmpeg gives
+// up reusing its connection from the third redirected segment on) with the
+// query and returns the ready asset.
 func uploadReady(t *testing.T, s stack, name, query string) assetView {
 	t.Helper()
-	code, up, bad := s.upload(t, openFile(t, makeClip(t, name, 4, "320x180")), "video/mp4", query)
+	code, up, bad := s.upload(t, openFile(t, makeClip(t, name, 20, "320x180")), "video/mp4", query)
 	if code != http.StatusAccepted {
 		t.Fatalf("upload: %d %+v", code, bad)
 	}
@@ -246,7 +248,7 @@ func TestDirectPlayback(t *testing.T) {
 		asset assetView
 	}{{"public", public}, {"signed", signed}} {
 		t.Run(tc.name, func(t *testing.T) {
-			maxExpires := time.Hour + 5*time.Second // PresignTTL beyond the 4 s clip
+			maxExpires := time.Hour + 21*time.Second // PresignTTL beyond the 20 s clip
 			if tc.asset.TokenExpiresAt != nil {
 				maxExpires = min(maxExpires, time.Until(*tc.asset.TokenExpiresAt)+time.Second)
 			}

@@ -222,7 +222,9 @@ func ffmpegReads(t *testing.T, rawURL, segmentHost string) {
 			t.Errorf("ffmpeg read segment %s, want it on %s", m[1], segmentHost)
 		}
 	}
-	t.Logf("ffmpeg read %d segments from %s with no %q", len(opened), segmentHost, reuseWarning)
+	if !t.Failed() {
+		t.Logf("ffmpeg read %d segments from %s with no %q", len(opened), segmentHost, reuseWarning)
+	}
 }
 
 // TestDirectPlayback plays a public and a signed asset of the running stack

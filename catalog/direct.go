@@ -78,6 +78,10 @@ func newPlaylistCache(now func() time.Time) *playlistCache {
 		}),
 		Clock:  clock{now},
 		Logger: &otter.NoopLogger{},
+		// Maintenance (evictions, expiry) runs inline on the request that
+		// triggers it: no goroutine of the cache reads the clock behind
+		// the Service's back.
+		Executor: func(fn func()) { fn() },
 	})
 }
 

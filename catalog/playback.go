@@ -165,20 +165,18 @@ func (s *Service) mediaPlaylist(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := s.objects.Get(r.Context(), a.Bucket, rend.PlaylistKey, maxPlaylistSize)
+	e, err := s.mediaPlaylistFor(r.Context(), a, rend, g)
+	if errors.Is(err, errTokenSpent) {
+		w.Header().Set("Cache-Control", "no-store")
+		httpapi.WriteError(w, http.StatusForbidden, CodeTokenExpired, "the playback token has expired")
+		return
+	}
 	if err != nil {
-		s.log.Error("read media playlist", zap.String("asset_id", a.ID), zap.String("key", rend.PlaylistKey), zap.Error(err))
+		s.log.Error("media playlist", zap.String("asset_id", a.ID), zap.String("key", rend.PlaylistKey), zap.Error(err))
 		httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "media playlist unavailable")
 		return
 	}
-	maxAge := playlistMaxAge
-	if bytes.Contains(body, []byte("#EXT-X-ENDLIST")) {
-		maxAge = vodPlaylistMaxAge
-	}
-	if g.token != "" {
-		body = withToken(body, g.token)
-	}
-	writePlaylist(w, r, body, s.cacheControl(g, maxAge, false))
+	writePlaylist(w, r, e.body, s.mediaCacheControl(g, e))
 }
 
 // writePlaylist answers with an HLS playlist, gzipped when the client
@@ -353,8 +351,17 @@ func (s *Service) proxy(w http.ResponseWriter, r *http.Request, a *Asset, g gran
 // so a token never leaks to another origin.
 func withToken(playlist []byte, token string) []byte {
 	param := tokenParam + "=" + url.QueryEscape(token)
+	return rewriteURIs(playlist, func(uri string) string { return addParam(uri, param) })
+}
+
+// rewriteURIs returns an HLS playlist whose URIs — every URI line, and every
+// quoted URI attribute of an #EXT tag — are replaced by what fn makes of
+// them. Everything else is copied byte for byte, line endings included:
+// tags kiln does not know (BYTERANGE, DISCONTINUITY, PART, …) stay exactly
+// as they are.
+func rewriteURIs(playlist []byte, fn func(uri string) string) []byte {
 	var out bytes.Buffer
-	out.Grow(len(playlist) + bytes.Count(playlist, []byte("\n"))*(len(param)+1))
+	out.Grow(len(playlist) + bytes.Count(playlist, []byte("\n"))*64)
 	for line := range bytes.Lines(playlist) {
 		content, eol := splitEOL(line)
 		switch {
@@ -362,14 +369,14 @@ func withToken(playlist []byte, token string) []byte {
 			out.Write(line)
 		case content[0] == '#':
 			if bytes.HasPrefix(content, []byte("#EXT")) {
-				writeTag(&out, content, param)
+				writeTag(&out, content, fn)
 			} else {
 				out.Write(content) // a comment
 			}
 			out.Write(eol)
 		default: // a URI line
 			uri := bytes.TrimRight(content, " \t")
-			out.WriteString(addParam(string(uri), param))
+			out.WriteString(fn(string(uri)))
 			out.Write(content[len(uri):])
 			out.Write(eol)
 		}
@@ -390,11 +397,11 @@ func splitEOL(line []byte) (content, eol []byte) {
 	return line[:n], line[n:]
 }
 
-// writeTag writes the #EXT tag line, appending param to the value of each
-// quoted URI attribute of its attribute list. Quoted values may contain
+// writeTag writes the #EXT tag line, replacing the value of each quoted URI
+// attribute of its attribute list by what fn makes of it. Quoted values may contain
 // commas and "URI=" themselves, so the list is walked attribute by attribute;
 // anything unexpected is copied as is.
-func writeTag(out *bytes.Buffer, tag []byte, param string) {
+func writeTag(out *bytes.Buffer, tag []byte, fn func(string) string) {
 	colon := bytes.IndexByte(tag, ':')
 	if colon < 0 || !bytes.Contains(tag, []byte(`URI="`)) {
 		out.Write(tag)
@@ -418,7 +425,7 @@ func writeTag(out *bytes.Buffer, tag []byte, param string) {
 				return
 			}
 			if string(name) == "URI" {
-				out.WriteString(`"` + addParam(string(rest[1:1+end]), param) + `"`)
+				out.WriteString(`"` + fn(string(rest[1:1+end])) + `"`)
 			} else {
 				out.Write(rest[:end+2])
 			}

@@ -131,7 +131,9 @@ func TestSignedPlayback(t *testing.T) {
 		{name: "master with malformed token", target: sp + "/master.m3u8?token=nonsense", status: 403, code: CodeInvalidToken},
 		{name: "master with another asset's token", target: sp + "/master.m3u8?token=" + f.token(f.public, time.Hour), status: 403, code: CodeInvalidToken},
 		{name: "media playlist without token", target: sp + "/720p/index.m3u8", status: 403, code: CodeTokenRequired},
-		{name: "media playlist with token", target: sp + "/720p/index.m3u8" + q, status: 200, cache: "private, max-age=300"},
+		// Direct delivery: the playlist's presigned URLs live PresignTTL (10 min) + 12 s, so a copy
+		// is reused for a quarter of 10 min: 150 s.
+		{name: "media playlist with token", target: sp + "/720p/index.m3u8" + q, status: 200, cache: "private, max-age=150"},
 		{name: "segment without token", target: sp + "/720p/seg_00001.m4s", status: 403, code: CodeTokenRequired},
 		{name: "segment with tampered token", target: sp + "/720p/seg_00001.m4s?token=1" + tok, status: 403, code: CodeInvalidToken},
 		{name: "segment with token", target: sp + "/720p/seg_00001.m4s" + q, status: 302, cache: "private, max-age=300"},
@@ -145,7 +147,7 @@ func TestSignedPlayback(t *testing.T) {
 		{name: "unknown rendition is 404 before the token", target: sp + "/4k/index.m3u8", status: 404, code: httpapi.CodeNotFound},
 		{name: "public master needs no token", target: pp + "/master.m3u8", status: 200, cache: "public, max-age=60"},
 		{name: "public master ignores a bogus token", target: pp + "/master.m3u8?token=bogus", status: 200},
-		{name: "public media playlist", target: pp + "/720p/index.m3u8", status: 200, cache: "public, max-age=300"},
+		{name: "public media playlist", target: pp + "/720p/index.m3u8", status: 200, cache: "public, max-age=150"},
 		{name: "public segment", target: pp + "/720p/seg_00001.m4s?token=bogus", status: 302, cache: "private, max-age=300"},
 	}
 	for _, tt := range tests {
@@ -172,8 +174,10 @@ func TestSignedPlayback(t *testing.T) {
 	}
 }
 
+// TestSignedPlaylistsCarryToken: with proxy delivery every URI of a signed
+// asset's playlists stays on the catalog and carries the token.
 func TestSignedPlaylistsCarryToken(t *testing.T) {
-	f := newPlaybackFixture(t, nil)
+	f := newPlaybackFixture(t, func(c *Config) { c.Delivery = DeliveryProxy })
 	tok := f.token(f.signed, time.Hour)
 	suffix := "?token=" + tok
 
@@ -225,7 +229,7 @@ func TestSignedPlaylistsCarryToken(t *testing.T) {
 			}
 			// What the player requests next is authorised.
 			if seg.URI == "seg_00001.m4s"+suffix {
-				if c := f.get(t, "/v1/play/"+f.signed+"/720p/"+seg.URI).Code; c != http.StatusFound {
+				if c := f.get(t, "/v1/play/"+f.signed+"/720p/"+seg.URI).Code; c != http.StatusOK {
 					t.Errorf("GET %s: %d", seg.URI, c)
 				}
 			}
@@ -770,6 +774,11 @@ func TestNewPlaybackConfig(t *testing.T) {
 		{"defaults", func(*Config) {}, true},
 		{"proxy", func(c *Config) { c.Delivery = DeliveryProxy }, true},
 		{"redirect", func(c *Config) { c.Delivery = DeliveryRedirect }, true},
+		{"direct", func(c *Config) { c.Delivery = DeliveryDirect }, true},
+		{"cdn", func(c *Config) { c.CDNURL = "https://cdn.example.com/outputs/" }, true},
+		{"cdn without scheme", func(c *Config) { c.CDNURL = "cdn.example.com" }, false},
+		{"cdn with a query", func(c *Config) { c.CDNURL = "https://cdn.example.com/?a=b" }, false},
+		{"cdn not http", func(c *Config) { c.CDNURL = "ftp://cdn.example.com/" }, false},
 		{"unknown delivery", func(c *Config) { c.Delivery = "teleport" }, false},
 		{"key", func(c *Config) { c.SigningKey = tokenKey }, true},
 		{"short key", func(c *Config) { c.SigningKey = []byte("short") }, false},
@@ -786,7 +795,7 @@ func TestNewPlaybackConfig(t *testing.T) {
 			if (err == nil) != tt.ok {
 				t.Fatalf("New: %v, want ok=%v", err, tt.ok)
 			}
-			if tt.name == "defaults" && (s.delivery != DeliveryRedirect || s.tokenTTL != DefaultTokenTTL || len(s.signingKey) != 0) {
+			if (tt.name == "defaults" || tt.name == "redirect") && (s.delivery != DeliveryDirect || s.tokenTTL != DefaultTokenTTL || len(s.signingKey) != 0) {
 				t.Errorf("defaults: delivery %q token ttl %v", s.delivery, s.tokenTTL)
 			}
 		})

@@ -47,8 +47,13 @@ var _ Objects = (*objstore.Client)(nil)
 
 // Delivery modes of segments, MP4 downloads and posters.
 const (
-	// DeliveryRedirect answers 302 to a short-lived presigned object URL:
-	// the object store serves the bytes (and range requests) itself.
+	// DeliveryDirect sends players straight to the objects: media
+	// playlists list presigned object URLs (or Config.CDNURL + the object
+	// key for public assets), and the segment, MP4 and poster routes answer
+	// 302 to a short-lived presigned URL. The object store serves the bytes
+	// (and range requests) itself.
+	DeliveryDirect = "direct"
+	// DeliveryRedirect is DeliveryDirect's former name, still accepted.
 	DeliveryRedirect = "redirect"
 	// DeliveryProxy streams objects through the catalog (with range
 	// requests and ETags), so the object store never faces clients.
@@ -89,8 +94,13 @@ type Config struct {
 	// URLs, and of minted tokens without a ttl; default DefaultTokenTTL, at
 	// most MaxTokenTTL.
 	TokenTTL time.Duration
-	// Delivery is DeliveryRedirect (default) or DeliveryProxy.
+	// Delivery is DeliveryDirect (default; DeliveryRedirect is the same) or
+	// DeliveryProxy.
 	Delivery string
+	// CDNURL, when set, is the absolute http(s) base URL of a CDN in front
+	// of the outputs bucket: public assets' media playlists (direct
+	// delivery) reference segments at CDNURL + "/" + the object key.
+	CDNURL string
 
 	// Canceler cancels jobs (POST /v1/jobs/{id}/cancel); without it that
 	// route answers 503 not_configured.
@@ -178,6 +188,8 @@ type Service struct {
 	signingKey []byte
 	tokenTTL   time.Duration
 	delivery   string
+	cdn        string // Config.CDNURL without trailing slash
+	playlists  *playlistCache
 	now        func() time.Time
 
 	canceler      JobCanceler
@@ -212,11 +224,14 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("catalog: Config.PublicURL %q must be an absolute http(s) URL", cfg.PublicURL)
 	}
 	switch cfg.Delivery {
-	case "":
-		cfg.Delivery = DeliveryRedirect
-	case DeliveryRedirect, DeliveryProxy:
+	case "", DeliveryRedirect:
+		cfg.Delivery = DeliveryDirect
+	case DeliveryDirect, DeliveryProxy:
 	default:
-		return nil, fmt.Errorf("catalog: Config.Delivery %q: want %q or %q", cfg.Delivery, DeliveryRedirect, DeliveryProxy)
+		return nil, fmt.Errorf("catalog: Config.Delivery %q: want %q, %q or %q", cfg.Delivery, DeliveryDirect, DeliveryRedirect, DeliveryProxy)
+	}
+	if err := CheckCDNURL(cfg.CDNURL); err != nil {
+		return nil, fmt.Errorf("catalog: Config.CDNURL: %w", err)
 	}
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = DefaultTokenTTL
@@ -247,6 +262,7 @@ func New(cfg Config) (*Service, error) {
 		signingKey: bytes.Clone(cfg.SigningKey),
 		tokenTTL:   cfg.TokenTTL,
 		delivery:   cfg.Delivery,
+		cdn:        strings.TrimRight(cfg.CDNURL, "/"),
 		now:        time.Now,
 
 		canceler:      cfg.Canceler,
@@ -273,6 +289,7 @@ func New(cfg Config) (*Service, error) {
 	if s.ttl <= 0 {
 		s.ttl = time.Hour
 	}
+	s.playlists = newPlaylistCache(func() time.Time { return s.now() })
 	return s, nil
 }
 

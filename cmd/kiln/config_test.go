@@ -121,6 +121,12 @@ func TestConfigApplied(t *testing.T) {
 			},
 		},
 		{
+			name: "cdn url", env: map[string]string{"KILN_CDN_URL": "https://cdn.example.com/kiln-outputs/", "KILN_PLAYBACK_DELIVERY": "redirect"},
+			want: func(c *app.Config) {
+				c.CDNURL, c.PlaybackDelivery = "https://cdn.example.com/kiln-outputs/", "redirect"
+			},
+		},
+		{
 			name: "public url", env: map[string]string{"KILN_PUBLIC_URL": "https://video.example.com/"},
 			want: func(c *app.Config) { c.PublicURL = "https://video.example.com" },
 		},
@@ -288,7 +294,9 @@ func TestConfigErrors(t *testing.T) {
 		{name: "bool loopback", env: map[string]string{"KILN_WEBHOOK_ALLOW_LOOPBACK": "on"}, want: []string{`KILN_WEBHOOK_ALLOW_LOOPBACK="on"`}},
 		{name: "duration", env: map[string]string{"KILN_SHUTDOWN_TIMEOUT": "25"}, want: []string{`KILN_SHUTDOWN_TIMEOUT="25": not a duration`}},
 		{name: "duration days", env: map[string]string{"KILN_PLAYBACK_TOKEN_TTL": "7d"}, want: []string{`KILN_PLAYBACK_TOKEN_TTL="7d": not a duration`}},
-		{name: "enum delivery", env: map[string]string{"KILN_PLAYBACK_DELIVERY": "cdn"}, want: []string{`KILN_PLAYBACK_DELIVERY="cdn": want redirect or proxy`}},
+		{name: "enum delivery", env: map[string]string{"KILN_PLAYBACK_DELIVERY": "cdn"}, want: []string{`KILN_PLAYBACK_DELIVERY="cdn": want direct, redirect or proxy`}},
+		{name: "cdn url", env: map[string]string{"KILN_CDN_URL": "cdn.example.com/outputs"}, want: []string{`KILN_CDN_URL="cdn.example.com/outputs"`, "absolute http(s) URL"}},
+		{name: "cdn url with query", env: map[string]string{"KILN_CDN_URL": "https://cdn.example.com/?sig=1"}, want: []string{`KILN_CDN_URL="https://cdn.example.com/?sig=1"`}},
 		{name: "enum log level", env: map[string]string{"KILN_LOG_LEVEL": "verbose"}, want: []string{`KILN_LOG_LEVEL="verbose"`}},
 		{name: "enum log format", env: map[string]string{"KILN_LOG_FORMAT": "text"}, want: []string{`KILN_LOG_FORMAT="text": want json or console`}},
 		{name: "enum x264 preset", env: map[string]string{"KILN_X264_PRESET": "quick"}, want: []string{`KILN_X264_PRESET="quick"`}},
@@ -323,7 +331,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "flag range", args: []string{"-max-width=-5"}, want: []string{"-max-width=-5: must be at least 1"}},
 		{name: "flag int", args: []string{"-concurrency", "two"}, want: []string{`invalid value "two" for flag -concurrency`}},
 		{name: "flag duration", args: []string{"-shutdown-timeout", "25"}, want: []string{`invalid value "25" for flag -shutdown-timeout`}},
-		{name: "flag enum", args: []string{"-playback-delivery", "cdn"}, want: []string{`-playback-delivery="cdn": want redirect or proxy`}},
+		{name: "flag enum", args: []string{"-playback-delivery", "cdn"}, want: []string{`-playback-delivery="cdn": want direct, redirect or proxy`}},
 		{name: "flag empty address", args: []string{"-http-addr="}, want: []string{`-http-addr="": must not be empty`}},
 		{name: "flag empty nats url", role: "worker", args: []string{"-nats-url", ""}, want: []string{`-nats-url="": must not be empty`}},
 		{name: "flag empty nats listen", args: []string{"-nats-listen="}, want: []string{`-nats-listen="": must not be empty`}},
@@ -485,6 +493,7 @@ func TestHelpShowsAppDefaults(t *testing.T) {
 		"redis-username":          d.RedisUsername,
 		"redis-tls":               d.RedisTLS,
 		"redis-ca":                d.RedisCAFile,
+		"cdn-url":                 d.CDNURL,
 	}
 	for _, role := range allRoles {
 		t.Run(role, func(t *testing.T) {

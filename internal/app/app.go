@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/httpapi"
@@ -361,6 +362,15 @@ func (p *process) setupStorage(ctx context.Context) error {
 		err := p.objects.EnsureBuckets(ctx, cfg.SourcesBucket, cfg.OutputsBucket)
 		if err == nil && cfg.NotifyARN != "" && cfg.has(RoleIngest) {
 			err = p.objects.NotifyObjectCreated(ctx, cfg.SourcesBucket, cfg.NotifyARN)
+		}
+		if err == nil && cfg.has(RoleCatalog) && cfg.PlaybackDelivery != catalog.DeliveryProxy {
+			// Browsers fetch segments from the outputs bucket. A store that
+			// refuses (no permission) is the operator's to set: not fatal.
+			if state, cerr := p.objects.EnsurePlaybackCORS(ctx, cfg.OutputsBucket); cerr != nil {
+				p.log.Warn("outputs bucket CORS not set: browsers on other origins may not play (see README, Playback)", zap.Error(cerr))
+			} else {
+				p.log.Info("outputs bucket CORS", zap.String("bucket", cfg.OutputsBucket), zap.String("cors", state))
+			}
 		}
 		if err == nil {
 			p.log.Info("storage ready", zap.String("sources", cfg.SourcesBucket), zap.String("outputs", cfg.OutputsBucket))

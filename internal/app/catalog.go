@@ -53,6 +53,7 @@ func (p *process) catalog(ctx context.Context) error {
 	cat, err := catalog.New(catalog.Config{
 		Store: store, Objects: p.objectIO.For(string(RoleCatalog), p.objects), PublicURL: cfg.PublicURL, APIKeys: p.keys, Logger: p.log.Named("catalog"),
 		SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
+		CDNURL:   cfg.CDNURL,
 		Canceler: p.cancel, Retrier: retrier, RenditionRetrier: retrier,
 		Remover: p.objects, OutputsBucket: cfg.OutputsBucket, SourcesBucket: cfg.SourcesBucket, Rejections: p.rejections,
 		MaxStreamsPerKey: cfg.SSEMaxStreamsPerKey, PlaybackRateLimit: cfg.PlaybackRateLimit,

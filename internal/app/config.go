@@ -101,8 +101,12 @@ type Config struct {
 	PlaybackSigningKey []byte
 	// PlaybackTokenTTL is the lifetime of tokens in asset playback URLs.
 	PlaybackTokenTTL time.Duration
-	// PlaybackDelivery is catalog.DeliveryRedirect or catalog.DeliveryProxy.
+	// PlaybackDelivery is catalog.DeliveryDirect (or its former name
+	// catalog.DeliveryRedirect) or catalog.DeliveryProxy.
 	PlaybackDelivery string
+	// CDNURL is the base URL of a CDN in front of the outputs bucket
+	// (catalog.Config.CDNURL).
+	CDNURL string
 
 	// WebhookSecret ("whsec_…") signs per-upload webhooks (catalog).
 	WebhookSecret string
@@ -200,7 +204,7 @@ func Defaults() Config {
 		WorkDir:  os.TempDir(),
 
 		PlaybackTokenTTL: catalog.DefaultTokenTTL,
-		PlaybackDelivery: catalog.DeliveryRedirect,
+		PlaybackDelivery: catalog.DeliveryDirect,
 
 		WebhookRetrySchedule: slices.Clone(webhooks.DefaultRetrySchedule),
 

@@ -56,6 +56,12 @@ func browser(t *testing.T) context.Context {
 		cancelAlloc()
 	})
 
+	// Start the browser before anything else uses the tab: the console
+	// listener below and the test's first action would otherwise race to
+	// launch two on one profile ("SingletonLock: File exists").
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
 	var mu sync.Mutex
 	var lines []string
 	done := make(chan struct{})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/cors"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/minio/minio-go/v7/pkg/notification"
 )
@@ -105,6 +106,58 @@ func (c *Client) EnsureBuckets(ctx context.Context, buckets ...string) error {
 		}
 	}
 	return nil
+}
+
+// What EnsurePlaybackCORS found and did.
+const (
+	// CORSSet: the bucket had no CORS configuration; it has PlaybackCORS now.
+	CORSSet = "set"
+	// CORSKept: the bucket has a CORS configuration of its own, left alone.
+	CORSKept = "kept"
+	// CORSUnsupported: the server has no bucket CORS API (MinIO: it answers
+	// CORS for every bucket itself, from its api cors_allow_origin
+	// setting, MINIO_API_CORS_ALLOW_ORIGIN, by default any origin).
+	CORSUnsupported = "unsupported"
+)
+
+// PlaybackCORS is the CORS rule browsers need to play objects of a bucket
+// from another origin: GET and HEAD from any origin, with Range, and the
+// headers a player reads exposed.
+func PlaybackCORS() cors.Rule {
+	return cors.Rule{
+		AllowedOrigin: []string{"*"},
+		AllowedMethod: []string{http.MethodGet, http.MethodHead},
+		AllowedHeader: []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since"},
+		ExposeHeader:  []string{"Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Content-Type"},
+		MaxAgeSeconds: 86400,
+	}
+}
+
+// EnsurePlaybackCORS gives bucket the PlaybackCORS rule when it has no CORS
+// configuration (one set by its operator is kept), and reports which of
+// CORSSet, CORSKept and CORSUnsupported applied.
+func (c *Client) EnsurePlaybackCORS(ctx context.Context, bucket string) (string, error) {
+	have, err := c.mc.GetBucketCors(ctx, bucket)
+	switch {
+	case notImplemented(err):
+		return CORSUnsupported, nil
+	case err != nil:
+		return "", fmt.Errorf("objstore: get CORS of %q: %w", bucket, err)
+	case have != nil && len(have.CORSRules) > 0:
+		return CORSKept, nil
+	}
+	err = c.mc.SetBucketCors(ctx, bucket, cors.NewConfig([]cors.Rule{PlaybackCORS()}))
+	switch {
+	case notImplemented(err):
+		return CORSUnsupported, nil
+	case err != nil:
+		return "", fmt.Errorf("objstore: set CORS of %q: %w", bucket, err)
+	}
+	return CORSSet, nil
+}
+
+func notImplemented(err error) bool {
+	return err != nil && minio.ToErrorResponse(err).Code == "NotImplemented"
 }
 
 // NotifyObjectCreated makes the bucket publish every object-created event to

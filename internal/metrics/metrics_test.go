@@ -65,7 +65,6 @@ func scrape(t *testing.T, reg *Registry) map[string]*dto.MetricFamily {
 	return fams
 }
 
-
 func mustAdd(t *testing.T, reg *Registry, s Scraper) {
 	t.Helper()
 	if err := reg.AddScraper(s); err != nil {

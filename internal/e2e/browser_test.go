@@ -196,6 +196,9 @@ func TestBrowserPlayer(t *testing.T) {
 	}{
 		// The page picks hls.js wherever MediaSource exists (chromium does).
 		{"hls", asset.Playback.HLS, "", "hls.js"},
+		// Chromium's built-in HLS player, through the page's native engine:
+		// segments on the storage origin need its CORS mode.
+		{"native", asset.Playback.HLS, "native", "native"},
 		{"mp4", asset.Playback.MP4, "", "mp4"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

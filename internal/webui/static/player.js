@@ -3,9 +3,11 @@
 //
 // HLS: hls.js (vendor/hls.min.js) whenever the browser has MediaSource (or
 // ManagedMediaSource), native HLS (older iOS) otherwise. hls.js goes first
-// because a native-HLS claim is not enough: Chromium 156 answers "maybe" to
-// canPlayType('application/vnd.apple.mpegurl') and then fails kiln's fMP4
-// playlists with MEDIA_ERR_SRC_NOT_SUPPORTED. ?engine=native forces it.
+// because it is what every MediaSource browser plays the same way; the
+// native player (Chromium 156 answers "maybe" to
+// canPlayType('application/vnd.apple.mpegurl') and plays kiln's playlists)
+// runs in CORS mode, since segments come from the storage origin or a CDN.
+// ?engine=native forces it.
 // MP4: plain <video src>.
 (function () {
 	'use strict';
@@ -154,6 +156,10 @@
 			}
 		} else if (nativeHLS(video)) {
 			state.engine = 'native';
+			// Media playlists list segments on the storage origin (or a CDN):
+			// a native player fetches media from another origin only in CORS
+			// mode, which the outputs bucket allows.
+			video.crossOrigin = 'anonymous';
 			video.src = src;
 			play();
 		} else {

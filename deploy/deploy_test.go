@@ -79,8 +79,19 @@ var kilnVar = regexp.MustCompile(`^KILN_[A-Z0-9_]+$`)
 // README documents.
 func knownVars(t *testing.T) (code, readme string) {
 	t.Helper()
+	r, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return goSource(t, "../cmd/kiln"), string(r)
+}
+
+// goSource is the Go source of the package in dir, its tests left out; a
+// package without any fails the test.
+func goSource(t *testing.T, dir string) string {
+	t.Helper()
 	var b strings.Builder
-	files, _ := filepath.Glob("../cmd/kiln/*.go")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue
@@ -91,11 +102,10 @@ func knownVars(t *testing.T) (code, readme string) {
 		}
 		b.Write(data)
 	}
-	r, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
+	if b.Len() == 0 {
+		t.Fatalf("no Go source in %s", dir)
 	}
-	return b.String(), string(r)
+	return b.String()
 }
 
 func checkVar(t *testing.T, where, name, code, readme string) {

@@ -493,7 +493,7 @@ func TestScaledObjects(t *testing.T) {
 		t.Fatalf("%s: no ConfigMap kiln-config", kilnManifest)
 	}
 	ws := workers(t, base)
-	metricsSource := metricsCode(t)
+	metricsSource := goSource(t, "../internal/metrics") // where the queue gauges are named
 
 	for _, file := range []string{kedaRedis, kedaPrometheus} {
 		t.Run(filepath.Base(file), func(t *testing.T) {
@@ -646,26 +646,4 @@ func show(p *int32) string {
 		return "unset"
 	}
 	return strconv.Itoa(int(*p))
-}
-
-// metricsCode is the source of internal/metrics, where the queue gauges
-// are named.
-func metricsCode(t *testing.T) string {
-	t.Helper()
-	files, _ := filepath.Glob("../internal/metrics/*.go")
-	var b strings.Builder
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Write(data)
-	}
-	if b.Len() == 0 {
-		t.Fatal("no source in internal/metrics")
-	}
-	return b.String()
 }

@@ -166,6 +166,13 @@ func readyAsset(t *testing.T, s stack, seconds int) assetView {
 	if code != http.StatusAccepted {
 		t.Fatalf("upload: status %d %+v", code, e)
 	}
+	return s.readyAssetOf(t, up)
+}
+
+// readyAssetOf waits until the upload's job is ready and returns its asset,
+// which must have playback URLs.
+func (s stack) readyAssetOf(t *testing.T, up uploadResponse) assetView {
+	t.Helper()
 	if job := s.waitJob(t, up.JobID, jobTimeout); job.State != "ready" {
 		t.Fatalf("job ended %q: %+v", job.State, job.Error)
 	}

@@ -131,14 +131,7 @@ func uploadReady(t *testing.T, s stack, name, query string) assetView {
 	if code != http.StatusAccepted {
 		t.Fatalf("upload: %d %+v", code, bad)
 	}
-	if job := s.waitJob(t, up.JobID, jobTimeout); job.State != "ready" {
-		t.Fatalf("job ended %q: %+v", job.State, job.Error)
-	}
-	var asset assetView
-	if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK || asset.Playback == nil {
-		t.Fatalf("GET asset: %d %+v", code, asset)
-	}
-	return asset
+	return s.readyAssetOf(t, up)
 }
 
 // mediaPlaylistURL is the URL of the asset's first media playlist, with the

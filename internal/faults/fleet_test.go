@@ -67,8 +67,8 @@ func TestFleet(t *testing.T) {
 	}
 	var worstLag time.Duration
 	for _, j := range first {
-		v, _ := c.jobTimes(t.Context(), b, j.id)
-		end, ok := v.Timestamps[last[j.id].State]
+		times, _ := c.jobTimes(t.Context(), b, j.id)
+		end, ok := times[last[j.id].State]
 		heard, heardOK := streams.endedAt(j.id)
 		switch {
 		case !ok:
@@ -171,14 +171,12 @@ func (c *cluster) applied(p *testenv.Proc) int {
 }
 
 // jobTimes reads a job's per-state timestamps from the catalog at base.
-func (c *cluster) jobTimes(ctx context.Context, base, id string) (struct {
-	Timestamps map[string]time.Time `json:"timestamps"`
-}, error) {
+func (c *cluster) jobTimes(ctx context.Context, base, id string) (map[string]time.Time, error) {
 	var v struct {
 		Timestamps map[string]time.Time `json:"timestamps"`
 	}
 	_, err := c.api(ctx, http.MethodGet, base+"/v1/jobs/"+id, nil, "", &v)
-	return v, err
+	return v.Timestamps, err
 }
 
 // streamWatch follows jobs' event streams (GET /v1/jobs/{id}/events) on

@@ -278,7 +278,7 @@ type JobEvent struct {
 	Media *MediaInfo `protobuf:"bytes,10,opt,name=media,proto3" json:"media,omitempty"`
 	// Plan is set once the source has been probed.
 	Plan *Plan `protobuf:"bytes,11,opt,name=plan,proto3" json:"plan,omitempty"`
-	// Outputs is set on JOB_STATE_READY.
+	// Outputs is set on JOB_STATE_READY, and on a playable event (below).
 	Outputs *AssetOutputs `protobuf:"bytes,12,opt,name=outputs,proto3" json:"outputs,omitempty"`
 	// PlaybackPolicy is set on JOB_STATE_QUEUED: "public" or "signed"
 	// (playback URLs need an expiring token).
@@ -289,7 +289,15 @@ type JobEvent struct {
 	// (POST /v1/jobs/{id}/retry) publishes QUEUED with the next attempt. The
 	// catalog ignores events of an attempt older than the job's and resets the
 	// job on a newer one.
-	Attempt       int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Playable marks the event (state JOB_STATE_TRANSCODING) a transcode
+	// publishes once the first segment of every rendition and of the audio
+	// is stored, with their media playlists (EXT-X-PLAYLIST-TYPE:EVENT,
+	// growing as segments are stored): the asset plays from then on.
+	// Outputs names the renditions (bucket, prefix, playlist keys, codecs;
+	// bandwidths estimated from the plan until READY measures them), the
+	// poster and thumbnails when known, and the expected duration.
+	Playable      bool `protobuf:"varint,16,opt,name=playable,proto3" json:"playable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -427,6 +435,13 @@ func (x *JobEvent) GetAttempt() int32 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *JobEvent) GetPlayable() bool {
+	if x != nil {
+		return x.Playable
+	}
+	return false
 }
 
 type JobError struct {
@@ -1239,7 +1254,10 @@ func (x *Rung) GetVideoBitRate() int64 {
 	return 0
 }
 
-// Rendition is one encoded and packaged rung.
+// Rendition is one encoded and packaged rung, or the audio: a rendition
+// named "audio" without a picture (width 0, codecs only mp4a) beside video
+// renditions is the audio group every video variant refers to
+// (EXT-X-MEDIA TYPE=AUDIO); alone, it is an audio-only asset's variant.
 type Rendition struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1256,7 +1274,8 @@ type Rendition struct {
 	PlaylistKey string `protobuf:"bytes,8,opt,name=playlist_key,json=playlistKey,proto3" json:"playlist_key,omitempty"`
 	// EncodedKey is the key, in the outputs bucket, of the encoded object
 	// (MP4 or M4A) the rendition was packaged from: a rendition retry
-	// packages it again without re-deriving the key layout.
+	// packages it again without re-deriving the key layout. Renditions
+	// encoded straight to segments have none.
 	EncodedKey    string `protobuf:"bytes,9,opt,name=encoded_key,json=encodedKey,proto3" json:"encoded_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1369,7 +1388,9 @@ type AssetOutputs struct {
 	// retried on its own.
 	FailedRenditions []*FailedRendition `protobuf:"bytes,9,rep,name=failed_renditions,json=failedRenditions,proto3" json:"failed_renditions,omitempty"`
 	// Partial: these outputs update only the renditions they name (a
-	// rendition retry) of an asset that is already ready.
+	// rendition retry) of an asset that is already ready, or only its MP4
+	// download (mp4_key set, no renditions: the download built after READY
+	// from the top rendition's segments).
 	Partial       bool `protobuf:"varint,10,opt,name=partial,proto3" json:"partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1913,8 +1934,9 @@ func (x *ThumbnailTask) GetTraceContext() map[string]string {
 	return nil
 }
 
-// PackageTask asks the packager to build HLS and MP4 outputs from the
-// encoded rungs.
+// PackageTask asks the packager to build the MP4 download of a ready
+// asset from its top rendition's segments and the audio's (download), or
+// to package one failed rendition again from its encoded MP4 (only).
 type PackageTask struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1931,6 +1953,10 @@ type PackageTask struct {
 	// RenditionRetry numbers the retries of Only (1, 2, …): task and event
 	// ids differ per retry.
 	RenditionRetry int32 `protobuf:"varint,9,opt,name=rendition_retry,json=renditionRetry,proto3" json:"rendition_retry,omitempty"`
+	// Download: build the MP4 download (layout.EncodedKey of the top rung,
+	// or the audio's M4A) by remuxing the stored segments, without
+	// re-encoding, and publish it as a partial READY.
+	Download bool `protobuf:"varint,10,opt,name=download,proto3" json:"download,omitempty"`
 	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
 	// Every task payload declares it as field 15, so one decoder reads it.
 	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
@@ -2033,6 +2059,13 @@ func (x *PackageTask) GetRenditionRetry() int32 {
 		return x.RenditionRetry
 	}
 	return 0
+}
+
+func (x *PackageTask) GetDownload() bool {
+	if x != nil {
+		return x.Download
+	}
+	return false
 }
 
 func (x *PackageTask) GetAttempt() int32 {
@@ -2191,7 +2224,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12'\n" +
 	"\x0fplayback_policy\x18\x05 \x01(\tR\x0eplaybackPolicy\x12\x1f\n" +
 	"\vwebhook_url\x18\x06 \x01(\tR\n" +
-	"webhookUrl\"\x9b\x04\n" +
+	"webhookUrl\"\xb7\x04\n" +
 	"\bJobEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x19\n" +
@@ -2209,7 +2242,8 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x0fplayback_policy\x18\r \x01(\tR\x0eplaybackPolicy\x12\x1f\n" +
 	"\vwebhook_url\x18\x0e \x01(\tR\n" +
 	"webhookUrl\x12\x18\n" +
-	"\aattempt\x18\x0f \x01(\x05R\aattempt\"8\n" +
+	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12\x1a\n" +
+	"\bplayable\x18\x10 \x01(\bR\bplayable\"8\n" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x89\x03\n" +
@@ -2375,7 +2409,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\rtrace_context\x18\x0e \x03(\v2(.kiln.v1.ThumbnailTask.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf5\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x04\n" +
 	"\vPackageTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12(\n" +
@@ -2388,7 +2422,9 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"thumbnails\x18\a \x01(\v2\x13.kiln.v1.ThumbnailsR\n" +
 	"thumbnails\x12\x12\n" +
 	"\x04only\x18\b \x01(\tR\x04only\x12'\n" +
-	"\x0frendition_retry\x18\t \x01(\x05R\x0erenditionRetry\x12\x18\n" +
+	"\x0frendition_retry\x18\t \x01(\x05R\x0erenditionRetry\x12\x1a\n" +
+	"\bdownload\x18\n" +
+	" \x01(\bR\bdownload\x12\x18\n" +
 	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12K\n" +
 	"\rtrace_context\x18\x0e \x03(\v2&.kiln.v1.PackageTask.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +

@@ -342,7 +342,7 @@ const (
 )
 
 // pipeline is the stage task types in pipeline order.
-var pipeline = []string{tasks.TypeProbe, tasks.TypeTranscode, tasks.TypeThumbnail, tasks.TypePackage}
+var pipeline = []string{tasks.TypeProbe, tasks.TypeTranscode, tasks.TypePackage}
 
 // jobs looks at every running job nothing happened to for the grace
 // period, a page at a time (the oldest are often the busiest: a backlog of
@@ -540,8 +540,7 @@ func (r *Reconciler) stall(ctx context.Context, j *Job, attempt int32, action, m
 // reconciler fails it (when no task of it is left to run), grace aside:
 // the time limit of every run of the state's stages (retries+1 of them)
 // plus the longest backoff between them. A transcoding job covers the
-// transcode, whose limit grows with the source duration, and the
-// thumbnails.
+// transcode, whose limit grows with the source duration.
 func StallDeadline(st State, media *kilnv1.MediaInfo) time.Duration {
 	budget := func(typ string, timeout time.Duration) time.Duration {
 		s, _ := tasks.StageOf(typ)
@@ -554,7 +553,7 @@ func StallDeadline(st State, media *kilnv1.MediaInfo) time.Duration {
 	case StateQueued, StateProbing:
 		return budget(tasks.TypeProbe, 0)
 	case StateTranscoding:
-		return budget(tasks.TypeTranscode, tasks.TranscodeTimeout(media)) + budget(tasks.TypeThumbnail, 0)
+		return budget(tasks.TypeTranscode, tasks.TranscodeTimeout(media))
 	case StatePackaging:
 		return budget(tasks.TypePackage, 0)
 	}

@@ -260,7 +260,7 @@ func TestReconcilerLostTasks(t *testing.T) {
 		{name: "probing, probe done, transcode waiting", states: []kilnv1.JobState{probing},
 			tasks: map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: asynq.TaskStatePending}, want: map[string]int{}},
 		{name: "transcoding, package queued", states: []kilnv1.JobState{probing, transcoding},
-			tasks: map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed, tasks.TypeThumbnail: completed, tasks.TypePackage: asynq.TaskStateRetry},
+			tasks: map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed, tasks.TypePackage: asynq.TaskStateRetry},
 			want:  map[string]int{}},
 		{name: "transcoding, original dropped, its rescue copy running", states: []kilnv1.JobState{probing, transcoding},
 			tasks:   map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed},
@@ -306,8 +306,8 @@ func TestReconcilerLostTasks(t *testing.T) {
 			},
 		},
 		{
-			name: "transcoding, thumbnails done, package lost", states: []kilnv1.JobState{probing, transcoding},
-			tasks: map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed, tasks.TypeThumbnail: completed},
+			name: "transcoding, transcode done, READY and the download lost", states: []kilnv1.JobState{probing, transcoding},
+			tasks: map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed, tasks.TypePackage: completed},
 			want:  map[string]int{catalog.ActionJobRedriven: 1},
 			check: func(t *testing.T, e *recEnv, jobID string) {
 				var p kilnv1.ProbeTask
@@ -326,12 +326,12 @@ func TestReconcilerLostTasks(t *testing.T) {
 		},
 		{
 			name: "packaging, package completed, READY lost", states: []kilnv1.JobState{probing, transcoding, packaging},
-			tasks: map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed, tasks.TypeThumbnail: completed, tasks.TypePackage: completed},
+			tasks: map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed, tasks.TypePackage: completed},
 			want:  map[string]int{catalog.ActionJobRedriven: 1},
 		},
 		{
-			name: "attempt 5, package lost", attempt: catalog.MaxRedriveAttempt, states: []kilnv1.JobState{probing, transcoding},
-			tasks: map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed, tasks.TypeThumbnail: completed},
+			name: "attempt 5, READY lost", attempt: catalog.MaxRedriveAttempt, states: []kilnv1.JobState{probing, transcoding},
+			tasks: map[string]asynq.TaskState{tasks.TypeProbe: completed, tasks.TypeTranscode: completed, tasks.TypePackage: completed},
 			want:  map[string]int{catalog.ActionJobStalled: 1},
 			check: func(t *testing.T, e *recEnv, jobID string) {
 				wantFailed(t, e, jobID, catalog.MaxRedriveAttempt, failure.Stalled)

@@ -44,8 +44,8 @@ func TestPackageClassifiesRealFailures(t *testing.T) {
 	tests := []struct {
 		name  string
 		input string // of the 240p rendition
-		// no code: the task is retried; else the 240p rendition fails
-		// with this code and message, and the asset is ready without it.
+		// no code: the task (a retry of the 240p rendition) is retried;
+		// else the rendition fails again with this code and message.
 		code, message string
 	}{
 		{name: "storage down (closed port)", input: refused},
@@ -68,7 +68,7 @@ func TestPackageClassifiesRealFailures(t *testing.T) {
 				}},
 				Events: events, OutputsBucket: outputsBucket, WorkDir: t.TempDir(),
 			})
-			err := h.Package(t.Context(), asTask(t, packageTask(false)))
+			err := h.Package(t.Context(), asTask(t, retryOf("240p")))
 			ready := func() bool {
 				for _, ev := range events.Events() {
 					if ev.GetOutputs() != nil {
@@ -89,14 +89,14 @@ func TestPackageClassifiesRealFailures(t *testing.T) {
 				return
 			}
 			if err != nil {
-				t.Fatalf("Package = %v, want the asset ready without 240p", err)
+				t.Fatalf("Package = %v, want the rendition's failure published", err)
 			}
 			if !ready() {
 				t.Fatal("no READY event")
 			}
 			out := events.Events()[len(events.Events())-1].GetOutputs()
-			if len(out.GetRenditions()) != 2 || len(out.GetFailedRenditions()) != 1 {
-				t.Fatalf("renditions %v, failed %v: want 360p and 144p, 240p failed", out.GetRenditions(), out.GetFailedRenditions())
+			if !out.GetPartial() || len(out.GetRenditions()) != 0 || len(out.GetFailedRenditions()) != 1 {
+				t.Fatalf("renditions %v, failed %v: want a partial READY with 240p failed", out.GetRenditions(), out.GetFailedRenditions())
 			}
 			f := out.GetFailedRenditions()[0]
 			if f.GetName() != "240p" || f.GetError().GetCode() != tt.code || f.GetError().GetMessage() != tt.message {

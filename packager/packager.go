@@ -3,10 +3,10 @@
 package packager
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -21,6 +21,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/jobevent"
 	"github.com/kilnvideo/kiln/internal/layout"
+	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/playlist"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -30,6 +31,8 @@ import (
 type Objects interface {
 	PresignGet(ctx context.Context, bucket, key string, ttl time.Duration) (*url.URL, error)
 	PutFile(ctx context.Context, bucket, key, path, contentType string) error
+	Get(ctx context.Context, bucket, key string, maxBytes int64) ([]byte, error)
+	Open(ctx context.Context, bucket, key string) (io.ReadSeekCloser, objstore.Info, error)
 }
 
 // FFmpeg runs ffmpeg and ffprobe for the packager; *ffmpeg.Runner in
@@ -115,42 +118,35 @@ func HLSArgs(input string, segmentSeconds int, dir string) []string {
 	}
 }
 
-// Package builds HLS for every rung, the master playlist, and publishes the
-// job's ready event with everything the catalog needs.
+// Package builds the MP4 download (task.download) or packages one failed
+// rendition again (task.only).
 func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 	var p kilnv1.PackageTask
 	if err := tasks.Decode(t, &p); err != nil {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "package"))
+	if p.Download {
+		return h.download(ctx, &p, log)
+	}
 	if p.Only == "" {
-		if err := h.cfg.Events.PublishJobEvent(ctx, jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_PACKAGING, "packaging")); err != nil {
-			return err
-		}
+		return tasks.Permanent(failure.Internal, "the package task names neither the download nor a rendition", nil)
 	}
 	work, err := os.MkdirTemp(h.cfg.WorkDir, "package-"+p.JobId+"-")
 	if err != nil {
 		return fmt.Errorf("package: temp dir: %w", err)
 	}
 	defer os.RemoveAll(work)
-
 	rungs := map[string]*kilnv1.Rung{}
 	for _, r := range p.Plan.GetRungs() {
 		rungs[r.Name] = r
 	}
-	if len(p.Encoded) == 0 {
-		return tasks.Permanent(failure.Internal, "nothing was encoded", nil)
-	}
-	// A rung whose packaging fails for good does not sink the others: the
-	// asset is ready with what worked and lists the failure, which can be
-	// retried on its own (Only).
 	var (
 		renditions []*kilnv1.Rendition
 		failed     []*kilnv1.FailedRendition
-		firstErr   error
 	)
 	for _, enc := range p.Encoded {
-		if p.Only != "" && enc.Name != p.Only {
+		if enc.Name != p.Only {
 			continue
 		}
 		r, ok := rungs[enc.Name]
@@ -164,7 +160,6 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		if jerr, permanent := renditionFailure(err); permanent {
 			log.Warn("rendition failed", zap.String("rendition", r.Name), zap.Error(err))
 			failed = append(failed, &kilnv1.FailedRendition{Name: r.Name, Error: jerr, EncodedKey: enc.Object.GetKey()})
-			firstErr = cmp.Or(firstErr, err)
 			continue
 		}
 		if err != nil {
@@ -172,35 +167,7 @@ func (h *Handler) Package(ctx context.Context, t *asynq.Task) error {
 		}
 		renditions = append(renditions, rend)
 	}
-	if p.Only != "" {
-		return h.publishRendition(ctx, &p, renditions, failed, log)
-	}
-	if len(renditions) == 0 {
-		return tasks.Permanent(failure.PackageFailed, "no rendition could be packaged", firstErr)
-	}
-	// The asset lasts what was encoded, as the transcode measured it, not
-	// what the source's header claims.
-	duration := p.GetMedia().GetDecodedDurationSeconds()
-	if duration <= 0 {
-		duration = p.GetMedia().GetDurationSeconds()
-	}
-	ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
-	ev.Media, ev.Plan = p.Media, p.Plan
-	ev.Outputs = &kilnv1.AssetOutputs{
-		Bucket:           h.cfg.OutputsBucket,
-		Prefix:           layout.AssetPrefix(p.AssetId),
-		Renditions:       renditions,
-		Mp4Key:           p.Encoded[0].Object.GetKey(), // the top rung (or the audio)
-		PosterKey:        p.PosterKey,
-		Thumbnails:       p.Thumbnails,
-		DurationSeconds:  duration,
-		FailedRenditions: failed,
-	}
-	log.Info("packaged", zap.Int("renditions", len(renditions)), zap.Int("failed", len(failed)))
-	if err := h.cfg.Jobs.Check(ctx, p.JobId, p.Attempt); err != nil {
-		return err
-	}
-	return h.cfg.Events.PublishJobEvent(ctx, ev)
+	return h.publishRendition(ctx, &p, renditions, failed, log)
 }
 
 // publishRendition publishes the outcome of a rendition retry: a partial

@@ -14,9 +14,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/fakes"
-	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/layout"
-	"github.com/kilnvideo/kiln/internal/playlist"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/packager"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -166,167 +164,6 @@ func (x *harness) wantNoReady(t *testing.T) {
 	}
 }
 
-func TestPackageReady(t *testing.T) {
-	x := newHarness(t)
-	p := packageTask(false)
-	if err := x.h.Package(t.Context(), asTask(t, p)); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := x.events.IDs(), []string{eventID("packaging"), eventID("ready")}; !slices.Equal(got, want) {
-		t.Fatalf("events %q, want %q", got, want)
-	}
-	if st := x.events.Events()[0].GetState(); st != kilnv1.JobState_JOB_STATE_PACKAGING {
-		t.Errorf("first event %s, want PACKAGING", st)
-	}
-	ev := x.ready(t)
-	want := &kilnv1.AssetOutputs{
-		Bucket: outputsBucket, Prefix: layout.AssetPrefix(assetID),
-		Mp4Key: layout.EncodedKey(assetID, "360p"), PosterKey: p.PosterKey, Thumbnails: p.Thumbnails, DurationSeconds: 10,
-	}
-	for _, r := range rungs() {
-		want.Renditions = append(want.Renditions, rendition(r, videoCodecs, 30))
-	}
-	if !proto.Equal(ev.GetOutputs(), want) {
-		t.Errorf("outputs\n%v\nwant\n%v", ev.GetOutputs(), want)
-	}
-	if !proto.Equal(ev.GetMedia(), p.Media) || !proto.Equal(ev.GetPlan(), p.Plan) {
-		t.Errorf("READY media %v plan %v", ev.GetMedia(), ev.GetPlan())
-	}
-
-	var inputs []string
-	for _, r := range rungs() {
-		inputs = append(inputs, fakes.URL(outputsBucket, layout.EncodedKey(assetID, r.Name)))
-	}
-	if got := x.ff.Runs(); !slices.Equal(got, inputs) {
-		t.Errorf("packaged %q, want %q", got, inputs)
-	}
-	// Per rendition: init and segments, then the playlist.
-	var wantPuts []upload
-	for _, r := range rungs() {
-		wantPuts = append(wantPuts,
-			upload{outputsBucket, layout.SegmentKey(assetID, r.Name, layout.InitFile), "video/mp4", len(fakeInit)},
-			upload{outputsBucket, layout.SegmentKey(assetID, r.Name, "seg_00001.m4s"), "video/iso.segment", 6000},
-			upload{outputsBucket, layout.SegmentKey(assetID, r.Name, "seg_00002.m4s"), "video/iso.segment", 2000},
-			upload{outputsBucket, layout.PlaylistKey(assetID, r.Name), playlist.ContentType, len(fakePlaylist)},
-		)
-	}
-	if got := x.uploads(); !slices.Equal(got, wantPuts) {
-		t.Errorf("uploads\n%v\nwant\n%v", got, wantPuts)
-	}
-	if n := len(x.jobs.Checks()); n != 1 {
-		t.Errorf("%d cancel checks, want 1 before READY", n)
-	}
-	x.checkClean(t)
-}
-
-// TestPackageReadyDecodedDuration: the asset's duration is the one the
-// transcode decoded, not the source header's (which claimed 1 s of a file
-// that held more): what the catalog records (catalog.Fact.Duration).
-func TestPackageReadyDecodedDuration(t *testing.T) {
-	x := newHarness(t)
-	p := packageTask(false)
-	p.Media.DurationSeconds, p.Media.DecodedDurationSeconds = 1, 2.02
-	if err := x.h.Package(t.Context(), asTask(t, p)); err != nil {
-		t.Fatal(err)
-	}
-	ev := x.ready(t)
-	if d := ev.GetOutputs().GetDurationSeconds(); d != 2.02 {
-		t.Errorf("outputs duration %v, want the decoded 2.02 s", d)
-	}
-	if d := ev.GetMedia().GetDecodedDurationSeconds(); d != 2.02 {
-		t.Errorf("READY media decoded duration %v, want 2.02", d)
-	}
-}
-
-func TestPackageAudioOnly(t *testing.T) {
-	x := newHarness(t)
-	if err := x.h.Package(t.Context(), asTask(t, packageTask(true))); err != nil {
-		t.Fatal(err)
-	}
-	out := x.ready(t).GetOutputs()
-	want := []*kilnv1.Rendition{rendition(&kilnv1.Rung{Name: layout.AudioRendition}, "mp4a.40.2", 0)}
-	if len(out.GetRenditions()) != 1 || !proto.Equal(out.GetRenditions()[0], want[0]) {
-		t.Errorf("renditions %v, want %v", out.GetRenditions(), want)
-	}
-	if out.GetMp4Key() != layout.EncodedKey(assetID, layout.AudioRendition) {
-		t.Errorf("mp4 key %q, want the m4a", out.GetMp4Key())
-	}
-}
-
-func TestPackagePartialFailure(t *testing.T) {
-	tests := []struct {
-		name  string
-		setup func(*fakeFFmpeg)
-		code  string
-	}{
-		{"packaging ffmpeg exits non-zero", func(f *fakeFFmpeg) { f.fail = failOn("240p", fakes.ExitError("ffmpeg")) }, failure.PackageFailed},
-		{"ffprobe of the rung exits non-zero", func(f *fakeFFmpeg) { f.failProbe = failOn("240p", fakes.ExitError("ffprobe")) }, failure.PackageFailed},
-		{"streams HLS cannot describe", func(f *fakeFFmpeg) {
-			f.streams = func(in string) []ffmpeg.ProbeStream {
-				if strings.Contains(in, "/240p.") {
-					return []ffmpeg.ProbeStream{{CodecType: "video", CodecName: "hevc", Profile: "Main", Level: 93}}
-				}
-				return defaultStreams()
-			}
-		}, failure.Internal},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			x := newHarness(t)
-			tt.setup(x.ff)
-			if err := x.h.Package(t.Context(), asTask(t, packageTask(false))); err != nil {
-				t.Fatalf("Package = %v, want the asset ready with what worked", err)
-			}
-			out := x.ready(t).GetOutputs()
-			var names []string
-			for _, r := range out.GetRenditions() {
-				names = append(names, r.GetName())
-			}
-			if !slices.Equal(names, []string{"360p", "144p"}) {
-				t.Errorf("renditions %q, want 360p and 144p", names)
-			}
-			if len(out.GetFailedRenditions()) != 1 {
-				t.Fatalf("failed renditions %v, want 240p", out.GetFailedRenditions())
-			}
-			f := out.GetFailedRenditions()[0]
-			if f.GetName() != "240p" || f.GetError().GetCode() != tt.code || f.GetError().GetMessage() == "" ||
-				f.GetEncodedKey() != layout.EncodedKey(assetID, "240p") {
-				t.Errorf("failed rendition %v, want 240p with code %s and its encoded key", f, tt.code)
-			}
-			if out.GetPartial() {
-				t.Error("a full READY marked partial")
-			}
-			if got := x.uploadedUnder("240p"); len(got) > 0 {
-				t.Errorf("uploaded %q for the failed rendition", got)
-			}
-			x.checkClean(t)
-		})
-	}
-}
-
-func defaultStreams() []ffmpeg.ProbeStream {
-	return []ffmpeg.ProbeStream{
-		{CodecType: "video", CodecName: "h264", Profile: "High", Level: 30, Width: 640, Height: 360},
-		{CodecType: "audio", CodecName: "aac", Profile: "LC", Channels: 2, SampleRate: 48000},
-	}
-}
-
-func TestPackageEveryRungFails(t *testing.T) {
-	x := newHarness(t)
-	x.ff.fail = func(string) error { return fakes.ExitError("ffmpeg") }
-	err := x.h.Package(t.Context(), asTask(t, packageTask(false)))
-	fakes.WantPermanent(t, err, failure.PackageFailed)
-	var ee *ffmpeg.ExitError
-	if !errors.As(err, &ee) {
-		t.Errorf("error %v: want it to carry ffmpeg's failure", err)
-	}
-	x.wantNoReady(t)
-	if got := x.ff.Runs(); len(got) != 3 {
-		t.Errorf("packaged %d rungs, want every one tried", len(got))
-	}
-	x.checkClean(t)
-}
-
 func TestPackageRetryableFailures(t *testing.T) {
 	s3Err := errors.New("s3: slow down")
 	busErr := errors.New("nats: no responders")
@@ -344,17 +181,16 @@ func TestPackageRetryableFailures(t *testing.T) {
 			x.objects.FailPut = func(k string) error { return keyErr(k, "240p/seg_00002", s3Err) }
 		}, s3Err},
 		{"playlist upload fails", func(x *harness) {
-			x.objects.FailPut = func(k string) error { return keyErr(k, "144p/"+layout.PlaylistFile, s3Err) }
+			x.objects.FailPut = func(k string) error { return keyErr(k, "240p/"+layout.PlaylistFile, s3Err) }
 		}, s3Err},
 		{"presign fails", func(x *harness) { x.objects.PresignErr = s3Err }, s3Err},
-		{"publishing PACKAGING fails", func(x *harness) { x.events.Fail = stateErr(kilnv1.JobState_JOB_STATE_PACKAGING, busErr) }, busErr},
 		{"publishing READY fails", func(x *harness) { x.events.Fail = stateErr(kilnv1.JobState_JOB_STATE_READY, busErr) }, busErr},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			x := newHarness(t)
 			tt.setup(x)
-			fakes.WantRetryable(t, x.h.Package(t.Context(), asTask(t, packageTask(false))), tt.cause)
+			fakes.WantRetryable(t, x.h.Package(t.Context(), asTask(t, retryOf("240p"))), tt.cause)
 			x.wantNoReady(t)
 			x.checkClean(t)
 		})
@@ -382,14 +218,15 @@ func TestPackageBadTask(t *testing.T) {
 		name   string
 		modify func(*kilnv1.PackageTask)
 	}{
+		{"neither the download nor a rendition", func(p *kilnv1.PackageTask) { p.Only, p.RenditionRetry = "", 0 }},
 		{"nothing encoded", func(p *kilnv1.PackageTask) { p.Encoded = nil }},
-		{"encoded rendition not in the plan", func(p *kilnv1.PackageTask) { p.Encoded[1].Name = "999p" }},
+		{"encoded rendition not in the plan", func(p *kilnv1.PackageTask) { p.Encoded[1].Name, p.Only = "999p", "999p" }},
 		{"rendition retry of a rendition not encoded", func(p *kilnv1.PackageTask) { p.Only, p.RenditionRetry = "1080p", 1 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			x := newHarness(t)
-			p := packageTask(false)
+			p := retryOf("240p")
 			tt.modify(p)
 			fakes.WantPermanent(t, x.h.Package(t.Context(), asTask(t, p)), failure.Internal)
 			x.wantNoReady(t)
@@ -404,10 +241,17 @@ func TestPackageBadTask(t *testing.T) {
 func TestPackageCanceledMeanwhile(t *testing.T) {
 	x := newHarness(t)
 	x.ff.during = x.jobs.Cancel
-	err := x.h.Package(t.Context(), asTask(t, packageTask(false)))
+	err := x.h.Package(t.Context(), asTask(t, retryOf("240p")))
 	fakes.WantCanceled(t, err)
 	x.wantNoReady(t)
 	x.checkClean(t)
+}
+
+// retryOf is the first rendition retry of name.
+func retryOf(name string) *kilnv1.PackageTask {
+	p := packageTask(false)
+	p.Only, p.RenditionRetry = name, 1
+	return p
 }
 
 func TestPackageRenditionRetry(t *testing.T) {

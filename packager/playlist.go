@@ -12,6 +12,7 @@ import (
 	"github.com/grafov/m3u8"
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/playlist"
 )
 
 // PlaylistStats are bit rates measured from a media playlist and the sizes
@@ -118,17 +119,12 @@ func avc1(codec, profile string, level int) (string, error) {
 }
 
 // PreferAVCC replaces the avc1 entry of codecs with the exact value from
-// the init segment's avcC box (profile, constraint flags, level as
-// encoded). ffprobe names the profile but not the constraint flags, which
-// differ between encoders (x264's Constrained Baseline is 42c0, not 42e0).
+// the init segment's avcC box (playlist.AVC1FromInit).
 func PreferAVCC(codecs string, init []byte) string {
-	i := bytes.Index(init, []byte("avcC"))
-	if i < 0 || i+8 > len(init) {
+	exact, ok := playlist.AVC1FromInit(init)
+	if !ok {
 		return codecs
 	}
-	// avcC: configurationVersion, AVCProfileIndication,
-	// profile_compatibility, AVCLevelIndication.
-	exact := fmt.Sprintf("avc1.%02x%02x%02x", init[i+5], init[i+6], init[i+7])
 	parts := strings.Split(codecs, ",")
 	for j, p := range parts {
 		if strings.HasPrefix(p, "avc1.") {

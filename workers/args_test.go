@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -140,7 +141,8 @@ func TestTranscodeArgsGolden(t *testing.T) {
 			if in.URL == "" {
 				in.URL = goldenInput
 			}
-			args := TranscodeArgs(in, tt.plan, "/tmp/kiln/transcode-job_x", tt.opt)
+			out := Outputs{Root: "/tmp/kiln/transcode-job_x", Stills: NewStills("/tmp/kiln/transcode-job_x/stills", tt.plan, 10)}
+			args := TranscodeArgs(in, tt.plan, out, tt.opt)
 			checkGolden(t, tt.name, args)
 
 			// Invariants the golden files must keep.
@@ -169,8 +171,15 @@ func TestTranscodeArgsGolden(t *testing.T) {
 			if in.Seconds > 0 && !strings.Contains(joined, "-t "+strconv.FormatFloat(in.Seconds, 'f', 3, 64)+" -i") {
 				t.Errorf("read not bounded to %v s: %q", in.Seconds, args)
 			}
-			if n := strings.Count(joined, audioMap); tt.plan.HasAudio != (n == len(tt.plan.Rungs)) || !tt.plan.HasAudio && n != 0 {
+			// The audio is encoded once, into its own rendition.
+			if n := strings.Count(joined, audioMap); tt.plan.HasAudio != (n == 1) || !tt.plan.HasAudio && n != 0 {
 				t.Errorf("%d audio maps, has audio %v", n, tt.plan.HasAudio)
+			}
+			if n, want := strings.Count(joined, "-f hls"), len(tt.plan.Rungs)+btoi(tt.plan.HasAudio); n != want {
+				t.Errorf("%d HLS outputs, want %d (the rungs and the audio)", n, want)
+			}
+			if n := strings.Count(joined, "-an -map_metadata -1 -f hls"); n != len(tt.plan.Rungs) {
+				t.Errorf("%d video outputs without audio, want %d", n, len(tt.plan.Rungs))
 			}
 			if n := strings.Count(joined, "-g "+strconv.Itoa(int(tt.plan.GopFrames))+" -keyint_min "+strconv.Itoa(int(tt.plan.GopFrames))+" -sc_threshold 0"); n != len(tt.plan.Rungs) {
 				t.Errorf("fixed GOP on %d of %d rungs", n, len(tt.plan.Rungs))
@@ -180,28 +189,6 @@ func TestTranscodeArgsGolden(t *testing.T) {
 			}
 			if i, j := indexOf(args, "-i"), indexOf(args, "-rw_timeout"); j < 0 || j > i || args[j+1] != strconv.FormatInt(ReadTimeout.Microseconds(), 10) {
 				t.Errorf("the read timeout must precede -i: %q", args)
-			}
-		})
-	}
-}
-
-func TestPosterArgsGolden(t *testing.T) {
-	tests := []struct {
-		name      string
-		offset    float64
-		frameRate float64
-	}{
-		{"poster_offset_0_30fps", 0, 30},
-		{"poster_offset_12.345_2997fps", 12.3456, 30000.0 / 1001},
-		{"poster_unknown_rate", 1, 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			args := PosterArgs(Input{URL: goldenInput}, tt.offset, tt.frameRate, "/tmp/kiln/thumb-job_x/poster.jpg")
-			checkGolden(t, tt.name, args)
-			// -ss before -i: fast input seeking.
-			if indexOf(args, "-ss") > indexOf(args, "-i") {
-				t.Errorf("-ss after -i: %q", args)
 			}
 		})
 	}
@@ -419,9 +406,17 @@ func TestTranscodeArgsRun(t *testing.T) {
 			}
 			gopSeconds := float64(plan.GopFrames) / plan.FrameRate
 
-			out := filepath.Join(tmp, "out")
-			if err := os.MkdirAll(out, 0o755); err != nil {
-				t.Fatal(err)
+			out := Outputs{Root: filepath.Join(tmp, "out")}
+			out.Stills = NewStills(filepath.Join(out.Root, "stills"), plan, 4)
+			for _, d := range []string{out.Stills.Dir, out.Dir("audio")} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, r := range plan.Rungs {
+				if err := os.MkdirAll(out.Dir(r.Name), 0o755); err != nil {
+					t.Fatal(err)
+				}
 			}
 			var progressed bool
 			args := TranscodeArgs(Input{URL: srv.URL + "/clip.mp4"}, plan, out, EncodeOptions{X264Preset: "veryfast", Threads: 2})
@@ -432,42 +427,102 @@ func TestTranscodeArgsRun(t *testing.T) {
 				t.Error("no progress reported")
 			}
 
-			var firstKeys []string
+			// The audio, once: AAC-LC 48 kHz stereo, 4 s, segments like the video's.
+			audio := joinFMP4(t, out.Dir("audio"))
+			if got := ffprobe(t, audio, "-show_entries", "stream=codec_type,codec_name,sample_rate,channels"); got != "aac,audio,48000,2" {
+				t.Errorf("audio = %q, want aac,audio,48000,2 alone", got)
+			}
+			var firstKeys, firstSegs []string
 			for _, r := range plan.Rungs {
-				file := filepath.Join(out, r.Name+".mp4")
-				if got, want := ffprobe(t, file, "-select_streams", "v", "-show_entries", "stream=codec_name,profile,width,height,sample_aspect_ratio,pix_fmt,avg_frame_rate"),
-					fmt.Sprintf("h264,High,%d,%d,1:1,yuv420p,%s", r.Width, r.Height, tt.rate); got != want {
-					t.Errorf("%s video = %q, want %q", r.Name, got, want)
-				}
-				if got := ffprobe(t, file, "-select_streams", "a", "-show_entries", "stream=codec_name,sample_rate,channels"); got != "aac,48000,2" {
-					t.Errorf("%s audio = %q, want aac,48000,2", r.Name, got)
+				file := joinFMP4(t, out.Dir(r.Name))
+				if got, want := ffprobe(t, file, "-show_entries", "stream=codec_type,codec_name,profile,width,height,sample_aspect_ratio,pix_fmt,avg_frame_rate"),
+					fmt.Sprintf("h264,High,video,%d,%d,1:1,yuv420p,%s", r.Width, r.Height, tt.rate); got != want {
+					t.Errorf("%s streams = %q, want %q alone", r.Name, got, want)
 				}
 				keys := strings.FieldsFunc(ffprobe(t, file, "-select_streams", "v", "-skip_frame", "nokey", "-show_entries", "frame=pts_time"),
 					func(r rune) bool { return r == ',' || r == '\n' || r == ' ' })
 				if len(keys) < 2 {
 					t.Errorf("%s keyframes at %q, want at least 0 and %.3f s", r.Name, keys, gopSeconds)
 				}
-				for _, s := range keys {
+				// Key frames every GOP from the first (whose time is the
+				// encoder's B-frame delay: fMP4 has no edit list).
+				first := 0.0
+				for i, s := range keys {
 					ts, err := strconv.ParseFloat(s, 64)
 					if err != nil {
 						t.Fatalf("%s keyframe time %q: %v", r.Name, s, err)
 					}
+					if i == 0 {
+						first = ts
+					}
+					ts -= first
 					if n := math.Round(ts / gopSeconds); math.Abs(ts-n*gopSeconds) > 0.001 {
 						t.Errorf("%s keyframe at %.3f s, not a multiple of %.3f s (all: %q)", r.Name, ts, gopSeconds, keys)
 					}
 				}
+				segs, err := finishedSegments(filepath.Join(out.Dir(r.Name), FFmpegPlaylist))
+				if err != nil || len(segs) == 0 {
+					t.Fatalf("%s segments %v: %v", r.Name, segs, err)
+				}
+				var durations []string
+				for _, s := range segs {
+					durations = append(durations, strconv.FormatFloat(s.Duration, 'f', 3, 64))
+				}
 				if firstKeys == nil {
-					firstKeys = keys
-				} else if strings.Join(keys, " ") != strings.Join(firstKeys, " ") {
-					t.Errorf("%s keyframes %q differ from %s's %q", r.Name, keys, plan.Rungs[0].Name, firstKeys)
+					firstKeys, firstSegs = keys, durations
+				} else if strings.Join(keys, " ") != strings.Join(firstKeys, " ") || strings.Join(durations, " ") != strings.Join(firstSegs, " ") {
+					t.Errorf("%s keyframes %q, segments %q differ from %s's %q, %q", r.Name, keys, durations, plan.Rungs[0].Name, firstKeys, firstSegs)
 				}
 				dur, err := strconv.ParseFloat(ffprobe(t, file, "-show_entries", "format=duration"), 64)
 				if err != nil || math.Abs(dur-4) > 0.15 {
 					t.Errorf("%s duration = %v (%v), want ≈ 4 s", r.Name, dur, err)
 				}
 			}
+			// The stills came from the same decode.
+			if thumbs, _ := filepath.Glob(filepath.Join(out.Stills.Dir, "t_*.jpg")); len(thumbs) != out.Stills.Grid.Count {
+				t.Errorf("%d thumbnails, want %d", len(thumbs), out.Stills.Grid.Count)
+			}
+			if _, _, ok := out.Stills.PickPoster(4, plan.FrameRate); !ok {
+				t.Error("no poster candidate written")
+			}
+			if _, err := os.Stat(filepath.Join(out.Stills.Dir, SpriteFile)); err != nil {
+				t.Error(err)
+			}
 		})
 	}
+}
+
+// joinFMP4 writes the init segment and the segments ffmpeg finished in
+// dir, end to end, into one fragmented MP4 file ffprobe reads.
+func joinFMP4(t *testing.T, dir string) string {
+	t.Helper()
+	segs, err := finishedSegments(filepath.Join(dir, FFmpegPlaylist))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("%s: segments %v: %v", dir, segs, err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, layout.InitFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range segs {
+		b, err := os.ReadFile(filepath.Join(dir, s.URI))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(data, b...)
+	}
+	path := filepath.Join(dir, "joined.mp4")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // ffprobe runs ffprobe on file with args and -of csv=p=0, returning the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"image"
 	"image/color"
 	"image/jpeg"
 	"io"
@@ -22,7 +21,6 @@ import (
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/fakes"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
-	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 	"github.com/kilnvideo/kiln/workers"
@@ -241,8 +239,8 @@ func TestProbeNamedPreset(t *testing.T) {
 
 func TestProbeFailures(t *testing.T) {
 	s3Err := errors.New("s3: connection reset")
-	queueErr := errors.New("redis: connection refused")
 	busErr := errors.New("nats: no responders")
+	queueErr := errors.New("redis: connection refused")
 	sig, deadline, canceledExit := fakes.SignaledError(), fakes.DeadlineError(), fakes.CanceledExitError()
 	tests := []struct {
 		name      string
@@ -344,88 +342,8 @@ func transcodeTask(t *testing.T, plan *kilnv1.Plan) *asynq.Task {
 	return cmd.Task
 }
 
-func TestTranscodeHandsOverToThumbnail(t *testing.T) {
-	x := newHarness(t, func(c *workers.Config) { c.Threads = 2 })
-	x.ff.progress = []ffmpeg.Progress{{OutTime: 5 * time.Second}, {OutTime: 6 * time.Second}, {OutTime: 10 * time.Second, Done: true}}
-	if err := x.h.Transcode(t.Context(), transcodeTask(t, videoPlan())); err != nil {
-		t.Fatal(err)
-	}
-	runs := x.ff.Runs()
-	if len(runs) != 1 {
-		t.Fatalf("%d ffmpeg runs, want 1 (one decode for every rung)", len(runs))
-	}
-	if in := fakes.Input(runs[0]); in != fakes.URL(sourcesBucket, sourceKey) {
-		t.Errorf("ffmpeg input %q, want the presigned source", in)
-	}
-	if !slices.Contains(runs[0], "-threads") || !slices.Contains(runs[0], "veryfast") {
-		t.Errorf("args %q: want -threads and the default x264 preset", runs[0])
-	}
-
-	// Progress at most once a second: the first report only.
-	wantIDs(t, x.events, eventID("transcoding"), eventID("transcoding.50"))
-	if p := x.events.Events()[1].GetProgress(); p != 0.5 {
-		t.Errorf("progress %v, want 0.5", p)
-	}
-	for _, ev := range x.events.Events() {
-		if ev.GetState() != kilnv1.JobState_JOB_STATE_TRANSCODING {
-			t.Errorf("event %s state %s, want TRANSCODING", ev.GetEventId(), ev.GetState())
-		}
-	}
-
-	puts := x.objects.Puts()
-	if len(puts) != 2 {
-		t.Fatalf("uploads %v, want the two rungs", puts)
-	}
-	for i, name := range []string{"360p", "240p"} {
-		want := fakes.Put{Bucket: outputsBucket, Key: layout.EncodedKey(assetID, name), ContentType: "video/mp4", Body: "encoded " + name + ".mp4"}
-		if puts[i] != want {
-			t.Errorf("upload %d = %+v, want %+v", i, puts[i], want)
-		}
-	}
-
-	e := x.only(t)
-	checkStage(t, e, tasks.TypeThumbnail, tasks.QueueThumbnail, tasks.ThumbnailTimeout)
-	next := decode(t, e.Task, &kilnv1.ThumbnailTask{})
-	if next.GetSource().GetBucket() != outputsBucket || next.GetSource().GetKey() != layout.EncodedKey(assetID, "360p") {
-		t.Errorf("thumbnail source %v, want the top rung", next.GetSource())
-	}
-	// The media carries the duration ffmpeg decoded (its last out_time).
-	wantMedia := testMedia()
-	wantMedia.DecodedDurationSeconds = 10
-	if !proto.Equal(next.GetMedia(), wantMedia) || !proto.Equal(next.GetPlan(), videoPlan()) {
-		t.Errorf("thumbnail task media %v plan %v", next.GetMedia(), next.GetPlan())
-	}
-	x.checkClean(t)
-}
-
-func TestTranscodeAudioOnlyHandsOverToPackage(t *testing.T) {
-	x := newHarness(t)
-	if err := x.h.Transcode(t.Context(), transcodeTask(t, audioPlan())); err != nil {
-		t.Fatal(err)
-	}
-	key := layout.EncodedKey(assetID, layout.AudioRendition)
-	want := []fakes.Put{{Bucket: outputsBucket, Key: key, ContentType: "audio/mp4", Body: "encoded audio.m4a"}}
-	if got := x.objects.Puts(); !slices.Equal(got, want) {
-		t.Errorf("uploads %+v, want %+v", got, want)
-	}
-	wantIDs(t, x.events, eventID("transcoding"))
-
-	e := x.only(t)
-	checkStage(t, e, tasks.TypePackage, tasks.QueuePackage, tasks.PackageTimeout)
-	next := decode(t, e.Task, &kilnv1.PackageTask{})
-	wantEnc := []*kilnv1.EncodedRung{{Name: layout.AudioRendition, Object: &kilnv1.ObjectRef{Bucket: outputsBucket, Key: key}}}
-	if len(next.GetEncoded()) != 1 || !proto.Equal(next.GetEncoded()[0], wantEnc[0]) {
-		t.Errorf("package encoded %v, want %v", next.GetEncoded(), wantEnc)
-	}
-	if !proto.Equal(next.GetPlan(), audioPlan()) || next.GetMedia().GetAudio() == nil || next.GetOnly() != "" {
-		t.Errorf("package task %v", next)
-	}
-	x.checkClean(t)
-}
-
 func TestTranscodeFailures(t *testing.T) {
 	s3Err := errors.New("s3: slow down")
-	queueErr := errors.New("redis: connection refused")
 	sig, deadline, canceledExit := fakes.SignaledError(), fakes.DeadlineError(), fakes.CanceledExitError()
 	tests := []struct {
 		name      string
@@ -442,9 +360,6 @@ func TestTranscodeFailures(t *testing.T) {
 		{name: "ffmpeg signaled (OOM killer)", setup: func(x *harness) { x.ff.fail = failWith(sig) }, cause: sig},
 		{name: "ffmpeg past the deadline", setup: func(x *harness) { x.ff.fail = failWith(deadline) }, cause: context.DeadlineExceeded},
 		{name: "ffmpeg exits as the context is canceled", setup: func(x *harness) { x.ff.fail = failWith(canceledExit) }, cause: context.Canceled},
-		{name: "upload of the second rung fails", setup: func(x *harness) { x.objects.FailPut = failKey("240p", s3Err) }, cause: s3Err, uploaded: 1},
-		{name: "upload of the audio fails", plan: audioPlan(), setup: func(x *harness) { x.objects.FailPut = failKey("audio", s3Err) }, cause: s3Err},
-		{name: "enqueue fails", setup: func(x *harness) { x.queue.Err = queueErr }, cause: queueErr, uploaded: 2},
 		{name: "presign fails", setup: func(x *harness) { x.objects.PresignErr = s3Err }, cause: s3Err},
 		{name: "over the task's disk limit", configure: func(c *workers.Config) { c.Limits.MaxTaskDisk = 1000 }, code: failure.TooLarge},
 	}
@@ -473,18 +388,6 @@ func TestTranscodeFailures(t *testing.T) {
 	}
 }
 
-func TestTranscodeCanceledMeanwhile(t *testing.T) {
-	for _, plan := range []*kilnv1.Plan{videoPlan(), audioPlan()} {
-		t.Run(fmt.Sprintf("audio only %v", plan.GetAudioOnly()), func(t *testing.T) {
-			x := newHarness(t)
-			x.ff.during = x.jobs.Cancel
-			fakes.WantCanceled(t, x.h.Transcode(t.Context(), transcodeTask(t, plan)))
-			x.wantNothingEnqueued(t)
-			x.checkClean(t)
-		})
-	}
-}
-
 // failWith fails every ffmpeg run with err.
 func failWith(err error) func([]string) error { return func([]string) error { return err } }
 
@@ -506,209 +409,6 @@ func cmpOr[T comparable](a, b T) T {
 	return b
 }
 
-// --- thumbnail ---
-
-func thumbnailTask(t *testing.T, duration float64) *asynq.Task {
-	t.Helper()
-	media := testMedia()
-	media.DurationSeconds = duration
-	cmd, err := tasks.NewThumbnailTask(t.Context(), &kilnv1.ThumbnailTask{JobId: jobID, AssetId: assetID, Attempt: attempt, Media: media, Plan: videoPlan(),
-		Source: &kilnv1.ObjectRef{Bucket: outputsBucket, Key: layout.EncodedKey(assetID, "360p")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cmd.Task
-}
-
-// isStoryboard tells the storyboard run from the poster runs.
-func isStoryboard(args []string) bool { return slices.Contains(args, "-filter_complex") }
-
-func TestThumbnailHandsOverToPackage(t *testing.T) {
-	x := newHarness(t)
-	if err := x.h.Thumbnail(t.Context(), thumbnailTask(t, 10)); err != nil {
-		t.Fatal(err)
-	}
-	runs := x.ff.Runs()
-	if len(runs) != 2 || isStoryboard(runs[0]) || !isStoryboard(runs[1]) {
-		t.Fatalf("ffmpeg runs %q, want a poster (the first candidate is fine) then the storyboard", runs)
-	}
-	for _, r := range runs {
-		if in := fakes.Input(r); in != fakes.URL(outputsBucket, layout.EncodedKey(assetID, "360p")) {
-			t.Errorf("ffmpeg input %q, want the top rung", in)
-		}
-	}
-	if len(x.events.Events()) != 0 {
-		t.Errorf("events %q, want none", x.events.IDs())
-	}
-
-	dir := layout.ThumbnailDir(assetID)
-	wantKeys := []string{dir + "/t_00001.jpg", dir + "/t_00002.jpg", dir + "/t_00003.jpg"}
-	var gotKeys []string
-	for _, p := range x.objects.Puts() {
-		if p.Bucket != outputsBucket {
-			t.Errorf("upload %s to bucket %s", p.Key, p.Bucket)
-		}
-		wantType := "image/jpeg"
-		if strings.HasSuffix(p.Key, ".vtt") {
-			wantType = "text/vtt"
-		}
-		if p.ContentType != wantType {
-			t.Errorf("upload %s as %s, want %s", p.Key, p.ContentType, wantType)
-		}
-		gotKeys = append(gotKeys, p.Key)
-	}
-	want := append(append([]string{layout.PosterKey(assetID)}, wantKeys...), dir+"/sprite.jpg", dir+"/storyboard.vtt")
-	if !slices.Equal(gotKeys, want) {
-		t.Errorf("uploads %q, want %q", gotKeys, want)
-	}
-	if vtt, _ := x.objects.Put(dir + "/storyboard.vtt"); !strings.HasPrefix(vtt.Body, "WEBVTT") || !strings.Contains(vtt.Body, "sprite.jpg#xywh=") {
-		t.Errorf("storyboard %q", vtt.Body)
-	}
-
-	e := x.only(t)
-	checkStage(t, e, tasks.TypePackage, tasks.QueuePackage, tasks.PackageTimeout)
-	next := decode(t, e.Task, &kilnv1.PackageTask{})
-	if next.GetPosterKey() != layout.PosterKey(assetID) {
-		t.Errorf("poster key %q", next.GetPosterKey())
-	}
-	grid := workers.NewStoryboardLayout(10, 640, 360)
-	wantThumbs := &kilnv1.Thumbnails{PosterKey: layout.PosterKey(assetID), Keys: wantKeys, SpriteKey: dir + "/sprite.jpg", StoryboardKey: dir + "/storyboard.vtt",
-		IntervalSeconds: grid.Interval, Width: int32(grid.TileWidth), Height: int32(grid.TileHeight)}
-	if !proto.Equal(next.GetThumbnails(), wantThumbs) {
-		t.Errorf("thumbnails %v, want %v", next.GetThumbnails(), wantThumbs)
-	}
-	var names []string
-	for _, enc := range next.GetEncoded() {
-		names = append(names, enc.GetName())
-		if enc.GetObject().GetBucket() != outputsBucket || enc.GetObject().GetKey() != layout.EncodedKey(assetID, enc.GetName()) {
-			t.Errorf("encoded %s at %v", enc.GetName(), enc.GetObject())
-		}
-	}
-	if !slices.Equal(names, []string{"360p", "240p"}) {
-		t.Errorf("encoded %q, want every rung", names)
-	}
-	if !proto.Equal(next.GetPlan(), videoPlan()) || next.GetMedia().GetDurationSeconds() != 10 {
-		t.Errorf("package task %v", next)
-	}
-	x.checkClean(t)
-}
-
-func TestThumbnailSkipsDullPosters(t *testing.T) {
-	x := newHarness(t)
-	// The 10 % and 25 % candidates are black; the 50 % one is the poster.
-	x.ff.frame = func(out string) image.Image {
-		if strings.HasSuffix(out, "poster-0.jpg") || strings.HasSuffix(out, "poster-1.jpg") {
-			return blackFrame()
-		}
-		return livelyFrame()
-	}
-	if err := x.h.Thumbnail(t.Context(), thumbnailTask(t, 10)); err != nil {
-		t.Fatal(err)
-	}
-	var offsets []string
-	for _, r := range x.ff.Runs() {
-		if !isStoryboard(r) {
-			offsets = append(offsets, r[1]) // -ss <offset>
-		}
-	}
-	if !slices.Equal(offsets, []string{"1.000", "2.500", "5.000"}) {
-		t.Errorf("poster offsets %q, want 10 %%, 25 %%, 50 %%", offsets)
-	}
-	poster, ok := x.objects.Put(layout.PosterKey(assetID))
-	if !ok {
-		t.Fatal("no poster uploaded")
-	}
-	mean, dev := jpegStats(t, poster.Body)
-	if workers.Dull(mean, dev) {
-		t.Errorf("uploaded a dull poster (mean %.0f, dev %.0f)", mean, dev)
-	}
-}
-
-func TestThumbnailShortVideoWithoutStoryboard(t *testing.T) {
-	x := newHarness(t)
-	x.ff.thumbnails = -1
-	if err := x.h.Thumbnail(t.Context(), thumbnailTask(t, 0.5)); err != nil {
-		t.Fatal(err)
-	}
-	var keys []string
-	for _, p := range x.objects.Puts() {
-		keys = append(keys, p.Key)
-	}
-	if !slices.Equal(keys, []string{layout.PosterKey(assetID)}) {
-		t.Errorf("uploads %q, want the poster only", keys)
-	}
-	th := decode(t, x.only(t).Task, &kilnv1.PackageTask{}).GetThumbnails()
-	if th.GetPosterKey() != layout.PosterKey(assetID) || len(th.GetKeys()) > 0 || th.GetSpriteKey() != "" || th.GetStoryboardKey() != "" {
-		t.Errorf("thumbnails %v, want a poster and no storyboard", th)
-	}
-}
-
-func TestThumbnailFailures(t *testing.T) {
-	s3Err := errors.New("s3: internal error")
-	queueErr := errors.New("redis: connection refused")
-	sig, deadline := fakes.SignaledError(), fakes.DeadlineError()
-	poster := func(err error) func([]string) error {
-		return func(args []string) error {
-			if !isStoryboard(args) {
-				return err
-			}
-			return nil
-		}
-	}
-	storyboard := func(err error) func([]string) error {
-		return func(args []string) error {
-			if isStoryboard(args) {
-				return err
-			}
-			return nil
-		}
-	}
-	tests := []struct {
-		name     string
-		duration float64
-		setup    func(*harness)
-		code     string
-		cause    error
-	}{
-		{name: "poster: ffmpeg rejects the input", setup: func(x *harness) { x.ff.fail = poster(fakes.ExitError("ffmpeg")) }, code: failure.ThumbnailFailed},
-		{name: "first-frame poster: ffmpeg rejects the input", duration: 0.5, setup: func(x *harness) { x.ff.fail = poster(fakes.ExitError("ffmpeg")) }, code: failure.ThumbnailFailed},
-		{name: "first-frame poster: nothing decodable", duration: 0.5, setup: func(x *harness) {
-			x.ff.frame = func(string) image.Image { return nil } // writes a file that is not a JPEG
-		}, code: failure.ThumbnailFailed},
-		{name: "storyboard: ffmpeg rejects the input", setup: func(x *harness) { x.ff.fail = storyboard(fakes.ExitError("ffmpeg")) }, code: failure.ThumbnailFailed},
-		{name: "poster: ffmpeg signaled", setup: func(x *harness) { x.ff.fail = poster(sig) }, cause: sig},
-		{name: "storyboard: ffmpeg signaled", setup: func(x *harness) { x.ff.fail = storyboard(sig) }, cause: sig},
-		{name: "storyboard: past the deadline", setup: func(x *harness) { x.ff.fail = storyboard(deadline) }, cause: context.DeadlineExceeded},
-		{name: "poster upload fails", setup: func(x *harness) { x.objects.FailPut = failKey("poster", s3Err) }, cause: s3Err},
-		{name: "sprite upload fails", setup: func(x *harness) { x.objects.FailPut = failKey("sprite", s3Err) }, cause: s3Err},
-		{name: "storyboard upload fails", setup: func(x *harness) { x.objects.FailPut = failKey(".vtt", s3Err) }, cause: s3Err},
-		{name: "enqueue fails", setup: func(x *harness) { x.queue.Err = queueErr }, cause: queueErr},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			x := newHarness(t)
-			tt.setup(x)
-			err := x.h.Thumbnail(t.Context(), thumbnailTask(t, cmpOr(tt.duration, 10)))
-			if tt.code != "" {
-				fakes.WantPermanent(t, err, tt.code)
-			} else {
-				fakes.WantRetryable(t, err, tt.cause)
-			}
-			x.wantNothingEnqueued(t)
-			x.checkClean(t)
-		})
-	}
-}
-
-func TestThumbnailCanceledMeanwhile(t *testing.T) {
-	x := newHarness(t)
-	x.ff.during = x.jobs.Cancel
-	fakes.WantCanceled(t, x.h.Thumbnail(t.Context(), thumbnailTask(t, 10)))
-	x.wantNothingEnqueued(t)
-	x.checkClean(t)
-}
-
-// jpegStats returns the mean and standard deviation of a JPEG's luma.
 func jpegStats(t *testing.T, data string) (mean, dev float64) {
 	t.Helper()
 	img, err := jpeg.Decode(strings.NewReader(data))

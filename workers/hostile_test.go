@@ -23,7 +23,9 @@ import (
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/fakes"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/playlist"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -67,14 +69,14 @@ func serve(t *testing.T, file string) string {
 
 // probeThenTranscode runs the real probe of the source at url with cfg's
 // limits, then the transcode it hands over to; it returns the transcode's
-// error and what it handed over (nil on failure).
-func probeThenTranscode(t *testing.T, url string, limits workers.Limits) (error, *fakes.Objects, *kilnv1.ThumbnailTask) {
+// error and its READY event (nil on failure).
+func probeThenTranscode(t *testing.T, url string, limits workers.Limits) (error, *fakes.Objects, *kilnv1.JobEvent) {
 	t.Helper()
 	testenv.RequireBinaries(t, "ffmpeg", "ffprobe")
-	objects, queue := &fakes.Objects{}, &fakes.Queue{}
+	objects, queue, events := &fakes.Objects{}, &fakes.Queue{}, &fakes.Events{}
 	h := workers.New(workers.Config{
 		FFmpeg:  ffmpeg.New(ffmpeg.Config{Logger: zaptest.NewLogger(t)}),
-		Objects: presignTo{objects, url}, Events: &fakes.Events{}, Queue: queue,
+		Objects: presignTo{objects, url}, Events: events, Queue: queue,
 		OutputsBucket: outputsBucket, WorkDir: t.TempDir(), Threads: 1, Limits: limits, X264Preset: "ultrafast",
 	})
 	if err := h.Probe(t.Context(), probeTask(t, "")); err != nil {
@@ -84,23 +86,59 @@ func probeThenTranscode(t *testing.T, url string, limits workers.Limits) (error,
 	if err := h.Transcode(t.Context(), transcode); err != nil {
 		return err, objects, nil
 	}
-	got := queue.Enqueued()
-	return nil, objects, decode(t, got[len(got)-1].Task, &kilnv1.ThumbnailTask{})
+	evs := events.Events()
+	if ready := evs[len(evs)-1]; ready.GetState() == kilnv1.JobState_JOB_STATE_READY {
+		return nil, objects, ready
+	}
+	t.Fatalf("the transcode's last event is %v, want READY", evs[len(evs)-1])
+	return nil, nil, nil
 }
 
-// rungFile writes the uploaded rung name to a file to probe.
+// rungFile writes the stored rendition name (its init segment and
+// segments end to end, as its media playlist lists them) to a file to
+// probe.
 func rungFile(t *testing.T, objects *fakes.Objects, name string) string {
 	t.Helper()
+	var pl, body []byte
 	for _, p := range objects.Puts() {
-		if strings.HasSuffix(p.Key, "/"+name+".mp4") {
-			path := filepath.Join(t.TempDir(), name+".mp4")
-			if err := os.WriteFile(path, []byte(p.Body), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			return path
+		if strings.HasSuffix(p.Key, "/hls/"+name+"/index.m3u8") {
+			pl = []byte(p.Body)
 		}
 	}
-	t.Fatalf("rung %s not uploaded: %v", name, objects.Puts())
+	segs, err := playlist.ParseSegments(pl)
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("rendition %s: no stored playlist with segments (%v): %v", name, err, objects.Puts())
+	}
+	for _, file := range append([]string{"init.mp4"}, uris(segs)...) {
+		p, ok := objects.Latest(layout.SegmentKey(assetOf(objects, name), name, file))
+		if !ok {
+			t.Fatalf("rendition %s: %s not stored", name, file)
+		}
+		body = append(body, p.Body...)
+	}
+	path := filepath.Join(t.TempDir(), name+".mp4")
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func uris(segs []playlist.Segment) []string {
+	var out []string
+	for _, s := range segs {
+		out = append(out, s.URI)
+	}
+	return out
+}
+
+// assetOf is the asset of the stored rendition name (the key's second
+// part: assets/<asset>/hls/<name>/…).
+func assetOf(objects *fakes.Objects, name string) string {
+	for _, p := range objects.Puts() {
+		if parts := strings.Split(p.Key, "/"); len(parts) > 3 && parts[0] == "assets" && parts[2] == "hls" && parts[3] == name {
+			return parts[1]
+		}
+	}
 	return ""
 }
 
@@ -135,7 +173,11 @@ func TestCoverArtDecoderRefused(t *testing.T) {
 	testenv.RequireBinaries(t, "ffmpeg")
 	plan := smallPlan()
 	plan.VideoStream, plan.HasAudio = new(int32), false // stream 0: the PNG
-	args := workers.TranscodeArgs(workers.Input{URL: serve(t, testenv.CoverFirstMP4(t))}, plan, t.TempDir(), workers.EncodeOptions{X264Preset: "ultrafast"})
+	out := workers.Outputs{Root: t.TempDir()}
+	if err := os.MkdirAll(out.Dir(plan.Rungs[0].Name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := workers.TranscodeArgs(workers.Input{URL: serve(t, testenv.CoverFirstMP4(t))}, plan, out, workers.EncodeOptions{X264Preset: "ultrafast"})
 	err := ffmpeg.New(ffmpeg.Config{}).Run(t.Context(), args, nil)
 	var ee *ffmpeg.ExitError
 	if err == nil || !errors.As(err, &ee) || !strings.Contains(ee.Stderr, "not on whitelist") {
@@ -190,7 +232,7 @@ func TestUnknownDurationMeasuredAgainstTheLimit(t *testing.T) {
 	err, objects, _ := probeThenTranscode(t, serve(t, path), workers.Limits{MaxDuration: 5 * time.Second})
 	fakes.WantPermanent(t, err, failure.TooLong)
 	if len(objects.Puts()) > 0 {
-		t.Errorf("uploaded %d renditions of a source over the limit", len(objects.Puts()))
+		t.Errorf("stored %d objects of a source over the limit", len(objects.Puts()))
 	}
 }
 

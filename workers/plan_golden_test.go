@@ -70,7 +70,7 @@ func TestPlanGolden(t *testing.T) {
 			}
 			lines := strings.Split(strings.ReplaceAll(string(js), "  ", " "), "\n")
 			lines = append(lines, "--- argv ---")
-			lines = append(lines, TranscodeArgs(Input{URL: "https://s3.example/src?X-Amz-Signature=x"}, plan, filepath.FromSlash("/work/job"), EncodeOptions{X264Preset: "veryfast"})...)
+			lines = append(lines, TranscodeArgs(Input{URL: "https://s3.example/src?X-Amz-Signature=x"}, plan, Outputs{Root: filepath.FromSlash("/work/job")}, EncodeOptions{X264Preset: "veryfast"})...)
 			checkGolden(t, src.name, lines)
 		})
 	}

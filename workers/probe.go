@@ -95,7 +95,6 @@ func (h *Handlers) handOver(ctx context.Context, jobID string, attempt int32, c 
 func (h *Handlers) Register(mux *asynq.ServeMux) {
 	mux.HandleFunc(tasks.TypeProbe, tasks.Bounded(h.Probe))
 	mux.HandleFunc(tasks.TypeTranscode, tasks.Bounded(h.Transcode))
-	mux.HandleFunc(tasks.TypeThumbnail, tasks.Bounded(h.Thumbnail))
 }
 
 // presignTTL is the lifetime of the presigned URL of a run without a

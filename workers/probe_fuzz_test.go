@@ -107,7 +107,7 @@ func FuzzProbeToPlan(f *testing.F) {
 			}
 			t.Fatalf("Plan refused media the limits accept: %v\nmedia: %v", err, m)
 		}
-		args := TranscodeArgs(Input{URL: "https://s3.example/src"}, plan, "/work/job", EncodeOptions{X264Preset: DefaultX264Preset})
+		args := TranscodeArgs(Input{URL: "https://s3.example/src"}, plan, Outputs{Root: "/work/job"}, EncodeOptions{X264Preset: DefaultX264Preset})
 		if len(args) == 0 {
 			t.Fatal("no transcode argv")
 		}

@@ -9,15 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
-	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
-	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/layout"
-	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -29,22 +25,6 @@ const (
 	MaxThumbnails = 100
 	spriteColumns = 10
 )
-
-// PosterArgs extracts one JPEG at offset seconds from an encoded rendition
-// (already upright and square-pixelled), choosing the most representative
-// frame of the next second (ffmpeg's thumbnail filter) to avoid flashes and
-// transition frames.
-// A frameRate of 0 takes the frame at offset as is (for very short
-// sources, where the thumbnail filter would see too few frames).
-func PosterArgs(input Input, offset float64, frameRate float64, out string) []string {
-	args := []string{"-ss", strconv.FormatFloat(offset, 'f', 3, 64)}
-	args = append(args, InputArgs(input)...)
-	args = append(args, "-an")
-	if n := int(math.Round(frameRate)); n >= 2 {
-		args = append(args, "-vf", "thumbnail=n="+strconv.Itoa(n))
-	}
-	return append(args, "-frames:v", "1", "-q:v", "3", "-update", "1", "-f", "image2", out)
-}
 
 // MediaDuration is how long the encoded asset is: the duration the
 // transcode decoded, else (media from before it was measured) the header's.
@@ -82,19 +62,6 @@ func NewStoryboardLayout(duration float64, w, h int) StoryboardLayout {
 	return l
 }
 
-// StoryboardArgs writes, in one pass, a thumbnail every l.Interval seconds
-// (outDir/t_00001.jpg…) and the same frames tiled into outDir/sprite.jpg.
-func StoryboardArgs(input Input, l StoryboardLayout, outDir string) []string {
-	// The input is the top rendition kiln encoded: one video stream, the
-	// first.
-	fg := fmt.Sprintf("[0:v:0]fps=1/%s,scale=%d:%d:flags=bicubic,setsar=1,split=2[t][s];[s]tile=%dx%d[sprite]",
-		strconv.FormatFloat(l.Interval, 'f', -1, 64), l.TileWidth, l.TileHeight, l.Columns, l.Rows)
-	args := InputArgs(input)
-	return append(args, "-an", "-filter_complex", fg,
-		"-map", "[t]", "-frames:v", strconv.Itoa(l.Count), "-q:v", "4", "-f", "image2", filepath.Join(outDir, "t_%05d.jpg"),
-		"-map", "[sprite]", "-frames:v", "1", "-q:v", "4", "-update", "1", "-f", "image2", filepath.Join(outDir, "sprite.jpg"))
-}
-
 // StoryboardVTT maps each thumbnail's time range to its tile in the sprite
 // (WebVTT with media fragments, as players' scrub previews expect).
 func StoryboardVTT(l StoryboardLayout, count int, duration float64, spriteURI string) string {
@@ -121,135 +88,120 @@ func vttTime(s float64) string {
 // duration, tried in order until one is not a black or flat frame.
 var PosterOffsets = []float64{0.10, 0.25, 0.50, 0.75, 0.02}
 
-// Thumbnail extracts the poster, the thumbnails, the sprite sheet and the
-// storyboard, then hands the job to the packager.
-func (h *Handlers) Thumbnail(ctx context.Context, t *asynq.Task) error {
-	var p kilnv1.ThumbnailTask
-	if err := tasks.Decode(t, &p); err != nil {
-		return err
-	}
-	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "thumbnail"))
-	// The source here is the top rendition kiln encoded (the outputs
-	// bucket, which no client writes), read with the same input bounds.
-	u, err := h.presign(ctx, p.Source.GetBucket(), p.Source.GetKey())
-	if err != nil {
-		return err
-	}
-	src := Input{URL: u.String(), MaxPixels: h.cfg.Limits.withDefaults().MaxPixels}
-	dir, err := os.MkdirTemp(h.cfg.WorkDir, "thumb-"+p.JobId+"-")
-	if err != nil {
-		return fmt.Errorf("thumbnail: temp dir: %w", err)
-	}
-	defer os.RemoveAll(dir)
+// Stills are the still pictures a transcode takes from the decoded
+// pictures beside the encode (TranscodeArgs): one thumbnail every
+// Grid.Interval seconds, tiled into the sprite, and the poster candidates.
+type Stills struct {
+	// Dir receives t_NNNNN.jpg, SpriteFile and poster_N.jpg.
+	Dir  string
+	Grid StoryboardLayout
+	// PosterFrames are the frame numbers (of the constant-rate normalised
+	// video) of the poster candidates, ascending: PosterOffsets of the
+	// duration, and the first frame.
+	PosterFrames []int
+	offsets      map[int]float64 // frame → its offset in seconds
+}
 
-	duration := MediaDuration(p.GetMedia())
-	poster, offset, err := h.pickPoster(ctx, src, duration, p.GetPlan().GetFrameRate(), dir)
-	if err != nil {
-		return err
-	}
-	thumbDir := layout.ThumbnailDir(p.AssetId)
-	thumbs := &kilnv1.Thumbnails{PosterKey: layout.PosterKey(p.AssetId)}
-	if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, thumbs.PosterKey, poster, "image/jpeg"); err != nil {
-		return err
-	}
+// SpriteFile is the sprite sheet's file name (next to the storyboard).
+const SpriteFile = "sprite.jpg"
 
-	top := p.Plan.Rungs[0]
-	grid := NewStoryboardLayout(duration, int(top.Width), int(top.Height))
-	sb := filepath.Join(dir, "storyboard")
-	if err := os.Mkdir(sb, 0o755); err != nil {
-		return fmt.Errorf("thumbnail: %w", err)
+// NewStills plans the stills of a video plan lasting duration seconds.
+func NewStills(dir string, plan *kilnv1.Plan, duration float64) *Stills {
+	top := plan.GetRungs()[0]
+	st := &Stills{Dir: dir, Grid: NewStoryboardLayout(duration, int(top.Width), int(top.Height)), offsets: map[int]float64{0: 0}}
+	if duration >= 1 { // a few frames: no room to choose
+		for _, frac := range PosterOffsets {
+			n := int(frac * duration * plan.GetFrameRate())
+			if _, ok := st.offsets[n]; !ok {
+				st.offsets[n] = frac * duration
+			}
+		}
 	}
-	if err := h.readSource(ctx, src.URL, src.ETag, failure.ThumbnailFailed, "thumbnails could not be extracted", func() error {
-		return h.cfg.FFmpeg.Run(ctx, StoryboardArgs(src, grid, sb), nil)
-	}); err != nil {
-		return err
+	for n := range st.offsets {
+		st.PosterFrames = append(st.PosterFrames, n)
 	}
-	files, _ := filepath.Glob(filepath.Join(sb, "t_*.jpg"))
+	sort.Ints(st.PosterFrames)
+	return st
+}
+
+// PickPoster chooses among the candidates the run wrote: the first, in
+// PosterOffsets order, that is neither black nor flat (a fade); else the
+// liveliest; else the first frame. ok is false when the run wrote none.
+func (st *Stills) PickPoster(duration, frameRate float64) (path string, offset float64, ok bool) {
+	file := func(n int) string {
+		i := sort.SearchInts(st.PosterFrames, n)
+		return filepath.Join(st.Dir, fmt.Sprintf("poster_%d.jpg", i+1))
+	}
+	best, bestScore, bestOffset := "", -1.0, 0.0
+	if duration >= 1 {
+		for _, frac := range PosterOffsets {
+			n := int(frac * duration * frameRate)
+			mean, dev, err := lumaStats(file(n))
+			if err != nil { // past the last frame: nothing written
+				continue
+			}
+			if !Dull(mean, dev) {
+				return file(n), st.offsets[n], true
+			}
+			if score := mean + dev; score > bestScore {
+				best, bestScore, bestOffset = file(n), score, st.offsets[n]
+			}
+		}
+	}
+	if best != "" {
+		return best, bestOffset, true
+	}
+	if _, _, err := lumaStats(file(0)); err == nil {
+		return file(0), 0, true
+	}
+	return "", 0, false
+}
+
+// uploadStills stores the poster, the thumbnails, the sprite and the
+// storyboard the run wrote, and describes them. A run too short for a
+// storyboard (a few frames) has none; one without any picture, no poster.
+func (h *Handlers) uploadStills(ctx context.Context, assetID string, st *Stills, duration, frameRate float64, log *zap.Logger) (*kilnv1.Thumbnails, error) {
+	thumbs := &kilnv1.Thumbnails{}
+	poster, offset, ok := st.PickPoster(duration, frameRate)
+	if ok {
+		thumbs.PosterKey = layout.PosterKey(assetID)
+		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, thumbs.PosterKey, poster, "image/jpeg"); err != nil {
+			return nil, err
+		}
+	} else {
+		log.Warn("no poster: the video has no decodable picture")
+	}
+	files, _ := filepath.Glob(filepath.Join(st.Dir, "t_*.jpg"))
 	sort.Strings(files)
-	sprite := filepath.Join(sb, "sprite.jpg")
+	sprite := filepath.Join(st.Dir, SpriteFile)
 	if _, err := os.Stat(sprite); err != nil || len(files) == 0 {
-		// A source of a few frames can end before the first thumbnail.
 		log.Info("no storyboard: the video is too short", zap.Float64("duration", duration))
 		files = nil
 	}
+	thumbDir := layout.ThumbnailDir(assetID)
 	for _, f := range files {
 		key := thumbDir + "/" + filepath.Base(f)
 		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, f, "image/jpeg"); err != nil {
-			return err
+			return nil, err
 		}
 		thumbs.Keys = append(thumbs.Keys, key)
 	}
 	if len(files) > 0 {
-		thumbs.SpriteKey, thumbs.StoryboardKey = thumbDir+"/sprite.jpg", thumbDir+"/storyboard.vtt"
+		thumbs.SpriteKey, thumbs.StoryboardKey = thumbDir+"/"+SpriteFile, thumbDir+"/storyboard.vtt"
 		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, thumbs.SpriteKey, sprite, "image/jpeg"); err != nil {
-			return err
+			return nil, err
 		}
-		vtt := filepath.Join(dir, "storyboard.vtt")
-		if err := os.WriteFile(vtt, []byte(StoryboardVTT(grid, len(files), duration, "sprite.jpg")), 0o644); err != nil {
-			return fmt.Errorf("thumbnail: %w", err)
+		vtt := filepath.Join(st.Dir, "storyboard.vtt")
+		if err := os.WriteFile(vtt, []byte(StoryboardVTT(st.Grid, len(files), duration, SpriteFile)), 0o644); err != nil {
+			return nil, fmt.Errorf("thumbnails: %w", err)
 		}
 		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, thumbs.StoryboardKey, vtt, "text/vtt"); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	thumbs.IntervalSeconds, thumbs.Width, thumbs.Height = grid.Interval, int32(grid.TileWidth), int32(grid.TileHeight)
-	log.Info("thumbnails extracted", zap.Float64("poster_at", offset), zap.Int("thumbnails", len(files)))
-
-	next := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
-		PosterKey: thumbs.PosterKey, Thumbnails: thumbs}
-	for _, r := range p.Plan.Rungs {
-		next.Encoded = append(next.Encoded, &kilnv1.EncodedRung{
-			Name:   r.Name,
-			Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: layout.EncodedKey(p.AssetId, r.Name)},
-		})
-	}
-	cmd, err := tasks.NewPackageTask(ctx, next)
-	if err != nil {
-		return err
-	}
-	return h.handOver(ctx, p.JobId, p.Attempt, cmd)
-}
-
-// pickPoster tries PosterOffsets until a frame is neither black nor flat
-// (a fade); if none is, it keeps the liveliest candidate.
-func (h *Handlers) pickPoster(ctx context.Context, src Input, duration, fps float64, dir string) (string, float64, error) {
-	best, bestScore, bestOffset := "", -1.0, 0.0
-	for i, frac := range PosterOffsets {
-		out := filepath.Join(dir, fmt.Sprintf("poster-%d.jpg", i))
-		offset := duration * frac
-		if duration < 1 { // a few frames: no room to choose
-			break
-		}
-		if err := h.readSource(ctx, src.URL, src.ETag, failure.ThumbnailFailed, "no poster frame could be extracted", func() error {
-			return h.cfg.FFmpeg.Run(ctx, PosterArgs(src, offset, fps, out), nil)
-		}); err != nil {
-			return "", 0, err
-		}
-		mean, dev, err := lumaStats(out)
-		if err != nil { // seeking past the last frame writes nothing
-			continue
-		}
-		if !Dull(mean, dev) {
-			return out, offset, nil
-		}
-		if score := mean + dev; score > bestScore {
-			best, bestScore, bestOffset = out, score, offset
-		}
-	}
-	if best != "" {
-		return best, bestOffset, nil
-	}
-	// Too short for the candidates (a few frames): the first frame.
-	out := filepath.Join(dir, "poster-first.jpg")
-	if err := h.readSource(ctx, src.URL, src.ETag, failure.ThumbnailFailed, "no poster frame could be extracted", func() error {
-		return h.cfg.FFmpeg.Run(ctx, PosterArgs(src, 0, 0, out), nil)
-	}); err != nil {
-		return "", 0, err
-	}
-	if _, _, err := lumaStats(out); err != nil {
-		return "", 0, tasks.Permanent(failure.ThumbnailFailed, "no poster frame could be extracted", err)
-	}
-	return out, 0, nil
+	thumbs.IntervalSeconds, thumbs.Width, thumbs.Height = st.Grid.Interval, int32(st.Grid.TileWidth), int32(st.Grid.TileHeight)
+	log.Info("stills stored", zap.Float64("poster_at", offset), zap.Int("thumbnails", len(files)))
+	return thumbs, nil
 }
 
 // Dull reports whether a frame with this mean and standard deviation of

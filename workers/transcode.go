@@ -29,27 +29,34 @@ type EncodeOptions struct {
 }
 
 // TranscodeArgs builds the single ffmpeg invocation that decodes the source
-// once and encodes every rung of plan. It maps exactly the streams the plan
-// names (the ones the probe described and the limits were checked on: a
-// cover-art PNG before the real video is never encoded), reads the input
-// through InputArgs (whitelists, -max_pixels, the ETag pin, the duration
-// bound). The picture is normalised first
-// (deinterlace, tone-map, constant frame rate; ffmpeg's autorotate applies
-// the display matrix), then split, and each branch is scaled to square
-// pixels and encoded with the same fixed GOP (keyframes every GopFrames, no
-// scene-cut keyframes) so that segment boundaries align across rungs.
-// Output i is outDir/<rung name>.mp4; an audio-only plan writes
-// outDir/audio.m4a.
-func TranscodeArgs(in Input, plan *kilnv1.Plan, outDir string, opt EncodeOptions) []string {
+// once and writes every output of the job straight to HLS fMP4 segments:
+// each video rung, the audio once (its own rendition, which every video
+// variant refers to), and, beside them from the same decoded pictures, the
+// poster candidates, the thumbnails and the sprite sheet (Outputs).
+//
+// It maps exactly the streams the plan names (the ones the probe described
+// and the limits were checked on: a cover-art PNG before the real video is
+// never encoded), reads the input through InputArgs (whitelists,
+// -max_pixels, the ETag pin, the duration bound). The picture is normalised
+// first (deinterlace, tone-map, constant frame rate; ffmpeg's autorotate
+// applies the display matrix), then split, and each branch is scaled to
+// square pixels and encoded with the same fixed GOP (keyframes every
+// GopFrames, no scene-cut keyframes) so that segments, cut every
+// SegmentSeconds (a multiple of the GOP), align across rungs.
+func TranscodeArgs(in Input, plan *kilnv1.Plan, out Outputs, opt EncodeOptions) []string {
 	args := InputArgs(in)
 	audio := streamSpec(plan.AudioStream, "a")
 	if plan.AudioOnly {
 		args = append(args, "-map", audio, "-vn", "-sn", "-dn")
 		args = append(args, audioArgs(plan)...)
-		return append(args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4",
-			filepath.Join(outDir, layout.AudioRendition+".m4a"))
+		return append(args, hlsArgs(plan, out.Dir(layout.AudioRendition))...)
 	}
 	n := len(plan.Rungs)
+	stills := out.Stills != nil
+	branches := n
+	if stills {
+		branches += 2 // thumbnails (and sprite), poster candidates
+	}
 	var fg strings.Builder
 	fg.WriteString("[" + streamSpec(plan.VideoStream, "v") + "]")
 	norm := plan.GetNormalisation()
@@ -59,12 +66,26 @@ func TranscodeArgs(in Input, plan *kilnv1.Plan, outDir string, opt EncodeOptions
 	if norm.GetToneMap() {
 		fg.WriteString("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,")
 	}
-	fmt.Fprintf(&fg, "fps=%s,split=%d", formatRate(plan.FrameRate), n)
-	for i := range n {
+	fmt.Fprintf(&fg, "fps=%s,split=%d", formatRate(plan.FrameRate), branches)
+	for i := range branches {
 		fmt.Fprintf(&fg, "[s%d]", i)
 	}
 	for i, r := range plan.Rungs {
 		fmt.Fprintf(&fg, ";[s%d]scale=%d:%d:flags=bicubic,setsar=1,format=yuv420p[v%d]", i, r.Width, r.Height, i)
+	}
+	if stills {
+		st, top := out.Stills, plan.Rungs[0]
+		g := st.Grid
+		// Thumbnails: one picture every Interval seconds, from 0; the same
+		// pictures tiled into the sprite. Poster candidates: the frames at
+		// st.PosterFrames, full size.
+		fmt.Fprintf(&fg, ";[s%d]fps=1/%s,scale=%d:%d:flags=bicubic,setsar=1,split=2[thumbs][tiles];[tiles]tile=%dx%d[sprite]",
+			n, strconv.FormatFloat(g.Interval, 'f', -1, 64), g.TileWidth, g.TileHeight, g.Columns, g.Rows)
+		sel := make([]string, len(st.PosterFrames))
+		for i, f := range st.PosterFrames {
+			sel[i] = "eq(n\\," + strconv.Itoa(f) + ")"
+		}
+		fmt.Fprintf(&fg, ";[s%d]select='%s',scale=%d:%d:flags=bicubic,setsar=1[posters]", n+1, strings.Join(sel, "+"), top.Width, top.Height)
 	}
 	args = append(args, "-filter_complex", fg.String())
 	gop := strconv.Itoa(int(plan.GopFrames))
@@ -86,14 +107,57 @@ func TranscodeArgs(in Input, plan *kilnv1.Plan, outDir string, opt EncodeOptions
 		if opt.Threads > 0 {
 			args = append(args, "-threads", strconv.Itoa(opt.Threads))
 		}
-		if plan.HasAudio {
-			args = append(args, "-map", audio)
-			args = append(args, audioArgs(plan)...)
-		}
-		args = append(args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4",
-			filepath.Join(outDir, r.Name+".mp4"))
+		args = append(args, "-an")
+		args = append(args, hlsArgs(plan, out.Dir(r.Name))...)
+	}
+	if plan.HasAudio {
+		args = append(args, "-map", audio, "-vn")
+		args = append(args, audioArgs(plan)...)
+		args = append(args, hlsArgs(plan, out.Dir(layout.AudioRendition))...)
+	}
+	if stills {
+		st := out.Stills
+		args = append(args,
+			"-map", "[thumbs]", "-frames:v", strconv.Itoa(st.Grid.Count), "-q:v", "4", "-f", "image2", filepath.Join(st.Dir, "t_%05d.jpg"),
+			"-map", "[sprite]", "-frames:v", "1", "-q:v", "4", "-update", "1", "-f", "image2", filepath.Join(st.Dir, SpriteFile),
+			"-map", "[posters]", "-fps_mode", "passthrough", "-frames:v", strconv.Itoa(len(st.PosterFrames)), "-q:v", "3", "-f", "image2", filepath.Join(st.Dir, "poster_%d.jpg"))
 	}
 	return args
+}
+
+// FFmpegPlaylist is the media playlist ffmpeg's HLS muxer keeps in each
+// rendition's folder: it lists a segment once the segment is complete, and
+// is what the transcode watches (segments.go). The playlist players get is
+// kiln's own (playlist.Media).
+const FFmpegPlaylist = "ffmpeg.m3u8"
+
+// Outputs are where a transcode run writes, under its work folder Root:
+// one folder per rendition (Dir) and the stills (thumbnails, sprite, poster
+// candidates), nil for audio only.
+type Outputs struct {
+	Root   string
+	Stills *Stills
+}
+
+// Dir is the folder of rendition name's segments.
+func (o Outputs) Dir(name string) string { return filepath.Join(o.Root, name) }
+
+// hlsArgs make one output an HLS fMP4 rendition in dir: init.mp4 and
+// seg_NNNNN.m4s cut every SegmentSeconds on the fixed-GOP key frames, each
+// segment written to a temporary name and renamed when complete, and
+// FFmpegPlaylist updated after each.
+func hlsArgs(plan *kilnv1.Plan, dir string) []string {
+	return []string{
+		"-map_metadata", "-1",
+		"-f", "hls",
+		"-hls_time", strconv.Itoa(int(plan.GetSegmentSeconds())),
+		"-hls_playlist_type", "event",
+		"-hls_segment_type", "fmp4",
+		"-hls_flags", "independent_segments+temp_file",
+		"-hls_fmp4_init_filename", layout.InitFile,
+		"-hls_segment_filename", filepath.Join(dir, layout.SegmentPattern),
+		filepath.Join(dir, FFmpegPlaylist),
+	}
 }
 
 // streamSpec is ffmpeg's specifier of input stream index ("0:3"), or of
@@ -120,7 +184,12 @@ func formatRate(fps float64) string {
 	return strconv.FormatFloat(fps, 'f', -1, 64)
 }
 
-// Transcode encodes every rung in one ffmpeg run and uploads the rung MP4s.
+// Transcode encodes every rung and the audio in one ffmpeg run straight to
+// HLS segments, storing each segment as soon as ffmpeg finishes it and
+// announcing the asset playable once every rendition has one; the
+// thumbnails come from the same decoded pictures. When the run is over it
+// stores the stills and the final (VOD) playlists, enqueues the MP4
+// download's packaging and publishes READY: nothing waits on the download.
 func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	var p kilnv1.TranscodeTask
 	if err := tasks.Decode(t, &p); err != nil {
@@ -132,6 +201,9 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	}
 	if !ValidETag(p.Source.GetEtag()) {
 		return tasks.Permanent(failure.Internal, "the source's ETag is malformed", nil)
+	}
+	if !p.GetPlan().GetAudioOnly() && len(p.GetPlan().GetRungs()) == 0 {
+		return tasks.Permanent(failure.Internal, "the plan has no rung", nil)
 	}
 	src, err := h.presign(ctx, p.Source.GetBucket(), p.Source.GetKey())
 	if err != nil {
@@ -146,6 +218,13 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	if err := checkDisk(dir, EncodedBytes(p.Plan, p.GetMedia().GetDurationSeconds()), limits.MaxTaskDisk); err != nil {
 		return err
 	}
+	out := Outputs{Root: dir}
+	if !p.Plan.AudioOnly {
+		out.Stills = NewStills(filepath.Join(dir, "stills"), p.Plan, p.GetMedia().GetDurationSeconds())
+		if err := os.Mkdir(out.Stills.Dir, 0o755); err != nil {
+			return fmt.Errorf("transcode: %w", err)
+		}
+	}
 
 	// The header's duration is what the limits, the disk estimate and the
 	// time limit were computed from; a hostile file can hold much more. The
@@ -154,7 +233,7 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	// the longest output stream) and checked against the limit.
 	bound := EncodeBound(p.GetMedia(), limits)
 	in := Input{URL: src.String(), ETag: p.Source.GetEtag(), Seconds: bound, MaxPixels: limits.MaxPixels}
-	args := TranscodeArgs(in, p.Plan, dir, EncodeOptions{X264Preset: h.cfg.X264Preset, Threads: h.cfg.Threads})
+	args := TranscodeArgs(in, p.Plan, out, EncodeOptions{X264Preset: h.cfg.X264Preset, Threads: h.cfg.Threads})
 	started := time.Now()
 	report := h.progressReporter(ctx, &p, log)
 	var decoded time.Duration // written by the progress goroutine; Run returns after its last call
@@ -162,14 +241,32 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		decoded = max(decoded, pr.OutTime)
 		report(pr)
 	}
+	var segs *segmentPublisher
 	err = h.readSource(ctx, in.URL, in.ETag, failure.TranscodeFailed, "the source could not be decoded", func() error {
 		decoded = 0
-		return h.cfg.FFmpeg.Run(ctx, args, progress)
+		// A second run (readSource confirming a verdict) starts from
+		// nothing: its segments replace the first run's.
+		if err := resetOutputs(out); err != nil {
+			return err
+		}
+		if segs, err = newSegmentPublisher(ctx, h, &p, out, log); err != nil {
+			return err
+		}
+		return h.encode(ctx, args, progress, segs)
 	})
 	if err != nil {
 		return h.sourceChanged(ctx, p.Source, err)
 	}
-	measured := decoded.Seconds()
+	// What was decoded is what the renditions last, by the muxer's own
+	// playlists (ffmpeg's out_time also counts the stills' timestamps);
+	// out_time when they list nothing.
+	measured, err := segs.decoded()
+	if err != nil {
+		return err
+	}
+	if measured <= 0 {
+		measured = decoded.Seconds()
+	}
 	if measured > limits.MaxDuration.Seconds() {
 		return tasks.Permanent(failure.TooLong, fmt.Sprintf("the file decodes to %.0f s (its header says %.0f s); the limit is %.0f s",
 			measured, p.GetMedia().GetDurationSeconds(), limits.MaxDuration.Seconds()), nil)
@@ -181,6 +278,9 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		log.Warn("the source holds more than its header's duration: encoded up to the bound",
 			zap.Float64("header_seconds", d), zap.Float64("bound_seconds", bound), zap.Float64("decoded_seconds", measured))
 	}
+	if err := segs.finish(ctx); err != nil {
+		return err
+	}
 	media := proto.CloneOf(p.GetMedia())
 	if media == nil {
 		media = &kilnv1.MediaInfo{}
@@ -188,35 +288,70 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	media.DecodedDurationSeconds = measured
 	p.Media = media
 	log.Info("encoded", zap.Duration("took", time.Since(started)), zap.Int("rungs", len(p.Plan.Rungs)))
-	if p.Plan.AudioOnly {
-		key := layout.EncodedKey(p.AssetId, layout.AudioRendition)
-		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, filepath.Join(dir, layout.AudioRendition+".m4a"), "audio/mp4"); err != nil {
-			return err
-		}
-		next := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
-			Encoded: []*kilnv1.EncodedRung{{Name: layout.AudioRendition, Object: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: key}}}}
-		cmd, err := tasks.NewPackageTask(ctx, next)
+
+	ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
+	ev.Media, ev.Plan = p.Media, p.Plan
+	ev.Outputs = &kilnv1.AssetOutputs{
+		Bucket: h.cfg.OutputsBucket, Prefix: layout.AssetPrefix(p.AssetId),
+		Renditions: segs.measured(), DurationSeconds: measured,
+	}
+	if out.Stills != nil {
+		thumbs, err := h.uploadStills(ctx, p.AssetId, out.Stills, measured, p.Plan.GetFrameRate(), log)
 		if err != nil {
 			return err
 		}
-		return h.handOver(ctx, p.JobId, p.Attempt, cmd)
+		ev.Outputs.PosterKey, ev.Outputs.Thumbnails = thumbs.PosterKey, thumbs
 	}
-	for _, r := range p.Plan.Rungs {
-		key := layout.EncodedKey(p.AssetId, r.Name)
-		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, filepath.Join(dir, r.Name+".mp4"), "video/mp4"); err != nil {
-			return err
-		}
-	}
-	top := p.Plan.Rungs[0]
-	next := &kilnv1.ThumbnailTask{
-		JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan,
-		Source: &kilnv1.ObjectRef{Bucket: h.cfg.OutputsBucket, Key: layout.EncodedKey(p.AssetId, top.Name)},
-	}
-	cmd, err := tasks.NewThumbnailTask(ctx, next)
+	download := &kilnv1.PackageTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Media: p.Media, Plan: p.Plan, Download: true}
+	cmd, err := tasks.NewPackageTask(ctx, download)
 	if err != nil {
 		return err
 	}
-	return h.handOver(ctx, p.JobId, p.Attempt, cmd)
+	// The download's command before the READY fact: a READY is never
+	// recorded without it (the package stage publishes the MP4's key).
+	if err := h.handOver(ctx, p.JobId, p.Attempt, cmd); err != nil {
+		return err
+	}
+	return h.cfg.Events.PublishJobEvent(ctx, ev)
+}
+
+// encode runs ffmpeg while segs stores the segments it finishes — when
+// the source's header gives its duration. One without (a stream written to
+// a pipe) is measured against the duration limit only once decoded, so
+// nothing of it is stored or announced before (segs.finish stores it all).
+func (h *Handlers) encode(ctx context.Context, args []string, progress func(ffmpeg.Progress), segs *segmentPublisher) error {
+	if segs.task.GetMedia().GetDurationSeconds() <= 0 {
+		return h.cfg.FFmpeg.Run(ctx, args, progress)
+	}
+	watch, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		segs.run(watch)
+	}()
+	err := h.cfg.FFmpeg.Run(ctx, args, progress)
+	stop()
+	<-done
+	return err
+}
+
+// resetOutputs empties the output folders of a run.
+func resetOutputs(out Outputs) error {
+	entries, err := os.ReadDir(out.Root)
+	if err != nil {
+		return fmt.Errorf("transcode: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(out.Root, e.Name())); err != nil {
+			return fmt.Errorf("transcode: %w", err)
+		}
+	}
+	if out.Stills != nil {
+		if err := os.MkdirAll(out.Stills.Dir, 0o755); err != nil {
+			return fmt.Errorf("transcode: %w", err)
+		}
+	}
+	return nil
 }
 
 // DurationTolerance is how much longer than its header says a source may

@@ -48,11 +48,11 @@ func (p *process) worker(ctx context.Context) error {
 	p.onClose(func() { _ = os.RemoveAll(workDir) })
 	runner, err := metrics.NewFFmpeg(p.metrics, ffmpeg.New(ffmpeg.Config{FFmpegPath: cfg.FFmpegPath, FFprobePath: cfg.FFprobePath, MaxMemory: cfg.FFmpegMaxMemory, Logger: p.log,
 		TracerProvider: cfg.TracerProvider}),
-		tasks.QueueTranscode, tasks.QueueThumbnail, tasks.QueuePackage)
+		tasks.QueueTranscode, tasks.QueuePackage)
 	if err != nil {
 		return err
 	}
-	taskMetrics, err := metrics.NewTasks(p.metrics, tasks.TypeProbe, tasks.TypeTranscode, tasks.TypeThumbnail, tasks.TypePackage, webhooks.TypeDeliver)
+	taskMetrics, err := metrics.NewTasks(p.metrics, tasks.TypeProbe, tasks.TypeTranscode, tasks.TypePackage, webhooks.TypeDeliver)
 	if err != nil {
 		return err
 	}

@@ -33,8 +33,8 @@ func TestWorkerQueueWeights(t *testing.T) {
 }
 
 // TestWorkerRunsItsQueuesOnly runs a real worker process with
-// WorkerQueues thumbnail: its asynq server registers in Redis with that
-// queue alone (at its weight), takes a thumbnail task and leaves a probe
+// WorkerQueues package: its asynq server registers in Redis with that
+// queue alone (at its weight), takes a package task and leaves a probe
 // task pending.
 func TestWorkerRunsItsQueuesOnly(t *testing.T) {
 	redisAddr, s3 := testenv.Redis(t), testenv.S3(t)
@@ -52,7 +52,7 @@ func TestWorkerRunsItsQueuesOnly(t *testing.T) {
 	cfg.S3, cfg.SourcesBucket, cfg.OutputsBucket = s3.Config, s3.Sources, s3.Outputs
 	cfg.WorkDir = filepath.Join(dir, "work")
 	cfg.Concurrency = 1
-	cfg.WorkerQueues = []string{tasks.QueueThumbnail}
+	cfg.WorkerQueues = []string{tasks.QueuePackage}
 	cfg.Logger = zaptest.NewLogger(t)
 
 	ctx, stop := context.WithCancel(t.Context())
@@ -70,7 +70,7 @@ func TestWorkerRunsItsQueuesOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	thumb, err := tasks.NewThumbnailTask(t.Context(), &kilnv1.ThumbnailTask{JobId: "job_queues_thumb"})
+	thumb, err := tasks.NewPackageTask(t.Context(), &kilnv1.PackageTask{JobId: "job_queues_pkg", Download: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,19 +86,19 @@ func TestWorkerRunsItsQueuesOnly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := insp.GetTaskInfo(tasks.QueueThumbnail, tasks.TaskID(tasks.TypeThumbnail, "job_queues_thumb", 1))
+		info, err := insp.GetTaskInfo(tasks.QueuePackage, tasks.TaskID(tasks.TypePackage, "job_queues_pkg", 1))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(servers) == 1 && info.State != asynq.TaskStatePending {
-			want := map[string]int{tasks.QueueThumbnail: tasks.QueueWeights()[tasks.QueueThumbnail]}
+			want := map[string]int{tasks.QueuePackage: tasks.QueueWeights()[tasks.QueuePackage]}
 			if !maps.Equal(servers[0].Queues, want) {
 				t.Errorf("the worker's asynq server runs %v, want %v", servers[0].Queues, want)
 			}
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 20 s: %d asynq servers, the thumbnail task %s", len(servers), info.State)
+			t.Fatalf("after 20 s: %d asynq servers, the package task %s", len(servers), info.State)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -107,6 +107,6 @@ func TestWorkerRunsItsQueuesOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.State != asynq.TaskStatePending {
-		t.Errorf("the probe task is %s: a thumbnail worker took it", info.State)
+		t.Errorf("the probe task is %s: a package worker took it", info.State)
 	}
 }

@@ -47,7 +47,7 @@ func TestCancelerCancel(t *testing.T) {
 		if err := fakes.EnqueueStage(ctx, t, client, tasks.QueueProbe, fakes.ProbeTask(job, 1)); err != nil {
 			t.Fatal(err)
 		}
-		if err := fakes.EnqueueStage(ctx, t, client, tasks.QueueThumbnail, &kilnv1.ThumbnailTask{JobId: job}); err != nil {
+		if err := fakes.EnqueueStage(ctx, t, client, tasks.QueuePackage, &kilnv1.PackageTask{JobId: job, Download: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -64,7 +64,7 @@ func TestCancelerCancel(t *testing.T) {
 	if canceled, err := c.Canceled(ctx, "job-c"); err != nil || !canceled {
 		t.Errorf("Canceled after Cancel = %v, %v, want true", canceled, err)
 	}
-	for _, q := range []struct{ queue, typ string }{{tasks.QueueProbe, tasks.TypeProbe}, {tasks.QueueThumbnail, tasks.TypeThumbnail}} {
+	for _, q := range []struct{ queue, typ string }{{tasks.QueueProbe, tasks.TypeProbe}, {tasks.QueuePackage, tasks.TypePackage}} {
 		if _, err := insp.GetTaskInfo(q.queue, tasks.TaskID(q.typ, "job-c", 1)); !errors.Is(err, asynq.ErrTaskNotFound) {
 			t.Errorf("%s task of the canceled job: %v, want deleted", q.typ, err)
 		}

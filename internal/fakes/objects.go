@@ -1,12 +1,16 @@
 package fakes
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/kilnvideo/kiln/internal/objstore"
 )
 
 // Put is one upload: where it went and the file's content at upload time.
@@ -87,3 +91,40 @@ func (o *Objects) Presigned() []string {
 	defer o.mu.Unlock()
 	return append([]string(nil), o.presigned...)
 }
+
+// Latest is the last upload of key, if any: what a read of it returns.
+func (o *Objects) Latest(key string) (Put, bool) {
+	puts := o.Puts()
+	for i := len(puts) - 1; i >= 0; i-- {
+		if puts[i].Key == key {
+			return puts[i], true
+		}
+	}
+	return Put{}, false
+}
+
+// Get returns the last upload of bucket/key, objstore.ErrNotFound (wrapped)
+// when there was none.
+func (o *Objects) Get(_ context.Context, bucket, key string, maxBytes int64) ([]byte, error) {
+	p, ok := o.Latest(key)
+	if !ok || p.Bucket != bucket {
+		return nil, fmt.Errorf("fake get %s/%s: %w", bucket, key, objstore.ErrNotFound)
+	}
+	if int64(len(p.Body)) > maxBytes {
+		return nil, fmt.Errorf("fake get %s/%s: %w", bucket, key, objstore.ErrTooLarge)
+	}
+	return []byte(p.Body), nil
+}
+
+// Open reads the last upload of bucket/key, as Get.
+func (o *Objects) Open(ctx context.Context, bucket, key string) (io.ReadSeekCloser, objstore.Info, error) {
+	body, err := o.Get(ctx, bucket, key, 1<<40)
+	if err != nil {
+		return nil, objstore.Info{}, err
+	}
+	return readSeekNopCloser{bytes.NewReader(body)}, objstore.Info{Bucket: bucket, Key: key, Size: int64(len(body))}, nil
+}
+
+type readSeekNopCloser struct{ *bytes.Reader }
+
+func (readSeekNopCloser) Close() error { return nil }

@@ -32,8 +32,6 @@ func EnqueueStage(ctx context.Context, tb testing.TB, q tasks.Enqueuer, queue st
 		c, err = tasks.NewProbeTask(ctx, p)
 	case *kilnv1.TranscodeTask:
 		c, err = tasks.NewTranscodeTask(ctx, p)
-	case *kilnv1.ThumbnailTask:
-		c, err = tasks.NewThumbnailTask(ctx, p)
 	case *kilnv1.PackageTask:
 		c, err = tasks.NewPackageTask(ctx, p)
 	default:

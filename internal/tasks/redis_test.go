@@ -79,7 +79,7 @@ func TestFailureHandler(t *testing.T) {
 	ids := map[string]string{
 		"job-invalid":  enqueue(tasks.TypeProbe, fakes.ProbeTask("job-invalid", 1), asynq.MaxRetry(8)),
 		"job-plain":    enqueue(tasks.TypeTranscode, &kilnv1.TranscodeTask{JobId: "job-plain", AssetId: "asset-job-plain", Media: richMedia(), Plan: richPlan()}, asynq.MaxRetry(0)),
-		"job-retry":    enqueue(tasks.TypeThumbnail, &kilnv1.ThumbnailTask{JobId: "job-retry", AssetId: "asset-job-retry", Media: richMedia()}, asynq.MaxRetry(2)),
+		"job-retry":    enqueue(tasks.TypePackage, &kilnv1.PackageTask{JobId: "job-retry", AssetId: "asset-job-retry", Media: richMedia(), Download: true}, asynq.MaxRetry(2)),
 		"job-a2":       enqueue(tasks.TypePackage, &kilnv1.PackageTask{JobId: "job-a2", AssetId: "asset-job-a2", Media: richMedia(), Plan: richPlan(), Attempt: 2}, asynq.MaxRetry(0)),
 		"job-canceled": enqueue(tasks.TypeProbe, fakes.ProbeTask("job-canceled", 1), asynq.MaxRetry(8)),
 		"job-timeout":  enqueue(tasks.TypeProbe, fakes.ProbeTask("job-timeout", 1), asynq.MaxRetry(0), asynq.Timeout(time.Second)), // asynq keeps whole seconds

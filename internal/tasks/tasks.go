@@ -27,7 +27,6 @@ import (
 const (
 	TypeProbe     = "kiln:probe"
 	TypeTranscode = "kiln:transcode"
-	TypeThumbnail = "kiln:thumbnail"
 	TypePackage   = "kiln:package"
 )
 
@@ -35,7 +34,6 @@ const (
 const (
 	QueueProbe     = "probe"
 	QueueTranscode = "transcode"
-	QueueThumbnail = "thumbnail"
 	QueuePackage   = "package"
 	// QueueWebhook carries webhook deliveries (catalog/webhooks).
 	QueueWebhook = "webhook"
@@ -56,9 +54,8 @@ type Stage struct {
 
 // Time limits of the stages with a fixed one.
 const (
-	ProbeTimeout     = 2 * time.Minute
-	ThumbnailTimeout = 5 * time.Minute
-	PackageTimeout   = 15 * time.Minute
+	ProbeTimeout   = 2 * time.Minute
+	PackageTimeout = 15 * time.Minute
 )
 
 // stageRetries is every stage's MaxRetry.
@@ -68,7 +65,6 @@ const stageRetries = 8
 var stages = [...]Stage{
 	{Type: TypeProbe, Queue: QueueProbe, Timeout: ProbeTimeout, MaxRetry: stageRetries},
 	{Type: TypeTranscode, Queue: QueueTranscode, Timeout: 10 * time.Minute, MaxRetry: stageRetries},
-	{Type: TypeThumbnail, Queue: QueueThumbnail, Timeout: ThumbnailTimeout, MaxRetry: stageRetries},
 	{Type: TypePackage, Queue: QueuePackage, Timeout: PackageTimeout, MaxRetry: stageRetries},
 }
 
@@ -88,7 +84,7 @@ func StageOf(typ string) (Stage, bool) {
 // QueueWeights are the asynq priorities of the queues: short stages that
 // unblock a job's next step win over long transcodes.
 func QueueWeights() map[string]int {
-	return map[string]int{QueueProbe: 6, QueueWebhook: 5, QueuePackage: 4, QueueThumbnail: 3, QueueTranscode: 2}
+	return map[string]int{QueueProbe: 6, QueueWebhook: 5, QueuePackage: 4, QueueTranscode: 2}
 }
 
 // Retention keeps a finished task's id for deduplication of repeated
@@ -132,12 +128,7 @@ func NewTranscodeTask(ctx context.Context, p *kilnv1.TranscodeTask) (Command, er
 	return newStageTask(ctx, stages[1], TaskID(TypeTranscode, p.GetJobId(), p.GetAttempt()), p, TranscodeTimeout(p.GetMedia()))
 }
 
-// NewThumbnailTask is the thumbnails stage of one attempt of a job.
-func NewThumbnailTask(ctx context.Context, p *kilnv1.ThumbnailTask) (Command, error) {
-	return newStageTask(ctx, stages[2], TaskID(TypeThumbnail, p.GetJobId(), p.GetAttempt()), p, 0)
-}
-
-// NewPackageTask is the packaging of one attempt of a job, or — when p.Only
+// NewPackageTask is the MP4 download of one attempt of a job, or — when p.Only
 // names a rendition — retry number p.RenditionRetry of that one rendition:
 // each rendition retry has its own TaskID, and repeating the same retry
 // collapses into one task.
@@ -149,7 +140,7 @@ func NewPackageTask(ctx context.Context, p *kilnv1.PackageTask) (Command, error)
 		}
 		id = fmt.Sprintf("%s:r:%s:%d", id, p.GetOnly(), p.GetRenditionRetry())
 	}
-	return newStageTask(ctx, stages[3], id, p, 0)
+	return newStageTask(ctx, stages[2], id, p, 0)
 }
 
 // Command is a task with the options it is enqueued with: its TaskID,

@@ -73,7 +73,6 @@ func TestTaskID(t *testing.T) {
 		{tasks.TypeProbe, "job1", 2, "kiln:probe:job1:a2"},
 		{tasks.TypeTranscode, "job1", 1, "kiln:transcode:job1"},
 		{tasks.TypeTranscode, "job1", 3, "kiln:transcode:job1:a3"},
-		{tasks.TypeThumbnail, "job1", 1, "kiln:thumbnail:job1"},
 		{tasks.TypePackage, "job1", 12, "kiln:package:job1:a12"},
 	}
 	for _, tt := range tests {
@@ -83,7 +82,7 @@ func TestTaskID(t *testing.T) {
 	}
 	// Deterministic, and distinct per stage, job and attempt.
 	seen := map[string]string{}
-	for _, typ := range []string{tasks.TypeProbe, tasks.TypeTranscode, tasks.TypeThumbnail, tasks.TypePackage} {
+	for _, typ := range []string{tasks.TypeProbe, tasks.TypeTranscode, tasks.TypePackage} {
 		for _, job := range []string{"a", "b"} {
 			for _, attempt := range []int32{1, 2, 3} {
 				id := tasks.TaskID(typ, job, attempt)
@@ -137,7 +136,6 @@ func TestJobAndAttemptOfEveryPayload(t *testing.T) {
 		}{
 			{tasks.TypeProbe, &kilnv1.ProbeTask{JobId: "job-p", AssetId: "asset-p", Source: src, Preset: "default", Attempt: attempt}},
 			{tasks.TypeTranscode, &kilnv1.TranscodeTask{JobId: "job-t", AssetId: "asset-t", Source: src, Media: richMedia(), Plan: richPlan(), Attempt: attempt}},
-			{tasks.TypeThumbnail, &kilnv1.ThumbnailTask{JobId: "job-th", AssetId: "asset-th", Source: src, Media: richMedia(), Plan: richPlan(), Attempt: attempt}},
 			{tasks.TypePackage, &kilnv1.PackageTask{JobId: "job-pk", AssetId: "asset-pk", Media: richMedia(), Plan: richPlan(),
 				Encoded:   []*kilnv1.EncodedRung{{Name: "720p", Object: src}},
 				PosterKey: "assets/asset-pk/thumbnails/poster.jpg", Attempt: attempt}},
@@ -190,13 +188,12 @@ func TestDecode(t *testing.T) {
 
 func TestQueueWeights(t *testing.T) {
 	w := tasks.QueueWeights()
-	for _, q := range []string{tasks.QueueProbe, tasks.QueueTranscode, tasks.QueueThumbnail, tasks.QueuePackage, "webhook"} {
+	for _, q := range []string{tasks.QueueProbe, tasks.QueueTranscode, tasks.QueuePackage, "webhook"} {
 		if w[q] <= 0 {
 			t.Errorf("queue %q has weight %d", q, w[q])
 		}
 	}
-	if !(w[tasks.QueueProbe] > w[tasks.QueuePackage] && w[tasks.QueuePackage] > w[tasks.QueueThumbnail] &&
-		w[tasks.QueueThumbnail] > w[tasks.QueueTranscode]) {
+	if !(w[tasks.QueueProbe] > w[tasks.QueuePackage] && w[tasks.QueuePackage] > w[tasks.QueueTranscode]) {
 		t.Errorf("short stages must outrank transcode: %v", w)
 	}
 }

@@ -45,9 +45,6 @@ func stageCommands(t *testing.T, ctx context.Context) map[string]struct {
 	transcode := &kilnv1.TranscodeTask{JobId: "j1", AssetId: "a1", Attempt: 2, Media: &kilnv1.MediaInfo{DurationSeconds: 3}}
 	c, err = tasks.NewTranscodeTask(ctx, transcode)
 	add(c, err, transcode, &kilnv1.TranscodeTask{})
-	thumb := &kilnv1.ThumbnailTask{JobId: "j1", AssetId: "a1", Attempt: 2}
-	c, err = tasks.NewThumbnailTask(ctx, thumb)
-	add(c, err, thumb, &kilnv1.ThumbnailTask{})
 	pkg := &kilnv1.PackageTask{JobId: "j1", AssetId: "a1", Attempt: 2, Only: "360p", RenditionRetry: 1}
 	c, err = tasks.NewPackageTask(ctx, pkg)
 	add(c, err, pkg, &kilnv1.PackageTask{})

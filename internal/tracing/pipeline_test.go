@@ -198,7 +198,6 @@ func TestOneUploadOneTrace(t *testing.T) {
 	}
 	probe := one("kiln-worker", tasks.TypeProbe)
 	transcode := one("kiln-worker", tasks.TypeTranscode)
-	thumbnail := one("kiln-worker", tasks.TypeThumbnail)
 	pkg := one("kiln-worker", tasks.TypePackage)
 	one("kiln-worker", "ffprobe")
 	one("kiln-worker", "ffmpeg")
@@ -211,13 +210,13 @@ func TestOneUploadOneTrace(t *testing.T) {
 		t.Errorf("the probe's parent is %v, want an intake of the job", p)
 	}
 	for _, c := range []struct{ child, parent span }{
-		{transcode, probe}, {thumbnail, transcode}, {pkg, thumbnail},
+		{transcode, probe}, {pkg, transcode},
 	} {
 		if c.child.ParentID != c.parent.SpanID {
 			t.Errorf("%s's parent is %v, want %s", c.child.Name, trace[c.child.ParentID], c.parent.Name)
 		}
 	}
-	for _, s := range []span{probe, transcode, thumbnail, pkg} {
+	for _, s := range []span{probe, transcode, pkg} {
 		if s.Attrs["kiln.job_id"] != up.JobID || s.Attrs["kiln.asset_id"] != up.AssetID || s.Attrs["kiln.attempt"] != "1" {
 			t.Errorf("stage span attributes: %v", s)
 		}
@@ -230,7 +229,7 @@ func TestOneUploadOneTrace(t *testing.T) {
 			states[s.Attrs["kiln.job.state"]] = true
 		}
 	}
-	for _, st := range []string{"JOB_STATE_QUEUED", "JOB_STATE_PROBING", "JOB_STATE_TRANSCODING", "JOB_STATE_PACKAGING", "JOB_STATE_READY"} {
+	for _, st := range []string{"JOB_STATE_QUEUED", "JOB_STATE_PROBING", "JOB_STATE_TRANSCODING", "JOB_STATE_READY"} {
 		if !states[st] {
 			t.Errorf("no apply of %s in the upload's trace (applied: %v)", st, states)
 		}

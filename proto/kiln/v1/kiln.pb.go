@@ -1836,104 +1836,6 @@ func (x *TranscodeTask) GetTraceContext() map[string]string {
 	return nil
 }
 
-// ThumbnailTask asks a worker to extract the poster image.
-type ThumbnailTask struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	AssetId string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
-	Source  *ObjectRef             `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
-	Media   *MediaInfo             `protobuf:"bytes,4,opt,name=media,proto3" json:"media,omitempty"`
-	Plan    *Plan                  `protobuf:"bytes,5,opt,name=plan,proto3" json:"plan,omitempty"`
-	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
-	// Every task payload declares it as field 15, so one decoder reads it.
-	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	// TraceContext is the W3C trace context (traceparent, tracestate,
-	// baggage) of the span that enqueued the task, empty when tracing is
-	// off. Every task payload declares it as field 14 (see TaskHead).
-	TraceContext  map[string]string `protobuf:"bytes,14,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ThumbnailTask) Reset() {
-	*x = ThumbnailTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ThumbnailTask) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ThumbnailTask) ProtoMessage() {}
-
-func (x *ThumbnailTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ThumbnailTask.ProtoReflect.Descriptor instead.
-func (*ThumbnailTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{16}
-}
-
-func (x *ThumbnailTask) GetJobId() string {
-	if x != nil {
-		return x.JobId
-	}
-	return ""
-}
-
-func (x *ThumbnailTask) GetAssetId() string {
-	if x != nil {
-		return x.AssetId
-	}
-	return ""
-}
-
-func (x *ThumbnailTask) GetSource() *ObjectRef {
-	if x != nil {
-		return x.Source
-	}
-	return nil
-}
-
-func (x *ThumbnailTask) GetMedia() *MediaInfo {
-	if x != nil {
-		return x.Media
-	}
-	return nil
-}
-
-func (x *ThumbnailTask) GetPlan() *Plan {
-	if x != nil {
-		return x.Plan
-	}
-	return nil
-}
-
-func (x *ThumbnailTask) GetAttempt() int32 {
-	if x != nil {
-		return x.Attempt
-	}
-	return 0
-}
-
-func (x *ThumbnailTask) GetTraceContext() map[string]string {
-	if x != nil {
-		return x.TraceContext
-	}
-	return nil
-}
-
 // PackageTask asks the packager to build the MP4 download of a ready
 // asset from its top rendition's segments and the audio's (download), or
 // to package one failed rendition again from its encoded MP4 (only).
@@ -1970,7 +1872,7 @@ type PackageTask struct {
 
 func (x *PackageTask) Reset() {
 	*x = PackageTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +1884,7 @@ func (x *PackageTask) String() string {
 func (*PackageTask) ProtoMessage() {}
 
 func (x *PackageTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +1897,7 @@ func (x *PackageTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageTask.ProtoReflect.Descriptor instead.
 func (*PackageTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{17}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PackageTask) GetJobId() string {
@@ -2092,7 +1994,7 @@ type EncodedRung struct {
 
 func (x *EncodedRung) Reset() {
 	*x = EncodedRung{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2006,7 @@ func (x *EncodedRung) String() string {
 func (*EncodedRung) ProtoMessage() {}
 
 func (x *EncodedRung) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2019,7 @@ func (x *EncodedRung) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedRung.ProtoReflect.Descriptor instead.
 func (*EncodedRung) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{18}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EncodedRung) GetName() string {
@@ -2150,7 +2052,7 @@ type TaskHead struct {
 
 func (x *TaskHead) Reset() {
 	*x = TaskHead{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2064,7 @@ func (x *TaskHead) String() string {
 func (*TaskHead) ProtoMessage() {}
 
 func (x *TaskHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2077,7 @@ func (x *TaskHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskHead.ProtoReflect.Descriptor instead.
 func (*TaskHead) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{19}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TaskHead) GetJobId() string {
@@ -2398,17 +2300,6 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\rtrace_context\x18\x0e \x03(\v2(.kiln.v1.TranscodeTask.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x02\n" +
-	"\rThumbnailTask\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
-	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
-	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12(\n" +
-	"\x05media\x18\x04 \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
-	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\x12\x18\n" +
-	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12M\n" +
-	"\rtrace_context\x18\x0e \x03(\v2(.kiln.v1.ThumbnailTask.TraceContextEntryR\ftraceContext\x1a?\n" +
-	"\x11TraceContextEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x04\n" +
 	"\vPackageTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
@@ -2464,7 +2355,7 @@ func file_kiln_v1_kiln_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_kiln_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_kiln_v1_kiln_proto_goTypes = []any{
 	(JobState)(0),                 // 0: kiln.v1.JobState
 	(*ObjectRef)(nil),             // 1: kiln.v1.ObjectRef
@@ -2483,22 +2374,20 @@ var file_kiln_v1_kiln_proto_goTypes = []any{
 	(*Thumbnails)(nil),            // 14: kiln.v1.Thumbnails
 	(*ProbeTask)(nil),             // 15: kiln.v1.ProbeTask
 	(*TranscodeTask)(nil),         // 16: kiln.v1.TranscodeTask
-	(*ThumbnailTask)(nil),         // 17: kiln.v1.ThumbnailTask
-	(*PackageTask)(nil),           // 18: kiln.v1.PackageTask
-	(*EncodedRung)(nil),           // 19: kiln.v1.EncodedRung
-	(*TaskHead)(nil),              // 20: kiln.v1.TaskHead
-	nil,                           // 21: kiln.v1.ProbeTask.TraceContextEntry
-	nil,                           // 22: kiln.v1.TranscodeTask.TraceContextEntry
-	nil,                           // 23: kiln.v1.ThumbnailTask.TraceContextEntry
-	nil,                           // 24: kiln.v1.PackageTask.TraceContextEntry
-	nil,                           // 25: kiln.v1.TaskHead.TraceContextEntry
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*PackageTask)(nil),           // 17: kiln.v1.PackageTask
+	(*EncodedRung)(nil),           // 18: kiln.v1.EncodedRung
+	(*TaskHead)(nil),              // 19: kiln.v1.TaskHead
+	nil,                           // 20: kiln.v1.ProbeTask.TraceContextEntry
+	nil,                           // 21: kiln.v1.TranscodeTask.TraceContextEntry
+	nil,                           // 22: kiln.v1.PackageTask.TraceContextEntry
+	nil,                           // 23: kiln.v1.TaskHead.TraceContextEntry
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
 }
 var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	1,  // 0: kiln.v1.ObjectLanded.object:type_name -> kiln.v1.ObjectRef
-	26, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
+	24, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
 	0,  // 2: kiln.v1.JobEvent.state:type_name -> kiln.v1.JobState
-	26, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	24, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 4: kiln.v1.JobEvent.source:type_name -> kiln.v1.ObjectRef
 	4,  // 5: kiln.v1.JobEvent.error:type_name -> kiln.v1.JobError
 	5,  // 6: kiln.v1.JobEvent.media:type_name -> kiln.v1.MediaInfo
@@ -2513,27 +2402,23 @@ var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	13, // 15: kiln.v1.AssetOutputs.failed_renditions:type_name -> kiln.v1.FailedRendition
 	4,  // 16: kiln.v1.FailedRendition.error:type_name -> kiln.v1.JobError
 	1,  // 17: kiln.v1.ProbeTask.source:type_name -> kiln.v1.ObjectRef
-	21, // 18: kiln.v1.ProbeTask.trace_context:type_name -> kiln.v1.ProbeTask.TraceContextEntry
+	20, // 18: kiln.v1.ProbeTask.trace_context:type_name -> kiln.v1.ProbeTask.TraceContextEntry
 	1,  // 19: kiln.v1.TranscodeTask.source:type_name -> kiln.v1.ObjectRef
 	5,  // 20: kiln.v1.TranscodeTask.media:type_name -> kiln.v1.MediaInfo
 	8,  // 21: kiln.v1.TranscodeTask.plan:type_name -> kiln.v1.Plan
-	22, // 22: kiln.v1.TranscodeTask.trace_context:type_name -> kiln.v1.TranscodeTask.TraceContextEntry
-	1,  // 23: kiln.v1.ThumbnailTask.source:type_name -> kiln.v1.ObjectRef
-	5,  // 24: kiln.v1.ThumbnailTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 25: kiln.v1.ThumbnailTask.plan:type_name -> kiln.v1.Plan
-	23, // 26: kiln.v1.ThumbnailTask.trace_context:type_name -> kiln.v1.ThumbnailTask.TraceContextEntry
-	5,  // 27: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 28: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
-	19, // 29: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
-	14, // 30: kiln.v1.PackageTask.thumbnails:type_name -> kiln.v1.Thumbnails
-	24, // 31: kiln.v1.PackageTask.trace_context:type_name -> kiln.v1.PackageTask.TraceContextEntry
-	1,  // 32: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
-	25, // 33: kiln.v1.TaskHead.trace_context:type_name -> kiln.v1.TaskHead.TraceContextEntry
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	21, // 22: kiln.v1.TranscodeTask.trace_context:type_name -> kiln.v1.TranscodeTask.TraceContextEntry
+	5,  // 23: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 24: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
+	18, // 25: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
+	14, // 26: kiln.v1.PackageTask.thumbnails:type_name -> kiln.v1.Thumbnails
+	22, // 27: kiln.v1.PackageTask.trace_context:type_name -> kiln.v1.PackageTask.TraceContextEntry
+	1,  // 28: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
+	23, // 29: kiln.v1.TaskHead.trace_context:type_name -> kiln.v1.TaskHead.TraceContextEntry
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_kiln_proto_init() }
@@ -2550,7 +2435,7 @@ func file_kiln_v1_kiln_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_kiln_proto_rawDesc), len(file_kiln_v1_kiln_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,319 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kilnvideo/kiln/internal/jobevent"
+	"github.com/kilnvideo/kiln/internal/layout"
+	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/playlist"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// SegmentPoll is how often a transcode looks for segments ffmpeg finished.
+const SegmentPoll = 250 * time.Millisecond
+
+// segmentPublisher stores the segments of a running transcode as ffmpeg
+// finishes them and keeps each rendition's media playlist in storage true:
+// an EVENT playlist of the stored segments, rewritten after each new one,
+// VOD once the run is over. Once every rendition has a segment stored it
+// publishes the job's playable event. Segments are stored before the
+// playlist that names them, so a reader never sees a missing segment; a
+// stored segment's URI, duration and map never change.
+type segmentPublisher struct {
+	h          *Handlers
+	task       *kilnv1.TranscodeTask
+	out        Outputs
+	renditions []*renditionOutput
+	target     int // EXT-X-TARGETDURATION of every rendition
+	playable   bool
+	log        *zap.Logger
+}
+
+// renditionOutput is what has been stored of one rendition.
+type renditionOutput struct {
+	name     string
+	rung     *kilnv1.Rung // nil for the audio
+	codecs   string       // from the init segment, once stored
+	init     bool
+	segments []playlist.Segment
+	bits     []float64 // each segment's size in bits
+	// floor is how many segments the playlist in storage already lists
+	// (an earlier run of the task): an EVENT playlist only grows, so this
+	// run rewrites it only once it lists more.
+	floor int
+}
+
+// playlistReader is object storage that can read a stored playlist
+// (*objstore.Client); without it a rerun may shorten a growing playlist.
+type playlistReader interface {
+	Get(ctx context.Context, bucket, key string, maxBytes int64) ([]byte, error)
+}
+
+// maxPlaylistBytes bounds the read of a stored media playlist.
+const maxPlaylistBytes = 8 << 20
+
+func newSegmentPublisher(ctx context.Context, h *Handlers, p *kilnv1.TranscodeTask, out Outputs, log *zap.Logger) (*segmentPublisher, error) {
+	s := &segmentPublisher{h: h, task: p, out: out, target: int(p.GetPlan().GetSegmentSeconds()), log: log}
+	plan := p.GetPlan()
+	if !plan.GetAudioOnly() {
+		for _, r := range plan.GetRungs() {
+			s.renditions = append(s.renditions, &renditionOutput{name: r.Name, rung: r})
+		}
+	}
+	if plan.GetHasAudio() || plan.GetAudioOnly() {
+		s.renditions = append(s.renditions, &renditionOutput{name: layout.AudioRendition, codecs: playlist.AudioCodecs})
+	}
+	for _, r := range s.renditions {
+		if err := os.MkdirAll(out.Dir(r.name), 0o755); err != nil {
+			return nil, fmt.Errorf("transcode: %w", err)
+		}
+	}
+	if rd, ok := h.cfg.Objects.(playlistReader); ok {
+		for _, r := range s.renditions {
+			data, err := rd.Get(ctx, h.cfg.OutputsBucket, layout.PlaylistKey(p.AssetId, r.name), maxPlaylistBytes)
+			if errors.Is(err, objstore.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			segs, err := playlist.ParseSegments(data)
+			if err != nil { // not ours to keep: this run rewrites it
+				log.Warn("stored playlist unreadable", zap.String("rendition", r.name), zap.Error(err))
+				continue
+			}
+			r.floor = len(segs)
+		}
+	}
+	return s, nil
+}
+
+// run syncs every SegmentPoll until ctx ends. A failed sync (storage
+// unavailable) is logged and tried again at the next tick; the final sync
+// after ffmpeg (finish) reports what is still failing.
+func (s *segmentPublisher) run(ctx context.Context) {
+	t := time.NewTicker(SegmentPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.sync(ctx, false); err != nil && ctx.Err() == nil {
+				s.log.Warn("store segments", zap.Error(err))
+			}
+		}
+	}
+}
+
+// finish stores what is left once ffmpeg has exited successfully and
+// turns every playlist into VOD.
+func (s *segmentPublisher) finish(ctx context.Context) error { return s.sync(ctx, true) }
+
+// sync stores the segments ffmpeg finished since the last sync and the
+// playlists that changed, then announces the asset playable once every
+// rendition has a segment.
+func (s *segmentPublisher) sync(ctx context.Context, final bool) error {
+	for _, r := range s.renditions {
+		dir := s.out.Dir(r.name)
+		done, err := finishedSegments(filepath.Join(dir, FFmpegPlaylist))
+		if err != nil {
+			return err
+		}
+		if len(done) < len(r.segments) {
+			return fmt.Errorf("transcode: %s: ffmpeg's playlist lost segments (%d, had %d)", r.name, len(done), len(r.segments))
+		}
+		fresh := done[len(r.segments):]
+		if len(fresh) == 0 && !final {
+			continue
+		}
+		if len(done) > 0 && !r.init {
+			if err := s.storeInit(ctx, r, dir); err != nil {
+				return err
+			}
+		}
+		for _, seg := range fresh {
+			path := filepath.Join(dir, seg.URI)
+			fi, err := os.Stat(path)
+			if err != nil {
+				return fmt.Errorf("transcode: %w", err)
+			}
+			if err := s.h.cfg.Objects.PutFile(ctx, s.h.cfg.OutputsBucket, layout.SegmentKey(s.task.AssetId, r.name, seg.URI), path, "video/iso.segment"); err != nil {
+				return err
+			}
+			r.segments = append(r.segments, seg)
+			r.bits = append(r.bits, float64(fi.Size())*8)
+			// Stored: the file is not needed again (the MP4 download is
+			// remuxed from storage), so long videos keep little on disk.
+			_ = os.Remove(path)
+		}
+		if len(r.segments) == 0 {
+			if final {
+				return fmt.Errorf("transcode: %s: ffmpeg wrote no segment", r.name)
+			}
+			continue
+		}
+		if len(r.segments) <= r.floor && !final {
+			continue
+		}
+		if err := s.storePlaylist(ctx, r, dir, final); err != nil {
+			return err
+		}
+	}
+	// Playable once every rendition has a segment — at the latest when the
+	// run is over, so that playable always comes before READY.
+	if !s.playable && s.allStarted() {
+		if err := s.publishPlayable(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *segmentPublisher) allStarted() bool {
+	for _, r := range s.renditions {
+		if len(r.segments) == 0 {
+			return false
+		}
+	}
+	return len(s.renditions) > 0
+}
+
+func (s *segmentPublisher) storeInit(ctx context.Context, r *renditionOutput, dir string) error {
+	path := filepath.Join(dir, layout.InitFile)
+	if r.rung != nil {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("transcode: %s: %w", r.name, err)
+		}
+		codecs, ok := playlist.AVC1FromInit(data)
+		if !ok {
+			return fmt.Errorf("transcode: %s: the init segment has no avcC box", r.name)
+		}
+		r.codecs = codecs
+	}
+	if err := s.h.cfg.Objects.PutFile(ctx, s.h.cfg.OutputsBucket, layout.SegmentKey(s.task.AssetId, r.name, layout.InitFile), path, "video/mp4"); err != nil {
+		return err
+	}
+	r.init = true
+	return nil
+}
+
+func (s *segmentPublisher) storePlaylist(ctx context.Context, r *renditionOutput, dir string, final bool) error {
+	pl := playlist.MediaPlaylist{
+		TargetDuration: playlist.MediaTargetDuration(s.target, r.segments),
+		Map:            layout.InitFile, Segments: r.segments, Ended: final, IndependentSegments: true,
+	}
+	path := filepath.Join(dir, layout.PlaylistFile)
+	if err := os.WriteFile(path, playlist.Media(pl), 0o644); err != nil {
+		return fmt.Errorf("transcode: %w", err)
+	}
+	return s.h.cfg.Objects.PutFile(ctx, s.h.cfg.OutputsBucket, layout.PlaylistKey(s.task.AssetId, r.name), path, playlist.ContentType)
+}
+
+// publishPlayable announces the asset playable: its renditions with the
+// plan's bit rates (READY carries the measured ones).
+func (s *segmentPublisher) publishPlayable(ctx context.Context) error {
+	ev := jobevent.New(s.task.JobId, s.task.AssetId, s.task.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, "playable")
+	ev.Playable = true
+	ev.Outputs = &kilnv1.AssetOutputs{
+		Bucket: s.h.cfg.OutputsBucket, Prefix: layout.AssetPrefix(s.task.AssetId),
+		DurationSeconds: s.task.GetMedia().GetDurationSeconds(),
+	}
+	for _, r := range s.renditions {
+		ev.Outputs.Renditions = append(ev.Outputs.Renditions, s.rendition(r, false))
+	}
+	if err := s.h.cfg.Events.PublishJobEvent(ctx, ev); err != nil {
+		return err
+	}
+	s.playable = true
+	s.log.Info("playable", zap.Int("renditions", len(s.renditions)))
+	return nil
+}
+
+// rendition describes r: with the bit rates measured from its stored
+// segments (the peak segment's and the average, as HLS BANDWIDTH and
+// AVERAGE-BANDWIDTH mean them), or, before the run is over, the plan's.
+func (s *segmentPublisher) rendition(r *renditionOutput, measured bool) *kilnv1.Rendition {
+	out := &kilnv1.Rendition{Name: r.name, Codecs: r.codecs, PlaylistKey: layout.PlaylistKey(s.task.AssetId, r.name)}
+	plan := s.task.GetPlan()
+	if r.rung != nil {
+		out.Width, out.Height, out.FrameRate = r.rung.Width, r.rung.Height, plan.GetFrameRate()
+		out.Bandwidth, out.AverageBandwidth = r.rung.VideoBitRate*6/5, r.rung.VideoBitRate // the encoder's maxrate, its target
+	} else {
+		out.Bandwidth, out.AverageBandwidth = plan.GetAudioBitRate()*11/10, plan.GetAudioBitRate()
+	}
+	if !measured {
+		return out
+	}
+	var bits, seconds float64
+	out.Bandwidth = 0
+	for i, seg := range r.segments {
+		bits += r.bits[i]
+		seconds += seg.Duration
+		if seg.Duration > 0 {
+			out.Bandwidth = max(out.Bandwidth, int64(math.Ceil(r.bits[i]/seg.Duration)))
+		}
+	}
+	if seconds > 0 {
+		out.AverageBandwidth = int64(math.Ceil(bits / seconds))
+	}
+	return out
+}
+
+// decoded is how long the longest rendition ffmpeg finished lasts, by its
+// own playlist: what the run really encoded (0 when it lists nothing).
+func (s *segmentPublisher) decoded() (float64, error) {
+	longest := 0.0
+	for _, r := range s.renditions {
+		segs, err := finishedSegments(filepath.Join(s.out.Dir(r.name), FFmpegPlaylist))
+		if err != nil {
+			return 0, err
+		}
+		total := 0.0
+		for _, seg := range segs {
+			total += seg.Duration
+		}
+		longest = max(longest, total)
+	}
+	return longest, nil
+}
+
+// measured are the renditions with their measured bit rates, the video
+// rungs first (the top one first), the audio last.
+func (s *segmentPublisher) measured() []*kilnv1.Rendition {
+	out := make([]*kilnv1.Rendition, 0, len(s.renditions))
+	for _, r := range s.renditions {
+		out = append(out, s.rendition(r, true))
+	}
+	return out
+}
+
+// finishedSegments reads the segments ffmpeg's HLS muxer lists in its
+// playlist (playlist.ParseSegments): each is complete (temp_file: written
+// under another name and renamed first). A playlist not written yet lists
+// none. Only plain file names are accepted: the muxer writes nothing else.
+func finishedSegments(path string) ([]playlist.Segment, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("transcode: %w", err)
+	}
+	segs, err := playlist.ParseSegments(data)
+	if err != nil {
+		return nil, fmt.Errorf("transcode: %s: %w", path, err)
+	}
+	return segs, nil
+}

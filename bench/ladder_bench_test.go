@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -43,13 +42,14 @@ func BenchmarkLadder(b *testing.B) {
 	var kiln, baseline time.Duration
 	for i := 0; b.Loop(); i++ {
 		out := filepath.Join(dir, fmt.Sprint("run", i))
-		for _, d := range []string{out + "-split", out + "-each"} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
+		split, each := workers.Outputs{Root: out + "-split"}, workers.Outputs{Root: out + "-each"}
+		for _, o := range []workers.Outputs{split, each} {
+			if err := o.Prepare(plan); err != nil {
 				b.Fatal(err)
 			}
 		}
 		start := time.Now()
-		if err := runner.Run(b.Context(), workers.TranscodeArgs(workers.Input{URL: input}, plan, out+"-split", opt), nil); err != nil {
+		if err := runner.Run(b.Context(), workers.TranscodeArgs(workers.Input{URL: input}, plan, split, opt), nil); err != nil {
 			b.Fatal(err)
 		}
 		kiln += time.Since(start)
@@ -58,7 +58,7 @@ func BenchmarkLadder(b *testing.B) {
 		for _, r := range plan.Rungs {
 			one := &kilnv1.Plan{Rungs: []*kilnv1.Rung{r}, FrameRate: plan.FrameRate, GopFrames: plan.GopFrames,
 				SegmentSeconds: plan.SegmentSeconds, HasAudio: plan.HasAudio, AudioBitRate: plan.AudioBitRate}
-			if err := runner.Run(b.Context(), workers.TranscodeArgs(workers.Input{URL: input}, one, out+"-each", opt), nil); err != nil {
+			if err := runner.Run(b.Context(), workers.TranscodeArgs(workers.Input{URL: input}, one, each, opt), nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -408,15 +408,8 @@ func TestTranscodeArgsRun(t *testing.T) {
 
 			out := Outputs{Root: filepath.Join(tmp, "out")}
 			out.Stills = NewStills(filepath.Join(out.Root, "stills"), plan, 4)
-			for _, d := range []string{out.Stills.Dir, out.Dir("audio")} {
-				if err := os.MkdirAll(d, 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for _, r := range plan.Rungs {
-				if err := os.MkdirAll(out.Dir(r.Name), 0o755); err != nil {
-					t.Fatal(err)
-				}
+			if err := out.Prepare(plan); err != nil {
+				t.Fatal(err)
 			}
 			var progressed bool
 			args := TranscodeArgs(Input{URL: srv.URL + "/clip.mp4"}, plan, out, EncodeOptions{X264Preset: "veryfast", Threads: 2})

@@ -174,7 +174,7 @@ func TestCoverArtDecoderRefused(t *testing.T) {
 	plan := smallPlan()
 	plan.VideoStream, plan.HasAudio = new(int32), false // stream 0: the PNG
 	out := workers.Outputs{Root: t.TempDir()}
-	if err := os.MkdirAll(out.Dir(plan.Rungs[0].Name), 0o755); err != nil {
+	if err := out.Prepare(plan); err != nil {
 		t.Fatal(err)
 	}
 	args := workers.TranscodeArgs(workers.Input{URL: serve(t, testenv.CoverFirstMP4(t))}, plan, out, workers.EncodeOptions{X264Preset: "ultrafast"})

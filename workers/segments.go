@@ -73,11 +73,6 @@ func newSegmentPublisher(ctx context.Context, h *Handlers, p *kilnv1.TranscodeTa
 	if plan.GetHasAudio() || plan.GetAudioOnly() {
 		s.renditions = append(s.renditions, &renditionOutput{name: layout.AudioRendition, codecs: playlist.AudioCodecs})
 	}
-	for _, r := range s.renditions {
-		if err := os.MkdirAll(out.Dir(r.name), 0o755); err != nil {
-			return nil, fmt.Errorf("transcode: %w", err)
-		}
-	}
 	if rd, ok := h.cfg.Objects.(playlistReader); ok {
 		for _, r := range s.renditions {
 			data, err := rd.Get(ctx, h.cfg.OutputsBucket, layout.PlaylistKey(p.AssetId, r.name), maxPlaylistBytes)

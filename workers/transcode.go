@@ -142,6 +142,24 @@ type Outputs struct {
 // Dir is the folder of rendition name's segments.
 func (o Outputs) Dir(name string) string { return filepath.Join(o.Root, name) }
 
+// Prepare makes the folders a run of plan writes to (ffmpeg's muxers do
+// not make them).
+func (o Outputs) Prepare(plan *kilnv1.Plan) error {
+	dirs := []string{o.Dir(layout.AudioRendition)}
+	for _, r := range plan.GetRungs() {
+		dirs = append(dirs, o.Dir(r.Name))
+	}
+	if o.Stills != nil {
+		dirs = append(dirs, o.Stills.Dir)
+	}
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("transcode: %w", err)
+		}
+	}
+	return nil
+}
+
 // hlsArgs make one output an HLS fMP4 rendition in dir: init.mp4 and
 // seg_NNNNN.m4s cut every SegmentSeconds on the fixed-GOP key frames, each
 // segment written to a temporary name and renamed when complete, and
@@ -221,9 +239,6 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	out := Outputs{Root: dir}
 	if !p.Plan.AudioOnly {
 		out.Stills = NewStills(filepath.Join(dir, "stills"), p.Plan, p.GetMedia().GetDurationSeconds())
-		if err := os.Mkdir(out.Stills.Dir, 0o755); err != nil {
-			return fmt.Errorf("transcode: %w", err)
-		}
 	}
 
 	// The header's duration is what the limits, the disk estimate and the
@@ -247,6 +262,9 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		// A second run (readSource confirming a verdict) starts from
 		// nothing: its segments replace the first run's.
 		if err := resetOutputs(out); err != nil {
+			return err
+		}
+		if err := out.Prepare(p.Plan); err != nil {
 			return err
 		}
 		if segs, err = newSegmentPublisher(ctx, h, &p, out, log); err != nil {
@@ -343,11 +361,6 @@ func resetOutputs(out Outputs) error {
 	}
 	for _, e := range entries {
 		if err := os.RemoveAll(filepath.Join(out.Root, e.Name())); err != nil {
-			return fmt.Errorf("transcode: %w", err)
-		}
-	}
-	if out.Stills != nil {
-		if err := os.MkdirAll(out.Stills.Dir, 0o755); err != nil {
 			return fmt.Errorf("transcode: %w", err)
 		}
 	}

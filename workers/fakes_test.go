@@ -5,15 +5,7 @@ package workers_test
 // state) are in internal/fakes.
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"image"
-	"image/color"
-	"image/jpeg"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
@@ -22,9 +14,9 @@ import (
 
 var _ workers.FFmpeg = (*fakeFFmpeg)(nil)
 
-// fakeFFmpeg stands in for *ffmpeg.Runner. Run writes the outputs ffmpeg
-// would (it reads them from the args: the word after "-f <format>"), unless
-// fail returns an error for those args.
+// fakeFFmpeg stands in for *ffmpeg.Runner where ffmpeg fails, or is not
+// expected to run: Run writes nothing (the transcode's outputs are tested
+// with the real ffmpeg, transcode_test.go) and returns fail's error.
 type fakeFFmpeg struct {
 	mu     sync.Mutex
 	runs   [][]string
@@ -39,12 +31,6 @@ type fakeFFmpeg struct {
 	during func()
 	// progress is reported to a Run's progress callback, if it has one.
 	progress []ffmpeg.Progress
-	// frame is the picture of a JPEG output; default a lively gradient; nil
-	// writes a file that is not a JPEG.
-	frame func(out string) image.Image
-	// thumbnails is how many t_%05d.jpg a storyboard run writes; default 3.
-	// Negative: the storyboard writes nothing (a source of a few frames).
-	thumbnails int
 }
 
 type fakeProbeCall struct {
@@ -69,11 +55,6 @@ func (f *fakeFFmpeg) Run(ctx context.Context, args []string, progress func(ffmpe
 			progress(p)
 		}
 	}
-	for _, out := range outputs(args) {
-		if err := f.write(out); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -92,62 +73,3 @@ func (f *fakeFFmpeg) Runs() [][]string {
 	defer f.mu.Unlock()
 	return append([][]string(nil), f.runs...)
 }
-
-// outputs are the output files of an ffmpeg command line: every output is
-// written with an explicit "-f <format>" right before it.
-func outputs(args []string) []string {
-	var out []string
-	for i, a := range args {
-		if a == "-f" && i+2 < len(args) {
-			out = append(out, args[i+2])
-		}
-	}
-	return out
-}
-
-func (f *fakeFFmpeg) write(out string) error {
-	switch {
-	case strings.Contains(filepath.Base(out), "%05d"):
-		n := f.thumbnails
-		if n == 0 {
-			n = 3
-		}
-		for i := 1; i <= n; i++ {
-			if err := f.write(filepath.Join(filepath.Dir(out), fmt.Sprintf(filepath.Base(out), i))); err != nil {
-				return err
-			}
-		}
-		return nil
-	case f.thumbnails < 0 && filepath.Base(out) == "sprite.jpg":
-		return nil
-	case strings.HasSuffix(out, ".jpg"):
-		img := livelyFrame()
-		if f.frame != nil {
-			img = f.frame(out)
-		}
-		if img == nil {
-			return os.WriteFile(out, []byte("not a jpeg"), 0o644)
-		}
-		var b bytes.Buffer
-		if err := jpeg.Encode(&b, img, nil); err != nil {
-			return err
-		}
-		return os.WriteFile(out, b.Bytes(), 0o644)
-	default:
-		return os.WriteFile(out, []byte("encoded "+filepath.Base(out)), 0o644)
-	}
-}
-
-// livelyFrame is a horizontal gradient: a good poster.
-func livelyFrame() image.Image {
-	img := image.NewGray(image.Rect(0, 0, 64, 36))
-	for y := range 36 {
-		for x := range 64 {
-			img.SetGray(x, y, color.Gray{Y: uint8(x * 4)})
-		}
-	}
-	return img
-}
-
-// blackFrame is a bad poster (a fade to black).
-func blackFrame() image.Image { return image.NewGray(image.Rect(0, 0, 64, 36)) }

@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"image/color"
-	"image/jpeg"
 	"io"
-	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -407,22 +404,4 @@ func cmpOr[T comparable](a, b T) T {
 		return a
 	}
 	return b
-}
-
-func jpegStats(t *testing.T, data string) (mean, dev float64) {
-	t.Helper()
-	img, err := jpeg.Decode(strings.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum, sq, n float64
-	b := img.Bounds()
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			l := float64(color.GrayModel.Convert(img.At(x, y)).(color.Gray).Y)
-			sum, sq, n = sum+l, sq+l*l, n+1
-		}
-	}
-	mean = sum / n
-	return mean, math.Sqrt(max(0, sq/n-mean*mean))
 }

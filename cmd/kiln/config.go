@@ -121,7 +121,7 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.intFlag(&c.Limits.MaxWidth, "max-width", "KILN_MAX_WIDTH", "widest source picture a worker accepts", atLeast(1))
 	f.intFlag(&c.Limits.MaxHeight, "max-height", "KILN_MAX_HEIGHT", "tallest source picture a worker accepts", atLeast(1))
 	f.intFlag(&c.Concurrency, "concurrency", "KILN_CONCURRENCY", "tasks run at once by one worker; 0 runs serve without workers", concurrency(role))
-	f.strFlag(&f.workerQueues, "worker-queues", "KILN_WORKER_QUEUES", "comma-separated queues this worker takes tasks from: probe, transcode, thumbnail, package, webhook (default: all)", validWorkerQueues)
+	f.strFlag(&f.workerQueues, "worker-queues", "KILN_WORKER_QUEUES", "comma-separated queues this worker takes tasks from: probe, transcode, package, webhook (default: all)", validWorkerQueues)
 	f.durFlag(&c.TaskLease, "task-lease", "KILN_TASK_LEASE", "a running stage task whose worker stops renewing its lease for this long runs again on another worker (worker)", within(lease.MinTTL, 10*time.Minute))
 	f.strFlag(&c.FFmpegPath, "ffmpeg", "KILN_FFMPEG", "ffmpeg binary")
 	f.strFlag(&c.FFprobePath, "ffprobe", "KILN_FFPROBE", "ffprobe binary")

@@ -220,8 +220,8 @@ func TestConfigApplied(t *testing.T) {
 			},
 		},
 		{
-			name: "worker queues", role: "worker", env: map[string]string{"KILN_WORKER_QUEUES": " transcode, ,thumbnail "},
-			want: func(c *app.Config) { c.APIKeys, c.WorkerQueues = nil, []string{"transcode", "thumbnail"} },
+			name: "worker queues", role: "worker", env: map[string]string{"KILN_WORKER_QUEUES": " transcode, ,package "},
+			want: func(c *app.Config) { c.APIKeys, c.WorkerQueues = nil, []string{"transcode", "package"} },
 		},
 		{
 			name: "worker queues flag over env", role: "worker", env: map[string]string{"KILN_WORKER_QUEUES": "probe"},
@@ -375,7 +375,7 @@ func TestConfigErrors(t *testing.T) {
 		},
 		{
 			name: "unknown worker queue", role: "worker", env: map[string]string{"KILN_WORKER_QUEUES": "probe,encode"},
-			want: []string{`KILN_WORKER_QUEUES="probe,encode": worker queue "encode": unknown (want one of package, probe, thumbnail, transcode, webhook)`},
+			want: []string{`KILN_WORKER_QUEUES="probe,encode": worker queue "encode": unknown (want one of package, probe, transcode, webhook)`},
 		},
 		{
 			name: "worker queue twice", role: "worker", args: []string{"-worker-queues=probe,probe"},

@@ -2,7 +2,7 @@
 //
 //	kiln serve    all-in-one: embedded NATS, ingest, workers, catalog
 //	kiln ingest   upload API + event intake
-//	kiln worker   asynq workers (probe, transcode, thumbnails, package)
+//	kiln worker   asynq workers (probe, transcode with thumbnails, the MP4 download)
 //	kiln catalog  state store, REST API, playback
 //
 // Every flag has a KILN_* environment variable fallback; see -help.
@@ -33,7 +33,7 @@ const usage = `kiln — queue-driven video transcoding
 Usage:
   kiln serve     all-in-one: embedded NATS, ingest, workers, catalog (SQLite)
   kiln ingest    upload API and event intake
-  kiln worker    media workers (probe, transcode, thumbnails, package)
+  kiln worker    media workers (probe, transcode with thumbnails, the MP4 download)
   kiln catalog   state store, REST API and playback
   kiln version   print the version
 

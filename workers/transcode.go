@@ -77,10 +77,12 @@ func TranscodeArgs(in Input, plan *kilnv1.Plan, out Outputs, opt EncodeOptions) 
 		st, top := out.Stills, plan.Rungs[0]
 		g := st.Grid
 		// Thumbnails: one picture every Interval seconds, from 0; the same
-		// pictures tiled into the sprite. Poster candidates: the frames at
+		// pictures tiled into the sprite (nb_frames: a sprite of Count
+		// tiles lasts Count intervals, not the whole grid's, so ffmpeg's
+		// out_time stays the video's). Poster candidates: the frames at
 		// st.PosterFrames, full size.
-		fmt.Fprintf(&fg, ";[s%d]fps=1/%s,scale=%d:%d:flags=bicubic,setsar=1,split=2[thumbs][tiles];[tiles]tile=%dx%d[sprite]",
-			n, strconv.FormatFloat(g.Interval, 'f', -1, 64), g.TileWidth, g.TileHeight, g.Columns, g.Rows)
+		fmt.Fprintf(&fg, ";[s%d]fps=1/%s,scale=%d:%d:flags=bicubic,setsar=1,split=2[thumbs][tiles];[tiles]tile=%dx%d:nb_frames=%d[sprite]",
+			n, strconv.FormatFloat(g.Interval, 'f', -1, 64), g.TileWidth, g.TileHeight, g.Columns, g.Rows, g.Count)
 		sel := make([]string, len(st.PosterFrames))
 		for i, f := range st.PosterFrames {
 			sel[i] = "eq(n\\," + strconv.Itoa(f) + ")"

@@ -147,8 +147,9 @@ func TestWorkerKilledMidTranscode(t *testing.T) {
 	api.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset)
 	decode(t, asset.Playback.HLS, "-map", "0")
 
-	// Deterministic keys: one MP4 per rung, one playlist per rung, and no
-	// stray objects.
+	// Deterministic keys: one playlist per rendition (the rungs and the
+	// audio), at most the one MP4 download (built after READY), whatever
+	// the dead worker had stored.
 	objects, err := objstore.New(s.S3)
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +167,7 @@ func TestWorkerKilledMidTranscode(t *testing.T) {
 			counts["playlist"]++
 		}
 	}
-	if counts["mp4"] != len(asset.Renditions) || counts["playlist"] != len(asset.Renditions) {
+	if counts["mp4"] > 1 || counts["playlist"] != len(asset.Renditions) {
 		t.Errorf("outputs: %v for %d renditions (%d objects)", counts, len(asset.Renditions), len(infos))
 	}
 

@@ -121,7 +121,7 @@ func TestUploadToPlayback(t *testing.T) {
 	}
 	metricsText, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, q := range []string{"probe", "transcode", "thumbnail", "package", "webhook"} {
+	for _, q := range []string{"probe", "transcode", "package", "webhook"} {
 		if !strings.Contains(string(metricsText), `kiln_queue_pending_tasks{queue="`+q+`"}`) {
 			t.Errorf("/metrics has no pending gauge for queue %s", q)
 		}

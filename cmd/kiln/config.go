@@ -132,6 +132,7 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 		oneOf("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"))
 	f.int64Flag(&c.MaxUploadBytes, "max-upload-bytes", "KILN_MAX_UPLOAD_BYTES", "largest accepted upload", atLeast[int64](1))
 	f.durFlag(&c.ShutdownTimeout, "shutdown-timeout", "KILN_SHUTDOWN_TIMEOUT", "time for running tasks to finish on SIGTERM", atLeast[time.Duration](0))
+	f.durFlag(&c.TaskCheckInterval, "task-check-interval", "KILN_TASK_CHECK_INTERVAL", "how often an idle worker looks at its queues", atLeast(10*time.Millisecond))
 	f.strFlag(&c.LogLevel, "log-level", "KILN_LOG_LEVEL", "debug, info, warn or error", validLogLevel)
 	f.strFlag(&c.LogFormat, "log-format", "KILN_LOG_FORMAT", "json or console", oneOf("json", "console"))
 	f.strFlag(&c.PyroscopeURL, "pyroscope-url", "KILN_PYROSCOPE_URL", "send continuous profiles to this Pyroscope server (off when empty)", validPyroscopeURL)

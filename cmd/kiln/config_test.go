@@ -97,9 +97,9 @@ func TestConfigApplied(t *testing.T) {
 			want: func(c *app.Config) { c.S3.Secure, c.WebhookAllowLoopback = true, true },
 		},
 		{
-			name: "durations", env: map[string]string{"KILN_PLAYBACK_TOKEN_TTL": "1h", "KILN_SHUTDOWN_TIMEOUT": "0s", "KILN_MAX_DURATION": "90m"},
+			name: "durations", env: map[string]string{"KILN_PLAYBACK_TOKEN_TTL": "1h", "KILN_SHUTDOWN_TIMEOUT": "0s", "KILN_MAX_DURATION": "90m", "KILN_TASK_CHECK_INTERVAL": "20ms"},
 			want: func(c *app.Config) {
-				c.PlaybackTokenTTL, c.ShutdownTimeout, c.Limits.MaxDuration = time.Hour, 0, 90*time.Minute
+				c.PlaybackTokenTTL, c.ShutdownTimeout, c.Limits.MaxDuration, c.TaskCheckInterval = time.Hour, 0, 90*time.Minute, 20*time.Millisecond
 			},
 		},
 		{
@@ -464,6 +464,7 @@ func TestHelpShowsAppDefaults(t *testing.T) {
 		"x264-preset":             d.X264Preset,
 		"max-upload-bytes":        d.MaxUploadBytes,
 		"shutdown-timeout":        d.ShutdownTimeout,
+		"task-check-interval":     d.TaskCheckInterval,
 		"log-level":               d.LogLevel,
 		"log-format":              d.LogFormat,
 		"pyroscope-url":           d.PyroscopeURL,

@@ -148,7 +148,11 @@ type Config struct {
 	MaxUploadBytes int64
 
 	ShutdownTimeout time.Duration
-	Logger          *zap.Logger
+	// TaskCheckInterval is how long an idle worker waits before it looks
+	// at its queues again (asynq's TaskCheckInterval): the latency of each
+	// hand-over from one stage to the next when the fleet is idle.
+	TaskCheckInterval time.Duration
+	Logger            *zap.Logger
 	// TracerProvider traces the process (HTTP API, bus, tasks, ffmpeg
 	// runs, job events); main builds it from the OTEL_* variables
 	// (tracing.Setup). Nil traces nothing.
@@ -224,7 +228,8 @@ func Defaults() Config {
 		X264Preset:         workers.DefaultX264Preset,
 		MaxUploadBytes:     ingest.DefaultMaxUploadBytes,
 
-		ShutdownTimeout: 25 * time.Second,
+		ShutdownTimeout:   25 * time.Second,
+		TaskCheckInterval: 100 * time.Millisecond,
 
 		LogLevel:  "info",
 		LogFormat: "json",

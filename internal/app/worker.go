@@ -88,7 +88,10 @@ func (p *process) worker(ctx context.Context) error {
 		IsFailure:       func(err error) bool { return !errors.Is(err, lease.ErrBusy) },
 		ErrorHandler:    busyQuiet{&tasks.FailureHandler{Events: p.bus, Logger: p.log.Named("worker")}},
 		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          asynqLogger{p.log.Named("asynq").Sugar()},
+		// asynq's default, a second, would be paid at every stage's
+		// hand-over on an idle fleet; each check is one Redis script.
+		TaskCheckInterval: cfg.TaskCheckInterval,
+		Logger:            asynqLogger{p.log.Named("asynq").Sugar()},
 		// Not ctx: SIGTERM must let running tasks finish within the
 		// shutdown timeout; asynq hands back the rest, then they stop.
 		BaseContext: func() context.Context { return handlers },

@@ -186,7 +186,7 @@ func TestProbeHandsOverToTranscode(t *testing.T) {
 		t.Errorf("probed %q, want the presigned source", call.URL)
 	}
 	if call.Opts.FormatWhitelist != workers.FormatWhitelist || call.Opts.ProtocolWhitelist != workers.ProtocolWhitelist ||
-		call.Opts.ProbeSize != workers.ProbeSize || call.Opts.AnalyzeDuration != workers.AnalyzeDuration || call.Opts.ReadTimeout != workers.ReadTimeout {
+		call.Opts.ProbeSize != workers.QuickProbeSize || call.Opts.AnalyzeDuration != workers.QuickAnalyzeDuration || call.Opts.ReadTimeout != workers.ReadTimeout {
 		t.Errorf("probe options %+v: want the untrusted-input bounds", call.Opts)
 	}
 

@@ -206,14 +206,15 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 // QuickAnalyzeDuration. Containers with a header (MP4, Matroska, AVI, MP3…)
 // answer within it: ffprobe stops as soon as every stream has its
 // parameters, a few frames in, whatever the window. Headerless streams
-// (MPEG-TS, MPEG-PS, FLV) are read to the end of the window, since a
+// (MPEG-TS, MPEG-PS) are read to the end of the window, since a
 // stream may start anywhere: with the full window (ProbeSize,
 // AnalyzeDuration: the transcode's) a 1080p TS costs 50 MiB of reading
 // before the probe answers, with the quick one 5 MB. Only when the quick
 // read leaves something the job needs unknown (probeComplete) does the
-// probe read the full window; reading less never changes what is found
-// (the same bytes, demuxed the same way, give the same streams at the same
-// indices), only how much of it.
+// probe read the full window. Reading less never renumbers streams (the
+// same bytes, demuxed the same way, give the same streams at the same
+// indices); only estimates over the window can move a little (a TS's
+// audio bit rate, which kiln records and does not use).
 const (
 	QuickProbeSize       = 5_000_000
 	QuickAnalyzeDuration = 5 * time.Second

@@ -156,7 +156,7 @@ func probeResult(duration float64) *ffmpeg.ProbeResult {
 		Streams: []ffmpeg.ProbeStream{
 			{Index: 0, CodecType: "video", CodecName: "h264", Profile: "High", Level: 31, Width: 1280, Height: 720,
 				PixFmt: "yuv420p", SampleAspectRatio: "1:1", FieldOrder: "progressive", RFrameRate: "30/1", AvgFrameRate: "30/1"},
-			{Index: 1, CodecType: "audio", CodecName: "aac", Profile: "LC", Channels: 2, ChannelLayout: "stereo", SampleRate: 48000},
+			{Index: 1, CodecType: "audio", CodecName: "aac", Profile: "LC", Channels: 2, ChannelLayout: "stereo", SampleRate: 48000, SampleFmt: "fltp"},
 		},
 	}
 }

@@ -244,9 +244,12 @@ func (h *Handlers) probeSource(ctx context.Context, rawURL, etag string) (*ffmpe
 // probeComplete reports whether res, read in the quick window, has what
 // reading further could still add and the job depends on: a video or an
 // audio stream; the picture size, pixel format and a frame rate of the
-// video MediaFromProbe picks; the sample rate and channels of its audio;
-// a duration. (A TS whose audio starts after 5 s lists the stream, from
-// its program table, with 0 Hz and 0 channels.)
+// video MediaFromProbe picks; the sample rate, channels and sample format
+// of its audio; a duration. The pixel and sample formats are the
+// decoder's: with them, the other values are those of decoded frames, not
+// only the container's claims, which decoding corrects (an FLV whose audio
+// starts after 5 s claims stereo for a mono AAC stream; a TS lists the
+// stream, from its program table, at 0 Hz and 0 channels).
 func probeComplete(res *ffmpeg.ProbeResult) bool {
 	v, a := res.Video(), res.Audio()
 	duration := res.Format.Duration
@@ -256,7 +259,7 @@ func probeComplete(res *ffmpeg.ProbeResult) bool {
 	case v != nil && (v.Width <= 0 || v.Height <= 0 || v.PixFmt == "" ||
 		ffmpeg.ParseRational(v.AvgFrameRate) <= 0 && ffmpeg.ParseRational(v.RFrameRate) <= 0):
 		return false
-	case a != nil && (a.SampleRate <= 0 || a.Channels <= 0):
+	case a != nil && (a.SampleRate <= 0 || a.Channels <= 0 || a.SampleFmt == ""):
 		return false
 	}
 	if duration <= 0 && v != nil {

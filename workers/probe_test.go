@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,7 @@ func TestProbeReadsTheFullWindowOnlyWhenTheQuickOneFallsShort(t *testing.T) {
 		{"no frame rate", with(func(r *ffmpeg.ProbeResult) { r.Streams[0].RFrameRate, r.Streams[0].AvgFrameRate = "0/0", "0/0" }), true, 48000},
 		{"audio not started", with(func(r *ffmpeg.ProbeResult) { r.Streams[1].SampleRate, r.Streams[1].Channels = 0, 0 }), true, 48000},
 		{"no channels", with(func(r *ffmpeg.ProbeResult) { r.Streams[1].Channels = 0 }), true, 48000},
+		{"audio not decoded", with(func(r *ffmpeg.ProbeResult) { r.Streams[1].SampleFmt = "" }), true, 48000},
 		{"no duration", with(func(r *ffmpeg.ProbeResult) { r.Format.Duration = 0 }), true, 48000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,37 +114,46 @@ func TestProbeFailureReadsOnce(t *testing.T) {
 	}
 }
 
-// TestProbeLateAudioInTS: an MPEG-TS whose audio starts 7 s in. Its
-// program table lists the AAC stream from the start, but the quick window
-// (5 s) ends before its first packet: ffprobe reports it at 0 Hz and 0
-// channels. The probe must read on and report the real stream.
-func TestProbeLateAudioInTS(t *testing.T) {
+// TestProbeLateAudio: sources whose audio starts 7 s in, after the quick
+// window (5 s). ffprobe in the quick window reports the audio from the
+// container alone: an MPEG-TS or MPEG-PS lists the stream at 0 Hz and 0
+// channels, an FLV claims 44.1 kHz stereo for 48 kHz mono AAC. The probe
+// must read on and report the decoded stream.
+func TestProbeLateAudio(t *testing.T) {
 	testenv.RequireBinaries(t, "ffmpeg", "ffprobe")
-	file := filepath.Join(t.TempDir(), "late.ts")
-	run(t, "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
-		"-f", "lavfi", "-i", "testsrc2=s=160x90:r=25:d=10", "-itsoffset", "7", "-f", "lavfi", "-i", "sine=sample_rate=48000:d=3",
-		"-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", file)
-	if got := ffprobeOut(t, file, "-probesize", "5000000", "-analyzeduration", "5000000", "-select_streams", "a", "-show_entries", "stream=sample_rate"); strings.Trim(got, "0\n") != "" {
-		t.Fatalf("the quick window already sees the audio at %q Hz: the clip does not test the full window", got)
-	}
-	events := &fakes.Events{}
-	h := workers.New(workers.Config{
-		FFmpeg:  ffmpeg.New(ffmpeg.Config{Logger: zaptest.NewLogger(t)}),
-		Objects: presignTo{&fakes.Objects{}, serve(t, file)}, Events: events, Queue: &fakes.Queue{},
-		HTTPClient: &http.Client{Timeout: 5 * time.Second}, OutputsBucket: outputsBucket, WorkDir: t.TempDir(),
-	})
-	if err := h.Probe(t.Context(), probeTask(t, "")); err != nil {
-		t.Fatal(err)
-	}
-	evs := events.Events()
-	media := evs[len(evs)-1].GetMedia()
-	if a := media.GetAudio(); a.GetSampleRate() != 48000 || a.GetChannels() != 1 {
-		t.Errorf("probed audio %v, want 48000 Hz mono", a)
-	}
-	if v := media.GetVideo(); v.GetWidth() != 160 || v.GetHeight() != 90 || v.GetIndex() != 0 {
-		t.Errorf("probed video %v, want stream 0, 160x90", v)
-	}
-	if a := media.GetAudio(); a.GetIndex() != 1 {
-		t.Errorf("probed audio index %d, want 1", a.GetIndex())
+	for _, tc := range []struct{ name, video, audio string }{
+		{"late.ts", "libx264", "aac"},
+		{"late.mpg", "mpeg2video", "mp2"},
+		{"late.flv", "libx264", "aac"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), tc.name)
+			run(t, "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
+				"-f", "lavfi", "-i", "testsrc2=s=160x90:r=25:d=10", "-itsoffset", "7", "-f", "lavfi", "-i", "sine=sample_rate=48000:d=3",
+				"-map", "0:v", "-map", "1:a", "-c:v", tc.video, "-pix_fmt", "yuv420p", "-c:a", tc.audio, file)
+			quick := ffprobeOut(t, file, "-probesize", strconv.Itoa(workers.QuickProbeSize),
+				"-analyzeduration", strconv.FormatInt(workers.QuickAnalyzeDuration.Microseconds(), 10),
+				"-select_streams", "a", "-show_entries", "stream=sample_rate,channels")
+			if strings.Contains(quick, "48000,1") {
+				t.Fatalf("the quick window already decodes the audio (%q): the clip does not test the full window", quick)
+			}
+			events := &fakes.Events{}
+			h := workers.New(workers.Config{
+				FFmpeg:  ffmpeg.New(ffmpeg.Config{Logger: zaptest.NewLogger(t)}),
+				Objects: presignTo{&fakes.Objects{}, serve(t, file)}, Events: events, Queue: &fakes.Queue{},
+				HTTPClient: &http.Client{Timeout: 5 * time.Second}, OutputsBucket: outputsBucket, WorkDir: t.TempDir(),
+			})
+			if err := h.Probe(t.Context(), probeTask(t, "")); err != nil {
+				t.Fatal(err)
+			}
+			evs := events.Events()
+			media := evs[len(evs)-1].GetMedia()
+			if a := media.GetAudio(); a.GetSampleRate() != 48000 || a.GetChannels() != 1 || a.GetIndex() != 1 {
+				t.Errorf("probed audio %v, want stream 1, 48000 Hz mono (the quick window said %q)", a, quick)
+			}
+			if v := media.GetVideo(); v.GetWidth() != 160 || v.GetHeight() != 90 || v.GetIndex() != 0 {
+				t.Errorf("probed video %v, want stream 0, 160x90", v)
+			}
+		})
 	}
 }

@@ -132,7 +132,7 @@ func TestParseProbeGolden(t *testing.T) {
 		if last := p.Streams[len(p.Streams)-1]; !last.AttachedPic || last.CodecName != "mjpeg" {
 			t.Errorf("cover %+v", last)
 		}
-		if a := p.Audio(); a == nil || a.Channels != 2 || a.ChannelLayout != "stereo" || a.SampleRate != 44100 {
+		if a := p.Audio(); a == nil || a.Channels != 2 || a.ChannelLayout != "stereo" || a.SampleRate != 44100 || a.SampleFmt != "fltp" {
 			t.Errorf("audio %+v", a)
 		}
 	})

@@ -151,7 +151,7 @@ func probeResult(duration float64) *ffmpeg.ProbeResult {
 		Streams: []ffmpeg.ProbeStream{
 			{Index: 0, CodecType: "video", CodecName: "h264", Profile: "High", Level: 31, Width: 1280, Height: 720,
 				PixFmt: "yuv420p", SampleAspectRatio: "1:1", FieldOrder: "progressive", RFrameRate: "30/1", AvgFrameRate: "30/1"},
-			{Index: 1, CodecType: "audio", CodecName: "aac", Profile: "LC", Channels: 2, ChannelLayout: "stereo", SampleRate: 48000},
+			{Index: 1, CodecType: "audio", CodecName: "aac", Profile: "LC", Channels: 2, ChannelLayout: "stereo", SampleRate: 48000, SampleFmt: "fltp"},
 		},
 	}
 }
@@ -181,7 +181,7 @@ func TestProbeHandsOverToTranscode(t *testing.T) {
 		t.Errorf("probed %q, want the presigned source", call.URL)
 	}
 	if call.Opts.FormatWhitelist != workers.FormatWhitelist || call.Opts.ProtocolWhitelist != workers.ProtocolWhitelist ||
-		call.Opts.ProbeSize != workers.ProbeSize || call.Opts.AnalyzeDuration != workers.AnalyzeDuration || call.Opts.ReadTimeout != workers.ReadTimeout {
+		call.Opts.ProbeSize != workers.QuickProbeSize || call.Opts.AnalyzeDuration != workers.QuickAnalyzeDuration || call.Opts.ReadTimeout != workers.ReadTimeout {
 		t.Errorf("probe options %+v: want the untrusted-input bounds", call.Opts)
 	}
 

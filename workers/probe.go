@@ -167,14 +167,7 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	// the very object the job is about, and so does the transcode.
 	var res *ffmpeg.ProbeResult
 	err = h.readSource(ctx, src.String(), p.Source.GetEtag(), failure.InvalidMedia, "the file is not a readable video or audio file", func() (err error) {
-		res, err = h.cfg.FFmpeg.Probe(ctx, src.String(), ffmpeg.ProbeOptions{
-			FormatWhitelist:   FormatWhitelist,
-			ProtocolWhitelist: ProtocolWhitelist,
-			ProbeSize:         ProbeSize,
-			AnalyzeDuration:   AnalyzeDuration,
-			ReadTimeout:       ReadTimeout,
-			Headers:           PinHeaders(p.Source.GetEtag()),
-		})
+		res, err = h.probeSource(ctx, src.String(), p.Source.GetEtag())
 		return err
 	})
 	if err != nil {
@@ -206,6 +199,75 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	return h.handOver(ctx, p.JobId, p.Attempt, cmd)
+}
+
+// The probe's first read is ffmpeg's default window, QuickProbeSize and
+// QuickAnalyzeDuration. Containers with a header (MP4, Matroska, AVI, MP3…)
+// answer within it: ffprobe stops as soon as every stream has its
+// parameters, a few frames in, whatever the window. Headerless streams
+// (MPEG-TS, MPEG-PS) are read to the end of the window, since a
+// stream may start anywhere: with the full window (ProbeSize,
+// AnalyzeDuration: the transcode's) a 1080p TS costs 50 MiB of reading
+// before the probe answers, with the quick one 5 MB. Only when the quick
+// read leaves something the job needs unknown (probeComplete) does the
+// probe read the full window. Reading less never renumbers streams (the
+// same bytes, demuxed the same way, give the same streams at the same
+// indices); only estimates over the window can move a little (a TS's
+// audio bit rate, which kiln records and does not use).
+const (
+	QuickProbeSize       = 5_000_000
+	QuickAnalyzeDuration = 5 * time.Second
+)
+
+// probeSource runs ffprobe on the source at rawURL, pinned to etag: in the
+// quick window, then, when that left the job's streams incomplete, in the
+// full one. A failure of the quick read is the probe's: the window does
+// not decide whether a file opens.
+func (h *Handlers) probeSource(ctx context.Context, rawURL, etag string) (*ffmpeg.ProbeResult, error) {
+	opts := ffmpeg.ProbeOptions{
+		FormatWhitelist:   FormatWhitelist,
+		ProtocolWhitelist: ProtocolWhitelist,
+		ProbeSize:         QuickProbeSize,
+		AnalyzeDuration:   QuickAnalyzeDuration,
+		ReadTimeout:       ReadTimeout,
+		Headers:           PinHeaders(etag),
+	}
+	res, err := h.cfg.FFmpeg.Probe(ctx, rawURL, opts)
+	if err != nil || probeComplete(res) {
+		return res, err
+	}
+	opts.ProbeSize, opts.AnalyzeDuration = ProbeSize, AnalyzeDuration
+	return h.cfg.FFmpeg.Probe(ctx, rawURL, opts)
+}
+
+// probeComplete reports whether res, read in the quick window, has what
+// reading further could still add and the job depends on: a video or an
+// audio stream; the picture size, pixel format and a frame rate of the
+// video MediaFromProbe picks; the sample rate, channels and sample format
+// of its audio; a duration. The pixel and sample formats are the
+// decoder's: with them, the other values are those of decoded frames, not
+// only the container's claims, which decoding corrects (an FLV whose audio
+// starts after 5 s claims stereo for a mono AAC stream; a TS lists the
+// stream, from its program table, at 0 Hz and 0 channels).
+func probeComplete(res *ffmpeg.ProbeResult) bool {
+	v, a := res.Video(), res.Audio()
+	duration := res.Format.Duration
+	switch {
+	case v == nil && a == nil:
+		return false
+	case v != nil && (v.Width <= 0 || v.Height <= 0 || v.PixFmt == "" ||
+		ffmpeg.ParseRational(v.AvgFrameRate) <= 0 && ffmpeg.ParseRational(v.RFrameRate) <= 0):
+		return false
+	case a != nil && (a.SampleRate <= 0 || a.Channels <= 0 || a.SampleFmt == ""):
+		return false
+	}
+	if duration <= 0 && v != nil {
+		duration = v.Duration
+	}
+	if duration <= 0 && a != nil {
+		duration = a.Duration
+	}
+	return duration > 0
 }
 
 // publishMedia records what the probe found (and planned) on the job, also

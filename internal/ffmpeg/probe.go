@@ -140,6 +140,7 @@ type ProbeStream struct {
 	Channels          int
 	ChannelLayout     string
 	SampleRate        int
+	SampleFmt         string  // the decoder's ("fltp"…): "" until a packet was decoded
 	Duration          float64 // seconds
 	BitRate           int64
 	NbFrames          int64
@@ -225,6 +226,7 @@ func ParseProbe(data []byte) (*ProbeResult, error) {
 			Channels          jsonNum `json:"channels"`
 			ChannelLayout     string  `json:"channel_layout"`
 			SampleRate        jsonNum `json:"sample_rate"`
+			SampleFmt         string  `json:"sample_fmt"`
 			Duration          jsonNum `json:"duration"`
 			BitRate           jsonNum `json:"bit_rate"`
 			NbFrames          jsonNum `json:"nb_frames"`
@@ -276,10 +278,14 @@ func ParseProbe(data []byte) (*ProbeResult, error) {
 			Channels:          s.Channels.int(),
 			ChannelLayout:     s.ChannelLayout,
 			SampleRate:        s.SampleRate.int(),
+			SampleFmt:         s.SampleFmt,
 			Duration:          s.Duration.float(),
 			BitRate:           s.BitRate.int64(),
 			NbFrames:          s.NbFrames.int64(),
 			AttachedPic:       s.Disposition.AttachedPic.int() != 0,
+		}
+		if st.SampleFmt == "unknown" { // what other ffprobe writers print
+			st.SampleFmt = ""
 		}
 		if s.Tags.Rotate != "" {
 			st.Rotation = normaliseRotation(-s.Tags.Rotate.float())

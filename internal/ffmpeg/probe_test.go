@@ -64,6 +64,16 @@ func TestParseProbe(t *testing.T) {
 			},
 		},
 		{
+			name:      "sample format unknown until decoded",
+			json:      `{"streams":[{"index":0,"codec_type":"audio","sample_fmt":"unknown","sample_rate":"44100"},{"index":1,"codec_type":"audio","sample_fmt":"s16p"}]}`,
+			wantVideo: -1, wantAudio: 0,
+			check: func(t *testing.T, p *ffmpeg.ProbeResult) {
+				if p.Streams[0].SampleFmt != "" || p.Streams[1].SampleFmt != "s16p" {
+					t.Errorf("sample formats %q, %q; want \"\", s16p", p.Streams[0].SampleFmt, p.Streams[1].SampleFmt)
+				}
+			},
+		},
+		{
 			name:      "display matrix -90 is 270",
 			json:      `{"streams":[{"index":0,"codec_type":"video","side_data_list":[{"side_data_type":"Display Matrix","rotation":-90}]}]}`,
 			wantVideo: 0, wantAudio: -1,
@@ -132,7 +142,7 @@ func TestParseProbeGolden(t *testing.T) {
 		if last := p.Streams[len(p.Streams)-1]; !last.AttachedPic || last.CodecName != "mjpeg" {
 			t.Errorf("cover %+v", last)
 		}
-		if a := p.Audio(); a == nil || a.Channels != 2 || a.ChannelLayout != "stereo" || a.SampleRate != 44100 {
+		if a := p.Audio(); a == nil || a.Channels != 2 || a.ChannelLayout != "stereo" || a.SampleRate != 44100 || a.SampleFmt != "fltp" {
 			t.Errorf("audio %+v", a)
 		}
 	})

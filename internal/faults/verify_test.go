@@ -180,8 +180,19 @@ func (c *cluster) plays(r *result, j *job) bool {
 		c.problem(r, "asset %s master playlist has no variants (%v):\n%s", j.asset, err, master)
 		return false
 	}
-	if len(variants) != len(a.Renditions) {
-		c.problem(r, "asset %s: %d variants in the master playlist, %d renditions", j.asset, len(variants), len(a.Renditions))
+	// The audio rendition is a group the video variants refer to, not a
+	// variant of its own (unless the asset is audio only).
+	wantVariants := 0
+	for _, rd := range a.Renditions {
+		if rd.Name != layout.AudioRendition {
+			wantVariants++
+		}
+	}
+	if wantVariants == 0 {
+		wantVariants = len(a.Renditions)
+	}
+	if len(variants) != wantVariants {
+		c.problem(r, "asset %s: %d variants in the master playlist, %d renditions %v", j.asset, len(variants), len(a.Renditions), a.Renditions)
 		return false
 	}
 	ok := true
@@ -273,6 +284,7 @@ func (c *cluster) checkOutputs(r *result, j *job, keys []string) {
 		return
 	}
 	want := map[string]bool{}
+	download := map[string]bool{} // the MP4 download's possible keys: built after READY, so maybe not yet
 	names := map[string]bool{}
 	for _, rd := range a.Renditions {
 		if names[rd.Name] {
@@ -280,7 +292,7 @@ func (c *cluster) checkOutputs(r *result, j *job, keys []string) {
 			c.problem(r, "asset %s lists rendition %s twice", j.asset, rd.Name)
 		}
 		names[rd.Name] = true
-		want[layout.EncodedKey(j.asset, rd.Name)] = true
+		download[layout.EncodedKey(j.asset, rd.Name)] = true
 		pk := layout.PlaylistKey(j.asset, rd.Name)
 		want[pk] = true
 		data, err := c.objects.Get(c.t.Context(), outputsBucket, pk, 1<<20)
@@ -297,9 +309,13 @@ func (c *cluster) checkOutputs(r *result, j *job, keys []string) {
 		}
 	}
 	have := map[string]bool{}
+	downloads := 0
 	for _, k := range keys {
 		have[k] = true
-		if want[k] || strings.HasPrefix(k, layout.ThumbnailDir(j.asset)+"/") {
+		if download[k] {
+			downloads++
+		}
+		if want[k] || download[k] || strings.HasPrefix(k, layout.ThumbnailDir(j.asset)+"/") {
 			continue
 		}
 		r.duplicated++
@@ -309,6 +325,10 @@ func (c *cluster) checkOutputs(r *result, j *job, keys []string) {
 		if !have[k] {
 			c.problem(r, "asset %s: missing output %s", j.asset, k)
 		}
+	}
+	if downloads > 1 {
+		r.duplicated++
+		c.problem(r, "asset %s: %d MP4 downloads, want one", j.asset, downloads)
 	}
 }
 

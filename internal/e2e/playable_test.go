@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/grafov/m3u8"
+	"github.com/kilnvideo/kiln/packager/hlscheck"
+)
+
+// playableJob is what a player's caller reads of a job while it encodes.
+type playableJob struct {
+	State      string     `json:"state"`
+	PlayableAt *time.Time `json:"playable_at"`
+	ReadyAt    *time.Time `json:"ready_at"`
+}
+
+// waitPlayable polls the job until it is playable and returns it; the job
+// must still be encoding then, or the test proves nothing.
+func (s stack) waitPlayable(t *testing.T, jobID string) playableJob {
+	t.Helper()
+	deadline := time.Now().Add(jobTimeout)
+	for time.Now().Before(deadline) {
+		var j playableJob
+		if code := s.do(t, http.MethodGet, "/v1/jobs/"+jobID, nil, "", &j); code == http.StatusOK {
+			switch {
+			case j.PlayableAt != nil && j.State == "transcoding":
+				return j
+			case j.State == "ready" || j.State == "failed" || j.State == "canceled":
+				t.Fatalf("job %s reached %s without being seen playable while it encoded (playable_at %v)", jobID, j.State, j.PlayableAt)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("job %s not playable within %s", jobID, jobTimeout)
+	return playableJob{}
+}
+
+// TestPlayWhileEncoding: a 60 s upload is playable long before it is
+// ready. While it still encodes, its master playlist and EVENT media
+// playlists pass kiln's HLS validator, and ffmpeg, started then from the
+// first segment, follows the growing playlists to the end and decodes
+// every frame; once ready the playlists are VOD with the same segments.
+func TestPlayWhileEncoding(t *testing.T) {
+	s := needStack(t)
+	const seconds = 60
+	clip := makeClip(t, "long.mp4", seconds, "640x360")
+	code, up, e := s.uploadMultipart(t, clip, "")
+	if code != http.StatusAccepted {
+		t.Fatalf("upload: %d %+v", code, e)
+	}
+	playable := s.waitPlayable(t, up.JobID)
+	var asset assetView
+	if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK || asset.Playback == nil || asset.Playback.HLS == "" {
+		t.Fatalf("GET asset of a playable job: %d %+v", code, asset)
+	}
+	master := string(fetch(t, asset.Playback.HLS, 1<<20))
+	if !strings.Contains(master, `#EXT-X-MEDIA:TYPE=AUDIO`) || !strings.Contains(master, `AUDIO="`) {
+		t.Errorf("master playlist without its audio group:\n%s", master)
+	}
+
+	// ffmpeg joins now, from the first segment, and follows the EVENT
+	// playlist (it reloads a playlist without EXT-X-ENDLIST) until READY
+	// closes it.
+	variants, err := variantURLs(asset.Playback.HLS, master)
+	if err != nil || len(variants) == 0 {
+		t.Fatalf("variants of\n%s: %v", master, err)
+	}
+	top := variants[len(variants)-1]
+	ctx, cancel := context.WithTimeout(t.Context(), jobTimeout)
+	defer cancel()
+	type result struct {
+		frames int
+		out    string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-live_start_index", "0", "-select_streams", "v:0", "-count_frames",
+			"-show_entries", "stream=nb_read_frames", "-of", "default=noprint_wrappers=1:nokey=1", top).CombinedOutput()
+		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		done <- result{n, string(out), err}
+	}()
+
+	// Meanwhile the playlists validate as they are: EVENT, growing.
+	report, err := hlscheck.CheckMaster(t.Context(), hlscheck.Config{Fetcher: hlscheck.HTTPFetcher{Client: &http.Client{Timeout: 30 * time.Second}}}, asset.Playback.HLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := report.Err(); err != nil {
+		t.Errorf("while encoding: %v", err)
+	}
+	media := string(fetch(t, top, 1<<20))
+	var j playableJob
+	s.do(t, http.MethodGet, "/v1/jobs/"+up.JobID, nil, "", &j)
+	if j.State == "transcoding" && (!strings.Contains(media, "#EXT-X-PLAYLIST-TYPE:EVENT") || strings.Contains(media, "#EXT-X-ENDLIST")) {
+		t.Errorf("media playlist of a job still encoding:\n%s", media)
+	}
+	firstURIs := segmentLines(media)
+
+	r := <-done
+	if r.err != nil || r.frames != seconds*30 {
+		t.Errorf("ffprobe following the playlist from playable: %d frames (%v), want %d\n%s", r.frames, r.err, seconds*30, r.out)
+	}
+	job := s.waitJob(t, up.JobID, jobTimeout)
+	if job.State != "ready" {
+		t.Fatalf("job ended %q: %+v", job.State, job.Error)
+	}
+	final := string(fetch(t, top, 1<<20))
+	if !strings.Contains(final, "#EXT-X-PLAYLIST-TYPE:VOD") || !strings.Contains(final, "#EXT-X-ENDLIST") {
+		t.Errorf("media playlist of the ready job:\n%s", final)
+	}
+	// What was listed while encoding is listed the same once ready (the
+	// segment names; their presigned URLs may be fresh).
+	finalURIs := segmentLines(final)
+	for i, u := range firstURIs {
+		if i >= len(finalURIs) || objectPath(u) != objectPath(finalURIs[i]) {
+			t.Errorf("segment %d was %s while encoding, %v when ready", i, objectPath(u), finalURIs)
+			break
+		}
+	}
+	var ready playableJob
+	s.do(t, http.MethodGet, "/v1/jobs/"+up.JobID, nil, "", &ready)
+	if ready.PlayableAt == nil || ready.ReadyAt == nil || !ready.PlayableAt.Before(*ready.ReadyAt) {
+		t.Errorf("playable_at %v, ready_at %v: want playable first", ready.PlayableAt, ready.ReadyAt)
+	}
+	t.Logf("playable %s before ready (job seen playable at %v)", ready.ReadyAt.Sub(*ready.PlayableAt).Round(time.Millisecond), playable.PlayableAt)
+}
+
+// segmentLines are the URI lines of a media playlist.
+func segmentLines(playlist string) []string {
+	var out []string
+	for _, line := range strings.Split(playlist, "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// objectPath is a URL without its query (a presigned URL's signature).
+func objectPath(u string) string { p, _, _ := strings.Cut(u, "?"); return p }
+
+// variantURLs are the absolute URLs of a master playlist's variants, in
+// its order (lowest bandwidth first).
+func variantURLs(base, master string) ([]string, error) {
+	b, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	p := m3u8.NewMasterPlaylist()
+	if err := p.DecodeFrom(strings.NewReader(master), false); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, v := range p.Variants {
+		u, err := b.Parse(v.URI)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u.String())
+	}
+	return out, nil
+}

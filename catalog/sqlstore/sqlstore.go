@@ -446,7 +446,7 @@ func applyPartial(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, now ti
 // (the download's partial READY) is kept when the outputs name none.
 // master_key is no longer used: it is written empty. ready_at is empty for
 // outputs that play before READY (the column predates them and is NOT
-// NULL; sqlstore reads ” as not ready).
+// NULL; sqlstore reads the empty string as not ready).
 func writeAsset(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row) error {
 	o := f.Outputs
 	readyAt := ""

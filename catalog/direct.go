@@ -50,7 +50,7 @@ type mediaKey struct {
 	// generation is the asset's ReadyAt, or its PlayableAt before READY: a
 	// new attempt, and READY, make a new playlist.
 	generation int64
-	token                         string // "" for a public asset
+	token      string // "" for a public asset
 }
 
 // mediaEntry is a generated media playlist.

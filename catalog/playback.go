@@ -48,18 +48,18 @@ const (
 
 // Cache lifetimes of playback responses.
 const (
-	playlistMaxAge    = 60 * time.Second     // master playlists of ready assets (and media playlists without EXT-X-ENDLIST of them)
-	vodPlaylistMaxAge = 300 * time.Second    // media playlists of a VOD (ended) rendition
+	playlistMaxAge    = 60 * time.Second  // master playlists of ready assets (and media playlists without EXT-X-ENDLIST of them)
+	vodPlaylistMaxAge = 300 * time.Second // media playlists of a VOD (ended) rendition
 	// livePlaylistMaxAge: playlists of an asset still being encoded. Its
 	// EVENT media playlists grow a segment every target duration (6 s)
 	// and a player reloads them about that often: a cached copy must not
 	// be older than half of it (RFC 8216, 6.2.1). Its master changes at
 	// READY (measured bandwidths).
 	livePlaylistMaxAge = 2 * time.Second
-	immutableMaxAge   = 365 * 24 * time.Hour // proxied objects: their keys never change content
-	maxPlaylistSize   = 4 << 20              // largest media playlist read from storage
-	tokenParam        = "token"              // query parameter carrying playback tokens
-	corsExposed       = "Content-Length, Content-Range, Accept-Ranges"
+	immutableMaxAge    = 365 * 24 * time.Hour // proxied objects: their keys never change content
+	maxPlaylistSize    = 4 << 20              // largest media playlist read from storage
+	tokenParam         = "token"              // query parameter carrying playback tokens
+	corsExposed        = "Content-Length, Content-Range, Accept-Ranges"
 )
 
 func (s *Service) playbackRoutes() []httpapi.Route {

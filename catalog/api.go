@@ -423,8 +423,9 @@ const streamRetryAfter = 5
 // job ends (or the client goes). When the job is playable and not ended yet
 // — on the first event, or when it becomes so — a "playable" event with
 // the same job follows its "job" event: the moment a player can start
-// (playable_at set), once per attempt and stream. Every write has Config.StreamWriteTimeout: a client that
-// stops reading loses its stream instead of holding its goroutine. An API key
+// (playable_at set), once per attempt and stream. Every write has
+// Config.StreamWriteTimeout: a client that stops reading loses its stream
+// instead of holding its goroutine. An API key
 // holding Config.MaxStreamsPerKey streams gets 429 too_many_streams.
 func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 	j, ok := s.jobOf(w, r)

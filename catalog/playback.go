@@ -52,9 +52,9 @@ const (
 	vodPlaylistMaxAge = 300 * time.Second // media playlists of a VOD (ended) rendition
 	// livePlaylistMaxAge: playlists of an asset still being encoded. Its
 	// EVENT media playlists grow a segment every target duration (6 s)
-	// and a player reloads them about that often: a cached copy must not
-	// be older than half of it (RFC 8216, 6.2.1). Its master changes at
-	// READY (measured bandwidths).
+	// and a player reloads them about that often: a cached copy no older
+	// than half of it (the usual bound for live playlists) shows each new
+	// segment in time. Its master changes at READY (measured bandwidths).
 	livePlaylistMaxAge = 2 * time.Second
 	immutableMaxAge    = 365 * 24 * time.Hour // proxied objects: their keys never change content
 	maxPlaylistSize    = 4 << 20              // largest media playlist read from storage

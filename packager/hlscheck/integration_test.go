@@ -252,6 +252,15 @@ func TestCheckMasterAudioGroup(t *testing.T) {
 		if r.Variants != 3 || r.Segments != 6 {
 			t.Fatalf("variants %d segments %d, want 3 (two and the audio) and 6", r.Variants, r.Segments)
 		}
+		// ffmpeg follows the group: the master gives it video and audio.
+		url := serve(t, root, master)
+		out, err := run(t.Context(), "ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if types := strings.Fields(string(out)); !slices.Contains(types, "video") || !slices.Contains(types, "audio") {
+			t.Fatalf("ffprobe of the master found streams %v, want video and audio", types)
+		}
 	})
 
 	t.Run("bit rates without the audio", func(t *testing.T) {

@@ -419,9 +419,13 @@ const streamRetryAfter = 5
 
 // jobEvents answers GET /v1/jobs/{id}/events with a text/event-stream: an
 // "job" event with the current job, then one per change of its state,
-// attempt or progress, a comment every heartbeat, until the job ends (or the
-// client goes). Every write has Config.StreamWriteTimeout: a client that
-// stops reading loses its stream instead of holding its goroutine. An API key
+// attempt, progress or playable time, a comment every heartbeat, until the
+// job ends (or the client goes). When the job is playable and not ended yet
+// — on the first event, or when it becomes so — a "playable" event with
+// the same job follows its "job" event: the moment a player can start
+// (playable_at set), once per attempt and stream. Every write has
+// Config.StreamWriteTimeout: a client that stops reading loses its stream
+// instead of holding its goroutine. An API key
 // holding Config.MaxStreamsPerKey streams gets 429 too_many_streams.
 func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 	j, ok := s.jobOf(w, r)
@@ -456,6 +460,7 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 
 	seq := 0
+	var playable time.Time // the playable time announced last
 	send := func(j *Job) bool {
 		v, err := s.jobView(j)
 		if err != nil {
@@ -464,7 +469,15 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		data, _ := json.Marshal(v) // one line: JSON escapes newlines
 		seq++
-		return write(fmt.Appendf(nil, "id: %d\nevent: job\ndata: %s\n\n", seq, data))
+		if !write(fmt.Appendf(nil, "id: %d\nevent: job\ndata: %s\n\n", seq, data)) {
+			return false
+		}
+		if j.PlayableAt.IsZero() || j.PlayableAt.Equal(playable) || j.State.Terminal() {
+			return true
+		}
+		playable = j.PlayableAt
+		seq++
+		return write(fmt.Appendf(nil, "id: %d\nevent: playable\ndata: %s\n\n", seq, data))
 	}
 	if !send(j) || j.State.Terminal() {
 		return
@@ -496,7 +509,7 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("job events: read job", zap.String("job_id", j.ID), zap.Error(err))
 			continue
 		}
-		if cur.State == last.State && cur.Attempt == last.Attempt && cur.Progress == last.Progress {
+		if cur.State == last.State && cur.Attempt == last.Attempt && cur.Progress == last.Progress && cur.PlayableAt.Equal(last.PlayableAt) {
 			continue
 		}
 		if !send(cur) || cur.State.Terminal() {

@@ -47,8 +47,10 @@ const (
 // mediaKey names one generated media playlist.
 type mediaKey struct {
 	asset, rendition, playlistKey string
-	ready                         int64  // the asset's ReadyAt: a new attempt is a new playlist
-	token                         string // "" for a public asset
+	// generation is the asset's ReadyAt, or its PlayableAt before READY: a
+	// new attempt, and READY, make a new playlist.
+	generation int64
+	token      string // "" for a public asset
 }
 
 // mediaEntry is a generated media playlist.
@@ -99,7 +101,7 @@ var errTokenSpent = errors.New("catalog: the playback token has less than a seco
 // mediaPlaylistFor returns the media playlist of rendition rend of asset a
 // as g may play it, from the cache or generated.
 func (s *Service) mediaPlaylistFor(ctx context.Context, a *Asset, rend Rendition, g grant) (*mediaEntry, error) {
-	k := mediaKey{asset: a.ID, rendition: rend.Name, playlistKey: rend.PlaylistKey, ready: a.ReadyAt.UnixNano(), token: g.token}
+	k := mediaKey{asset: a.ID, rendition: rend.Name, playlistKey: rend.PlaylistKey, generation: generationOf(a), token: g.token}
 	e, err := s.playlists.Get(ctx, k, otter.LoaderFunc[mediaKey, *mediaEntry](func(ctx context.Context, _ mediaKey) (*mediaEntry, error) {
 		return s.generateMedia(ctx, a, rend, g)
 	}))
@@ -113,6 +115,15 @@ func (s *Service) mediaPlaylistFor(ctx context.Context, a *Asset, rend Rendition
 	return e, nil
 }
 
+// generationOf tells a's outputs apart from those of its other attempts
+// and from its own before READY.
+func generationOf(a *Asset) int64 {
+	if !a.ReadyAt.IsZero() {
+		return a.ReadyAt.UnixNano()
+	}
+	return -a.PlayableAt.UnixNano()
+}
+
 // generateMedia reads the rendition's media playlist from storage and
 // rewrites its URIs for the configured delivery.
 func (s *Service) generateMedia(ctx context.Context, a *Asset, rend Rendition, g grant) (*mediaEntry, error) {
@@ -122,10 +133,7 @@ func (s *Service) generateMedia(ctx context.Context, a *Asset, rend Rendition, g
 	}
 	now := s.now()
 	e := &mediaEntry{vod: bytes.Contains(body, []byte("#EXT-X-ENDLIST"))}
-	maxAge := playlistMaxAge
-	if e.vod {
-		maxAge = vodPlaylistMaxAge
-	}
+	maxAge := mediaMaxAge(a, e)
 	dir := path.Dir(rend.PlaylistKey)
 	param := ""
 	if g.token != "" {
@@ -198,14 +206,26 @@ func (s *Service) presignLifetime(a *Asset) time.Duration {
 	return min(s.ttl+d.Round(time.Second), maxPresignLifetime)
 }
 
+// mediaMaxAge is how long a media playlist may be cached: long once it
+// has EXT-X-ENDLIST; while it grows (no EXT-X-ENDLIST), short, and shortest
+// for an asset still being encoded, whose playlist gains a segment every
+// few seconds.
+func mediaMaxAge(a *Asset, e *mediaEntry) time.Duration {
+	switch {
+	case e.vod:
+		return vodPlaylistMaxAge
+	case !a.Ready():
+		return livePlaylistMaxAge
+	default:
+		return playlistMaxAge
+	}
+}
+
 // mediaCacheControl is the Cache-Control of a generated media playlist:
 // its usual max-age, never beyond the end of its window (so never beyond
 // the URLs inside), nor the token's expiry.
-func (s *Service) mediaCacheControl(g grant, e *mediaEntry) string {
-	maxAge := playlistMaxAge
-	if e.vod {
-		maxAge = vodPlaylistMaxAge
-	}
+func (s *Service) mediaCacheControl(a *Asset, g grant, e *mediaEntry) string {
+	maxAge := mediaMaxAge(a, e)
 	now := s.now()
 	maxAge = min(maxAge, e.until.Sub(now))
 	if !e.expires.IsZero() {

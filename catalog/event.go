@@ -32,13 +32,27 @@ type Fact struct {
 	// Media and Plan are nil when the event carries none.
 	Media *kilnv1.MediaInfo
 	Plan  *kilnv1.Plan
-	// Outputs is set for READY, with valid renditions (see FactOf).
+	// Outputs is set for READY and for a playable event, with valid
+	// renditions (see FactOf).
 	Outputs *kilnv1.AssetOutputs
-	// Partial: a READY updating only the renditions it names.
+	// Partial: a READY updating only the renditions it names, or only the
+	// MP4 download (DownloadOnly).
 	Partial bool
+	// Playable: a TRANSCODING event whose outputs play already (the first
+	// segment of every rendition is stored; media playlists grow until
+	// READY). Its bandwidths are estimates and its duration the expected
+	// one.
+	Playable bool
 }
 
-// Duration is a READY's asset duration: the outputs', else the duration
+// DownloadOnly reports whether f is a partial READY that only names the
+// MP4 download (built after READY from the stored segments).
+func (f *Fact) DownloadOnly() bool {
+	o := f.Outputs
+	return f.Partial && o.GetMp4Key() != "" && len(o.GetRenditions()) == 0 && len(o.GetFailedRenditions()) == 0
+}
+
+// Duration is a READY's (or a playable event's) asset duration: the outputs', else the duration
 // the transcode decoded (the media's measured one), else the media's
 // header duration, which a hostile file can make up.
 func (f *Fact) Duration() float64 {
@@ -114,7 +128,16 @@ func FactOf(ev *kilnv1.JobEvent, now time.Time) (*Fact, error) {
 	if p := ev.GetPlan(); p != nil && p.ProtoReflect().IsValid() {
 		f.Plan = p
 	}
-	if st == StateReady {
+	if ev.GetPlayable() {
+		switch {
+		case st != StateTranscoding:
+			return nil, fmt.Errorf("%w: job %s: playable event in state %v, want transcoding", ErrInvalidEvent, f.JobID, ev.GetState())
+		case ev.GetOutputs().GetPartial():
+			return nil, fmt.Errorf("%w: job %s: partial outputs on a playable event", ErrInvalidEvent, f.JobID)
+		}
+		f.Playable = true
+	}
+	if st == StateReady || f.Playable {
 		if err := validOutputs(ev.GetOutputs()); err != nil {
 			return nil, fmt.Errorf("%w: job %s: %w", ErrInvalidEvent, f.JobID, err)
 		}
@@ -126,16 +149,16 @@ func FactOf(ev *kilnv1.JobEvent, now time.Time) (*Fact, error) {
 
 // validOutputs checks what the master playlist and playback routes will echo:
 // rendition names become URI path segments, codecs a quoted attribute.
-// A partial READY (a rendition retry) needs only the renditions it names,
-// ready or failed.
+// A partial READY needs only the renditions it names, ready or failed (a
+// rendition retry), or the MP4 download.
 func validOutputs(o *kilnv1.AssetOutputs) error {
 	switch {
 	case o.GetPartial():
-		if len(o.GetRenditions())+len(o.GetFailedRenditions()) == 0 {
-			return errors.New("partial ready without renditions")
+		if len(o.GetRenditions())+len(o.GetFailedRenditions()) == 0 && o.GetMp4Key() == "" {
+			return errors.New("partial ready without renditions or download")
 		}
 	case o == nil || o.GetBucket() == "" || len(o.GetRenditions()) == 0:
-		return errors.New("ready without outputs bucket and renditions")
+		return errors.New("outputs without bucket and renditions")
 	}
 	seen := make(map[string]bool)
 	for _, r := range o.GetFailedRenditions() {
@@ -222,7 +245,8 @@ type Buckets struct{ Sources, Outputs string }
 //   - a source (QUEUED) is in the sources bucket, under a key
 //     layout.IsSourceKey accepts, and the job id is the one derived from
 //     it (jobid.FromObject; the asset id is the job's, FactOf checks);
-//   - outputs (READY, partial or not) are in the outputs bucket, their
+//   - outputs (READY, partial or not, and a playable event's: the player
+//     follows them as it follows READY's) are in the outputs bucket, their
 //     prefix is the asset's (layout.AssetPrefix), each rendition's media
 //     playlist is layout.PlaylistKey of its name (its segments are read
 //     next to it), and every other key — encoded renditions, failed ones,
@@ -249,7 +273,7 @@ func CheckEvent(ev *kilnv1.JobEvent, b Buckets, now time.Time) (*Fact, error) {
 			return nil, reject(RejectIDMismatch, "job %s: not the job of its source %s/%s (etag %q)", f.JobID, src.GetBucket(), src.GetKey(), src.GetEtag())
 		}
 	}
-	if f.State == StateReady {
+	if f.Outputs != nil { // READY or playable
 		if err := checkOutputs(f.AssetID, f.Outputs, b.Outputs); err != nil {
 			return nil, err
 		}
@@ -257,7 +281,8 @@ func CheckEvent(ev *kilnv1.JobEvent, b Buckets, now time.Time) (*Fact, error) {
 	return f, nil
 }
 
-// checkOutputs checks a READY's outputs against asset's layout (CheckEvent).
+// checkOutputs checks a READY's or a playable event's outputs against
+// asset's layout (CheckEvent).
 func checkOutputs(asset string, o *kilnv1.AssetOutputs, bucket string) error {
 	if o.GetBucket() != bucket {
 		return reject(RejectWrongBucket, "asset %s: outputs in bucket %q, not the outputs bucket", asset, o.GetBucket())

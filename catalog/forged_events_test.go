@@ -201,6 +201,16 @@ func TestForgedEventsChangeNothing(t *testing.T) {
 		ev.Source = src
 		return ev
 	}
+	// A playable event's outputs are played from before READY: checked
+	// alike (and without an MP4: the download comes after READY).
+	playable := func(job, asset string, id string, edit func(o *kilnv1.AssetOutputs)) *kilnv1.JobEvent {
+		ev := jobevent.New(job, asset, 1, kilnv1.JobState_JOB_STATE_TRANSCODING, id)
+		ev.Playable = true
+		ev.Outputs = readyOutputs(asset, outputs)
+		ev.Outputs.Mp4Key = ""
+		edit(ev.Outputs)
+		return ev
+	}
 	mismatched := ready(jobB, assetA, 1, "forged.mismatch", func(*kilnv1.AssetOutputs) {})
 	retryA := jobevent.New(jobA, assetA, 3, kilnv1.JobState_JOB_STATE_QUEUED, "forged.retry")
 	retryA.Source = srcB // another object under A's job id
@@ -227,6 +237,26 @@ func TestForgedEventsChangeNothing(t *testing.T) {
 		{"A's rendition retried from B's prefix", ready(jobA, assetA, 1, "forged.6", func(o *kilnv1.AssetOutputs) {
 			o.Partial, o.Mp4Key, o.PosterKey = true, "", ""
 			o.Renditions[0].PlaylistKey = layout.PlaylistKey(assetB, "360p")
+		}), catalog.RejectOutsideAsset},
+		{"B playable from the sources bucket", playable(jobB, assetB, "forged.p1", func(o *kilnv1.AssetOutputs) {
+			o.Bucket = sources
+			o.Renditions[0].PlaylistKey = srcB.Key
+		}), catalog.RejectWrongBucket},
+		{"B playable with A's playlist", playable(jobB, assetB, "forged.p2", func(o *kilnv1.AssetOutputs) {
+			o.Renditions[0].PlaylistKey = layout.PlaylistKey(assetA, "360p")
+		}), catalog.RejectOutsideAsset},
+		{"B playable with a playlist off the layout", playable(jobB, assetB, "forged.p3", func(o *kilnv1.AssetOutputs) {
+			o.Renditions[0].PlaylistKey = layout.AssetPrefix(assetB) + "hls/360p/other.m3u8"
+		}), catalog.RejectBadKey},
+		{"B playable with a poster by traversal", playable(jobB, assetB, "forged.p4", func(o *kilnv1.AssetOutputs) {
+			o.PosterKey = layout.AssetPrefix(assetB) + "../../../private/secret.mp4"
+		}), catalog.RejectOutsideAsset},
+		{"B playable with thumbnails of A", playable(jobB, assetB, "forged.p5", func(o *kilnv1.AssetOutputs) {
+			o.Thumbnails = &kilnv1.Thumbnails{PosterKey: layout.PosterKey(assetA)}
+		}), catalog.RejectOutsideAsset},
+		{"A's download from B's prefix", ready(jobA, assetA, 1, "forged.mp4", func(o *kilnv1.AssetOutputs) {
+			o.Partial, o.Renditions, o.PosterKey = true, nil, ""
+			o.Mp4Key = layout.EncodedKey(assetB, "360p")
 		}), catalog.RejectOutsideAsset},
 		{"job B claiming asset A", mismatched, catalog.RejectInvalid},
 		{"job A retried over another source", retryA, catalog.RejectIDMismatch},
@@ -326,8 +356,8 @@ func TestForgedEventsChangeNothing(t *testing.T) {
 			t.Errorf("playback read %s, which is not one of A's outputs", k)
 		}
 	}
-	if n := rejections.Count(catalog.RejectConsumer, "wrong_bucket"); n != 3 {
-		t.Errorf("kiln_events_rejected_total{consumer=\"catalog\",reason=\"wrong_bucket\"} = %d, want 3", n)
+	if n := rejections.Count(catalog.RejectConsumer, "wrong_bucket"); n != 4 {
+		t.Errorf("kiln_events_rejected_total{consumer=\"catalog\",reason=\"wrong_bucket\"} = %d, want 4", n)
 	}
 }
 

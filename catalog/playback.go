@@ -32,6 +32,9 @@ const (
 	// CodeSigningNotConfigured (503): the asset is signed and the catalog has
 	// no signing key.
 	CodeSigningNotConfigured = "signing_not_configured"
+	// CodeDownloadNotReady (409): the asset plays, but its MP4 download is
+	// not built yet (it is made from the segments after READY).
+	CodeDownloadNotReady = "download_not_ready"
 )
 
 // Media types of what playback serves.
@@ -45,12 +48,18 @@ const (
 
 // Cache lifetimes of playback responses.
 const (
-	playlistMaxAge    = 60 * time.Second     // master playlists (and media playlists without EXT-X-ENDLIST)
-	vodPlaylistMaxAge = 300 * time.Second    // media playlists of a VOD (ended) rendition
-	immutableMaxAge   = 365 * 24 * time.Hour // proxied objects: their keys never change content
-	maxPlaylistSize   = 4 << 20              // largest media playlist read from storage
-	tokenParam        = "token"              // query parameter carrying playback tokens
-	corsExposed       = "Content-Length, Content-Range, Accept-Ranges"
+	playlistMaxAge    = 60 * time.Second  // master playlists of ready assets (and media playlists without EXT-X-ENDLIST of them)
+	vodPlaylistMaxAge = 300 * time.Second // media playlists of a VOD (ended) rendition
+	// livePlaylistMaxAge: playlists of an asset still being encoded. Its
+	// EVENT media playlists grow a segment every target duration (6 s)
+	// and a player reloads them about that often: a cached copy no older
+	// than half of it (the usual bound for live playlists) shows each new
+	// segment in time. Its master changes at READY (measured bandwidths).
+	livePlaylistMaxAge = 2 * time.Second
+	immutableMaxAge    = 365 * 24 * time.Hour // proxied objects: their keys never change content
+	maxPlaylistSize    = 4 << 20              // largest media playlist read from storage
+	tokenParam         = "token"              // query parameter carrying playback tokens
+	corsExposed        = "Content-Length, Content-Range, Accept-Ranges"
 )
 
 func (s *Service) playbackRoutes() []httpapi.Route {
@@ -87,11 +96,11 @@ type grant struct {
 	expires time.Time
 }
 
-// playable loads a ready asset and authorizes the playback request for it,
-// answering the request itself (and returning false) when it may not
-// proceed.
+// playable loads a playable asset (ready, or playing before READY) and
+// authorizes the playback request for it, answering the request itself
+// (and returning false) when it may not proceed.
 func (s *Service) playable(w http.ResponseWriter, r *http.Request) (*Asset, grant, bool) {
-	a, ok := s.readyAsset(w, r)
+	a, ok := s.playableAsset(w, r)
 	if !ok {
 		return nil, grant{}, false
 	}
@@ -153,7 +162,11 @@ func (s *Service) master(w http.ResponseWriter, r *http.Request) {
 	if g.token != "" {
 		body = withToken(body, g.token)
 	}
-	writePlaylist(w, r, body, s.cacheControl(g, playlistMaxAge, false))
+	maxAge := playlistMaxAge
+	if !a.Ready() {
+		maxAge = livePlaylistMaxAge // READY brings measured bandwidths
+	}
+	writePlaylist(w, r, body, s.cacheControl(g, maxAge, false))
 }
 
 func (s *Service) mediaPlaylist(w http.ResponseWriter, r *http.Request) {
@@ -176,7 +189,7 @@ func (s *Service) mediaPlaylist(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "media playlist unavailable")
 		return
 	}
-	writePlaylist(w, r, e.body, s.mediaCacheControl(g, e))
+	writePlaylist(w, r, e.body, s.mediaCacheControl(a, g, e))
 }
 
 // writePlaylist answers with an HLS playlist, gzipped when the client
@@ -252,15 +265,25 @@ func (s *Service) segment(w http.ResponseWriter, r *http.Request) {
 	s.deliver(w, r, a, g, path.Dir(rend.PlaylistKey)+"/"+file, objstore.PresignOptions{ContentType: ct})
 }
 
+// download delivers the MP4 download; an asset that plays without one yet
+// (it is built from the segments after READY) answers 409
+// download_not_ready.
 func (s *Service) download(w http.ResponseWriter, r *http.Request) {
-	s.output(w, r, func(a *Asset) (string, objstore.PresignOptions) {
-		ct, ext := mp4ContentType, ".mp4"
-		if path.Ext(a.MP4Key) == ".m4a" { // the download of an audio-only asset
-			ct, ext = audioMP4ContentType, ".m4a"
-		}
-		return a.MP4Key, objstore.PresignOptions{ContentType: ct,
-			ContentDisposition: `attachment; filename="` + a.ID + ext + `"`} // asset ids need no quoting
-	})
+	a, g, ok := s.playable(w, r)
+	if !ok {
+		return
+	}
+	if a.MP4Key == "" {
+		w.Header().Set("Cache-Control", "no-store")
+		httpapi.WriteError(w, http.StatusConflict, CodeDownloadNotReady, "the MP4 download is not built yet: it is made after the asset is ready")
+		return
+	}
+	ct, ext := mp4ContentType, ".mp4"
+	if path.Ext(a.MP4Key) == ".m4a" { // the download of an audio-only asset
+		ct, ext = audioMP4ContentType, ".m4a"
+	}
+	s.deliver(w, r, a, g, a.MP4Key, objstore.PresignOptions{ContentType: ct,
+		ContentDisposition: `attachment; filename="` + a.ID + ext + `"`}) // asset ids need no quoting
 }
 
 func (s *Service) poster(w http.ResponseWriter, r *http.Request) {

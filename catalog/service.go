@@ -435,7 +435,10 @@ type (
 		CreatedAt  time.Time            `json:"created_at"`
 		UpdatedAt  time.Time            `json:"updated_at"`
 		Timestamps map[State]time.Time  `json:"timestamps"`
-		Links      map[string]string    `json:"links"`
+		// PlayableAt is when the attempt's outputs started to play (its
+		// playable event), before READY; absent until then.
+		PlayableAt *time.Time        `json:"playable_at,omitempty"`
+		Links      map[string]string `json:"links"`
 	}
 	// renditionStateJSON is one rung of a job's plan and how far it is.
 	renditionStateJSON struct {
@@ -459,6 +462,9 @@ type (
 		Renditions      []renditionJSON `json:"renditions"`
 		Playback        *playbackJSON   `json:"playback"`
 		Thumbnails      *thumbnailsJSON `json:"thumbnails,omitempty"`
+		// PlayableAt is when the asset started to play (before READY for
+		// a transcode that encodes straight to segments).
+		PlayableAt *time.Time `json:"playable_at,omitempty"`
 		// TokenExpiresAt is when the token in a signed asset's playback
 		// URLs expires.
 		TokenExpiresAt *time.Time        `json:"playback_token_expires_at,omitempty"`
@@ -509,6 +515,7 @@ func (s *Service) jobView(j *Job) (jobJSON, error) {
 		Source:    sourceJSON{Bucket: j.Source.Bucket, Key: j.Source.Key, ETag: j.Source.ETag, Size: j.Source.Size},
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, Timestamps: j.Timestamps,
 		Renditions: renditionStates(j),
+		PlayableAt: timeOrNil(j.PlayableAt),
 		Links: map[string]string{
 			"self":   s.public + "/v1/jobs/" + j.ID,
 			"asset":  s.public + "/v1/assets/" + j.AssetID,
@@ -528,10 +535,19 @@ func (s *Service) jobView(j *Job) (jobJSON, error) {
 	return out, nil
 }
 
+// timeOrNil is &t, nil for the zero time.
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
 // Rendition states of the API beside the job states.
 const (
-	renditionReady  = "ready"
-	renditionFailed = "failed"
+	renditionReady    = "ready"
+	renditionFailed   = "failed"
+	renditionPlayable = "playable" // an asset's rendition that plays before READY
 )
 
 // renditionStates derives each planned rung's progress from the job's
@@ -595,16 +611,21 @@ func (s *Service) writeAssetView(w http.ResponseWriter, r *http.Request, status 
 			"job":  s.public + "/v1/jobs/" + a.JobID,
 		},
 	}
+	st := renditionReady
+	if !a.Ready() {
+		st = renditionPlayable // still being encoded; bandwidths are estimates until READY
+	}
 	for _, r := range a.Renditions {
 		out.Renditions = append(out.Renditions, renditionJSON{Name: r.Name, Width: r.Width, Height: r.Height,
 			FrameRate: r.FrameRate, Bandwidth: r.Bandwidth, AverageBandwidth: r.AverageBandwidth, Codecs: r.Codecs,
-			State: renditionReady})
+			State: st})
 	}
 	for _, r := range a.Failed {
 		out.Renditions = append(out.Renditions, renditionJSON{Name: r.Name, Width: r.Width, Height: r.Height,
 			State: renditionFailed, Error: &httpapi.ErrorDetail{Code: r.ErrorCode, Message: r.ErrorMessage}})
 	}
-	if a.Ready() {
+	out.PlayableAt = timeOrNil(a.PlayableAt)
+	if a.Playable() {
 		token := ""
 		if a.PlaybackPolicy == policy.Signed && len(s.signingKey) > 0 && httpapi.KeyScope(r.Context()) == httpapi.ScopeWrite {
 			exp := expiryAfter(s.now(), s.tokenTTL)
@@ -703,19 +724,20 @@ func (s *Service) asset(w http.ResponseWriter, r *http.Request) (*Asset, bool) {
 	return a, true
 }
 
-// readyAsset is asset, but answers 404 for an asset that is not ready.
-func (s *Service) readyAsset(w http.ResponseWriter, r *http.Request) (*Asset, bool) {
+// playableAsset is asset, but answers 404 for an asset that does not play
+// (yet, or any more): neither ready nor playable (Asset.Playable).
+func (s *Service) playableAsset(w http.ResponseWriter, r *http.Request) (*Asset, bool) {
 	a, ok := s.asset(w, r)
-	if ok && !a.Ready() {
-		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "asset is not ready")
+	if ok && !a.Playable() {
+		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "asset is not playable")
 		return nil, false
 	}
 	return a, ok
 }
 
-// rendition is readyAsset plus the rendition named by {rendition}.
+// rendition is playableAsset plus the rendition named by {rendition}.
 func (s *Service) rendition(w http.ResponseWriter, r *http.Request) (*Asset, Rendition, bool) {
-	a, ok := s.readyAsset(w, r)
+	a, ok := s.playableAsset(w, r)
 	if !ok {
 		return nil, Rendition{}, false
 	}

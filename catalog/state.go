@@ -104,21 +104,26 @@ type Current struct {
 type Action int
 
 // Actions. The first five change the job (Apply reports changed=true), the
-// next two do not; a partial READY changes it when it changes a rendition.
+// next two do not; a partial READY changes it when it changes a rendition or
+// the download, a playable event the first time it makes the job playable.
 const (
 	// ActionCreate records a job from its first event, whatever it carries;
-	// a READY also writes the asset.
+	// a READY also writes the asset, a playable event too (and the job's
+	// playable time).
 	ActionCreate Action = iota + 1
 	// ActionNewAttempt starts the job over from the event of a newer
 	// attempt (a retry): state, progress, attempt, error and per-state
-	// times are reset to the event's, the asset, renditions and rendition
-	// failures removed (and written again by a READY). Source, preset and
+	// times are reset to the event's, the playable time cleared, the asset,
+	// renditions and rendition failures removed (and written again by a
+	// READY or a playable event). Source, preset and
 	// policy are only filled in; media and plan overwritten when carried.
 	ActionNewAttempt
 	// ActionAdvance moves the job forward (or fails/cancels it): state,
 	// progress and error as the event's, the state's time recorded unless it
 	// was already, media and plan overwritten when carried; a READY writes
-	// the asset, replacing its renditions and rendition failures.
+	// the asset, replacing its renditions and rendition failures (and
+	// keeping a download recorded before it when it names none); a playable
+	// event writes it as well and records the job's playable time.
 	ActionAdvance
 	// ActionProgress raises the progress within the current state (media and
 	// plan overwritten when carried).
@@ -136,11 +141,20 @@ const (
 	// (keeping its retry count) unless that rendition is ready already — a
 	// late failure never hides a working rendition. It reports a change
 	// only when a rendition or failure actually changed, so a repeat is a
-	// no-op.
+	// no-op. A partial READY naming the MP4 download (Fact.DownloadOnly)
+	// sets the asset's MP4 key; it also applies to a job of the same
+	// attempt that is not ready yet but playable (its READY may be
+	// redelivered after it), and keeps the key a READY without one finds.
 	ActionPartial
+	// ActionPlayable applies a playable event of the current attempt to a
+	// job that is not terminal and already at or past its state
+	// (transcoding, packaging): the first one records the job's playable
+	// time and writes the asset's outputs as ActionAdvance does (changed);
+	// a repeat changes nothing.
+	ActionPlayable
 )
 
-var actionNames = [...]string{"", "create", "new attempt", "advance", "progress", "backfill", "ignore", "partial"}
+var actionNames = [...]string{"", "create", "new attempt", "advance", "progress", "backfill", "ignore", "partial", "playable"}
 
 func (a Action) String() string {
 	if a > 0 && int(a) < len(actionNames) {
@@ -155,13 +169,21 @@ func (a Action) String() string {
 // event after a terminal state, and repeats only backfill; every event of an
 // attempt older than the job's, or of a deleted job, is ignored; an event of
 // a newer attempt starts the job over — the only way out of a terminal
-// state. A partial READY applies only to a ready job of the same attempt.
+// state. A partial READY applies only to a ready job of the same attempt
+// (the download also to a running one). A playable event (Fact.Playable)
+// makes a running job of its attempt playable, once; after a terminal state
+// it only backfills: READY's outputs replace a playable event's, never the
+// reverse.
 func Decide(cur Current, f *Fact) Action {
 	if f.Partial {
-		if !cur.Exists || cur.Deleted || cur.State != StateReady || cur.Attempt != f.Attempt {
+		switch {
+		case !cur.Exists || cur.Deleted || cur.Attempt != f.Attempt:
+			return ActionIgnore
+		case cur.State == StateReady, f.DownloadOnly() && !cur.State.Terminal():
+			return ActionPartial
+		default:
 			return ActionIgnore // only a ready job's current attempt takes rendition retries
 		}
-		return ActionPartial
 	}
 	switch {
 	case !cur.Exists:
@@ -172,6 +194,8 @@ func Decide(cur Current, f *Fact) Action {
 		return ActionNewAttempt
 	case advances(cur.State, f.State):
 		return ActionAdvance
+	case f.Playable && !cur.State.Terminal():
+		return ActionPlayable
 	case cur.State == f.State && !cur.State.Terminal() && f.Progress > cur.Progress:
 		return ActionProgress
 	default: // stale, repeated, or after a terminal state
@@ -180,7 +204,13 @@ func Decide(cur Current, f *Fact) Action {
 }
 
 // WritesAsset reports whether an action taken on f records the asset's
-// outputs (a READY that creates, advances or restarts the job).
+// outputs (a READY that creates, advances or restarts the job; a playable
+// event that does, or that makes a running job playable).
 func (a Action) WritesAsset(f *Fact) bool {
-	return f.State == StateReady && (a == ActionCreate || a == ActionNewAttempt || a == ActionAdvance)
+	switch {
+	case f.State == StateReady || f.Playable:
+		return a == ActionCreate || a == ActionNewAttempt || a == ActionAdvance || (f.Playable && a == ActionPlayable)
+	default:
+		return false
+	}
 }

@@ -70,6 +70,12 @@ func TestDecide(t *testing.T) {
 	partial := func(attempt int32) *Fact {
 		return &Fact{State: StateReady, Attempt: attempt, Progress: 1, Partial: true}
 	}
+	playable := func(attempt int32) *Fact {
+		return &Fact{State: StateTranscoding, Attempt: attempt, Progress: 0.2, Playable: true}
+	}
+	download := func(attempt int32) *Fact {
+		return &Fact{State: StateReady, Attempt: attempt, Progress: 1, Partial: true, Outputs: &kilnv1.AssetOutputs{Partial: true, Mp4Key: "k"}}
+	}
 	deleted := at(StateReady, 1, 1)
 	deleted.Deleted = true
 	tests := []struct {
@@ -100,6 +106,20 @@ func TestDecide(t *testing.T) {
 		{"partial of an older attempt", at(StateReady, 2, 1), partial(1), ActionIgnore},
 		{"partial of a newer attempt", at(StateReady, 1, 1), partial(2), ActionIgnore},
 		{"partial of a deleted job", deleted, partial(1), ActionIgnore},
+		{"playable first", Current{}, playable(1), ActionCreate},
+		{"playable advances", at(StateProbing, 1, 0), playable(1), ActionAdvance},
+		{"playable while transcoding", at(StateTranscoding, 1, 0.5), playable(1), ActionPlayable},
+		{"playable while packaging", at(StatePackaging, 1, 0), playable(1), ActionPlayable},
+		{"playable after ready", at(StateReady, 1, 1), playable(1), ActionBackfill},
+		{"playable after failed", at(StateFailed, 1, 0), playable(1), ActionBackfill},
+		{"playable of a newer attempt", at(StateFailed, 1, 0), playable(2), ActionNewAttempt},
+		{"playable of an older attempt", at(StateTranscoding, 2, 0), playable(1), ActionIgnore},
+		{"playable of a deleted job", deleted, playable(3), ActionIgnore},
+		{"download on ready", at(StateReady, 1, 1), download(1), ActionPartial},
+		{"download before ready", at(StatePackaging, 1, 0), download(1), ActionPartial},
+		{"download after failed", at(StateFailed, 1, 0), download(1), ActionIgnore},
+		{"download of another attempt", at(StateReady, 2, 1), download(1), ActionIgnore},
+		{"download of an unknown job", Current{}, download(1), ActionIgnore},
 	}
 	for _, tt := range tests {
 		if got := Decide(tt.cur, tt.f); got != tt.want {
@@ -115,12 +135,23 @@ func TestWritesAsset(t *testing.T) {
 			t.Errorf("%v.WritesAsset: ready %v, probing %v", a, a.WritesAsset(ready), a.WritesAsset(probing))
 		}
 	}
-	for _, a := range []Action{ActionProgress, ActionBackfill, ActionIgnore, ActionPartial} {
+	for _, a := range []Action{ActionProgress, ActionBackfill, ActionIgnore, ActionPartial, ActionPlayable} {
 		if a.WritesAsset(ready) {
 			t.Errorf("%v writes the asset", a)
 		}
 	}
-	if ActionPartial.String() != "partial" || Action(0).String() != "unknown" {
+	playable := &Fact{State: StateTranscoding, Playable: true}
+	for _, a := range []Action{ActionCreate, ActionNewAttempt, ActionAdvance, ActionPlayable} {
+		if !a.WritesAsset(playable) {
+			t.Errorf("%v does not write a playable event's asset", a)
+		}
+	}
+	for _, a := range []Action{ActionProgress, ActionBackfill, ActionIgnore} {
+		if a.WritesAsset(playable) {
+			t.Errorf("%v writes a playable event's asset", a)
+		}
+	}
+	if ActionPartial.String() != "partial" || ActionPlayable.String() != "playable" || Action(0).String() != "unknown" {
 		t.Errorf("names: %q %q", ActionPartial, Action(0))
 	}
 }

@@ -40,8 +40,9 @@ var (
 type Store interface {
 	// Apply records ev atomically and reports whether it changed the job:
 	// it validates ev with FactOf (errors wrap ErrInvalidEvent) and does
-	// what Decide says. A READY that writes the asset replaces its
-	// renditions and rendition failures.
+	// what Decide says. A READY or playable event that writes the asset
+	// replaces its renditions and rendition failures; a playable event
+	// changes the job only the first time in its attempt.
 	Apply(ctx context.Context, ev *kilnv1.JobEvent) (changed bool, err error)
 	// Job returns the job with the given id, or an error wrapping
 	// ErrNotFound (also for a deleted job).
@@ -52,11 +53,11 @@ type Store interface {
 	ListJobs(ctx context.Context, f JobFilter) ([]*Job, *Cursor, error)
 	// Asset returns the asset with the given id, or an error wrapping
 	// ErrNotFound when no job (or a deleted one) produces it. The asset of a
-	// job that is not ready yet carries only ID, JobID, State and
-	// PlaybackPolicy.
+	// job that is neither ready nor playable (Asset.Playable) carries only
+	// ID, JobID, State, PlaybackPolicy and PlayableAt.
 	Asset(ctx context.Context, id string) (*Asset, error)
-	// OutputsBucket returns the outputs bucket an asset's READY event
-	// recorded ("" when none), deleted or not.
+	// OutputsBucket returns the outputs bucket an asset's READY or playable
+	// event recorded ("" when none), deleted or not.
 	OutputsBucket(ctx context.Context, assetID string) (string, error)
 	// DeleteJob marks a terminal job (and its asset) deleted: both read as
 	// not found from then on and later events are ignored. It returns the
@@ -140,13 +141,19 @@ type Job struct {
 	// Timestamps holds the event time at which each reached state was
 	// recorded.
 	Timestamps map[State]time.Time
+	// PlayableAt is the event time of the attempt's first playable event
+	// (its outputs play before READY); zero until then, and again in a new
+	// attempt.
+	PlayableAt time.Time
 	// FailedRenditions names the renditions of a ready job whose packaging
 	// failed (see Asset.Failed), ordered by name.
 	FailedRenditions []string
 }
 
 // Asset is the catalog's view of one asset: the outputs of a job. Everything
-// but ID, JobID, State and PlaybackPolicy is zero until the job is ready.
+// but ID, JobID, State, PlaybackPolicy and PlayableAt is zero until the job
+// is ready or playable (Playable), and again when it fails or is canceled
+// before READY.
 //
 // PlaybackPolicy is policy.Public or policy.Signed. Until the job's QUEUED
 // event (which alone carries the policy) is recorded it reads policy.Signed:
@@ -160,9 +167,12 @@ type Asset struct {
 	Prefix          string
 	MP4Key          string
 	PosterKey       string
-	DurationSeconds float64
+	DurationSeconds float64 // the expected one until READY measures it
 	ReadyAt         time.Time
-	Renditions      []Rendition // ordered by bandwidth, then name, ascending
+	// PlayableAt is the job's (Job.PlayableAt): its outputs play from then
+	// on, before READY (bandwidths estimated, media playlists growing).
+	PlayableAt time.Time
+	Renditions []Rendition // ordered by bandwidth, then name, ascending
 	// Thumbnails are the poster, storyboard and scrub thumbnails; nil when
 	// the producer recorded none.
 	Thumbnails *kilnv1.Thumbnails
@@ -187,8 +197,14 @@ type FailedRendition struct {
 	Retries int32
 }
 
-// Ready reports whether the asset can be played.
+// Ready reports whether the asset's job is done: its outputs are complete.
 func (a *Asset) Ready() bool { return a.State == StateReady }
+
+// Playable reports whether the asset can be played: it is ready, or its job
+// is still running and its outputs play already (EVENT media playlists).
+func (a *Asset) Playable() bool {
+	return a.Ready() || (!a.PlayableAt.IsZero() && !a.State.Terminal())
+}
 
 // Rendition returns the rendition called name.
 func (a *Asset) Rendition(name string) (Rendition, bool) {

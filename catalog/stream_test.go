@@ -6,13 +6,17 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/kilnvideo/kiln/catalog/eventtest"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 )
+
+var playableEvent = eventtest.Playable
 
 // newStreamService is the API fixture's service with its own stream limits.
 func newStreamService(t *testing.T, f *apiFixture, keys *httpapi.Keys, cfg Config) *Service {
@@ -124,5 +128,80 @@ func TestJobEventsPerKeyCap(t *testing.T) {
 	defer a4.Body.Close()
 	if a4.StatusCode != 200 {
 		t.Fatalf("after closing one: %d", a4.StatusCode)
+	}
+}
+
+// TestJobEventsPlayable: the stream shows the moment a job becomes
+// playable: its "job" event carries playable_at and a "playable" event
+// follows, once; a stream opened later starts with both.
+func TestJobEventsPlayable(t *testing.T) {
+	f := newAPIFixture(t)
+	srv := httptest.NewServer(f.h)
+	defer srv.Close()
+	id, asset := testJob("sse-playable")
+	f.apply(t, event(id, queued, 0), event(id, probing, 0))
+	open := func() *bufio.Scanner {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/v1/jobs/"+id+"/events", nil)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return bufio.NewScanner(resp.Body)
+	}
+	// next reads the next event: its name and job.
+	next := func(sc *bufio.Scanner) (string, jobJSON) {
+		t.Helper()
+		name := ""
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				name = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				var j jobJSON
+				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &j); err != nil {
+					t.Fatalf("event data: %v", err)
+				}
+				return name, j
+			}
+		}
+		t.Fatalf("stream ended: %v", sc.Err())
+		return "", jobJSON{}
+	}
+	a := open()
+	if name, j := next(a); name != "job" || j.State != StateProbing || j.PlayableAt != nil {
+		t.Fatalf("first event %s %+v", name, j)
+	}
+	pl := playableEvent(id)
+	f.apply(t, pl)
+	if name, j := next(a); name != "job" || j.State != StateTranscoding || j.PlayableAt == nil || !j.PlayableAt.Equal(pl.GetTime().AsTime()) {
+		t.Fatalf("event after playable: %s %+v", name, j)
+	}
+	if name, j := next(a); name != "playable" || j.PlayableAt == nil {
+		t.Fatalf("no playable event: %s %+v", name, j)
+	}
+	later := open()
+	for _, want := range []string{"job", "playable"} {
+		if name, j := next(later); name != want || j.PlayableAt == nil {
+			t.Fatalf("stream opened after playable: %s %+v, want %s", name, j, want)
+		}
+	}
+	f.apply(t, event(id, transcoding, 0.7))
+	if name, j := next(a); name != "job" || j.Progress != 0.7 {
+		t.Fatalf("progress after playable: %s %+v (a second playable event?)", name, j)
+	}
+	f.apply(t, event(id, ready, 0))
+	if name, j := next(a); name != "job" || j.State != StateReady {
+		t.Fatalf("last event %s %+v", name, j)
+	}
+	for a.Scan() {
+		if a.Text() != "" {
+			t.Errorf("stream continues after ready: %q", a.Text())
+		}
+	}
+	if rec := f.do(t, http.MethodGet, "/v1/assets/"+asset, ""); !strings.Contains(rec.Body.String(), `"playable_at"`) {
+		t.Errorf("asset JSON without playable_at: %s", rec.Body)
 	}
 }

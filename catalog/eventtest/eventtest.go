@@ -133,3 +133,38 @@ func PartialReady(jobID string, n string) *kilnv1.JobEvent {
 		Renditions: full.Renditions[:1]} // 720p
 	return ev
 }
+
+// Playable is the playable event of a job (state TRANSCODING): what a
+// transcode that encodes straight to segments publishes once the first
+// segment of every rendition and of the audio is stored. Video renditions
+// carry only their video codec, the audio is a rendition of its own;
+// bandwidths are the plan's estimates, the duration the expected one, and
+// there is no MP4 download (nor encoded key) yet.
+func Playable(jobID string) *kilnv1.JobEvent {
+	ev := Event(jobID, kilnv1.JobState_JOB_STATE_TRANSCODING, 0.2)
+	ev.EventId += "/playable"
+	ev.Playable = true
+	p := "assets/" + jobid.AssetOf(jobID)
+	ev.Outputs = &kilnv1.AssetOutputs{
+		Bucket: OutputsBucket, Prefix: p + "/", DurationSeconds: 12.5,
+		Renditions: []*kilnv1.Rendition{
+			{Name: "720p", Width: 1280, Height: 720, FrameRate: 29.97, Bandwidth: 3_300_000, AverageBandwidth: 3_000_000,
+				Codecs: "avc1.64001f", PlaylistKey: p + "/hls/720p/index.m3u8"},
+			{Name: "360p", Width: 640, Height: 360, FrameRate: 29.97, Bandwidth: 880_000, AverageBandwidth: 800_000,
+				Codecs: "avc1.64001e", PlaylistKey: p + "/hls/360p/index.m3u8"},
+			{Name: "audio", Bandwidth: 140_000, AverageBandwidth: 128_000,
+				Codecs: "mp4a.40.2", PlaylistKey: p + "/hls/audio/index.m3u8"},
+		},
+	}
+	return ev
+}
+
+// Download is the partial READY announcing the MP4 download, built after
+// READY from the top rendition's segments and the audio's.
+func Download(jobID string) *kilnv1.JobEvent {
+	ev := Event(jobID, kilnv1.JobState_JOB_STATE_READY, 1)
+	ev.EventId += "/mp4"
+	p := "assets/" + jobid.AssetOf(jobID)
+	ev.Outputs = &kilnv1.AssetOutputs{Bucket: OutputsBucket, Prefix: p + "/", Partial: true, Mp4Key: p + "/mp4/720p.mp4"}
+	return ev
+}

@@ -167,9 +167,10 @@ var (
 	protoIn  = protojson.UnmarshalOptions{DiscardUnknown: true}
 )
 
-// row is a fact's JSON columns.
+// row is a fact's JSON columns, and its playable time.
 type row struct {
 	media, plan, thumbnails sql.NullString // protojson, NULL when absent
+	playable                sql.NullString // the event time of a playable event, else NULL
 }
 
 func rowOf(f *catalog.Fact) (row, error) {
@@ -185,6 +186,9 @@ func rowOf(f *catalog.Fact) (row, error) {
 	}
 	if r.thumbnails, err = marshalOpt(f.Outputs.GetThumbnails()); err != nil {
 		return row{}, fmt.Errorf("catalog: job %s: thumbnails: %w", f.JobID, err)
+	}
+	if f.Playable {
+		r.playable = sql.NullString{String: fmtTime(f.At), Valid: true}
 	}
 	return r, nil
 }
@@ -266,7 +270,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		sql.Named("id", f.JobID), sql.Named("now", fmtTime(now)),
 		sql.Named("preset", f.Preset), sql.Named("policy", f.Policy), sql.Named("bucket", f.Source.Bucket), sql.Named("key", f.Source.Key),
 		sql.Named("etag", f.Source.ETag), sql.Named("size", f.Source.Size),
-		sql.Named("media", r.media), sql.Named("plan", r.plan),
+		sql.Named("media", r.media), sql.Named("plan", r.plan), sql.Named("playable", r.playable),
 	}
 	switch act {
 	case catalog.ActionIgnore:
@@ -278,11 +282,11 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 	case catalog.ActionCreate:
 		_, err = tx.ExecContext(ctx, `INSERT INTO jobs (id, asset_id, state, progress, preset,
 				source_bucket, source_key, source_etag, source_size, error_code, error_message,
-				media_json, plan_json, created_at, updated_at, playback_policy, attempt, `+col+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				media_json, plan_json, created_at, updated_at, playback_policy, attempt, playable_at, `+col+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			f.JobID, f.AssetID, f.State, f.Progress, f.Preset,
 			f.Source.Bucket, f.Source.Key, f.Source.ETag, f.Source.Size, f.ErrorCode, f.ErrorMessage,
-			r.media, r.plan, fmtTime(now), fmtTime(now), f.Policy, f.Attempt, fmtTime(f.At))
+			r.media, r.plan, fmtTime(now), fmtTime(now), f.Policy, f.Attempt, r.playable, fmtTime(f.At))
 		if err != nil {
 			return false, fmt.Errorf("catalog: job %s: insert: %w", f.JobID, err)
 		}
@@ -299,6 +303,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		_, err = tx.ExecContext(ctx, `UPDATE jobs SET `+fillSource+`
 			state = :state, progress = :progress, attempt = :attempt, error_code = :code, error_message = :message,
 			media_json = COALESCE(:media, media_json), plan_json = COALESCE(:plan, plan_json),
+			playable_at = :playable,
 			`+strings.Join(clear, ", ")+`, `+col+` = :at, updated_at = :now
 			WHERE id = :id`, args...)
 		if err != nil {
@@ -320,6 +325,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		_, err = tx.ExecContext(ctx, `UPDATE jobs SET `+fillSource+`
 			state = :state, progress = :progress, error_code = :code, error_message = :message,
 			media_json = COALESCE(:media, media_json), plan_json = COALESCE(:plan, plan_json),
+			playable_at = COALESCE(playable_at, :playable),
 			`+col+` = COALESCE(`+col+`, :at), updated_at = :now
 			WHERE id = :id`, args...)
 		if err != nil {
@@ -335,6 +341,18 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 			WHERE id = :id`, args...)
 		if err != nil {
 			return false, fmt.Errorf("catalog: job %s: progress: %w", f.JobID, err)
+		}
+
+	case catalog.ActionPlayable: // the first playable event of a running job
+		res, err := tx.ExecContext(ctx, `UPDATE jobs SET `+fillSource+`
+			media_json = COALESCE(media_json, :media), plan_json = COALESCE(plan_json, :plan),
+			playable_at = :playable, updated_at = :now
+			WHERE id = :id AND playable_at IS NULL`, args...)
+		if err != nil {
+			return false, fmt.Errorf("catalog: job %s: playable: %w", f.JobID, err)
+		}
+		if first, err := affected(res); err != nil || !first {
+			return false, err // a repeat: the outputs were written by the first
 		}
 
 	case catalog.ActionBackfill:
@@ -406,6 +424,14 @@ func applyPartial(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, now ti
 			return false, fmt.Errorf("catalog: asset %s: failed rendition %s: %w", f.AssetID, r.GetName(), err)
 		}
 	}
+	if k := f.Outputs.GetMp4Key(); k != "" {
+		// The download, built after READY (or while READY is redelivered):
+		// it needs the asset's row, written by READY or a playable event.
+		if err := count(tx.ExecContext(ctx, `UPDATE assets SET mp4_key = ? WHERE id = ? AND mp4_key <> ?`,
+			k, f.AssetID, k)); err != nil {
+			return false, fmt.Errorf("catalog: asset %s: download: %w", f.AssetID, err)
+		}
+	}
 	if n == 0 {
 		return false, nil // a repeat
 	}
@@ -415,20 +441,29 @@ func applyPartial(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, now ti
 	return true, nil
 }
 
-// writeAsset records a ready job's outputs, replacing any earlier renditions
-// and rendition failures. master_key is no longer used: it is written empty.
+// writeAsset records a ready or playable job's outputs, replacing any
+// earlier renditions and rendition failures; an MP4 key already recorded
+// (the download's partial READY) is kept when the outputs name none.
+// master_key is no longer used: it is written empty. ready_at is empty for
+// outputs that play before READY (the column predates them and is NOT
+// NULL; sqlstore reads the empty string as not ready).
 func writeAsset(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row) error {
 	o := f.Outputs
+	readyAt := ""
+	if f.State == catalog.StateReady {
+		readyAt = fmtTime(f.At)
+	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO assets (id, job_id, outputs_bucket, outputs_prefix,
 			master_key, mp4_key, poster_key, duration_seconds, ready_at, thumbnails_json)
 		VALUES (?, ?, ?, ?, '', ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET outputs_bucket = excluded.outputs_bucket,
 			outputs_prefix = excluded.outputs_prefix, master_key = excluded.master_key,
-			mp4_key = excluded.mp4_key, poster_key = excluded.poster_key,
+			mp4_key = CASE WHEN excluded.mp4_key = '' THEN assets.mp4_key ELSE excluded.mp4_key END,
+			poster_key = excluded.poster_key,
 			duration_seconds = excluded.duration_seconds, ready_at = excluded.ready_at,
 			thumbnails_json = excluded.thumbnails_json`,
 		f.AssetID, f.JobID, o.GetBucket(), o.GetPrefix(), o.GetMp4Key(), o.GetPosterKey(),
-		f.Duration(), fmtTime(f.At), r.thumbnails)
+		f.Duration(), readyAt, r.thumbnails)
 	if err != nil {
 		return fmt.Errorf("catalog: asset %s: upsert: %w", f.AssetID, err)
 	}
@@ -510,7 +545,7 @@ func loadFailed(ctx context.Context, q queryer, j *catalog.Job) error {
 func jobColumns() string {
 	cols := []string{"id", "asset_id", "state", "progress", "preset", "playback_policy", "attempt",
 		"source_bucket", "source_key", "source_etag", "source_size", "error_code", "error_message",
-		"media_json", "plan_json", "created_at", "updated_at"}
+		"media_json", "plan_json", "created_at", "updated_at", "playable_at"}
 	for _, st := range catalog.States() {
 		cols = append(cols, column(st))
 	}
@@ -524,10 +559,11 @@ func scanJob(row interface{ Scan(...any) error }, extra ...any) (*catalog.Job, e
 		all              = catalog.States()
 		media, plan      sql.NullString
 		created, updated string
+		playable         sql.NullString
 		ts               = make([]sql.NullString, len(all))
 		dest             = []any{&j.ID, &j.AssetID, &j.State, &j.Progress, &j.Preset, &j.PlaybackPolicy, &j.Attempt,
 			&j.Source.Bucket, &j.Source.Key, &j.Source.ETag, &j.Source.Size,
-			&j.ErrorCode, &j.ErrorMessage, &media, &plan, &created, &updated}
+			&j.ErrorCode, &j.ErrorMessage, &media, &plan, &created, &updated, &playable}
 	)
 	for i := range all {
 		dest = append(dest, &ts[i])
@@ -542,6 +578,11 @@ func scanJob(row interface{ Scan(...any) error }, extra ...any) (*catalog.Job, e
 	}
 	if j.UpdatedAt, err = parseTime(updated); err != nil {
 		return nil, fmt.Errorf("updated_at: %w", err)
+	}
+	if playable.Valid {
+		if j.PlayableAt, err = parseTime(playable.String); err != nil {
+			return nil, fmt.Errorf("playable_at: %w", err)
+		}
 	}
 	for i, st := range all {
 		if !ts[i].Valid {
@@ -668,14 +709,14 @@ func (s *Store) OutputsBucket(ctx context.Context, assetID string) (string, erro
 func (s *Store) Asset(ctx context.Context, id string) (*catalog.Asset, error) {
 	a := &catalog.Asset{ID: id}
 	var (
-		bucket, prefix, mp4, poster, readyAt, thumbs, plan sql.NullString
-		duration                                           sql.NullFloat64
+		bucket, prefix, mp4, poster, readyAt, thumbs, plan, playable sql.NullString
+		duration                                                     sql.NullFloat64
 	)
 	err := s.r.QueryRowContext(ctx, `SELECT j.id, j.state, j.playback_policy, a.outputs_bucket, a.outputs_prefix,
-			a.mp4_key, a.poster_key, a.duration_seconds, a.ready_at, a.thumbnails_json, j.plan_json
+			a.mp4_key, a.poster_key, a.duration_seconds, a.ready_at, a.thumbnails_json, j.plan_json, j.playable_at
 		FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id
 		WHERE j.asset_id = ? AND j.deleted_at IS NULL`, id).
-		Scan(&a.JobID, &a.State, &a.PlaybackPolicy, &bucket, &prefix, &mp4, &poster, &duration, &readyAt, &thumbs, &plan)
+		Scan(&a.JobID, &a.State, &a.PlaybackPolicy, &bucket, &prefix, &mp4, &poster, &duration, &readyAt, &thumbs, &plan, &playable)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("catalog: asset %s: %w", id, catalog.ErrNotFound)
 	}
@@ -683,13 +724,21 @@ func (s *Store) Asset(ctx context.Context, id string) (*catalog.Asset, error) {
 		return nil, fmt.Errorf("catalog: asset %s: %w", id, err)
 	}
 	a.PlaybackPolicy = policy.FailClosed(a.PlaybackPolicy)
-	if !readyAt.Valid { // not ready yet
+	if playable.Valid {
+		if a.PlayableAt, err = parseTime(playable.String); err != nil {
+			return nil, fmt.Errorf("catalog: asset %s: playable_at: %w", id, err)
+		}
+	}
+	ready := readyAt.Valid && readyAt.String != "" && a.State == catalog.StateReady
+	if !ready && !a.Playable() || !bucket.Valid { // no outputs to show (yet, or any more)
 		return a, nil
 	}
 	a.Bucket, a.Prefix, a.MP4Key, a.PosterKey = bucket.String, prefix.String, mp4.String, poster.String
 	a.DurationSeconds = duration.Float64
-	if a.ReadyAt, err = parseTime(readyAt.String); err != nil {
-		return nil, fmt.Errorf("catalog: asset %s: ready_at: %w", id, err)
+	if ready {
+		if a.ReadyAt, err = parseTime(readyAt.String); err != nil {
+			return nil, fmt.Errorf("catalog: asset %s: ready_at: %w", id, err)
+		}
 	}
 	if a.Thumbnails, err = thumbnailsOf(thumbs); err != nil {
 		return nil, fmt.Errorf("catalog: asset %s: %w", id, err)

@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/catalog/eventtest"
@@ -44,6 +46,9 @@ func Run(t *testing.T, open Opener) {
 		{"PartialReadyIgnored", testPartialReadyIgnored},
 		{"PartialReadyValidation", testPartialReadyValidation},
 		{"PartialReadyRenditions", testPartialReadyRenditions},
+		{"Playable", testPlayable},
+		{"PlayableAttempts", testPlayableAttempts},
+		{"Download", testDownload},
 		{"EncodedKeys", testEncodedKeys},
 		{"RetryRendition", testRetryRendition},
 		{"HasJob", testHasJob},
@@ -60,7 +65,7 @@ func Run(t *testing.T, open Opener) {
 func JobsEqual(a, b *catalog.Job) bool {
 	if a.ID != b.ID || a.AssetID != b.AssetID || a.State != b.State || a.Progress != b.Progress || a.PlaybackPolicy != b.PlaybackPolicy ||
 		a.Source != b.Source || a.Preset != b.Preset || a.Attempt != b.Attempt || !a.CreatedAt.Equal(b.CreatedAt) ||
-		!a.UpdatedAt.Equal(b.UpdatedAt) || !proto.Equal(a.Media, b.Media) || !proto.Equal(a.Plan, b.Plan) ||
+		!a.UpdatedAt.Equal(b.UpdatedAt) || !a.PlayableAt.Equal(b.PlayableAt) || !proto.Equal(a.Media, b.Media) || !proto.Equal(a.Plan, b.Plan) ||
 		len(a.Timestamps) != len(b.Timestamps) || !slices.Equal(a.FailedRenditions, b.FailedRenditions) {
 		return false
 	}
@@ -971,4 +976,223 @@ func testLease(t *testing.T, open Opener) {
 	if _, err := s.AcquireLease(ctx, "reconciler", "", eventtest.T0, ttl); err == nil {
 		t.Error("AcquireLease without a holder: nil error")
 	}
+}
+
+// renditionNames are a's renditions' names, in order.
+func renditionNames(a *catalog.Asset) string {
+	var names []string
+	for _, r := range a.Renditions {
+		names = append(names, r.Name)
+	}
+	return strings.Join(names, ",")
+}
+
+// testPlayable: a playable event makes a running job's outputs play before
+// READY, once; READY replaces them.
+func testPlayable(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	apply := applier(t, s)
+	id, asset := eventtest.Job("playable")
+	apply(eventtest.Event(id, queued, 0), 1, true)
+	apply(eventtest.Event(id, probing, 0), 1, true)
+	pl := eventtest.Playable(id)
+	apply(pl, 1, true) // advances to transcoding
+	j, err := s.Job(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != catalog.StateTranscoding || !j.PlayableAt.Equal(pl.GetTime().AsTime()) || j.Progress != 0.2 {
+		t.Fatalf("job after playable = state %s, progress %v, playable at %v; want transcoding, 0.2, %v", j.State, j.Progress, j.PlayableAt, pl.GetTime().AsTime())
+	}
+	if j.Timestamps[catalog.StateTranscoding].IsZero() {
+		t.Error("no transcoding timestamp")
+	}
+	a, err := s.Asset(ctx, asset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Playable() || a.Ready() || !a.ReadyAt.IsZero() || !a.PlayableAt.Equal(j.PlayableAt) || a.Bucket != eventtest.OutputsBucket ||
+		a.Prefix != "assets/"+asset+"/" || a.MP4Key != "" || a.DurationSeconds != 12.5 {
+		t.Fatalf("playable asset = %+v", a)
+	}
+	if got := renditionNames(a); got != "audio,360p,720p" {
+		t.Fatalf("renditions = %s, want audio,360p,720p (by bandwidth)", got)
+	}
+	if r, _ := a.Rendition("audio"); r.Width != 0 || r.Codecs != "mp4a.40.2" || r.PlaylistKey != "assets/"+asset+"/hls/audio/index.m3u8" {
+		t.Errorf("audio rendition = %+v", r)
+	}
+	if b, err := s.OutputsBucket(ctx, asset); err != nil || b != eventtest.OutputsBucket {
+		t.Errorf("outputs bucket = %q, %v", b, err)
+	}
+
+	// A repeat changes nothing, even with other outputs (the first are the
+	// attempt's); progress events keep the playable time.
+	again := eventtest.Playable(id)
+	again.Outputs.Renditions = again.Outputs.Renditions[:1]
+	again.Time = timestamppb.New(eventtest.T0.Add(time.Hour))
+	apply(again, 1, false)
+	apply(eventtest.Event(id, transcoding, 0.6), 1, true)
+	apply(eventtest.Event(id, packaging, 0), 1, true)
+	if a, err := s.Asset(ctx, asset); err != nil || renditionNames(a) != "audio,360p,720p" || !a.Playable() {
+		t.Fatalf("asset after a repeat and packaging = %+v, %v", a, err)
+	}
+	if j, err := s.Job(ctx, id); err != nil || !j.PlayableAt.Equal(pl.GetTime().AsTime()) {
+		t.Fatalf("playable at after a repeat = %+v, %v", j, err)
+	}
+
+	// READY replaces the outputs with its measured ones; a playable event
+	// after it changes nothing.
+	rd := eventtest.Event(id, ready, 0)
+	rd.Outputs.Mp4Key = ""
+	apply(rd, 1, true)
+	a, err = s.Asset(ctx, asset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Ready() || !a.Playable() || a.ReadyAt.IsZero() || a.DurationSeconds != 12.48 || renditionNames(a) != "360p,720p" || a.MP4Key != "" {
+		t.Fatalf("asset after READY = %+v", a)
+	}
+	apply(eventtest.Playable(id), 1, false)
+	if a, err := s.Asset(ctx, asset); err != nil || renditionNames(a) != "360p,720p" || !a.PlayableAt.Equal(pl.GetTime().AsTime()) {
+		t.Fatalf("asset after a late playable = %+v, %v", a, err)
+	}
+
+	// A playable event may be a job's first (its earlier ones are late),
+	// and makes a packaging job playable too.
+	first, firstAsset := eventtest.Job("playable-first")
+	apply(eventtest.Playable(first), 1, true)
+	if a, err := s.Asset(ctx, firstAsset); err != nil || !a.Playable() || renditionNames(a) != "audio,360p,720p" {
+		t.Fatalf("asset of a job created by its playable event = %+v, %v", a, err)
+	}
+	late, lateAsset := eventtest.Job("playable-late")
+	apply(eventtest.Event(late, packaging, 0), 1, true)
+	if a, err := s.Asset(ctx, lateAsset); err != nil || a.Playable() || len(a.Renditions) != 0 {
+		t.Fatalf("asset of a packaging job = %+v, %v", a, err)
+	}
+	apply(eventtest.Playable(late), 1, true)
+	if j, err := s.Job(ctx, late); err != nil || j.State != catalog.StatePackaging || j.PlayableAt.IsZero() {
+		t.Fatalf("packaging job after its playable event = %+v, %v", j, err)
+	}
+	if a, err := s.Asset(ctx, lateAsset); err != nil || !a.Playable() || len(a.Renditions) != 3 {
+		t.Fatalf("packaging asset after its playable event = %+v, %v", a, err)
+	}
+
+	// A job that failed before READY plays no more.
+	bad, badAsset := eventtest.Job("playable-failed")
+	apply(eventtest.Playable(bad), 1, true)
+	apply(eventtest.Event(bad, failed, 0), 1, true)
+	apply(eventtest.Playable(bad), 1, false)
+	if a, err := s.Asset(ctx, badAsset); err != nil || a.Playable() || len(a.Renditions) != 0 || a.Bucket != "" {
+		t.Fatalf("asset of a job failed after playable = %+v, %v", a, err)
+	}
+	if b, err := s.OutputsBucket(ctx, badAsset); err != nil || b != eventtest.OutputsBucket {
+		t.Errorf("outputs bucket of a failed playable job = %q, %v (DELETE empties it)", b, err)
+	}
+
+	// Invalid playable events.
+	for name, mut := range map[string]func(*kilnv1.JobEvent){
+		"not transcoding":   func(ev *kilnv1.JobEvent) { ev.State = packaging },
+		"ready":             func(ev *kilnv1.JobEvent) { ev.State = ready },
+		"no outputs":        func(ev *kilnv1.JobEvent) { ev.Outputs = nil },
+		"no renditions":     func(ev *kilnv1.JobEvent) { ev.Outputs.Renditions = nil },
+		"partial":           func(ev *kilnv1.JobEvent) { ev.Outputs.Partial = true },
+		"bad codecs":        func(ev *kilnv1.JobEvent) { ev.Outputs.Renditions[2].Codecs = `mp4a",URI="x` },
+		"no bandwidth":      func(ev *kilnv1.JobEvent) { ev.Outputs.Renditions[0].Bandwidth = 0 },
+		"rendition name ..": func(ev *kilnv1.JobEvent) { ev.Outputs.Renditions[0].Name = ".." },
+	} {
+		ev := eventtest.Playable(first)
+		mut(ev)
+		if changed, err := s.Apply(ctx, ev); !errors.Is(err, catalog.ErrInvalidEvent) || changed {
+			t.Errorf("%s: Apply = %v, %v; want ErrInvalidEvent", name, changed, err)
+		}
+	}
+}
+
+// testPlayableAttempts: a new attempt clears the playable time and the
+// outputs; an old attempt's playable event is ignored.
+func testPlayableAttempts(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	apply := applier(t, s)
+	id, asset := eventtest.Job("playable-attempts")
+	apply(eventtest.Event(id, queued, 0), 1, true)
+	apply(eventtest.Playable(id), 1, true)
+	apply(eventtest.Event(id, failed, 0), 1, true)
+	apply(eventtest.Event(id, queued, 0), 2, true)
+	if j, err := s.Job(ctx, id); err != nil || !j.PlayableAt.IsZero() || j.Attempt != 2 {
+		t.Fatalf("job of a new attempt = %+v, %v", j, err)
+	}
+	if a, err := s.Asset(ctx, asset); err != nil || a.Playable() || !a.PlayableAt.IsZero() || len(a.Renditions) != 0 {
+		t.Fatalf("asset of a new attempt = %+v, %v", a, err)
+	}
+	apply(eventtest.Playable(id), 1, false) // the old attempt's
+	if j, err := s.Job(ctx, id); err != nil || !j.PlayableAt.IsZero() {
+		t.Fatalf("old attempt's playable recorded: %+v, %v", j, err)
+	}
+	pl := eventtest.Playable(id)
+	pl.Time = timestamppb.New(eventtest.T0.Add(42 * time.Minute))
+	apply(pl, 2, true)
+	if j, err := s.Job(ctx, id); err != nil || !j.PlayableAt.Equal(pl.GetTime().AsTime()) {
+		t.Fatalf("job after the new attempt's playable = %+v, %v", j, err)
+	}
+	// A playable event of a newer attempt starts it, playable.
+	pl = eventtest.Playable(id)
+	apply(pl, 3, true)
+	if j, err := s.Job(ctx, id); err != nil || j.Attempt != 3 || j.State != catalog.StateTranscoding || !j.PlayableAt.Equal(pl.GetTime().AsTime()) {
+		t.Fatalf("job after attempt 3's playable = %+v, %v", j, err)
+	}
+	if a, err := s.Asset(ctx, asset); err != nil || !a.Playable() || len(a.Renditions) != 3 {
+		t.Fatalf("asset after attempt 3's playable = %+v, %v", a, err)
+	}
+}
+
+// testDownload: the partial READY of the MP4 download, after READY or
+// before it is applied, sets the MP4 key once.
+func testDownload(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	apply := applier(t, s)
+	id, asset := eventtest.Job("download")
+	apply(eventtest.Event(id, queued, 0), 1, true)
+	rd := eventtest.Event(id, ready, 0)
+	rd.Outputs.Mp4Key = ""
+	apply(rd, 1, true)
+	if a, err := s.Asset(ctx, asset); err != nil || a.MP4Key != "" {
+		t.Fatalf("asset before its download = %+v, %v", a, err)
+	}
+	dl := eventtest.Download(id)
+	apply(dl, 1, true)
+	apply(eventtest.Download(id), 1, false) // a repeat
+	a, err := s.Asset(ctx, asset)
+	if err != nil || a.MP4Key != dl.Outputs.Mp4Key || renditionNames(a) != "360p,720p" || !a.Ready() {
+		t.Fatalf("asset after its download = %+v, %v", a, err)
+	}
+	apply(eventtest.Download(id), 2, false) // another attempt's
+
+	// Before READY is applied (a redelivered READY), on a playable job:
+	// recorded, and kept by the READY that names none.
+	early, earlyAsset := eventtest.Job("download-early")
+	apply(eventtest.Download(early), 1, false) // no job yet
+	apply(eventtest.Event(early, queued, 0), 1, true)
+	apply(eventtest.Download(early), 1, false) // nothing to play yet
+	apply(eventtest.Playable(early), 1, true)
+	apply(eventtest.Download(early), 1, true)
+	rd = eventtest.Event(early, ready, 0)
+	rd.Outputs.Mp4Key = ""
+	apply(rd, 1, true)
+	if a, err := s.Asset(ctx, earlyAsset); err != nil || a.MP4Key != eventtest.Download(early).Outputs.Mp4Key || !a.Ready() {
+		t.Fatalf("asset after an early download and READY = %+v, %v", a, err)
+	}
+	// A READY that names its own download (the former packager) keeps it.
+	old, oldAsset := eventtest.Job("download-old")
+	apply(eventtest.Event(old, ready, 0), 1, true)
+	if a, err := s.Asset(ctx, oldAsset); err != nil || a.MP4Key != "assets/"+oldAsset+"/download.mp4" {
+		t.Fatalf("asset of a READY with its download = %+v, %v", a, err)
+	}
+	// A failed job takes no download.
+	bad, _ := eventtest.Job("download-failed")
+	apply(eventtest.Playable(bad), 1, true)
+	apply(eventtest.Event(bad, failed, 0), 1, true)
+	apply(eventtest.Download(bad), 1, false)
 }

@@ -26,6 +26,7 @@ import (
 const (
 	EventJobCreated   = "job.created"
 	EventJobProgress  = "job.progress" // opt-in: only endpoints that list it
+	EventJobPlayable  = "job.playable" // the asset plays before READY, once per attempt
 	EventJobReady     = "job.ready"
 	EventJobFailed    = "job.failed"
 	EventJobCanceled  = "job.canceled"
@@ -33,11 +34,11 @@ const (
 )
 
 // EventTypes are every event type, in documentation order.
-var EventTypes = []string{EventJobCreated, EventJobProgress, EventJobReady, EventJobFailed, EventJobCanceled, EventAssetDeleted}
+var EventTypes = []string{EventJobCreated, EventJobProgress, EventJobPlayable, EventJobReady, EventJobFailed, EventJobCanceled, EventAssetDeleted}
 
 // DefaultEventTypes are what an endpoint registered without event_types
 // (and every per-upload webhook) receives: everything but job.progress.
-var DefaultEventTypes = []string{EventJobCreated, EventJobReady, EventJobFailed, EventJobCanceled, EventAssetDeleted}
+var DefaultEventTypes = []string{EventJobCreated, EventJobPlayable, EventJobReady, EventJobFailed, EventJobCanceled, EventAssetDeleted}
 
 // Payload is the JSON body of every delivery. Its shape is stable: fields
 // are only ever added.
@@ -59,7 +60,8 @@ type Data struct {
 	Progress *float64 `json:"progress,omitempty"`
 	// Error: job.failed and job.canceled.
 	Error *ErrorData `json:"error,omitempty"`
-	// Playback: job.ready only.
+	// Playback: job.playable and job.ready only (job.playable's has no
+	// MP4: the download is built after READY).
 	Playback *Playback `json:"playback,omitempty"`
 }
 
@@ -69,7 +71,7 @@ type ErrorData struct {
 	Message string `json:"message"`
 }
 
-// Playback are a ready asset's URLs. A signed asset's need a ?token= (mint
+// Playback are a playable or ready asset's URLs. A signed asset's need a ?token= (mint
 // one with POST /v1/assets/{id}/playback-token).
 type Playback struct {
 	HLS    string `json:"hls"`
@@ -138,6 +140,11 @@ func eventOf(ev *kilnv1.JobEvent) (typ, state string, ok bool) {
 	case kilnv1.JobState_JOB_STATE_PROBING:
 		return EventJobProgress, "probing", true
 	case kilnv1.JobState_JOB_STATE_TRANSCODING:
+		if ev.GetPlayable() {
+			// Changed only the first time in an attempt (the store's
+			// playable time), so recorded once per attempt.
+			return EventJobPlayable, "transcoding", true
+		}
 		return EventJobProgress, "transcoding", true
 	case kilnv1.JobState_JOB_STATE_PACKAGING:
 		return EventJobProgress, "packaging", true
@@ -205,7 +212,7 @@ func (s *Service) OnApply(ctx context.Context, raw *sql.Tx, ev *kilnv1.JobEvent,
 			code = failure.Internal
 		}
 		data.Error = &ErrorData{Code: code, Message: msg}
-	case EventJobReady:
+	case EventJobReady, EventJobPlayable:
 		data.Playback = s.playback(assetID, ev.GetOutputs())
 	}
 	return s.emit(ctx, tx, typ, data, now)

@@ -866,3 +866,61 @@ func testCreatedWhenQueuedComesLate(t *testing.T, open backend) {
 		t.Fatalf("delivered %s", got)
 	}
 }
+
+// playableEvent is the job's playable event of attempt: the transcode's
+// outputs play before READY (no MP4 yet).
+func playableEvent(attempt int32) *kilnv1.JobEvent {
+	ev := jobEvent(kilnv1.JobState_JOB_STATE_TRANSCODING, 0.1)
+	ev.EventId += ".playable"
+	ev.Attempt, ev.Playable = attempt, true
+	ev.Outputs = &kilnv1.AssetOutputs{Bucket: "kiln-outputs", Prefix: "assets/" + testAsset + "/", DurationSeconds: 10,
+		Renditions: []*kilnv1.Rendition{{Name: "360p", Width: 640, Height: 360, Bandwidth: 800000, Codecs: "avc1.64001e", PlaylistKey: "a/index.m3u8"}}}
+	return ev
+}
+
+// TestPlayableOncePerAttempt: job.playable is recorded with the playable
+// event in its transaction, once per attempt (repeats change nothing), is
+// a default type (a per-upload webhook gets it) and is signed like the
+// others.
+func TestPlayableOncePerAttempt(t *testing.T) { eachBackend(t, testPlayableOncePerAttempt) }
+
+func testPlayableOncePerAttempt(t *testing.T, open backend) {
+	f := newFixture(t, open, "")
+	rcv := newReceiver(t)
+	ep := f.register(t, rcv.srv.URL) // the default types
+	rcv.secret = ep.Secret
+	if !strings.Contains(strings.Join(ep.EventTypes, ","), EventJobPlayable) {
+		t.Fatalf("default event types %v lack %s", ep.EventTypes, EventJobPlayable)
+	}
+	retry := func(ev *kilnv1.JobEvent, attempt int32) *kilnv1.JobEvent { ev.Attempt = attempt; return ev }
+	for _, ev := range []*kilnv1.JobEvent{
+		jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0),
+		playableEvent(1),
+		playableEvent(1), // a repeat
+		jobEvent(kilnv1.JobState_JOB_STATE_TRANSCODING, 0.5),
+		playableEvent(1), // later still
+		retry(jobEvent(kilnv1.JobState_JOB_STATE_FAILED, 0), 1),
+		retry(jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0), 2),
+		playableEvent(2),
+		playableEvent(2),
+		retry(jobEvent(kilnv1.JobState_JOB_STATE_READY, 1), 2),
+		playableEvent(2), // after READY
+	} {
+		if _, err := f.store.Apply(t.Context(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.dispatch(t)
+	var types []string
+	for _, p := range rcv.payloads() {
+		types = append(types, p.Type)
+	}
+	if got := strings.Join(types, ","); got != "job.created,job.playable,job.failed,job.created,job.playable,job.ready" {
+		t.Fatalf("delivered %s", got)
+	}
+	p := rcv.payloads()[1]
+	if p.Data.State != "transcoding" || p.Data.JobID != testJob || p.Data.Playback == nil ||
+		p.Data.Playback.HLS != "https://kiln.example/v1/play/"+testAsset+"/master.m3u8" || p.Data.Playback.MP4 != "" || p.Data.Progress != nil {
+		t.Fatalf("job.playable payload %+v (playback %+v)", p, p.Data.Playback)
+	}
+}

@@ -418,7 +418,9 @@ type jobInfo struct {
 	AssetID  string  `json:"asset_id"`
 	State    string  `json:"state"`
 	Progress float64 `json:"progress"`
-	Error    *struct {
+	// PlayableAt is set once the job's outputs play, before it is ready.
+	PlayableAt *time.Time `json:"playable_at,omitempty"`
+	Error      *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error,omitempty"`

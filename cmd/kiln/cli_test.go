@@ -282,6 +282,9 @@ type fakeAPI struct {
 	// "404" answers not found.
 	states []string
 	polls  atomic.Int32
+	// onAsset runs on each GET /v1/assets/ast_1, counted in assetGets.
+	onAsset   func()
+	assetGets atomic.Int32
 }
 
 func (f *fakeAPI) handler() http.Handler {
@@ -320,12 +323,19 @@ func (f *fakeAPI) handler() http.Handler {
 			return
 		}
 		body := fmt.Sprintf(`{"id":"job_1","asset_id":"ast_1","state":%q,"progress":0.5}`, s)
+		if s == "playable" {
+			body = `{"id":"job_1","asset_id":"ast_1","state":"transcoding","progress":0.3,"playable_at":"2026-01-01T00:00:00Z"}`
+		}
 		if s == "failed" {
 			body = `{"id":"job_1","asset_id":"ast_1","state":"failed","error":{"code":"invalid_media","message":"not a video"}}`
 		}
 		fmt.Fprint(w, body)
 	})
 	mux.HandleFunc("GET /v1/assets/ast_1", func(w http.ResponseWriter, r *http.Request) {
+		f.assetGets.Add(1)
+		if f.onAsset != nil {
+			f.onAsset()
+		}
 		fmt.Fprint(w, `{"id":"ast_1","state":"ready","playback":{"hls":"http://play/v1/play/ast_1/master.m3u8"}}`)
 	})
 	return mux
@@ -420,6 +430,7 @@ func TestUploadWait(t *testing.T) {
 		minPolls  int
 		maxPolls  int
 		stderrHas string
+		lines     int // stdout lines, when checked
 	}{
 		{name: "events to ready",
 			events: sse(": hi\n\n", "data: "+job("probing", 0)+"\n", "\n:ping\n\nevent: heart", "beat\ndata: {}\n\ndata: "+job("transcoding", 0.4)[:20],
@@ -449,6 +460,10 @@ func TestUploadWait(t *testing.T) {
 				stream(w, r)
 			}
 		}(), states: []string{"404", "404", "queued", "failed"}, want: exitOK, lastOut: "http://play/v1/play/ast_1/master.m3u8", minPolls: 3, maxPolls: 3},
+		{name: "no stream: playable, then ready: the URL once", states: []string{"queued", "playable", "playable", "ready"},
+			want: exitOK, lastOut: "http://play/v1/play/ast_1/master.m3u8", lines: 2, minPolls: 4, stderrHas: "playable while encoding"},
+		{name: "no stream: playable, then failed", states: []string{"playable", "failed"},
+			want: exitFailed, errHas: "invalid_media", lastOut: "http://play/v1/play/ast_1/master.m3u8", lines: 2, minPolls: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -471,6 +486,9 @@ func TestUploadWait(t *testing.T) {
 			}
 			if tt.lastOut != "" && lines[len(lines)-1] != tt.lastOut {
 				t.Fatalf("stdout = %q, want last line %q", stdout, tt.lastOut)
+			}
+			if tt.lines > 0 && len(lines) != tt.lines {
+				t.Fatalf("stdout = %q, want %d lines", stdout, tt.lines)
 			}
 			if int(f.polls.Load()) < tt.minPolls {
 				t.Fatalf("%d polls, want ≥ %d", f.polls.Load(), tt.minPolls)
@@ -607,4 +625,44 @@ func FuzzSSEReader(f *testing.F) {
 		}
 		t.Fatalf("more events than bytes in %q", s)
 	})
+}
+
+// TestUploadWaitPlayable: the playback URL is printed the moment the job
+// is playable, while the stream still runs, and not again at ready.
+func TestUploadWaitPlayable(t *testing.T) {
+	asked := make(chan struct{})
+	var once sync.Once
+	f := &fakeAPI{t: t, states: []string{"ready"}, onAsset: func() { once.Do(func() { close(asked) }) }}
+	f.events = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		send := func(ev string) {
+			io.WriteString(w, ev)
+			w.(http.Flusher).Flush()
+		}
+		send(`event: job` + "\n" + `data: {"id":"job_1","asset_id":"ast_1","state":"transcoding","progress":0.1}` + "\n\n")
+		playable := `{"id":"job_1","asset_id":"ast_1","state":"transcoding","progress":0.2,"playable_at":"2026-01-01T00:00:00Z"}`
+		send("event: job\ndata: " + playable + "\n\nevent: playable\ndata: " + playable + "\n\n")
+		select { // the ready comes only once the CLI asked for the URL
+		case <-asked:
+		case <-time.After(10 * time.Second):
+			t.Error("the CLI did not ask for the playback URL when the job became playable")
+		}
+		send(`event: job` + "\n" + `data: {"id":"job_1","asset_id":"ast_1","state":"ready","progress":1,"playable_at":"2026-01-01T00:00:00Z"}` + "\n\n")
+	}
+	srv := httptest.NewServer(f.handler())
+	defer srv.Close()
+	e, stdout, stderr := testEnv(t, srv)
+	path, _ := tempFile(t, 100)
+	if err := e.run(t.Context(), "upload", []string{"--wait", path}); err != nil {
+		t.Fatalf("upload --wait: %v\n%s", err, stderr)
+	}
+	if got, want := stdout.String(), "job_1\nhttp://play/v1/play/ast_1/master.m3u8\n"; got != want {
+		t.Fatalf("stdout = %q, want %q", got, want)
+	}
+	if n := f.assetGets.Load(); n != 1 {
+		t.Errorf("%d asset requests, want 1", n)
+	}
+	if !strings.Contains(stderr.String(), "playable while encoding") || f.polls.Load() != 0 {
+		t.Errorf("stderr:\n%s\n%d polls", stderr, f.polls.Load())
+	}
 }

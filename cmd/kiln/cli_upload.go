@@ -100,7 +100,25 @@ func (e *cliEnv) upload(ctx context.Context, args []string) error {
 	if !*wait {
 		return nil
 	}
-	job, err := e.wait(ctx, c, up.JobID)
+	assetOf := func(j jobInfo) string {
+		if j.AssetID != "" {
+			return j.AssetID
+		}
+		return up.AssetID
+	}
+	// The playback URL is printed once: as soon as the job is playable
+	// (its segments play while it still encodes), else when it is ready.
+	printed := false
+	job, err := e.wait(ctx, c, up.JobID, func(j jobInfo) {
+		hls, err := e.hlsURL(ctx, c, assetOf(j))
+		if err != nil { // it is tried again when the job is ready
+			fmt.Fprintf(e.stderr, "job %s is playable, but its playback URL is not available yet: %v\n", j.ID, err)
+			return
+		}
+		fmt.Fprintln(e.stdout, hls)
+		fmt.Fprintf(e.stderr, "playable while encoding: %s (waiting for ready)\n", hls)
+		printed = true
+	})
 	if err != nil {
 		return err
 	}
@@ -115,23 +133,31 @@ func (e *cliEnv) upload(ctx context.Context, args []string) error {
 	default: // canceled
 		return withCode(exitCanceled, fmt.Errorf("job %s was canceled", job.ID))
 	}
-	assetID := job.AssetID
-	if assetID == "" {
-		assetID = up.AssetID
+	if printed {
+		return nil
 	}
+	hls, err := e.hlsURL(ctx, c, assetOf(job))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, hls)
+	return nil
+}
+
+// hlsURL is the HLS playback URL of a playable or ready asset.
+func (e *cliEnv) hlsURL(ctx context.Context, c *client, assetID string) (string, error) {
 	var asset struct {
 		Playback *struct {
 			HLS string `json:"hls"`
 		} `json:"playback"`
 	}
 	if err := c.getJSON(ctx, "/v1/assets/"+url.PathEscape(assetID), nil, &asset); err != nil {
-		return err
+		return "", err
 	}
 	if asset.Playback == nil || asset.Playback.HLS == "" {
-		return withCode(exitServer, fmt.Errorf("asset %s is ready but has no HLS playback URL", assetID))
+		return "", withCode(exitServer, fmt.Errorf("asset %s has no HLS playback URL", assetID))
 	}
-	fmt.Fprintln(e.stdout, asset.Playback.HLS)
-	return nil
+	return asset.Playback.HLS, nil
 }
 
 // countingReader reports every read to onRead.

@@ -34,20 +34,31 @@ func terminal(s string) bool {
 
 // wait follows the job until it ends, showing its progress on stderr: from
 // the events stream (SSE) when the server has one, by polling otherwise.
-func (e *cliEnv) wait(ctx context.Context, c *client, jobID string) (jobInfo, error) {
+// onPlayable, when not nil, is called once, the first time the job is seen
+// playable (playable_at) before it ends, with the progress line finished.
+func (e *cliEnv) wait(ctx context.Context, c *client, jobID string, onPlayable func(jobInfo)) (jobInfo, error) {
 	bar := &jobBar{l: liner{w: e.stderr, tty: e.tty, now: e.now}, id: jobID}
 	defer bar.l.end()
-	job, err := e.follow(ctx, c, jobID, bar.update)
+	announced := false
+	update := func(j jobInfo) {
+		bar.update(j)
+		if onPlayable != nil && !announced && j.PlayableAt != nil && !terminal(j.State) {
+			announced = true
+			bar.l.end()
+			onPlayable(j)
+		}
+	}
+	job, err := e.follow(ctx, c, jobID, update)
 	if errors.Is(err, errJobUnknown) {
 		// Right after an upload the catalog may not know the job yet:
 		// poll until it does, then stream.
-		job, err = e.poll(ctx, c, jobID, bar.update, true)
+		job, err = e.poll(ctx, c, jobID, update, true)
 		if err == nil && !terminal(job.State) {
-			job, err = e.follow(ctx, c, jobID, bar.update)
+			job, err = e.follow(ctx, c, jobID, update)
 		}
 	}
 	if errors.Is(err, errNoEvents) {
-		job, err = e.poll(ctx, c, jobID, bar.update, false)
+		job, err = e.poll(ctx, c, jobID, update, false)
 	}
 	if err != nil {
 		return job, err

@@ -89,7 +89,7 @@ declare -A APT_PKG=(
 	[redis-server]=redis-server [redis-cli]=redis-tools
 	[protoc]=protobuf-compiler
 	[curl]=curl
-	[/usr/bin/chromium]=chromium # browser tests (internal/e2e); a path, checked as is
+	[/usr/bin/chromium]=chromium # browser tests (internal/e2e, internal/webui); a path, checked as is
 	['/usr/lib/postgresql/*/bin/initdb']=postgresql # store tests on PostgreSQL; a glob, checked as is
 )
 

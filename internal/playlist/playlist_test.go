@@ -120,3 +120,54 @@ func TestMasterStableOrder(t *testing.T) {
 		t.Fatalf("order = %s, want a,b,c", got)
 	}
 }
+
+func TestMasterAudioGroup(t *testing.T) {
+	raw := Master([]Variant{
+		{Name: "720p", Width: 1280, Height: 720, FrameRate: 30, Bandwidth: 3_000_000, AverageBandwidth: 2_500_000, Codecs: "avc1.64001f"},
+		{Name: "audio", Bandwidth: 140_000, AverageBandwidth: 130_000, Codecs: "mp4a.40.2"},
+		{Name: "240p", Width: 426, Height: 240, FrameRate: 30, Bandwidth: 400_000, AverageBandwidth: 350_000, Codecs: "avc1.640015"},
+	})
+	text := string(raw)
+	p := m3u8.NewMasterPlaylist()
+	if err := p.DecodeFrom(bytes.NewReader(raw), true); err != nil {
+		t.Fatalf("decode: %v\n%s", err, text)
+	}
+	want := []struct {
+		uri     string
+		bw, avg uint32
+		codecs  string
+	}{
+		{"240p/index.m3u8", 540_000, 480_000, "avc1.640015,mp4a.40.2"},
+		{"720p/index.m3u8", 3_140_000, 2_630_000, "avc1.64001f,mp4a.40.2"},
+	}
+	if len(p.Variants) != len(want) {
+		t.Fatalf("%d variants, want %d (the audio is a group, not a variant):\n%s", len(p.Variants), len(want), text)
+	}
+	for i, w := range want {
+		v := p.Variants[i]
+		if v.URI != w.uri || v.Bandwidth != w.bw || v.AverageBandwidth != w.avg || v.Codecs != w.codecs || v.Audio != AudioGroup {
+			t.Errorf("variant %d = %s %+v, want %+v with AUDIO=%q", i, v.URI, v.VariantParams, w, AudioGroup)
+		}
+		if len(v.Alternatives) != 1 {
+			t.Fatalf("variant %d: %d alternatives, want the audio group:\n%s", i, len(v.Alternatives), text)
+		}
+		a := v.Alternatives[0]
+		if a.Type != "AUDIO" || a.GroupId != AudioGroup || a.URI != "audio/index.m3u8" || a.Default != true ||
+			a.Autoselect != "YES" || a.Name != "audio" {
+			t.Errorf("variant %d: audio rendition %+v", i, *a)
+		}
+	}
+	if n := strings.Count(text, "#EXT-X-MEDIA:"); n != 1 || !strings.Contains(text, `CHANNELS="2"`) {
+		t.Errorf("%d EXT-X-MEDIA tags, want 1 with CHANNELS=\"2\":\n%s", n, text)
+	}
+}
+
+func TestMasterAudioAlone(t *testing.T) {
+	// An audio-only asset: the audio is its one variant, no group.
+	text := string(Master([]Variant{{Name: "audio", Bandwidth: 140_000, AverageBandwidth: 130_000, Codecs: "mp4a.40.2"}}))
+	want := "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n" +
+		"#EXT-X-STREAM-INF:BANDWIDTH=140000,AVERAGE-BANDWIDTH=130000,CODECS=\"mp4a.40.2\"\naudio/index.m3u8\n"
+	if text != want {
+		t.Fatalf("playlist:\n%s\nwant:\n%s", text, want)
+	}
+}

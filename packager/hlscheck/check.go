@@ -3,8 +3,10 @@ package hlscheck
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 )
 
@@ -28,6 +30,10 @@ type variantResult struct {
 	starts   []float64 // first video frame pts of each segment (InspectSegments); NaN when unknown
 	hasVideo bool
 	codec    string // video codec from ffprobe
+	// measured: every segment was read; peak and avg are then its
+	// measured bit rates (bit/s).
+	measured  bool
+	peak, avg float64
 }
 
 type checker struct {
@@ -69,8 +75,35 @@ func CheckMaster(ctx context.Context, cfg Config, masterURI string) (*Report, er
 		defer os.RemoveAll(tmp)
 		c.tmp = tmp
 	}
+	variants := parseVariants(data)
+	// The audio renditions first: a variant's bit rate is its own and its
+	// audio's together.
+	audio := map[string]*variantResult{} // GROUP-ID → its first rendition
+	groups := audioGroups(data)
+	for _, g := range slices.Sorted(maps.Keys(groups)) {
+		for _, r := range groups[g] {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if r["URI"] == "" {
+				continue // reported by the master rules
+			}
+			uri, err := Resolve(masterURI, r["URI"])
+			if err != nil {
+				c.report.add(RuleMediaFetch, masterURI, "%v", err)
+				continue
+			}
+			attrs := map[string]string{}
+			if codec := groupAudioCodec(variants, g); codec != "" {
+				attrs["CODECS"] = codec
+			}
+			if res := c.checkVariant(ctx, uri, attrs); res != nil && audio[g] == nil {
+				audio[g] = res
+			}
+		}
+	}
 	var results []*variantResult
-	for _, v := range parseVariants(data) {
+	for _, v := range variants {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -79,12 +112,56 @@ func CheckMaster(ctx context.Context, cfg Config, masterURI string) (*Report, er
 			c.report.add(RuleMediaFetch, masterURI, "%v", err)
 			continue
 		}
-		if res := c.checkVariant(ctx, uri, v.Attrs); res != nil {
-			results = append(results, res)
+		res := c.checkVariant(ctx, uri, streamAttrs(v.Attrs))
+		if res == nil {
+			continue
 		}
+		results = append(results, res)
+		if !res.measured || res.media.growing() {
+			continue // an EVENT playlist: a part of the encode, declared bit rates are estimates
+		}
+		peak, avg := res.peak, res.avg
+		if g, ok := v.Attrs["AUDIO"]; ok {
+			a := audio[g]
+			if a == nil || !a.measured || a.media.growing() {
+				continue // the audio is unknown: reported as such
+			}
+			peak, avg = peak+a.peak, avg+a.avg
+		}
+		c.checkBandwidth(uri, v.Attrs, peak, avg)
 	}
 	c.compareVariants(results)
 	return c.report, nil
+}
+
+// streamAttrs are the attributes a variant's own segments must match: with
+// an audio group, CODECS without the audio codec (the group's segments
+// carry the audio, checked against it).
+func streamAttrs(attrs map[string]string) map[string]string {
+	if _, ok := attrs["AUDIO"]; !ok {
+		return attrs
+	}
+	video, _, err := codecList(attrs["CODECS"])
+	if err != nil || video == "" {
+		return attrs // reported by the master rules
+	}
+	out := maps.Clone(attrs)
+	out["CODECS"] = video
+	return out
+}
+
+// groupAudioCodec is the audio codec the variants playing audio group g
+// declare (the first one's), "" when none does.
+func groupAudioCodec(vs []variant, g string) string {
+	for _, v := range vs {
+		if v.Attrs["AUDIO"] != g {
+			continue
+		}
+		if _, a, err := codecList(v.Attrs["CODECS"]); err == nil && a != "" {
+			return a
+		}
+	}
+	return ""
 }
 
 // checkVariant checks one variant playlist and its segments; nil when the
@@ -96,7 +173,7 @@ func (c *checker) checkVariant(ctx context.Context, uri string, attrs map[string
 		return nil
 	}
 	c.report.Variants++
-	for _, p := range CheckMediaPlaylist(data) {
+	for _, p := range checkMediaPlaylist(data, c.cfg.AllowEvent) {
 		p.URI = uri
 		c.report.Problems = append(c.report.Problems, p)
 	}
@@ -175,7 +252,7 @@ func (c *checker) checkVariant(ctx context.Context, uri string, attrs map[string
 		_ = os.Remove(file)
 	}
 	if complete && seconds > 0 {
-		c.checkBandwidth(uri, attrs, peak, bits/seconds)
+		res.measured, res.peak, res.avg = true, peak, bits/seconds
 	}
 	return res
 }
@@ -211,7 +288,10 @@ func (c *checker) checkBandwidth(uri string, attrs map[string]string, peak, avg 
 	}
 }
 
-// compareVariants checks what must agree across variants.
+// compareVariants checks what must agree across the variants (the video
+// ones: audio renditions are not among them, their AAC frames never end
+// exactly on a video segment's boundary). Growing EVENT playlists are
+// compared on the segments they all have so far.
 func (c *checker) compareVariants(rs []*variantResult) {
 	if len(rs) < 2 {
 		return
@@ -221,11 +301,13 @@ func (c *checker) compareVariants(rs []*variantResult) {
 		if ref.media.TargetErr == nil && r.media.TargetErr == nil && r.media.Target != ref.media.Target {
 			c.report.add(RuleVariantsTargetDuration, r.uri, "TARGETDURATION %d, %s has %d", r.media.Target, ref.uri, ref.media.Target)
 		}
-		if len(r.media.Segments) != len(ref.media.Segments) {
+		n := len(r.media.Segments)
+		if growing := r.media.growing() || ref.media.growing(); len(ref.media.Segments) != n && !growing {
 			c.report.add(RuleVariantsSegmentCount, r.uri, "%d segments, %s has %d", len(r.media.Segments), ref.uri, len(ref.media.Segments))
 			continue
 		}
-		for i, s := range r.media.Segments {
+		n = min(n, len(ref.media.Segments))
+		for i, s := range r.media.Segments[:n] {
 			if d := ref.media.Segments[i].Duration; math.Abs(s.Duration-d) > alignTolerance+1e-9 {
 				c.report.add(RuleVariantsSegmentDurations, r.uri, "segment %d lasts %gs, in %s %gs", i, s.Duration, ref.uri, d)
 				break
@@ -242,10 +324,10 @@ func (c *checker) compareVariants(rs []*variantResult) {
 			vref = r
 			continue
 		}
-		if len(r.starts) != len(vref.starts) {
+		if len(r.starts) != len(vref.starts) && !r.media.growing() && !vref.media.growing() {
 			continue // reported as a segment count problem
 		}
-		for i, st := range r.starts {
+		for i, st := range r.starts[:min(len(r.starts), len(vref.starts))] {
 			if w := vref.starts[i]; !math.IsNaN(st) && !math.IsNaN(w) && math.Abs(st-w) > alignTolerance+1e-9 {
 				c.report.add(RuleVariantsSegmentStart, r.uri, "segment %d starts at %.6fs, in %s at %.6fs", i, st, vref.uri, w)
 				break

@@ -2,12 +2,15 @@
 // and Apple's HLS authoring specification for fMP4 VOD, plus kiln's own
 // choices (variants ordered by bandwidth, aligned segment boundaries).
 //
-// The pure functions CheckMasterPlaylist and CheckMediaPlaylist look at the
-// text of one playlist; CheckMaster fetches a master playlist, every variant
-// and every segment (over HTTP or from local files), measures the bit rates,
-// compares the variants with each other and, when asked, inspects the
-// segments with ffprobe (IDR at the start of every segment, aligned start
-// times, CODECS and RESOLUTION matching the coded streams).
+// The pure functions CheckMasterPlaylist, CheckMediaPlaylist and
+// CheckEventPlaylist look at the text of one playlist, CheckEventAppend at
+// two readings of a growing one; CheckMaster fetches a master playlist,
+// every variant, every audio rendition (EXT-X-MEDIA TYPE=AUDIO) and every
+// segment (over HTTP or from local files), measures the bit rates (a
+// variant's with its audio group's), compares the video variants with each
+// other and, when asked, inspects the segments with ffprobe (IDR at the
+// start of every segment, aligned start times, CODECS and RESOLUTION
+// matching the coded streams).
 package hlscheck
 
 import (
@@ -38,10 +41,13 @@ const (
 	RuleMasterProgramID          = "master.program-id"            // PROGRAM-ID (removed in protocol version 6)
 	RuleMasterOrder              = "master.order"                 // kiln rule: variants not ordered by BANDWIDTH ascending
 	RuleMasterURIUnique          = "master.uri-unique"            // two variants with the same URI
+	RuleMasterMedia              = "master.media"                 // EXT-X-MEDIA malformed: TYPE, GROUP-ID, NAME, an AUDIO one's URI or CHANNELS; several DEFAULT=YES in a group
+	RuleMasterAudioGroup         = "master.audio-group"           // AUDIO names no audio group, CODECS lacks its audio, or only some video variants play one
 	RuleMediaParse               = "media.parse"                  // grafov/m3u8 strict decoding fails
 	RuleMediaType                = "media.type"                   // the playlist is not a media playlist
-	RuleMediaVOD                 = "media.vod"                    // no EXT-X-PLAYLIST-TYPE:VOD
-	RuleMediaEndlist             = "media.endlist"                // no EXT-X-ENDLIST
+	RuleMediaVOD                 = "media.vod"                    // no EXT-X-PLAYLIST-TYPE:VOD (or EVENT, Config.AllowEvent)
+	RuleMediaEndlist             = "media.endlist"                // no EXT-X-ENDLIST (an EVENT playlist may lack it, Config.AllowEvent)
+	RuleMediaEventAppend         = "media.event-append"           // an EVENT playlist changed other than by appending (CheckEventAppend)
 	RuleMediaMap                 = "media.map"                    // fMP4 segments without EXT-X-MAP
 	RuleMediaVersion             = "media.version"                // fMP4 with EXT-X-VERSION missing or < 6
 	RuleMediaTargetDuration      = "media.target-duration"        // EXT-X-TARGETDURATION missing or not an integer
@@ -230,4 +236,11 @@ type Config struct {
 	InspectSegments bool
 	// TempDir holds the temporary init+segment files; default os.TempDir().
 	TempDir string
+	// AllowEvent accepts EXT-X-PLAYLIST-TYPE:EVENT media playlists without
+	// EXT-X-ENDLIST (CheckEventPlaylist): an asset played while it is
+	// still encoding. Their segments are checked as any other; the
+	// bandwidth rules skip them (a part of the encode, against estimated
+	// bit rates) and the variants are compared on the segments they all
+	// have so far.
+	AllowEvent bool
 }

@@ -29,20 +29,25 @@ var (
 // encodeRung writes a 7 s width x height HLS fMP4 rung into root/name.
 func encodeRung(t *testing.T, root, name string, width, height int, video []string, hlsExtra ...string) {
 	t.Helper()
+	encodeHLS(t, root, name, testenv.ClipSpec{Width: width, Height: height,
+		Video: append([]string{"-c:v", "libx264", "-pix_fmt", "yuv420p", "-r", "30"}, video...)}, hlsExtra...)
+}
+
+// encodeHLS writes a 7 s HLS fMP4 rendition of spec (its sizes, encoders,
+// NoVideo or NoAudio) into root/name: AAC at 64 kb/s, 6 s segments.
+func encodeHLS(t *testing.T, root, name string, spec testenv.ClipSpec, hlsExtra ...string) {
+	t.Helper()
 	dir := filepath.Join(root, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Clip(t, testenv.ClipSpec{
-		Path:    filepath.Join(dir, "index.m3u8"),
-		Seconds: 7, Width: width, Height: height, Rate: "30", SampleRate: 48000,
-		Video: append([]string{"-c:v", "libx264", "-pix_fmt", "yuv420p", "-r", "30"}, video...),
-		Audio: []string{"-c:a", "aac", "-b:a", "64k"},
-		ExtraArgs: []string{"-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_segment_type", "fmp4",
-			"-hls_flags", strings.Join(append([]string{"independent_segments"}, hlsExtra...), "+"),
-			"-hls_fmp4_init_filename", "init.mp4",
-			"-hls_segment_filename", filepath.Join(dir, "seg_%05d.m4s")},
-	})
+	spec.Path, spec.Seconds, spec.Rate, spec.SampleRate = filepath.Join(dir, "index.m3u8"), 7, "30", 48000
+	spec.Audio = []string{"-c:a", "aac", "-b:a", "64k", "-ac", "2"}
+	spec.ExtraArgs = []string{"-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod", "-hls_segment_type", "fmp4",
+		"-hls_flags", strings.Join(append([]string{"independent_segments"}, hlsExtra...), "+"),
+		"-hls_fmp4_init_filename", "init.mp4",
+		"-hls_segment_filename", filepath.Join(dir, "seg_%05d.m4s")}
+	testenv.Clip(t, spec)
 }
 
 // rendition measures a rung the way the packager does.
@@ -200,4 +205,116 @@ func masterOf(rs []*kilnv1.Rendition) []byte {
 			Bandwidth: r.Bandwidth, AverageBandwidth: r.AverageBandwidth, Codecs: r.Codecs})
 	}
 	return playlist.Master(vs)
+}
+
+// TestCheckMasterAudioGroup runs every check on ffmpeg's output laid out
+// as kiln encodes it straight to segments: video-only rungs and one audio
+// rendition, the master's audio group referenced by every variant. The
+// variants' bit rates include the audio's; a master declaring them
+// without it fails, and so does a master whose group is missing. While the
+// asset is still encoding (EVENT playlists, renditions at different
+// lengths) it passes with Config.AllowEvent, and only with it.
+func TestCheckMasterAudioGroup(t *testing.T) {
+	testenv.RequireBinaries(t, "ffmpeg", "ffprobe")
+	if testing.Short() {
+		t.Skip("runs ffmpeg")
+	}
+	root := t.TempDir()
+	video := []string{"-c:v", "libx264", "-pix_fmt", "yuv420p", "-r", "30"}
+	encodeHLS(t, root, "90p", testenv.ClipSpec{Width: 160, Height: 90, NoAudio: true, Video: append(video, fixedGOP...)})
+	encodeHLS(t, root, "180p", testenv.ClipSpec{Width: 320, Height: 180, NoAudio: true, Video: append(video, fixedGOP...)})
+	encodeHLS(t, root, "audio", testenv.ClipSpec{NoVideo: true})
+	rs := []*kilnv1.Rendition{rendition(t, root, "90p", 160, 90), rendition(t, root, "180p", 320, 180), rendition(t, root, "audio", 0, 0)}
+	for _, r := range rs {
+		if strings.Contains(r.Codecs, ",") {
+			t.Fatalf("rendition %s is not single-media: %s", r.Name, r.Codecs)
+		}
+	}
+	check := func(t *testing.T, cfg Config, master []byte) *Report {
+		t.Helper()
+		cfg.Fetcher, cfg.InspectSegments = HTTPFetcher{}, true
+		r, err := CheckMaster(t.Context(), cfg, serve(t, root, master))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	master := masterOf(rs)
+	if !strings.Contains(string(master), "#EXT-X-MEDIA:TYPE=AUDIO") {
+		t.Fatalf("no audio group:\n%s", master)
+	}
+
+	t.Run("kiln layout", func(t *testing.T) {
+		r := check(t, Config{}, master)
+		if err := r.Err(); err != nil {
+			t.Fatalf("%v\n%s", err, master)
+		}
+		if r.Variants != 3 || r.Segments != 6 {
+			t.Fatalf("variants %d segments %d, want 3 (two and the audio) and 6", r.Variants, r.Segments)
+		}
+		// ffmpeg follows the group: the master gives it video and audio.
+		url := serve(t, root, master)
+		out, err := run(t.Context(), "ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if types := strings.Fields(string(out)); !slices.Contains(types, "video") || !slices.Contains(types, "audio") {
+			t.Fatalf("ffprobe of the master found streams %v, want video and audio", types)
+		}
+	})
+
+	t.Run("bit rates without the audio", func(t *testing.T) {
+		noAudio := slices.Clone(rs)
+		noAudio[2] = proto.CloneOf(rs[2])
+		noAudio[2].Bandwidth, noAudio[2].AverageBandwidth = 1, 1
+		r := check(t, Config{}, masterOf(noAudio))
+		if got := r.Rules(); !slices.Contains(got, RuleVariantAverageBandwidth) {
+			t.Fatalf("rules = %v, want %s (the 90p variant's average is mostly audio)", got, RuleVariantAverageBandwidth)
+		}
+	})
+
+	t.Run("no such group", func(t *testing.T) {
+		r := check(t, Config{}, []byte(strings.Replace(string(master), `GROUP-ID="audio"`, `GROUP-ID="aac"`, 1)))
+		if got := r.Rules(); !slices.Equal(got, []string{RuleMasterAudioGroup}) {
+			t.Fatalf("rules = %v, want [%s]", got, RuleMasterAudioGroup)
+		}
+	})
+
+	t.Run("while encoding", func(t *testing.T) {
+		// Every rendition's playlist as EVENT without ENDLIST; the 180p
+		// one a segment behind the others.
+		live := t.TempDir()
+		if err := os.CopyFS(live, os.DirFS(root)); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"90p", "180p", "audio"} {
+			file := filepath.Join(live, name, "index.m3u8")
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := strings.Replace(strings.TrimSuffix(string(b), "#EXT-X-ENDLIST\n"), "PLAYLIST-TYPE:VOD", "PLAYLIST-TYPE:EVENT", 1)
+			if name == "180p" {
+				text = text[:strings.LastIndex(text, "#EXTINF:")]
+			}
+			if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		liveCheck := func(cfg Config) *Report {
+			cfg.Fetcher, cfg.InspectSegments = HTTPFetcher{}, true
+			r, err := CheckMaster(t.Context(), cfg, serve(t, live, master))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		r := liveCheck(Config{AllowEvent: true})
+		if err := r.Err(); err != nil || r.Segments != 5 {
+			t.Fatalf("segments %d: %v", r.Segments, err)
+		}
+		if got := liveCheck(Config{}).Rules(); !slices.Equal(got, []string{RuleMediaVOD, RuleMediaEndlist}) {
+			t.Fatalf("without AllowEvent: rules = %v, want [%s %s]", got, RuleMediaVOD, RuleMediaEndlist)
+		}
+	})
 }

@@ -3,9 +3,11 @@ package hlscheck
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,6 +27,28 @@ func lines(data []byte) []string {
 		ls[i] = strings.TrimSpace(l)
 	}
 	return ls
+}
+
+// parseRenditions returns the attributes of every EXT-X-MEDIA tag.
+func parseRenditions(data []byte) []map[string]string {
+	var out []map[string]string
+	for _, l := range lines(data) {
+		if a, ok := strings.CutPrefix(l, "#EXT-X-MEDIA:"); ok {
+			out = append(out, m3u8.DecodeAttributeList(a))
+		}
+	}
+	return out
+}
+
+// audioGroups are the AUDIO renditions of a master playlist by GROUP-ID.
+func audioGroups(data []byte) map[string][]map[string]string {
+	groups := map[string][]map[string]string{}
+	for _, r := range parseRenditions(data) {
+		if r["TYPE"] == "AUDIO" {
+			groups[r["GROUP-ID"]] = append(groups[r["GROUP-ID"]], r)
+		}
+	}
+	return groups
 }
 
 func parseVariants(data []byte) []variant {
@@ -132,6 +156,8 @@ func CheckMasterPlaylist(data []byte) []Problem {
 		add(RuleMasterVariants, "no EXT-X-STREAM-INF variant")
 		return ps
 	}
+	groups := checkRenditions(data, add)
+	withAudio, withoutAudio := 0, 0
 	seen := map[string]bool{}
 	prevBW := int64(-1)
 	for i, v := range vs {
@@ -151,12 +177,24 @@ func CheckMasterPlaylist(data []byte) []Problem {
 			add(RuleMasterAverageAbovePeak, "%s: AVERAGE-BANDWIDTH %d > BANDWIDTH %d", name, avg, bw)
 		}
 		isVideo := true // without a readable CODECS, assume video
+		hasAudio := true
 		if c, ok := v.Attrs["CODECS"]; !ok {
 			add(RuleMasterCodecs, "%s: no CODECS", name)
-		} else if video, _, err := codecList(c); err != nil {
+		} else if video, audio, err := codecList(c); err != nil {
 			add(RuleMasterCodecs, "%s: CODECS: %v", name, err)
 		} else {
-			isVideo = video != ""
+			isVideo, hasAudio = video != "", audio != ""
+		}
+		if g, ok := v.Attrs["AUDIO"]; ok {
+			withAudio++
+			if len(groups[g]) == 0 {
+				add(RuleMasterAudioGroup, "%s: AUDIO=%q names no EXT-X-MEDIA TYPE=AUDIO group", name, g)
+			}
+			if !hasAudio {
+				add(RuleMasterAudioGroup, "%s: plays audio group %q but its CODECS has no audio codec (a variant's CODECS lists its audio rendition's)", name, g)
+			}
+		} else if isVideo {
+			withoutAudio++
 		}
 		if isVideo {
 			if r, ok := v.Attrs["RESOLUTION"]; !ok {
@@ -181,7 +219,59 @@ func CheckMasterPlaylist(data []byte) []Problem {
 		}
 		seen[v.URI] = true
 	}
+	if withAudio > 0 && withoutAudio > 0 {
+		add(RuleMasterAudioGroup, "%d video variant(s) play an audio group, %d do not: every video variant refers to the audio", withAudio, withoutAudio)
+	}
 	return ps
+}
+
+// checkRenditions applies the EXT-X-MEDIA rules and returns the AUDIO
+// groups.
+func checkRenditions(data []byte, add func(rule, format string, args ...any)) map[string][]map[string]string {
+	for i, r := range parseRenditions(data) {
+		name := fmt.Sprintf("rendition %d (%s)", i, r["NAME"])
+		switch r["TYPE"] {
+		case "AUDIO", "VIDEO", "SUBTITLES", "CLOSED-CAPTIONS":
+		default:
+			add(RuleMasterMedia, "%s: TYPE=%q is not AUDIO, VIDEO, SUBTITLES or CLOSED-CAPTIONS", name, r["TYPE"])
+			continue
+		}
+		if r["GROUP-ID"] == "" {
+			add(RuleMasterMedia, "%s: no GROUP-ID", name)
+		}
+		if r["NAME"] == "" {
+			add(RuleMasterMedia, "%s: no NAME", name)
+		}
+		if r["TYPE"] != "AUDIO" {
+			continue
+		}
+		if r["URI"] == "" {
+			add(RuleMasterMedia, "%s: an AUDIO rendition without URI (its audio would be muxed in the variants)", name)
+		}
+		if ch := r["CHANNELS"]; ch == "" {
+			add(RuleMasterMedia, "%s: no CHANNELS (Apple's authoring spec asks for it on every audio rendition)", name)
+		} else if n, _, _ := strings.Cut(ch, "/"); !reDecimal.MatchString(n) || strings.Contains(n, ".") || n == "0" {
+			add(RuleMasterMedia, "%s: CHANNELS=%q does not start with a channel count", name, ch)
+		}
+	}
+	groups := audioGroups(data)
+	for _, g := range slices.Sorted(maps.Keys(groups)) { // problems in a stable order
+		rs := groups[g]
+		defaults, names := 0, map[string]bool{}
+		for _, r := range rs {
+			if r["DEFAULT"] == "YES" {
+				defaults++
+			}
+			if names[r["NAME"]] {
+				add(RuleMasterMedia, "audio group %q: NAME %q twice", g, r["NAME"])
+			}
+			names[r["NAME"]] = true
+		}
+		if defaults > 1 {
+			add(RuleMasterMedia, "audio group %q: %d renditions with DEFAULT=YES, at most one", g, defaults)
+		}
+	}
+	return groups
 }
 
 // segment is one media segment of a media playlist.
@@ -207,6 +297,8 @@ type media struct {
 	Target      int
 	TargetErr   error
 	VOD         bool
+	Event       bool // EXT-X-PLAYLIST-TYPE:EVENT: segments are only ever appended
+	Sequence    int  // EXT-X-MEDIA-SEQUENCE, 0 when absent
 	Endlist     bool
 	HasMap      bool
 	Segments    []segment
@@ -258,6 +350,14 @@ func parseMedia(data []byte) media {
 			}
 		case l == "#EXT-X-PLAYLIST-TYPE:VOD":
 			m.VOD = true
+		case l == "#EXT-X-PLAYLIST-TYPE:EVENT":
+			m.Event = true
+		case strings.HasPrefix(l, "#EXT-X-MEDIA-SEQUENCE:"):
+			n, err := strconv.Atoi(strings.TrimPrefix(l, "#EXT-X-MEDIA-SEQUENCE:"))
+			if err != nil || n < 0 {
+				m.ParseErrors = append(m.ParseErrors, "bad "+l)
+			}
+			m.Sequence = n
 		case l == "#EXT-X-ENDLIST":
 			m.Endlist = true
 		case strings.HasPrefix(l, "#EXT-X-MAP:"):
@@ -319,9 +419,21 @@ func (m *media) isFMP4() bool {
 	return false
 }
 
-// CheckMediaPlaylist applies the media playlist rules to its text. Problems
-// carry no URI.
-func CheckMediaPlaylist(data []byte) []Problem {
+// growing reports whether the playlist is an EVENT playlist still being
+// written (no EXT-X-ENDLIST yet).
+func (m *media) growing() bool { return m.Event && !m.Endlist }
+
+// CheckMediaPlaylist applies the media playlist rules to its text: a VOD
+// playlist with EXT-X-ENDLIST. Problems carry no URI.
+func CheckMediaPlaylist(data []byte) []Problem { return checkMediaPlaylist(data, false) }
+
+// CheckEventPlaylist is CheckMediaPlaylist for an asset that may still be
+// encoding: an EXT-X-PLAYLIST-TYPE:EVENT playlist, with or without
+// EXT-X-ENDLIST, passes too (every other rule, the target duration
+// included, applies alike).
+func CheckEventPlaylist(data []byte) []Problem { return checkMediaPlaylist(data, true) }
+
+func checkMediaPlaylist(data []byte, allowEvent bool) []Problem {
 	var ps []Problem
 	add := func(rule, format string, args ...any) {
 		ps = append(ps, Problem{Rule: rule, Detail: fmt.Sprintf(format, args...)})
@@ -338,10 +450,16 @@ func CheckMediaPlaylist(data []byte) []Problem {
 	for _, e := range m.ParseErrors {
 		add(RuleMediaParse, "%s", e)
 	}
-	if !m.VOD {
+	switch {
+	case m.VOD && m.Event:
+		add(RuleMediaVOD, "both #EXT-X-PLAYLIST-TYPE:VOD and EVENT")
+	case allowEvent && m.Event: // EXT-X-ENDLIST comes when the encode ends
+	case allowEvent && !m.VOD:
+		add(RuleMediaVOD, "no #EXT-X-PLAYLIST-TYPE:VOD or EVENT")
+	case !m.VOD:
 		add(RuleMediaVOD, "no #EXT-X-PLAYLIST-TYPE:VOD")
 	}
-	if !m.Endlist {
+	if !m.Endlist && !(allowEvent && m.Event) {
 		add(RuleMediaEndlist, "no #EXT-X-ENDLIST")
 	}
 	if m.isFMP4() {
@@ -370,6 +488,54 @@ func CheckMediaPlaylist(data []byte) []Problem {
 		case m.TargetErr == nil && math.Round(s.Duration) > float64(m.Target):
 			add(RuleMediaExtinfTarget, "segment %d (%s): EXTINF %g rounds above TARGETDURATION %d", i, s.URI, s.Duration, m.Target)
 		}
+	}
+	return ps
+}
+
+// CheckEventAppend compares two readings of one EVENT media playlist,
+// before and after: RFC 8216 (6.2.1) lets its server only append segments
+// and add EXT-X-ENDLIST, so every segment of before is in after, in the
+// same place, with the same URI, duration and EXT-X-MAP, under the same
+// EXT-X-MEDIA-SEQUENCE; an ended playlist does not change at all. The type
+// may turn from EVENT to VOD as EXT-X-ENDLIST is added (what kiln does at
+// READY; players read both as a finished playlist). Problems carry no URI.
+func CheckEventAppend(before, after []byte) []Problem {
+	var ps []Problem
+	add := func(format string, args ...any) {
+		ps = append(ps, Problem{Rule: RuleMediaEventAppend, Detail: fmt.Sprintf(format, args...)})
+	}
+	b, a := parseMedia(before), parseMedia(after)
+	switch {
+	case !b.Event && !b.VOD:
+		add("the first reading is neither an EVENT nor a VOD playlist")
+		return ps
+	case b.Endlist && !bytes.Equal(before, after):
+		add("an ended playlist changed")
+		return ps
+	case a.VOD && !a.Endlist, !a.Event && !a.VOD:
+		add("the EVENT playlist changed type without ending")
+	case b.Sequence != a.Sequence:
+		add("EXT-X-MEDIA-SEQUENCE changed from %d to %d", b.Sequence, a.Sequence)
+	case b.TargetErr == nil && a.TargetErr == nil && b.Target != a.Target:
+		add("EXT-X-TARGETDURATION changed from %d to %d", b.Target, a.Target)
+	}
+	if len(a.Segments) < len(b.Segments) {
+		add("%d segments, %d before: segments were removed", len(a.Segments), len(b.Segments))
+		return ps
+	}
+	for i, s := range b.Segments {
+		n := a.Segments[i]
+		switch {
+		case n.URI != s.URI:
+			add("segment %d is %s, was %s", i, n.URI, s.URI)
+		case n.Duration != s.Duration:
+			add("segment %d (%s) lasts %g s, was %g s", i, s.URI, n.Duration, s.Duration)
+		case (n.Map == nil) != (s.Map == nil) || (n.Map != nil && n.Map.URI != s.Map.URI):
+			add("segment %d (%s): its EXT-X-MAP changed", i, s.URI)
+		default:
+			continue
+		}
+		return ps
 	}
 	return ps
 }

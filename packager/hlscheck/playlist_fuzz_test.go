@@ -60,8 +60,8 @@ index1.ts
 `
 )
 
-// FuzzCheckPlaylist runs both pure checks, CheckMasterPlaylist and
-// CheckMediaPlaylist, on arbitrary text. Seeds: kiln's master playlist
+// FuzzCheckPlaylist runs the pure checks, CheckMasterPlaylist,
+// CheckMediaPlaylist and CheckEventPlaylist, on arbitrary text. Seeds: kiln's master playlist
 // writer (internal/playlist.Master, video and audio-only variants), ffmpeg's
 // media playlists, and broken variants of them (CRLF, byte ranges,
 // attributes out of range, a live playlist, a master with renditions).
@@ -78,9 +78,19 @@ func FuzzCheckPlaylist(f *testing.F) {
 		{Name: "360p", Width: 640, Height: 360, FrameRate: 29.97, Bandwidth: 950_000, AverageBandwidth: 900_000, Codecs: "avc1.64001e,mp4a.40.2"},
 	})
 	audio := playlist.Master([]playlist.Variant{{Name: "audio", Bandwidth: 140_000, AverageBandwidth: 130_000, Codecs: "mp4a.40.2"}})
+	group := playlist.Master([]playlist.Variant{
+		{Name: "720p", Width: 1280, Height: 720, FrameRate: 29.97, Bandwidth: 3_400_000, AverageBandwidth: 3_100_000, Codecs: "avc1.64001f"},
+		{Name: "audio", Bandwidth: 140_000, AverageBandwidth: 130_000, Codecs: "mp4a.40.2"},
+	})
+	event := strings.Replace(strings.TrimSuffix(fuzzFFmpegMedia, "#EXT-X-ENDLIST\n"), "PLAYLIST-TYPE:VOD", "PLAYLIST-TYPE:EVENT", 1)
 	for _, s := range []string{
 		string(master),
 		string(audio),
+		string(group),
+		strings.Replace(string(group), `CHANNELS="2",`, "", 1),
+		strings.Replace(string(group), `AUDIO="audio"`, `AUDIO="other"`, 1),
+		event,
+		event + "#EXT-X-ENDLIST\n",
 		fuzzFFmpegMedia,
 		fuzzFFmpegSingleFile,
 		fuzzFFmpegTS,
@@ -102,7 +112,8 @@ func FuzzCheckPlaylist(f *testing.F) {
 	}
 	masterRules := ruleSet(RuleMasterParse, RuleMasterType, RuleMasterVariants, RuleMasterBandwidth,
 		RuleMasterAverageBandwidth, RuleMasterAverageAbovePeak, RuleMasterCodecs, RuleMasterResolution,
-		RuleMasterFrameRate, RuleMasterIndependent, RuleMasterProgramID, RuleMasterOrder, RuleMasterURIUnique)
+		RuleMasterFrameRate, RuleMasterIndependent, RuleMasterProgramID, RuleMasterOrder, RuleMasterURIUnique,
+		RuleMasterMedia, RuleMasterAudioGroup)
 	mediaRules := ruleSet(RuleMediaParse, RuleMediaType, RuleMediaVOD, RuleMediaEndlist, RuleMediaMap,
 		RuleMediaVersion, RuleMediaTargetDuration, RuleMediaExtinfTarget, RuleMediaSegments, RuleMediaSegmentDuration)
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -110,6 +121,11 @@ func FuzzCheckPlaylist(f *testing.F) {
 		checkProblems(t, "master", mp, masterRules, RuleMasterType)
 		dp := CheckMediaPlaylist(data)
 		checkProblems(t, "media", dp, mediaRules, RuleMediaType)
+		ep := CheckEventPlaylist(data)
+		checkProblems(t, "event", ep, mediaRules, RuleMediaType)
+		if len(ep) > len(dp) {
+			t.Fatalf("the EVENT check is stricter than the VOD one:\nvod: %v\nevent: %v", dp, ep)
+		}
 		isMaster := !hasRule(mp, RuleMasterParse) && !hasRule(mp, RuleMasterType)
 		isMedia := !hasRule(dp, RuleMediaParse) && !hasRule(dp, RuleMediaType)
 		if isMaster && isMedia {

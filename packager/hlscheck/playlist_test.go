@@ -191,3 +191,113 @@ func TestFirstVCLType(t *testing.T) {
 		}
 	}
 }
+
+const groupMaster = `#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="audio",DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2",URI="audio/index.m3u8"
+#EXT-X-STREAM-INF:BANDWIDTH=440000,AVERAGE-BANDWIDTH=378000,CODECS="avc1.64000c,mp4a.40.2",RESOLUTION=160x90,FRAME-RATE=30.000,AUDIO="audio"
+90p/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=740000,AVERAGE-BANDWIDTH=628000,CODECS="avc1.64000d,mp4a.40.2",RESOLUTION=320x180,FRAME-RATE=30.000,AUDIO="audio"
+180p/index.m3u8
+`
+
+func TestCheckMasterAudioGroupRules(t *testing.T) {
+	second := `#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="audio",DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2",URI="audio/index.m3u8"`
+	tests := []struct {
+		name  string
+		pairs []string
+		want  string
+	}{
+		{name: "good", want: ""},
+		{name: "no such group", pairs: []string{`AUDIO="audio"` + "\n90p", `AUDIO="other"` + "\n90p"}, want: RuleMasterAudioGroup},
+		{name: "CODECS without the audio", pairs: []string{`CODECS="avc1.64000c,mp4a.40.2"`, `CODECS="avc1.64000c"`}, want: RuleMasterAudioGroup},
+		{name: "one variant without the group", pairs: []string{`,AUDIO="audio"` + "\n180p", "\n180p"}, want: RuleMasterAudioGroup},
+		{name: "no CHANNELS", pairs: []string{`CHANNELS="2",`, ""}, want: RuleMasterMedia},
+		{name: "bad CHANNELS", pairs: []string{`CHANNELS="2"`, `CHANNELS="stereo"`}, want: RuleMasterMedia},
+		{name: "no URI", pairs: []string{`,URI="audio/index.m3u8"`, ""}, want: RuleMasterMedia},
+		{name: "no NAME", pairs: []string{`NAME="audio",`, ""}, want: RuleMasterMedia},
+		{name: "bad TYPE", pairs: []string{"TYPE=AUDIO", "TYPE=SOUND"}, want: RuleMasterAudioGroup}, // the group is then missing too
+		{name: "two defaults, one name", pairs: []string{second, second + "\n" + second}, want: RuleMasterMedia},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps := CheckMasterPlaylist([]byte(edit(t, groupMaster, tt.pairs...)))
+			got := rules(ps)
+			switch {
+			case tt.want == "" && len(got) != 0:
+				t.Fatalf("problems:%s", problemsText(ps))
+			case tt.want != "" && !slices.Contains(got, tt.want):
+				t.Fatalf("rules = %v, want %s:%s", got, tt.want, problemsText(ps))
+			}
+		})
+	}
+}
+
+const eventMedia = `#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-TARGETDURATION:6
+#EXT-X-MEDIA-SEQUENCE:1
+#EXT-X-PLAYLIST-TYPE:EVENT
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MAP:URI="init.mp4"
+#EXTINF:6.000000,
+seg_00001.m4s
+`
+
+func TestCheckEventPlaylist(t *testing.T) {
+	tests := []struct {
+		name     string
+		text     string
+		vod, evt []string // rules of CheckMediaPlaylist, CheckEventPlaylist
+	}{
+		{"VOD", goodMedia, nil, nil},
+		{"EVENT growing", eventMedia, []string{RuleMediaVOD, RuleMediaEndlist}, nil},
+		{"EVENT ended", eventMedia + "#EXT-X-ENDLIST\n", []string{RuleMediaVOD}, nil},
+		{"no type", strings.Replace(eventMedia, "#EXT-X-PLAYLIST-TYPE:EVENT\n", "", 1), []string{RuleMediaVOD, RuleMediaEndlist}, []string{RuleMediaVOD, RuleMediaEndlist}},
+		{"VOD without ENDLIST", strings.Replace(goodMedia, "#EXT-X-ENDLIST\n", "", 1), []string{RuleMediaEndlist}, []string{RuleMediaEndlist}},
+		{"EVENT beyond its target duration", strings.Replace(eventMedia, "#EXTINF:6.000000,", "#EXTINF:6.600000,", 1), []string{RuleMediaVOD, RuleMediaEndlist, RuleMediaExtinfTarget}, []string{RuleMediaExtinfTarget}},
+		{"EVENT without segments", strings.Replace(eventMedia, "#EXTINF:6.000000,\nseg_00001.m4s\n", "", 1), []string{RuleMediaVOD, RuleMediaEndlist, RuleMediaSegments}, []string{RuleMediaSegments}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rules(CheckMediaPlaylist([]byte(tt.text))); !slices.Equal(got, tt.vod) {
+				t.Errorf("CheckMediaPlaylist rules = %v, want %v", got, tt.vod)
+			}
+			if got := rules(CheckEventPlaylist([]byte(tt.text))); !slices.Equal(got, tt.evt) {
+				t.Errorf("CheckEventPlaylist rules = %v, want %v", got, tt.evt)
+			}
+		})
+	}
+}
+
+func TestCheckEventAppend(t *testing.T) {
+	grown := eventMedia + "#EXTINF:6.000000,\nseg_00002.m4s\n"
+	ended := strings.Replace(grown, "EVENT", "VOD", 1) + "#EXT-X-ENDLIST\n"
+	tests := []struct {
+		name          string
+		before, after string
+		ok            bool
+	}{
+		{"unchanged", eventMedia, eventMedia, true},
+		{"a segment appended", eventMedia, grown, true},
+		{"ended as EVENT", grown, grown + "#EXT-X-ENDLIST\n", true},
+		{"ended as VOD", grown, ended, true},
+		{"VOD without ENDLIST", grown, strings.Replace(grown, "EVENT", "VOD", 1), false},
+		{"segment removed", grown, eventMedia, false},
+		{"segment renamed", grown, strings.Replace(grown, "seg_00001", "seg_00009", 1), false},
+		{"duration changed", grown, strings.Replace(grown, "#EXTINF:6.000000,", "#EXTINF:5.000000,", 1), false},
+		{"map changed", grown, strings.Replace(grown, `URI="init.mp4"`, `URI="init2.mp4"`, 1), false},
+		{"media sequence changed", grown, strings.Replace(grown, "SEQUENCE:1", "SEQUENCE:2", 1), false},
+		{"target duration changed", grown, strings.Replace(grown, "TARGETDURATION:6", "TARGETDURATION:8", 1), false},
+		{"an ended playlist changed", ended, strings.Replace(ended, "#EXT-X-ENDLIST", "#EXTINF:1.0,\nseg_00003.m4s\n#EXT-X-ENDLIST", 1), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps := CheckEventAppend([]byte(tt.before), []byte(tt.after))
+			if got := rules(ps); tt.ok != (len(got) == 0) || (!tt.ok && !slices.Equal(got, []string{RuleMediaEventAppend})) {
+				t.Fatalf("problems:%s", problemsText(ps))
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 // kiln upload page: POST /v1/uploads (multipart, with upload progress), poll
-// GET /v1/jobs/{id} until ready or failed, then GET /v1/assets/{id} and play
-// it. Every API URL is relative to this page (served at <base>/ui/), so the
+// GET /v1/jobs/{id} until ready or failed, and play the asset
+// (GET /v1/assets/{id}) as soon as the job is playable: while it still
+// encodes (playable_at; its playlists grow), else once it is ready. Every API URL is relative to this page (served at <base>/ui/), so the
 // UI works behind any public URL or path prefix.
 (function () {
 	'use strict';
@@ -15,8 +16,10 @@
 	};
 
 	// Live state for people and tests: window.kilnUI, and window.kilnPlayer
-	// once the asset plays.
-	var ui = (window.kilnUI = { jobId: '', assetId: '', state: '', progress: 0, error: null, asset: null });
+	// once the asset plays. playerStartedIn is the job's state when the
+	// player started ('transcoding' or 'packaging' when it played before
+	// ready).
+	var ui = (window.kilnUI = { jobId: '', assetId: '', state: '', progress: 0, error: null, asset: null, playableAt: '', playerStartedIn: '' });
 	var player = null;
 	var pollTimer = 0;
 
@@ -94,10 +97,11 @@
 
 	function reset() {
 		clearTimeout(pollTimer);
+		clearTimeout(assetTimer);
 		if (player) player.destroy();
 		player = null;
 		window.kilnPlayer = undefined;
-		ui.jobId = ui.assetId = ui.state = '';
+		ui.jobId = ui.assetId = ui.state = ui.playableAt = ui.playerStartedIn = '';
 		ui.progress = 0;
 		ui.error = ui.asset = null;
 		show($('upload-error'), '');
@@ -163,7 +167,8 @@
 		badge.dataset.state = state;
 		var overall = state === 'ready' ? 1 : Math.max(0, steps.indexOf(state)) / (steps.length - 1) + progress / (steps.length - 1);
 		$('job-progress').value = state === 'failed' ? 0 : overall;
-		$('job-percent').textContent = state === 'ready' || state === 'failed' ? '' : Math.round(100 * progress) + '% of this step';
+		$('job-percent').textContent =
+			state === 'ready' || state === 'failed' ? '' : Math.round(100 * progress) + '% of this step' + (ui.playableAt ? ' · playing while it encodes' : '');
 		var at = steps.indexOf(state);
 		document.querySelectorAll('#job-steps li').forEach(function (li, i) {
 			li.className = state === 'failed' ? '' : i < at || state === 'ready' ? 'done' : i === at ? 'current' : '';
@@ -186,9 +191,20 @@
 				}
 				var j = r.body;
 				if (j.asset_id) ui.assetId = j.asset_id;
+				var ended = j.state === 'failed' || j.state === 'canceled';
+				ui.playableAt = ended ? '' : j.playable_at || '';
 				setState(j.state, j.progress || 0, j.error);
+				if (ended && player) {
+					// It played while encoding, and will not be finished.
+					player.destroy();
+					player = null;
+					window.kilnPlayer = undefined;
+				}
 				if (j.state === 'ready') return loadAsset(0);
-				if (j.state !== 'failed') pollTimer = setTimeout(poll, POLL_MS, 0);
+				// Playable before ready: start playing now (the media
+				// playlists grow while the encode goes on), keep following.
+				if (ui.playableAt && !player && !loading) loadAsset(0);
+				if (!ended) pollTimer = setTimeout(poll, POLL_MS, 0);
 			})
 			.catch(function (e) {
 				show($('job-error'), 'Cannot reach the API (' + e.message + '), retrying…');
@@ -197,20 +213,38 @@
 	}
 
 	// --- asset -----------------------------------------------------------
+	// loading: an asset request (of a playable job) is under way.
+	var loading = false;
+	var assetTimer = 0;
+
+	// loadAsset shows the asset, playable or ready. Once ready, it looks
+	// again for a while until the MP4 download (built after ready) is there.
 	function loadAsset(tries) {
+		clearTimeout(assetTimer);
+		loading = true;
+		var forJob = ui.jobId;
 		getJSON('assets/' + encodeURIComponent(ui.assetId)).then(function (r) {
+			loading = false;
+			if (ui.jobId !== forJob) return; // another upload started meanwhile
 			if (r.status !== 200 || !r.body.playback) {
+				if (ui.state !== 'ready') return; // not playable yet: the job poll asks again
 				if (tries < 10) {
-					pollTimer = setTimeout(loadAsset, POLL_MS, tries + 1);
+					assetTimer = setTimeout(loadAsset, POLL_MS, tries + 1);
 				} else {
 					show($('job-error'), 'Cannot read the asset: ' + apiError(r.status, r.body));
 				}
 				return;
 			}
 			showAsset(r.body);
+			if (r.body.state === 'ready' && !r.body.playback.mp4 && tries < 30) {
+				assetTimer = setTimeout(loadAsset, 2 * POLL_MS, tries + 1);
+			}
 		});
 	}
 
+	// showAsset shows a's links and renditions, and starts the player the
+	// first time (a player started while encoding goes on playing: its
+	// playlists end when the asset is ready).
 	function showAsset(a) {
 		ui.asset = a;
 		$('asset-id').textContent = a.id;
@@ -239,6 +273,8 @@
 				);
 			});
 
+		if (player) return;
+		ui.playerStartedIn = ui.state;
 		var perr = $('player-error');
 		player = window.KilnPlayer.attach($('video'), pb.hls, {
 			onChange: function (s) {

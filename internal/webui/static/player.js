@@ -135,7 +135,10 @@
 				fail('hls.js is not supported in this browser (no MediaSource)');
 			} else {
 				state.engine = 'hls.js';
-				hls = new window.Hls({ capLevelToPlayerSize: true });
+				// startPosition 0: a playlist still being encoded (EVENT, no
+				// ENDLIST) is live to hls.js, which would start near its end;
+				// kiln's always play from the start.
+				hls = new window.Hls({ capLevelToPlayerSize: true, startPosition: 0 });
 				hls.on(window.Hls.Events.ERROR, function (_, data) {
 					if (!data.fatal) {
 						state.warnings++;

@@ -2,8 +2,10 @@ package workers
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -22,6 +24,44 @@ import (
 // SegmentPoll is how often a transcode looks for segments ffmpeg finished.
 const SegmentPoll = 250 * time.Millisecond
 
+// LeadSegments is how many segments at the start of a rendition are a
+// single GOP each. Players built into browsers (Chromium's, Safari's) start
+// a growing playlist three target durations from its end and refuse one
+// shorter than that; with three short segments first they can start once
+// three GOPs (6 s) are encoded, not three whole segments (18 s), and every
+// player's first segment is ready after one GOP.
+const LeadSegments = 3
+
+// ChunkSeconds is how long the chunks ffmpeg's HLS muxer cuts are: one GOP
+// (for an audio-only plan, which has none, a third of a segment). A
+// published segment is one chunk (the first LeadSegments) or as many as
+// make the plan's segment length.
+func ChunkSeconds(plan *kilnv1.Plan) float64 {
+	if plan.GetGopFrames() > 0 && plan.GetFrameRate() > 0 {
+		return float64(plan.GetGopFrames()) / plan.GetFrameRate()
+	}
+	return float64(plan.GetSegmentSeconds()) / 3
+}
+
+// grouping maps a rendition's segments to ffmpeg's chunks: segment i is
+// chunks [first, first+n).
+type grouping struct{ lead, per int }
+
+func groupingOf(plan *kilnv1.Plan) grouping {
+	per := max(1, int(math.Round(float64(plan.GetSegmentSeconds())/ChunkSeconds(plan))))
+	if per == 1 {
+		return grouping{per: 1}
+	}
+	return grouping{lead: LeadSegments, per: per}
+}
+
+func (g grouping) segment(i int) (first, n int) {
+	if i < g.lead {
+		return i, 1
+	}
+	return g.lead + (i-g.lead)*g.per, g.per
+}
+
 // segmentPublisher stores the segments of a running transcode as ffmpeg
 // finishes them and keeps each rendition's media playlist in storage true:
 // an EVENT playlist of the stored segments, rewritten after each new one,
@@ -35,6 +75,7 @@ type segmentPublisher struct {
 	out        Outputs
 	renditions []*renditionOutput
 	target     int // EXT-X-TARGETDURATION of every rendition
+	grouping   grouping
 	playable   bool
 	log        *zap.Logger
 }
@@ -47,6 +88,7 @@ type renditionOutput struct {
 	init     bool
 	segments []playlist.Segment
 	bits     []float64 // each segment's size in bits
+	chunks   int       // ffmpeg's chunks stored (in segments) so far
 	// floor is how many segments the playlist in storage already lists
 	// (an earlier run of the task): an EVENT playlist only grows, so this
 	// run rewrites it only once it lists more.
@@ -63,7 +105,7 @@ type playlistReader interface {
 const maxPlaylistBytes = 8 << 20
 
 func newSegmentPublisher(ctx context.Context, h *Handlers, p *kilnv1.TranscodeTask, out Outputs, log *zap.Logger) (*segmentPublisher, error) {
-	s := &segmentPublisher{h: h, task: p, out: out, target: int(p.GetPlan().GetSegmentSeconds()), log: log}
+	s := &segmentPublisher{h: h, task: p, out: out, target: int(p.GetPlan().GetSegmentSeconds()), grouping: groupingOf(p.GetPlan()), log: log}
 	plan := p.GetPlan()
 	if !plan.GetAudioOnly() {
 		for _, r := range plan.GetRungs() {
@@ -121,36 +163,30 @@ func (s *segmentPublisher) finish(ctx context.Context) error { return s.sync(ctx
 func (s *segmentPublisher) sync(ctx context.Context, final bool) error {
 	for _, r := range s.renditions {
 		dir := s.out.Dir(r.name)
-		done, err := finishedSegments(filepath.Join(dir, FFmpegPlaylist))
+		chunks, err := finishedSegments(filepath.Join(dir, FFmpegPlaylist))
 		if err != nil {
 			return err
 		}
-		if len(done) < len(r.segments) {
-			return fmt.Errorf("transcode: %s: ffmpeg's playlist lost segments (%d, had %d)", r.name, len(done), len(r.segments))
+		if len(chunks) < r.chunks {
+			return fmt.Errorf("transcode: %s: ffmpeg's playlist lost chunks (%d, had %d)", r.name, len(chunks), r.chunks)
 		}
-		fresh := done[len(r.segments):]
-		if len(fresh) == 0 && !final {
+		if len(chunks) == r.chunks && !final {
 			continue
 		}
-		if len(done) > 0 && !r.init {
+		if len(chunks) > 0 && !r.init {
 			if err := s.storeInit(ctx, r, dir); err != nil {
 				return err
 			}
 		}
-		for _, seg := range fresh {
-			path := filepath.Join(dir, seg.URI)
-			fi, err := os.Stat(path)
-			if err != nil {
-				return fmt.Errorf("transcode: %w", err)
+		for {
+			first, n := s.grouping.segment(len(r.segments))
+			if first >= len(chunks) || first+n > len(chunks) && !final {
+				break
 			}
-			if err := s.h.cfg.Objects.PutFile(ctx, s.h.cfg.OutputsBucket, layout.SegmentKey(s.task.AssetId, r.name, seg.URI), path, "video/iso.segment"); err != nil {
+			if err := s.storeSegment(ctx, r, dir, chunks[first:min(first+n, len(chunks))]); err != nil {
 				return err
 			}
-			r.segments = append(r.segments, seg)
-			r.bits = append(r.bits, float64(fi.Size())*8)
-			// Stored: the file is not needed again (the MP4 download is
-			// remuxed from storage), so long videos keep little on disk.
-			_ = os.Remove(path)
+			r.chunks = min(first+n, len(chunks))
 		}
 		if len(r.segments) == 0 {
 			if final {
@@ -171,6 +207,57 @@ func (s *segmentPublisher) sync(ctx context.Context, final bool) error {
 		if err := s.publishPlayable(ctx); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// storeSegment stores the chunks ffmpeg finished as the rendition's next
+// segment: one chunk as is, several end to end (an fMP4 segment may hold
+// several fragments, each moof and mdat in turn), and forgets their files.
+func (s *segmentPublisher) storeSegment(ctx context.Context, r *renditionOutput, dir string, chunks []playlist.Segment) error {
+	name := fmt.Sprintf(layout.SegmentPattern, len(r.segments))
+	path := filepath.Join(dir, name)
+	seg := playlist.Segment{URI: name}
+	out, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("transcode: %w", err)
+	}
+	defer os.Remove(path)
+	var size int64
+	for i, c := range chunks {
+		in, err := os.Open(filepath.Join(dir, c.URI))
+		if err != nil {
+			out.Close()
+			return fmt.Errorf("transcode: %w", err)
+		}
+		// A chunk is styp, sidx, moof, mdat. Joined, the segment keeps the
+		// first styp and every moof and mdat; a sidx would index only its
+		// own chunk, so a joined segment has none.
+		keep := func(typ string) bool { return typ != "sidx" && (typ != "styp" || i == 0) }
+		if len(chunks) == 1 {
+			keep = func(string) bool { return true }
+		}
+		n, err := copyBoxes(out, in, keep)
+		in.Close()
+		if err != nil {
+			out.Close()
+			return fmt.Errorf("transcode: %w", err)
+		}
+		size += n
+		seg.Duration += c.Duration
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("transcode: %w", err)
+	}
+	if err := s.h.cfg.Objects.PutFile(ctx, s.h.cfg.OutputsBucket, layout.SegmentKey(s.task.AssetId, r.name, name), path, "video/iso.segment"); err != nil {
+		return err
+	}
+	r.segments = append(r.segments, seg)
+	r.bits = append(r.bits, float64(size)*8)
+	// Stored: the chunks are not needed again (the MP4 download is remuxed
+	// from storage), so long videos keep little on disk.
+	for _, c := range chunks {
+		_ = os.Remove(filepath.Join(dir, c.URI))
 	}
 	return nil
 }
@@ -294,7 +381,7 @@ func (s *segmentPublisher) measured() []*kilnv1.Rendition {
 	return out
 }
 
-// finishedSegments reads the segments ffmpeg's HLS muxer lists in its
+// finishedSegments reads the chunks ffmpeg's HLS muxer lists in its
 // playlist (playlist.ParseSegments): each is complete (temp_file: written
 // under another name and renamed first). A playlist not written yet lists
 // none. Only plain file names are accepted: the muxer writes nothing else.
@@ -311,4 +398,46 @@ func finishedSegments(path string) ([]playlist.Segment, error) {
 		return nil, fmt.Errorf("transcode: %s: %w", path, err)
 	}
 	return segs, nil
+}
+
+// copyBoxes copies the top-level ISO BMFF boxes of r that keep accepts to
+// w and returns the bytes written.
+func copyBoxes(w io.Writer, r io.Reader, keep func(typ string) bool) (int64, error) {
+	var written int64
+	head := make([]byte, 16)
+	for {
+		if _, err := io.ReadFull(r, head[:8]); err == io.EOF {
+			return written, nil
+		} else if err != nil {
+			return written, fmt.Errorf("box header: %w", err)
+		}
+		size, hlen := int64(binary.BigEndian.Uint32(head[:4])), int64(8)
+		if size == 1 { // 64-bit size follows the type
+			if _, err := io.ReadFull(r, head[8:16]); err != nil {
+				return written, fmt.Errorf("box header: %w", err)
+			}
+			size, hlen = int64(binary.BigEndian.Uint64(head[8:16])), 16
+		}
+		if size < hlen { // 0 (to the end of the file) is never written by ffmpeg's fMP4 muxer
+			return written, fmt.Errorf("box %q: bad size %d", head[4:8], size)
+		}
+		body := io.LimitReader(r, size-hlen)
+		if !keep(string(head[4:8])) {
+			if _, err := io.Copy(io.Discard, body); err != nil {
+				return written, err
+			}
+			continue
+		}
+		if _, err := w.Write(head[:hlen]); err != nil {
+			return written, err
+		}
+		n, err := io.Copy(w, body)
+		written += hlen + n
+		if err != nil {
+			return written, err
+		}
+		if n != size-hlen {
+			return written, fmt.Errorf("box %q: cut short", head[4:8])
+		}
+	}
 }

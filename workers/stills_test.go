@@ -5,8 +5,10 @@ import (
 	"image"
 	"image/color"
 	"image/jpeg"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -80,5 +82,21 @@ func TestPickPoster(t *testing.T) {
 	}
 	if _, _, ok := NewStills(t.TempDir(), plan, 100).PickPoster(100, 10); ok {
 		t.Error("a poster picked from nothing")
+	}
+}
+
+// TestCopyBoxes: a joined segment keeps the boxes asked for, whole.
+func TestCopyBoxes(t *testing.T) {
+	box := func(typ string, body string) string {
+		return string([]byte{0, 0, 0, byte(8 + len(body))}) + typ + body
+	}
+	in := box("styp", "abcd") + box("sidx", "0123456789") + box("moof", "m") + box("mdat", "data!")
+	var out strings.Builder
+	n, err := copyBoxes(&out, strings.NewReader(in), func(typ string) bool { return typ != "sidx" && typ != "styp" })
+	if err != nil || out.String() != box("moof", "m")+box("mdat", "data!") || n != int64(out.Len()) {
+		t.Fatalf("copyBoxes = %q, %d, %v", out.String(), n, err)
+	}
+	if _, err := copyBoxes(io.Discard, strings.NewReader(in[:len(in)-2]), func(string) bool { return true }); err == nil {
+		t.Error("a box cut short was copied")
 	}
 }

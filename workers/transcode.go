@@ -162,20 +162,31 @@ func (o Outputs) Prepare(plan *kilnv1.Plan) error {
 	return nil
 }
 
-// hlsArgs make one output an HLS fMP4 rendition in dir: init.mp4 and
-// seg_NNNNN.m4s cut every SegmentSeconds on the fixed-GOP key frames, each
-// segment written to a temporary name and renamed when complete, and
-// FFmpegPlaylist updated after each.
+// ChunkPattern names the chunks ffmpeg writes in a rendition's folder
+// (segments.go stores them as the rendition's segments, seg_NNNNN.m4s).
+const ChunkPattern = "chunk_%05d.m4s"
+
+// hlsArgs make one output an HLS fMP4 rendition in dir: init.mp4 and a
+// chunk at every fixed-GOP key frame (ChunkSeconds), each written to a
+// temporary name and renamed when complete, and FFmpegPlaylist updated
+// after each. The muxer cuts at the first key frame at least -hls_time
+// after the last cut: half a frame under the GOP, so every key frame
+// (NTSC GOPs last 2.002 s) and nothing in between, the audio's at the
+// same pace.
 func hlsArgs(plan *kilnv1.Plan, dir string) []string {
+	margin := 0.01
+	if fps := plan.GetFrameRate(); fps > 0 {
+		margin = 0.5 / fps
+	}
 	return []string{
 		"-map_metadata", "-1",
 		"-f", "hls",
-		"-hls_time", strconv.Itoa(int(plan.GetSegmentSeconds())),
+		"-hls_time", strconv.FormatFloat(ChunkSeconds(plan)-margin, 'f', 4, 64),
 		"-hls_playlist_type", "event",
 		"-hls_segment_type", "fmp4",
 		"-hls_flags", "independent_segments+temp_file",
 		"-hls_fmp4_init_filename", layout.InitFile,
-		"-hls_segment_filename", filepath.Join(dir, layout.SegmentPattern),
+		"-hls_segment_filename", filepath.Join(dir, ChunkPattern),
 		filepath.Join(dir, FFmpegPlaylist),
 	}
 }

@@ -388,6 +388,14 @@ func (s *Service) deleteAsset(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, "asset")
 		return
 	}
+	// Playback stops at once here, and on the other replicas at their
+	// change notice.
+	s.changed(j.ID)
+	if s.changes != nil {
+		if err := s.changes.AnnounceJobChange(j.ID); err != nil {
+			s.log.Warn("announce job change", zap.String("job_id", j.ID), zap.Error(err))
+		}
+	}
 	ctx := r.Context()
 	buckets := []string{s.outputsBucket}
 	if a, err := s.store.OutputsBucket(ctx, id); err == nil && a != "" && a != s.outputsBucket {

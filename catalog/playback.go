@@ -166,7 +166,7 @@ func (s *Service) master(w http.ResponseWriter, r *http.Request) {
 	if !a.Ready() {
 		maxAge = livePlaylistMaxAge // READY brings measured bandwidths
 	}
-	writePlaylist(w, r, body, s.cacheControl(g, maxAge, false))
+	s.writePlaylist(w, r, body, s.cacheControl(g, maxAge, false))
 }
 
 func (s *Service) mediaPlaylist(w http.ResponseWriter, r *http.Request) {
@@ -189,21 +189,29 @@ func (s *Service) mediaPlaylist(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "media playlist unavailable")
 		return
 	}
-	writePlaylist(w, r, e.body, s.mediaCacheControl(a, g, e))
+	s.writePlaylist(w, r, e.body, s.mediaCacheControl(a, g, e))
 }
 
 // writePlaylist answers with an HLS playlist, gzipped when the client
 // accepts it.
-func writePlaylist(w http.ResponseWriter, r *http.Request, body []byte, cacheControl string) {
+func (s *Service) writePlaylist(w http.ResponseWriter, r *http.Request, body []byte, cacheControl string) {
 	h := w.Header()
 	h.Set("Content-Type", hlsContentType)
 	h.Set("Cache-Control", cacheControl)
 	h.Add("Vary", "Accept-Encoding")
 	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
+		// A gzip writer holds about 800 KB of tables: one per request made
+		// compressing cost more than generating the playlist.
 		var buf bytes.Buffer
-		zw := gzip.NewWriter(&buf)
+		zw, _ := s.gzips.Get().(*gzip.Writer)
+		if zw == nil {
+			zw = gzip.NewWriter(&buf)
+		} else {
+			zw.Reset(&buf)
+		}
 		_, _ = zw.Write(body) // writes to a bytes.Buffer do not fail
 		_ = zw.Close()
+		s.gzips.Put(zw)
 		body = buf.Bytes()
 		h.Set("Content-Encoding", "gzip")
 	}

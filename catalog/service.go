@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -190,6 +191,8 @@ type Service struct {
 	delivery   string
 	cdn        string // Config.CDNURL without trailing slash
 	playlists  *playlistCache
+	assets     *assetCache
+	gzips      sync.Pool // *gzip.Writer, reused by writePlaylist
 	now        func() time.Time
 
 	canceler      JobCanceler
@@ -290,6 +293,7 @@ func New(cfg Config) (*Service, error) {
 		s.ttl = time.Hour
 	}
 	s.playlists = newPlaylistCache(func() time.Time { return s.now() })
+	s.assets = newAssetCache(func() time.Time { return s.now() })
 	return s, nil
 }
 
@@ -356,7 +360,7 @@ func (s *Service) HandleEvent(ctx context.Context, ev *kilnv1.JobEvent) (err err
 	span.SetAttributes(attribute.Bool("kiln.job.changed", changed))
 	if changed {
 		log.Info("job updated", zap.Float64("progress", ev.GetProgress()), zap.Int32("attempt", ev.GetAttempt()))
-		s.hub.notify(ev.GetJobId())
+		s.changed(ev.GetJobId())
 		if s.changes != nil {
 			if err := s.changes.AnnounceJobChange(ev.GetJobId()); err != nil {
 				// The other replicas' streams catch up at their next heartbeat.
@@ -369,9 +373,10 @@ func (s *Service) HandleEvent(ctx context.Context, ev *kilnv1.JobEvent) (err err
 	return nil
 }
 
-// JobChanged wakes this replica's event streams of job jobID: another
-// replica (or this one) changed it (Config.Changes).
-func (s *Service) JobChanged(jobID string) { s.hub.notify(jobID) }
+// JobChanged wakes this replica's event streams of job jobID and drops its
+// asset from the playback cache: another replica (or this one) changed it
+// (Config.Changes).
+func (s *Service) JobChanged(jobID string) { s.changed(jobID) }
 
 // Routes lists every route Handler serves:
 //
@@ -724,15 +729,25 @@ func (s *Service) asset(w http.ResponseWriter, r *http.Request) (*Asset, bool) {
 	return a, true
 }
 
-// playableAsset is asset, but answers 404 for an asset that does not play
-// (yet, or any more): neither ready nor playable (Asset.Playable).
+// playableAsset is asset, read through the playback cache (assetCache),
+// but answers 404 for an asset that does not play (yet, or any more):
+// neither ready nor playable (Asset.Playable).
 func (s *Service) playableAsset(w http.ResponseWriter, r *http.Request) (*Asset, bool) {
-	a, ok := s.asset(w, r)
-	if ok && !a.Playable() {
+	id := r.PathValue("id")
+	if !jobid.ValidAsset(id) {
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed asset id")
+		return nil, false
+	}
+	a, err := s.cachedAsset(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err, "asset")
+		return nil, false
+	}
+	if !a.Playable() {
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "asset is not playable")
 		return nil, false
 	}
-	return a, ok
+	return a, true
 }
 
 // rendition is playableAsset plus the rendition named by {rendition}.

@@ -183,7 +183,10 @@ func TestRoleMetrics(t *testing.T) {
 		var f map[string]*dto.MetricFamily
 		for range 50 {
 			f = scrapeMetrics(t, urls[role])
-			if role != RoleCatalog || sampleValue(f, "kiln_webhook_attempts_total", "result", "success") > 0 {
+			trailing := role == RoleCatalog && sampleValue(f, "kiln_webhook_attempts_total", "result", "success") == 0 ||
+				// The MP4 download is packaged after READY.
+				role == RoleWorker && sampleValue(f, "kiln_task_duration_seconds", "type", tasks.TypePackage, "result", "ok") == 0
+			if !trailing {
 				break
 			}
 			time.Sleep(200 * time.Millisecond)

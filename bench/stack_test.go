@@ -77,6 +77,7 @@ func (s *suite) clip1080(tb testing.TB, seconds float64) string {
 // workers: catalog, ingest, embedded NATS) and the worker process the
 // suite runs beside it, so that the worker's memory and log are its own.
 type stack struct {
+	data      string // logs and work folders of the processes the suite starts
 	env       testenv.StackEnv
 	natsURL   string
 	api       *client
@@ -99,11 +100,16 @@ func (s *suite) stack(b *testing.B) *stack {
 	natsURL := testenv.NATS(b)
 	natsPW := os.Getenv(testenv.NATSPasswordEnv("worker"))
 	kiln := testenv.BuildKiln(b)
-	data, err := os.MkdirTemp("", "kiln-bench-")
+	// The processes' logs stay after the run, in the stack's data dir
+	// (which the next `stack.sh bench` wipes).
+	data, err := filepath.Abs(filepath.Join("..", ".data", "bench", "suite"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	s.parent.Cleanup(func() { _ = os.RemoveAll(data) })
+	if err := os.RemoveAll(data); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("worker and ingest logs in %s", data)
 	logs := filepath.Join(data, "logs")
 	work := filepath.Join(data, "work")
 	if err := os.MkdirAll(work, 0o755); err != nil {
@@ -121,7 +127,7 @@ func (s *suite) stack(b *testing.B) *stack {
 	if err := w.StartReady(90 * time.Second); err != nil {
 		b.Fatal(err)
 	}
-	st := &stack{env: env, natsURL: natsURL, api: newClient(env.APIURL, env.APIKey), worker: w, workerLog: w.Log, work: work,
+	st := &stack{data: data, env: env, natsURL: natsURL, api: newClient(env.APIURL, env.APIKey), worker: w, workerLog: w.Log, work: work,
 		insp: testenv.AsynqInspector(s.parent, testenv.RedisOpt(b))}
 	st.checkOnlyWorker(b)
 	s.st = st

@@ -169,7 +169,6 @@ func (s *suite) p1p2(b *testing.B) []Row {
 			b.Fatalf("asset %s of ready job %s never played", up.AssetID, j.ID)
 		}
 		playableShort = append(playableShort, playedAt.Sub(up.Done).Seconds())
-		b.Logf("short clip: playable after %.2f s", playedAt.Sub(up.Done).Seconds())
 		return readyAt.Sub(up.Done).Seconds()
 	}
 	longSide := func(int) float64 {

@@ -105,11 +105,14 @@ func alternate(b *testing.B, rounds int, names []string, sides ...func(round int
 	b.Helper()
 	out := make([][]float64, len(sides))
 	for i := range rounds {
+		var line []string
 		for s, side := range sides {
 			v := side(i)
-			b.Logf("round %d/%d, %s: %.4g", i+1, rounds, names[s], v)
+			line = append(line, fmt.Sprintf("%s %.4g", names[s], v))
 			out[s] = append(out[s], v)
 		}
+		// One line a round: go test keeps only a benchmark's first lines.
+		b.Logf("round %d/%d: %s", i+1, rounds, strings.Join(line, ", "))
 	}
 	return out
 }

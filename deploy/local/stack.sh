@@ -11,7 +11,10 @@
 #                          for the store tests), then go vet,
 #                          gofmt, proto:check, go mod tidy -diff, go test ./... and every
 #                          fuzz target for a bounded time (FUZZ_TIME); stops the stack on exit
-#   stack.sh bench         like test (.data/bench, test ports), then the benchmarks in ./bench/...
+#   stack.sh bench         a stack like test's (.data/bench, test ports) whose kiln serve runs no
+#                          workers and no rate limits, then the benchmark suite (BenchmarkSuite in
+#                          ./bench/, which starts its own worker and ingest beside it, and nginx):
+#                          one table on stderr, results in bench/results/<date>.json and .md
 #   stack.sh faults        no shared stack: installs what is missing, builds kiln and nats-server,
 #                          then the fault suite (go test ./internal/faults/ with KILN_FAULTS=1),
 #                          which starts its own Redis, NATS and MinIO per scenario; data and logs
@@ -30,7 +33,10 @@
 #   KILN_UP_FOLLOW_LOGS up only: 0 to not follow the kiln log on the terminal (default 1)
 #   KILN_SKIP_APT       1 to never call apt-get (fail instead when a command is missing)
 #   GO_TEST_FLAGS       test and faults: extra flags for go test (e.g. "-run TestFoo -v";
-#                       faults: "-run TestFaults/worker_kill" runs one scenario)
+#                       faults: "-run TestFaults/worker_kill" runs one scenario); bench: for
+#                       go test -bench (e.g. "-bench Suite/P6" runs one benchmark, and writes no results)
+#   KILN_BENCH_QUICK    bench only: 1 for short clips and small counts (tries the harness in a few
+#                       minutes; results in bench/results/<date>-quick.*)
 #   FUZZ_TIME           test only: -fuzztime of each fuzz target, e.g. 30s, or 0 to skip
 #                       fuzzing (default 10s, less when there are more than 10 targets, so
 #                       that all of them fuzz for about 80 s in all)
@@ -90,6 +96,7 @@ declare -A APT_PKG=(
 	[protoc]=protobuf-compiler
 	[curl]=curl
 	[/usr/bin/chromium]=chromium # browser tests (internal/e2e, internal/webui); a path, checked as is
+	[/usr/sbin/nginx]=nginx-light # bench: P6 compares the catalog's playlists with nginx's static files
 	['/usr/lib/postgresql/*/bin/initdb']=postgresql # store tests on PostgreSQL; a glob, checked as is
 )
 
@@ -178,6 +185,7 @@ cmd_install() {
 	# Only the test stack needs a browser (MODE is set by configure; unset for `install`).
 	# and a PostgreSQL (the catalog store tests run on both backends).
 	if [[ "${MODE:-}" == test ]]; then cmds+=(/usr/bin/chromium '/usr/lib/postgresql/*/bin/initdb'); fi
+	if [[ "${MODE:-}" == bench ]]; then cmds+=(/usr/sbin/nginx); fi
 	ensure_cmds "${cmds[@]}"
 	install_minio
 	install_nats_server
@@ -578,6 +586,10 @@ start_stack() {
 	up) webhook_env+=(KILN_WEBHOOK_ALLOW_LOOPBACK=true) ;;
 	test) webhook_env+=(KILN_WEBHOOK_ALLOW_LOOPBACK=true KILN_WEBHOOK_RETRY_SCHEDULE=200ms,500ms,1s,2s KILN_API_RATE_LIMIT=0) ;;
 	esac
+	# bench: the suite runs the worker as a process of its own (its memory, its ffmpeg runs) and
+	# loads the playback routes from one address.
+	local -a mode_env=()
+	[[ "$MODE" == bench ]] && mode_env+=(KILN_CONCURRENCY=0 KILN_API_RATE_LIMIT=0 KILN_PLAYBACK_RATE_LIMIT=0)
 
 	log "starting minio on $S3_ENDPOINT (console $CONSOLE_URL)"
 	start minio "$LOGS/minio.log" env \
@@ -597,6 +609,7 @@ start_stack() {
 
 	KILN_START_ENV=(
 		"${webhook_env[@]}"
+		"${mode_env[@]}"
 		"${nats_env[@]}"
 		KILN_REDIS_PASSWORD="$REDIS_PASSWORD"
 		KILN_HTTP_ADDR="127.0.0.1:$HTTP_PORT"
@@ -817,7 +830,10 @@ cmd_bench() {
 	fi
 	start_stack bench
 	export_test_env
-	run_step "go test -bench" go test -run '^$' -bench . -benchtime 1x ./bench/...
+	# One run of the suite (each benchmark alternates its sides itself); the full suite takes
+	# 15–30 min on 2 cores, the first run a few more to generate its clips (.data/bench-media).
+	# shellcheck disable=SC2086
+	run_step "benchmarks" go test -count=1 -run '^$' -bench Suite -benchtime 1x -timeout 2h ${GO_TEST_FLAGS:-} ./bench/
 }
 
 # cmd_faults: the whole fault suite, no shared stack (each scenario starts its own services).

@@ -140,7 +140,13 @@ func (p *process) connect(ctx context.Context) error {
 		return err
 	}
 
-	if p.objects, err = objstore.New(cfg.S3); err != nil {
+	s3 := cfg.S3
+	if s3.PartSize == 0 {
+		// An upload streams through one part's buffer: as small as the
+		// largest object this process writes allows.
+		s3.PartSize = objstore.PartSizeFor(max(cfg.MaxUploadBytes, cfg.Limits.MaxBytes))
+	}
+	if p.objects, err = objstore.New(s3); err != nil {
 		return err
 	}
 	if cfg.RedisTLS {

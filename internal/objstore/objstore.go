@@ -30,6 +30,22 @@ var ErrTooLarge = errors.New("object too large")
 // ~156 GiB (10,000 parts).
 const DefaultPartSize = 16 << 20
 
+// MinPartSize is S3's smallest part (every part but the last).
+const MinPartSize = 5 << 20
+
+// maxParts is S3's most parts per multipart upload.
+const maxParts = 10_000
+
+// PartSizeFor is the smallest part size, in whole MiB and at least
+// MinPartSize, with which an object of maxBytes fits S3's 10,000 parts: a
+// streamed upload holds one part in memory, so the smaller the better
+// (5 MiB up to 48 GiB).
+func PartSizeFor(maxBytes int64) uint64 {
+	need := (max(maxBytes, 0) + maxParts - 1) / maxParts
+	mib := (need + 1<<20 - 1) >> 20
+	return max(uint64(mib)<<20, MinPartSize)
+}
+
 // Config locates the object store.
 type Config struct {
 	// Endpoint is host:port of the S3 API, e.g. "127.0.0.1:9700".

@@ -169,18 +169,28 @@ func readyAsset(t *testing.T, s stack, seconds int) assetView {
 	return s.readyAssetOf(t, up)
 }
 
-// readyAssetOf waits until the upload's job is ready and returns its asset,
-// which must have playback URLs.
+// readyAssetOf waits until the upload's job is ready and its MP4 download
+// built (just after READY), and returns its asset, which must have
+// playback URLs.
 func (s stack) readyAssetOf(t *testing.T, up uploadResponse) assetView {
 	t.Helper()
 	if job := s.waitJob(t, up.JobID, jobTimeout); job.State != "ready" {
 		t.Fatalf("job ended %q: %+v", job.State, job.Error)
 	}
-	var asset assetView
-	if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK || asset.Playback == nil {
-		t.Fatalf("GET asset: %d %+v", code, asset)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var asset assetView
+		if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK || asset.Playback == nil {
+			t.Fatalf("GET asset: %d %+v", code, asset)
+		}
+		if asset.Playback.MP4 != "" {
+			return asset
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("asset %s ready but no MP4 download a minute later: %+v", up.AssetID, asset)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return asset
 }
 
 // TestBrowserPlayer plays kiln's HLS and MP4 outputs in chromium through the
@@ -289,16 +299,25 @@ func TestBrowserUploadPage(t *testing.T) {
 		MP4         string `json:"mp4"`
 		HLS         string `json:"hls"`
 	}
-	shown, err := chromedp.Run(ctx, chromedp.Evaluate[assetShown](`({
-		rows: document.querySelectorAll("#renditions tbody tr").length,
-		posterWidth: document.getElementById("poster").naturalWidth,
-		mp4: document.getElementById("mp4-link").href,
-		hls: document.getElementById("hls-link").href,
-	})`))
-	if err != nil {
-		t.Fatal(err)
+	// The MP4 link appears once the download is built, after READY.
+	var shown assetShown
+	var err error
+	for start := time.Now(); ; {
+		shown, err = chromedp.Run(ctx, chromedp.Evaluate[assetShown](`({
+			rows: document.querySelectorAll("#renditions tbody tr").length,
+			posterWidth: document.getElementById("poster").naturalWidth,
+			mp4: document.getElementById("mp4-link").href,
+			hls: document.getElementById("hls-link").href,
+		})`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(shown.MP4, "/download.mp4") || time.Since(start) > 30*time.Second {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
-	if shown.Rows != 3 || shown.PosterWidth == 0 || !strings.HasSuffix(shown.MP4, "/download.mp4") || !strings.HasSuffix(shown.HLS, "/master.m3u8") {
+	if shown.Rows != 4 || shown.PosterWidth == 0 || !strings.HasSuffix(shown.MP4, "/download.mp4") || !strings.HasSuffix(shown.HLS, "/master.m3u8") {
 		t.Errorf("asset section: %+v", shown)
 	}
 	screenshot(t, ctx, "upload-page.png")

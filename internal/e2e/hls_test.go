@@ -44,8 +44,9 @@ func TestHLSConformance(t *testing.T) {
 	if err := report.Err(); err != nil {
 		t.Fatal(err)
 	}
-	// 640x360 gives three rungs; 7 s at 6 s segments gives two segments each.
-	if report.Variants != len(asset.Renditions) || report.Variants != 3 || report.Segments != 2*report.Variants {
+	// 640x360 gives three rungs and the audio; 7 s gives four segments
+	// each: three of one GOP (2 s) first, then what is left.
+	if report.Variants != len(asset.Renditions) || report.Variants != 4 || report.Segments != 4*report.Variants {
 		t.Fatalf("checked %d variants and %d segments; the asset has %d renditions", report.Variants, report.Segments, len(asset.Renditions))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,11 +54,20 @@ func TestUploadToPlayback(t *testing.T) {
 	if asset.Playback == nil || asset.State != "ready" {
 		t.Fatalf("asset not playable: %+v", asset)
 	}
-	// 640x360 source: no upscaling, three rungs, aspect ratio kept.
+	// 640x360 source: no upscaling, three rungs, aspect ratio kept, and
+	// the audio once, a rendition of its own.
 	var got []string
+	audioRenditions := 0
 	for _, r := range asset.Renditions {
+		if r.Name == "audio" {
+			audioRenditions++
+			if r.Codecs != "mp4a.40.2" || r.Width != 0 {
+				t.Errorf("audio rendition %+v", r)
+			}
+			continue
+		}
 		got = append(got, fmt.Sprintf("%dx%d", r.Width, r.Height))
-		if !strings.HasPrefix(r.Codecs, "avc1.64") || !strings.HasSuffix(r.Codecs, ",mp4a.40.2") {
+		if !regexp.MustCompile(`^avc1\.64[0-9a-f]{4}$`).MatchString(r.Codecs) {
 			t.Errorf("rendition %s codecs %q", r.Name, r.Codecs)
 		}
 		if r.Bandwidth <= 0 || r.AverageBandwidth <= 0 || r.AverageBandwidth > r.Bandwidth {
@@ -65,8 +75,8 @@ func TestUploadToPlayback(t *testing.T) {
 		}
 	}
 	sort.Strings(got)
-	if want := []string{"256x144", "426x240", "640x360"}; fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("renditions = %v, want %v", got, want)
+	if want := []string{"256x144", "426x240", "640x360"}; fmt.Sprint(got) != fmt.Sprint(want) || audioRenditions != 1 {
+		t.Fatalf("renditions = %v and %d audio, want %v and the audio", got, audioRenditions, want)
 	}
 
 	// ffmpeg reads the master playlist and every variant through the
@@ -94,9 +104,12 @@ func TestUploadToPlayback(t *testing.T) {
 	}
 	decode(t, asset.Playback.HLS, "-map", "0")
 
-	// Every rendition decodes on its own through its media playlist, and
-	// yields duration × fps frames within one GOP (2 s).
+	// Every video rendition decodes on its own through its media playlist,
+	// and yields duration × fps frames within one GOP (2 s).
 	for _, r := range asset.Renditions {
+		if r.Name == "audio" {
+			continue
+		}
 		url := strings.TrimSuffix(asset.Playback.HLS, "master.m3u8") + r.Name + "/index.m3u8"
 		frames := countFrames(t, url)
 		if want := 4 * 30; frames < want-60 || frames > want+60 {

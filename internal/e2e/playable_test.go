@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/grafov/m3u8"
 	"github.com/kilnvideo/kiln/packager/hlscheck"
 )
@@ -169,4 +170,69 @@ func variantURLs(base, master string) ([]string, error) {
 		out = append(out, u.String())
 	}
 	return out, nil
+}
+
+// TestBrowserPlaysWhileEncoding: a 90 s upload plays in headless Chromium
+// while it is still encoding — with hls.js from the playable moment (one
+// segment of every rendition), and in Chromium's built-in player (a plain
+// <video src=…m3u8>) once the playlists hold the three segments it starts
+// from (three target durations before their end: the three short segments
+// kiln begins every rendition with).
+func TestBrowserPlaysWhileEncoding(t *testing.T) {
+	s := needStack(t)
+	ctx := browser(t)
+	clip := makeClip(t, "long-browser.mp4", 90, "640x360")
+	code, up, e := s.uploadMultipart(t, clip, "")
+	if code != http.StatusAccepted {
+		t.Fatalf("upload: %d %+v", code, e)
+	}
+	s.waitPlayable(t, up.JobID)
+	var asset assetView
+	if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK || asset.Playback == nil {
+		t.Fatalf("GET asset: %d %+v", code, asset)
+	}
+	stillEncoding := func(what string) {
+		t.Helper()
+		var j playableJob
+		s.do(t, http.MethodGet, "/v1/jobs/"+up.JobID, nil, "", &j)
+		if j.State != "transcoding" {
+			t.Fatalf("%s only once the job was %s: the test proves nothing", what, j.State)
+		}
+	}
+	play := func(engine string) playerState {
+		t.Helper()
+		q := url.Values{"src": {asset.Playback.HLS}}
+		if engine != "" {
+			q.Set("engine", engine)
+		}
+		if err := chromedp.Do(ctx, chromedp.Navigate(s.APIURL+"/ui/player.html?"+q.Encode())); err != nil {
+			t.Fatal(err)
+		}
+		return waitPlayed(t, ctx)
+	}
+	st := play("")
+	stillEncoding("hls.js played")
+	if st.Engine != "hls.js" || st.CurrentTime < playedSeconds || st.CurrentTime > 20 {
+		t.Errorf("hls.js: %+v, want it playing from the start", st)
+	}
+
+	// The built-in player, once three segments are listed.
+	variants, err := variantURLs(asset.Playback.HLS, string(fetch(t, asset.Playback.HLS, 1<<20)))
+	if err != nil || len(variants) == 0 {
+		t.Fatalf("variants: %v", err)
+	}
+	for deadline := time.Now().Add(jobTimeout); len(segmentLines(string(fetch(t, variants[0], 1<<20)))) < 3; {
+		if time.Now().After(deadline) {
+			t.Fatal("fewer than three segments listed")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	stillEncoding("three segments were listed")
+	st = play("native")
+	stillEncoding("the built-in player played")
+	if st.Engine != "native" || st.CurrentTime < playedSeconds {
+		t.Errorf("built-in player: %+v", st)
+	}
+	t.Logf("played while encoding: hls.js, then the built-in player at %.1f s", st.CurrentTime)
+	screenshot(t, ctx, "playing-while-encoding.png")
 }

@@ -21,9 +21,6 @@ import (
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
-// maxPlaylistBytes bounds the read of a stored media playlist.
-const maxPlaylistBytes = 8 << 20
-
 // DownloadArgs remux the top rendition's stream (video, an fMP4 file: its
 // init segment and segments end to end) and the audio's (audio, "" for
 // none) into one progressive MP4 with its index first (faststart), copying
@@ -114,7 +111,7 @@ func (h *Handler) download(ctx context.Context, p *kilnv1.PackageTask, log *zap.
 // in dir — its init segment, then every segment its (VOD) media playlist
 // lists — and returns the file's path.
 func (h *Handler) fetchRendition(ctx context.Context, assetID, rendition, dir string) (string, error) {
-	data, err := h.cfg.Objects.Get(ctx, h.cfg.OutputsBucket, layout.PlaylistKey(assetID, rendition), maxPlaylistBytes)
+	data, err := h.cfg.Objects.Get(ctx, h.cfg.OutputsBucket, layout.PlaylistKey(assetID, rendition), playlist.MaxMediaBytes)
 	if errors.Is(err, objstore.ErrNotFound) {
 		return "", tasks.Permanent(failure.PackageFailed, "the "+rendition+" playlist is no longer in storage (deleted?)", err)
 	}

@@ -327,7 +327,14 @@ func audioPlan() *kilnv1.Plan {
 
 func transcodeTask(t *testing.T, plan *kilnv1.Plan) *asynq.Task {
 	t.Helper()
+	return transcodeTaskLasting(t, plan, testMedia().GetDurationSeconds())
+}
+
+// transcodeTaskLasting is the transcode of plan for a source of seconds.
+func transcodeTaskLasting(t *testing.T, plan *kilnv1.Plan, seconds float64) *asynq.Task {
+	t.Helper()
 	media := testMedia()
+	media.DurationSeconds = seconds
 	if plan.GetAudioOnly() {
 		media.Video, media.VideoStreams = nil, 0
 	}

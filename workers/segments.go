@@ -101,9 +101,6 @@ type playlistReader interface {
 	Get(ctx context.Context, bucket, key string, maxBytes int64) ([]byte, error)
 }
 
-// maxPlaylistBytes bounds the read of a stored media playlist.
-const maxPlaylistBytes = 8 << 20
-
 func newSegmentPublisher(ctx context.Context, h *Handlers, p *kilnv1.TranscodeTask, out Outputs, log *zap.Logger) (*segmentPublisher, error) {
 	s := &segmentPublisher{h: h, task: p, out: out, target: int(p.GetPlan().GetSegmentSeconds()), grouping: groupingOf(p.GetPlan()), log: log}
 	plan := p.GetPlan()
@@ -117,7 +114,7 @@ func newSegmentPublisher(ctx context.Context, h *Handlers, p *kilnv1.TranscodeTa
 	}
 	if rd, ok := h.cfg.Objects.(playlistReader); ok {
 		for _, r := range s.renditions {
-			data, err := rd.Get(ctx, h.cfg.OutputsBucket, layout.PlaylistKey(p.AssetId, r.name), maxPlaylistBytes)
+			data, err := rd.Get(ctx, h.cfg.OutputsBucket, layout.PlaylistKey(p.AssetId, r.name), playlist.MaxMediaBytes)
 			if errors.Is(err, objstore.ErrNotFound) {
 				continue
 			}

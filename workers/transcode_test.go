@@ -20,8 +20,6 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/kilnvideo/kiln/internal/fakes"
 	"github.com/kilnvideo/kiln/internal/ffmpeg"
 	"github.com/kilnvideo/kiln/internal/layout"
@@ -119,21 +117,6 @@ func newEncodeHarness(t *testing.T, url string) *encodeHarness {
 	return x
 }
 
-func realTask(t *testing.T, plan *kilnv1.Plan, seconds float64) *asynq.Task {
-	t.Helper()
-	media := testMedia()
-	media.DurationSeconds = seconds
-	if plan.GetAudioOnly() {
-		media.Video, media.VideoStreams = nil, 0
-	}
-	cmd, err := tasks.NewTranscodeTask(t.Context(), &kilnv1.TranscodeTask{JobId: jobID, AssetId: assetID, Attempt: attempt,
-		Source: &kilnv1.ObjectRef{Bucket: sourcesBucket, Key: sourceKey}, Media: media, Plan: plan})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cmd.Task
-}
-
 // TestTranscodeStreamsSegments: a 14 s source read slowly. Every rendition
 // — two rungs and the audio, once — is stored segment by segment while
 // ffmpeg works, each segment before the playlist that names it, the
@@ -147,7 +130,7 @@ func TestTranscodeStreamsSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := newEncodeHarness(t, serveSlowly(t, clip, int(fi.Size()/3))) // about 3 s
-	if err := x.h.Transcode(t.Context(), realTask(t, videoPlan(), 14)); err != nil {
+	if err := x.h.Transcode(t.Context(), transcodeTaskLasting(t, videoPlan(), 14)); err != nil {
 		t.Fatal(err)
 	}
 	if len(x.ff.ended) != 1 {
@@ -275,7 +258,7 @@ func (x *encodeHarness) checkClean(t *testing.T) {
 func TestTranscodeAudioOnly(t *testing.T) {
 	clip := testenv.Clip(t, testenv.ClipSpec{Name: "a.m4a", Seconds: 3, NoVideo: true, Audio: []string{"-c:a", "aac"}})
 	x := newEncodeHarness(t, serve(t, clip))
-	if err := x.h.Transcode(t.Context(), realTask(t, audioPlan(), 3)); err != nil {
+	if err := x.h.Transcode(t.Context(), transcodeTaskLasting(t, audioPlan(), 3)); err != nil {
 		t.Fatal(err)
 	}
 	evs := x.events.Events()
@@ -308,7 +291,7 @@ func TestTranscodeStorageFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			x := newEncodeHarness(t, serve(t, clip))
 			tt.setup(x)
-			fakes.WantRetryable(t, x.h.Transcode(t.Context(), realTask(t, videoPlan(), 3)), tt.cause)
+			fakes.WantRetryable(t, x.h.Transcode(t.Context(), transcodeTaskLasting(t, videoPlan(), 3)), tt.cause)
 			if slices.Contains(x.events.IDs(), eventID("ready")) {
 				t.Error("READY published")
 			}
@@ -323,7 +306,7 @@ func TestTranscodeCanceledMeanwhile(t *testing.T) {
 	clip := testenv.Clip(t, testenv.ClipSpec{Seconds: 2, Width: 320, Height: 180, Audio: []string{"-c:a", "aac"}})
 	x := newEncodeHarness(t, serve(t, clip))
 	x.jobs.Cancel()
-	fakes.WantCanceled(t, x.h.Transcode(t.Context(), realTask(t, videoPlan(), 2)))
+	fakes.WantCanceled(t, x.h.Transcode(t.Context(), transcodeTaskLasting(t, videoPlan(), 2)))
 	if got := x.queue.Enqueued(); len(got) > 0 || slices.Contains(x.events.IDs(), eventID("ready")) {
 		t.Errorf("enqueued %d, events %q", len(got), x.events.IDs())
 	}

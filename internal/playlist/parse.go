@@ -9,6 +9,10 @@ import (
 	"github.com/grafov/m3u8"
 )
 
+// MaxMediaBytes bounds a read of a stored media playlist: kiln's list
+// about 40 bytes a segment, so 8 MiB holds any video the limits accept.
+const MaxMediaBytes = 8 << 20
+
 // ParseSegments reads the segments of a media playlist (with
 // grafov/m3u8). Only plain file names next to the playlist are accepted:
 // kiln's and ffmpeg's playlists name nothing else.

@@ -42,15 +42,7 @@ func TestUploadToPlayback(t *testing.T) {
 	if !jobid.ValidJob(up.JobID) || up.StatusURL != s.APIURL+"/v1/jobs/"+up.JobID {
 		t.Fatalf("upload answer = %+v", up)
 	}
-	job := s.waitJob(t, up.JobID, jobTimeout)
-	if job.State != "ready" {
-		t.Fatalf("job ended %q: %+v", job.State, job.Error)
-	}
-
-	var asset assetView
-	if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK {
-		t.Fatalf("GET asset: %d", code)
-	}
+	asset := s.readyAssetOf(t, up)
 	if asset.Playback == nil || asset.State != "ready" {
 		t.Fatalf("asset not playable: %+v", asset)
 	}

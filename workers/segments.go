@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kilnvideo/kiln/internal/jobevent"
 	"github.com/kilnvideo/kiln/internal/layout"
@@ -158,45 +159,15 @@ func (s *segmentPublisher) finish(ctx context.Context) error { return s.sync(ctx
 // playlists that changed, then announces the asset playable once every
 // rendition has a segment.
 func (s *segmentPublisher) sync(ctx context.Context, final bool) error {
+	// Renditions are independent: their uploads run side by side, so a
+	// sync costs one rendition's round trips, not all of them.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(uploadParallelism)
 	for _, r := range s.renditions {
-		dir := s.out.Dir(r.name)
-		chunks, err := finishedSegments(filepath.Join(dir, FFmpegPlaylist))
-		if err != nil {
-			return err
-		}
-		if len(chunks) < r.chunks {
-			return fmt.Errorf("transcode: %s: ffmpeg's playlist lost chunks (%d, had %d)", r.name, len(chunks), r.chunks)
-		}
-		if len(chunks) == r.chunks && !final {
-			continue
-		}
-		if len(chunks) > 0 && !r.init {
-			if err := s.storeInit(ctx, r, dir); err != nil {
-				return err
-			}
-		}
-		for {
-			first, n := s.grouping.segment(len(r.segments))
-			if first >= len(chunks) || first+n > len(chunks) && !final {
-				break
-			}
-			if err := s.storeSegment(ctx, r, dir, chunks[first:min(first+n, len(chunks))]); err != nil {
-				return err
-			}
-			r.chunks = min(first+n, len(chunks))
-		}
-		if len(r.segments) == 0 {
-			if final {
-				return fmt.Errorf("transcode: %s: ffmpeg wrote no segment", r.name)
-			}
-			continue
-		}
-		if len(r.segments) <= r.floor && !final {
-			continue
-		}
-		if err := s.storePlaylist(ctx, r, dir, final); err != nil {
-			return err
-		}
+		g.Go(func() error { return s.syncRendition(gctx, r, final) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	// Playable once every rendition has a segment — at the latest when the
 	// run is over, so that playable always comes before READY.
@@ -206,6 +177,47 @@ func (s *segmentPublisher) sync(ctx context.Context, final bool) error {
 		}
 	}
 	return nil
+}
+
+// uploadParallelism bounds the uploads a transcode makes at once.
+const uploadParallelism = 4
+
+// syncRendition stores what ffmpeg finished of r since the last sync, and
+// its playlist when it changed.
+func (s *segmentPublisher) syncRendition(ctx context.Context, r *renditionOutput, final bool) error {
+	dir := s.out.Dir(r.name)
+	chunks, err := finishedSegments(filepath.Join(dir, FFmpegPlaylist))
+	if err != nil {
+		return err
+	}
+	if len(chunks) < r.chunks {
+		return fmt.Errorf("transcode: %s: ffmpeg's playlist lost chunks (%d, had %d)", r.name, len(chunks), r.chunks)
+	}
+	if len(chunks) == r.chunks && !final {
+		return nil
+	}
+	if len(chunks) > 0 && !r.init {
+		if err := s.storeInit(ctx, r, dir); err != nil {
+			return err
+		}
+	}
+	for {
+		first, n := s.grouping.segment(len(r.segments))
+		if first >= len(chunks) || first+n > len(chunks) && !final {
+			break
+		}
+		if err := s.storeSegment(ctx, r, dir, chunks[first:min(first+n, len(chunks))]); err != nil {
+			return err
+		}
+		r.chunks = min(first+n, len(chunks))
+	}
+	switch {
+	case len(r.segments) == 0 && final:
+		return fmt.Errorf("transcode: %s: ffmpeg wrote no segment", r.name)
+	case len(r.segments) == 0, len(r.segments) <= r.floor && !final:
+		return nil
+	}
+	return s.storePlaylist(ctx, r, dir, final)
 }
 
 // storeSegment stores the chunks ffmpeg finished as the rendition's next

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kilnvideo/kiln/internal/layout"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -179,12 +180,15 @@ func (h *Handlers) uploadStills(ctx context.Context, assetID string, st *Stills,
 		files = nil
 	}
 	thumbDir := layout.ThumbnailDir(assetID)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(uploadParallelism) // up to MaxThumbnails small files
 	for _, f := range files {
 		key := thumbDir + "/" + filepath.Base(f)
-		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, f, "image/jpeg"); err != nil {
-			return nil, err
-		}
+		g.Go(func() error { return h.cfg.Objects.PutFile(gctx, h.cfg.OutputsBucket, key, f, "image/jpeg") })
 		thumbs.Keys = append(thumbs.Keys, key)
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	if len(files) > 0 {
 		thumbs.SpriteKey, thumbs.StoryboardKey = thumbDir+"/"+SpriteFile, thumbDir+"/storyboard.vtt"

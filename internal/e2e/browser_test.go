@@ -169,28 +169,18 @@ func readyAsset(t *testing.T, s stack, seconds int) assetView {
 	return s.readyAssetOf(t, up)
 }
 
-// readyAssetOf waits until the upload's job is ready and its MP4 download
-// built (just after READY), and returns its asset, which must have
-// playback URLs.
+// readyAssetOf waits until the upload's job is ready (waitJob: and its
+// MP4 download built) and returns its asset, which must have playback URLs.
 func (s stack) readyAssetOf(t *testing.T, up uploadResponse) assetView {
 	t.Helper()
 	if job := s.waitJob(t, up.JobID, jobTimeout); job.State != "ready" {
 		t.Fatalf("job ended %q: %+v", job.State, job.Error)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var asset assetView
-		if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK || asset.Playback == nil {
-			t.Fatalf("GET asset: %d %+v", code, asset)
-		}
-		if asset.Playback.MP4 != "" {
-			return asset
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("asset %s ready but no MP4 download a minute later: %+v", up.AssetID, asset)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var asset assetView
+	if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK || asset.Playback == nil {
+		t.Fatalf("GET asset: %d %+v", code, asset)
 	}
+	return asset
 }
 
 // TestBrowserPlayer plays kiln's HLS and MP4 outputs in chromium through the

@@ -120,7 +120,8 @@ type assetView struct {
 	DurationSeconds float64 `json:"duration_seconds"`
 }
 
-// waitJob polls the job until it reaches a terminal state.
+// waitJob polls the job until it reaches a terminal state, and a ready
+// job's asset until its MP4 download (built just after READY) is there.
 func (s stack) waitJob(t *testing.T, jobID string, timeout time.Duration) jobView {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
@@ -131,7 +132,12 @@ func (s stack) waitJob(t *testing.T, jobID string, timeout time.Duration) jobVie
 		code := s.do(t, http.MethodGet, "/v1/jobs/"+jobID, nil, "", &j)
 		if code == http.StatusOK {
 			last = j
-			if j.State == "ready" || j.State == "failed" {
+			var asset assetView
+			switch {
+			case j.State == "failed":
+				return j
+			case j.State == "ready" && s.do(t, http.MethodGet, "/v1/assets/"+j.AssetID, nil, "", &asset) == http.StatusOK &&
+				asset.Playback != nil && asset.Playback.MP4 != "":
 				return j
 			}
 		} else if code != http.StatusNotFound { // not yet recorded is fine

@@ -26,11 +26,11 @@ import (
 const SegmentPoll = 250 * time.Millisecond
 
 // LeadSegments is how many segments at the start of a rendition are a
-// single GOP each. Players built into browsers (Chromium's, Safari's) start
-// a growing playlist three target durations from its end and refuse one
-// shorter than that; with three short segments first they can start once
-// three GOPs (6 s) are encoded, not three whole segments (18 s), and every
-// player's first segment is ready after one GOP.
+// single GOP each: the first segment of every rendition, the moment the
+// asset turns playable, is ready after one GOP instead of a whole segment,
+// and a player that starts at the first segment (hls.js) plays after 2 s
+// of video are encoded. (Players built into browsers start a growing
+// playlist three target durations from its end, 18 s.)
 const LeadSegments = 3
 
 // ChunkSeconds is how long the chunks ffmpeg's HLS muxer cuts are: one GOP

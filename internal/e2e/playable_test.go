@@ -175,9 +175,8 @@ func variantURLs(base, master string) ([]string, error) {
 // TestBrowserPlaysWhileEncoding: a 90 s upload plays in headless Chromium
 // while it is still encoding — with hls.js from the playable moment (one
 // segment of every rendition), and in Chromium's built-in player (a plain
-// <video src=…m3u8>) once the playlists hold the three segments it starts
-// from (three target durations before their end: the three short segments
-// kiln begins every rendition with).
+// <video src=…m3u8>) once the playlists hold the three target durations
+// (18 s) it starts from, before their end.
 func TestBrowserPlaysWhileEncoding(t *testing.T) {
 	s := needStack(t)
 	ctx := browser(t)
@@ -216,18 +215,18 @@ func TestBrowserPlaysWhileEncoding(t *testing.T) {
 		t.Errorf("hls.js: %+v, want it playing from the start", st)
 	}
 
-	// The built-in player, once three segments are listed.
+	// The built-in player, once three target durations are listed.
 	variants, err := variantURLs(asset.Playback.HLS, string(fetch(t, asset.Playback.HLS, 1<<20)))
 	if err != nil || len(variants) == 0 {
 		t.Fatalf("variants: %v", err)
 	}
-	for deadline := time.Now().Add(jobTimeout); len(segmentLines(string(fetch(t, variants[0], 1<<20)))) < 3; {
+	for deadline := time.Now().Add(jobTimeout); listedSeconds(t, string(fetch(t, variants[0], 1<<20))) < 18; {
 		if time.Now().After(deadline) {
-			t.Fatal("fewer than three segments listed")
+			t.Fatal("never 18 s listed")
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	stillEncoding("three segments were listed")
+	stillEncoding("18 s were listed")
 	st = play("native")
 	stillEncoding("the built-in player played")
 	if st.Engine != "native" || st.CurrentTime < playedSeconds {
@@ -235,4 +234,20 @@ func TestBrowserPlaysWhileEncoding(t *testing.T) {
 	}
 	t.Logf("played while encoding: hls.js, then the built-in player at %.1f s", st.CurrentTime)
 	screenshot(t, ctx, "playing-while-encoding.png")
+}
+
+// listedSeconds is the sum of a media playlist's EXTINF durations.
+func listedSeconds(t *testing.T, playlist string) float64 {
+	t.Helper()
+	total := 0.0
+	for _, line := range strings.Split(playlist, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "#EXTINF:"); ok {
+			d, err := strconv.ParseFloat(strings.TrimSuffix(v, ","), 64)
+			if err != nil {
+				t.Fatalf("EXTINF %q: %v", line, err)
+			}
+			total += d
+		}
+	}
+	return total
 }

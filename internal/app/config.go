@@ -229,7 +229,7 @@ func Defaults() Config {
 		MaxUploadBytes:     ingest.DefaultMaxUploadBytes,
 
 		ShutdownTimeout:   25 * time.Second,
-		TaskCheckInterval: 100 * time.Millisecond,
+		TaskCheckInterval: 25 * time.Millisecond,
 
 		LogLevel:  "info",
 		LogFormat: "json",

@@ -7,6 +7,7 @@ import (
 	"github.com/maypok86/otter/v2"
 
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/playlist"
 )
 
 // Playback reads an asset on every request — a master playlist, each media
@@ -45,6 +46,44 @@ func (s *Service) cachedAsset(ctx context.Context, id string) (*Asset, error) {
 // changed is what this replica does when job jobID changed, here or on
 // another replica: its event streams wake up and playback forgets its asset.
 func (s *Service) changed(jobID string) {
-	s.assets.Invalidate(jobid.AssetOf(jobID))
+	id := jobid.AssetOf(jobID)
+	s.assets.Invalidate(id)
+	s.masters.Invalidate(id)
 	s.hub.notify(jobID)
+}
+
+// renderedMaster is the master playlist of one cached asset, rendered and
+// gzipped once: a player, and every viewer behind a CDN miss, asks for the
+// same bytes. It belongs to that *Asset: when the cache loads the asset
+// again (its job changed, or its TTL ran out) the pointer differs and the
+// master is rendered anew, so it is never staler than the asset itself.
+// Only token-less masters are kept (a signed asset's carries the request's
+// token).
+type renderedMaster struct {
+	asset         *Asset
+	body, gzipped []byte
+}
+
+type masterCache = otter.Cache[string, *renderedMaster]
+
+func newMasterCache(now func() time.Time) *masterCache {
+	return otter.Must(&otter.Options[string, *renderedMaster]{
+		MaximumSize:      assetCacheSize,
+		ExpiryCalculator: otter.ExpiryWriting[string, *renderedMaster](assetCacheTTL),
+		Clock:            clock{now},
+		Logger:           &otter.NoopLogger{},
+		Executor:         func(fn func()) { fn() },
+	})
+}
+
+// renderedMasterOf is the token-less master playlist of a, which must come
+// from cachedAsset.
+func (s *Service) renderedMasterOf(a *Asset) *renderedMaster {
+	if m, ok := s.masters.GetIfPresent(a.ID); ok && m.asset == a {
+		return m
+	}
+	body := playlist.Master(a.variants())
+	m := &renderedMaster{asset: a, body: body, gzipped: s.gzip(body)}
+	s.masters.Set(a.ID, m)
+	return m
 }

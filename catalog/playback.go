@@ -158,15 +158,17 @@ func (s *Service) master(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body := playlist.Master(a.variants())
-	if g.token != "" {
-		body = withToken(body, g.token)
-	}
 	maxAge := playlistMaxAge
 	if !a.Ready() {
 		maxAge = livePlaylistMaxAge // READY brings measured bandwidths
 	}
-	s.writePlaylist(w, r, body, s.cacheControl(g, maxAge, false))
+	cc := s.cacheControl(g, maxAge, false)
+	if g.token == "" {
+		m := s.renderedMasterOf(a)
+		s.writeEncoded(w, r, m.body, m.gzipped, cc)
+		return
+	}
+	s.writePlaylist(w, r, withToken(playlist.Master(a.variants()), g.token), cc)
 }
 
 func (s *Service) mediaPlaylist(w http.ResponseWriter, r *http.Request) {
@@ -195,29 +197,44 @@ func (s *Service) mediaPlaylist(w http.ResponseWriter, r *http.Request) {
 // writePlaylist answers with an HLS playlist, gzipped when the client
 // accepts it.
 func (s *Service) writePlaylist(w http.ResponseWriter, r *http.Request, body []byte, cacheControl string) {
+	var gzipped []byte
+	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
+		gzipped = s.gzip(body)
+	}
+	s.writeEncoded(w, r, body, gzipped, cacheControl)
+}
+
+// writeEncoded answers with an HLS playlist: gzipped, its gzip encoding,
+// when the client accepts it, and body otherwise.
+func (s *Service) writeEncoded(w http.ResponseWriter, r *http.Request, body, gzipped []byte, cacheControl string) {
 	h := w.Header()
 	h.Set("Content-Type", hlsContentType)
 	h.Set("Cache-Control", cacheControl)
 	h.Add("Vary", "Accept-Encoding")
-	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
-		// A gzip writer holds about 800 KB of tables: one per request made
-		// compressing cost more than generating the playlist.
-		var buf bytes.Buffer
-		zw, _ := s.gzips.Get().(*gzip.Writer)
-		if zw == nil {
-			zw = gzip.NewWriter(&buf)
-		} else {
-			zw.Reset(&buf)
-		}
-		_, _ = zw.Write(body) // writes to a bytes.Buffer do not fail
-		_ = zw.Close()
-		s.gzips.Put(zw)
-		body = buf.Bytes()
+	if gzipped != nil && acceptsGzip(r.Header.Values("Accept-Encoding")) {
+		body = gzipped
 		h.Set("Content-Encoding", "gzip")
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
+}
+
+// gzip compresses body with a pooled writer: a gzip writer holds about
+// 800 KB of tables, and one per response made compressing cost more than
+// generating the playlist.
+func (s *Service) gzip(body []byte) []byte {
+	var buf bytes.Buffer
+	zw, _ := s.gzips.Get().(*gzip.Writer)
+	if zw == nil {
+		zw = gzip.NewWriter(&buf)
+	} else {
+		zw.Reset(&buf)
+	}
+	_, _ = zw.Write(body) // writes to a bytes.Buffer do not fail
+	_ = zw.Close()
+	s.gzips.Put(zw)
+	return buf.Bytes()
 }
 
 // acceptsGzip reports whether Accept-Encoding header values list gzip with

@@ -192,7 +192,8 @@ type Service struct {
 	cdn        string // Config.CDNURL without trailing slash
 	playlists  *playlistCache
 	assets     *assetCache
-	gzips      sync.Pool // *gzip.Writer, reused by writePlaylist
+	masters    *masterCache
+	gzips      sync.Pool // *gzip.Writer, reused by Service.gzip
 	now        func() time.Time
 
 	canceler      JobCanceler
@@ -294,6 +295,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.playlists = newPlaylistCache(func() time.Time { return s.now() })
 	s.assets = newAssetCache(func() time.Time { return s.now() })
+	s.masters = newMasterCache(func() time.Time { return s.now() })
 	return s, nil
 }
 

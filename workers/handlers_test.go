@@ -34,14 +34,22 @@ const (
 
 // harness is a Handlers wired to fakes.
 type harness struct {
+	stageEnv
 	ff      *fakeFFmpeg
 	objects *fakes.Objects
 	events  *fakes.Events
-	queue   *fakes.Queue
 	jobs    *fakes.Jobs
-	workDir string
 	h       *workers.Handlers
 }
+
+// stageEnv is what every handler harness checks after a task: the tasks
+// it enqueued and its work dir.
+type stageEnv struct {
+	queue   *fakes.Queue
+	workDir string
+}
+
+func newStageEnv(t *testing.T) stageEnv { return stageEnv{queue: &fakes.Queue{}, workDir: t.TempDir()} }
 
 // healthyStorage answers every check read of the fake object store's
 // presigned URLs as a working S3 would: 206 with the first byte.
@@ -55,7 +63,7 @@ func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f
 
 func newHarness(t *testing.T, configure ...func(*workers.Config)) *harness {
 	t.Helper()
-	x := &harness{ff: &fakeFFmpeg{}, objects: &fakes.Objects{}, events: &fakes.Events{}, queue: &fakes.Queue{}, jobs: &fakes.Jobs{}, workDir: t.TempDir()}
+	x := &harness{stageEnv: newStageEnv(t), ff: &fakeFFmpeg{}, objects: &fakes.Objects{}, events: &fakes.Events{}, jobs: &fakes.Jobs{}}
 	cfg := workers.Config{
 		FFmpeg: x.ff, Objects: x.objects, Events: x.events, Queue: x.queue, Jobs: x.jobs,
 		OutputsBucket: outputsBucket, WorkDir: x.workDir, HTTPClient: healthyStorage,
@@ -70,7 +78,7 @@ func newHarness(t *testing.T, configure ...func(*workers.Config)) *harness {
 }
 
 // checkClean fails if the handler left temp files behind.
-func (x *harness) checkClean(t *testing.T) {
+func (x stageEnv) checkClean(t *testing.T) {
 	t.Helper()
 	left, err := os.ReadDir(x.workDir)
 	if err != nil {
@@ -82,7 +90,7 @@ func (x *harness) checkClean(t *testing.T) {
 }
 
 // only returns the one enqueued command.
-func (x *harness) only(t *testing.T) fakes.Enqueued {
+func (x stageEnv) only(t *testing.T) fakes.Enqueued {
 	t.Helper()
 	got := x.queue.Enqueued()
 	if len(got) != 1 {
@@ -91,7 +99,7 @@ func (x *harness) only(t *testing.T) fakes.Enqueued {
 	return got[0]
 }
 
-func (x *harness) wantNothingEnqueued(t *testing.T) {
+func (x stageEnv) wantNothingEnqueued(t *testing.T) {
 	t.Helper()
 	if got := x.queue.Enqueued(); len(got) > 0 {
 		t.Fatalf("enqueued %s, want nothing", got[0].Task.Type())

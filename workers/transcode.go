@@ -306,7 +306,8 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	}
 	// What was decoded is what the renditions last, by the muxer's own
 	// playlists (ffmpeg's out_time also counts the stills' timestamps);
-	// out_time when they list nothing.
+	// out_time when they list nothing. It is read before the last
+	// segments are stored, so a file that decodes too long stores no more.
 	measured, err := segs.decoded()
 	if err != nil {
 		return err

@@ -82,13 +82,12 @@ func (w *watchedFFmpeg) Run(ctx context.Context, args []string, progress func(ff
 }
 
 type encodeHarness struct {
+	stageEnv
 	objects *fakes.Objects
 	events  *fakes.Events
-	queue   *fakes.Queue
 	jobs    *fakes.Jobs
 	ff      *watchedFFmpeg
 	h       *workers.Handlers
-	workDir string
 	// at is when each event was published, by event id.
 	at map[string]time.Time
 	// queuedAtReady is how many tasks were enqueued when READY was published.
@@ -98,7 +97,7 @@ type encodeHarness struct {
 func newEncodeHarness(t *testing.T, url string) *encodeHarness {
 	t.Helper()
 	testenv.RequireBinaries(t, "ffmpeg", "ffprobe")
-	x := &encodeHarness{objects: &fakes.Objects{}, queue: &fakes.Queue{}, jobs: &fakes.Jobs{}, workDir: t.TempDir(), at: map[string]time.Time{},
+	x := &encodeHarness{stageEnv: newStageEnv(t), objects: &fakes.Objects{}, jobs: &fakes.Jobs{}, at: map[string]time.Time{},
 		ff: &watchedFFmpeg{Runner: ffmpeg.New(ffmpeg.Config{Logger: zaptest.NewLogger(t)})}}
 	var mu sync.Mutex
 	x.events = &fakes.Events{Fail: func(ev *kilnv1.JobEvent) error {
@@ -235,22 +234,6 @@ func TestTranscodeStreamsSegments(t *testing.T) {
 		t.Errorf("%d tasks enqueued when READY was published, want the download's", x.queuedAtReady)
 	}
 	x.checkClean(t)
-}
-
-func (x *encodeHarness) only(t *testing.T) fakes.Enqueued {
-	t.Helper()
-	got := x.queue.Enqueued()
-	if len(got) != 1 {
-		t.Fatalf("enqueued %d tasks, want 1", len(got))
-	}
-	return got[0]
-}
-
-func (x *encodeHarness) checkClean(t *testing.T) {
-	t.Helper()
-	if left, _ := os.ReadDir(x.workDir); len(left) > 0 {
-		t.Errorf("work dir not cleaned up: %v", left)
-	}
 }
 
 // TestTranscodeAudioOnly: an audio-only source is one rendition, the

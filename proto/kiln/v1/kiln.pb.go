@@ -297,7 +297,12 @@ type JobEvent struct {
 	// Outputs names the renditions (bucket, prefix, playlist keys, codecs;
 	// bandwidths estimated from the plan until READY measures them), the
 	// poster and thumbnails when known, and the expected duration.
-	Playable      bool `protobuf:"varint,16,opt,name=playable,proto3" json:"playable,omitempty"`
+	Playable bool `protobuf:"varint,16,opt,name=playable,proto3" json:"playable,omitempty"`
+	// ChunksDone and ChunksTotal report a chunked transcode's progress (see
+	// Plan.chunking): how many of its chunks are encoded and stored, out of
+	// how many. Zero for a transcode that is not chunked.
+	ChunksDone    int32 `protobuf:"varint,17,opt,name=chunks_done,json=chunksDone,proto3" json:"chunks_done,omitempty"`
+	ChunksTotal   int32 `protobuf:"varint,18,opt,name=chunks_total,json=chunksTotal,proto3" json:"chunks_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -442,6 +447,20 @@ func (x *JobEvent) GetPlayable() bool {
 		return x.Playable
 	}
 	return false
+}
+
+func (x *JobEvent) GetChunksDone() int32 {
+	if x != nil {
+		return x.ChunksDone
+	}
+	return 0
+}
+
+func (x *JobEvent) GetChunksTotal() int32 {
+	if x != nil {
+		return x.ChunksTotal
+	}
+	return 0
 }
 
 type JobError struct {
@@ -957,8 +976,12 @@ type Plan struct {
 	// the limits were checked on, never another one (cover art, a second
 	// video). Unset in plans made before they were recorded: the first video
 	// and audio stream.
-	VideoStream   *int32 `protobuf:"varint,11,opt,name=video_stream,json=videoStream,proto3,oneof" json:"video_stream,omitempty"`
-	AudioStream   *int32 `protobuf:"varint,12,opt,name=audio_stream,json=audioStream,proto3,oneof" json:"audio_stream,omitempty"`
+	VideoStream *int32 `protobuf:"varint,11,opt,name=video_stream,json=videoStream,proto3,oneof" json:"video_stream,omitempty"`
+	AudioStream *int32 `protobuf:"varint,12,opt,name=audio_stream,json=audioStream,proto3,oneof" json:"audio_stream,omitempty"`
+	// Chunking, when set, splits the video encode into chunks that run as
+	// tasks of their own, on any worker; the audio (and the stills) are one
+	// task beside them. Unset: one task encodes everything.
+	Chunking      *Chunking `protobuf:"bytes,13,opt,name=chunking,proto3" json:"chunking,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1077,6 +1100,90 @@ func (x *Plan) GetAudioStream() int32 {
 	return 0
 }
 
+func (x *Plan) GetChunking() *Chunking {
+	if x != nil {
+		return x.Chunking
+	}
+	return nil
+}
+
+// Chunking cuts the normalised (constant-rate) video into chunks of whole
+// segments by frame number: chunk 0 is frames [0, lead_frames) — the
+// short first segments, so the asset plays as soon as they are done —
+// and chunk i ≥ 1 frames [lead_frames + (i-1)·frames, lead_frames +
+// i·frames); the last runs to the end of the source, whatever its header
+// said. Every chunk starts with an IDR frame (a segment boundary).
+type Chunking struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Count      int32                  `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	LeadFrames int64                  `protobuf:"varint,2,opt,name=lead_frames,json=leadFrames,proto3" json:"lead_frames,omitempty"`
+	Frames     int64                  `protobuf:"varint,3,opt,name=frames,proto3" json:"frames,omitempty"`
+	// Parallel bounds how many chunks of the job run at once (a share of the
+	// fleet): the first Parallel are queued together, and each chunk, once
+	// done, queues the one Parallel after it.
+	Parallel      int32 `protobuf:"varint,4,opt,name=parallel,proto3" json:"parallel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Chunking) Reset() {
+	*x = Chunking{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Chunking) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Chunking) ProtoMessage() {}
+
+func (x *Chunking) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Chunking.ProtoReflect.Descriptor instead.
+func (*Chunking) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Chunking) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Chunking) GetLeadFrames() int64 {
+	if x != nil {
+		return x.LeadFrames
+	}
+	return 0
+}
+
+func (x *Chunking) GetFrames() int64 {
+	if x != nil {
+		return x.Frames
+	}
+	return 0
+}
+
+func (x *Chunking) GetParallel() int32 {
+	if x != nil {
+		return x.Parallel
+	}
+	return 0
+}
+
 // Normalisation is what the transcode does to the picture and sound
 // before encoding.
 type Normalisation struct {
@@ -1102,7 +1209,7 @@ type Normalisation struct {
 
 func (x *Normalisation) Reset() {
 	*x = Normalisation{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1221,7 @@ func (x *Normalisation) String() string {
 func (*Normalisation) ProtoMessage() {}
 
 func (x *Normalisation) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[8]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1234,7 @@ func (x *Normalisation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Normalisation.ProtoReflect.Descriptor instead.
 func (*Normalisation) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{8}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Normalisation) GetRotate() int32 {
@@ -1198,7 +1305,7 @@ type Rung struct {
 
 func (x *Rung) Reset() {
 	*x = Rung{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1317,7 @@ func (x *Rung) String() string {
 func (*Rung) ProtoMessage() {}
 
 func (x *Rung) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[9]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1330,7 @@ func (x *Rung) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rung.ProtoReflect.Descriptor instead.
 func (*Rung) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{9}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Rung) GetName() string {
@@ -1283,7 +1390,7 @@ type Rendition struct {
 
 func (x *Rendition) Reset() {
 	*x = Rendition{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1402,7 @@ func (x *Rendition) String() string {
 func (*Rendition) ProtoMessage() {}
 
 func (x *Rendition) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[10]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1415,7 @@ func (x *Rendition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rendition.ProtoReflect.Descriptor instead.
 func (*Rendition) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{10}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Rendition) GetName() string {
@@ -1398,7 +1505,7 @@ type AssetOutputs struct {
 
 func (x *AssetOutputs) Reset() {
 	*x = AssetOutputs{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1517,7 @@ func (x *AssetOutputs) String() string {
 func (*AssetOutputs) ProtoMessage() {}
 
 func (x *AssetOutputs) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[11]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1530,7 @@ func (x *AssetOutputs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssetOutputs.ProtoReflect.Descriptor instead.
 func (*AssetOutputs) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{11}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AssetOutputs) GetBucket() string {
@@ -1502,7 +1609,7 @@ type FailedRendition struct {
 
 func (x *FailedRendition) Reset() {
 	*x = FailedRendition{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1621,7 @@ func (x *FailedRendition) String() string {
 func (*FailedRendition) ProtoMessage() {}
 
 func (x *FailedRendition) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[12]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1634,7 @@ func (x *FailedRendition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedRendition.ProtoReflect.Descriptor instead.
 func (*FailedRendition) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{12}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FailedRendition) GetName() string {
@@ -1571,7 +1678,7 @@ type Thumbnails struct {
 
 func (x *Thumbnails) Reset() {
 	*x = Thumbnails{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1690,7 @@ func (x *Thumbnails) String() string {
 func (*Thumbnails) ProtoMessage() {}
 
 func (x *Thumbnails) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[13]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1703,7 @@ func (x *Thumbnails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Thumbnails.ProtoReflect.Descriptor instead.
 func (*Thumbnails) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{13}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Thumbnails) GetPosterKey() string {
@@ -1668,7 +1775,7 @@ type ProbeTask struct {
 
 func (x *ProbeTask) Reset() {
 	*x = ProbeTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1787,7 @@ func (x *ProbeTask) String() string {
 func (*ProbeTask) ProtoMessage() {}
 
 func (x *ProbeTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[14]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1800,7 @@ func (x *ProbeTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeTask.ProtoReflect.Descriptor instead.
 func (*ProbeTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{14}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ProbeTask) GetJobId() string {
@@ -1746,6 +1853,9 @@ type TranscodeTask struct {
 	Source  *ObjectRef             `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
 	Media   *MediaInfo             `protobuf:"bytes,4,opt,name=media,proto3" json:"media,omitempty"`
 	Plan    *Plan                  `protobuf:"bytes,5,opt,name=plan,proto3" json:"plan,omitempty"`
+	// Chunk is the chunk a kiln:transcode:chunk task encodes (see
+	// Plan.chunking).
+	Chunk int32 `protobuf:"varint,6,opt,name=chunk,proto3" json:"chunk,omitempty"`
 	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
 	// Every task payload declares it as field 15, so one decoder reads it.
 	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
@@ -1759,7 +1869,7 @@ type TranscodeTask struct {
 
 func (x *TranscodeTask) Reset() {
 	*x = TranscodeTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +1881,7 @@ func (x *TranscodeTask) String() string {
 func (*TranscodeTask) ProtoMessage() {}
 
 func (x *TranscodeTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[15]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +1894,7 @@ func (x *TranscodeTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscodeTask.ProtoReflect.Descriptor instead.
 func (*TranscodeTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{15}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TranscodeTask) GetJobId() string {
@@ -1822,6 +1932,13 @@ func (x *TranscodeTask) GetPlan() *Plan {
 	return nil
 }
 
+func (x *TranscodeTask) GetChunk() int32 {
+	if x != nil {
+		return x.Chunk
+	}
+	return 0
+}
+
 func (x *TranscodeTask) GetAttempt() int32 {
 	if x != nil {
 		return x.Attempt
@@ -1832,6 +1949,165 @@ func (x *TranscodeTask) GetAttempt() int32 {
 func (x *TranscodeTask) GetTraceContext() map[string]string {
 	if x != nil {
 		return x.TraceContext
+	}
+	return nil
+}
+
+// ChunkResult is what a chunk task (or, with chunk = -1, the track task:
+// the audio and the stills) stored, kept in the job's ledger until the job
+// is done: the segments of each rendition, in order, and the init
+// segment's digest (every chunk of a rung must have the same one).
+type ChunkResult struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Chunk      int32                  `protobuf:"varint,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	Renditions []*ChunkRendition      `protobuf:"bytes,2,rep,name=renditions,proto3" json:"renditions,omitempty"`
+	// Thumbnails is set by the track task: the stored stills.
+	Thumbnails *Thumbnails `protobuf:"bytes,3,opt,name=thumbnails,proto3" json:"thumbnails,omitempty"`
+	// DecodedSeconds is how long the encoded part lasts.
+	DecodedSeconds float64 `protobuf:"fixed64,4,opt,name=decoded_seconds,json=decodedSeconds,proto3" json:"decoded_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ChunkResult) Reset() {
+	*x = ChunkResult{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkResult) ProtoMessage() {}
+
+func (x *ChunkResult) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkResult.ProtoReflect.Descriptor instead.
+func (*ChunkResult) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ChunkResult) GetChunk() int32 {
+	if x != nil {
+		return x.Chunk
+	}
+	return 0
+}
+
+func (x *ChunkResult) GetRenditions() []*ChunkRendition {
+	if x != nil {
+		return x.Renditions
+	}
+	return nil
+}
+
+func (x *ChunkResult) GetThumbnails() *Thumbnails {
+	if x != nil {
+		return x.Thumbnails
+	}
+	return nil
+}
+
+func (x *ChunkResult) GetDecodedSeconds() float64 {
+	if x != nil {
+		return x.DecodedSeconds
+	}
+	return 0
+}
+
+type ChunkRendition struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Codecs     string                 `protobuf:"bytes,2,opt,name=codecs,proto3" json:"codecs,omitempty"`
+	InitSha256 []byte                 `protobuf:"bytes,3,opt,name=init_sha256,json=initSha256,proto3" json:"init_sha256,omitempty"`
+	// First is the number (seg_NNNNN) of the chunk's first segment.
+	First         int32     `protobuf:"varint,4,opt,name=first,proto3" json:"first,omitempty"`
+	Durations     []float64 `protobuf:"fixed64,5,rep,packed,name=durations,proto3" json:"durations,omitempty"`
+	Sizes         []int64   `protobuf:"varint,6,rep,packed,name=sizes,proto3" json:"sizes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkRendition) Reset() {
+	*x = ChunkRendition{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkRendition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkRendition) ProtoMessage() {}
+
+func (x *ChunkRendition) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkRendition.ProtoReflect.Descriptor instead.
+func (*ChunkRendition) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ChunkRendition) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ChunkRendition) GetCodecs() string {
+	if x != nil {
+		return x.Codecs
+	}
+	return ""
+}
+
+func (x *ChunkRendition) GetInitSha256() []byte {
+	if x != nil {
+		return x.InitSha256
+	}
+	return nil
+}
+
+func (x *ChunkRendition) GetFirst() int32 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *ChunkRendition) GetDurations() []float64 {
+	if x != nil {
+		return x.Durations
+	}
+	return nil
+}
+
+func (x *ChunkRendition) GetSizes() []int64 {
+	if x != nil {
+		return x.Sizes
 	}
 	return nil
 }
@@ -1872,7 +2148,7 @@ type PackageTask struct {
 
 func (x *PackageTask) Reset() {
 	*x = PackageTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2160,7 @@ func (x *PackageTask) String() string {
 func (*PackageTask) ProtoMessage() {}
 
 func (x *PackageTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[16]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2173,7 @@ func (x *PackageTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageTask.ProtoReflect.Descriptor instead.
 func (*PackageTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{16}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PackageTask) GetJobId() string {
@@ -1994,7 +2270,7 @@ type EncodedRung struct {
 
 func (x *EncodedRung) Reset() {
 	*x = EncodedRung{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2282,7 @@ func (x *EncodedRung) String() string {
 func (*EncodedRung) ProtoMessage() {}
 
 func (x *EncodedRung) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[17]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2295,7 @@ func (x *EncodedRung) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedRung.ProtoReflect.Descriptor instead.
 func (*EncodedRung) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{17}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EncodedRung) GetName() string {
@@ -2052,7 +2328,7 @@ type TaskHead struct {
 
 func (x *TaskHead) Reset() {
 	*x = TaskHead{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2340,7 @@ func (x *TaskHead) String() string {
 func (*TaskHead) ProtoMessage() {}
 
 func (x *TaskHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2353,7 @@ func (x *TaskHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskHead.ProtoReflect.Descriptor instead.
 func (*TaskHead) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{18}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TaskHead) GetJobId() string {
@@ -2126,7 +2402,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12'\n" +
 	"\x0fplayback_policy\x18\x05 \x01(\tR\x0eplaybackPolicy\x12\x1f\n" +
 	"\vwebhook_url\x18\x06 \x01(\tR\n" +
-	"webhookUrl\"\xb7\x04\n" +
+	"webhookUrl\"\xfb\x04\n" +
 	"\bJobEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x19\n" +
@@ -2145,7 +2421,10 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\vwebhook_url\x18\x0e \x01(\tR\n" +
 	"webhookUrl\x12\x18\n" +
 	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12\x1a\n" +
-	"\bplayable\x18\x10 \x01(\bR\bplayable\"8\n" +
+	"\bplayable\x18\x10 \x01(\bR\bplayable\x12\x1f\n" +
+	"\vchunks_done\x18\x11 \x01(\x05R\n" +
+	"chunksDone\x12!\n" +
+	"\fchunks_total\x18\x12 \x01(\x05R\vchunksTotal\"8\n" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x89\x03\n" +
@@ -2201,7 +2480,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x0echannel_layout\x18\x05 \x01(\tR\rchannelLayout\x12\x19\n" +
 	"\bbit_rate\x18\x06 \x01(\x03R\abitRate\x12\x19\n" +
 	"\x05index\x18\a \x01(\x05H\x00R\x05index\x88\x01\x01B\b\n" +
-	"\x06_index\"\xda\x03\n" +
+	"\x06_index\"\x89\x04\n" +
 	"\x04Plan\x12#\n" +
 	"\x05rungs\x18\x01 \x03(\v2\r.kiln.v1.RungR\x05rungs\x12\x1d\n" +
 	"\n" +
@@ -2218,9 +2497,16 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\tdecisions\x18\n" +
 	" \x03(\tR\tdecisions\x12&\n" +
 	"\fvideo_stream\x18\v \x01(\x05H\x00R\vvideoStream\x88\x01\x01\x12&\n" +
-	"\faudio_stream\x18\f \x01(\x05H\x01R\vaudioStream\x88\x01\x01B\x0f\n" +
+	"\faudio_stream\x18\f \x01(\x05H\x01R\vaudioStream\x88\x01\x01\x12-\n" +
+	"\bchunking\x18\r \x01(\v2\x11.kiln.v1.ChunkingR\bchunkingB\x0f\n" +
 	"\r_video_streamB\x0f\n" +
-	"\r_audio_stream\"\x8c\x02\n" +
+	"\r_audio_stream\"u\n" +
+	"\bChunking\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x05R\x05count\x12\x1f\n" +
+	"\vlead_frames\x18\x02 \x01(\x03R\n" +
+	"leadFrames\x12\x16\n" +
+	"\x06frames\x18\x03 \x01(\x03R\x06frames\x12\x1a\n" +
+	"\bparallel\x18\x04 \x01(\x05R\bparallel\"\x8c\x02\n" +
 	"\rNormalisation\x12\x16\n" +
 	"\x06rotate\x18\x01 \x01(\x05R\x06rotate\x12#\n" +
 	"\rsquare_pixels\x18\x02 \x01(\bR\fsquarePixels\x12.\n" +
@@ -2289,18 +2575,36 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\rtrace_context\x18\x0e \x03(\v2$.kiln.v1.ProbeTask.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfa\x02\n" +
 	"\rTranscodeTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12(\n" +
 	"\x05media\x18\x04 \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
-	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\x12\x18\n" +
+	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\x12\x14\n" +
+	"\x05chunk\x18\x06 \x01(\x05R\x05chunk\x12\x18\n" +
 	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12M\n" +
 	"\rtrace_context\x18\x0e \x03(\v2(.kiln.v1.TranscodeTask.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xba\x01\n" +
+	"\vChunkResult\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\x05R\x05chunk\x127\n" +
+	"\n" +
+	"renditions\x18\x02 \x03(\v2\x17.kiln.v1.ChunkRenditionR\n" +
+	"renditions\x123\n" +
+	"\n" +
+	"thumbnails\x18\x03 \x01(\v2\x13.kiln.v1.ThumbnailsR\n" +
+	"thumbnails\x12'\n" +
+	"\x0fdecoded_seconds\x18\x04 \x01(\x01R\x0edecodedSeconds\"\xa7\x01\n" +
+	"\x0eChunkRendition\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06codecs\x18\x02 \x01(\tR\x06codecs\x12\x1f\n" +
+	"\vinit_sha256\x18\x03 \x01(\fR\n" +
+	"initSha256\x12\x14\n" +
+	"\x05first\x18\x04 \x01(\x05R\x05first\x12\x1c\n" +
+	"\tdurations\x18\x05 \x03(\x01R\tdurations\x12\x14\n" +
+	"\x05sizes\x18\x06 \x03(\x03R\x05sizes\"\x91\x04\n" +
 	"\vPackageTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12(\n" +
@@ -2355,7 +2659,7 @@ func file_kiln_v1_kiln_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_kiln_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_kiln_v1_kiln_proto_goTypes = []any{
 	(JobState)(0),                 // 0: kiln.v1.JobState
 	(*ObjectRef)(nil),             // 1: kiln.v1.ObjectRef
@@ -2366,59 +2670,65 @@ var file_kiln_v1_kiln_proto_goTypes = []any{
 	(*VideoStream)(nil),           // 6: kiln.v1.VideoStream
 	(*AudioStream)(nil),           // 7: kiln.v1.AudioStream
 	(*Plan)(nil),                  // 8: kiln.v1.Plan
-	(*Normalisation)(nil),         // 9: kiln.v1.Normalisation
-	(*Rung)(nil),                  // 10: kiln.v1.Rung
-	(*Rendition)(nil),             // 11: kiln.v1.Rendition
-	(*AssetOutputs)(nil),          // 12: kiln.v1.AssetOutputs
-	(*FailedRendition)(nil),       // 13: kiln.v1.FailedRendition
-	(*Thumbnails)(nil),            // 14: kiln.v1.Thumbnails
-	(*ProbeTask)(nil),             // 15: kiln.v1.ProbeTask
-	(*TranscodeTask)(nil),         // 16: kiln.v1.TranscodeTask
-	(*PackageTask)(nil),           // 17: kiln.v1.PackageTask
-	(*EncodedRung)(nil),           // 18: kiln.v1.EncodedRung
-	(*TaskHead)(nil),              // 19: kiln.v1.TaskHead
-	nil,                           // 20: kiln.v1.ProbeTask.TraceContextEntry
-	nil,                           // 21: kiln.v1.TranscodeTask.TraceContextEntry
-	nil,                           // 22: kiln.v1.PackageTask.TraceContextEntry
-	nil,                           // 23: kiln.v1.TaskHead.TraceContextEntry
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*Chunking)(nil),              // 9: kiln.v1.Chunking
+	(*Normalisation)(nil),         // 10: kiln.v1.Normalisation
+	(*Rung)(nil),                  // 11: kiln.v1.Rung
+	(*Rendition)(nil),             // 12: kiln.v1.Rendition
+	(*AssetOutputs)(nil),          // 13: kiln.v1.AssetOutputs
+	(*FailedRendition)(nil),       // 14: kiln.v1.FailedRendition
+	(*Thumbnails)(nil),            // 15: kiln.v1.Thumbnails
+	(*ProbeTask)(nil),             // 16: kiln.v1.ProbeTask
+	(*TranscodeTask)(nil),         // 17: kiln.v1.TranscodeTask
+	(*ChunkResult)(nil),           // 18: kiln.v1.ChunkResult
+	(*ChunkRendition)(nil),        // 19: kiln.v1.ChunkRendition
+	(*PackageTask)(nil),           // 20: kiln.v1.PackageTask
+	(*EncodedRung)(nil),           // 21: kiln.v1.EncodedRung
+	(*TaskHead)(nil),              // 22: kiln.v1.TaskHead
+	nil,                           // 23: kiln.v1.ProbeTask.TraceContextEntry
+	nil,                           // 24: kiln.v1.TranscodeTask.TraceContextEntry
+	nil,                           // 25: kiln.v1.PackageTask.TraceContextEntry
+	nil,                           // 26: kiln.v1.TaskHead.TraceContextEntry
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	1,  // 0: kiln.v1.ObjectLanded.object:type_name -> kiln.v1.ObjectRef
-	24, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
+	27, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
 	0,  // 2: kiln.v1.JobEvent.state:type_name -> kiln.v1.JobState
-	24, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	27, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 4: kiln.v1.JobEvent.source:type_name -> kiln.v1.ObjectRef
 	4,  // 5: kiln.v1.JobEvent.error:type_name -> kiln.v1.JobError
 	5,  // 6: kiln.v1.JobEvent.media:type_name -> kiln.v1.MediaInfo
 	8,  // 7: kiln.v1.JobEvent.plan:type_name -> kiln.v1.Plan
-	12, // 8: kiln.v1.JobEvent.outputs:type_name -> kiln.v1.AssetOutputs
+	13, // 8: kiln.v1.JobEvent.outputs:type_name -> kiln.v1.AssetOutputs
 	6,  // 9: kiln.v1.MediaInfo.video:type_name -> kiln.v1.VideoStream
 	7,  // 10: kiln.v1.MediaInfo.audio:type_name -> kiln.v1.AudioStream
-	10, // 11: kiln.v1.Plan.rungs:type_name -> kiln.v1.Rung
-	9,  // 12: kiln.v1.Plan.normalisation:type_name -> kiln.v1.Normalisation
-	11, // 13: kiln.v1.AssetOutputs.renditions:type_name -> kiln.v1.Rendition
-	14, // 14: kiln.v1.AssetOutputs.thumbnails:type_name -> kiln.v1.Thumbnails
-	13, // 15: kiln.v1.AssetOutputs.failed_renditions:type_name -> kiln.v1.FailedRendition
-	4,  // 16: kiln.v1.FailedRendition.error:type_name -> kiln.v1.JobError
-	1,  // 17: kiln.v1.ProbeTask.source:type_name -> kiln.v1.ObjectRef
-	20, // 18: kiln.v1.ProbeTask.trace_context:type_name -> kiln.v1.ProbeTask.TraceContextEntry
-	1,  // 19: kiln.v1.TranscodeTask.source:type_name -> kiln.v1.ObjectRef
-	5,  // 20: kiln.v1.TranscodeTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 21: kiln.v1.TranscodeTask.plan:type_name -> kiln.v1.Plan
-	21, // 22: kiln.v1.TranscodeTask.trace_context:type_name -> kiln.v1.TranscodeTask.TraceContextEntry
-	5,  // 23: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
-	8,  // 24: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
-	18, // 25: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
-	14, // 26: kiln.v1.PackageTask.thumbnails:type_name -> kiln.v1.Thumbnails
-	22, // 27: kiln.v1.PackageTask.trace_context:type_name -> kiln.v1.PackageTask.TraceContextEntry
-	1,  // 28: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
-	23, // 29: kiln.v1.TaskHead.trace_context:type_name -> kiln.v1.TaskHead.TraceContextEntry
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	11, // 11: kiln.v1.Plan.rungs:type_name -> kiln.v1.Rung
+	10, // 12: kiln.v1.Plan.normalisation:type_name -> kiln.v1.Normalisation
+	9,  // 13: kiln.v1.Plan.chunking:type_name -> kiln.v1.Chunking
+	12, // 14: kiln.v1.AssetOutputs.renditions:type_name -> kiln.v1.Rendition
+	15, // 15: kiln.v1.AssetOutputs.thumbnails:type_name -> kiln.v1.Thumbnails
+	14, // 16: kiln.v1.AssetOutputs.failed_renditions:type_name -> kiln.v1.FailedRendition
+	4,  // 17: kiln.v1.FailedRendition.error:type_name -> kiln.v1.JobError
+	1,  // 18: kiln.v1.ProbeTask.source:type_name -> kiln.v1.ObjectRef
+	23, // 19: kiln.v1.ProbeTask.trace_context:type_name -> kiln.v1.ProbeTask.TraceContextEntry
+	1,  // 20: kiln.v1.TranscodeTask.source:type_name -> kiln.v1.ObjectRef
+	5,  // 21: kiln.v1.TranscodeTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 22: kiln.v1.TranscodeTask.plan:type_name -> kiln.v1.Plan
+	24, // 23: kiln.v1.TranscodeTask.trace_context:type_name -> kiln.v1.TranscodeTask.TraceContextEntry
+	19, // 24: kiln.v1.ChunkResult.renditions:type_name -> kiln.v1.ChunkRendition
+	15, // 25: kiln.v1.ChunkResult.thumbnails:type_name -> kiln.v1.Thumbnails
+	5,  // 26: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
+	8,  // 27: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
+	21, // 28: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
+	15, // 29: kiln.v1.PackageTask.thumbnails:type_name -> kiln.v1.Thumbnails
+	25, // 30: kiln.v1.PackageTask.trace_context:type_name -> kiln.v1.PackageTask.TraceContextEntry
+	1,  // 31: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
+	26, // 32: kiln.v1.TaskHead.trace_context:type_name -> kiln.v1.TaskHead.TraceContextEntry
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_kiln_v1_kiln_proto_init() }
@@ -2435,7 +2745,7 @@ func file_kiln_v1_kiln_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_kiln_proto_rawDesc), len(file_kiln_v1_kiln_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -296,10 +296,42 @@ func (b *Bus) publish(ctx context.Context, subject, msgID string, m proto.Messag
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
-	if _, err := b.js.PublishMsg(ctx, msg, opts...); err != nil {
-		return fmt.Errorf("bus: publish %s: %w", subject, err)
+	// One attempt waits at most publishAttemptTimeout for the stream's
+	// acknowledgement, then the message is sent again (the message id makes
+	// the copies one): a publish caught by a disconnect may have its
+	// request or its ack lost, and would otherwise wait for ctx's end (a
+	// task's deadline, many minutes) while the server is back in seconds.
+	for wait := publishRetryDelay; ; wait = min(2*wait, 2*time.Second) {
+		actx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+		_, err = b.js.PublishMsg(actx, msg, opts...)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || !retryablePublish(err) {
+			return fmt.Errorf("bus: publish %s: %w", subject, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bus: publish %s: %w", subject, err)
+		case <-time.After(wait):
+		}
 	}
-	return nil
+}
+
+// Publish attempts: how long one waits for its acknowledgement, and the
+// first pause before the next.
+const (
+	publishAttemptTimeout = 5 * time.Second
+	publishRetryDelay     = 100 * time.Millisecond
+)
+
+// retryablePublish reports whether a failed publish may succeed when sent
+// again: its acknowledgement did not come in time, or no server answered
+// (between a disconnect and the reconnect).
+func retryablePublish(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
 
 // subjectTemplate is a subject without its job id (kiln.jobs.{job_id}):

@@ -816,3 +816,37 @@ func TestStreamReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishAcrossRestart: a publish made while the server is down returns
+// once it is back (the message stored once), not at the end of its
+// context. (The case the bounded attempts are for — a request in flight
+// when the connection drops, its acknowledgement lost — is a race this test
+// cannot force; the fault suite's nats_restart meets it.)
+func TestPublishAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	addr := testenv.FreeAddr(t)
+	e := startNATS(t, addr, dir)
+	b := connect(t, e.ClientURL())
+	if err := b.PublishJobEvent(t.Context(), jobEvent("job", "job.e0")); err != nil {
+		t.Fatal(err)
+	}
+	e.Shutdown()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute) // a task's deadline: far away
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- b.PublishJobEvent(ctx, jobEvent("job", "job.e1")) }()
+	time.Sleep(3 * time.Second)
+	e2 := startNATS(t, addr, dir)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("publish across the restart: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("publish still waiting %s after the server came back", time.Since(start)-3*time.Second)
+	}
+	if msgs := streamInfo(t, inspect(t, e2.ClientURL())).State.Msgs; msgs != 2 {
+		t.Errorf("%d messages, want 2 (the one before and the one across the restart, once)", msgs)
+	}
+}

@@ -367,7 +367,7 @@ func eventLost(c *cluster, r *result) {
 func redisFlushed(c *cluster, r *result) {
 	// Two long clips keep both workers in a transcode while the other jobs'
 	// tasks wait in the queue: those are what the flush loses.
-	jobs := c.submit(append([]clipSpec{{12, 640, 360}, {12, 640, 360}}, small...), true)
+	jobs := c.submit(append([]clipSpec{{45, 640, 360}, {45, 640, 360}}, small...), true)
 	c.waitTranscode(2 * time.Minute)
 	// Both starts of a job (the API's fact, then the bucket event's) enqueue
 	// its probe under the same TaskID: flush after the bucket events are in,

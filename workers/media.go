@@ -52,6 +52,11 @@ type Input struct {
 	// Seconds, when > 0, bounds how much of the input is read and decoded
 	// (an input -t): never more than the probe accepted (EncodeBound).
 	Seconds float64
+	// Seek, when > 0, starts reading at the source's key frame before this
+	// time (seconds; -ss without accurate seeking); Seconds then counts
+	// from there. CopyTS keeps the source's timestamps (from its start).
+	Seek   float64
+	CopyTS bool
 	// MaxPixels bounds every picture a decoder may allocate (-max_pixels);
 	// 0: DefaultLimits().MaxPixels.
 	MaxPixels int64
@@ -76,6 +81,14 @@ func InputArgs(in Input) []string {
 	}
 	if h := PinHeaders(in.ETag); h != "" {
 		args = append(args, "-headers", h)
+	}
+	if in.CopyTS {
+		// Timestamps from the source's start, kept through a seek: a chunk
+		// picks its frames by their place in the whole video.
+		args = append(args, "-copyts", "-start_at_zero")
+	}
+	if in.Seek > 0 {
+		args = append(args, "-noaccurate_seek", "-ss", strconv.FormatFloat(in.Seek, 'f', 3, 64))
 	}
 	if in.Seconds > 0 {
 		args = append(args, "-t", strconv.FormatFloat(in.Seconds, 'f', 3, 64))

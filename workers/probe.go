@@ -47,6 +47,11 @@ type Config struct {
 	// bad input (readSource); default: a client with ReadTimeout.
 	HTTPClient *http.Client
 	Logger     *zap.Logger
+	// Chunks decides which sources are chunked (chunks.go); Ledger and
+	// Fleet serve chunked transcodes (without a Ledger none is planned).
+	Chunks ChunkConfig
+	Ledger Ledger
+	Fleet  Fleet
 }
 
 // Handlers are the asynq handlers of the media stages.
@@ -95,6 +100,8 @@ func (h *Handlers) handOver(ctx context.Context, jobID string, attempt int32, c 
 func (h *Handlers) Register(mux *asynq.ServeMux) {
 	mux.HandleFunc(tasks.TypeProbe, tasks.Bounded(h.Probe))
 	mux.HandleFunc(tasks.TypeTranscode, tasks.Bounded(h.Transcode))
+	mux.HandleFunc(tasks.TypeTranscodeChunk, tasks.Bounded(h.TranscodeChunk))
+	mux.HandleFunc(tasks.TypeTranscodeTrack, tasks.Bounded(h.TranscodeTrack))
 }
 
 // presignTTL is the lifetime of the presigned URL of a run without a
@@ -187,6 +194,9 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	}
 	if err != nil {
 		return tasks.Permanent(failure.InvalidMedia, "the video stream cannot be planned", err)
+	}
+	if h.cfg.Ledger != nil {
+		PlanChunks(plan, media, h.cfg.Chunks)
 	}
 	log.Info("probed", zap.String("format", media.Format), zap.Float64("duration", media.DurationSeconds),
 		zap.Int("rungs", len(plan.Rungs)))

@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -79,6 +80,15 @@ type segmentPublisher struct {
 	grouping   grouping
 	playable   bool
 	log        *zap.Logger
+	// A part of a chunked transcode (newPartPublisher): chunk is its
+	// chunk (-1: the track), first the number of its first segment. A
+	// chunk writes no playlist and announces nothing (afterPart does);
+	// the track keeps the audio's playlist and calls onStarted, instead of
+	// announcing the asset playable, once the audio has a segment.
+	part      bool
+	chunk     int
+	first     int
+	onStarted func(ctx context.Context) error
 }
 
 // renditionOutput is what has been stored of one rendition.
@@ -90,6 +100,8 @@ type renditionOutput struct {
 	segments []playlist.Segment
 	bits     []float64 // each segment's size in bits
 	chunks   int       // ffmpeg's chunks stored (in segments) so far
+	initSum  []byte    // the init segment's SHA-256, once read
+	shift    uint64    // what a chunk adds to its fragments' tfdt (chunkShift)
 	// floor is how many segments the playlist in storage already lists
 	// (an earlier run of the task): an EVENT playlist only grows, so this
 	// run rewrites it only once it lists more.
@@ -133,6 +145,38 @@ func newSegmentPublisher(ctx context.Context, h *Handlers, p *kilnv1.TranscodeTa
 	return s, nil
 }
 
+// newPartPublisher is the publisher of part i of a chunked transcode (-1:
+// the track, whose only rendition is the audio).
+func newPartPublisher(ctx context.Context, h *Handlers, p *kilnv1.TranscodeTask, out Outputs, i int, log *zap.Logger) (*segmentPublisher, error) {
+	plan := p.GetPlan()
+	s := &segmentPublisher{h: h, task: p, out: out, target: int(plan.GetSegmentSeconds()), grouping: groupingOf(plan), log: log,
+		part: true, chunk: i, first: firstSegment(plan, max(i, 0))}
+	if i > 0 {
+		s.grouping.lead = 0 // whole segments: the lead ones are chunk 0's
+	}
+	if i >= 0 {
+		for _, r := range plan.GetRungs() {
+			s.renditions = append(s.renditions, &renditionOutput{name: r.Name, rung: r})
+		}
+		return s, nil
+	}
+	if plan.GetHasAudio() {
+		whole, err := newSegmentPublisher(ctx, h, p, out, log) // the audio's stored playlist: its floor
+		if err != nil {
+			return nil, err
+		}
+		s.renditions = whole.renditions[len(whole.renditions)-1:]
+	}
+	s.onStarted = func(ctx context.Context) error {
+		all, err := h.cfg.Ledger.Record(ctx, p.JobId, p.Attempt, audioField, []byte("1"))
+		if err != nil {
+			return err
+		}
+		return h.afterPart(ctx, p, all, log)
+	}
+	return s, nil
+}
+
 // run syncs every SegmentPoll until ctx ends. A failed sync (storage
 // unavailable) is logged and tried again at the next tick; the final sync
 // after ffmpeg (finish) reports what is still failing.
@@ -172,8 +216,16 @@ func (s *segmentPublisher) sync(ctx context.Context, final bool) error {
 	// Playable once every rendition has a segment — at the latest when the
 	// run is over, so that playable always comes before READY.
 	if !s.playable && s.allStarted() {
-		if err := s.publishPlayable(ctx); err != nil {
-			return err
+		switch {
+		case s.onStarted != nil:
+			if err := s.onStarted(ctx); err != nil {
+				return err
+			}
+			s.playable = true
+		case !s.part:
+			if err := s.publishPlayable(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -214,7 +266,7 @@ func (s *segmentPublisher) syncRendition(ctx context.Context, r *renditionOutput
 	switch {
 	case len(r.segments) == 0 && final:
 		return fmt.Errorf("transcode: %s: ffmpeg wrote no segment", r.name)
-	case len(r.segments) == 0, len(r.segments) <= r.floor && !final:
+	case len(r.segments) == 0, len(r.segments) <= r.floor && !final, s.part && r.rung != nil:
 		return nil
 	}
 	return s.storePlaylist(ctx, r, dir, final)
@@ -224,7 +276,7 @@ func (s *segmentPublisher) syncRendition(ctx context.Context, r *renditionOutput
 // segment: one chunk as is, several end to end (an fMP4 segment may hold
 // several fragments, each moof and mdat in turn), and forgets their files.
 func (s *segmentPublisher) storeSegment(ctx context.Context, r *renditionOutput, dir string, chunks []playlist.Segment) error {
-	name := fmt.Sprintf(layout.SegmentPattern, len(r.segments))
+	name := fmt.Sprintf(layout.SegmentPattern, s.first+len(r.segments))
 	path := filepath.Join(dir, name)
 	seg := playlist.Segment{URI: name}
 	out, err := os.Create(path)
@@ -246,7 +298,20 @@ func (s *segmentPublisher) storeSegment(ctx context.Context, r *renditionOutput,
 		if len(chunks) == 1 {
 			keep = func(string) bool { return true }
 		}
-		n, err := copyBoxes(out, in, keep)
+		var src io.Reader = in
+		if r.shift > 0 { // a later chunk's fragments, moved to their place
+			data, err := io.ReadAll(in)
+			if err == nil {
+				data, err = shiftFragments(data, r.shift)
+			}
+			if err != nil {
+				in.Close()
+				out.Close()
+				return fmt.Errorf("transcode: %s: %w", c.URI, err)
+			}
+			src = bytes.NewReader(data)
+		}
+		n, err := copyBoxes(out, src, keep)
 		in.Close()
 		if err != nil {
 			out.Close()
@@ -291,7 +356,21 @@ func (s *segmentPublisher) storeInit(ctx context.Context, r *renditionOutput, di
 		if !ok {
 			return fmt.Errorf("transcode: %s: the init segment has no avcC box", r.name)
 		}
-		r.codecs = codecs
+		r.codecs, r.initSum = codecs, sha(data)
+		if s.part && s.chunk > 0 {
+			// Chunk 0's init is the rendition's: this one must be the same
+			// (afterPart compares the digests); its timescale places the
+			// chunk's fragments.
+			ts, ok := mediaTimescale(data)
+			if !ok {
+				return fmt.Errorf("transcode: %s: the init segment has no mdhd box", r.name)
+			}
+			if r.shift, err = chunkShift(s.task.GetPlan(), s.chunk, ts); err != nil {
+				return err
+			}
+			r.init = true
+			return nil
+		}
 	}
 	if err := s.h.cfg.Objects.PutFile(ctx, s.h.cfg.OutputsBucket, layout.SegmentKey(s.task.AssetId, r.name, layout.InitFile), path, "video/mp4"); err != nil {
 		return err

@@ -100,7 +100,9 @@ type Stills struct {
 	// video) of the poster candidates, ascending: PosterOffsets of the
 	// duration, and the first frame.
 	PosterFrames []int
-	offsets      map[int]float64 // frame → its offset in seconds
+	// PosterWidth and PosterHeight are the candidates' size: the top rung's.
+	PosterWidth, PosterHeight int32
+	offsets                   map[int]float64 // frame → its offset in seconds
 }
 
 // SpriteFile is the sprite sheet's file name (next to the storyboard).
@@ -109,7 +111,8 @@ const SpriteFile = "sprite.jpg"
 // NewStills plans the stills of a video plan lasting duration seconds.
 func NewStills(dir string, plan *kilnv1.Plan, duration float64) *Stills {
 	top := plan.GetRungs()[0]
-	st := &Stills{Dir: dir, Grid: NewStoryboardLayout(duration, int(top.Width), int(top.Height)), offsets: map[int]float64{0: 0}}
+	st := &Stills{Dir: dir, Grid: NewStoryboardLayout(duration, int(top.Width), int(top.Height)), offsets: map[int]float64{0: 0},
+		PosterWidth: top.Width, PosterHeight: top.Height}
 	if duration >= 1 { // a few frames: no room to choose
 		for _, frac := range PosterOffsets {
 			n := int(frac * duration * plan.GetFrameRate())

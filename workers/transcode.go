@@ -51,14 +51,30 @@ func TranscodeArgs(in Input, plan *kilnv1.Plan, out Outputs, opt EncodeOptions) 
 		args = append(args, audioArgs(plan)...)
 		return append(args, hlsArgs(plan, out.Dir(layout.AudioRendition))...)
 	}
-	n := len(plan.Rungs)
-	stills := out.Stills != nil
-	// [s0] feeds the ladder; [s<n>] the thumbnails (and sprite), [s<n+1>]
-	// the poster candidates.
-	branches := 1
-	if stills {
-		branches = 3
+	args = append(args, "-filter_complex", videoGraph(plan, "", out.Stills))
+	for i := range plan.Rungs {
+		args = append(args, rungArgs(plan, i, out, opt)...)
 	}
+	if plan.HasAudio {
+		args = append(args, "-map", audio, "-vn")
+		args = append(args, audioArgs(plan)...)
+		args = append(args, hlsArgs(plan, out.Dir(layout.AudioRendition))...)
+	}
+	if out.Stills != nil {
+		args = append(args, stillsArgs(out.Stills)...)
+	}
+	return args
+}
+
+// videoGraph is the filter graph of the video: the picture normalised
+// (deinterlace, tone-map, constant frame rate), then cut (cut, a chunk's
+// filters after the frame rate; "" for the whole video), and split into
+// the ladder of plan's rungs, a cascade that labels rung i [v<i>], and,
+// with stills (st not nil), the thumbnails, sprite and poster candidates
+// ([thumbs], [sprite], [posters]).
+func videoGraph(plan *kilnv1.Plan, cut string, st *Stills) string {
+	stills := st != nil
+	n := len(plan.Rungs)
 	var fg strings.Builder
 	fg.WriteString("[" + streamSpec(plan.VideoStream, "v") + "]")
 	norm := plan.GetNormalisation()
@@ -69,13 +85,20 @@ func TranscodeArgs(in Input, plan *kilnv1.Plan, out Outputs, opt EncodeOptions) 
 		fg.WriteString("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,")
 	}
 	fmt.Fprintf(&fg, "fps=%s", formatRate(plan.FrameRate))
-	if branches > 1 {
-		fmt.Fprintf(&fg, ",split=%d", branches)
+	fg.WriteString(cut)
+	// [s0] feeds the ladder; [s<n>] the thumbnails (and sprite), [s<n+1>]
+	// the poster candidates.
+	var labels []string
+	if n > 0 {
+		labels = append(labels, "[s0]")
 	}
-	fg.WriteString("[s0]")
-	for i := 1; i < branches; i++ {
-		fmt.Fprintf(&fg, "[s%d]", n+i-1)
+	if stills {
+		labels = append(labels, fmt.Sprintf("[s%d]", n), fmt.Sprintf("[s%d]", n+1))
 	}
+	if len(labels) > 1 {
+		fmt.Fprintf(&fg, ",split=%d", len(labels))
+	}
+	fg.WriteString(strings.Join(labels, ""))
 	// The ladder is a cascade: the top rung is scaled from the source,
 	// each next one from the rung above it (largest first), so no scaler
 	// reads a full-size picture but the first. The filter graph runs on
@@ -90,7 +113,6 @@ func TranscodeArgs(in Input, plan *kilnv1.Plan, out Outputs, opt EncodeOptions) 
 		}
 	}
 	if stills {
-		st, top := out.Stills, plan.Rungs[0]
 		g := st.Grid
 		// Thumbnails: one picture every Interval seconds, from 0; the same
 		// pictures tiled into the sprite (nb_frames: a sprite of Count
@@ -103,44 +125,46 @@ func TranscodeArgs(in Input, plan *kilnv1.Plan, out Outputs, opt EncodeOptions) 
 		for i, f := range st.PosterFrames {
 			sel[i] = "eq(n\\," + strconv.Itoa(f) + ")"
 		}
-		fmt.Fprintf(&fg, ";[s%d]select='%s',scale=%d:%d:flags=bicubic,setsar=1[posters]", n+1, strings.Join(sel, "+"), top.Width, top.Height)
+		w, h := st.PosterWidth, st.PosterHeight
+		fmt.Fprintf(&fg, ";[s%d]select='%s',scale=%d:%d:flags=bicubic,setsar=1[posters]", n+1, strings.Join(sel, "+"), w, h)
 	}
-	args = append(args, "-filter_complex", fg.String())
+	return fg.String()
+}
+
+// rungArgs encode rung i of plan ([v<i>] of videoGraph) to its HLS
+// rendition, with the fixed GOP every rung shares.
+func rungArgs(plan *kilnv1.Plan, i int, out Outputs, opt EncodeOptions) []string {
+	r := plan.Rungs[i]
 	gop := strconv.Itoa(int(plan.GopFrames))
 	gopSeconds := float64(plan.GopFrames) / plan.FrameRate
-	for i, r := range plan.Rungs {
-		br := r.VideoBitRate
-		args = append(args,
-			"-map", fmt.Sprintf("[v%d]", i),
-			"-c:v", "libx264", "-preset", opt.X264Preset, "-profile:v", "high",
-			"-b:v", strconv.FormatInt(br, 10),
-			"-maxrate", strconv.FormatInt(br*6/5, 10),
-			"-bufsize", strconv.FormatInt(br*2, 10),
-			"-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
-			"-force_key_frames", "expr:gte(t,n_forced*"+strconv.FormatFloat(gopSeconds, 'f', -1, 64)+")",
-		)
-		if norm.GetToneMap() {
-			args = append(args, "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709")
-		}
-		if opt.Threads > 0 {
-			args = append(args, "-threads", strconv.Itoa(opt.Threads))
-		}
-		args = append(args, "-an")
-		args = append(args, hlsArgs(plan, out.Dir(r.Name))...)
+	br := r.VideoBitRate
+	args := []string{
+		"-map", fmt.Sprintf("[v%d]", i),
+		"-c:v", "libx264", "-preset", opt.X264Preset, "-profile:v", "high",
+		"-b:v", strconv.FormatInt(br, 10),
+		"-maxrate", strconv.FormatInt(br*6/5, 10),
+		"-bufsize", strconv.FormatInt(br*2, 10),
+		"-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
+		"-force_key_frames", "expr:gte(t,n_forced*" + strconv.FormatFloat(gopSeconds, 'f', -1, 64) + ")",
 	}
-	if plan.HasAudio {
-		args = append(args, "-map", audio, "-vn")
-		args = append(args, audioArgs(plan)...)
-		args = append(args, hlsArgs(plan, out.Dir(layout.AudioRendition))...)
+	if plan.GetNormalisation().GetToneMap() {
+		args = append(args, "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709")
 	}
-	if stills {
-		st := out.Stills
-		args = append(args,
-			"-map", "[thumbs]", "-frames:v", strconv.Itoa(st.Grid.Count), "-q:v", "4", "-f", "image2", filepath.Join(st.Dir, "t_%05d.jpg"),
-			"-map", "[sprite]", "-frames:v", "1", "-q:v", "4", "-update", "1", "-f", "image2", filepath.Join(st.Dir, SpriteFile),
-			"-map", "[posters]", "-fps_mode", "passthrough", "-frames:v", strconv.Itoa(len(st.PosterFrames)), "-q:v", "3", "-f", "image2", filepath.Join(st.Dir, "poster_%d.jpg"))
+	if opt.Threads > 0 {
+		args = append(args, "-threads", strconv.Itoa(opt.Threads))
 	}
-	return args
+	args = append(args, "-an")
+	return append(args, hlsArgs(plan, out.Dir(r.Name))...)
+}
+
+// stillsArgs write the stills of videoGraph's [thumbs], [sprite] and
+// [posters] into st.Dir.
+func stillsArgs(st *Stills) []string {
+	return []string{
+		"-map", "[thumbs]", "-frames:v", strconv.Itoa(st.Grid.Count), "-q:v", "4", "-f", "image2", filepath.Join(st.Dir, "t_%05d.jpg"),
+		"-map", "[sprite]", "-frames:v", "1", "-q:v", "4", "-update", "1", "-f", "image2", filepath.Join(st.Dir, SpriteFile),
+		"-map", "[posters]", "-fps_mode", "passthrough", "-frames:v", strconv.Itoa(len(st.PosterFrames)), "-q:v", "3", "-f", "image2", filepath.Join(st.Dir, "poster_%d.jpg"),
+	}
 }
 
 // FFmpegPlaylist is the media playlist ffmpeg's HLS muxer keeps in each
@@ -251,6 +275,9 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 	}
 	if !p.GetPlan().GetAudioOnly() && len(p.GetPlan().GetRungs()) == 0 {
 		return tasks.Permanent(failure.Internal, "the plan has no rung", nil)
+	}
+	if p.GetPlan().GetChunking() != nil {
+		return h.transcodeChunked(ctx, &p, log)
 	}
 	src, err := h.presign(ctx, p.Source.GetBucket(), p.Source.GetKey())
 	if err != nil {

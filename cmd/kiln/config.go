@@ -132,6 +132,9 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 		oneOf("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"))
 	f.int64Flag(&c.MaxUploadBytes, "max-upload-bytes", "KILN_MAX_UPLOAD_BYTES", "largest accepted upload", atLeast[int64](1))
 	f.durFlag(&c.ShutdownTimeout, "shutdown-timeout", "KILN_SHUTDOWN_TIMEOUT", "time for running tasks to finish on SIGTERM", atLeast[time.Duration](0))
+	f.durFlag(&c.Chunks.Threshold, "chunk-threshold", "KILN_CHUNK_THRESHOLD", "sources longer than this are encoded in chunks, in parallel across the fleet (0 = never)", atLeast[time.Duration](0))
+	f.durFlag(&c.Chunks.Length, "chunk-length", "KILN_CHUNK_LENGTH", "length of a chunk (whole segments; the first is shorter)", atLeast(6*time.Second))
+	f.floatFlag(&c.Chunks.Share, "chunk-share", "KILN_CHUNK_SHARE", "part of the fleet's transcode slots one chunked job may hold at once", fraction)
 	f.durFlag(&c.TaskCheckInterval, "task-check-interval", "KILN_TASK_CHECK_INTERVAL", "how often an idle worker looks at its queues", atLeast(10*time.Millisecond))
 	f.strFlag(&c.LogLevel, "log-level", "KILN_LOG_LEVEL", "debug, info, warn or error", validLogLevel)
 	f.strFlag(&c.LogFormat, "log-format", "KILN_LOG_FORMAT", "json or console", oneOf("json", "console"))
@@ -558,4 +561,12 @@ func shortDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// fraction accepts a share in (0, 1].
+func fraction(v float64) error {
+	if v <= 0 || v > 1 {
+		return errors.New("must be more than 0 and at most 1")
+	}
+	return nil
 }

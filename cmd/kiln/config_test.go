@@ -97,9 +97,10 @@ func TestConfigApplied(t *testing.T) {
 			want: func(c *app.Config) { c.S3.Secure, c.WebhookAllowLoopback = true, true },
 		},
 		{
-			name: "durations", env: map[string]string{"KILN_PLAYBACK_TOKEN_TTL": "1h", "KILN_SHUTDOWN_TIMEOUT": "0s", "KILN_MAX_DURATION": "90m", "KILN_TASK_CHECK_INTERVAL": "20ms"},
+			name: "durations", env: map[string]string{"KILN_PLAYBACK_TOKEN_TTL": "1h", "KILN_SHUTDOWN_TIMEOUT": "0s", "KILN_MAX_DURATION": "90m", "KILN_TASK_CHECK_INTERVAL": "20ms", "KILN_CHUNK_THRESHOLD": "0s", "KILN_CHUNK_LENGTH": "30s"},
 			want: func(c *app.Config) {
 				c.PlaybackTokenTTL, c.ShutdownTimeout, c.Limits.MaxDuration, c.TaskCheckInterval = time.Hour, 0, 90*time.Minute, 20*time.Millisecond
+				c.Chunks.Threshold, c.Chunks.Length = 0, 30*time.Second
 			},
 		},
 		{
@@ -465,6 +466,9 @@ func TestHelpShowsAppDefaults(t *testing.T) {
 		"max-upload-bytes":        d.MaxUploadBytes,
 		"shutdown-timeout":        d.ShutdownTimeout,
 		"task-check-interval":     d.TaskCheckInterval,
+		"chunk-threshold":         d.Chunks.Threshold,
+		"chunk-length":            d.Chunks.Length,
+		"chunk-share":             d.Chunks.Share,
 		"log-level":               d.LogLevel,
 		"log-format":              d.LogFormat,
 		"pyroscope-url":           d.PyroscopeURL,

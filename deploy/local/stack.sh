@@ -584,7 +584,8 @@ start_stack() {
 	local webhook_env=(KILN_WEBHOOK_SECRET="$KILN_TEST_WEBHOOK_SECRET")
 	case "$MODE" in
 	up) webhook_env+=(KILN_WEBHOOK_ALLOW_LOOPBACK=true) ;;
-	test) webhook_env+=(KILN_WEBHOOK_ALLOW_LOOPBACK=true KILN_WEBHOOK_RETRY_SCHEDULE=200ms,500ms,1s,2s KILN_API_RATE_LIMIT=0) ;;
+	test) webhook_env+=(KILN_WEBHOOK_ALLOW_LOOPBACK=true KILN_WEBHOOK_RETRY_SCHEDULE=200ms,500ms,1s,2s KILN_API_RATE_LIMIT=0
+		KILN_CHUNK_THRESHOLD=30s KILN_CHUNK_LENGTH=12s) ;; # chunked: sources over 30 s (TestChunkedFramesAndSync)
 	esac
 	# bench: the suite runs the worker as a process of its own (its memory, its ffmpeg runs) and
 	# loads the playback routes from one address.

@@ -152,7 +152,9 @@ type Config struct {
 	// at its queues again (asynq's TaskCheckInterval): the latency of each
 	// hand-over from one stage to the next when the fleet is idle.
 	TaskCheckInterval time.Duration
-	Logger            *zap.Logger
+	// Chunks decides which sources are chunked (workers.ChunkConfig).
+	Chunks workers.ChunkConfig
+	Logger *zap.Logger
 	// TracerProvider traces the process (HTTP API, bus, tasks, ffmpeg
 	// runs, job events); main builds it from the OTEL_* variables
 	// (tracing.Setup). Nil traces nothing.
@@ -230,6 +232,7 @@ func Defaults() Config {
 
 		ShutdownTimeout:   25 * time.Second,
 		TaskCheckInterval: 25 * time.Millisecond,
+		Chunks:            workers.ChunkConfig{Threshold: 5 * time.Minute, Length: workers.DefaultChunkLength, Share: workers.DefaultChunkShare},
 
 		LogLevel:  "info",
 		LogFormat: "json",

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnvideo/kiln/internal/ledger"
+
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
@@ -70,6 +72,7 @@ func (p *process) worker(ctx context.Context) error {
 		FFmpeg: runner, Objects: objects, Events: p.bus, Queue: p.queue, Jobs: p.cancel,
 		OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,
 		Presets: presets, Limits: cfg.Limits, X264Preset: cfg.X264Preset, Logger: p.log.Named("worker"),
+		Chunks: cfg.Chunks, Ledger: ledger.New(p.redis), Fleet: fleet{p.inspector},
 	}).Register(mux)
 	packager.New(packager.Config{
 		FFmpeg: runner, Objects: objects, Events: p.bus, OutputsBucket: cfg.OutputsBucket, Jobs: p.cancel,
@@ -167,3 +170,20 @@ func (l asynqLogger) Info(args ...any)  { l.s.Info(args...) }
 func (l asynqLogger) Warn(args ...any)  { l.s.Warn(args...) }
 func (l asynqLogger) Error(args ...any) { l.s.Error(args...) }
 func (l asynqLogger) Fatal(args ...any) { l.s.Error(args...) }
+
+// fleet counts the fleet's transcode slots from the asynq servers' heartbeats.
+type fleet struct{ inspector *asynq.Inspector }
+
+func (f fleet) TranscodeSlots(context.Context) (int, error) {
+	servers, err := f.inspector.Servers()
+	if err != nil {
+		return 0, fmt.Errorf("fleet: %w", err)
+	}
+	n := 0
+	for _, s := range servers {
+		if _, ok := s.Queues[tasks.QueueTranscode]; ok && s.Status != "closed" {
+			n += s.Concurrency
+		}
+	}
+	return max(n, 1), nil
+}

@@ -5,6 +5,7 @@
 package objstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,10 @@ import (
 
 // ErrNotFound is returned (wrapped) when an object does not exist.
 var ErrNotFound = errors.New("object not found")
+
+// ErrChanged is returned (wrapped) by PutIfMatch when the stored object is
+// no longer the one its ETag named.
+var ErrChanged = errors.New("the stored object changed")
 
 // ErrTooLarge is returned (wrapped) when an object exceeds a read bound.
 var ErrTooLarge = errors.New("object too large")
@@ -264,6 +269,47 @@ func (c *Client) Get(ctx context.Context, bucket, key string, maxBytes int64) ([
 		return nil, fmt.Errorf("objstore: get %s/%s: %w (limit %d bytes)", bucket, key, ErrTooLarge, maxBytes)
 	}
 	return data, nil
+}
+
+// GetETag reads a small object whole, with its ETag; a missing object is
+// nil data and "" (no error): what PutIfMatch then creates.
+func (c *Client) GetETag(ctx context.Context, bucket, key string, maxBytes int64) ([]byte, string, error) {
+	obj, info, err := c.Open(ctx, bucket, key)
+	if errors.Is(err, ErrNotFound) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	defer obj.Close()
+	if info.Size > maxBytes {
+		return nil, "", fmt.Errorf("objstore: get %s/%s: %w (limit %d bytes)", bucket, key, ErrTooLarge, maxBytes)
+	}
+	data, err := io.ReadAll(io.LimitReader(obj, maxBytes+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("objstore: get %s/%s: %w", bucket, key, wrapNotFound(err))
+	}
+	return data, info.ETag, nil
+}
+
+// PutIfMatch writes data to bucket/key only over the object whose ETag is
+// etag — or, for "", only where there is none — and returns ErrChanged
+// otherwise (a compare-and-swap: S3's conditional writes).
+func (c *Client) PutIfMatch(ctx context.Context, bucket, key string, data []byte, contentType, etag string) error {
+	opts := minio.PutObjectOptions{ContentType: contentType}
+	if etag == "" {
+		opts.SetMatchETagExcept("*")
+	} else {
+		opts.SetMatchETag(etag)
+	}
+	_, err := c.mc.PutObject(ctx, bucket, key, bytes.NewReader(data), int64(len(data)), opts)
+	if code := minio.ToErrorResponse(err).Code; code == "PreconditionFailed" || code == "ConditionalRequestConflict" {
+		return fmt.Errorf("objstore: put %s/%s: %w", bucket, key, ErrChanged)
+	}
+	if err != nil {
+		return fmt.Errorf("objstore: put %s/%s: %w", bucket, key, err)
+	}
+	return nil
 }
 
 // PresignGet returns a URL that reads bucket/key without credentials until

@@ -28,6 +28,10 @@ const (
 	TypeProbe     = "kiln:probe"
 	TypeTranscode = "kiln:transcode"
 	TypePackage   = "kiln:package"
+	// A chunked transcode (Plan.chunking) is many tasks: one per chunk of
+	// the video, and the track (the audio and the stills) beside them.
+	TypeTranscodeChunk = "kiln:transcode:chunk"
+	TypeTranscodeTrack = "kiln:transcode:track"
 )
 
 // Queues, one per stage, so a long transcode cannot starve short stages.
@@ -66,6 +70,9 @@ var stages = [...]Stage{
 	{Type: TypeProbe, Queue: QueueProbe, Timeout: ProbeTimeout, MaxRetry: stageRetries},
 	{Type: TypeTranscode, Queue: QueueTranscode, Timeout: 10 * time.Minute, MaxRetry: stageRetries},
 	{Type: TypePackage, Queue: QueuePackage, Timeout: PackageTimeout, MaxRetry: stageRetries},
+	// The parts of a chunked transcode, in its queue.
+	{Type: TypeTranscodeChunk, Queue: QueueTranscode, Timeout: 10 * time.Minute, MaxRetry: stageRetries},
+	{Type: TypeTranscodeTrack, Queue: QueueTranscode, Timeout: 10 * time.Minute, MaxRetry: stageRetries},
 }
 
 // Stages returns the pipeline stages in pipeline order.
@@ -126,6 +133,21 @@ func NewProbeTask(ctx context.Context, p *kilnv1.ProbeTask) (Command, error) {
 // follows the probed duration.
 func NewTranscodeTask(ctx context.Context, p *kilnv1.TranscodeTask) (Command, error) {
 	return newStageTask(ctx, stages[1], TaskID(TypeTranscode, p.GetJobId(), p.GetAttempt()), p, TranscodeTimeout(p.GetMedia()))
+}
+
+// NewTranscodeChunkTask is chunk p.Chunk of one attempt's chunked
+// transcode; its time limit follows the chunk's length.
+func NewTranscodeChunkTask(ctx context.Context, p *kilnv1.TranscodeTask) (Command, error) {
+	id := TaskID(TypeTranscodeChunk, p.GetJobId(), p.GetAttempt()) + ":" + strconv.Itoa(int(p.GetChunk()))
+	c := p.GetPlan().GetChunking()
+	seconds := float64(max(c.GetFrames(), c.GetLeadFrames())) / max(p.GetPlan().GetFrameRate(), 1)
+	return newStageTask(ctx, stages[3], id, p, TranscodeTimeout(&kilnv1.MediaInfo{DurationSeconds: seconds}))
+}
+
+// NewTranscodeTrackTask is the track (the audio and the stills, the whole
+// length) of one attempt's chunked transcode.
+func NewTranscodeTrackTask(ctx context.Context, p *kilnv1.TranscodeTask) (Command, error) {
+	return newStageTask(ctx, stages[4], TaskID(TypeTranscodeTrack, p.GetJobId(), p.GetAttempt()), p, TranscodeTimeout(p.GetMedia()))
 }
 
 // NewPackageTask is the MP4 download of one attempt of a job, or — when p.Only

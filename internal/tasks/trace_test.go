@@ -45,6 +45,12 @@ func stageCommands(t *testing.T, ctx context.Context) map[string]struct {
 	transcode := &kilnv1.TranscodeTask{JobId: "j1", AssetId: "a1", Attempt: 2, Media: &kilnv1.MediaInfo{DurationSeconds: 3}}
 	c, err = tasks.NewTranscodeTask(ctx, transcode)
 	add(c, err, transcode, &kilnv1.TranscodeTask{})
+	chunk := &kilnv1.TranscodeTask{JobId: "j1", AssetId: "a1", Attempt: 2, Chunk: 3,
+		Plan: &kilnv1.Plan{FrameRate: 30, Chunking: &kilnv1.Chunking{Count: 5, LeadFrames: 180, Frames: 1800}}}
+	c, err = tasks.NewTranscodeChunkTask(ctx, chunk)
+	add(c, err, chunk, &kilnv1.TranscodeTask{})
+	c, err = tasks.NewTranscodeTrackTask(ctx, transcode)
+	add(c, err, transcode, &kilnv1.TranscodeTask{})
 	pkg := &kilnv1.PackageTask{JobId: "j1", AssetId: "a1", Attempt: 2, Only: "360p", RenditionRetry: 1}
 	c, err = tasks.NewPackageTask(ctx, pkg)
 	add(c, err, pkg, &kilnv1.PackageTask{})

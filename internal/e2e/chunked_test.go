@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"math"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestChunkedFramesAndSync: a source past the test stack's chunk threshold
+// (KILN_CHUNK_THRESHOLD=30s, KILN_CHUNK_LENGTH=12s: chunks of 6, 12, 12 and
+// 10 s) is encoded in chunks by the fleet. Every rendition decodes to the
+// source's exact frame count with one frame's step between timestamps
+// everywhere (no frame lost or repeated at a boundary), every frame of the
+// top rendition is the source's frame at that place (PSNR against the
+// source: a frame off by one at a boundary scores far lower on this moving
+// picture), and the one audio track spans the video within a frame.
+func TestChunkedFramesAndSync(t *testing.T) {
+	s := needStack(t)
+	const seconds, fps = 40, 30
+	clip := makeClip(t, "chunked.mp4", seconds, "640x360")
+	code, up, e := s.uploadMultipart(t, clip, "")
+	if code != http.StatusAccepted {
+		t.Fatalf("upload: %d %+v", code, e)
+	}
+	if j := s.waitJob(t, up.JobID, jobTimeout); j.State != "ready" {
+		t.Fatalf("job %s ended %q (%+v)", up.JobID, j.State, j.Error)
+	}
+	var job struct {
+		Plan struct {
+			Decisions []string `json:"decisions"`
+		} `json:"plan"`
+	}
+	s.do(t, http.MethodGet, "/v1/jobs/"+up.JobID, nil, "", &job)
+	if !strings.Contains(strings.Join(job.Plan.Decisions, "\n"), "chunked: 4 chunks") {
+		t.Fatalf("plan decisions %q: not chunked in 4", job.Plan.Decisions)
+	}
+	var asset assetView
+	if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK || asset.Playback == nil {
+		t.Fatalf("GET asset: %d %+v", code, asset)
+	}
+	master := string(fetch(t, asset.Playback.HLS, 1<<20))
+	variants, err := variantURLs(asset.Playback.HLS, master)
+	if err != nil || len(variants) < 2 {
+		t.Fatalf("variants of\n%s: %v", master, err)
+	}
+	for _, v := range variants {
+		pts := framePTS(t, v, "v:0")
+		if len(pts) != seconds*fps {
+			t.Errorf("%s: %d frames, want %d", v, len(pts), seconds*fps)
+		}
+		for i := 1; i < len(pts); i++ {
+			if step := pts[i] - pts[i-1]; math.Abs(step-1.0/fps) > 0.25/fps {
+				t.Errorf("%s: frame %d at %.4f s, %.4f s after frame %d (want %.4f): a boundary lost or repeated a frame", v, i, pts[i], step, i-1, 1.0/fps)
+				break
+			}
+		}
+	}
+	top := variants[len(variants)-1]
+	// The top rung is the source's size: compare picture by picture.
+	out, err := exec.CommandContext(t.Context(), "ffmpeg", "-v", "error", "-i", top, "-i", clip,
+		"-lavfi", "[0:v]setpts=PTS-STARTPTS[a];[1:v]setpts=PTS-STARTPTS[b];[a][b]psnr=stats_file=-", "-f", "null", "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("psnr: %v\n%s", err, out)
+	}
+	worst, frames := math.Inf(1), 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		for f := range strings.FieldsSeq(sc.Text()) {
+			if v, ok := strings.CutPrefix(f, "psnr_avg:"); ok {
+				p, err := strconv.ParseFloat(v, 64)
+				if v == "inf" {
+					p, err = 100, nil
+				}
+				if err == nil {
+					worst, frames = min(worst, p), frames+1
+				}
+			}
+		}
+	}
+	if frames != seconds*fps || worst < 25 {
+		t.Errorf("top rendition against the source: %d frames compared, worst PSNR %.1f dB (want %d frames, every one ≥ 25 dB)", frames, worst, seconds*fps)
+	}
+	t.Logf("chunked: %d frames per rendition, worst PSNR of the top one %.1f dB", seconds*fps, worst)
+
+	// The audio: one track from 0 to the video's end.
+	audio := framePTS(t, audioURL(t, asset.Playback.HLS, master), "a:0")
+	if len(audio) == 0 {
+		t.Fatal("no audio frames")
+	}
+	if audio[0] > 1.0/fps {
+		t.Errorf("audio starts at %.4f s, the video at 0", audio[0])
+	}
+	if end := audio[len(audio)-1]; math.Abs(end-float64(seconds)) > 2.0/fps+0.03 {
+		t.Errorf("the audio's last frame at %.4f s, the video ends at %d s", end, seconds)
+	}
+}
+
+// framePTS are the presentation times of every frame of stream sel of the
+// HLS playlist u, in seconds, in decoding order.
+func framePTS(t *testing.T, u, sel string) []float64 {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), "ffprobe", "-v", "error", "-select_streams", sel, "-show_entries", "frame=pts_time",
+		"-of", "csv=p=0", u).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", u, err)
+	}
+	var pts []float64
+	for line := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
+		if v, err := strconv.ParseFloat(strings.Trim(line, ", "), 64); err == nil {
+			pts = append(pts, v)
+		}
+	}
+	return pts
+}
+
+// audioURL is the audio rendition's playlist URL named by the master.
+func audioURL(t *testing.T, base, master string) string {
+	t.Helper()
+	for line := range strings.SplitSeq(master, "\n") {
+		if !strings.HasPrefix(line, "#EXT-X-MEDIA:TYPE=AUDIO") {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, `URI="`)
+		uri, _, _ := strings.Cut(rest, `"`)
+		if ok {
+			u, err := variantURLs(base, "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n"+uri+"\n")
+			if err == nil && len(u) == 1 {
+				return u[0]
+			}
+		}
+	}
+	t.Fatalf("no audio rendition in\n%s", master)
+	return ""
+}

@@ -384,6 +384,11 @@ func (r *Reconciler) jobs(ctx context.Context, now time.Time, rep *Report) error
 //     package payloads carry worker outputs the catalog does not know.
 func (r *Reconciler) job(ctx context.Context, now time.Time, j *Job, rep *Report, log *zap.Logger) error {
 	attempt := tasks.NormAttempt(j.Attempt)
+	// A chunked transcode runs as its parts' tasks once the transcode's
+	// own task has queued them: any of them live, the job is moving.
+	if live, err := r.partsLive(j, attempt); err != nil || live {
+		return err
+	}
 	states := make([]taskState, len(pipeline))
 	last := -1
 	for i, typ := range pipeline {
@@ -461,6 +466,31 @@ func (r *Reconciler) taskState(typ, jobID string, attempt int32) (taskState, *as
 		state, info, err = s, i, e
 	}
 	return state, info, err
+}
+
+// partsLive reports whether a task of the job's chunked transcode (a
+// chunk, or the track, or a rescue copy of one) will still run.
+func (r *Reconciler) partsLive(j *Job, attempt int32) (bool, error) {
+	c := j.Plan.GetChunking()
+	if c == nil {
+		return false, nil
+	}
+	ids := []string{tasks.TaskID(tasks.TypeTranscodeTrack, j.ID, attempt)}
+	for i := range int(c.GetCount()) {
+		ids = append(ids, tasks.ChunkTaskID(j.ID, attempt, i))
+	}
+	for _, id := range ids {
+		for _, id := range []string{id, lease.RescueID(id)} {
+			st, _, err := r.oneTaskState(tasks.QueueTranscode, id)
+			if err != nil {
+				return false, err
+			}
+			if st == taskLive {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 func (r *Reconciler) oneTaskState(queue, id string) (taskState, *asynq.TaskInfo, error) {

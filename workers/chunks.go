@@ -159,12 +159,12 @@ func ChunkArgs(in Input, plan *kilnv1.Plan, i int, out Outputs, opt EncodeOption
 	} else {
 		in.Seek = max(0, float64(start)/fps-chunkSeekMargin)
 	}
+	// The trim's end stops the run (ffmpeg reads no further once every
+	// output ended). in.Seconds stays the whole source's bound: -t counts
+	// from the key frame the seek lands on, which may be any way before.
 	cut += ",trim=start_pts=" + strconv.FormatInt(start, 10)
 	if end > 0 {
 		cut += ":end_pts=" + strconv.FormatInt(end, 10)
-		in.Seconds = min(in.Seconds, float64(end)/fps-in.Seek+2)
-	} else if in.Seconds > 0 {
-		in.Seconds = max(in.Seconds-in.Seek, 1)
 	}
 	cut += ",setpts=PTS-STARTPTS"
 	args := InputArgs(in)

@@ -49,6 +49,7 @@ type Publisher interface {
 type Tasks interface {
 	DeleteTask(queue, id string) error
 	CancelProcessing(id string) error
+	ListActiveTasks(queue string, opts ...asynq.ListOption) ([]*asynq.TaskInfo, error)
 }
 
 var _ Tasks = (*asynq.Inspector)(nil)
@@ -147,6 +148,9 @@ func (c *Service) Cancel(ctx context.Context, jobID, assetID string) error {
 			return fmt.Errorf("cancel: %s: %w", id, err)
 		}
 	}
+	if err := c.cancelParts(jobID, attempt); err != nil {
+		return err
+	}
 	ev := jobevent.New(jobID, assetID, attempt, kilnv1.JobState_JOB_STATE_CANCELED, "canceled")
 	ev.Error = &kilnv1.JobError{Code: failure.Canceled, Message: failure.MessageCanceled}
 	if err := c.Events.PublishJobEvent(ctx, ev); err != nil {
@@ -154,6 +158,36 @@ func (c *Service) Cancel(ctx context.Context, jobID, assetID string) error {
 	}
 	c.Logger.Info("job canceled", zap.String("job_id", jobID))
 	return nil
+}
+
+// cancelParts stops the running parts (chunks, track) of the attempt's
+// chunked transcode: their task ids carry a chunk number, so they are
+// found among the transcode queue's active tasks. Queued ones are dropped
+// by Middleware when their turn comes.
+func (c *Service) cancelParts(jobID string, attempt int32) error {
+	const pageSize = 500
+	for page := 1; ; page++ {
+		infos, err := c.Inspector.ListActiveTasks(tasks.QueueTranscode, asynq.PageSize(pageSize), asynq.Page(page))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("cancel: %s: active tasks: %w", jobID, err)
+		}
+		for _, ti := range infos {
+			if ti.Type != tasks.TypeTranscodeChunk && ti.Type != tasks.TypeTranscodeTrack {
+				continue
+			}
+			if j, _, a := tasks.Head(asynq.NewTask(ti.Type, ti.Payload)); j == jobID && a == tasks.NormAttempt(attempt) {
+				if err := c.Inspector.CancelProcessing(ti.ID); err != nil {
+					return fmt.Errorf("cancel: %s: %w", ti.ID, err)
+				}
+			}
+		}
+		if len(infos) < pageSize {
+			return nil
+		}
+	}
 }
 
 // Middleware drops a stage task (probe, transcode, thumbnail, package) of a

@@ -138,10 +138,15 @@ func NewTranscodeTask(ctx context.Context, p *kilnv1.TranscodeTask) (Command, er
 // NewTranscodeChunkTask is chunk p.Chunk of one attempt's chunked
 // transcode; its time limit follows the chunk's length.
 func NewTranscodeChunkTask(ctx context.Context, p *kilnv1.TranscodeTask) (Command, error) {
-	id := TaskID(TypeTranscodeChunk, p.GetJobId(), p.GetAttempt()) + ":" + strconv.Itoa(int(p.GetChunk()))
+	id := ChunkTaskID(p.GetJobId(), p.GetAttempt(), int(p.GetChunk()))
 	c := p.GetPlan().GetChunking()
 	seconds := float64(max(c.GetFrames(), c.GetLeadFrames())) / max(p.GetPlan().GetFrameRate(), 1)
 	return newStageTask(ctx, stages[3], id, p, TranscodeTimeout(&kilnv1.MediaInfo{DurationSeconds: seconds}))
+}
+
+// ChunkTaskID is the TaskID of chunk i of one attempt's chunked transcode.
+func ChunkTaskID(jobID string, attempt int32, i int) string {
+	return TaskID(TypeTranscodeChunk, jobID, attempt) + ":" + strconv.Itoa(i)
 }
 
 // NewTranscodeTrackTask is the track (the audio and the stills, the whole

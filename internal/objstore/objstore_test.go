@@ -603,3 +603,42 @@ func TestNotifyObjectCreatedBadARN(t *testing.T) {
 		t.Error("NotifyObjectCreated(bad arn): nil error")
 	}
 }
+
+// TestPutIfMatch: a conditional write creates only what is missing,
+// replaces only the copy it read, and says ErrChanged otherwise.
+func TestPutIfMatch(t *testing.T) {
+	cfg := s3Config(t)
+	c, err := objstore.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := bucketName(t)
+	dropBucket(t, cfg, bucket)
+	ctx := t.Context()
+	if err := c.EnsureBuckets(ctx, bucket); err != nil {
+		t.Fatal(err)
+	}
+	data, etag, err := c.GetETag(ctx, bucket, "p.m3u8", 1<<10)
+	if err != nil || data != nil || etag != "" {
+		t.Fatalf("GetETag of a missing object: %q %q %v", data, etag, err)
+	}
+	if err := c.PutIfMatch(ctx, bucket, "p.m3u8", []byte("one"), "text/plain", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PutIfMatch(ctx, bucket, "p.m3u8", []byte("again"), "text/plain", ""); !errors.Is(err, objstore.ErrChanged) {
+		t.Errorf("create over an existing object: %v, want ErrChanged", err)
+	}
+	data, etag, err = c.GetETag(ctx, bucket, "p.m3u8", 1<<10)
+	if err != nil || string(data) != "one" || etag == "" {
+		t.Fatalf("GetETag: %q %q %v", data, etag, err)
+	}
+	if err := c.PutIfMatch(ctx, bucket, "p.m3u8", []byte("two"), "text/plain", etag); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PutIfMatch(ctx, bucket, "p.m3u8", []byte("stale"), "text/plain", etag); !errors.Is(err, objstore.ErrChanged) {
+		t.Errorf("write over a copy that changed: %v, want ErrChanged", err)
+	}
+	if data, _, _ := c.GetETag(ctx, bucket, "p.m3u8", 1<<10); string(data) != "two" {
+		t.Errorf("stored %q, want two", data)
+	}
+}

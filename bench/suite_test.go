@@ -51,15 +51,17 @@ type scale struct {
 	concurrency int
 	// P7: how many one-second clips.
 	clips int
+	// P4: the 1080p clip encoded whole and in chunks.
+	chunkSeconds float64
 }
 
 func scaleFromEnv() scale {
 	if os.Getenv(QuickEnv) == "1" {
 		return scale{quick: true, e2eSeconds: 8, longSeconds: 16, ladderSeconds: 4,
-			uploadBytes: 512 << 20, loadFor: 2 * time.Second, concurrency: 16, clips: 8}
+			uploadBytes: 512 << 20, loadFor: 2 * time.Second, concurrency: 16, clips: 8, chunkSeconds: 14}
 	}
 	return scale{e2eSeconds: 60, longSeconds: 300, ladderSeconds: 12,
-		uploadBytes: 4 << 30, loadFor: 5 * time.Second, concurrency: 16, clips: 50}
+		uploadBytes: 4 << 30, loadFor: 5 * time.Second, concurrency: 16, clips: 50, chunkSeconds: 20}
 }
 
 // Row is one line of the results table. Side A is kiln's unless said
@@ -200,6 +202,7 @@ func BenchmarkSuite(b *testing.B) {
 		run  func(*testing.B) []Row
 	}{
 		{"P3", s.p3},
+		{"P4", s.p4},
 		{"P1_P2", s.p1p2},
 		{"P5_ingest", s.p5Ingest},
 		{"P6", s.p6},

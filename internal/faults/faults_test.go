@@ -77,6 +77,32 @@ var scenarios = []scenario{
 	{"redis_flushed", false, redisFlushed, fastReconcile},
 	{"webhook_down", false, webhookDown, webhookEnv},
 	{"upload_burst", false, uploadBurst, burstEnv},
+	{"chunk_kill", false, chunkKill, chunkEnv},
+}
+
+// chunkEnv chunks sources over 20 s, in 6 s chunks.
+var chunkEnv = map[string][]string{"worker": {"KILN_CHUNK_THRESHOLD=20s", "KILN_CHUNK_LENGTH=6s"}}
+
+// chunkKill: kill -9 a worker while it encodes a part (a chunk or the
+// track) of a chunked transcode. Only that part runs again (the others'
+// results are in the job's ledger); the job ends ready, once.
+func chunkKill(c *cluster, r *result) {
+	jobs := c.submit(append([]clipSpec{{45, 640, 360}}, small...), true)
+	i, ff := c.waitTranscode(2 * time.Minute)
+	time.Sleep(300 * time.Millisecond)
+	victim := c.workers[i]
+	pid := victim.Pid()
+	victim.Kill()
+	t0 := time.Now()
+	c.t.Logf("killed %s (pid %d) with -9 mid-part (ffmpeg %d)", victim.Name, pid, ff.pid)
+	if !waitGone(ff.pid, 5*time.Second) {
+		c.problem(r, "ffmpeg %d outlived its worker %s (pid %d) by 5 s", ff.pid, victim.Name, pid)
+	}
+	time.Sleep(2 * time.Second)
+	if err := victim.StartReady(readyTimeout); err != nil {
+		c.t.Fatal(err)
+	}
+	c.finish(r, jobs, t0)
 }
 
 // small is the usual load of a scenario: tiny clips, 2 to 4 s at 320x180.

@@ -427,8 +427,8 @@ const streamRetryAfter = 5
 
 // jobEvents answers GET /v1/jobs/{id}/events with a text/event-stream: an
 // "job" event with the current job, then one per change of its state,
-// attempt, progress or playable time, a comment every heartbeat, until the
-// job ends (or the client goes). When the job is playable and not ended yet
+// attempt, progress, chunk counts or playable time, a comment every
+// heartbeat, until the job ends (or the client goes). When the job is playable and not ended yet
 // — on the first event, or when it becomes so — a "playable" event with
 // the same job follows its "job" event: the moment a player can start
 // (playable_at set), once per attempt and stream. Every write has
@@ -517,7 +517,8 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("job events: read job", zap.String("job_id", j.ID), zap.Error(err))
 			continue
 		}
-		if cur.State == last.State && cur.Attempt == last.Attempt && cur.Progress == last.Progress && cur.PlayableAt.Equal(last.PlayableAt) {
+		if cur.State == last.State && cur.Attempt == last.Attempt && cur.Progress == last.Progress && cur.PlayableAt.Equal(last.PlayableAt) &&
+			cur.Chunks == last.Chunks {
 			continue
 		}
 		if !send(cur) || cur.State.Terminal() {

@@ -534,6 +534,15 @@ func TestOpenAPI(t *testing.T) {
 		}
 	}
 	check("Job", f.do(t, http.MethodGet, "/v1/jobs/"+id, ""))
+	chunked, _ := testJob("openapi-chunks")
+	ev := event(chunked, transcoding, 0.5)
+	ev.ChunksDone, ev.ChunksTotal = 2, 4
+	f.apply(t, event(chunked, queued, 0), ev)
+	if rec := f.do(t, http.MethodGet, "/v1/jobs/"+chunked, ""); !strings.Contains(rec.Body.String(), `"chunks"`) {
+		t.Errorf("chunked job without chunks: %s", rec.Body)
+	} else {
+		check("Job", rec)
+	}
 	check("JobList", f.do(t, http.MethodGet, "/v1/jobs?limit=1", ""))
 	check("Asset", f.do(t, http.MethodGet, "/v1/assets/"+asset, ""))
 	check("Asset", pf.get(t, "/v1/assets/"+pf.signed, "Authorization", "Bearer "+testKey))
@@ -544,12 +553,15 @@ func TestOpenAPI(t *testing.T) {
 
 // validate is a small JSON Schema checker: $ref, type (one or a list),
 // required, properties, items, oneOf; enough for kiln's response schemas.
+// An object with properties declared and no additionalProperties may have
+// no others: a response field missing from the document is an error.
 func validate(schemas map[string]json.RawMessage, raw json.RawMessage, v any, at string) []string {
 	var s struct {
 		Ref        string                     `json:"$ref"`
 		Type       json.RawMessage            `json:"type"`
 		Required   []string                   `json:"required"`
 		Properties map[string]json.RawMessage `json:"properties"`
+		Additional json.RawMessage            `json:"additionalProperties"`
 		Items      json.RawMessage            `json:"items"`
 		OneOf      []json.RawMessage          `json:"oneOf"`
 		Enum       []any                      `json:"enum"`
@@ -600,6 +612,13 @@ func validate(schemas map[string]json.RawMessage, raw json.RawMessage, v any, at
 		for name, sub := range s.Properties {
 			if pv, ok := v[name]; ok {
 				errs = append(errs, validate(schemas, sub, pv, at+"."+name)...)
+			}
+		}
+		if len(s.Properties) > 0 && len(s.Additional) == 0 {
+			for name := range v {
+				if _, ok := s.Properties[name]; !ok {
+					errs = append(errs, at+": property "+name+" is not in the document")
+				}
 			}
 		}
 	case []any:

@@ -43,6 +43,10 @@ type Fact struct {
 	// READY). Its bandwidths are estimates and its duration the expected
 	// one.
 	Playable bool
+	// ChunksDone and ChunksTotal are a chunked transcode's progress: chunks
+	// encoded and stored, out of how many; both 0 when the transcode is not
+	// chunked. 0 ≤ ChunksDone ≤ ChunksTotal.
+	ChunksDone, ChunksTotal int32
 }
 
 // DownloadOnly reports whether f is a partial READY that only names the
@@ -102,6 +106,10 @@ func FactOf(ev *kilnv1.JobEvent, now time.Time) (*Fact, error) {
 	f.Progress = min(f.Progress, 1)
 	if st == StateReady {
 		f.Progress = 1
+	}
+	if total := ev.GetChunksTotal(); total > 0 {
+		f.ChunksTotal = total
+		f.ChunksDone = min(max(ev.GetChunksDone(), 0), total)
 	}
 	f.Preset = ev.GetPreset()
 	if st == StateQueued {

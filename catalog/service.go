@@ -444,8 +444,15 @@ type (
 		Timestamps map[State]time.Time  `json:"timestamps"`
 		// PlayableAt is when the attempt's outputs started to play (its
 		// playable event), before READY; absent until then.
-		PlayableAt *time.Time        `json:"playable_at,omitempty"`
-		Links      map[string]string `json:"links"`
+		PlayableAt *time.Time `json:"playable_at,omitempty"`
+		// Chunks is a chunked transcode's progress; absent for a job that
+		// is not chunked.
+		Chunks *chunksJSON       `json:"chunks,omitempty"`
+		Links  map[string]string `json:"links"`
+	}
+	chunksJSON struct {
+		Done  int32 `json:"done"`
+		Total int32 `json:"total"`
 	}
 	// renditionStateJSON is one rung of a job's plan and how far it is.
 	renditionStateJSON struct {
@@ -523,6 +530,7 @@ func (s *Service) jobView(j *Job) (jobJSON, error) {
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, Timestamps: j.Timestamps,
 		Renditions: renditionStates(j),
 		PlayableAt: timeOrNil(j.PlayableAt),
+		Chunks:     chunksOrNil(j.Chunks),
 		Links: map[string]string{
 			"self":   s.public + "/v1/jobs/" + j.ID,
 			"asset":  s.public + "/v1/assets/" + j.AssetID,
@@ -548,6 +556,14 @@ func timeOrNil(t time.Time) *time.Time {
 		return nil
 	}
 	return &t
+}
+
+// chunksOrNil is the JSON of c, nil for a job that is not chunked.
+func chunksOrNil(c Chunks) *chunksJSON {
+	if c.Total <= 0 {
+		return nil
+	}
+	return &chunksJSON{Done: c.Done, Total: c.Total}
 }
 
 // Rendition states of the API beside the job states.

@@ -96,6 +96,8 @@ type Current struct {
 	State    State
 	Progress float64
 	Attempt  int32
+	// ChunksDone and ChunksTotal are the job's chunk counts (Job.Chunks).
+	ChunksDone, ChunksTotal int32
 	// Deleted: the job (and its asset) were deleted.
 	Deleted bool
 }
@@ -112,10 +114,10 @@ const (
 	// playable time).
 	ActionCreate Action = iota + 1
 	// ActionNewAttempt starts the job over from the event of a newer
-	// attempt (a retry): state, progress, attempt, error and per-state
-	// times are reset to the event's, the playable time cleared, the asset,
-	// renditions and rendition failures removed (and written again by a
-	// READY or a playable event). Source, preset and
+	// attempt (a retry): state, progress, chunk counts, attempt, error and
+	// per-state times are reset to the event's, the playable time cleared,
+	// the asset, renditions and rendition failures removed (and written
+	// again by a READY or a playable event). Source, preset and
 	// policy are only filled in; media and plan overwritten when carried.
 	ActionNewAttempt
 	// ActionAdvance moves the job forward (or fails/cancels it): state,
@@ -125,8 +127,11 @@ const (
 	// keeping a download recorded before it when it names none); a playable
 	// event writes it as well and records the job's playable time.
 	ActionAdvance
-	// ActionProgress raises the progress within the current state (media and
-	// plan overwritten when carried).
+	// ActionProgress raises the progress, or at the same progress the
+	// chunk counts, within the current state (media and plan overwritten
+	// when carried); chunk counts are never lowered. An event of a lower
+	// progress changes nothing, whatever its chunks: every change reports
+	// a progress no lower than the last (job.progress webhooks).
 	ActionProgress
 	// ActionBackfill ignores a stale, repeated or post-terminal event of the
 	// current attempt except for the facts the job lacks: preset, source,
@@ -196,11 +201,17 @@ func Decide(cur Current, f *Fact) Action {
 		return ActionAdvance
 	case f.Playable && !cur.State.Terminal():
 		return ActionPlayable
-	case cur.State == f.State && !cur.State.Terminal() && f.Progress > cur.Progress:
+	case cur.State == f.State && !cur.State.Terminal() && (f.Progress > cur.Progress || f.Progress == cur.Progress && f.raisesChunks(cur)):
 		return ActionProgress
 	default: // stale, repeated, or after a terminal state
 		return ActionBackfill
 	}
+}
+
+// raisesChunks reports whether f carries more chunks done, or a larger
+// total, than the job records.
+func (f *Fact) raisesChunks(cur Current) bool {
+	return f.ChunksDone > cur.ChunksDone || f.ChunksTotal > cur.ChunksTotal
 }
 
 // WritesAsset reports whether an action taken on f records the asset's

@@ -76,6 +76,14 @@ func TestDecide(t *testing.T) {
 	download := func(attempt int32) *Fact {
 		return &Fact{State: StateReady, Attempt: attempt, Progress: 1, Partial: true, Outputs: &kilnv1.AssetOutputs{Partial: true, Mp4Key: "k"}}
 	}
+	chunked := func(c Current, done, total int32) Current {
+		c.ChunksDone, c.ChunksTotal = done, total
+		return c
+	}
+	chunks := func(f *Fact, done, total int32) *Fact {
+		f.ChunksDone, f.ChunksTotal = done, total
+		return f
+	}
 	deleted := at(StateReady, 1, 1)
 	deleted.Deleted = true
 	tests := []struct {
@@ -92,6 +100,13 @@ func TestDecide(t *testing.T) {
 		{"progress rises", at(StateTranscoding, 1, 0.2), fact(StateTranscoding, 1, 0.5), ActionProgress},
 		{"progress falls", at(StateTranscoding, 1, 0.5), fact(StateTranscoding, 1, 0.2), ActionBackfill},
 		{"repeat", at(StateTranscoding, 1, 0.5), fact(StateTranscoding, 1, 0.5), ActionBackfill},
+		{"chunks rise", chunked(at(StateTranscoding, 1, 0.5), 2, 8), chunks(fact(StateTranscoding, 1, 0.5), 3, 8), ActionProgress},
+		{"chunks rise, progress falls", chunked(at(StateTranscoding, 1, 0.5), 2, 8), chunks(fact(StateTranscoding, 1, 0.4), 3, 8), ActionBackfill},
+		{"progress rises, chunks fall", chunked(at(StateTranscoding, 1, 0.5), 4, 8), chunks(fact(StateTranscoding, 1, 0.6), 3, 8), ActionProgress},
+		{"chunks fall", chunked(at(StateTranscoding, 1, 0.5), 4, 8), chunks(fact(StateTranscoding, 1, 0.5), 3, 8), ActionBackfill},
+		{"chunks repeat", chunked(at(StateTranscoding, 1, 0.5), 4, 8), chunks(fact(StateTranscoding, 1, 0.5), 4, 8), ActionBackfill},
+		{"chunks after packaging", chunked(at(StatePackaging, 1, 0), 7, 8), chunks(fact(StateTranscoding, 1, 0.9), 8, 8), ActionBackfill},
+		{"chunks after ready", chunked(at(StateReady, 1, 1), 7, 8), chunks(fact(StateReady, 1, 1), 8, 8), ActionBackfill},
 		{"stale", at(StateTranscoding, 1, 0.5), fact(StateQueued, 1, 0), ActionBackfill},
 		{"after ready", at(StateReady, 1, 1), fact(StateFailed, 1, 0), ActionBackfill},
 		{"after failed", at(StateFailed, 1, 0), fact(StateReady, 1, 1), ActionBackfill},

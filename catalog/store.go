@@ -145,9 +145,18 @@ type Job struct {
 	// (its outputs play before READY); zero until then, and again in a new
 	// attempt.
 	PlayableAt time.Time
+	// Chunks is a chunked transcode's progress, zero for a job that is not
+	// chunked: it only grows within an attempt and a new attempt resets it.
+	Chunks Chunks
 	// FailedRenditions names the renditions of a ready job whose packaging
 	// failed (see Asset.Failed), ordered by name.
 	FailedRenditions []string
+}
+
+// Chunks counts the chunks of a chunked transcode: Done encoded and
+// stored, out of Total.
+type Chunks struct {
+	Done, Total int32
 }
 
 // Asset is the catalog's view of one asset: the outputs of a job. Everything

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kilnvideo/kiln/catalog/eventtest"
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
 var playableEvent = eventtest.Playable
@@ -203,5 +205,86 @@ func TestJobEventsPlayable(t *testing.T) {
 	}
 	if rec := f.do(t, http.MethodGet, "/v1/assets/"+asset, ""); !strings.Contains(rec.Body.String(), `"playable_at"`) {
 		t.Errorf("asset JSON without playable_at: %s", rec.Body)
+	}
+}
+
+// TestJobEventsChunks: a chunked transcode's progress is in the job's JSON
+// (GET, the list and the stream's job events) as chunks {done, total}, a
+// stream event follows a change of the chunk counts alone, a late event
+// does not lower them, and a job that is not chunked has no chunks.
+func TestJobEventsChunks(t *testing.T) {
+	f := newAPIFixture(t)
+	srv := httptest.NewServer(f.h)
+	defer srv.Close()
+	id, _ := testJob("sse-chunks")
+	f.apply(t, event(id, queued, 0), event(id, probing, 0))
+	chunked := func(p float64, done, total int32) *kilnv1.JobEvent {
+		ev := event(id, transcoding, p)
+		ev.ChunksDone, ev.ChunksTotal = done, total
+		return ev
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // an event that never comes fails
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/jobs/"+id+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	// next reads the next job event's data and its chunks object (nil when absent).
+	next := func() (string, *struct{ Done, Total int32 }) {
+		t.Helper()
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			var j struct {
+				Chunks *struct{ Done, Total int32 } `json:"chunks"`
+			}
+			if err := json.Unmarshal([]byte(data), &j); err != nil {
+				t.Fatalf("event data: %v", err)
+			}
+			return data, j.Chunks
+		}
+		t.Fatalf("stream ended: %v", sc.Err())
+		return "", nil
+	}
+	want := func(what string, done, total int32) {
+		t.Helper()
+		data, c := next()
+		if c == nil || c.Done != done || c.Total != total {
+			t.Fatalf("%s: event %s; want chunks %d/%d", what, data, done, total)
+		}
+	}
+	if data, c := next(); c != nil || strings.Contains(data, `"chunks"`) {
+		t.Fatalf("first event of a job not chunked yet: %s", data)
+	}
+	f.apply(t, chunked(0.25, 1, 4))
+	want("first chunk", 1, 4)
+	f.apply(t, chunked(0.25, 2, 4)) // the chunks alone change
+	want("second chunk", 2, 4)
+	f.apply(t, chunked(0.2, 1, 4), chunked(0.25, 4, 4)) // a late event, then the last chunk
+	want("last chunk", 4, 4)
+
+	if j := f.job(t, id); j.Chunks == nil || *j.Chunks != (chunksJSON{Done: 4, Total: 4}) {
+		t.Errorf("GET job: chunks %+v, want 4/4", j.Chunks)
+	}
+	var page struct{ Jobs []jobJSON }
+	decode(t, f.do(t, http.MethodGet, "/v1/jobs", ""), &page)
+	if len(page.Jobs) != 1 || page.Jobs[0].Chunks == nil || *page.Jobs[0].Chunks != (chunksJSON{Done: 4, Total: 4}) {
+		t.Errorf("list: %+v, want chunks 4/4", page.Jobs)
+	}
+	f.apply(t, event(id, packaging, 0))
+	want("packaging", 4, 4)
+	f.apply(t, event(id, ready, 0))
+	want("ready", 4, 4)
+
+	other, _ := testJob("sse-not-chunked")
+	f.apply(t, event(other, queued, 0), event(other, transcoding, 0.5))
+	if rec := f.do(t, http.MethodGet, "/v1/jobs/"+other, ""); strings.Contains(rec.Body.String(), `"chunks"`) {
+		t.Errorf("a job not chunked: %s", rec.Body)
 	}
 }

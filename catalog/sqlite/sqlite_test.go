@@ -95,7 +95,7 @@ func TestStoreSurvivesRestart(t *testing.T) {
 		Scan(&mode, &fk, &version); err != nil {
 		t.Fatal(err)
 	}
-	if mode != "wal" || fk != 1 || version != migrationCount(t) || version != 8 {
+	if mode != "wal" || fk != 1 || version != migrationCount(t) || version != 9 {
 		t.Errorf("journal_mode=%s foreign_keys=%d schema_version=%d", mode, fk, version)
 	}
 	gotJob, err := s.Job(t.Context(), jobID)
@@ -160,6 +160,39 @@ func TestMigratePlaybackPolicy(t *testing.T) {
 	}
 	if a, err := s.Asset(t.Context(), assetID); err != nil || a.PlaybackPolicy != policy.Public {
 		t.Fatalf("old asset after migration: %+v, %v", a, err)
+	}
+}
+
+// TestMigrateChunks: a job recorded before the chunk columns existed is not
+// chunked, and records the chunks of its later events.
+func TestMigrateChunks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlmigrate.Apply(t.Context(), db, VersionTable, firstMigrations(t, 8)); err != nil {
+		t.Fatal(err)
+	}
+	jobID, assetID := eventtest.Job("before-chunks")
+	if _, err := db.ExecContext(t.Context(), `INSERT INTO jobs (id, asset_id, state, progress, created_at, updated_at, attempt)
+		VALUES (?, ?, 'transcoding', 0.25, ?, ?, 1)`, jobID, assetID, fmtTime(eventtest.T0), fmtTime(eventtest.T0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, path)
+	if j, err := s.Job(t.Context(), jobID); err != nil || j.Chunks != (catalog.Chunks{}) || j.Progress != 0.25 {
+		t.Fatalf("old job after migration: %+v, %v", j, err)
+	}
+	ev := eventtest.Event(jobID, transcoding, 0.5)
+	ev.ChunksDone, ev.ChunksTotal = 3, 6
+	if changed, err := s.Apply(t.Context(), ev); err != nil || !changed {
+		t.Fatalf("chunked event: changed %v, %v", changed, err)
+	}
+	if j, err := s.Job(t.Context(), jobID); err != nil || j.Chunks != (catalog.Chunks{Done: 3, Total: 6}) {
+		t.Fatalf("old job after a chunked event: %+v, %v", j, err)
 	}
 }
 

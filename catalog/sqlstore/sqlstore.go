@@ -237,8 +237,8 @@ func (s *Store) Apply(ctx context.Context, ev *kilnv1.JobEvent) (changed bool, e
 // lock is forUpdate's.
 func current(ctx context.Context, tx sqldialect.Tx, jobID, lock string) (catalog.Current, error) {
 	cur := catalog.Current{Exists: true}
-	err := tx.QueryRowContext(ctx, `SELECT state, progress, attempt, deleted_at IS NOT NULL FROM jobs WHERE id = ?`+lock, jobID).
-		Scan(&cur.State, &cur.Progress, &cur.Attempt, &cur.Deleted)
+	err := tx.QueryRowContext(ctx, `SELECT state, progress, attempt, chunks_done, chunks_total, deleted_at IS NOT NULL FROM jobs WHERE id = ?`+lock, jobID).
+		Scan(&cur.State, &cur.Progress, &cur.Attempt, &cur.ChunksDone, &cur.ChunksTotal, &cur.Deleted)
 	if errors.Is(err, sql.ErrNoRows) {
 		return catalog.Current{}, nil
 	}
@@ -266,11 +266,17 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		source_key    = CASE WHEN source_bucket = '' THEN :key ELSE source_key END,
 		source_etag   = CASE WHEN source_bucket = '' THEN :etag ELSE source_etag END,
 		source_size   = CASE WHEN source_bucket = '' THEN :size ELSE source_size END,`
+	// Chunk counts only grow within an attempt: a late event never lowers
+	// them (a new attempt sets them).
+	const raiseChunks = `
+		chunks_done  = CASE WHEN :cdone > chunks_done THEN :cdone ELSE chunks_done END,
+		chunks_total = CASE WHEN :ctotal > chunks_total THEN :ctotal ELSE chunks_total END,`
 	args := []any{
 		sql.Named("id", f.JobID), sql.Named("now", fmtTime(now)),
 		sql.Named("preset", f.Preset), sql.Named("policy", f.Policy), sql.Named("bucket", f.Source.Bucket), sql.Named("key", f.Source.Key),
 		sql.Named("etag", f.Source.ETag), sql.Named("size", f.Source.Size),
 		sql.Named("media", r.media), sql.Named("plan", r.plan), sql.Named("playable", r.playable),
+		sql.Named("cdone", f.ChunksDone), sql.Named("ctotal", f.ChunksTotal),
 	}
 	switch act {
 	case catalog.ActionIgnore:
@@ -282,11 +288,13 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 	case catalog.ActionCreate:
 		_, err = tx.ExecContext(ctx, `INSERT INTO jobs (id, asset_id, state, progress, preset,
 				source_bucket, source_key, source_etag, source_size, error_code, error_message,
-				media_json, plan_json, created_at, updated_at, playback_policy, attempt, playable_at, `+col+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				media_json, plan_json, created_at, updated_at, playback_policy, attempt, playable_at,
+				chunks_done, chunks_total, `+col+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			f.JobID, f.AssetID, f.State, f.Progress, f.Preset,
 			f.Source.Bucket, f.Source.Key, f.Source.ETag, f.Source.Size, f.ErrorCode, f.ErrorMessage,
-			r.media, r.plan, fmtTime(now), fmtTime(now), f.Policy, f.Attempt, r.playable, fmtTime(f.At))
+			r.media, r.plan, fmtTime(now), fmtTime(now), f.Policy, f.Attempt, r.playable,
+			f.ChunksDone, f.ChunksTotal, fmtTime(f.At))
 		if err != nil {
 			return false, fmt.Errorf("catalog: job %s: insert: %w", f.JobID, err)
 		}
@@ -303,7 +311,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		_, err = tx.ExecContext(ctx, `UPDATE jobs SET `+fillSource+`
 			state = :state, progress = :progress, attempt = :attempt, error_code = :code, error_message = :message,
 			media_json = COALESCE(:media, media_json), plan_json = COALESCE(:plan, plan_json),
-			playable_at = :playable,
+			playable_at = :playable, chunks_done = :cdone, chunks_total = :ctotal,
 			`+strings.Join(clear, ", ")+`, `+col+` = :at, updated_at = :now
 			WHERE id = :id`, args...)
 		if err != nil {
@@ -325,7 +333,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		_, err = tx.ExecContext(ctx, `UPDATE jobs SET `+fillSource+`
 			state = :state, progress = :progress, error_code = :code, error_message = :message,
 			media_json = COALESCE(:media, media_json), plan_json = COALESCE(:plan, plan_json),
-			playable_at = COALESCE(playable_at, :playable),
+			playable_at = COALESCE(playable_at, :playable),`+raiseChunks+`
 			`+col+` = COALESCE(`+col+`, :at), updated_at = :now
 			WHERE id = :id`, args...)
 		if err != nil {
@@ -334,7 +342,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 
 	case catalog.ActionProgress:
 		args = append(args, sql.Named("progress", f.Progress))
-		_, err = tx.ExecContext(ctx, `UPDATE jobs SET `+fillSource+`
+		_, err = tx.ExecContext(ctx, `UPDATE jobs SET `+fillSource+raiseChunks+`
 			progress = :progress,
 			media_json = COALESCE(:media, media_json), plan_json = COALESCE(:plan, plan_json),
 			updated_at = :now
@@ -346,13 +354,13 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 	case catalog.ActionPlayable: // the first playable event of a running job
 		res, err := tx.ExecContext(ctx, `UPDATE jobs SET `+fillSource+`
 			media_json = COALESCE(media_json, :media), plan_json = COALESCE(plan_json, :plan),
-			playable_at = :playable, updated_at = :now
+			playable_at = :playable,`+raiseChunks+` updated_at = :now
 			WHERE id = :id AND playable_at IS NULL`, args...)
 		if err != nil {
 			return false, fmt.Errorf("catalog: job %s: playable: %w", f.JobID, err)
 		}
 		if first, err := affected(res); err != nil || !first {
-			return false, err // a repeat: the outputs were written by the first
+			return false, err // a repeat: the outputs (and chunks) were written by the first
 		}
 
 	case catalog.ActionBackfill:
@@ -545,7 +553,7 @@ func loadFailed(ctx context.Context, q queryer, j *catalog.Job) error {
 func jobColumns() string {
 	cols := []string{"id", "asset_id", "state", "progress", "preset", "playback_policy", "attempt",
 		"source_bucket", "source_key", "source_etag", "source_size", "error_code", "error_message",
-		"media_json", "plan_json", "created_at", "updated_at", "playable_at"}
+		"media_json", "plan_json", "created_at", "updated_at", "playable_at", "chunks_done", "chunks_total"}
 	for _, st := range catalog.States() {
 		cols = append(cols, column(st))
 	}
@@ -563,7 +571,8 @@ func scanJob(row interface{ Scan(...any) error }, extra ...any) (*catalog.Job, e
 		ts               = make([]sql.NullString, len(all))
 		dest             = []any{&j.ID, &j.AssetID, &j.State, &j.Progress, &j.Preset, &j.PlaybackPolicy, &j.Attempt,
 			&j.Source.Bucket, &j.Source.Key, &j.Source.ETag, &j.Source.Size,
-			&j.ErrorCode, &j.ErrorMessage, &media, &plan, &created, &updated, &playable}
+			&j.ErrorCode, &j.ErrorMessage, &media, &plan, &created, &updated, &playable,
+			&j.Chunks.Done, &j.Chunks.Total}
 	)
 	for i := range all {
 		dest = append(dest, &ts[i])

@@ -48,6 +48,7 @@ func Run(t *testing.T, open Opener) {
 		{"PartialReadyRenditions", testPartialReadyRenditions},
 		{"Playable", testPlayable},
 		{"PlayableAttempts", testPlayableAttempts},
+		{"Chunks", testChunks},
 		{"Download", testDownload},
 		{"EncodedKeys", testEncodedKeys},
 		{"RetryRendition", testRetryRendition},
@@ -65,7 +66,7 @@ func Run(t *testing.T, open Opener) {
 func JobsEqual(a, b *catalog.Job) bool {
 	if a.ID != b.ID || a.AssetID != b.AssetID || a.State != b.State || a.Progress != b.Progress || a.PlaybackPolicy != b.PlaybackPolicy ||
 		a.Source != b.Source || a.Preset != b.Preset || a.Attempt != b.Attempt || !a.CreatedAt.Equal(b.CreatedAt) ||
-		!a.UpdatedAt.Equal(b.UpdatedAt) || !a.PlayableAt.Equal(b.PlayableAt) || !proto.Equal(a.Media, b.Media) || !proto.Equal(a.Plan, b.Plan) ||
+		!a.UpdatedAt.Equal(b.UpdatedAt) || !a.PlayableAt.Equal(b.PlayableAt) || a.Chunks != b.Chunks || !proto.Equal(a.Media, b.Media) || !proto.Equal(a.Plan, b.Plan) ||
 		len(a.Timestamps) != len(b.Timestamps) || !slices.Equal(a.FailedRenditions, b.FailedRenditions) {
 		return false
 	}
@@ -1144,6 +1145,83 @@ func testPlayableAttempts(t *testing.T, open Opener) {
 	}
 	if a, err := s.Asset(ctx, asset); err != nil || !a.Playable() || len(a.Renditions) != 3 {
 		t.Fatalf("asset after attempt 3's playable = %+v, %v", a, err)
+	}
+}
+
+// testChunks: a chunked transcode's chunk counts are recorded from its
+// events, raised by one at the same progress, never lowered by a late one
+// (nor raised by an event of a lower progress), kept through the later
+// states and set by a new attempt; an older attempt's are ignored.
+func testChunks(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	apply := applier(t, s)
+	id, _ := eventtest.Job("chunks")
+	chunk := func(ev *kilnv1.JobEvent, done, total int32) *kilnv1.JobEvent {
+		ev.ChunksDone, ev.ChunksTotal = done, total
+		return ev
+	}
+	progress := func(p float64, done, total int32) *kilnv1.JobEvent {
+		return chunk(eventtest.Event(id, transcoding, p), done, total)
+	}
+	check := func(what string, want catalog.Chunks, wantProgress float64) {
+		t.Helper()
+		j, err := s.Job(ctx, id)
+		if err != nil || j.Chunks != want || j.Progress != wantProgress {
+			t.Fatalf("%s: job = %+v, %v; want chunks %+v, progress %v", what, j, err, want, wantProgress)
+		}
+		jobs, _, err := s.ListJobs(ctx, catalog.JobFilter{})
+		if err != nil || len(jobs) != 1 || jobs[0].Chunks != want {
+			t.Fatalf("%s: listed %+v, %v; want chunks %+v", what, jobs, err, want)
+		}
+	}
+	apply(eventtest.Event(id, queued, 0), 1, true)
+	apply(eventtest.Event(id, probing, 0), 1, true)
+	check("not chunked", catalog.Chunks{}, 0)
+	apply(progress(0.1, 1, 8), 1, true) // advances to transcoding
+	check("first chunk", catalog.Chunks{Done: 1, Total: 8}, 0.1)
+	apply(progress(0.5, 4, 8), 1, true)
+	check("four chunks", catalog.Chunks{Done: 4, Total: 8}, 0.5)
+	apply(progress(0.3, 3, 8), 1, false) // late
+	check("after a late event", catalog.Chunks{Done: 4, Total: 8}, 0.5)
+	apply(progress(0.5, 5, 8), 1, true) // more chunks, same progress
+	check("more chunks alone", catalog.Chunks{Done: 5, Total: 8}, 0.5)
+	apply(progress(0.4, 6, 8), 1, false) // more chunks, a lower progress: out of order
+	check("more chunks, lower progress", catalog.Chunks{Done: 5, Total: 8}, 0.5)
+	apply(progress(0.5, 5, 8), 1, false) // a repeat
+	apply(progress(0.6, 4, 8), 1, true)  // more progress, late chunks
+	check("more progress, fewer chunks", catalog.Chunks{Done: 5, Total: 8}, 0.6)
+	apply(progress(0.7, 0, 0), 1, true) // progress without chunks
+	check("progress without chunks", catalog.Chunks{Done: 5, Total: 8}, 0.7)
+	apply(chunk(eventtest.Playable(id), 6, 8), 1, true) // the first playable event
+	check("first playable", catalog.Chunks{Done: 6, Total: 8}, 0.7)
+	apply(chunk(eventtest.Playable(id), 7, 8), 1, false) // a repeat: its outputs were recorded
+	check("repeated playable", catalog.Chunks{Done: 6, Total: 8}, 0.7)
+	apply(progress(0.9, 7, 8), 1, true)
+	check("seven chunks", catalog.Chunks{Done: 7, Total: 8}, 0.9)
+	apply(chunk(eventtest.Event(id, packaging, 0), 8, 8), 1, true)
+	check("packaging", catalog.Chunks{Done: 8, Total: 8}, 0)
+	apply(progress(0.95, 7, 8), 1, false) // a late transcoding event
+	apply(eventtest.Event(id, failed, 0), 1, true)
+	check("failed", catalog.Chunks{Done: 8, Total: 8}, 0)
+
+	apply(eventtest.Event(id, queued, 0), 2, true) // a retry resets them
+	check("new attempt", catalog.Chunks{}, 0)
+	apply(progress(0.9, 7, 8), 1, false) // the old attempt's
+	check("old attempt's event", catalog.Chunks{}, 0)
+	apply(progress(0.2, 2, 10), 2, true)
+	check("new attempt's chunks", catalog.Chunks{Done: 2, Total: 10}, 0.2)
+	apply(progress(0.1, 1, 10), 3, true) // a newer attempt's first event sets them, lower
+	check("attempt 3", catalog.Chunks{Done: 1, Total: 10}, 0.1)
+
+	// Counts out of range are clamped: done within [0, total], none without a total.
+	apply(progress(0.2, 12, 10), 3, true)
+	check("done above total", catalog.Chunks{Done: 10, Total: 10}, 0.2)
+	other, _ := eventtest.Job("chunks-bad")
+	ev := chunk(eventtest.Event(other, transcoding, 0.1), 3, 0)
+	apply(ev, 1, true)
+	if j, err := s.Job(ctx, other); err != nil || j.Chunks != (catalog.Chunks{}) {
+		t.Fatalf("done without total: job = %+v, %v", j, err)
 	}
 }
 

@@ -28,7 +28,8 @@ API client (talks to a running kiln over HTTP):
                  the job id; --wait follows the job (progress on stderr) and then prints
                  the HLS playback URL
   kiln jobs [--state S] [--limit N] [--cursor C]
-                 list jobs: id, state, progress, created, source key
+                 list jobs: id, state, progress (and chunks N/M of a chunked transcode),
+                 created, source key
   kiln job ID    print a job as JSON
   kiln delete ASSET_ID
                  delete an asset
@@ -420,7 +421,12 @@ type jobInfo struct {
 	Progress float64 `json:"progress"`
 	// PlayableAt is set once the job's outputs play, before it is ready.
 	PlayableAt *time.Time `json:"playable_at,omitempty"`
-	Error      *struct {
+	// Chunks is a chunked transcode's progress; nil when not chunked.
+	Chunks *struct {
+		Done  int32 `json:"done"`
+		Total int32 `json:"total"`
+	} `json:"chunks,omitempty"`
+	Error *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error,omitempty"`
@@ -429,6 +435,14 @@ type jobInfo struct {
 		Key    string `json:"key"`
 	} `json:"source"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// chunks is " chunks N/M" for a chunked transcode, else "".
+func (j jobInfo) chunks() string {
+	if j.Chunks == nil || j.Chunks.Total <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" chunks %d/%d", j.Chunks.Done, j.Chunks.Total)
 }
 
 func (e *cliEnv) jobs(ctx context.Context, args []string) error {
@@ -464,7 +478,7 @@ func (e *cliEnv) jobs(ctx context.Context, args []string) error {
 		if src == "" {
 			src = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", j.ID, j.State, percent(j.Progress), created, src)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", j.ID, j.State, percent(j.Progress)+j.chunks(), created, src)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

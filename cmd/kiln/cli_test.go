@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -664,5 +665,43 @@ func TestUploadWaitPlayable(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "playable while encoding") || f.polls.Load() != 0 {
 		t.Errorf("stderr:\n%s\n%d polls", stderr, f.polls.Load())
+	}
+}
+
+// TestChunksOutput: a chunked transcode's progress shows "chunks N/M" in
+// the job bar (upload --wait) and the jobs table; a job without chunks
+// shows none.
+func TestChunksOutput(t *testing.T) {
+	var j jobInfo
+	if err := json.Unmarshal([]byte(`{"id":"job_1","state":"transcoding","progress":0.5,"chunks":{"done":3,"total":8}}`), &j); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	b := &jobBar{l: liner{w: &out, now: (&fakeClock{t: time.Unix(0, 0)}).now}, id: "job_1"}
+	b.update(j)
+	if want := "job_1 transcoding [============>           ]  50% chunks 3/8"; strings.TrimSpace(out.String()) != want {
+		t.Fatalf("bar %q, want %q", strings.TrimSpace(out.String()), want)
+	}
+	if got := b.render(jobInfo{State: "transcoding", Progress: 0.5}); strings.Contains(got, "chunks") {
+		t.Fatalf("bar of a job not chunked: %q", got)
+	}
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(w, r) {
+			return
+		}
+		fmt.Fprint(w, `{"jobs":[
+			{"id":"job_a","state":"transcoding","progress":0.25,"chunks":{"done":2,"total":8},"created_at":"2026-03-01T10:00:00Z","source":{"key":"a.mp4"}},
+			{"id":"job_b","state":"transcoding","progress":0.5,"created_at":"2026-03-01T11:00:00Z","source":{"key":"b.mp4"}}
+		],"next_cursor":null}`)
+	}))
+	defer srv.Close()
+	e, stdout, _ := testEnv(t, srv)
+	if err := e.run(t.Context(), "jobs", nil); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[1], "25% chunks 2/8") || strings.Contains(lines[2], "chunks") {
+		t.Fatalf("table:\n%s", stdout)
 	}
 }

@@ -223,7 +223,7 @@ func (b *jobBar) render(j jobInfo) string {
 	if j.State == "ready" {
 		p = 1
 	}
-	return fmt.Sprintf("%s %-11s %s %4s", b.id, j.State, barGlyphs(p, 24), percent(p))
+	return fmt.Sprintf("%s %-11s %s %4s", b.id, j.State, barGlyphs(p, 24), percent(p)) + j.chunks()
 }
 
 // sseEvent is one server-sent event.

@@ -440,11 +440,36 @@ func (h *Handlers) afterPart(ctx context.Context, p *kilnv1.TranscodeTask, all m
 			return err
 		}
 	}
-	_, audioStarted := all[audioField]
-	if audioStarted || !p.GetPlan().GetHasAudio() || track != nil {
+	if !p.GetPlan().GetHasAudio() {
 		return h.publishChunkedPlayable(ctx, p, rends)
 	}
-	return nil
+	// The audio runs far ahead of the video (it is fast to encode): its
+	// playlist lists no more than the video's does, so that a player
+	// starting near the live end of each finds the same moment in both.
+	audio := &kilnv1.ChunkRendition{}
+	if rs := track.GetRenditions(); len(rs) > 0 {
+		audio = rs[0]
+	} else if data, ok := all[audioField]; !ok {
+		return nil // no audio segment yet: not playable
+	} else if err := proto.Unmarshal(data, audio); err != nil {
+		return fmt.Errorf("transcode: ledger: audio: %w", err)
+	}
+	var video, at float64
+	for _, seg := range rends[0].segments {
+		video += seg.Duration
+	}
+	var segs []playlist.Segment
+	for i, d := range audio.GetDurations() {
+		if i > 0 && at >= video {
+			break
+		}
+		segs = append(segs, playlist.Segment{URI: fmt.Sprintf(layout.SegmentPattern, i), Duration: d})
+		at += d
+	}
+	if err := h.storeGrowingPlaylist(ctx, p, layout.AudioRendition, segs, false); err != nil {
+		return err
+	}
+	return h.publishChunkedPlayable(ctx, p, rends)
 }
 
 // chunkedRendition is a video rendition assembled from chunks.
@@ -576,6 +601,13 @@ func (h *Handlers) completeChunked(ctx context.Context, p *kilnv1.TranscodeTask,
 		})
 	}
 	for _, r := range track.GetRenditions() {
+		segs := make([]playlist.Segment, len(r.GetDurations()))
+		for i, d := range r.GetDurations() {
+			segs[i] = playlist.Segment{URI: fmt.Sprintf(layout.SegmentPattern, i), Duration: d}
+		}
+		if err := h.storeGrowingPlaylist(ctx, p, r.GetName(), segs, true); err != nil {
+			return err
+		}
 		outputs.Renditions = append(outputs.Renditions, audioRendition(p, r))
 	}
 	if th := track.GetThumbnails(); th != nil {

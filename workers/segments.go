@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/internal/jobevent"
 	"github.com/kilnvideo/kiln/internal/layout"
@@ -82,9 +83,8 @@ type segmentPublisher struct {
 	log        *zap.Logger
 	// A part of a chunked transcode (newPartPublisher): chunk is its
 	// chunk (-1: the track), first the number of its first segment. A
-	// chunk writes no playlist and announces nothing (afterPart does);
-	// the track keeps the audio's playlist and calls onStarted, instead of
-	// announcing the asset playable, once the audio has a segment.
+	// part writes no playlist and announces nothing (afterPart does); the
+	// track calls onStarted once the audio has a segment.
 	part      bool
 	chunk     int
 	first     int
@@ -161,14 +161,18 @@ func newPartPublisher(ctx context.Context, h *Handlers, p *kilnv1.TranscodeTask,
 		return s, nil
 	}
 	if plan.GetHasAudio() {
-		whole, err := newSegmentPublisher(ctx, h, p, out, log) // the audio's stored playlist: its floor
-		if err != nil {
-			return nil, err
-		}
-		s.renditions = whole.renditions[len(whole.renditions)-1:]
+		s.renditions = append(s.renditions, &renditionOutput{name: layout.AudioRendition, codecs: playlist.AudioCodecs})
 	}
 	s.onStarted = func(ctx context.Context) error {
-		all, err := h.cfg.Ledger.Record(ctx, p.JobId, p.Attempt, audioField, []byte("1"))
+		// The audio's first segment, for the playlist afterPart writes
+		// until the track's result lists them all.
+		first := s.renditions[0]
+		data, err := proto.Marshal(&kilnv1.ChunkRendition{Name: first.name, Durations: []float64{first.segments[0].Duration},
+			Sizes: []int64{int64(first.bits[0] / 8)}})
+		if err != nil {
+			return fmt.Errorf("transcode: %w", err)
+		}
+		all, err := h.cfg.Ledger.Record(ctx, p.JobId, p.Attempt, audioField, data)
 		if err != nil {
 			return err
 		}
@@ -266,7 +270,7 @@ func (s *segmentPublisher) syncRendition(ctx context.Context, r *renditionOutput
 	switch {
 	case len(r.segments) == 0 && final:
 		return fmt.Errorf("transcode: %s: ffmpeg wrote no segment", r.name)
-	case len(r.segments) == 0, len(r.segments) <= r.floor && !final, s.part && r.rung != nil:
+	case len(r.segments) == 0, len(r.segments) <= r.floor && !final, s.part:
 		return nil
 	}
 	return s.storePlaylist(ctx, r, dir, final)

@@ -90,19 +90,7 @@ func chunkKill(c *cluster, r *result) {
 	jobs := c.submit(append([]clipSpec{{45, 640, 360}}, small...), true)
 	i, ff := c.waitTranscode(2 * time.Minute)
 	time.Sleep(300 * time.Millisecond)
-	victim := c.workers[i]
-	pid := victim.Pid()
-	victim.Kill()
-	t0 := time.Now()
-	c.t.Logf("killed %s (pid %d) with -9 mid-part (ffmpeg %d)", victim.Name, pid, ff.pid)
-	if !waitGone(ff.pid, 5*time.Second) {
-		c.problem(r, "ffmpeg %d outlived its worker %s (pid %d) by 5 s", ff.pid, victim.Name, pid)
-	}
-	time.Sleep(2 * time.Second)
-	if err := victim.StartReady(readyTimeout); err != nil {
-		c.t.Fatal(err)
-	}
-	c.finish(r, jobs, t0)
+	killAndRestart(c, r, jobs, c.workers[i], ff, "mid-part")
 }
 
 // small is the usual load of a scenario: tiny clips, 2 to 4 s at 320x180.
@@ -196,10 +184,17 @@ func (c *cluster) midTranscode() ([]*job, *testenv.Proc, ffmpegProc) {
 // kiln lease lapsed) on the other worker or on the killed one, restarted.
 func workerKill(c *cluster, r *result) {
 	jobs, victim, ff := c.midTranscode()
+	killAndRestart(c, r, jobs, victim, ff, "mid-transcode")
+}
+
+// killAndRestart kills -9 the worker victim while its ffmpeg ff runs
+// (when: what it was doing), checks that ffmpeg dies with it, starts it
+// again and waits for every job.
+func killAndRestart(c *cluster, r *result, jobs []*job, victim *testenv.Proc, ff ffmpegProc, when string) {
 	pid := victim.Pid()
 	victim.Kill()
 	t0 := time.Now()
-	c.t.Logf("killed %s (pid %d) with -9 mid-transcode (ffmpeg %d)", victim.Name, pid, ff.pid)
+	c.t.Logf("killed %s (pid %d) with -9 %s (ffmpeg %d)", victim.Name, pid, when, ff.pid)
 	if !waitGone(ff.pid, 5*time.Second) {
 		c.problem(r, "ffmpeg %d outlived its worker %s (pid %d) by 5 s", ff.pid, victim.Name, pid)
 	}

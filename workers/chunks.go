@@ -354,7 +354,7 @@ func (h *Handlers) encodePart(ctx context.Context, p *kilnv1.TranscodeTask, i in
 		if err := out.Prepare(plan); err != nil {
 			return err
 		}
-		if segs, err = newPartPublisher(ctx, h, p, out, i, log); err != nil {
+		if segs, err = newPartPublisher(h, p, out, i, log); err != nil {
 			return err
 		}
 		return h.encode(ctx, args, func(ffmpeg.Progress) {}, segs)

@@ -147,7 +147,7 @@ func newSegmentPublisher(ctx context.Context, h *Handlers, p *kilnv1.TranscodeTa
 
 // newPartPublisher is the publisher of part i of a chunked transcode (-1:
 // the track, whose only rendition is the audio).
-func newPartPublisher(ctx context.Context, h *Handlers, p *kilnv1.TranscodeTask, out Outputs, i int, log *zap.Logger) (*segmentPublisher, error) {
+func newPartPublisher(h *Handlers, p *kilnv1.TranscodeTask, out Outputs, i int, log *zap.Logger) (*segmentPublisher, error) {
 	plan := p.GetPlan()
 	s := &segmentPublisher{h: h, task: p, out: out, target: int(plan.GetSegmentSeconds()), grouping: groupingOf(plan), log: log,
 		part: true, chunk: i, first: firstSegment(plan, max(i, 0))}

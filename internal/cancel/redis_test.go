@@ -6,11 +6,15 @@ package cancel_test
 // each test, so they must not run in parallel with each other.
 
 import (
+	"fmt"
+
 	"context"
 	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap/zaptest"
@@ -223,5 +227,69 @@ func TestCancelInterruptsRunningTask(t *testing.T) {
 	evs := pub.Of("job-run")
 	if len(evs) != 1 || evs[0].GetState() != kilnv1.JobState_JOB_STATE_CANCELED {
 		t.Errorf("events = %v, want only CANCELED", evs)
+	}
+}
+
+// TestCancelInterruptsRunningChunks: the parts of a chunked transcode (a
+// chunk task's id carries its chunk number, so no stage id names it) are
+// found among the running tasks and interrupted too; another job's are
+// left alone.
+func TestCancelInterruptsRunningChunks(t *testing.T) {
+	opt := testenv.RedisDB(t, testRedisDB)
+	ctx := t.Context()
+	pub := &fakes.Events{}
+	c := newCanceler(t, opt, pub)
+	started := make(chan string, 4)
+	interrupted := make(chan string, 4)
+	h := asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		job, _, _ := tasks.Head(task)
+		var p kilnv1.TranscodeTask
+		_ = proto.Unmarshal(task.Payload(), &p)
+		name := fmt.Sprintf("%s/%s/%d", job, task.Type(), p.GetChunk())
+		started <- name
+		select {
+		case <-ctx.Done():
+			interrupted <- name
+			return asynq.SkipRetry
+		case <-time.After(15 * time.Second):
+			return nil
+		}
+	})
+	testenv.AsynqServer(t, opt, []string{tasks.QueueTranscode}, h, nil)
+	client := testenv.AsynqClient(t, opt)
+	plan := &kilnv1.Plan{FrameRate: 30, Chunking: &kilnv1.Chunking{Count: 4, LeadFrames: 180, Frames: 360}}
+	for _, job := range []string{"job-chunked", "job-other"} {
+		p := &kilnv1.TranscodeTask{JobId: job, AssetId: "asset-" + job, Attempt: 1, Plan: plan, Chunk: 1}
+		cmd, err := tasks.NewTranscodeChunkTask(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tasks.Enqueue(ctx, client, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		select {
+		case <-started:
+		case <-time.After(20 * time.Second):
+			t.Fatal("chunk tasks did not start")
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := c.Cancel(ctx, "job-chunked", "asset-job-chunked"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case name := <-interrupted:
+		if name != "job-chunked/"+tasks.TypeTranscodeChunk+"/1" {
+			t.Errorf("interrupted %s, want job-chunked's chunk 1", name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("running chunk not interrupted by Cancel")
+	}
+	select {
+	case name := <-interrupted:
+		t.Errorf("%s interrupted too", name)
+	case <-time.After(time.Second):
 	}
 }

@@ -14,9 +14,11 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/internal/cancel"
+	"github.com/kilnvideo/kiln/internal/jobevent"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -97,5 +99,34 @@ func TestReconcilerRedis(t *testing.T) {
 	}
 	if want := tasks.TranscodeTimeout(tr.GetMedia()); ti.Timeout != want {
 		t.Errorf("transcode timeout %v, want %v", ti.Timeout, want)
+	}
+
+	// A chunked transcode: the transcode's own task is gone (retention
+	// over), its parts run. A pending chunk means the job is moving;
+	// without any part the job is lost and driven again.
+	chunked, chunkedAsset := e.job(t, "uploads/chunked.mp4", 1, kilnv1.JobState_JOB_STATE_PROBING)
+	plan := &kilnv1.Plan{FrameRate: 30, Rungs: []*kilnv1.Rung{{Name: "360p", Width: 640, Height: 360}},
+		Chunking: &kilnv1.Chunking{Count: 4, LeadFrames: 180, Frames: 360, Parallel: 1}}
+	ev := jobevent.New(chunked, chunkedAsset, 1, kilnv1.JobState_JOB_STATE_TRANSCODING, "transcoding")
+	ev.Time, ev.Plan = timestamppb.New(e.clock.Now()), plan
+	if _, err := e.store.Apply(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	part, err := tasks.NewTranscodeChunkTask(ctx, &kilnv1.TranscodeTask{JobId: chunked, AssetId: chunkedAsset, Attempt: 1, Plan: plan, Chunk: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tasks.Enqueue(ctx, queue, part); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(recGrace + time.Second)
+	if rep := once(t, r); len(rep.Actions) != 0 {
+		t.Fatalf("pass with a chunk of the job pending: %v, want nothing", rep.Actions)
+	}
+	if err := insp.DeleteTask(tasks.QueueTranscode, tasks.ChunkTaskID(chunked, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if rep := once(t, r); len(rep.Actions) == 0 {
+		t.Error("pass with every part of the chunked job lost: nothing done")
 	}
 }

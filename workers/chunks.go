@@ -544,27 +544,40 @@ func audioRendition(p *kilnv1.TranscodeTask, res *kilnv1.ChunkRendition) *kilnv1
 	out := &kilnv1.Rendition{Name: layout.AudioRendition, Codecs: playlist.AudioCodecs,
 		PlaylistKey: layout.PlaylistKey(p.AssetId, layout.AudioRendition), Bandwidth: br * 11 / 10, AverageBandwidth: br}
 	if res != nil {
-		out.Bandwidth, out.AverageBandwidth = measuredBandwidth(res.GetDurations(), res.GetSizes())
+		bits := make([]float64, len(res.GetSizes()))
+		for i, n := range res.GetSizes() {
+			bits[i] = float64(n) * 8
+		}
+		out.Bandwidth, out.AverageBandwidth = measuredBandwidth(res.GetDurations(), bits)
 	}
 	return out
 }
 
 // measuredBandwidth is the peak segment's and the average bit rate of
-// segments of these durations and sizes (in bytes).
-func measuredBandwidth(durations []float64, sizes []int64) (peak, average int64) {
-	var bits, seconds float64
+// segments of these durations and sizes (in bits), as HLS BANDWIDTH and
+// AVERAGE-BANDWIDTH mean them.
+func measuredBandwidth(durations, bits []float64) (peak, average int64) {
+	var total, seconds float64
 	for i, d := range durations {
-		b := float64(sizes[i]) * 8
-		bits += b
+		total += bits[i]
 		seconds += d
 		if d > 0 {
-			peak = max(peak, int64(math.Ceil(b/d)))
+			peak = max(peak, int64(math.Ceil(bits[i]/d)))
 		}
 	}
 	if seconds > 0 {
-		average = int64(math.Ceil(bits / seconds))
+		average = int64(math.Ceil(total / seconds))
 	}
 	return peak, average
+}
+
+// durationsOf are the durations of segs.
+func durationsOf(segs []playlist.Segment) []float64 {
+	out := make([]float64, len(segs))
+	for i, s := range segs {
+		out[i] = s.Duration
+	}
+	return out
 }
 
 // completeChunked ends a chunked transcode once every part is done: the
@@ -589,12 +602,7 @@ func (h *Handlers) completeChunked(ctx context.Context, p *kilnv1.TranscodeTask,
 			return err
 		}
 		rung := p.GetPlan().GetRungs()[k]
-		sizes := make([]int64, len(r.bits))
-		durations := make([]float64, len(r.segments))
-		for j := range r.bits {
-			sizes[j], durations[j] = int64(r.bits[j]/8), r.segments[j].Duration
-		}
-		peak, avg := measuredBandwidth(durations, sizes)
+		peak, avg := measuredBandwidth(durationsOf(r.segments), r.bits)
 		outputs.Renditions = append(outputs.Renditions, &kilnv1.Rendition{
 			Name: r.name, Codecs: r.codecs, PlaylistKey: layout.PlaylistKey(p.AssetId, r.name),
 			Width: rung.Width, Height: rung.Height, FrameRate: p.GetPlan().GetFrameRate(), Bandwidth: peak, AverageBandwidth: avg,

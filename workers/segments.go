@@ -430,17 +430,10 @@ func (s *segmentPublisher) rendition(r *renditionOutput, measured bool) *kilnv1.
 	if !measured {
 		return out
 	}
-	var bits, seconds float64
-	out.Bandwidth = 0
-	for i, seg := range r.segments {
-		bits += r.bits[i]
-		seconds += seg.Duration
-		if seg.Duration > 0 {
-			out.Bandwidth = max(out.Bandwidth, int64(math.Ceil(r.bits[i]/seg.Duration)))
-		}
-	}
-	if seconds > 0 {
-		out.AverageBandwidth = int64(math.Ceil(bits / seconds))
+	peak, avg := measuredBandwidth(durationsOf(r.segments), r.bits)
+	out.Bandwidth = peak
+	if avg > 0 {
+		out.AverageBandwidth = avg
 	}
 	return out
 }

@@ -1,7 +1,9 @@
 package workers
 
 import (
+	"bytes"
 	"fmt"
+	"image/jpeg"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -475,11 +477,23 @@ func TestTranscodeArgsRun(t *testing.T) {
 			if thumbs, _ := filepath.Glob(filepath.Join(out.Stills.Dir, "t_*.jpg")); len(thumbs) != out.Stills.Grid.Count {
 				t.Errorf("%d thumbnails, want %d", len(thumbs), out.Stills.Grid.Count)
 			}
-			if _, _, ok := out.Stills.PickPoster(4, plan.FrameRate); !ok {
+			if _, _, ok := out.Stills.PickPoster(); !ok {
 				t.Error("no poster candidate written")
 			}
-			if _, err := os.Stat(filepath.Join(out.Stills.Dir, SpriteFile)); err != nil {
+			// The sprite tiles them.
+			var tiles [][]byte
+			for _, f := range out.Stills.thumbnailFiles() {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tiles = append(tiles, b)
+			}
+			g := out.Stills.Grid
+			if sprite, err := TileSprite(g, tiles); err != nil {
 				t.Error(err)
+			} else if cfg, err := jpeg.DecodeConfig(bytes.NewReader(sprite)); err != nil || cfg.Width != g.Columns*g.TileWidth || cfg.Height != g.Rows*g.TileHeight {
+				t.Errorf("sprite %dx%d (%v), want %dx%d", cfg.Width, cfg.Height, err, g.Columns*g.TileWidth, g.Rows*g.TileHeight)
 			}
 		})
 	}

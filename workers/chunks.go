@@ -16,6 +16,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/internal/failure"
@@ -146,7 +147,8 @@ func firstSegment(plan *kilnv1.Plan, i int) int {
 const chunkSeekMargin = 1.0
 
 // ChunkArgs is the ffmpeg invocation of chunk i: every rung of frames
-// ChunkFrames(i), no audio, no stills.
+// ChunkFrames(i), no audio, and the stills of those frames
+// (out.Stills.Window; nil for none).
 func ChunkArgs(in Input, plan *kilnv1.Plan, i int, out Outputs, opt EncodeOptions) []string {
 	start, end := ChunkFrames(plan.GetChunking(), i)
 	fps := plan.GetFrameRate()
@@ -168,29 +170,23 @@ func ChunkArgs(in Input, plan *kilnv1.Plan, i int, out Outputs, opt EncodeOption
 	}
 	cut += ",setpts=PTS-STARTPTS"
 	args := InputArgs(in)
-	args = append(args, "-filter_complex", videoGraph(plan, cut, nil))
+	args = append(args, "-filter_complex", videoGraph(plan, cut, out.Stills))
 	for r := range plan.GetRungs() {
 		args = append(args, rungArgs(plan, r, out, opt)...)
+	}
+	if out.Stills != nil {
+		args = append(args, stillsArgs(out.Stills)...)
 	}
 	return args
 }
 
 // TrackArgs is the ffmpeg invocation of a chunked transcode's track: the
-// audio, once, and the stills from the whole video.
+// audio, once, as one continuous rendition.
 func TrackArgs(in Input, plan *kilnv1.Plan, out Outputs) []string {
 	args := InputArgs(in)
-	if out.Stills != nil {
-		noRungs := proto.CloneOf(plan)
-		noRungs.Rungs = nil
-		args = append(args, "-filter_complex", videoGraph(noRungs, "", out.Stills))
-		args = append(args, stillsArgs(out.Stills)...)
-	}
-	if plan.GetHasAudio() {
-		args = append(args, "-map", streamSpec(plan.AudioStream, "a"), "-vn")
-		args = append(args, audioArgs(plan)...)
-		args = append(args, hlsArgs(plan, out.Dir(layout.AudioRendition))...)
-	}
-	return args
+	args = append(args, "-map", streamSpec(plan.AudioStream, "a"), "-vn", "-sn", "-dn")
+	args = append(args, audioArgs(plan)...)
+	return append(args, hlsArgs(plan, out.Dir(layout.AudioRendition))...)
 }
 
 // transcodeChunked starts a chunked transcode: the track and the first
@@ -215,11 +211,13 @@ func (h *Handlers) transcodeChunked(ctx context.Context, p *kilnv1.TranscodeTask
 	part := proto.CloneOf(p)
 	part.Plan.Chunking.Parallel = int32(parallel)
 	cmds := make([]tasks.Command, 0, parallel+1)
-	track, err := tasks.NewTranscodeTrackTask(ctx, part)
-	if err != nil {
-		return err
+	if p.GetPlan().GetHasAudio() {
+		track, err := tasks.NewTranscodeTrackTask(ctx, part)
+		if err != nil {
+			return err
+		}
+		cmds = append(cmds, track)
 	}
-	cmds = append(cmds, track)
 	for i := range parallel {
 		chunk := proto.CloneOf(part)
 		chunk.Chunk = int32(i)
@@ -288,15 +286,15 @@ func (h *Handlers) TranscodeChunk(ctx context.Context, t *asynq.Task) error {
 	return h.afterPart(ctx, &p, all, log)
 }
 
-// TranscodeTrack encodes the audio of a chunked transcode and takes its
-// stills; see transcodeChunked.
+// TranscodeTrack encodes the audio of a chunked transcode; see
+// transcodeChunked.
 func (h *Handlers) TranscodeTrack(ctx context.Context, t *asynq.Task) error {
 	var p kilnv1.TranscodeTask
 	if err := tasks.Decode(t, &p); err != nil {
 		return err
 	}
 	log := h.cfg.Logger.With(zap.String("job_id", p.GetJobId()), zap.String("stage", "transcode"), zap.String("part", "track"))
-	if p.GetPlan().GetChunking() == nil || h.cfg.Ledger == nil {
+	if p.GetPlan().GetChunking() == nil || !p.GetPlan().GetHasAudio() || h.cfg.Ledger == nil {
 		return tasks.Permanent(failure.Internal, "malformed track task", nil)
 	}
 	all, err := h.cfg.Ledger.Read(ctx, p.JobId, p.Attempt)
@@ -340,9 +338,10 @@ func (h *Handlers) encodePart(ctx context.Context, p *kilnv1.TranscodeTask, i in
 	in := Input{URL: src.String(), ETag: p.Source.GetEtag(), Seconds: EncodeBound(p.GetMedia(), limits), MaxPixels: limits.MaxPixels}
 	var args []string
 	if i < 0 {
-		out.Stills = NewStills(filepath.Join(dir, "stills"), plan, p.GetMedia().GetDurationSeconds())
 		args = TrackArgs(in, plan, out)
 	} else {
+		start, end := ChunkFrames(plan.GetChunking(), i)
+		out.Stills = NewStills(filepath.Join(dir, "stills"), plan, p.GetMedia().GetDurationSeconds()).Window(int(start), int(end))
 		args = ChunkArgs(in, plan, i, out, EncodeOptions{X264Preset: h.cfg.X264Preset, Threads: h.cfg.Threads})
 	}
 	started := time.Now()
@@ -378,11 +377,9 @@ func (h *Handlers) encodePart(ctx context.Context, p *kilnv1.TranscodeTask, i in
 		res.DecodedSeconds = d
 	}
 	if out.Stills != nil {
-		thumbs, err := h.uploadStills(ctx, p.AssetId, out.Stills, MediaDuration(p.GetMedia()), plan.GetFrameRate(), log)
-		if err != nil {
+		if err := h.storeChunkStills(ctx, p.AssetId, out.Stills, res); err != nil {
 			return nil, err
 		}
-		res.Thumbnails = thumbs
 	}
 	log.Info("part encoded", zap.Duration("took", time.Since(started)), zap.Float64("seconds", res.DecodedSeconds))
 	return res, nil
@@ -425,7 +422,7 @@ func (h *Handlers) afterPart(ctx context.Context, p *kilnv1.TranscodeTask, all m
 	if err := h.cfg.Events.PublishJobEvent(ctx, ev); err != nil {
 		return err
 	}
-	if len(chunks) == count && track != nil {
+	if len(chunks) == count && (track != nil || !p.GetPlan().GetHasAudio()) {
 		return h.completeChunked(ctx, p, chunks, track, log)
 	}
 	if len(chunks) == 0 {
@@ -618,9 +615,11 @@ func (h *Handlers) completeChunked(ctx context.Context, p *kilnv1.TranscodeTask,
 		}
 		outputs.Renditions = append(outputs.Renditions, audioRendition(p, r))
 	}
-	if th := track.GetThumbnails(); th != nil {
-		outputs.PosterKey, outputs.Thumbnails = th.GetPosterKey(), th
+	thumbs, unused, err := h.assembleStills(ctx, p, chunks, measured)
+	if err != nil {
+		return err
 	}
+	outputs.PosterKey, outputs.Thumbnails = thumbs.GetPosterKey(), thumbs
 	media := proto.CloneOf(p.GetMedia())
 	if media == nil {
 		media = &kilnv1.MediaInfo{}
@@ -638,9 +637,94 @@ func (h *Handlers) completeChunked(ctx context.Context, p *kilnv1.TranscodeTask,
 	ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_READY, "ready")
 	ev.Media, ev.Plan, ev.Outputs = media, plan, outputs
 	ev.ChunksDone, ev.ChunksTotal = int32(len(chunks)), int32(len(chunks))
+	if err := h.cfg.Events.PublishJobEvent(ctx, ev); err != nil {
+		return err
+	}
 	log.Info("chunked transcode complete", zap.Int("chunks", len(chunks)), zap.Float64("seconds", measured))
-	return h.cfg.Events.PublishJobEvent(ctx, ev)
+	for _, key := range unused {
+		if err := h.cfg.Objects.Remove(ctx, h.cfg.OutputsBucket, key); err != nil {
+			log.Warn("a poster candidate left behind", zap.String("key", key), zap.Error(err))
+		}
+	}
+	return nil
 }
+
+// storeChunkStills stores the stills a chunk's run wrote (st): its
+// thumbnails where the asset keeps them, its poster candidates beside them
+// (poster_N.jpg), each described with its luma statistics for the choice
+// of the poster (assembleStills).
+func (h *Handlers) storeChunkStills(ctx context.Context, assetID string, st *Stills, res *kilnv1.ChunkResult) error {
+	keys, err := h.uploadThumbnails(ctx, assetID, st.thumbnailFiles())
+	if err != nil {
+		return err
+	}
+	res.ThumbnailKeys = keys
+	first, local := st.window(st.PosterFrames)
+	for j := range local {
+		name := PosterFile(first + j)
+		file := filepath.Join(st.Dir, name)
+		mean, dev, err := lumaStats(file)
+		if errors.Is(err, os.ErrNotExist) { // past the last frame
+			continue
+		} else if err != nil {
+			return err
+		}
+		key := layout.ThumbnailDir(assetID) + "/" + name
+		if err := h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, file, "image/jpeg"); err != nil {
+			return err
+		}
+		res.Posters = append(res.Posters, &kilnv1.PosterCandidate{Frame: int64(st.PosterFrames[first+j]), Key: key, LumaMean: mean, LumaDev: dev})
+	}
+	return nil
+}
+
+// assembleStills ends the stills of a chunked transcode: the sprite tiled
+// from every chunk's thumbnails, the storyboard, and the poster chosen
+// among the chunks' candidates as a whole-video run chooses it. unused are
+// the candidates not chosen (removed once the asset is READY).
+func (h *Handlers) assembleStills(ctx context.Context, p *kilnv1.TranscodeTask, chunks []*kilnv1.ChunkResult, duration float64) (thumbs *kilnv1.Thumbnails, unused []string, err error) {
+	st := NewStills("", p.GetPlan(), p.GetMedia().GetDurationSeconds())
+	var keys []string
+	cands := map[int]*kilnv1.PosterCandidate{}
+	for _, c := range chunks {
+		keys = append(keys, c.GetThumbnailKeys()...)
+		for _, pc := range c.GetPosters() {
+			cands[int(pc.GetFrame())] = pc
+		}
+	}
+	tiles := make([][]byte, len(keys))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(uploadParallelism)
+	for i, key := range keys {
+		g.Go(func() (err error) {
+			tiles[i], err = h.cfg.Objects.Get(gctx, h.cfg.OutputsBucket, key, maxThumbnailBytes)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	thumbs = &kilnv1.Thumbnails{}
+	if err := h.storeStoryboard(ctx, p.AssetId, st.Grid, keys, tiles, duration, thumbs); err != nil {
+		return nil, nil, err
+	}
+	frame, ok := st.choosePoster(func(n int) (float64, float64, bool) {
+		pc, ok := cands[n]
+		return pc.GetLumaMean(), pc.GetLumaDev(), ok
+	})
+	if ok {
+		thumbs.PosterKey = cands[frame].GetKey()
+	}
+	for _, pc := range cands {
+		if pc.GetKey() != thumbs.PosterKey {
+			unused = append(unused, pc.GetKey())
+		}
+	}
+	return thumbs, unused, nil
+}
+
+// maxThumbnailBytes bounds a thumbnail read back from storage.
+const maxThumbnailBytes = 1 << 20
 
 // growingStore is object storage that writes a playlist only over the
 // copy it read (*objstore.Client): two parts writing at once cannot
@@ -661,7 +745,7 @@ func (h *Handlers) storeGrowingPlaylist(ctx context.Context, p *kilnv1.Transcode
 	})
 	gs, ok := h.cfg.Objects.(growingStore)
 	if !ok {
-		return h.putBytes(ctx, key, body)
+		return h.putBytes(ctx, key, body, playlist.ContentType)
 	}
 	for range 20 {
 		stored, etag, err := gs.GetETag(ctx, h.cfg.OutputsBucket, key, playlist.MaxMediaBytes)
@@ -682,7 +766,7 @@ func (h *Handlers) storeGrowingPlaylist(ctx context.Context, p *kilnv1.Transcode
 	return fmt.Errorf("transcode: %s: the playlist kept changing under this write", key)
 }
 
-func (h *Handlers) putBytes(ctx context.Context, key string, body []byte) error {
+func (h *Handlers) putBytes(ctx context.Context, key string, body []byte, contentType string) error {
 	f, err := os.CreateTemp(h.cfg.WorkDir, "playlist-")
 	if err != nil {
 		return fmt.Errorf("transcode: %w", err)
@@ -695,7 +779,7 @@ func (h *Handlers) putBytes(ctx context.Context, key string, body []byte) error 
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("transcode: %w", err)
 	}
-	return h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, f.Name(), playlist.ContentType)
+	return h.cfg.Objects.PutFile(ctx, h.cfg.OutputsBucket, key, f.Name(), contentType)
 }
 
 // chunkShift is how far (in the track's timescale) chunk i's fragments

@@ -3,11 +3,18 @@ package workers
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kilnvideo/kiln/internal/ffmpeg"
+	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -137,4 +144,103 @@ func TestChunkArgs(t *testing.T) {
 	if !strings.Contains(a3, "trim=start_pts=900,setpts") {
 		t.Errorf("the last chunk runs to the end:\n%s", a3)
 	}
+}
+
+// TestChunkStills: the chunks of a chunked encode take, between them,
+// exactly the stills the whole-video run takes — the same thumbnails and
+// poster candidates, under the same names, pixel for pixel — and the
+// poster chosen from the chunks' statistics is the whole run's.
+func TestChunkStills(t *testing.T) {
+	testenv.RequireBinaries(t, "ffmpeg", "ffprobe")
+	clip := testenv.Clip(t, testenv.ClipSpec{Seconds: 14, Width: 320, Height: 180})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, clip) }))
+	t.Cleanup(srv.Close)
+	runner := ffmpeg.New(ffmpeg.Config{})
+	in := Input{URL: srv.URL + "/clip.mp4", Seconds: 16}
+	probe, err := runner.Probe(t.Context(), in.URL, ffmpeg.ProbeOptions{FormatWhitelist: FormatWhitelist, ProtocolWhitelist: ProtocolWhitelist})
+	if err != nil {
+		t.Fatal(err)
+	}
+	media := MediaFromProbe(probe)
+	plan, err := Plan(media, DefaultPreset())
+	if err != nil {
+		t.Fatal(err)
+	}
+	PlanChunks(plan, media, ChunkConfig{Threshold: time.Second, Length: 6 * time.Second})
+	if plan.GetChunking().GetCount() != 3 {
+		t.Fatalf("chunking %v, want 3 chunks", plan.GetChunking())
+	}
+	opt := EncodeOptions{X264Preset: "ultrafast", Threads: 1}
+	run := func(root string, args func(Outputs) []string, st *Stills) *Stills {
+		out := Outputs{Root: root, Stills: st}
+		if err := out.Prepare(plan); err != nil {
+			t.Fatal(err)
+		}
+		if err := runner.Run(t.Context(), args(out), nil); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	tmp := t.TempDir()
+	whole := run(filepath.Join(tmp, "whole"), func(o Outputs) []string { return TranscodeArgs(in, plan, o, opt) },
+		NewStills(filepath.Join(tmp, "whole", "stills"), plan, media.GetDurationSeconds()))
+	want := stillFiles(t, whole.Dir)
+	if len(want) != whole.Grid.Count+len(whole.PosterFrames) {
+		t.Fatalf("the whole run wrote %d stills, want %d thumbnails and %d candidates", len(want), whole.Grid.Count, len(whole.PosterFrames))
+	}
+	got := map[string][]byte{}
+	stats := map[int][2]float64{}
+	for i := range int(plan.GetChunking().GetCount()) {
+		root := filepath.Join(tmp, fmt.Sprint("c", i))
+		start, end := ChunkFrames(plan.GetChunking(), i)
+		st := run(root, func(o Outputs) []string { return ChunkArgs(in, plan, i, o, opt) },
+			NewStills(filepath.Join(root, "stills"), plan, media.GetDurationSeconds()).Window(int(start), int(end)))
+		for name, b := range stillFiles(t, st.Dir) {
+			if _, dup := got[name]; dup {
+				t.Errorf("%s taken by two chunks", name)
+			}
+			got[name] = b
+		}
+		first, local := st.window(st.PosterFrames)
+		for j := range local {
+			mean, dev, err := lumaStats(filepath.Join(st.Dir, PosterFile(first+j)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stats[st.PosterFrames[first+j]] = [2]float64{mean, dev}
+		}
+	}
+	for name, b := range want {
+		if g, ok := got[name]; !ok {
+			t.Errorf("%s: no chunk took it", name)
+		} else if !bytes.Equal(g, b) {
+			t.Errorf("%s differs from the whole run's", name)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("the chunks took %d stills, the whole run %d", len(got), len(want))
+	}
+	wantPoster, _, _ := whole.PickPoster()
+	frame, ok := whole.choosePoster(func(n int) (float64, float64, bool) { s, ok := stats[n]; return s[0], s[1], ok })
+	if gotPoster := filepath.Join(whole.Dir, PosterFile(slices.Index(whole.PosterFrames, frame))); !ok || gotPoster != wantPoster {
+		t.Errorf("poster from the chunks %s (%v), the whole run's %s", gotPoster, ok, wantPoster)
+	}
+}
+
+// stillFiles reads the JPEGs in dir, by name.
+func stillFiles(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[filepath.Base(f)] = b
+	}
+	return out
 }

@@ -145,6 +145,8 @@ var _ FFmpeg = (*ffmpeg.Runner)(nil)
 type Objects interface {
 	PresignGet(ctx context.Context, bucket, key string, ttl time.Duration) (*url.URL, error)
 	PutFile(ctx context.Context, bucket, key, path, contentType string) error
+	Get(ctx context.Context, bucket, key string, maxBytes int64) ([]byte, error)
+	Remove(ctx context.Context, bucket, key string) error
 }
 
 // MediaFromProbe converts ffprobe's result into kiln's media info. A

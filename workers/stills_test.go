@@ -74,13 +74,13 @@ func TestPickPoster(t *testing.T) {
 				}
 				writeJPEG(t, filepath.Join(st.Dir, fmt.Sprintf("poster_%d.jpg", i+1)), img)
 			}
-			_, offset, ok := st.PickPoster(100, 10)
+			_, offset, ok := st.PickPoster()
 			if !ok || offset != tt.want {
 				t.Errorf("PickPoster = %v, %v; want %v s", offset, ok, tt.want)
 			}
 		})
 	}
-	if _, _, ok := NewStills(t.TempDir(), plan, 100).PickPoster(100, 10); ok {
+	if _, _, ok := NewStills(t.TempDir(), plan, 100).PickPoster(); ok {
 		t.Error("a poster picked from nothing")
 	}
 }

@@ -73,7 +73,11 @@ func TranscodeArgs(in Input, plan *kilnv1.Plan, out Outputs, opt EncodeOptions) 
 // with stills (st not nil), the thumbnails, sprite and poster candidates
 // ([thumbs], [sprite], [posters]).
 func videoGraph(plan *kilnv1.Plan, cut string, st *Stills) string {
-	stills := st != nil
+	var thumbs, posters []int
+	if st != nil {
+		_, thumbs = st.window(st.ThumbFrames)
+		_, posters = st.window(st.PosterFrames)
+	}
 	n := len(plan.Rungs)
 	var fg strings.Builder
 	fg.WriteString("[" + streamSpec(plan.VideoStream, "v") + "]")
@@ -86,14 +90,17 @@ func videoGraph(plan *kilnv1.Plan, cut string, st *Stills) string {
 	}
 	fmt.Fprintf(&fg, "fps=%s", formatRate(plan.FrameRate))
 	fg.WriteString(cut)
-	// [s0] feeds the ladder; [s<n>] the thumbnails (and sprite), [s<n+1>]
-	// the poster candidates.
+	// [s0] feeds the ladder; [s<n>] the thumbnails, [s<n+1>] the poster
+	// candidates.
 	var labels []string
 	if n > 0 {
 		labels = append(labels, "[s0]")
 	}
-	if stills {
-		labels = append(labels, fmt.Sprintf("[s%d]", n), fmt.Sprintf("[s%d]", n+1))
+	if len(thumbs) > 0 {
+		labels = append(labels, fmt.Sprintf("[s%d]", n))
+	}
+	if len(posters) > 0 {
+		labels = append(labels, fmt.Sprintf("[s%d]", n+1))
 	}
 	if len(labels) > 1 {
 		fmt.Fprintf(&fg, ",split=%d", len(labels))
@@ -112,23 +119,25 @@ func videoGraph(plan *kilnv1.Plan, cut string, st *Stills) string {
 			fmt.Fprintf(&fg, "[v%d]", i)
 		}
 	}
-	if stills {
-		g := st.Grid
-		// Thumbnails: one picture every Interval seconds, from 0; the same
-		// pictures tiled into the sprite (nb_frames: a sprite of Count
-		// tiles lasts Count intervals, not the whole grid's, so ffmpeg's
-		// out_time stays the video's). Poster candidates: the frames at
-		// st.PosterFrames, full size.
-		fmt.Fprintf(&fg, ";[s%d]fps=1/%s,scale=%d:%d:flags=bicubic,setsar=1,split=2[thumbs][tiles];[tiles]tile=%dx%d:nb_frames=%d[sprite]",
-			n, strconv.FormatFloat(g.Interval, 'f', -1, 64), g.TileWidth, g.TileHeight, g.Columns, g.Rows, g.Count)
-		sel := make([]string, len(st.PosterFrames))
-		for i, f := range st.PosterFrames {
-			sel[i] = "eq(n\\," + strconv.Itoa(f) + ")"
-		}
-		w, h := st.PosterWidth, st.PosterHeight
-		fmt.Fprintf(&fg, ";[s%d]select='%s',scale=%d:%d:flags=bicubic,setsar=1[posters]", n+1, strings.Join(sel, "+"), w, h)
+	// Thumbnails and poster candidates: the frames at st.ThumbFrames, tile
+	// size, and at st.PosterFrames, full size, counted from the run's
+	// first frame (select's n).
+	if len(thumbs) > 0 {
+		fmt.Fprintf(&fg, ";[s%d]select='%s',scale=%d:%d:flags=bicubic,setsar=1[thumbs]", n, selectFrames(thumbs), st.Grid.TileWidth, st.Grid.TileHeight)
+	}
+	if len(posters) > 0 {
+		fmt.Fprintf(&fg, ";[s%d]select='%s',scale=%d:%d:flags=bicubic,setsar=1[posters]", n+1, selectFrames(posters), st.PosterWidth, st.PosterHeight)
 	}
 	return fg.String()
+}
+
+// selectFrames is the select filter's expression that keeps frames.
+func selectFrames(frames []int) string {
+	sel := make([]string, len(frames))
+	for i, f := range frames {
+		sel[i] = "eq(n\\," + strconv.Itoa(f) + ")"
+	}
+	return strings.Join(sel, "+")
 }
 
 // rungArgs encode rung i of plan ([v<i>] of videoGraph) to its HLS
@@ -157,14 +166,22 @@ func rungArgs(plan *kilnv1.Plan, i int, out Outputs, opt EncodeOptions) []string
 	return append(args, hlsArgs(plan, out.Dir(r.Name))...)
 }
 
-// stillsArgs write the stills of videoGraph's [thumbs], [sprite] and
-// [posters] into st.Dir.
+// stillsArgs write the stills of videoGraph's [thumbs] and [posters] into
+// st.Dir, named by their number in the whole video (ThumbFile, PosterFile).
 func stillsArgs(st *Stills) []string {
-	return []string{
-		"-map", "[thumbs]", "-frames:v", strconv.Itoa(st.Grid.Count), "-q:v", "4", "-f", "image2", filepath.Join(st.Dir, "t_%05d.jpg"),
-		"-map", "[sprite]", "-frames:v", "1", "-q:v", "4", "-update", "1", "-f", "image2", filepath.Join(st.Dir, SpriteFile),
-		"-map", "[posters]", "-fps_mode", "passthrough", "-frames:v", strconv.Itoa(len(st.PosterFrames)), "-q:v", "3", "-f", "image2", filepath.Join(st.Dir, "poster_%d.jpg"),
+	var args []string
+	image := func(label string, first int, frames []int, q, pattern string) {
+		if len(frames) == 0 {
+			return
+		}
+		args = append(args, "-map", label, "-fps_mode", "passthrough", "-frames:v", strconv.Itoa(len(frames)), "-q:v", q,
+			"-start_number", strconv.Itoa(first+1), "-f", "image2", filepath.Join(st.Dir, pattern))
 	}
+	first, thumbs := st.window(st.ThumbFrames)
+	image("[thumbs]", first, thumbs, "4", "t_%05d.jpg")
+	first, posters := st.window(st.PosterFrames)
+	image("[posters]", first, posters, "3", "poster_%d.jpg")
+	return args
 }
 
 // FFmpegPlaylist is the media playlist ffmpeg's HLS muxer keeps in each
@@ -371,7 +388,7 @@ func (h *Handlers) Transcode(ctx context.Context, t *asynq.Task) error {
 		Renditions: segs.measured(), DurationSeconds: measured,
 	}
 	if out.Stills != nil {
-		thumbs, err := h.uploadStills(ctx, p.AssetId, out.Stills, measured, p.Plan.GetFrameRate(), log)
+		thumbs, err := h.uploadStills(ctx, p.AssetId, out.Stills, measured, log)
 		if err != nil {
 			return err
 		}

@@ -3,12 +3,17 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"image/jpeg"
 	"math"
 	"net/http"
 	"os/exec"
+	"path"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kilnvideo/kiln/internal/layout"
+	"github.com/kilnvideo/kiln/internal/objstore"
 )
 
 // TestChunkedFramesAndSync: a source past the test stack's chunk threshold
@@ -97,6 +102,44 @@ func TestChunkedFramesAndSync(t *testing.T) {
 	}
 	if end := audio[len(audio)-1]; math.Abs(end-float64(seconds)) > 2.0/fps+0.03 {
 		t.Errorf("the audio's last frame at %.4f s, the video ends at %d s", end, seconds)
+	}
+
+	// The stills, taken by the chunks: a thumbnail a second, the sprite
+	// tiling all of them, the storyboard, the poster; and no poster
+	// candidate left but the chosen one.
+	var stills struct {
+		Thumbnails struct {
+			Poster, StoryboardVTT, Sprite string
+			Images                        []string
+		} `json:"thumbnails"`
+	}
+	s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &stills)
+	th := stills.Thumbnails
+	if len(th.Images) != seconds {
+		t.Fatalf("%d thumbnails, want %d (one a second)", len(th.Images), seconds)
+	}
+	for _, img := range []struct {
+		url  string
+		w, h int
+	}{{th.Poster, 640, 360}, {th.Sprite, 10 * 160, seconds / 10 * 90}, {th.Images[len(th.Images)-1], 160, 90}} {
+		cfg, err := jpeg.DecodeConfig(bytes.NewReader(fetch(t, img.url, 8<<20)))
+		if err != nil || cfg.Width != img.w || cfg.Height != img.h {
+			t.Errorf("%s: %dx%d (%v), want a %dx%d JPEG", img.url, cfg.Width, cfg.Height, err, img.w, img.h)
+		}
+	}
+	if vtt := string(fetch(t, th.StoryboardVTT, 1<<20)); strings.Count(vtt, "sprite.jpg#xywh=") != seconds {
+		t.Errorf("storyboard with %d cues, want %d:\n%s", strings.Count(vtt, "sprite.jpg#xywh="), seconds, vtt)
+	}
+	objects, err := objstore.New(s.S3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := objects.List(t.Context(), s.Outputs, layout.ThumbnailDir(up.AssetID)+"/poster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 1 || !strings.HasSuffix(th.Poster, path.Base(stored[0].Key)) {
+		t.Errorf("poster objects %v, want only the poster %s", stored, th.Poster)
 	}
 }
 

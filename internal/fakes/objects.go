@@ -33,6 +33,7 @@ type Objects struct {
 	mu        sync.Mutex
 	presigned []string
 	puts      []Put
+	removed   []string
 }
 
 // URL is the fake presigned URL of an object.
@@ -66,6 +67,22 @@ func (o *Objects) PutFile(_ context.Context, bucket, key, path, contentType stri
 	defer o.mu.Unlock()
 	o.puts = append(o.puts, Put{bucket, key, contentType, string(body)})
 	return nil
+}
+
+// Remove records the removal of bucket/key (Removed); the uploads stay
+// as they were.
+func (o *Objects) Remove(_ context.Context, bucket, key string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.removed = append(o.removed, bucket+"/"+key)
+	return nil
+}
+
+// Removed are the removals so far, bucket/key, in order.
+func (o *Objects) Removed() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.removed...)
 }
 
 // Puts are the uploads so far, in order.

@@ -1954,19 +1954,23 @@ func (x *TranscodeTask) GetTraceContext() map[string]string {
 }
 
 // ChunkResult is what a chunk task (or, with chunk = -1, the track task:
-// the audio and the stills) stored, kept in the job's ledger until the job
-// is done: the segments of each rendition, in order, and the init
-// segment's digest (every chunk of a rung must have the same one).
+// the audio) stored, kept in the job's ledger until the job is done: the
+// segments of each rendition, in order, and the init segment's digest
+// (every chunk of a rung must have the same one); and the stills taken
+// from the chunk's frames.
 type ChunkResult struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Chunk      int32                  `protobuf:"varint,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
 	Renditions []*ChunkRendition      `protobuf:"bytes,2,rep,name=renditions,proto3" json:"renditions,omitempty"`
-	// Thumbnails is set by the track task: the stored stills.
-	Thumbnails *Thumbnails `protobuf:"bytes,3,opt,name=thumbnails,proto3" json:"thumbnails,omitempty"`
 	// DecodedSeconds is how long the encoded part lasts.
 	DecodedSeconds float64 `protobuf:"fixed64,4,opt,name=decoded_seconds,json=decodedSeconds,proto3" json:"decoded_seconds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// ThumbnailKeys are the stored thumbnails whose frames are in the
+	// chunk, in order (their names number them across the whole video).
+	ThumbnailKeys []string `protobuf:"bytes,5,rep,name=thumbnail_keys,json=thumbnailKeys,proto3" json:"thumbnail_keys,omitempty"`
+	// Posters are the poster candidates whose frames are in the chunk.
+	Posters       []*PosterCandidate `protobuf:"bytes,6,rep,name=posters,proto3" json:"posters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChunkResult) Reset() {
@@ -2013,16 +2017,94 @@ func (x *ChunkResult) GetRenditions() []*ChunkRendition {
 	return nil
 }
 
-func (x *ChunkResult) GetThumbnails() *Thumbnails {
+func (x *ChunkResult) GetDecodedSeconds() float64 {
 	if x != nil {
-		return x.Thumbnails
+		return x.DecodedSeconds
+	}
+	return 0
+}
+
+func (x *ChunkResult) GetThumbnailKeys() []string {
+	if x != nil {
+		return x.ThumbnailKeys
 	}
 	return nil
 }
 
-func (x *ChunkResult) GetDecodedSeconds() float64 {
+func (x *ChunkResult) GetPosters() []*PosterCandidate {
 	if x != nil {
-		return x.DecodedSeconds
+		return x.Posters
+	}
+	return nil
+}
+
+// PosterCandidate is a stored poster candidate and its luma statistics:
+// the completion of a chunked transcode picks the poster among them.
+type PosterCandidate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Frame is its frame number in the normalised constant-rate video.
+	Frame         int64   `protobuf:"varint,1,opt,name=frame,proto3" json:"frame,omitempty"`
+	Key           string  `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	LumaMean      float64 `protobuf:"fixed64,3,opt,name=luma_mean,json=lumaMean,proto3" json:"luma_mean,omitempty"`
+	LumaDev       float64 `protobuf:"fixed64,4,opt,name=luma_dev,json=lumaDev,proto3" json:"luma_dev,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PosterCandidate) Reset() {
+	*x = PosterCandidate{}
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PosterCandidate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PosterCandidate) ProtoMessage() {}
+
+func (x *PosterCandidate) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PosterCandidate.ProtoReflect.Descriptor instead.
+func (*PosterCandidate) Descriptor() ([]byte, []int) {
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PosterCandidate) GetFrame() int64 {
+	if x != nil {
+		return x.Frame
+	}
+	return 0
+}
+
+func (x *PosterCandidate) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *PosterCandidate) GetLumaMean() float64 {
+	if x != nil {
+		return x.LumaMean
+	}
+	return 0
+}
+
+func (x *PosterCandidate) GetLumaDev() float64 {
+	if x != nil {
+		return x.LumaDev
 	}
 	return 0
 }
@@ -2042,7 +2124,7 @@ type ChunkRendition struct {
 
 func (x *ChunkRendition) Reset() {
 	*x = ChunkRendition{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2136,7 @@ func (x *ChunkRendition) String() string {
 func (*ChunkRendition) ProtoMessage() {}
 
 func (x *ChunkRendition) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[18]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2149,7 @@ func (x *ChunkRendition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkRendition.ProtoReflect.Descriptor instead.
 func (*ChunkRendition) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{18}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ChunkRendition) GetName() string {
@@ -2148,7 +2230,7 @@ type PackageTask struct {
 
 func (x *PackageTask) Reset() {
 	*x = PackageTask{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2242,7 @@ func (x *PackageTask) String() string {
 func (*PackageTask) ProtoMessage() {}
 
 func (x *PackageTask) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[19]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2255,7 @@ func (x *PackageTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageTask.ProtoReflect.Descriptor instead.
 func (*PackageTask) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{19}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PackageTask) GetJobId() string {
@@ -2270,7 +2352,7 @@ type EncodedRung struct {
 
 func (x *EncodedRung) Reset() {
 	*x = EncodedRung{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[20]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2364,7 @@ func (x *EncodedRung) String() string {
 func (*EncodedRung) ProtoMessage() {}
 
 func (x *EncodedRung) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[20]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2377,7 @@ func (x *EncodedRung) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedRung.ProtoReflect.Descriptor instead.
 func (*EncodedRung) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{20}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EncodedRung) GetName() string {
@@ -2328,7 +2410,7 @@ type TaskHead struct {
 
 func (x *TaskHead) Reset() {
 	*x = TaskHead{}
-	mi := &file_kiln_v1_kiln_proto_msgTypes[21]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2422,7 @@ func (x *TaskHead) String() string {
 func (*TaskHead) ProtoMessage() {}
 
 func (x *TaskHead) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_v1_kiln_proto_msgTypes[21]
+	mi := &file_kiln_v1_kiln_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2435,7 @@ func (x *TaskHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskHead.ProtoReflect.Descriptor instead.
 func (*TaskHead) Descriptor() ([]byte, []int) {
-	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{21}
+	return file_kiln_v1_kiln_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TaskHead) GetJobId() string {
@@ -2587,16 +2669,20 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\rtrace_context\x18\x0e \x03(\v2(.kiln.v1.TranscodeTask.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xba\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe6\x01\n" +
 	"\vChunkResult\x12\x14\n" +
 	"\x05chunk\x18\x01 \x01(\x05R\x05chunk\x127\n" +
 	"\n" +
 	"renditions\x18\x02 \x03(\v2\x17.kiln.v1.ChunkRenditionR\n" +
-	"renditions\x123\n" +
-	"\n" +
-	"thumbnails\x18\x03 \x01(\v2\x13.kiln.v1.ThumbnailsR\n" +
-	"thumbnails\x12'\n" +
-	"\x0fdecoded_seconds\x18\x04 \x01(\x01R\x0edecodedSeconds\"\xa7\x01\n" +
+	"renditions\x12'\n" +
+	"\x0fdecoded_seconds\x18\x04 \x01(\x01R\x0edecodedSeconds\x12%\n" +
+	"\x0ethumbnail_keys\x18\x05 \x03(\tR\rthumbnailKeys\x122\n" +
+	"\aposters\x18\x06 \x03(\v2\x18.kiln.v1.PosterCandidateR\apostersJ\x04\b\x03\x10\x04\"q\n" +
+	"\x0fPosterCandidate\x12\x14\n" +
+	"\x05frame\x18\x01 \x01(\x03R\x05frame\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1b\n" +
+	"\tluma_mean\x18\x03 \x01(\x01R\blumaMean\x12\x19\n" +
+	"\bluma_dev\x18\x04 \x01(\x01R\alumaDev\"\xa7\x01\n" +
 	"\x0eChunkRendition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06codecs\x18\x02 \x01(\tR\x06codecs\x12\x1f\n" +
@@ -2659,7 +2745,7 @@ func file_kiln_v1_kiln_proto_rawDescGZIP() []byte {
 }
 
 var file_kiln_v1_kiln_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_kiln_v1_kiln_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_kiln_v1_kiln_proto_goTypes = []any{
 	(JobState)(0),                 // 0: kiln.v1.JobState
 	(*ObjectRef)(nil),             // 1: kiln.v1.ObjectRef
@@ -2680,21 +2766,22 @@ var file_kiln_v1_kiln_proto_goTypes = []any{
 	(*ProbeTask)(nil),             // 16: kiln.v1.ProbeTask
 	(*TranscodeTask)(nil),         // 17: kiln.v1.TranscodeTask
 	(*ChunkResult)(nil),           // 18: kiln.v1.ChunkResult
-	(*ChunkRendition)(nil),        // 19: kiln.v1.ChunkRendition
-	(*PackageTask)(nil),           // 20: kiln.v1.PackageTask
-	(*EncodedRung)(nil),           // 21: kiln.v1.EncodedRung
-	(*TaskHead)(nil),              // 22: kiln.v1.TaskHead
-	nil,                           // 23: kiln.v1.ProbeTask.TraceContextEntry
-	nil,                           // 24: kiln.v1.TranscodeTask.TraceContextEntry
-	nil,                           // 25: kiln.v1.PackageTask.TraceContextEntry
-	nil,                           // 26: kiln.v1.TaskHead.TraceContextEntry
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*PosterCandidate)(nil),       // 19: kiln.v1.PosterCandidate
+	(*ChunkRendition)(nil),        // 20: kiln.v1.ChunkRendition
+	(*PackageTask)(nil),           // 21: kiln.v1.PackageTask
+	(*EncodedRung)(nil),           // 22: kiln.v1.EncodedRung
+	(*TaskHead)(nil),              // 23: kiln.v1.TaskHead
+	nil,                           // 24: kiln.v1.ProbeTask.TraceContextEntry
+	nil,                           // 25: kiln.v1.TranscodeTask.TraceContextEntry
+	nil,                           // 26: kiln.v1.PackageTask.TraceContextEntry
+	nil,                           // 27: kiln.v1.TaskHead.TraceContextEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	1,  // 0: kiln.v1.ObjectLanded.object:type_name -> kiln.v1.ObjectRef
-	27, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
+	28, // 1: kiln.v1.ObjectLanded.time:type_name -> google.protobuf.Timestamp
 	0,  // 2: kiln.v1.JobEvent.state:type_name -> kiln.v1.JobState
-	27, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	28, // 3: kiln.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 4: kiln.v1.JobEvent.source:type_name -> kiln.v1.ObjectRef
 	4,  // 5: kiln.v1.JobEvent.error:type_name -> kiln.v1.JobError
 	5,  // 6: kiln.v1.JobEvent.media:type_name -> kiln.v1.MediaInfo
@@ -2710,20 +2797,20 @@ var file_kiln_v1_kiln_proto_depIdxs = []int32{
 	14, // 16: kiln.v1.AssetOutputs.failed_renditions:type_name -> kiln.v1.FailedRendition
 	4,  // 17: kiln.v1.FailedRendition.error:type_name -> kiln.v1.JobError
 	1,  // 18: kiln.v1.ProbeTask.source:type_name -> kiln.v1.ObjectRef
-	23, // 19: kiln.v1.ProbeTask.trace_context:type_name -> kiln.v1.ProbeTask.TraceContextEntry
+	24, // 19: kiln.v1.ProbeTask.trace_context:type_name -> kiln.v1.ProbeTask.TraceContextEntry
 	1,  // 20: kiln.v1.TranscodeTask.source:type_name -> kiln.v1.ObjectRef
 	5,  // 21: kiln.v1.TranscodeTask.media:type_name -> kiln.v1.MediaInfo
 	8,  // 22: kiln.v1.TranscodeTask.plan:type_name -> kiln.v1.Plan
-	24, // 23: kiln.v1.TranscodeTask.trace_context:type_name -> kiln.v1.TranscodeTask.TraceContextEntry
-	19, // 24: kiln.v1.ChunkResult.renditions:type_name -> kiln.v1.ChunkRendition
-	15, // 25: kiln.v1.ChunkResult.thumbnails:type_name -> kiln.v1.Thumbnails
+	25, // 23: kiln.v1.TranscodeTask.trace_context:type_name -> kiln.v1.TranscodeTask.TraceContextEntry
+	20, // 24: kiln.v1.ChunkResult.renditions:type_name -> kiln.v1.ChunkRendition
+	19, // 25: kiln.v1.ChunkResult.posters:type_name -> kiln.v1.PosterCandidate
 	5,  // 26: kiln.v1.PackageTask.media:type_name -> kiln.v1.MediaInfo
 	8,  // 27: kiln.v1.PackageTask.plan:type_name -> kiln.v1.Plan
-	21, // 28: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
+	22, // 28: kiln.v1.PackageTask.encoded:type_name -> kiln.v1.EncodedRung
 	15, // 29: kiln.v1.PackageTask.thumbnails:type_name -> kiln.v1.Thumbnails
-	25, // 30: kiln.v1.PackageTask.trace_context:type_name -> kiln.v1.PackageTask.TraceContextEntry
+	26, // 30: kiln.v1.PackageTask.trace_context:type_name -> kiln.v1.PackageTask.TraceContextEntry
 	1,  // 31: kiln.v1.EncodedRung.object:type_name -> kiln.v1.ObjectRef
-	26, // 32: kiln.v1.TaskHead.trace_context:type_name -> kiln.v1.TaskHead.TraceContextEntry
+	27, // 32: kiln.v1.TaskHead.trace_context:type_name -> kiln.v1.TaskHead.TraceContextEntry
 	33, // [33:33] is the sub-list for method output_type
 	33, // [33:33] is the sub-list for method input_type
 	33, // [33:33] is the sub-list for extension type_name
@@ -2745,7 +2832,7 @@ func file_kiln_v1_kiln_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_v1_kiln_proto_rawDesc), len(file_kiln_v1_kiln_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

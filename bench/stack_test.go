@@ -121,6 +121,8 @@ func (s *suite) stack(b *testing.B) *stack {
 		"KILN_WORK_DIR="+work,
 		// ffmpeg's "finished … elapsed" lines are debug: P7 reads them.
 		"KILN_LOG_LEVEL=debug", "KILN_LOG_FORMAT=json",
+		// P2's long clip is chunked, its short one (and P1's) not.
+		"KILN_CHUNK_THRESHOLD="+strconv.FormatFloat(s.sc.longSeconds/2, 'f', -1, 64)+"s",
 	)
 	w := testenv.NewProc(s.parent, "worker", logs, wenv, kiln, "worker")
 	w.SetReady(testenv.HTTPReady("http://" + addr + "/readyz"))
@@ -317,6 +319,7 @@ type job struct {
 	State      string                          `json:"state"`
 	Error      *struct{ Code, Message string } `json:"error"`
 	Timestamps map[string]time.Time            `json:"timestamps"`
+	Chunks     *struct{ Done, Total int }      `json:"chunks"`
 }
 
 func (j job) terminal() bool {

@@ -61,7 +61,7 @@ func scaleFromEnv() scale {
 			uploadBytes: 512 << 20, loadFor: 2 * time.Second, concurrency: 16, clips: 8, chunkSeconds: 14}
 	}
 	return scale{e2eSeconds: 60, longSeconds: 300, ladderSeconds: 12,
-		uploadBytes: 4 << 30, loadFor: 5 * time.Second, concurrency: 16, clips: 50, chunkSeconds: 20}
+		uploadBytes: 4 << 30, loadFor: 5 * time.Second, concurrency: 16, clips: 50, chunkSeconds: 30}
 }
 
 // Row is one line of the results table. Side A is kiln's unless said

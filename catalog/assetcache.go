@@ -24,10 +24,12 @@ const (
 
 type assetCache = otter.Cache[string, *Asset]
 
-func newAssetCache(now func() time.Time) *assetCache {
-	return otter.Must(&otter.Options[string, *Asset]{
+// newPerAssetCache is a cache of one V per asset id, each kept at most
+// assetCacheTTL by the clock now (the asset cache and the master cache).
+func newPerAssetCache[V any](now func() time.Time) *otter.Cache[string, V] {
+	return otter.Must(&otter.Options[string, V]{
 		MaximumSize:      assetCacheSize,
-		ExpiryCalculator: otter.ExpiryWriting[string, *Asset](assetCacheTTL),
+		ExpiryCalculator: otter.ExpiryWriting[string, V](assetCacheTTL),
 		Clock:            clock{now},
 		Logger:           &otter.NoopLogger{},
 		Executor:         func(fn func()) { fn() },
@@ -65,16 +67,6 @@ type renderedMaster struct {
 }
 
 type masterCache = otter.Cache[string, *renderedMaster]
-
-func newMasterCache(now func() time.Time) *masterCache {
-	return otter.Must(&otter.Options[string, *renderedMaster]{
-		MaximumSize:      assetCacheSize,
-		ExpiryCalculator: otter.ExpiryWriting[string, *renderedMaster](assetCacheTTL),
-		Clock:            clock{now},
-		Logger:           &otter.NoopLogger{},
-		Executor:         func(fn func()) { fn() },
-	})
-}
 
 // renderedMasterOf is the token-less master playlist of a, which must come
 // from cachedAsset.

@@ -294,8 +294,8 @@ func New(cfg Config) (*Service, error) {
 		s.ttl = time.Hour
 	}
 	s.playlists = newPlaylistCache(func() time.Time { return s.now() })
-	s.assets = newAssetCache(func() time.Time { return s.now() })
-	s.masters = newMasterCache(func() time.Time { return s.now() })
+	s.assets = newPerAssetCache[*Asset](func() time.Time { return s.now() })
+	s.masters = newPerAssetCache[*renderedMaster](func() time.Time { return s.now() })
 	return s, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
@@ -179,4 +180,51 @@ func audioURL(t *testing.T, base, master string) string {
 	}
 	t.Fatalf("no audio rendition in\n%s", master)
 	return ""
+}
+
+// TestChunkedJobLeavesRoom: a long video does not starve short ones. The
+// test stack's worker runs two transcode tasks at once and
+// KILN_CHUNK_SHARE is 0.5, so a chunked job holds at most one chunk in
+// the queue at a time: a short upload made once the long one is
+// transcoding is ready while most of the long one's chunks are still to
+// do. (Were every chunk queued at once, the short job's transcode would
+// wait behind all six.)
+func TestChunkedJobLeavesRoom(t *testing.T) {
+	s := needStack(t)
+	long := makeClip(t, "long.mp4", 60, "640x360") // 6 chunks
+	short := makeClip(t, "short.mp4", 4, "320x180")
+	code, upLong, e := s.uploadMultipart(t, long, "")
+	if code != http.StatusAccepted {
+		t.Fatalf("upload: %d %+v", code, e)
+	}
+	var job struct {
+		State  string `json:"state"`
+		Chunks *struct {
+			Done  int `json:"done"`
+			Total int `json:"total"`
+		} `json:"chunks"`
+	}
+	deadline := time.Now().Add(jobTimeout)
+	for s.do(t, http.MethodGet, "/v1/jobs/"+upLong.JobID, nil, "", &job); job.State != "transcoding"; s.do(t, http.MethodGet, "/v1/jobs/"+upLong.JobID, nil, "", &job) {
+		if time.Now().After(deadline) || job.State == "ready" || job.State == "failed" {
+			t.Fatalf("the long job is %q, never transcoding", job.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, upShort, e := s.uploadMultipart(t, short, "")
+	if code != http.StatusAccepted {
+		t.Fatalf("upload: %d %+v", code, e)
+	}
+	if j := s.waitJob(t, upShort.JobID, jobTimeout); j.State != "ready" {
+		t.Fatalf("short job %s ended %q (%+v)", upShort.JobID, j.State, j.Error)
+	}
+	s.do(t, http.MethodGet, "/v1/jobs/"+upLong.JobID, nil, "", &job)
+	if job.Chunks == nil || job.Chunks.Total != 6 || job.Chunks.Done > 3 || job.State == "ready" {
+		t.Errorf("when the short job was ready the long one was %q with chunks %+v: want at most 3 of 6 done", job.State, job.Chunks)
+	} else {
+		t.Logf("the short job was ready with %d of the long job's %d chunks done", job.Chunks.Done, job.Chunks.Total)
+	}
+	if j := s.waitJob(t, upLong.JobID, jobTimeout); j.State != "ready" {
+		t.Fatalf("long job %s ended %q (%+v)", upLong.JobID, j.State, j.Error)
+	}
 }

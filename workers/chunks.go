@@ -469,21 +469,14 @@ func (h *Handlers) afterPart(ctx context.Context, p *kilnv1.TranscodeTask, all m
 	return h.publishChunkedPlayable(ctx, p, rends)
 }
 
-// chunkedRendition is a video rendition assembled from chunks.
-type chunkedRendition struct {
-	name, codecs string
-	segments     []playlist.Segment
-	bits         []float64
-}
-
 // chunkRenditions joins the chunks' segments of every rung, checking that
 // they follow each other and share one init segment.
-func chunkRenditions(p *kilnv1.TranscodeTask, chunks []*kilnv1.ChunkResult) ([]*chunkedRendition, error) {
+func chunkRenditions(p *kilnv1.TranscodeTask, chunks []*kilnv1.ChunkResult) ([]*renditionOutput, error) {
 	plan := p.GetPlan()
-	out := make([]*chunkedRendition, len(plan.GetRungs()))
+	out := make([]*renditionOutput, len(plan.GetRungs()))
 	var inits [][]byte
 	for k, rung := range plan.GetRungs() {
-		out[k] = &chunkedRendition{name: rung.Name}
+		out[k] = &renditionOutput{name: rung.Name, rung: rung}
 		inits = append(inits, nil)
 	}
 	for i, c := range chunks {
@@ -513,41 +506,31 @@ func chunkRenditions(p *kilnv1.TranscodeTask, chunks []*kilnv1.ChunkResult) ([]*
 
 // publishChunkedPlayable announces the asset playable (once chunk 0 and
 // the audio's first segment are stored): the catalog drops the copies.
-func (h *Handlers) publishChunkedPlayable(ctx context.Context, p *kilnv1.TranscodeTask, rends []*chunkedRendition) error {
+func (h *Handlers) publishChunkedPlayable(ctx context.Context, p *kilnv1.TranscodeTask, rends []*renditionOutput) error {
 	ev := jobevent.New(p.JobId, p.AssetId, p.Attempt, kilnv1.JobState_JOB_STATE_TRANSCODING, "playable")
 	ev.Playable = true
 	ev.Outputs = &kilnv1.AssetOutputs{
 		Bucket: h.cfg.OutputsBucket, Prefix: layout.AssetPrefix(p.AssetId),
 		DurationSeconds: p.GetMedia().GetDurationSeconds(),
 	}
-	for k, r := range rends {
-		rung := p.GetPlan().GetRungs()[k]
-		ev.Outputs.Renditions = append(ev.Outputs.Renditions, &kilnv1.Rendition{
-			Name: r.name, Codecs: r.codecs, PlaylistKey: layout.PlaylistKey(p.AssetId, r.name),
-			Width: rung.Width, Height: rung.Height, FrameRate: p.GetPlan().GetFrameRate(),
-			Bandwidth: rung.VideoBitRate * 6 / 5, AverageBandwidth: rung.VideoBitRate,
-		})
+	for _, r := range rends {
+		ev.Outputs.Renditions = append(ev.Outputs.Renditions, describeRendition(p, r, nil))
 	}
 	if p.GetPlan().GetHasAudio() {
-		ev.Outputs.Renditions = append(ev.Outputs.Renditions, audioRendition(p, nil))
+		audio := &renditionOutput{name: layout.AudioRendition, codecs: playlist.AudioCodecs}
+		ev.Outputs.Renditions = append(ev.Outputs.Renditions, describeRendition(p, audio, nil))
 	}
 	return h.cfg.Events.PublishJobEvent(ctx, ev)
 }
 
-// audioRendition describes the audio: measured from res (the track's
-// result), or the plan's bit rates when res is nil.
-func audioRendition(p *kilnv1.TranscodeTask, res *kilnv1.ChunkRendition) *kilnv1.Rendition {
-	br := p.GetPlan().GetAudioBitRate()
-	out := &kilnv1.Rendition{Name: layout.AudioRendition, Codecs: playlist.AudioCodecs,
-		PlaylistKey: layout.PlaylistKey(p.AssetId, layout.AudioRendition), Bandwidth: br * 11 / 10, AverageBandwidth: br}
-	if res != nil {
-		bits := make([]float64, len(res.GetSizes()))
-		for i, n := range res.GetSizes() {
-			bits[i] = float64(n) * 8
-		}
-		out.Bandwidth, out.AverageBandwidth = measuredBandwidth(res.GetDurations(), bits)
+// trackRendition is the audio as the track recorded it (res).
+func trackRendition(res *kilnv1.ChunkRendition) *renditionOutput {
+	r := &renditionOutput{name: res.GetName(), codecs: res.GetCodecs()}
+	for i, d := range res.GetDurations() {
+		r.segments = append(r.segments, playlist.Segment{URI: fmt.Sprintf(layout.SegmentPattern, i), Duration: d})
+		r.bits = append(r.bits, float64(res.GetSizes()[i])*8)
 	}
-	return out
+	return r
 }
 
 // measuredBandwidth is the peak segment's and the average bit rate of
@@ -594,26 +577,14 @@ func (h *Handlers) completeChunked(ctx context.Context, p *kilnv1.TranscodeTask,
 			measured, p.GetMedia().GetDurationSeconds(), limits.MaxDuration.Seconds()), nil)
 	}
 	outputs := &kilnv1.AssetOutputs{Bucket: h.cfg.OutputsBucket, Prefix: layout.AssetPrefix(p.AssetId), DurationSeconds: measured}
-	for k, r := range rends {
+	for _, res := range track.GetRenditions() {
+		rends = append(rends, trackRendition(res))
+	}
+	for _, r := range rends {
 		if err := h.storeGrowingPlaylist(ctx, p, r.name, r.segments, true); err != nil {
 			return err
 		}
-		rung := p.GetPlan().GetRungs()[k]
-		peak, avg := measuredBandwidth(durationsOf(r.segments), r.bits)
-		outputs.Renditions = append(outputs.Renditions, &kilnv1.Rendition{
-			Name: r.name, Codecs: r.codecs, PlaylistKey: layout.PlaylistKey(p.AssetId, r.name),
-			Width: rung.Width, Height: rung.Height, FrameRate: p.GetPlan().GetFrameRate(), Bandwidth: peak, AverageBandwidth: avg,
-		})
-	}
-	for _, r := range track.GetRenditions() {
-		segs := make([]playlist.Segment, len(r.GetDurations()))
-		for i, d := range r.GetDurations() {
-			segs[i] = playlist.Segment{URI: fmt.Sprintf(layout.SegmentPattern, i), Duration: d}
-		}
-		if err := h.storeGrowingPlaylist(ctx, p, r.GetName(), segs, true); err != nil {
-			return err
-		}
-		outputs.Renditions = append(outputs.Renditions, audioRendition(p, r))
+		outputs.Renditions = append(outputs.Renditions, describeRendition(p, r, r.bits))
 	}
 	thumbs, unused, err := h.assembleStills(ctx, p, chunks, measured)
 	if err != nil {

@@ -416,21 +416,31 @@ func (s *segmentPublisher) publishPlayable(ctx context.Context) error {
 }
 
 // rendition describes r: with the bit rates measured from its stored
-// segments (the peak segment's and the average, as HLS BANDWIDTH and
-// AVERAGE-BANDWIDTH mean them), or, before the run is over, the plan's.
+// segments, or, before the run is over, the plan's (describeRendition).
 func (s *segmentPublisher) rendition(r *renditionOutput, measured bool) *kilnv1.Rendition {
-	out := &kilnv1.Rendition{Name: r.name, Codecs: r.codecs, PlaylistKey: layout.PlaylistKey(s.task.AssetId, r.name)}
-	plan := s.task.GetPlan()
+	if !measured {
+		return describeRendition(s.task, r, nil)
+	}
+	return describeRendition(s.task, r, r.bits)
+}
+
+// describeRendition describes rendition r of p's asset (r.rung nil for
+// the audio): with the bit rates measured from its segments (r.segments,
+// each of bits: the peak segment's and the average, as HLS BANDWIDTH and
+// AVERAGE-BANDWIDTH mean them), or, with bits nil, the plan's.
+func describeRendition(p *kilnv1.TranscodeTask, r *renditionOutput, bits []float64) *kilnv1.Rendition {
+	out := &kilnv1.Rendition{Name: r.name, Codecs: r.codecs, PlaylistKey: layout.PlaylistKey(p.AssetId, r.name)}
+	plan := p.GetPlan()
 	if r.rung != nil {
 		out.Width, out.Height, out.FrameRate = r.rung.Width, r.rung.Height, plan.GetFrameRate()
 		out.Bandwidth, out.AverageBandwidth = r.rung.VideoBitRate*6/5, r.rung.VideoBitRate // the encoder's maxrate, its target
 	} else {
 		out.Bandwidth, out.AverageBandwidth = plan.GetAudioBitRate()*11/10, plan.GetAudioBitRate()
 	}
-	if !measured {
+	if bits == nil {
 		return out
 	}
-	peak, avg := measuredBandwidth(durationsOf(r.segments), r.bits)
+	peak, avg := measuredBandwidth(durationsOf(r.segments), bits)
 	out.Bandwidth = peak
 	if avg > 0 {
 		out.AverageBandwidth = avg

@@ -32,9 +32,9 @@ import (
 // Chunked encoding. A video longer than ChunkConfig.Threshold is cut, by
 // frame number of the normalised constant-rate picture, into chunks of
 // whole segments (Plan.chunking); each chunk is a task of its own
-// (TypeTranscodeChunk) that any idle worker takes, and the audio — one
-// continuous track, encoded once — and the stills are one more task beside
-// them (TypeTranscodeTrack). Chunk 0 is the first LeadSegments GOPs, so the
+// (TypeTranscodeChunk) that any idle worker takes, and takes the stills of
+// its frames; the audio — one continuous track, encoded once — is one more
+// task beside them (TypeTranscodeTrack). Chunk 0 is the first LeadSegments GOPs, so the
 // asset plays as soon as it and the audio's first segment are stored,
 // however long the video.
 //

@@ -168,9 +168,7 @@ func (st *Stills) window(frames []int) (first int, local []int) {
 	return first, local
 }
 
-// ThumbFile and PosterFile are the names of thumbnail k and of poster
-// candidate i (of PosterFrames).
-func ThumbFile(k int) string  { return fmt.Sprintf("t_%05d.jpg", k+1) }
+// PosterFile is the name of poster candidate i (of PosterFrames).
 func PosterFile(i int) string { return fmt.Sprintf("poster_%d.jpg", i+1) }
 
 // choosePoster picks among the candidates, by frame, with their luma
@@ -211,9 +209,6 @@ func (st *Stills) PickPoster() (path string, offset float64, ok bool) {
 	}
 	return file(n), st.offsets[n], true
 }
-
-// Offset is the time in seconds of poster candidate frame.
-func (st *Stills) Offset(frame int) float64 { return st.offsets[frame] }
 
 // thumbnailFiles are the thumbnails the run wrote, in order.
 func (st *Stills) thumbnailFiles() []string {

@@ -167,7 +167,8 @@ func rungArgs(plan *kilnv1.Plan, i int, out Outputs, opt EncodeOptions) []string
 }
 
 // stillsArgs write the stills of videoGraph's [thumbs] and [posters] into
-// st.Dir, named by their number in the whole video (ThumbFile, PosterFile).
+// st.Dir, named by their number in the whole video (t_<k+1>.jpg for
+// thumbnail k, PosterFile).
 func stillsArgs(st *Stills) []string {
 	var args []string
 	image := func(label string, first int, frames []int, q, pattern string) {

@@ -462,6 +462,7 @@ func TestHelpShowsAppDefaults(t *testing.T) {
 		"ffmpeg-threads":          d.FFmpegThreads,
 		"ffmpeg-max-memory":       d.FFmpegMaxMemory,
 		"direct-upload-ttl":       d.DirectUploadTTL,
+		"upload-abort-after":      d.UploadAbortAfter,
 		"x264-preset":             d.X264Preset,
 		"max-upload-bytes":        d.MaxUploadBytes,
 		"shutdown-timeout":        d.ShutdownTimeout,

@@ -421,6 +421,12 @@ func (s *Service) abortUpload(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// MinIO answers an abort of an unknown upload with success: whether it
+	// exists is asked first.
+	if _, err := s.cfg.Multipart.ListParts(r.Context(), s.cfg.SourcesBucket, t.Key, t.UploadID); err != nil {
+		s.storageError(w, r, t, "abort", err)
+		return
+	}
 	if err := s.cfg.Multipart.AbortMultipartUpload(r.Context(), s.cfg.SourcesBucket, t.Key, t.UploadID); err != nil {
 		s.storageError(w, r, t, "abort", err)
 		return

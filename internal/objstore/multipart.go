@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -111,7 +112,8 @@ func (c *Client) CompleteMultipartUpload(ctx context.Context, bucket, key, uploa
 	return trimETag(info.ETag), nil
 }
 
-// AbortMultipartUpload discards the upload and its stored parts.
+// AbortMultipartUpload discards the upload and its stored parts. An upload
+// that is gone gives ErrNoUpload on S3, but no error on MinIO.
 func (c *Client) AbortMultipartUpload(ctx context.Context, bucket, key, uploadID string) error {
 	if err := c.core().AbortMultipartUpload(ctx, bucket, key, uploadID); err != nil {
 		return fmt.Errorf("objstore: abort %s/%s: %w", bucket, key, wrapNoUpload(err))
@@ -119,17 +121,22 @@ func (c *Client) AbortMultipartUpload(ctx context.Context, bucket, key, uploadID
 	return nil
 }
 
-// ListMultipartUploads returns the uploads in progress under prefix.
+// ListMultipartUploads returns the uploads in progress under prefix. It
+// lists the whole bucket's and keeps those under prefix itself: MinIO takes
+// a ListMultipartUploads prefix for an exact object name (a folder lists
+// nothing), while S3 and MinIO both list every upload without one.
 func (c *Client) ListMultipartUploads(ctx context.Context, bucket, prefix string) ([]Upload, error) {
 	var out []Upload
 	keyMarker, idMarker := "", ""
 	for {
-		res, err := c.core().ListMultipartUploads(ctx, bucket, prefix, keyMarker, idMarker, "", 1000)
+		res, err := c.core().ListMultipartUploads(ctx, bucket, "", keyMarker, idMarker, "", 1000)
 		if err != nil {
-			return nil, fmt.Errorf("objstore: list multipart uploads %s/%s: %w", bucket, prefix, err)
+			return nil, fmt.Errorf("objstore: list multipart uploads %s: %w", bucket, err)
 		}
 		for _, u := range res.Uploads {
-			out = append(out, Upload{Key: u.Key, UploadID: u.UploadID, Initiated: u.Initiated})
+			if strings.HasPrefix(u.Key, prefix) {
+				out = append(out, Upload{Key: u.Key, UploadID: u.UploadID, Initiated: u.Initiated})
+			}
 		}
 		if !res.IsTruncated || (res.NextKeyMarker == keyMarker && res.NextUploadIDMarker == idMarker) {
 			return out, nil

@@ -25,6 +25,9 @@ import (
 // it expires, and a replaced source fails its job (every read of it is
 // pinned to the ETag the job was made for, workers.PinHeaders) and starts
 // another. Config.DirectUploadTTL (KILN_DIRECT_UPLOAD_TTL) sets how long.
+//
+// A large upload (over Config.MultipartThreshold) or one asking for it is
+// a multipart upload instead: multipart.go.
 const (
 	// DefaultDirectUploadTTL is Config.DirectUploadTTL's default.
 	DefaultDirectUploadTTL = 15 * time.Minute

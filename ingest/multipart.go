@@ -170,7 +170,7 @@ func (s *Service) parseToken(id string) (uploadToken, error) {
 	return t, nil
 }
 
-// upload reads the {id} of a request; when it fails it has answered.
+// uploadOf reads the {id} of a request; when it fails it has answered.
 // expired also accepts an upload older than UploadAbortAfter.
 func (s *Service) uploadOf(w http.ResponseWriter, r *http.Request, expired bool) (uploadToken, bool) {
 	if !s.multipartOn() {

@@ -25,6 +25,9 @@ import (
 // it expires, and a replaced source fails its job (every read of it is
 // pinned to the ETag the job was made for, workers.PinHeaders) and starts
 // another. Config.DirectUploadTTL (KILN_DIRECT_UPLOAD_TTL) sets how long.
+//
+// A large upload (over Config.MultipartThreshold) or one asking for it is
+// a multipart upload instead: multipart.go.
 const (
 	// DefaultDirectUploadTTL is Config.DirectUploadTTL's default.
 	DefaultDirectUploadTTL = 15 * time.Minute
@@ -41,6 +44,15 @@ type DirectUploadRequest struct {
 	Size           *int64 `json:"size"`
 	Preset         string `json:"preset"`
 	PlaybackPolicy string `json:"playback_policy"`
+	// Multipart asks for a multipart upload whatever the size (one is
+	// made anyway above Config.MultipartThreshold); PartSize chooses its
+	// part size.
+	Multipart bool   `json:"multipart"`
+	PartSize  *int64 `json:"part_size"`
+	// WebhookURL is notified of the job's events, as with POST
+	// /v1/uploads: multipart uploads only (completing one answers the job
+	// id, and with it the webhook's secret).
+	WebhookURL string `json:"webhook_url"`
 }
 
 // DirectUploadResponse is the answer to POST /v1/direct-uploads.
@@ -71,6 +83,18 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, "filename is too long")
 		return
 	}
+	multipart := req.Multipart || *req.Size > s.cfg.MultipartThreshold
+	switch {
+	case req.PartSize != nil && !multipart:
+		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, `part_size needs "multipart": true`)
+		return
+	case req.WebhookURL != "" && !multipart:
+		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidHook, `webhook_url needs "multipart": true`)
+		return
+	case req.WebhookURL != "" && !ValidWebhookURL(req.WebhookURL):
+		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidHook, "webhook_url must be an absolute http(s) URL without credentials, at most 2048 bytes")
+		return
+	}
 	if req.Preset == "" {
 		req.Preset = "default"
 	}
@@ -83,6 +107,10 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	if !policy.Valid(req.PlaybackPolicy) {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPolicy, `playback_policy must be "public" or "signed"`)
+		return
+	}
+	if multipart {
+		s.startMultipart(w, r, req)
 		return
 	}
 	if s.cfg.Presigner == nil {

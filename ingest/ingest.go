@@ -73,9 +73,19 @@ type Config struct {
 	// PublishTimeout bounds the upload API's publish of "object landed",
 	// which runs even after the client has gone; default 10s.
 	PublishTimeout time.Duration
-	// DirectUploadTTL is the lifetime of a direct-upload URL; default
-	// DefaultDirectUploadTTL.
+	// DirectUploadTTL is the lifetime of a direct-upload URL (and of each
+	// part URL of a multipart one); default DefaultDirectUploadTTL.
 	DirectUploadTTL time.Duration
+	// Multipart makes multipart direct uploads (multipart.go), with ids
+	// signed by UploadIDKey; without either they answer 503.
+	Multipart   Multipart
+	UploadIDKey []byte
+	// MultipartThreshold: a direct upload of more bytes is multipart;
+	// default DefaultMultipartThreshold.
+	MultipartThreshold int64
+	// UploadAbortAfter is how long a multipart upload may stay incomplete
+	// before SweepUploads aborts it; default DefaultUploadAbortAfter.
+	UploadAbortAfter time.Duration
 	// UploadProgressTimeout cuts an upload whose body sends nothing for
 	// that long (the server's read timeout does not apply to uploads);
 	// default DefaultUploadProgressTimeout.
@@ -182,6 +192,12 @@ func New(cfg Config) *Service {
 	}
 	if cfg.DirectUploadTTL <= 0 {
 		cfg.DirectUploadTTL = DefaultDirectUploadTTL
+	}
+	if cfg.MultipartThreshold <= 0 {
+		cfg.MultipartThreshold = DefaultMultipartThreshold
+	}
+	if cfg.UploadAbortAfter <= 0 {
+		cfg.UploadAbortAfter = DefaultUploadAbortAfter
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	return &Service{cfg: cfg, log: cfg.Logger, tracer: tracing.Provider(cfg.TracerProvider).Tracer("github.com/kilnvideo/kiln/ingest")}

@@ -59,14 +59,22 @@ type UploadResponse struct {
 	WebhookSecret string `json:"webhook_secret,omitempty"`
 }
 
-// Routes lists the upload API (both routes need an API key):
+// Routes lists the upload API (every route needs an API key):
 //
-//	POST /v1/uploads          stream a file into the sources bucket
-//	POST /v1/direct-uploads   presign a PUT straight to the sources bucket
+//	POST   /v1/uploads                           stream a file into the sources bucket
+//	POST   /v1/direct-uploads                    presign a PUT straight to the sources bucket, or start a multipart upload
+//	POST   /v1/direct-uploads/{id}/parts         presigned part URLs of a multipart upload
+//	GET    /v1/direct-uploads/{id}               the parts stored so far
+//	POST   /v1/direct-uploads/{id}/complete      make the object and start its job
+//	DELETE /v1/direct-uploads/{id}               abort it
 func (s *Service) Routes() []httpapi.Route {
 	return []httpapi.Route{
 		httpapi.Authed("POST /v1/uploads", s.upload),
 		httpapi.Authed("POST /v1/direct-uploads", s.directUpload),
+		httpapi.Authed("POST /v1/direct-uploads/{id}/parts", s.uploadParts),
+		httpapi.Authed("GET /v1/direct-uploads/{id}", s.uploadStatus),
+		httpapi.Authed("POST /v1/direct-uploads/{id}/complete", s.completeUpload),
+		httpapi.Authed("DELETE /v1/direct-uploads/{id}", s.abortUpload),
 	}
 }
 

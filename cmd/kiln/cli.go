@@ -27,6 +27,8 @@ API client (talks to a running kiln over HTTP):
                  stream FILE to the upload API with a progress bar on stderr and print
                  the job id; --wait follows the job (progress on stderr) and then prints
                  the HLS playback URL
+                 over --multipart-threshold (64MiB) in parts straight to storage
+                 (--parallel, --part-size); run it again after a drop to resume
   kiln jobs [--state S] [--limit N] [--cursor C]
                  list jobs: id, state, progress (and chunks N/M of a chunked transcode),
                  created, source key

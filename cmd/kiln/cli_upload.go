@@ -24,6 +24,7 @@ func (e *cliEnv) upload(ctx context.Context, args []string) error {
 	policy := fs.String("playback-policy", "", "public or signed (server default: public)")
 	webhook := fs.String("webhook-url", "", "URL notified of this job's events")
 	wait := fs.Bool("wait", false, "follow the job until it ends and print the HLS playback URL")
+	mp := multipartFlags(fs)
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return err
@@ -47,6 +48,9 @@ func (e *cliEnv) upload(ctx context.Context, args []string) error {
 	if !fi.Mode().IsRegular() {
 		return usageErr("%s: not a regular file", pos[0])
 	}
+	if mp.parallel < 1 {
+		return usageErr("--parallel %d: want at least 1", mp.parallel)
+	}
 	q := url.Values{"filename": {filepath.Base(pos[0])}}
 	if *preset != "" {
 		q.Set("preset", *preset)
@@ -58,40 +62,15 @@ func (e *cliEnv) upload(ctx context.Context, args []string) error {
 		q.Set("webhook_url", *webhook)
 	}
 
-	bar := newTransferBar(e.stderr, e.tty, e.now, fi.Size())
-	var body io.Reader = &countingReader{r: f, onRead: bar.add}
-	if fi.Size() == 0 {
-		body = http.NoBody // the server answers empty_upload
+	var up uploadAnswer
+	if fi.Size() > 0 && fi.Size() > mp.threshold.n {
+		up, err = e.uploadMultipart(ctx, c, f, fi, pos[0], q, mp)
+	} else {
+		up, err = e.uploadStream(ctx, c, f, fi, pos[0], q)
 	}
-	req, err := c.request(ctx, http.MethodPost, "/v1/uploads", q, body)
 	if err != nil {
 		return err
 	}
-	req.ContentLength = fi.Size()
-	ctype := mime.TypeByExtension(strings.ToLower(filepath.Ext(pos[0])))
-	if ctype == "" || strings.HasPrefix(ctype, "multipart/") {
-		ctype = "application/octet-stream"
-	}
-	req.Header.Set("Content-Type", ctype)
-	// Let the server refuse (bad key, bad preset, too large) before the
-	// bytes are sent.
-	req.Header.Set("Expect", "100-continue")
-	resp, err := c.do(req)
-	if err != nil {
-		bar.stop()
-		return err
-	}
-	defer resp.Body.Close()
-	var up struct {
-		JobID         string `json:"job_id"`
-		AssetID       string `json:"asset_id"`
-		WebhookSecret string `json:"webhook_secret"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&up); err != nil || up.JobID == "" {
-		bar.stop()
-		return withCode(exitServer, fmt.Errorf("upload: unreadable answer (status %d): %v", resp.StatusCode, err))
-	}
-	bar.done()
 	if up.WebhookSecret != "" {
 		// Shown once, by the server too: keep it to verify the webhooks.
 		fmt.Fprintf(e.stderr, "webhook secret (shown once; verifies this upload's webhooks): %s\n", up.WebhookSecret)
@@ -142,6 +121,48 @@ func (e *cliEnv) upload(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintln(e.stdout, hls)
 	return nil
+}
+
+// uploadAnswer is the part of an upload's answer the client uses.
+type uploadAnswer struct {
+	JobID         string `json:"job_id"`
+	AssetID       string `json:"asset_id"`
+	WebhookSecret string `json:"webhook_secret"`
+}
+
+// uploadStream sends the file as the body of POST /v1/uploads.
+func (e *cliEnv) uploadStream(ctx context.Context, c *client, f *os.File, fi os.FileInfo, path string, q url.Values) (uploadAnswer, error) {
+	bar := newTransferBar(e.stderr, e.tty, e.now, fi.Size())
+	var body io.Reader = &countingReader{r: f, onRead: bar.add}
+	if fi.Size() == 0 {
+		body = http.NoBody // the server answers empty_upload
+	}
+	req, err := c.request(ctx, http.MethodPost, "/v1/uploads", q, body)
+	if err != nil {
+		return uploadAnswer{}, err
+	}
+	req.ContentLength = fi.Size()
+	ctype := mime.TypeByExtension(strings.ToLower(filepath.Ext(path)))
+	if ctype == "" || strings.HasPrefix(ctype, "multipart/") {
+		ctype = "application/octet-stream"
+	}
+	req.Header.Set("Content-Type", ctype)
+	// Let the server refuse (bad key, bad preset, too large) before the
+	// bytes are sent.
+	req.Header.Set("Expect", "100-continue")
+	resp, err := c.do(req)
+	if err != nil {
+		bar.stop()
+		return uploadAnswer{}, err
+	}
+	defer resp.Body.Close()
+	var up uploadAnswer
+	if err := json.NewDecoder(resp.Body).Decode(&up); err != nil || up.JobID == "" {
+		bar.stop()
+		return uploadAnswer{}, withCode(exitServer, fmt.Errorf("upload: unreadable answer (status %d): %v", resp.StatusCode, err))
+	}
+	bar.done()
+	return up, nil
 }
 
 // hlsURL is the HLS playback URL of a playable or ready asset.
@@ -215,6 +236,7 @@ type transferBar struct {
 	l       liner
 	total   int64
 	sent    int64
+	resumed int64 // of sent, stored before this run (not counted in the rate)
 	start   time.Time
 	decile  int // last tenth printed when not on a terminal
 	stopped bool
@@ -224,6 +246,15 @@ func newTransferBar(w io.Writer, tty bool, now func() time.Time, total int64) *t
 	return &transferBar{l: liner{w: w, tty: tty, now: now}, total: total, start: now()}
 }
 
+// resume counts n bytes as sent by an earlier run.
+func (b *transferBar) resume(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sent += n
+	b.resumed += n
+}
+
+// add counts n bytes sent (n < 0 takes back bytes of a failed part).
 func (b *transferBar) add(n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -256,7 +287,12 @@ func (b *transferBar) done() {
 		b.l.end()
 	}
 	elapsed := b.l.now().Sub(b.start)
-	fmt.Fprintf(b.l.w, "uploaded %s in %s (%s/s)\n", humanBytes(float64(b.sent)), roundDuration(elapsed), humanBytes(rate(b.sent, elapsed)))
+	resumed := ""
+	if b.resumed > 0 {
+		resumed = fmt.Sprintf(", %s of it stored before", humanBytes(float64(b.resumed)))
+	}
+	fmt.Fprintf(b.l.w, "uploaded %s in %s (%s/s%s)\n", humanBytes(float64(b.sent)), roundDuration(elapsed),
+		humanBytes(rate(b.sent-b.resumed, elapsed)), resumed)
 }
 
 // stop ends the bar without a summary (the upload failed).
@@ -269,7 +305,7 @@ func (b *transferBar) stop() {
 
 func (b *transferBar) render() string {
 	elapsed := b.l.now().Sub(b.start)
-	r := rate(b.sent, elapsed)
+	r := rate(b.sent-b.resumed, elapsed)
 	frac := 1.0
 	if b.total > 0 {
 		frac = float64(b.sent) / float64(b.total)

@@ -128,6 +128,7 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.intFlag(&c.FFmpegThreads, "ffmpeg-threads", "KILN_FFMPEG_THREADS", "threads per ffmpeg encode (0 = ffmpeg decides)", atLeast(0))
 	f.int64Flag(&c.FFmpegMaxMemory, "ffmpeg-max-memory", "KILN_FFMPEG_MAX_MEMORY", "address space (bytes, RLIMIT_AS) each ffmpeg/ffprobe child may use; past it the run fails (resources_exhausted after one retry); 0 = unbounded", offOrAtLeast[int64](256<<20))
 	f.durFlag(&c.DirectUploadTTL, "direct-upload-ttl", "KILN_DIRECT_UPLOAD_TTL", "lifetime of direct-upload URLs (ingest)", within(time.Minute, ingest.MaxDirectUploadTTL))
+	f.durFlag(&c.UploadAbortAfter, "upload-abort-after", "KILN_UPLOAD_ABORT_AFTER", "a multipart direct upload not completed within this is aborted, its parts deleted (ingest)", within(time.Hour, ingest.MaxUploadAbortAfter))
 	f.strFlag(&c.X264Preset, "x264-preset", "KILN_X264_PRESET", "x264 speed preset",
 		oneOf("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"))
 	f.int64Flag(&c.MaxUploadBytes, "max-upload-bytes", "KILN_MAX_UPLOAD_BYTES", "largest accepted upload", atLeast[int64](1))

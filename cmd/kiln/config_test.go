@@ -104,6 +104,10 @@ func TestConfigApplied(t *testing.T) {
 			},
 		},
 		{
+			name: "upload abort after", env: map[string]string{"KILN_UPLOAD_ABORT_AFTER": "36h"},
+			want: func(c *app.Config) { c.UploadAbortAfter = 36 * time.Hour },
+		},
+		{
 			name: "reconciler", env: map[string]string{"KILN_RECONCILE_INTERVAL": "30s", "KILN_RECONCILE_GRACE": "5m"},
 			want: func(c *app.Config) { c.ReconcileInterval, c.ReconcileGrace = 30*time.Second, 5*time.Minute },
 		},
@@ -294,6 +298,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "bool", env: map[string]string{"KILN_S3_SECURE": "yes"}, want: []string{`KILN_S3_SECURE="yes": not a boolean`}},
 		{name: "bool loopback", env: map[string]string{"KILN_WEBHOOK_ALLOW_LOOPBACK": "on"}, want: []string{`KILN_WEBHOOK_ALLOW_LOOPBACK="on"`}},
 		{name: "duration", env: map[string]string{"KILN_SHUTDOWN_TIMEOUT": "25"}, want: []string{`KILN_SHUTDOWN_TIMEOUT="25": not a duration`}},
+		{name: "upload abort after too short", env: map[string]string{"KILN_UPLOAD_ABORT_AFTER": "10m"}, want: []string{"KILN_UPLOAD_ABORT_AFTER=10m: must be from 1h to 720h"}},
 		{name: "duration days", env: map[string]string{"KILN_PLAYBACK_TOKEN_TTL": "7d"}, want: []string{`KILN_PLAYBACK_TOKEN_TTL="7d": not a duration`}},
 		{name: "enum delivery", env: map[string]string{"KILN_PLAYBACK_DELIVERY": "cdn"}, want: []string{`KILN_PLAYBACK_DELIVERY="cdn": want direct, redirect or proxy`}},
 		{name: "cdn url", env: map[string]string{"KILN_CDN_URL": "cdn.example.com/outputs"}, want: []string{`KILN_CDN_URL="cdn.example.com/outputs"`, "absolute http(s) URL"}},
@@ -462,6 +467,7 @@ func TestHelpShowsAppDefaults(t *testing.T) {
 		"ffmpeg-threads":          d.FFmpegThreads,
 		"ffmpeg-max-memory":       d.FFmpegMaxMemory,
 		"direct-upload-ttl":       d.DirectUploadTTL,
+		"upload-abort-after":      d.UploadAbortAfter,
 		"x264-preset":             d.X264Preset,
 		"max-upload-bytes":        d.MaxUploadBytes,
 		"shutdown-timeout":        d.ShutdownTimeout,

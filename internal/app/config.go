@@ -135,6 +135,9 @@ type Config struct {
 	FFmpegMaxMemory int64
 	// DirectUploadTTL is the lifetime of direct-upload URLs (ingest).
 	DirectUploadTTL time.Duration
+	// UploadAbortAfter is how long a multipart direct upload may stay
+	// incomplete before ingest aborts it.
+	UploadAbortAfter time.Duration
 
 	Concurrency int
 	// WorkerQueues are the stage queues this worker takes tasks from, with
@@ -223,6 +226,8 @@ func Defaults() Config {
 		FFprobePath:     ffmpeg.DefaultFFprobePath,
 		FFmpegMaxMemory: DefaultFFmpegMaxMemory,
 		DirectUploadTTL: ingest.DefaultDirectUploadTTL,
+
+		UploadAbortAfter: ingest.DefaultUploadAbortAfter,
 
 		Concurrency:        2,
 		NATSStreamReplicas: 1,

@@ -24,9 +24,13 @@ func (p *process) ingest(ctx context.Context) error {
 		DirectUploadTTL: p.cfg.DirectUploadTTL, UploadProgressTimeout: p.cfg.UploadProgressTimeout,
 		WebhookSecret: p.cfg.WebhookSecret,
 		Rejections:    p.rejections, TracerProvider: p.cfg.TracerProvider,
+		// Multipart upload ids are signed with a key every ingest replica
+		// derives from the S3 secret it shares.
+		Multipart: p.objects, UploadIDKey: ingest.UploadIDKey(p.cfg.S3.SecretKey), UploadAbortAfter: p.cfg.UploadAbortAfter,
 	})
 	p.rejections.Register(ingest.RejectConsumer, ingest.RejectReasons...)
 	httpapi.Mount(p.mux, p.keys, in.Routes())
+	p.g.Go(func() error { return in.SweepUploads(ctx) })
 	p.g.Go(func() error {
 		return p.bus.Consume(ctx, bus.ConsumerConfig{
 			Durable:  "ingest",

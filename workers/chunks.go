@@ -85,6 +85,7 @@ type Fleet interface {
 const (
 	trackField = "track"  // the track's ChunkResult
 	audioField = "audio0" // the audio's first segment is stored
+	leadField  = "lead0"  // chunk 0's first segments are stored
 )
 
 func chunkField(i int) string { return "c" + strconv.Itoa(i) }
@@ -364,15 +365,7 @@ func (h *Handlers) encodePart(ctx context.Context, p *kilnv1.TranscodeTask, i in
 	if err := segs.finish(ctx); err != nil {
 		return nil, err
 	}
-	res := &kilnv1.ChunkResult{Chunk: int32(i)}
-	for _, r := range segs.renditions {
-		cr := &kilnv1.ChunkRendition{Name: r.name, Codecs: r.codecs, InitSha256: r.initSum, First: int32(segs.first)}
-		for k, s := range r.segments {
-			cr.Durations = append(cr.Durations, s.Duration)
-			cr.Sizes = append(cr.Sizes, int64(r.bits[k]/8))
-		}
-		res.Renditions = append(res.Renditions, cr)
-	}
+	res := segs.result()
 	if d, err := segs.decoded(); err == nil {
 		res.DecodedSeconds = d
 	}
@@ -426,7 +419,15 @@ func (h *Handlers) afterPart(ctx context.Context, p *kilnv1.TranscodeTask, all m
 		return h.completeChunked(ctx, p, chunks, track, log)
 	}
 	if len(chunks) == 0 {
-		return nil
+		data, ok := all[leadField]
+		if !ok {
+			return nil
+		}
+		lead := &kilnv1.ChunkResult{}
+		if err := proto.Unmarshal(data, lead); err != nil {
+			return fmt.Errorf("transcode: ledger: chunk 0's first segments: %w", err)
+		}
+		chunks = append(chunks, lead)
 	}
 	rends, err := chunkRenditions(p, chunks)
 	if err != nil {

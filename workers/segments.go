@@ -158,6 +158,23 @@ func newPartPublisher(h *Handlers, p *kilnv1.TranscodeTask, out Outputs, i int, 
 		for _, r := range plan.GetRungs() {
 			s.renditions = append(s.renditions, &renditionOutput{name: r.Name, rung: r})
 		}
+		if i == 0 {
+			s.onStarted = func(ctx context.Context) error {
+				// Chunk 0's first segments, for the playlists afterPart
+				// writes until chunk 0 is done: the asset plays as soon as
+				// every rung and the audio have a segment, as a whole-file
+				// transcode's does.
+				data, err := proto.Marshal(s.result())
+				if err != nil {
+					return fmt.Errorf("transcode: %w", err)
+				}
+				all, err := h.cfg.Ledger.Record(ctx, p.JobId, p.Attempt, leadField, data)
+				if err != nil {
+					return err
+				}
+				return h.afterPart(ctx, p, all, log)
+			}
+		}
 		return s, nil
 	}
 	if plan.GetHasAudio() {
@@ -179,6 +196,20 @@ func newPartPublisher(h *Handlers, p *kilnv1.TranscodeTask, out Outputs, i int, 
 		return h.afterPart(ctx, p, all, log)
 	}
 	return s, nil
+}
+
+// result is what the part has stored so far.
+func (s *segmentPublisher) result() *kilnv1.ChunkResult {
+	res := &kilnv1.ChunkResult{Chunk: int32(s.chunk)}
+	for _, r := range s.renditions {
+		cr := &kilnv1.ChunkRendition{Name: r.name, Codecs: r.codecs, InitSha256: r.initSum, First: int32(s.first)}
+		for k, seg := range r.segments {
+			cr.Durations = append(cr.Durations, seg.Duration)
+			cr.Sizes = append(cr.Sizes, int64(r.bits[k]/8))
+		}
+		res.Renditions = append(res.Renditions, cr)
+	}
+	return res
 }
 
 // run syncs every SegmentPoll until ctx ends. A failed sync (storage

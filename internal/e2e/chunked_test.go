@@ -110,8 +110,10 @@ func TestChunkedFramesAndSync(t *testing.T) {
 	// candidate left but the chosen one.
 	var stills struct {
 		Thumbnails struct {
-			Poster, StoryboardVTT, Sprite string
-			Images                        []string
+			Poster        string   `json:"poster"`
+			StoryboardVTT string   `json:"storyboard_vtt"`
+			Sprite        string   `json:"sprite"`
+			Images        []string `json:"images"`
 		} `json:"thumbnails"`
 	}
 	s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &stills)

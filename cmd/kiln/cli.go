@@ -371,10 +371,31 @@ func readAPIError(resp *http.Response) *apiError {
 
 // getJSON GETs path into v, waiting out a few 429 answers (Retry-After).
 func (c *client) getJSON(ctx context.Context, path string, q url.Values, v any) error {
+	return c.sendJSON(ctx, http.MethodGet, path, q, nil, v)
+}
+
+// sendJSON sends body (nil: none) as JSON and decodes the answer into v (a
+// *json.RawMessage takes it as is), sending again after a 429 answer, at
+// most 3 times, once its Retry-After has passed.
+func (c *client) sendJSON(ctx context.Context, method, path string, q url.Values, body, v any) error {
+	var data []byte
+	if body != nil {
+		var err error
+		if data, err = json.Marshal(body); err != nil {
+			return withCode(exitGeneric, err)
+		}
+	}
 	for attempt := 0; ; attempt++ {
-		req, err := c.request(ctx, http.MethodGet, path, q, nil)
+		var r io.Reader
+		if body != nil {
+			r = bytes.NewReader(data)
+		}
+		req, err := c.request(ctx, method, path, q, r)
 		if err != nil {
 			return err
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
 		}
 		req.Header.Set("Accept", "application/json")
 		resp, err := c.do(req)
@@ -389,16 +410,16 @@ func (c *client) getJSON(ctx context.Context, path string, q url.Values, v any) 
 			return err
 		}
 		defer resp.Body.Close()
-		data, err := io.ReadAll(resp.Body)
+		answer, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 		if err != nil {
-			return withCode(exitServer, fmt.Errorf("GET %s: reading the answer: %w", path, err))
+			return withCode(exitServer, fmt.Errorf("%s %s: reading the answer: %w", method, path, err))
 		}
 		if raw, ok := v.(*json.RawMessage); ok {
-			*raw = data
+			*raw = answer
 			return nil
 		}
-		if err := json.Unmarshal(data, v); err != nil {
-			return withCode(exitServer, fmt.Errorf("GET %s: unreadable answer: %w", path, err))
+		if err := json.Unmarshal(answer, v); err != nil {
+			return withCode(exitServer, fmt.Errorf("%s %s: unreadable answer: %w", method, path, err))
 		}
 		return nil
 	}

@@ -443,46 +443,7 @@ func (e *cliEnv) completeMultipart(ctx context.Context, c *client, st *mpState, 
 	return up, nil
 }
 
-// postJSON POSTs body (nil: none) as JSON and decodes the answer into v,
-// waiting out a few 429 answers (Retry-After).
+// postJSON POSTs body (nil: none) as JSON and decodes the answer into v.
 func (c *client) postJSON(ctx context.Context, path string, q url.Values, body, v any) error {
-	var data []byte
-	if body != nil {
-		var err error
-		if data, err = json.Marshal(body); err != nil {
-			return withCode(exitGeneric, err)
-		}
-	}
-	var resp *http.Response
-	for attempt := 0; ; attempt++ {
-		var r io.Reader
-		if body != nil {
-			r = bytes.NewReader(data)
-		}
-		req, err := c.request(ctx, http.MethodPost, path, q, r)
-		if err != nil {
-			return err
-		}
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		req.Header.Set("Accept", "application/json")
-		resp, err = c.do(req)
-		var ae *apiError
-		if errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests && attempt < 3 {
-			if err := sleep(ctx, max(ae.RetryAfter, c.retryWait)); err != nil {
-				return withCode(exitGeneric, err)
-			}
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		break
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
-		return withCode(exitServer, fmt.Errorf("POST %s: unreadable answer: %w", path, err))
-	}
-	return nil
+	return c.sendJSON(ctx, http.MethodPost, path, q, body, v)
 }

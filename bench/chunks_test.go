@@ -175,7 +175,8 @@ func medianParts(rounds [][]float64) []float64 {
 //   - a one-hour source is cut into chunks of workers.DefaultChunkLength;
 //     each costs what a measured full-length chunk costs per second of
 //     video, times its length; the track costs its
-//     measured CPU per second of video, times 3600;
+//     measured CPU per second of video, times 3600, and holds its slot
+//     at least as long as reading the hour at workers.TrackReadRate takes;
 //   - every task adds taskOverhead; the track starts first and holds one
 //     slot; chunks go, in order, to the slot free first (the queue);
 //   - the baseline is the whole encode on one slot: whole per second of
@@ -191,7 +192,7 @@ func speedupModel(parts []float64, seconds, measuredChunk, whole, chunkSeconds f
 		perSecond = append(perSecond, parts[len(parts)-1]/measuredChunk)
 	}
 	chunkCost := median(perSecond) * chunkSeconds
-	track := parts[0] / seconds * hour
+	track := max(parts[0]/seconds*hour, hour/workers.TrackReadRate)
 	baseline := whole / seconds * hour
 	n := int(hour / chunkSeconds)
 	var rows []Row

@@ -181,9 +181,17 @@ func ChunkArgs(in Input, plan *kilnv1.Plan, i int, out Outputs, opt EncodeOption
 	return args
 }
 
+// TrackReadRate is how fast the track reads its source, in multiples of
+// real time. Unbounded, the audio encode takes a core at full speed while
+// chunk 0 makes the first segments a viewer waits for; at 30× it costs a
+// few per cent of one and still ends long before the chunks (a one-hour
+// source's audio takes 2 minutes, its video at least W times longer).
+const TrackReadRate = 30
+
 // TrackArgs is the ffmpeg invocation of a chunked transcode's track: the
-// audio, once, as one continuous rendition.
+// audio, once, as one continuous rendition, read at TrackReadRate.
 func TrackArgs(in Input, plan *kilnv1.Plan, out Outputs) []string {
+	in.ReadRate = TrackReadRate
 	args := InputArgs(in)
 	args = append(args, "-map", streamSpec(plan.AudioStream, "a"), "-vn", "-sn", "-dn")
 	args = append(args, audioArgs(plan)...)

@@ -146,6 +146,22 @@ func TestChunkArgs(t *testing.T) {
 	}
 }
 
+// TestTrackArgs: the track reads its source at TrackReadRate (an input
+// option, so before -i) and the chunks read theirs at full speed.
+func TestTrackArgs(t *testing.T) {
+	plan := chunkPlan(30, 60)
+	plan.HasAudio = true
+	PlanChunks(plan, &kilnv1.MediaInfo{DurationSeconds: 40}, ChunkConfig{Threshold: time.Second, Length: 12 * time.Second})
+	in := Input{URL: "http://s3/src", Seconds: 42}
+	track := strings.Join(TrackArgs(in, plan, Outputs{Root: "/w"}), " ")
+	if !strings.Contains(track, "-readrate 30 -i http://s3/src") || !strings.Contains(track, "-vn") {
+		t.Errorf("track args:\n%s", track)
+	}
+	if chunk := strings.Join(ChunkArgs(in, plan, 0, Outputs{Root: "/w"}, EncodeOptions{}), " "); strings.Contains(chunk, "-readrate") {
+		t.Errorf("chunk 0 reads at a capped rate:\n%s", chunk)
+	}
+}
+
 // TestChunkStills: the chunks of a chunked encode take, between them,
 // exactly the stills the whole-video run takes — the same thumbnails and
 // poster candidates, under the same names, pixel for pixel — and the

@@ -60,6 +60,9 @@ type Input struct {
 	// MaxPixels bounds every picture a decoder may allocate (-max_pixels);
 	// 0: DefaultLimits().MaxPixels.
 	MaxPixels int64
+	// ReadRate, when > 0, caps how fast the input is read, in multiples
+	// of real time (-readrate).
+	ReadRate float64
 }
 
 // InputArgs are the ffmpeg input options for an untrusted input: demuxer,
@@ -92,6 +95,9 @@ func InputArgs(in Input) []string {
 	}
 	if in.Seconds > 0 {
 		args = append(args, "-t", strconv.FormatFloat(in.Seconds, 'f', 3, 64))
+	}
+	if in.ReadRate > 0 {
+		args = append(args, "-readrate", strconv.FormatFloat(in.ReadRate, 'f', -1, 64))
 	}
 	return append(args, "-i", in.URL)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/tenant"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -25,6 +26,9 @@ type Fact struct {
 	// Policy is policy.Public or policy.Signed from a QUEUED event, "" from
 	// any other (only QUEUED carries it).
 	Policy string
+	// Tenant is the tenant that owns the job, from a QUEUED event
+	// (tenant.Default when it names none), "" from any other.
+	Tenant string
 	Source Source
 	// ErrorCode and ErrorMessage are set for FAILED (default code
 	// failure.Internal) and CANCELED (default failure.Canceled).
@@ -114,6 +118,10 @@ func FactOf(ev *kilnv1.JobEvent, now time.Time) (*Fact, error) {
 	f.Preset = ev.GetPreset()
 	if st == StateQueued {
 		f.Policy = policy.OfEvent(ev.GetPlaybackPolicy())
+		if t := ev.GetTenantId(); t != "" && !tenant.Valid(t) {
+			return nil, fmt.Errorf("%w: job %s: malformed tenant id", ErrInvalidEvent, ev.GetJobId())
+		}
+		f.Tenant = tenant.OfEvent(ev.GetTenantId())
 	}
 	if src := ev.GetSource(); src != nil {
 		f.Source = Source{Bucket: src.GetBucket(), Key: src.GetKey(), ETag: src.GetEtag(), Size: src.GetSize()}

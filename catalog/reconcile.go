@@ -319,6 +319,7 @@ func (r *Reconciler) sources(ctx context.Context, now time.Time, rep *Report) er
 			Origin:         OriginReconciler,
 			Preset:         layout.SourceMeta(info.Metadata, layout.MetaPreset),
 			PlaybackPolicy: layout.SourceMeta(info.Metadata, layout.MetaPolicy),
+			TenantId:       layout.SourceMeta(info.Metadata, layout.MetaTenant),
 			WebhookUrl:     layout.SourceMeta(info.Metadata, layout.MetaWebhook),
 			Time:           timestamppb.New(now),
 		}

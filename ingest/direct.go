@@ -122,6 +122,7 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 		"Content-Length":                  strconv.FormatInt(*req.Size, 10),
 		"X-Amz-Meta-" + layout.MetaPreset: req.Preset,
 		"X-Amz-Meta-" + layout.MetaPolicy: req.PlaybackPolicy,
+		"X-Amz-Meta-" + layout.MetaTenant: httpapi.Tenant(r.Context()),
 	}
 	if tp := traceParentOf(r.Context()); tp != "" { // the job continues this request's trace
 		headers["X-Amz-Meta-"+metaTraceParent] = tp

@@ -31,6 +31,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/tenant"
 	"github.com/kilnvideo/kiln/internal/tracing"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -314,6 +315,9 @@ func (s *Service) startJob(ctx context.Context, ev *kilnv1.ObjectLanded, links .
 	if err := s.CheckObject(o); err != nil {
 		return s.reject(bus.SubjectObjectLanded, ev, err)
 	}
+	if t := ev.GetTenantId(); t != "" && !tenant.Valid(t) {
+		return s.reject(bus.SubjectObjectLanded, ev, rejected(RejectInvalid, "object %s/%s: malformed %s metadata", o.Bucket, o.Key, layout.MetaTenant))
+	}
 	jobID, assetID := jobid.FromObject(o.Bucket, o.Key, o.Etag)
 	span.SetAttributes(tracing.AttrJobID.String(jobID), tracing.AttrAssetID.String(assetID))
 	preset := ev.GetPreset()
@@ -323,6 +327,7 @@ func (s *Service) startJob(ctx context.Context, ev *kilnv1.ObjectLanded, links .
 	log := s.log.With(zap.String("job_id", jobID), zap.String("bucket", o.Bucket), zap.String("key", o.Key), zap.String("origin", ev.Origin))
 	queued := jobevent.New(jobID, assetID, 1, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
 	queued.Source, queued.Preset, queued.PlaybackPolicy = o, preset, policy.OfEvent(ev.GetPlaybackPolicy())
+	queued.TenantId = tenant.OfEvent(ev.GetTenantId())
 	if u := ev.GetWebhookUrl(); ValidWebhookURL(u) {
 		queued.WebhookUrl = u
 	}
@@ -417,6 +422,7 @@ func parseS3Event(data []byte) ([]*kilnv1.ObjectLanded, []string, error) {
 			Preset:         preset,
 			PlaybackPolicy: policy,
 			WebhookUrl:     webhook,
+			TenantId:       layout.SourceMeta(md, layout.MetaTenant),
 			Time:           timestamppb.New(r.EventTime),
 		})
 		traces = append(traces, layout.SourceMeta(md, metaTraceParent))

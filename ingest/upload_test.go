@@ -20,6 +20,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/tenant"
 )
 
 // multipartBody writes parts (a file part when filename is set) and returns
@@ -247,7 +248,7 @@ func TestUpload(t *testing.T) {
 				t.Errorf("content type/size = %q/%d, want %q/%d", put.ContentType, put.Size, tt.wantContentType, tt.wantSize)
 			}
 			wantPolicy := cmp.Or(tt.wantPolicy, policy.Public)
-			if len(put.Meta) != 2 || put.Meta[layout.MetaPreset] != tt.wantPreset || put.Meta[layout.MetaPolicy] != wantPolicy {
+			if len(put.Meta) != 3 || put.Meta[layout.MetaTenant] != tenant.Default || put.Meta[layout.MetaPreset] != tt.wantPreset || put.Meta[layout.MetaPolicy] != wantPolicy {
 				t.Errorf("metadata = %v, want %s=%s %s=%s", put.Meta, layout.MetaPreset, tt.wantPreset, layout.MetaPolicy, wantPolicy)
 			}
 

@@ -17,6 +17,7 @@ import (
 	"github.com/kilnvideo/kiln/catalog/storetest"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/sqlmigrate"
+	"github.com/kilnvideo/kiln/internal/tenant"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -320,7 +321,7 @@ func TestMigrateFromOldBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	if j.State != catalog.StateReady || j.Attempt != 2 || j.PlaybackPolicy != policy.Signed || j.Source.Key != "in/a.mov" ||
-		!j.Timestamps[catalog.StateReady].Equal(eventtest.T0) || len(j.FailedRenditions) != 1 {
+		!j.Timestamps[catalog.StateReady].Equal(eventtest.T0) || len(j.FailedRenditions) != 1 || j.TenantID != tenant.Default {
 		t.Errorf("old job = %+v", j)
 	}
 	a, err := s.Asset(ctx, assetID)

@@ -332,11 +332,11 @@ func (s *Service) retryRendition(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such rendition")
 		return
 	}
-	if s.rendRetrier == nil {
-		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot retry renditions")
+	if !s.owned(w, r, id) {
 		return
 	}
-	if !s.owned(w, r, id) {
+	if s.rendRetrier == nil {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot retry renditions")
 		return
 	}
 	// The retry is recorded first (its own transaction), then enqueued,
@@ -396,11 +396,11 @@ func (s *Service) deleteAsset(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed asset id")
 		return
 	}
-	if s.remover == nil {
-		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot delete objects")
+	if !s.owned(w, r, id) {
 		return
 	}
-	if !s.owned(w, r, id) {
+	if s.remover == nil {
+		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot delete objects")
 		return
 	}
 	j, err := s.store.DeleteJob(r.Context(), jobid.JobOf(id))

@@ -11,6 +11,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -25,7 +26,10 @@ type Fact struct {
 	// Policy is policy.Public or policy.Signed from a QUEUED event, "" from
 	// any other (only QUEUED carries it).
 	Policy string
-	Source Source
+	// Priority is the upload's from a QUEUED event (tasks.Priorities), ""
+	// from any other.
+	Priority string
+	Source   Source
 	// ErrorCode and ErrorMessage are set for FAILED (default code
 	// failure.Internal) and CANCELED (default failure.Canceled).
 	ErrorCode, ErrorMessage string
@@ -114,6 +118,9 @@ func FactOf(ev *kilnv1.JobEvent, now time.Time) (*Fact, error) {
 	f.Preset = ev.GetPreset()
 	if st == StateQueued {
 		f.Policy = policy.OfEvent(ev.GetPlaybackPolicy())
+		if f.Priority = tasks.NormPriority(ev.GetPriority()); !tasks.ValidPriority(f.Priority) {
+			f.Priority = tasks.PriorityNormal
+		}
 	}
 	if src := ev.GetSource(); src != nil {
 		f.Source = Source{Bucket: src.GetBucket(), Key: src.GetKey(), ETag: src.GetEtag(), Size: src.GetSize()}

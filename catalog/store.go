@@ -126,6 +126,9 @@ type Job struct {
 	Source   Source
 	// PlaybackPolicy is policy.Public or policy.Signed (see Asset).
 	PlaybackPolicy string
+	// Priority is the upload's (tasks.Priorities): the order of its
+	// transcode among its tenant's waiting work.
+	Priority string
 	// Attempt is the job's current run: 1, or more after retries.
 	Attempt int32
 	// ErrorCode and ErrorMessage are set when State is StateFailed or

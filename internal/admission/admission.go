@@ -309,6 +309,11 @@ func (q *Queue) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...as
 	if n == 0 {
 		return nil, asynq.ErrTaskIDConflict
 	}
+	// On a fleet with a free slot the task goes on at once, without
+	// waiting for the next pass.
+	if err := q.admitAll(ctx); err != nil {
+		q.log.Warn("admission after submit", zap.String("task_id", c.ID), zap.Error(err))
+	}
 	return &asynq.TaskInfo{ID: c.ID, Queue: c.Queue, Type: c.Type, Payload: c.Payload, State: asynq.TaskStatePending,
 		MaxRetry: c.MaxRetry, Timeout: c.Timeout, Retention: c.Retention}, nil
 }
@@ -350,11 +355,18 @@ func (q *Queue) Run(ctx context.Context) {
 
 // Pass releases the admitted tasks that are done, enqueues again those an
 // admitter admitted and did not enqueue (it died in between), then admits
-// waiting work while the fleet has free slots.
+// waiting work while the fleet has free slots. Submitting (EnqueueContext)
+// and finishing a task (Middleware) admit at once too: the passes are for
+// what those missed.
 func (q *Queue) Pass(ctx context.Context) error {
 	if err := q.sweep(ctx); err != nil {
 		return err
 	}
+	return q.admitAll(ctx)
+}
+
+// admitAll admits waiting work while the fleet has free slots.
+func (q *Queue) admitAll(ctx context.Context) error {
 	slots, err := q.cfg.Slots.TranscodeSlots(ctx)
 	if err != nil {
 		return fmt.Errorf("admission: %w", err)
@@ -480,4 +492,53 @@ func (q *Queue) Snapshot(ctx context.Context) (map[string]Tenant, error) {
 		out[t] = st
 	}
 	return out, nil
+}
+
+// Middleware releases a transcode-queue task's admission as soon as its
+// handler is done with it — succeeded, or failed for good — and admits the
+// next waiting work, so a hand-over does not wait for the next pass. A
+// task that will be retried keeps its admission.
+func (q *Queue) Middleware() asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			err := next.ProcessTask(ctx, t)
+			queue, _ := asynq.GetQueueName(ctx)
+			id, _ := asynq.GetTaskID(ctx)
+			if queue != tasks.QueueTranscode || err != nil && !errors.Is(err, asynq.SkipRetry) || ctx.Err() != nil {
+				return err
+			}
+			if rerr := release.Run(ctx, q.cfg.Redis, nil, id).Err(); rerr != nil {
+				q.log.Warn("admission release", zap.String("task_id", id), zap.Error(rerr))
+			} else if aerr := q.admitAll(ctx); aerr != nil {
+				q.log.Warn("admission after release", zap.String("task_id", id), zap.Error(aerr))
+			}
+			return err
+		})
+	}
+}
+
+// Tasks wraps next (the asynq inspector) for a reconciler: a transcode
+// task waiting for admission is pending, not lost. ctx bounds its Redis
+// reads (GetTaskInfo takes none).
+func (q *Queue) Tasks(ctx context.Context, next TaskStates) TaskStates {
+	return waitingTasks{ctx: ctx, q: q, next: next}
+}
+
+type waitingTasks struct {
+	ctx  context.Context
+	q    *Queue
+	next TaskStates
+}
+
+func (w waitingTasks) GetTaskInfo(queue, id string) (*asynq.TaskInfo, error) {
+	if queue == tasks.QueueTranscode {
+		waiting, err := w.q.Waiting(w.ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if waiting {
+			return &asynq.TaskInfo{ID: id, Queue: queue, State: asynq.TaskStatePending}, nil
+		}
+	}
+	return w.next.GetTaskInfo(queue, id)
 }

@@ -73,6 +73,7 @@ func (r *rig) serve(t *testing.T, slots int, hold time.Duration) func() []string
 	var mu sync.Mutex
 	var started []string
 	mux := asynq.NewServeMux()
+	mux.Use(r.q.Middleware())
 	mux.HandleFunc(tasks.TypeTranscode, func(ctx context.Context, task *asynq.Task) error {
 		var p kilnv1.TranscodeTask
 		if err := tasks.Decode(task, &p); err != nil {
@@ -184,7 +185,7 @@ func TestWeights(t *testing.T) {
 		r.submit(t, fmt.Sprintf("small%d", i), "ten_small", "")
 	}
 	started := r.serve(t, 1, 0)
-	order := waitStarted(t, started, 8)
+	order := waitStarted(t, started, 8)[:8]
 	big := 0
 	for _, j := range order {
 		if strings.HasPrefix(j, "big") {
@@ -203,6 +204,7 @@ func TestWeights(t *testing.T) {
 // submission order.
 func TestPriorities(t *testing.T) {
 	r := newRig(t, 1, admission.Config{})
+	r.submit(t, "busy", "ten_other", "") // another tenant's job has the slot
 	for i := range 4 {
 		r.submit(t, fmt.Sprintf("low%d", i), "", tasks.PriorityLow)
 	}
@@ -213,7 +215,11 @@ func TestPriorities(t *testing.T) {
 		r.submit(t, fmt.Sprintf("high%d", i), "", tasks.PriorityHigh)
 	}
 	started := r.serve(t, 1, 0)
-	order := waitStarted(t, started, 12)
+	order := waitStarted(t, started, 13)
+	if order[0] != "busy" {
+		t.Fatalf("the job admitted first did not start first: %v", order)
+	}
+	order = order[1:]
 	t.Logf("start order: %s", strings.Join(order, " "))
 	var prios []string
 	for _, j := range order {
@@ -243,6 +249,7 @@ func TestPriorities(t *testing.T) {
 // waiting transcodes.
 func TestLaterPartsFirst(t *testing.T) {
 	r := newRig(t, 1, admission.Config{})
+	r.submit(t, "started", "", "") // admitted at once: the fleet's one slot is free
 	r.submit(t, "next0", "", "")
 	r.submit(t, "next1", "", "")
 	chunk, err := tasks.NewTranscodeChunkTask(t.Context(), &kilnv1.TranscodeTask{JobId: "started", Chunk: 3,
@@ -251,6 +258,14 @@ func TestLaterPartsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := tasks.Enqueue(t.Context(), r.q, chunk); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := r.q.Waiting(t.Context(), tasks.ChunkTaskID("started", 1, 3)); err != nil || !w {
+		t.Fatalf("the chunk should wait while the slot is taken: %v %v", w, err)
+	}
+	// The started job's transcode is done (asynq no longer has it): the
+	// next pass releases its slot and admits the chunk.
+	if err := r.inspector.DeleteTask(tasks.QueueTranscode, tasks.TaskID(tasks.TypeTranscode, "started", 1)); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.q.Pass(t.Context()); err != nil {
@@ -270,9 +285,11 @@ func TestLaterPartsFirst(t *testing.T) {
 // enqueued by the next pass; other queues' tasks pass straight through.
 func TestRepeatAndCrash(t *testing.T) {
 	r := newRig(t, 4, admission.Config{})
-	r.submit(t, "j1", "", "")
 	cmd, err := tasks.NewTranscodeTask(t.Context(), &kilnv1.TranscodeTask{JobId: "j1"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admission.SubmitOnly(t.Context(), r.q, cmd.Task, cmd.Options...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.q.EnqueueContext(t.Context(), cmd.Task, cmd.Options...); err != asynq.ErrTaskIDConflict {

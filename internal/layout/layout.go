@@ -137,6 +137,8 @@ const (
 	MetaPreset  = "Kiln-Preset"
 	MetaPolicy  = "Kiln-Playback-Policy"
 	MetaWebhook = "Kiln-Webhook-Url"
+	// MetaPriority is the upload's priority (tasks.Priorities; absent: normal).
+	MetaPriority = "Kiln-Priority"
 )
 
 // SourceMeta reads the user-metadata value of key (one of the Meta

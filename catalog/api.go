@@ -282,7 +282,7 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	task := &kilnv1.ProbeTask{
-		JobId: j.ID, AssetId: j.AssetID, Preset: j.Preset, Attempt: max(j.Attempt, 1) + 1,
+		JobId: j.ID, AssetId: j.AssetID, Preset: j.Preset, Attempt: max(j.Attempt, 1) + 1, Priority: j.Priority, TenantId: j.TenantID,
 		Source: &kilnv1.ObjectRef{Bucket: j.Source.Bucket, Key: j.Source.Key, Etag: j.Source.ETag, Size: j.Source.Size},
 	}
 	ev, err := s.retrier.Retry(r.Context(), task, j.PlaybackPolicy)

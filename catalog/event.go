@@ -11,6 +11,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/tenant"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -29,7 +30,10 @@ type Fact struct {
 	// Tenant is the tenant that owns the job, from a QUEUED event
 	// (tenant.Default when it names none), "" from any other.
 	Tenant string
-	Source Source
+	// Priority is the upload's from a QUEUED event (tasks.Priorities), ""
+	// from any other.
+	Priority string
+	Source   Source
 	// ErrorCode and ErrorMessage are set for FAILED (default code
 	// failure.Internal) and CANCELED (default failure.Canceled).
 	ErrorCode, ErrorMessage string
@@ -122,6 +126,9 @@ func FactOf(ev *kilnv1.JobEvent, now time.Time) (*Fact, error) {
 			return nil, fmt.Errorf("%w: job %s: malformed tenant id", ErrInvalidEvent, ev.GetJobId())
 		}
 		f.Tenant = tenant.OfEvent(ev.GetTenantId())
+		if f.Priority = tasks.NormPriority(ev.GetPriority()); !tasks.ValidPriority(f.Priority) {
+			f.Priority = tasks.PriorityNormal
+		}
 	}
 	if src := ev.GetSource(); src != nil {
 		f.Source = Source{Bucket: src.GetBucket(), Key: src.GetKey(), ETag: src.GetEtag(), Size: src.GetSize()}

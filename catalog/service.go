@@ -27,6 +27,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/tracing"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -433,6 +434,7 @@ type (
 		Progress   float64              `json:"progress"`
 		Preset     string               `json:"preset"`
 		Policy     string               `json:"playback_policy"`
+		Priority   string               `json:"priority"`
 		Attempt    int32                `json:"attempt"`
 		Source     sourceJSON           `json:"source"`
 		Error      *httpapi.ErrorDetail `json:"error,omitempty"`
@@ -525,6 +527,7 @@ func (s *Service) getJob(w http.ResponseWriter, r *http.Request) {
 func (s *Service) jobView(j *Job) (jobJSON, error) {
 	out := jobJSON{
 		ID: j.ID, AssetID: j.AssetID, State: j.State, Progress: j.Progress, Preset: j.Preset, Policy: j.PlaybackPolicy,
+		Priority:  tasks.NormPriority(j.Priority),
 		Attempt:   max(j.Attempt, 1),
 		Source:    sourceJSON{Bucket: j.Source.Bucket, Key: j.Source.Key, ETag: j.Source.ETag, Size: j.Source.Size},
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, Timestamps: j.Timestamps,

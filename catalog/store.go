@@ -133,6 +133,9 @@ type Job struct {
 	// TenantID owns the job and its asset; "" until the job's QUEUED event
 	// (which alone carries it) is recorded: then no tenant sees it.
 	TenantID string
+	// Priority is the upload's (tasks.Priorities): the order of its
+	// transcode among its tenant's waiting work.
+	Priority string
 	// Attempt is the job's current run: 1, or more after retries.
 	Attempt int32
 	// ErrorCode and ErrorMessage are set when State is StateFailed or

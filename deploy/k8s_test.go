@@ -26,6 +26,7 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kilnvideo/kiln/internal/admission"
 	"github.com/kilnvideo/kiln/internal/app"
 	"github.com/kilnvideo/kiln/internal/tasks"
 )
@@ -583,7 +584,12 @@ func checkRedisTriggers(t *testing.T, so *kedav1alpha1.ScaledObject, q string, w
 			continue
 		}
 		md := m.(*redisListMetadata)
-		if want := asynqKey(q, tr.Name); md.ListName != want {
+		if tr.Name == "backlog" {
+			if md.ListName != admission.BacklogKey || md.ListLength != int64(w.concurrency) {
+				t.Errorf("ScaledObject %s: trigger backlog reads %q (listLength %d), want %q (%d: the worker's KILN_CONCURRENCY)",
+					so.Name, md.ListName, md.ListLength, admission.BacklogKey, w.concurrency)
+			}
+		} else if want := asynqKey(q, tr.Name); md.ListName != want {
 			t.Errorf("ScaledObject %s: trigger %s reads %q, want asynq's %q", so.Name, tr.Name, md.ListName, want)
 		}
 		if !slices.Equal(md.Addresses, []string{addr}) {
@@ -601,6 +607,9 @@ func checkRedisTriggers(t *testing.T, so *kedav1alpha1.ScaledObject, q string, w
 		}
 	}
 	want := []string{"pending", "active", "retry", "scheduled"}
+	if q == tasks.QueueTranscode { // and the work waiting for admission to it
+		want = append(want, "backlog")
+	}
 	if !slices.Equal(slices.Sorted(slices.Values(names)), slices.Sorted(slices.Values(want))) {
 		t.Errorf("ScaledObject %s: triggers %v, want exactly %v", so.Name, names, want)
 	}
@@ -620,6 +629,9 @@ func checkPrometheusTriggers(t *testing.T, so *kedav1alpha1.ScaledObject, q stri
 		return
 	}
 	md := m.(*prometheusMetadata)
+	if q == tasks.QueueTranscode && !strings.Contains(md.Query, "kiln_admission_waiting_tasks") {
+		t.Errorf("ScaledObject %s: query %q does not count the work waiting for admission (kiln_admission_waiting_tasks)", so.Name, md.Query)
+	}
 	for _, g := range []string{"kiln_queue_pending_tasks", "kiln_queue_active_tasks", "kiln_queue_retry_tasks", "kiln_queue_scheduled_tasks"} {
 		if !strings.Contains(metricsSource, `"`+g+`"`) {
 			t.Errorf("kiln serves no gauge %s (internal/metrics)", g)

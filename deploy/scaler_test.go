@@ -13,6 +13,7 @@ import (
 	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kilnvideo/kiln/internal/admission"
 	"github.com/kilnvideo/kiln/internal/app"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/testenv"
@@ -205,4 +206,43 @@ func TestScalerKeysInRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(probe, map[string]int64{"pending": 0, "active": 0, "retry": 1, "scheduled": 1})
+}
+
+type oneSlot struct{}
+
+func (oneSlot) TranscodeSlots(context.Context) (int, error) { return 1, nil }
+
+// TestScalerBacklogKey: the transcode ScaledObject's backlog trigger names
+// the list whose length is the transcode work waiting for admission (which
+// asynq's keys do not count): three transcodes submitted, one admitted to a
+// fleet of one slot, leave it 2 long, and asynq's pending key 1.
+func TestScalerBacklogKey(t *testing.T) {
+	ctx := t.Context()
+	opt := testenv.RedisDB(t, 14)
+	rc := testenv.RedisClient(t, opt)
+	keys, _ := redisTriggerKeys(t, tasks.QueueTranscode)
+	if keys["backlog"] == "" {
+		t.Fatal("the transcode ScaledObject has no backlog trigger")
+	}
+	q, err := admission.New(admission.Config{Redis: rc, Next: testenv.AsynqClient(t, opt), Tasks: testenv.AsynqInspector(t, opt), Slots: oneSlot{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		cmd, err := tasks.NewTranscodeTask(ctx, &kilnv1.TranscodeTask{JobId: fmt.Sprintf("job_backlog_%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tasks.Enqueue(ctx, q, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int64{"backlog": 2, "pending": 1} {
+		if n, err := scalerLength(ctx, rc, keys[name]); err != nil || n != want {
+			t.Errorf("%s (trigger %s): length %d, %v; want %d", keys[name], name, n, err, want)
+		}
+	}
 }

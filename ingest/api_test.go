@@ -301,6 +301,7 @@ func TestDirectUpload(t *testing.T) {
 		{"no content type", `{"size":1}`, "", 415, httpapi.CodeUnsupportedMediaType},
 		{"bad preset", `{"size":1,"preset":"4k"}`, "application/json", 400, CodeInvalidPreset},
 		{"bad policy", `{"size":1,"playback_policy":"private"}`, "application/json", 400, CodeInvalidPolicy},
+		{"bad priority", `{"size":1,"priority":"urgent"}`, "application/json", 400, CodeInvalidPriority},
 		{"body over 1 MiB", `{"filename":"` + strings.Repeat("a", maxJSONBody) + `","size":1}`, "application/json", 413, CodeTooLarge},
 	}
 	for _, tt := range tests {

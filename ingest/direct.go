@@ -13,6 +13,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/tasks"
 )
 
 // Direct uploads: the client PUTs the file straight to the sources bucket
@@ -44,6 +45,8 @@ type DirectUploadRequest struct {
 	Size           *int64 `json:"size"`
 	Preset         string `json:"preset"`
 	PlaybackPolicy string `json:"playback_policy"`
+	// Priority is "high", "normal" (the default) or "low".
+	Priority string `json:"priority"`
 	// Multipart asks for a multipart upload whatever the size (one is
 	// made anyway above Config.MultipartThreshold); PartSize chooses its
 	// part size.
@@ -109,6 +112,13 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPolicy, `playback_policy must be "public" or "signed"`)
 		return
 	}
+	if req.Priority == "" {
+		req.Priority = tasks.PriorityNormal
+	}
+	if !tasks.ValidPriority(req.Priority) {
+		writePriorityError(w)
+		return
+	}
 	if multipart {
 		s.startMultipart(w, r, req)
 		return
@@ -123,6 +133,9 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 		"X-Amz-Meta-" + layout.MetaPreset: req.Preset,
 		"X-Amz-Meta-" + layout.MetaPolicy: req.PlaybackPolicy,
 		"X-Amz-Meta-" + layout.MetaTenant: httpapi.Tenant(r.Context()),
+	}
+	if req.Priority != tasks.PriorityNormal {
+		headers["X-Amz-Meta-"+layout.MetaPriority] = req.Priority
 	}
 	if tp := traceParentOf(r.Context()); tp != "" { // the job continues this request's trace
 		headers["X-Amz-Meta-"+metaTraceParent] = tp

@@ -331,12 +331,20 @@ func (s *Service) startJob(ctx context.Context, ev *kilnv1.ObjectLanded, links .
 	if u := ev.GetWebhookUrl(); ValidWebhookURL(u) {
 		queued.WebhookUrl = u
 	}
+	// An object stored behind kiln's back may carry any metadata: a
+	// priority that is none is normal.
+	queued.Priority = tasks.NormPriority(ev.GetPriority())
+	if !tasks.ValidPriority(queued.Priority) {
+		log.Warn("unknown priority: normal", zap.String("priority", ev.GetPriority()))
+		queued.Priority = tasks.PriorityNormal
+	}
 	// The command before the fact: a QUEUED without its probe (Redis down)
 	// would leave the job queued forever, while a QUEUED after an enqueued
 	// probe is harmless (the catalog backfills a late QUEUED). Either
 	// failure is returned, so the message is redelivered and both are
 	// retried (the probe deduplicated by its TaskID, the event by its id).
-	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: preset}
+	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: preset, Priority: queued.Priority,
+		TenantId: queued.TenantId} // the admission to the transcode queue shares the fleet per tenant
 	t, err := tasks.NewProbeTask(ctx, probe)
 	if err != nil {
 		return err
@@ -413,6 +421,7 @@ func parseS3Event(data []byte) ([]*kilnv1.ObjectLanded, []string, error) {
 		md := r.S3.Object.UserMetadata
 		preset, policy, webhook := layout.SourceMeta(md, layout.MetaPreset), layout.SourceMeta(md, layout.MetaPolicy),
 			layout.SourceMeta(md, layout.MetaWebhook)
+		priority := layout.SourceMeta(md, layout.MetaPriority)
 		out = append(out, &kilnv1.ObjectLanded{
 			Object: &kilnv1.ObjectRef{
 				Bucket: r.S3.Bucket.Name, Key: key, Etag: strings.Trim(r.S3.Object.ETag, `"`),
@@ -423,6 +432,7 @@ func parseS3Event(data []byte) ([]*kilnv1.ObjectLanded, []string, error) {
 			PlaybackPolicy: policy,
 			WebhookUrl:     webhook,
 			TenantId:       layout.SourceMeta(md, layout.MetaTenant),
+			Priority:       priority,
 			Time:           timestamppb.New(r.EventTime),
 		})
 		traces = append(traces, layout.SourceMeta(md, metaTraceParent))

@@ -324,21 +324,24 @@ func TestStartJob(t *testing.T) {
 	src := &kilnv1.ObjectRef{Bucket: "kiln-sources", Key: "uploads/x/clip.mp4", Etag: "abc", Size: 123, ContentType: "video/mp4"}
 	wantJob, wantAsset := jobid.FromObject(src.Bucket, src.Key, src.Etag)
 	tests := []struct {
-		name       string
-		preset     string
-		policy     string
-		wantPreset string
-		wantPolicy string
+		name         string
+		preset       string
+		policy       string
+		priority     string
+		wantPreset   string
+		wantPolicy   string
+		wantPriority string
 	}{
-		{"defaults when empty", "", "", "default", policy.Public},
-		{"explicit preset, signed", "hd", policy.Signed, "hd", policy.Signed},
-		{"unknown policy is public", "", "bogus", "default", policy.Public},
+		{"defaults when empty", "", "", "", "default", policy.Public, tasks.PriorityNormal},
+		{"explicit preset, signed, low", "hd", policy.Signed, tasks.PriorityLow, "hd", policy.Signed, tasks.PriorityLow},
+		{"unknown policy is public, unknown priority normal", "", "bogus", "urgent", "default", policy.Public, tasks.PriorityNormal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			events, queue := &fakeEvents{}, &fakeQueue{}
 			s := New(Config{Events: events, Queue: queue, SourcesBucket: "kiln-sources"})
-			if err := s.StartJob(t.Context(), &kilnv1.ObjectLanded{Object: src, Origin: "api", Preset: tt.preset, PlaybackPolicy: tt.policy}); err != nil {
+			if err := s.StartJob(t.Context(), &kilnv1.ObjectLanded{Object: src, Origin: "api", Preset: tt.preset, PlaybackPolicy: tt.policy,
+				Priority: tt.priority}); err != nil {
 				t.Fatal(err)
 			}
 			if len(events.jobs) != 1 {
@@ -348,7 +351,8 @@ func TestStartJob(t *testing.T) {
 			if ev.EventId != wantJob+".queued" || ev.JobId != wantJob || ev.AssetId != wantAsset {
 				t.Errorf("event ids = %q %q %q", ev.EventId, ev.JobId, ev.AssetId)
 			}
-			if ev.State != kilnv1.JobState_JOB_STATE_QUEUED || ev.Preset != tt.wantPreset || ev.PlaybackPolicy != tt.wantPolicy || !proto.Equal(ev.Source, src) {
+			if ev.State != kilnv1.JobState_JOB_STATE_QUEUED || ev.Preset != tt.wantPreset || ev.PlaybackPolicy != tt.wantPolicy ||
+				ev.Priority != tt.wantPriority || !proto.Equal(ev.Source, src) {
 				t.Errorf("event = %v", ev)
 			}
 
@@ -363,7 +367,7 @@ func TestStartJob(t *testing.T) {
 			if err := proto.Unmarshal(task.Payload(), &p); err != nil {
 				t.Fatal(err)
 			}
-			if p.JobId != wantJob || p.AssetId != wantAsset || p.Preset != tt.wantPreset || !proto.Equal(p.Source, src) {
+			if p.JobId != wantJob || p.AssetId != wantAsset || p.Preset != tt.wantPreset || p.Priority != tt.wantPriority || !proto.Equal(p.Source, src) {
 				t.Errorf("probe payload = %v", &p)
 			}
 			opts := optionValues(queue.opts[0])

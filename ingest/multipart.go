@@ -316,7 +316,7 @@ func (s *Service) startMultipart(w http.ResponseWriter, r *http.Request, req Dir
 	}
 	created := time.Now()
 	uploadID, err := s.cfg.Multipart.NewMultipartUpload(r.Context(), s.cfg.SourcesBucket, key, ctype,
-		uploadMeta(r.Context(), req.Preset, req.PlaybackPolicy, req.WebhookURL))
+		uploadMeta(r.Context(), req.Preset, req.PlaybackPolicy, req.WebhookURL, req.Priority))
 	if err != nil {
 		if errors.Is(err, r.Context().Err()) {
 			return
@@ -570,7 +570,8 @@ func (s *Service) completed(w http.ResponseWriter, r *http.Request, t uploadToke
 	landed := &kilnv1.ObjectLanded{
 		Object: &kilnv1.ObjectRef{Bucket: s.cfg.SourcesBucket, Key: t.Key, Etag: info.ETag, Size: info.Size, ContentType: info.ContentType},
 		Origin: "api", Preset: layout.SourceMeta(info.Metadata, layout.MetaPreset),
-		PlaybackPolicy: layout.SourceMeta(info.Metadata, layout.MetaPolicy), Time: timestamppb.Now(),
+		PlaybackPolicy: layout.SourceMeta(info.Metadata, layout.MetaPolicy), Priority: layout.SourceMeta(info.Metadata, layout.MetaPriority),
+		Time:       timestamppb.Now(),
 		WebhookUrl: layout.SourceMeta(info.Metadata, layout.MetaWebhook),
 		TenantId:   layout.SourceMeta(info.Metadata, layout.MetaTenant),
 	}

@@ -23,7 +23,7 @@ func TestBucketNotificationContinuesUploadTrace(t *testing.T) {
 	tracer := tp.Tracer("test")
 	uploadCtx, upload := tracer.Start(t.Context(), "POST /v1/uploads")
 	upload.End()
-	meta := uploadMeta(uploadCtx, "default", "public", "")
+	meta := uploadMeta(uploadCtx, "default", "public", "", "")
 	if meta[metaTraceParent] == "" {
 		t.Fatalf("upload metadata without a traceparent: %v", meta)
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -40,7 +41,9 @@ const (
 	CodeInvalidPreset = failure.InvalidPreset
 	CodeBadMultipart  = "bad_multipart"
 	CodeInvalidPolicy = "invalid_playback_policy"
-	CodeInvalidHook   = "invalid_webhook_url"
+	// CodeInvalidPriority: priority is not high, normal or low.
+	CodeInvalidPriority = "invalid_priority"
+	CodeInvalidHook     = "invalid_webhook_url"
 	// CodeUploadStalled (408): the body sent nothing for
 	// Config.UploadProgressTimeout.
 	CodeUploadStalled = "upload_stalled"
@@ -98,6 +101,11 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	playback := cmp.Or(r.URL.Query().Get("playback_policy"), policy.Public)
 	if !policy.Valid(playback) {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPolicy, `playback_policy must be "public" or "signed"`)
+		return
+	}
+	priority := cmp.Or(r.URL.Query().Get("priority"), tasks.PriorityNormal)
+	if !tasks.ValidPriority(priority) {
+		writePriorityError(w)
 		return
 	}
 	webhook := r.URL.Query().Get("webhook_url")
@@ -171,6 +179,9 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	if idemSet {
 		h := sha256.New()
 		fmt.Fprintf(h, "kiln-upload-v1\x00%s\x00%s\x00%s\x00%s\x00", preset, playback, webhook, filename)
+		if priority != tasks.PriorityNormal { // requests that predate priorities hash as they did
+			fmt.Fprintf(h, "priority\x00%s\x00", priority)
+		}
 		src = io.TeeReader(src, h)
 		idem = &idemClaim{key: scopedIdempotencyKey(r.Header.Get("Authorization"), idemKey), token: newToken(), hash: h}
 		rec, reserved, err := s.cfg.Idempotency.Reserve(ctx, idem.key, idem.token, reservationTTL)
@@ -189,7 +200,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 
 	key := layout.NewSourceKey(filename)
 	info, err := s.cfg.Objects.Put(ctx, s.cfg.SourcesBucket, key, src, size, contentType,
-		uploadMeta(ctx, preset, playback, webhook))
+		uploadMeta(ctx, preset, playback, webhook, priority))
 	if err != nil {
 		if idem != nil {
 			if rerr := s.cfg.Idempotency.Release(context.WithoutCancel(ctx), idem.key, idem.token); rerr != nil {
@@ -230,7 +241,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	landed := &kilnv1.ObjectLanded{
 		Object: &kilnv1.ObjectRef{Bucket: info.Bucket, Key: info.Key, Etag: info.ETag, Size: info.Size, ContentType: contentType},
-		Origin: "api", Preset: preset, PlaybackPolicy: playback, WebhookUrl: webhook, Time: timestamppb.Now(),
+		Origin: "api", Preset: preset, PlaybackPolicy: playback, WebhookUrl: webhook, Priority: priority, Time: timestamppb.Now(),
 		TenantId: httpapi.Tenant(ctx),
 	}
 	// A client that disconnects now must not lose its job: the fact is
@@ -437,10 +448,13 @@ func tooLarge(err error) bool {
 // uploadMeta is the S3 user metadata that lets the bucket notification
 // start the same job as the API's own event (in the same trace, for the
 // same tenant: the request's).
-func uploadMeta(ctx context.Context, preset, playback, webhook string) map[string]string {
+func uploadMeta(ctx context.Context, preset, playback, webhook, priority string) map[string]string {
 	m := map[string]string{layout.MetaPreset: preset, layout.MetaPolicy: playback, layout.MetaTenant: httpapi.Tenant(ctx)}
 	if webhook != "" {
 		m[layout.MetaWebhook] = webhook
+	}
+	if priority != "" && priority != tasks.PriorityNormal {
+		m[layout.MetaPriority] = priority
 	}
 	if tp := traceParentOf(ctx); tp != "" {
 		m[metaTraceParent] = tp
@@ -453,4 +467,8 @@ func traceParentOf(ctx context.Context) string {
 	tc := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, tc)
 	return tc.Get(traceParent)
+}
+
+func writePriorityError(w http.ResponseWriter) {
+	httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidPriority, `priority must be "high", "normal" or "low"`)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +21,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/tenant"
 )
 
@@ -93,6 +95,7 @@ func TestUpload(t *testing.T) {
 		wantSize        int64
 		wantPreset      string
 		wantPolicy      string // default public
+		wantPriority    string // default normal (then not in the metadata)
 	}{
 		{
 			name: "raw body", target: "/v1/uploads?filename=clip.mp4", contentType: "video/mp4", body: strings.NewReader(video),
@@ -137,6 +140,15 @@ func TestUpload(t *testing.T) {
 		{
 			name: "unknown playback policy", target: "/v1/uploads?playback_policy=private", body: strings.NewReader(video),
 			wantStatus: http.StatusBadRequest, wantCode: CodeInvalidPolicy,
+		},
+		{
+			name: "unknown priority", target: "/v1/uploads?priority=urgent", body: strings.NewReader(video),
+			wantStatus: http.StatusBadRequest, wantCode: CodeInvalidPriority,
+		},
+		{
+			name: "high priority", target: "/v1/uploads?priority=high&filename=h.mp4", contentType: "video/mp4", body: strings.NewReader(video),
+			wantStatus: http.StatusAccepted, wantKeySuffix: "/h.mp4", wantData: video, wantContentType: "video/mp4",
+			wantSize: int64(len(video)), wantPreset: "default", wantPriority: tasks.PriorityHigh,
 		},
 		{
 			name: "signed playback policy", target: "/v1/uploads?playback_policy=signed&filename=s.mp4", contentType: "video/mp4", body: strings.NewReader(video),
@@ -248,8 +260,12 @@ func TestUpload(t *testing.T) {
 				t.Errorf("content type/size = %q/%d, want %q/%d", put.ContentType, put.Size, tt.wantContentType, tt.wantSize)
 			}
 			wantPolicy := cmp.Or(tt.wantPolicy, policy.Public)
-			if len(put.Meta) != 3 || put.Meta[layout.MetaTenant] != tenant.Default || put.Meta[layout.MetaPreset] != tt.wantPreset || put.Meta[layout.MetaPolicy] != wantPolicy {
-				t.Errorf("metadata = %v, want %s=%s %s=%s", put.Meta, layout.MetaPreset, tt.wantPreset, layout.MetaPolicy, wantPolicy)
+			wantMeta := map[string]string{layout.MetaPreset: tt.wantPreset, layout.MetaPolicy: wantPolicy, layout.MetaTenant: tenant.Default}
+			if tt.wantPriority != "" {
+				wantMeta[layout.MetaPriority] = tt.wantPriority
+			}
+			if !maps.Equal(put.Meta, wantMeta) {
+				t.Errorf("metadata = %v, want %v", put.Meta, wantMeta)
 			}
 
 			etag := "etag-" + strconv.Itoa(len(tt.wantData))
@@ -269,7 +285,8 @@ func TestUpload(t *testing.T) {
 			if o.Bucket != put.Bucket || o.Key != put.Key || o.Etag != etag || o.Size != int64(len(tt.wantData)) || o.ContentType != tt.wantContentType {
 				t.Errorf("landed object = %v", o)
 			}
-			if ev.Origin != "api" || ev.Preset != tt.wantPreset || ev.PlaybackPolicy != wantPolicy || ev.GetTime() == nil {
+			if ev.Origin != "api" || ev.Preset != tt.wantPreset || ev.PlaybackPolicy != wantPolicy || ev.GetTime() == nil ||
+				ev.GetPriority() != cmp.Or(tt.wantPriority, tasks.PriorityNormal) {
 				t.Errorf("landed = %v", ev)
 			}
 		})

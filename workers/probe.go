@@ -203,7 +203,8 @@ func (h *Handlers) Probe(ctx context.Context, t *asynq.Task) error {
 	if err := h.publishMedia(ctx, &p, media, plan, log); err != nil {
 		return err
 	}
-	next := &kilnv1.TranscodeTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Source: p.Source, Media: media, Plan: plan}
+	next := &kilnv1.TranscodeTask{JobId: p.JobId, AssetId: p.AssetId, Attempt: p.Attempt, Source: p.Source, Media: media, Plan: plan,
+		TenantId: p.TenantId, Priority: p.Priority}
 	cmd, err := tasks.NewTranscodeTask(ctx, next)
 	if err != nil {
 		return err

@@ -96,7 +96,7 @@ func TestStoreSurvivesRestart(t *testing.T) {
 		Scan(&mode, &fk, &version); err != nil {
 		t.Fatal(err)
 	}
-	if mode != "wal" || fk != 1 || version != migrationCount(t) || version != 10 {
+	if mode != "wal" || fk != 1 || version != migrationCount(t) || version != 11 {
 		t.Errorf("journal_mode=%s foreign_keys=%d schema_version=%d", mode, fk, version)
 	}
 	gotJob, err := s.Job(t.Context(), jobID)

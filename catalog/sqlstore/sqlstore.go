@@ -24,6 +24,7 @@ import (
 	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -263,6 +264,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		preset        = CASE WHEN preset = '' THEN :preset ELSE preset END,
 		playback_policy = CASE WHEN playback_policy = '' THEN :policy ELSE playback_policy END,
 		tenant_id     = CASE WHEN tenant_id = '' THEN :tenant ELSE tenant_id END,
+		priority      = CASE WHEN priority = '' THEN :priority ELSE priority END,
 		source_bucket = CASE WHEN source_bucket = '' THEN :bucket ELSE source_bucket END,
 		source_key    = CASE WHEN source_bucket = '' THEN :key ELSE source_key END,
 		source_etag   = CASE WHEN source_bucket = '' THEN :etag ELSE source_etag END,
@@ -274,7 +276,8 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		chunks_total = CASE WHEN :ctotal > chunks_total THEN :ctotal ELSE chunks_total END,`
 	args := []any{
 		sql.Named("id", f.JobID), sql.Named("now", fmtTime(now)),
-		sql.Named("preset", f.Preset), sql.Named("policy", f.Policy), sql.Named("tenant", f.Tenant), sql.Named("bucket", f.Source.Bucket), sql.Named("key", f.Source.Key),
+		sql.Named("preset", f.Preset), sql.Named("policy", f.Policy), sql.Named("priority", f.Priority), sql.Named("tenant", f.Tenant),
+		sql.Named("bucket", f.Source.Bucket), sql.Named("key", f.Source.Key),
 		sql.Named("etag", f.Source.ETag), sql.Named("size", f.Source.Size),
 		sql.Named("media", r.media), sql.Named("plan", r.plan), sql.Named("playable", r.playable),
 		sql.Named("cdone", f.ChunksDone), sql.Named("ctotal", f.ChunksTotal),
@@ -290,12 +293,12 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		_, err = tx.ExecContext(ctx, `INSERT INTO jobs (id, asset_id, state, progress, preset,
 				source_bucket, source_key, source_etag, source_size, error_code, error_message,
 				media_json, plan_json, created_at, updated_at, playback_policy, attempt, playable_at,
-				chunks_done, chunks_total, tenant_id, `+col+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				chunks_done, chunks_total, priority, tenant_id, `+col+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			f.JobID, f.AssetID, f.State, f.Progress, f.Preset,
 			f.Source.Bucket, f.Source.Key, f.Source.ETag, f.Source.Size, f.ErrorCode, f.ErrorMessage,
 			r.media, r.plan, fmtTime(now), fmtTime(now), f.Policy, f.Attempt, r.playable,
-			f.ChunksDone, f.ChunksTotal, f.Tenant, fmtTime(f.At))
+			f.ChunksDone, f.ChunksTotal, f.Priority, f.Tenant, fmtTime(f.At))
 		if err != nil {
 			return false, fmt.Errorf("catalog: job %s: insert: %w", f.JobID, err)
 		}
@@ -370,7 +373,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 			updated_at = :now
 			WHERE id = :id AND (
 				(preset = '' AND :preset <> '') OR (source_bucket = '' AND :bucket <> '') OR
-				(playback_policy = '' AND :policy <> '') OR (tenant_id = '' AND :tenant <> '') OR
+				(playback_policy = '' AND :policy <> '') OR (priority = '' AND :priority <> '') OR (tenant_id = '' AND :tenant <> '') OR
 				(media_json IS NULL AND CAST(:media AS TEXT) IS NOT NULL) OR (plan_json IS NULL AND CAST(:plan AS TEXT) IS NOT NULL))`, args...)
 		if err != nil {
 			return false, fmt.Errorf("catalog: job %s: backfill: %w", f.JobID, err)
@@ -554,7 +557,7 @@ func loadFailed(ctx context.Context, q queryer, j *catalog.Job) error {
 func jobColumns() string {
 	cols := []string{"id", "asset_id", "state", "progress", "preset", "playback_policy", "attempt",
 		"source_bucket", "source_key", "source_etag", "source_size", "error_code", "error_message",
-		"media_json", "plan_json", "created_at", "updated_at", "playable_at", "chunks_done", "chunks_total", "tenant_id"}
+		"media_json", "plan_json", "created_at", "updated_at", "playable_at", "chunks_done", "chunks_total", "priority", "tenant_id"}
 	for _, st := range catalog.States() {
 		cols = append(cols, column(st))
 	}
@@ -573,7 +576,7 @@ func scanJob(row interface{ Scan(...any) error }, extra ...any) (*catalog.Job, e
 		dest             = []any{&j.ID, &j.AssetID, &j.State, &j.Progress, &j.Preset, &j.PlaybackPolicy, &j.Attempt,
 			&j.Source.Bucket, &j.Source.Key, &j.Source.ETag, &j.Source.Size,
 			&j.ErrorCode, &j.ErrorMessage, &media, &plan, &created, &updated, &playable,
-			&j.Chunks.Done, &j.Chunks.Total, &j.TenantID}
+			&j.Chunks.Done, &j.Chunks.Total, &j.Priority, &j.TenantID}
 	)
 	for i := range all {
 		dest = append(dest, &ts[i])
@@ -583,6 +586,7 @@ func scanJob(row interface{ Scan(...any) error }, extra ...any) (*catalog.Job, e
 	}
 	var err error
 	j.PlaybackPolicy = policy.FailClosed(j.PlaybackPolicy)
+	j.Priority = tasks.NormPriority(j.Priority)
 	if j.CreatedAt, err = parseTime(created); err != nil {
 		return nil, fmt.Errorf("created_at: %w", err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/tenant"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -42,6 +43,7 @@ func Run(t *testing.T, open Opener) {
 		{"NotFound", testNotFound},
 		{"PlaybackPolicy", testPlaybackPolicy},
 		{"Tenants", testTenants},
+		{"Priority", testPriority},
 		{"CancelAndAttempts", testCancelAndAttempts},
 		{"DeleteJob", testDeleteJob},
 		{"ListJobs", testListJobs},
@@ -67,7 +69,7 @@ func Run(t *testing.T, open Opener) {
 // JobsEqual compares what a store records of a job.
 func JobsEqual(a, b *catalog.Job) bool {
 	if a.ID != b.ID || a.AssetID != b.AssetID || a.State != b.State || a.Progress != b.Progress || a.PlaybackPolicy != b.PlaybackPolicy ||
-		a.Source != b.Source || a.Preset != b.Preset || a.Attempt != b.Attempt || !a.CreatedAt.Equal(b.CreatedAt) ||
+		a.Priority != b.Priority || a.Source != b.Source || a.Preset != b.Preset || a.Attempt != b.Attempt || !a.CreatedAt.Equal(b.CreatedAt) ||
 		!a.UpdatedAt.Equal(b.UpdatedAt) || !a.PlayableAt.Equal(b.PlayableAt) || a.Chunks != b.Chunks || !proto.Equal(a.Media, b.Media) || !proto.Equal(a.Plan, b.Plan) ||
 		len(a.Timestamps) != len(b.Timestamps) || !slices.Equal(a.FailedRenditions, b.FailedRenditions) {
 		return false
@@ -352,6 +354,43 @@ func testNotFound(t *testing.T, open Opener) {
 	_, err := s.RetryRendition(ctx, assetID, "720p")
 	if !errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrNoRendition) {
 		t.Errorf("RetryRendition: %v, want ErrNotFound", err)
+	}
+}
+
+// testPriority: the job keeps the priority of its QUEUED event (normal
+// without one), filled in by a late QUEUED and never contradicted.
+func testPriority(t *testing.T, open Opener) {
+	jobID, _ := eventtest.Job("priority")
+	queuedWith := func(p string) *kilnv1.JobEvent {
+		ev := eventtest.Event(jobID, queued, 0)
+		ev.Priority = p
+		return ev
+	}
+	tests := []struct {
+		name   string
+		events []*kilnv1.JobEvent
+		want   string
+	}{
+		{"high", []*kilnv1.JobEvent{queuedWith("high")}, tasks.PriorityHigh},
+		{"low, through to ready", []*kilnv1.JobEvent{queuedWith("low"), eventtest.Event(jobID, ready, 0)}, tasks.PriorityLow},
+		{"producer without priorities", []*kilnv1.JobEvent{queuedWith("")}, tasks.PriorityNormal},
+		{"unknown value is normal, as ingest decides", []*kilnv1.JobEvent{queuedWith("urgent")}, tasks.PriorityNormal},
+		{"not queued yet", []*kilnv1.JobEvent{eventtest.Event(jobID, probing, 0)}, tasks.PriorityNormal},
+		{"late QUEUED fills it in", []*kilnv1.JobEvent{eventtest.Event(jobID, probing, 0), queuedWith("high")}, tasks.PriorityHigh},
+		{"never contradicted", []*kilnv1.JobEvent{queuedWith("low"), queuedWith("high")}, tasks.PriorityLow},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			mustApply(t, s, tt.events...)
+			j, err := s.Job(t.Context(), jobID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.Priority != tt.want {
+				t.Errorf("priority = %q, want %q", j.Priority, tt.want)
+			}
+		})
 	}
 }
 

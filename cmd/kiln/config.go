@@ -33,7 +33,7 @@ type roleFlags struct {
 	settings []setting
 	cfg      app.Config
 	// Flags that parse converts into cfg once they are known.
-	apiKeys, signingKey, webhookSchedule, trustedProxies, workerQueues string
+	apiKeys, signingKey, webhookSchedule, trustedProxies, workerQueues, tenantWeights string
 }
 
 // setting is one flag and its KILN_* variable.
@@ -136,6 +136,8 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.durFlag(&c.Chunks.Threshold, "chunk-threshold", "KILN_CHUNK_THRESHOLD", "sources longer than this are encoded in chunks, in parallel across the fleet (0 = never)", atLeast[time.Duration](0))
 	f.durFlag(&c.Chunks.Length, "chunk-length", "KILN_CHUNK_LENGTH", "length of a chunk (whole segments; the first is shorter)", atLeast(6*time.Second))
 	f.floatFlag(&c.Chunks.Share, "chunk-share", "KILN_CHUNK_SHARE", "part of the fleet's transcode slots one chunked job may hold at once", fraction)
+	f.strFlag(&f.tenantWeights, "tenant-weights", "KILN_TENANT_WEIGHTS", "comma-separated tenant=weight shares of the transcode fleet, e.g. ten_abc=3 (a tenant not named has 1; the default tenant is \"default\") (worker)", validTenantWeights)
+	f.intFlag(&c.TenantMaxRunning, "tenant-max-running", "KILN_TENANT_MAX_RUNNING", "transcode tasks one tenant may have admitted to the fleet at once; 0 = only the fleet's slots bound them (worker)", atLeast(0))
 	f.durFlag(&c.TaskCheckInterval, "task-check-interval", "KILN_TASK_CHECK_INTERVAL", "how often an idle worker looks at its queues", atLeast(10*time.Millisecond))
 	f.strFlag(&c.LogLevel, "log-level", "KILN_LOG_LEVEL", "debug, info, warn or error", validLogLevel)
 	f.strFlag(&c.LogFormat, "log-format", "KILN_LOG_FORMAT", "json or console", oneOf("json", "console"))
@@ -182,6 +184,7 @@ func (f *roleFlags) parse(args []string) (app.Config, error) {
 		return app.Config{}, err
 	}
 	cfg.WorkerQueues = splitList(f.workerQueues)
+	cfg.TenantWeights, _ = parseTenantWeights(f.tenantWeights)
 	cfg.WebhookSecret = strings.TrimSpace(cfg.WebhookSecret)
 	if key := strings.TrimSpace(f.signingKey); key != "" {
 		cfg.PlaybackSigningKey = []byte(key)
@@ -511,6 +514,33 @@ func validWebhookSecret(s string) error {
 func validWorkerQueues(s string) error {
 	_, err := app.WorkerQueueWeights(splitList(s))
 	return err
+}
+
+func validTenantWeights(s string) error {
+	_, err := parseTenantWeights(s)
+	return err
+}
+
+// parseTenantWeights parses KILN_TENANT_WEIGHTS: tenant=weight entries,
+// each weight a whole number from 1 to 1000; nil for none.
+func parseTenantWeights(s string) (map[string]int, error) {
+	var out map[string]int
+	for _, item := range splitList(s) {
+		tenant, w, ok := strings.Cut(item, "=")
+		tenant = strings.TrimSpace(tenant)
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if !ok || tenant == "" || err != nil || n < 1 || n > 1000 {
+			return nil, fmt.Errorf("entry %q: want tenant=weight, a weight from 1 to 1000", item)
+		}
+		if _, dup := out[tenant]; dup {
+			return nil, fmt.Errorf("tenant %q: named twice", tenant)
+		}
+		if out == nil {
+			out = map[string]int{}
+		}
+		out[tenant] = n
+	}
+	return out, nil
 }
 
 // splitList is the non-empty, space-trimmed items of a comma-separated

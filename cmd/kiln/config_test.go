@@ -229,6 +229,12 @@ func TestConfigApplied(t *testing.T) {
 			want: func(c *app.Config) { c.APIKeys, c.WorkerQueues = nil, []string{"transcode", "package"} },
 		},
 		{
+			name: "tenant shares", role: "worker", env: map[string]string{"KILN_TENANT_WEIGHTS": "ten_a=3, default=2", "KILN_TENANT_MAX_RUNNING": "4"},
+			want: func(c *app.Config) {
+				c.APIKeys, c.TenantWeights, c.TenantMaxRunning = nil, map[string]int{"ten_a": 3, "default": 2}, 4
+			},
+		},
+		{
 			name: "worker queues flag over env", role: "worker", env: map[string]string{"KILN_WORKER_QUEUES": "probe"},
 			args: []string{"-worker-queues", "webhook"},
 			want: func(c *app.Config) { c.APIKeys, c.WorkerQueues = nil, []string{"webhook"} },
@@ -384,6 +390,14 @@ func TestConfigErrors(t *testing.T) {
 			want: []string{`KILN_WORKER_QUEUES="probe,encode": worker queue "encode": unknown (want one of package, probe, transcode, webhook)`},
 		},
 		{
+			name: "tenant weight", role: "worker", env: map[string]string{"KILN_TENANT_WEIGHTS": "ten_a=0"},
+			want: []string{`KILN_TENANT_WEIGHTS="ten_a=0": entry "ten_a=0": want tenant=weight, a weight from 1 to 1000`},
+		},
+		{
+			name: "tenant named twice", role: "worker", args: []string{"-tenant-weights=ten_a=1,ten_a=2"},
+			want: []string{`-tenant-weights="ten_a=1,ten_a=2": tenant "ten_a": named twice`},
+		},
+		{
 			name: "worker queue twice", role: "worker", args: []string{"-worker-queues=probe,probe"},
 			want: []string{`-worker-queues="probe,probe": worker queue "probe": named twice`},
 		},
@@ -475,6 +489,8 @@ func TestHelpShowsAppDefaults(t *testing.T) {
 		"chunk-threshold":         d.Chunks.Threshold,
 		"chunk-length":            d.Chunks.Length,
 		"chunk-share":             d.Chunks.Share,
+		"tenant-weights":          "",
+		"tenant-max-running":      d.TenantMaxRunning,
 		"log-level":               d.LogLevel,
 		"log-format":              d.LogFormat,
 		"pyroscope-url":           d.PyroscopeURL,

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/internal/admission"
 	"github.com/kilnvideo/kiln/internal/apikeys"
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/cancel"
@@ -61,11 +62,14 @@ type process struct {
 	objects   *objstore.Client
 	queue     *asynq.Client
 	inspector *asynq.Inspector
-	redis     redis.UniversalClient
-	cancel    *cancel.Service
-	keys      *httpapi.Keys
-	mux       *http.ServeMux
-	checks    map[string]func(context.Context) error
+	// work is what producers enqueue to: transcode work waits in it for
+	// admission to the fleet (internal/admission), the rest goes to queue.
+	work   *admission.Queue
+	redis  redis.UniversalClient
+	cancel *cancel.Service
+	keys   *httpapi.Keys
+	mux    *http.ServeMux
+	checks map[string]func(context.Context) error
 	// metrics is the process's registry, served on /metrics: roles
 	// register what they count with it.
 	metrics *metrics.Registry
@@ -168,6 +172,10 @@ func (p *process) connect(ctx context.Context) error {
 	p.checks["redis"] = func(context.Context) error { _, err := p.inspector.Queues(); return err }
 	p.redis = cancel.NewRedisClient(redisOpt)
 	p.onClose(func() { _ = p.redis.Close() })
+	if p.work, err = admission.New(admission.Config{Redis: p.redis, Next: p.queue, Tasks: p.inspector, Slots: fleet{p.inspector},
+		MaxPerTenant: cfg.TenantMaxRunning, Weights: cfg.TenantWeights, Logger: p.log.Named("admission")}); err != nil {
+		return err
+	}
 	p.cancel = &cancel.Service{Redis: p.redis, Inspector: p.inspector, Events: b, Logger: p.log.Named("cancel")}
 	if p.keys, err = httpapi.NewKeySet(httpapi.KeysConfig{Keys: cfg.APIKeys, RateLimit: cfg.APIRateLimit, Burst: cfg.APIRateBurst,
 		AuthFailures: cfg.AuthFailures, Proxies: cfg.TrustedProxies, Logger: p.log.Named("auth"),
@@ -278,6 +286,9 @@ func (p *process) serveHTTP(ctx context.Context) error {
 		}
 	}
 	if err := p.metrics.AddScraper(metrics.QueueScraper(p.inspector, slices.Collect(maps.Keys(tasks.QueueWeights())))); err != nil {
+		return err
+	}
+	if err := p.metrics.AddScraper(p.work.Scraper()); err != nil {
 		return err
 	}
 	httpMetrics, err := metrics.NewHTTP(p.metrics)

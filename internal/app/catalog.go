@@ -51,7 +51,7 @@ func (p *process) catalog(ctx context.Context) error {
 		return err
 	}
 	p.onClose(func() { _ = store.Close() })
-	retrier := &catalog.Retrier{Queue: p.queue, Attempts: p.cancel, Events: p.bus}
+	retrier := &catalog.Retrier{Queue: p.work, Attempts: p.cancel, Events: p.bus}
 	cat, err := catalog.New(catalog.Config{
 		Store: store, Objects: p.objectIO.For(string(RoleCatalog), p.objects), PublicURL: cfg.PublicURL, APIKeys: p.keys, Logger: p.log.Named("catalog"),
 		SigningKey: cfg.PlaybackSigningKey, TokenTTL: cfg.PlaybackTokenTTL, Delivery: cfg.PlaybackDelivery,
@@ -100,7 +100,7 @@ func (p *process) catalog(ctx context.Context) error {
 	if cfg.ReconcileInterval > 0 {
 		rec, err := catalog.NewReconciler(catalog.ReconcilerConfig{
 			Store: store, Objects: p.objects, SourcesBucket: cfg.SourcesBucket, Events: p.bus,
-			Queue: p.queue, Tasks: p.inspector, Attempts: p.cancel, Jobs: p.cancel, Renditions: retrier,
+			Queue: p.work, Tasks: p.work.Tasks(ctx, p.inspector), Attempts: p.cancel, Jobs: p.cancel, Renditions: retrier,
 			Interval: cfg.ReconcileInterval, Grace: cfg.ReconcileGrace, Logger: p.log.Named("reconciler"),
 		})
 		if err != nil {

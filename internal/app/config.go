@@ -157,7 +157,13 @@ type Config struct {
 	TaskCheckInterval time.Duration
 	// Chunks decides which sources are chunked (workers.ChunkConfig).
 	Chunks workers.ChunkConfig
-	Logger *zap.Logger
+	// TenantWeights are tenants' shares of the transcode fleet (a tenant
+	// not named has 1); TenantMaxRunning bounds one tenant's transcode
+	// tasks admitted at once (0: only the fleet's slots do). See
+	// internal/admission.
+	TenantWeights    map[string]int
+	TenantMaxRunning int
+	Logger           *zap.Logger
 	// TracerProvider traces the process (HTTP API, bus, tasks, ffmpeg
 	// runs, job events); main builds it from the OTEL_* variables
 	// (tracing.Setup). Nil traces nothing.

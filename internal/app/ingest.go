@@ -17,7 +17,7 @@ func (p *process) ingest(ctx context.Context) error {
 		return err
 	}
 	in := ingest.New(ingest.Config{
-		Objects: p.objectIO.For(string(RoleIngest), p.objects), Events: p.bus, Queue: p.queue,
+		Objects: p.objectIO.For(string(RoleIngest), p.objects), Events: p.bus, Queue: p.work,
 		SourcesBucket: p.cfg.SourcesBucket, PublicURL: p.cfg.PublicURL,
 		MaxUploadBytes: p.cfg.MaxUploadBytes, Presets: workers.PresetNames(presets), Logger: p.log.Named("ingest"),
 		Idempotency: &ingest.RedisIdempotency{Redis: p.redis}, Remover: p.objects, Presigner: p.objects,

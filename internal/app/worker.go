@@ -64,12 +64,13 @@ func (p *process) worker(ctx context.Context) error {
 	if err := p.metrics.Register(leases.Counts()); err != nil {
 		return err
 	}
-	mux.Use(tasks.Tracing(cfg.TracerProvider), taskMetrics.Middleware(), cancel.Middleware(p.cancel), leases.Middleware())
+	mux.Use(tasks.Tracing(cfg.TracerProvider), taskMetrics.Middleware(), cancel.Middleware(p.cancel), leases.Middleware(),
+		p.work.Middleware()) // a transcode's slot goes to the next waiting work as soon as it is done
 	if cfg.PyroscopeURL != "" {
 		mux.Use(profiling.Middleware()) // CPU samples labelled task_type
 	}
 	workers.New(workers.Config{
-		FFmpeg: runner, Objects: objects, Events: p.bus, Queue: p.queue, Jobs: p.cancel,
+		FFmpeg: runner, Objects: objects, Events: p.bus, Queue: p.work, Jobs: p.cancel,
 		OutputsBucket: cfg.OutputsBucket, WorkDir: workDir, Threads: cfg.FFmpegThreads,
 		Presets: presets, Limits: cfg.Limits, X264Preset: cfg.X264Preset, Logger: p.log.Named("worker"),
 		Chunks: cfg.Chunks, Ledger: ledger.New(p.redis), Fleet: fleet{p.inspector},
@@ -113,7 +114,12 @@ func (p *process) worker(ctx context.Context) error {
 		return nil
 	})
 	p.g.Go(func() error {
+		// A rescue copy replaces a task already admitted: straight to asynq.
 		leases.Rescuer(p.inspector, p.queue).Run(ctx)
+		return nil
+	})
+	p.g.Go(func() error {
+		p.work.Run(ctx)
 		return nil
 	})
 	return nil

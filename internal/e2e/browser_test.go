@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdpmedia "github.com/chromedp/cdproto/media"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/kilnvideo/kiln/internal/testenv"
@@ -63,26 +66,71 @@ func browser(t *testing.T) context.Context {
 		t.Fatalf("start chromium: %v", err)
 	}
 	var mu sync.Mutex
-	var lines []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var lines, media []string
+	add := func(to *[]string, line string) {
+		mu.Lock()
+		*to = append(*to, line)
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		for m, err := range chromedp.Console(ctx) {
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			lines = append(lines, fmt.Sprintf("[%s] %s (%s:%d)", m.Type, m.Text, m.URL, m.Line))
-			mu.Unlock()
+			add(&lines, fmt.Sprintf("[%s] %s (%s:%d)", m.Type, m.Text, m.URL, m.Line))
 		}
-	}()
+	})
+	// What the media pipeline says (the reason behind a bare "media error
+	// 4"), and every response that is not a success: a player's failure is
+	// read from these.
+	messages := chromedp.Events(ctx, cdpmedia.PlayerMessagesLogged)
+	errs := chromedp.Events(ctx, cdpmedia.PlayerErrorsRaised)
+	responses := chromedp.Events(ctx, network.ResponseReceived)
+	wg.Go(func() {
+		for ev, err := range messages {
+			if err != nil {
+				return
+			}
+			for _, m := range ev.Messages {
+				add(&media, fmt.Sprintf("[%s] %s", m.Level, m.Message))
+			}
+		}
+	})
+	wg.Go(func() {
+		for ev, err := range errs {
+			if err != nil {
+				return
+			}
+			for _, e := range ev.Errors {
+				add(&media, fmt.Sprintf("[error] %s %d %s", e.ErrorType, e.Code, e.Data))
+			}
+		}
+	})
+	wg.Go(func() {
+		for ev, err := range responses {
+			if err != nil {
+				return
+			}
+			if r := ev.Response; r.Status >= 300 {
+				add(&media, fmt.Sprintf("[http] %d %s", r.Status, r.URL))
+			}
+		}
+	})
+	if err := chromedp.Do(ctx, func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, cdpmedia.Enable, cdp.Empty{})
+		return chromedp.Void{}, err
+	}); err != nil {
+		t.Fatalf("enable the media domain: %v", err)
+	}
 	t.Cleanup(func() {
 		cancelTab()
-		<-done
+		wg.Wait()
 		if t.Failed() || testing.Verbose() {
 			mu.Lock()
 			defer mu.Unlock()
 			t.Logf("browser console (%d messages):\n%s", len(lines), strings.Join(lines, "\n"))
+			t.Logf("media log and failed requests (%d lines):\n%s", len(media), strings.Join(media, "\n"))
 		}
 	})
 	return ctx
@@ -118,6 +166,9 @@ func waitPlayed(t *testing.T, ctx context.Context) playerState {
 			t.Fatalf("read window.kilnPlayer: %v", err)
 		}
 		if st.Error != "" {
+			// The media log reaches the test in batches: give the one
+			// that explains the error time to arrive before failing.
+			time.Sleep(2 * time.Second)
 			t.Fatalf("player error: %s (state %+v)\npage: %s", st.Error, st, pageText(ctx))
 		}
 		if st.CurrentTime > playedSeconds {

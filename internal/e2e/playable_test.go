@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -190,6 +192,7 @@ func TestBrowserPlaysWhileEncoding(t *testing.T) {
 	if code := s.do(t, http.MethodGet, "/v1/assets/"+up.AssetID, nil, "", &asset); code != http.StatusOK || asset.Playback == nil {
 		t.Fatalf("GET asset: %d %+v", code, asset)
 	}
+	defer watchPlaylists(t, asset.Playback.HLS)() // reports when the test ends, also on t.Fatal
 	stillEncoding := func(what string) {
 		t.Helper()
 		var j playableJob
@@ -250,4 +253,97 @@ func listedSeconds(t *testing.T, playlist string) float64 {
 		}
 	}
 	return total
+}
+
+// watchPlaylists reads a growing asset's master and every media playlist
+// it names, every 100 ms until the returned stop is called, and reports
+// what a player must never see while an asset encodes: an answer that is
+// not 200, a master with fewer variants than before, a media playlist
+// that lists fewer segments than before or changes its target duration.
+func watchPlaylists(t *testing.T, masterURL string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan []string)
+	go func() {
+		var problems []string
+		report := func(format string, args ...any) {
+			if len(problems) < 20 {
+				problems = append(problems, fmt.Sprintf(format, args...))
+			}
+		}
+		get := func(u string) (string, bool) {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				if ctx.Err() == nil {
+					report("GET %s: %v", u, err)
+				}
+				return "", false
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			if resp.StatusCode != http.StatusOK || err != nil {
+				if ctx.Err() == nil {
+					report("GET %s: %d %v %q", u, resp.StatusCode, err, b)
+				}
+				return "", false
+			}
+			return string(b), true
+		}
+		base, _ := url.Parse(masterURL)
+		variants := 0
+		type media struct{ segments, target int }
+		seen := map[string]media{}
+		for ctx.Err() == nil {
+			if master, ok := get(masterURL); ok {
+				n := strings.Count(master, "#EXT-X-STREAM-INF:")
+				if n < variants {
+					report("the master lists %d variants, had %d:\n%s", n, variants, master)
+				}
+				variants = max(variants, n)
+				for _, line := range strings.Split(master, "\n") {
+					uri := strings.TrimSpace(line)
+					if _, quoted, ok := strings.Cut(uri, `URI="`); ok {
+						uri, _, _ = strings.Cut(quoted, `"`)
+					} else if uri == "" || strings.HasPrefix(uri, "#") {
+						continue
+					}
+					u, err := base.Parse(uri)
+					if err != nil {
+						report("master URI %q: %v", uri, err)
+						continue
+					}
+					body, ok := get(u.String())
+					if !ok {
+						continue
+					}
+					var m media
+					m.segments = strings.Count(body, "#EXTINF:")
+					if _, v, ok := strings.Cut(body, "#EXT-X-TARGETDURATION:"); ok {
+						v, _, _ = strings.Cut(v, "\n")
+						m.target, _ = strconv.Atoi(strings.TrimSpace(v))
+					}
+					key := u.Path
+					if was, ok := seen[key]; ok && (m.segments < was.segments || m.target != was.target) {
+						report("%s lists %d segments (target %d), had %d (target %d):\n%s", key, m.segments, m.target, was.segments, was.target, body)
+					}
+					if m.segments >= seen[key].segments {
+						seen[key] = m
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		done <- problems
+	}()
+	return func() {
+		t.Helper()
+		cancel()
+		for _, p := range <-done {
+			t.Errorf("while encoding: %s", p)
+		}
+	}
 }

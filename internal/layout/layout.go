@@ -140,6 +140,8 @@ const (
 	// MetaTenant is the tenant of the key that uploaded the source (a
 	// source without it belongs to the default tenant).
 	MetaTenant = "Kiln-Tenant"
+	// MetaPriority is the upload's priority (tasks.Priorities; absent: normal).
+	MetaPriority = "Kiln-Priority"
 )
 
 // SourceMeta reads the user-metadata value of key (one of the Meta

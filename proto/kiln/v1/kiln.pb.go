@@ -182,7 +182,9 @@ type ObjectLanded struct {
 	WebhookUrl string `protobuf:"bytes,6,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
 	// TenantID owns the job: the tenant of the API key that uploaded it
 	// (the source object's Kiln-Tenant metadata); "" is the default tenant.
-	TenantId      string `protobuf:"bytes,7,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	TenantId string `protobuf:"bytes,7,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Priority is the upload's: "high", "normal" ("" means normal) or "low".
+	Priority      string `protobuf:"bytes,12,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -266,6 +268,13 @@ func (x *ObjectLanded) GetTenantId() string {
 	return ""
 }
 
+func (x *ObjectLanded) GetPriority() string {
+	if x != nil {
+		return x.Priority
+	}
+	return ""
+}
+
 // JobEvent is a fact about one job, published by whoever made it happen
 // (ingest, a worker, the packager). The catalog is its only consumer that
 // writes state.
@@ -316,7 +325,10 @@ type JobEvent struct {
 	// TenantID is set on JOB_STATE_QUEUED: the tenant that owns the job and
 	// its asset ("" is the default tenant). Like the playback policy, only
 	// QUEUED carries it; until it is recorded the job belongs to no tenant.
-	TenantId      string `protobuf:"bytes,19,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	TenantId string `protobuf:"bytes,19,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Priority is set on JOB_STATE_QUEUED: "high", "normal" ("" means
+	// normal) or "low".
+	Priority      string `protobuf:"bytes,25,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +492,13 @@ func (x *JobEvent) GetChunksTotal() int32 {
 func (x *JobEvent) GetTenantId() string {
 	if x != nil {
 		return x.TenantId
+	}
+	return ""
+}
+
+func (x *JobEvent) GetPriority() string {
+	if x != nil {
+		return x.Priority
 	}
 	return ""
 }
@@ -1783,6 +1802,10 @@ type ProbeTask struct {
 	AssetId string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
 	Source  *ObjectRef             `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
 	Preset  string                 `protobuf:"bytes,4,opt,name=preset,proto3" json:"preset,omitempty"`
+	// TenantID owns the job ("" the default tenant); Priority is the
+	// upload's: "high", "normal" ("" means normal) or "low". See TaskHead.
+	TenantId string `protobuf:"bytes,13,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Priority string `protobuf:"bytes,12,opt,name=priority,proto3" json:"priority,omitempty"`
 	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
 	// Every task payload declares it as field 15, so one decoder reads it.
 	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
@@ -1852,6 +1875,20 @@ func (x *ProbeTask) GetPreset() string {
 	return ""
 }
 
+func (x *ProbeTask) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ProbeTask) GetPriority() string {
+	if x != nil {
+		return x.Priority
+	}
+	return ""
+}
+
 func (x *ProbeTask) GetAttempt() int32 {
 	if x != nil {
 		return x.Attempt
@@ -1877,6 +1914,9 @@ type TranscodeTask struct {
 	// Chunk is the chunk a kiln:transcode:chunk task encodes (see
 	// Plan.chunking).
 	Chunk int32 `protobuf:"varint,6,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// TenantID and Priority, from the probe task (see TaskHead).
+	TenantId string `protobuf:"bytes,13,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Priority string `protobuf:"bytes,12,opt,name=priority,proto3" json:"priority,omitempty"`
 	// Attempt is the job's run this task belongs to (see JobEvent.attempt).
 	// Every task payload declares it as field 15, so one decoder reads it.
 	Attempt int32 `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
@@ -1958,6 +1998,20 @@ func (x *TranscodeTask) GetChunk() int32 {
 		return x.Chunk
 	}
 	return 0
+}
+
+func (x *TranscodeTask) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *TranscodeTask) GetPriority() string {
+	if x != nil {
+		return x.Priority
+	}
+	return ""
 }
 
 func (x *TranscodeTask) GetAttempt() int32 {
@@ -2420,11 +2474,16 @@ func (x *EncodedRung) GetObject() *ObjectRef {
 // a TaskHead reads just these (other fields are unknown to it and
 // skipped), whatever the task type.
 type TaskHead struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	AssetId       string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
-	Attempt       int32                  `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	TraceContext  map[string]string      `protobuf:"bytes,14,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	AssetId      string                 `protobuf:"bytes,2,opt,name=asset_id,json=assetId,proto3" json:"asset_id,omitempty"`
+	Attempt      int32                  `protobuf:"varint,15,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	TraceContext map[string]string      `protobuf:"bytes,14,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// TenantID and Priority say whose work a task is and how urgent (the
+	// admission to the transcode queue reads them): every payload that
+	// carries them declares them as fields 13 and 12.
+	TenantId      string `protobuf:"bytes,13,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Priority      string `protobuf:"bytes,12,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2487,6 +2546,20 @@ func (x *TaskHead) GetTraceContext() map[string]string {
 	return nil
 }
 
+func (x *TaskHead) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *TaskHead) GetPriority() string {
+	if x != nil {
+		return x.Priority
+	}
+	return ""
+}
+
 var File_kiln_v1_kiln_proto protoreflect.FileDescriptor
 
 const file_kiln_v1_kiln_proto_rawDesc = "" +
@@ -2497,7 +2570,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
 	"\x04etag\x18\x03 \x01(\tR\x04etag\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12!\n" +
-	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"\x81\x02\n" +
+	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"\x9d\x02\n" +
 	"\fObjectLanded\x12*\n" +
 	"\x06object\x18\x01 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x16\n" +
@@ -2506,7 +2579,8 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x0fplayback_policy\x18\x05 \x01(\tR\x0eplaybackPolicy\x12\x1f\n" +
 	"\vwebhook_url\x18\x06 \x01(\tR\n" +
 	"webhookUrl\x12\x1b\n" +
-	"\ttenant_id\x18\a \x01(\tR\btenantId\"\x98\x05\n" +
+	"\ttenant_id\x18\a \x01(\tR\btenantId\x12\x1a\n" +
+	"\bpriority\x18\f \x01(\tR\bpriority\"\xb4\x05\n" +
 	"\bJobEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x19\n" +
@@ -2529,7 +2603,8 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\vchunks_done\x18\x11 \x01(\x05R\n" +
 	"chunksDone\x12!\n" +
 	"\fchunks_total\x18\x12 \x01(\x05R\vchunksTotal\x12\x1b\n" +
-	"\ttenant_id\x18\x13 \x01(\tR\btenantId\"8\n" +
+	"\ttenant_id\x18\x13 \x01(\tR\btenantId\x12\x1a\n" +
+	"\bpriority\x18\x19 \x01(\tR\bpriority\"8\n" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x89\x03\n" +
@@ -2670,24 +2745,28 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"sprite_key\x18\x04 \x01(\tR\tspriteKey\x12%\n" +
 	"\x0estoryboard_key\x18\x05 \x01(\tR\rstoryboardKey\x12\x14\n" +
 	"\x05width\x18\x06 \x01(\x05R\x05width\x12\x16\n" +
-	"\x06height\x18\a \x01(\x05R\x06height\"\xa7\x02\n" +
+	"\x06height\x18\a \x01(\x05R\x06height\"\xe0\x02\n" +
 	"\tProbeTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12\x16\n" +
-	"\x06preset\x18\x04 \x01(\tR\x06preset\x12\x18\n" +
+	"\x06preset\x18\x04 \x01(\tR\x06preset\x12\x1b\n" +
+	"\ttenant_id\x18\r \x01(\tR\btenantId\x12\x1a\n" +
+	"\bpriority\x18\f \x01(\tR\bpriority\x12\x18\n" +
 	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12I\n" +
 	"\rtrace_context\x18\x0e \x03(\v2$.kiln.v1.ProbeTask.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfa\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x03\n" +
 	"\rTranscodeTask\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.kiln.v1.ObjectRefR\x06source\x12(\n" +
 	"\x05media\x18\x04 \x01(\v2\x12.kiln.v1.MediaInfoR\x05media\x12!\n" +
 	"\x04plan\x18\x05 \x01(\v2\r.kiln.v1.PlanR\x04plan\x12\x14\n" +
-	"\x05chunk\x18\x06 \x01(\x05R\x05chunk\x12\x18\n" +
+	"\x05chunk\x18\x06 \x01(\x05R\x05chunk\x12\x1b\n" +
+	"\ttenant_id\x18\r \x01(\tR\btenantId\x12\x1a\n" +
+	"\bpriority\x18\f \x01(\tR\bpriority\x12\x18\n" +
 	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12M\n" +
 	"\rtrace_context\x18\x0e \x03(\v2(.kiln.v1.TranscodeTask.TraceContextEntryR\ftraceContext\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
@@ -2736,12 +2815,14 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
 	"\vEncodedRung\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
-	"\x06object\x18\x02 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object\"\xe1\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object\"\x9a\x02\n" +
 	"\bTaskHead\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\basset_id\x18\x02 \x01(\tR\aassetId\x12\x18\n" +
 	"\aattempt\x18\x0f \x01(\x05R\aattempt\x12H\n" +
-	"\rtrace_context\x18\x0e \x03(\v2#.kiln.v1.TaskHead.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\rtrace_context\x18\x0e \x03(\v2#.kiln.v1.TaskHead.TraceContextEntryR\ftraceContext\x12\x1b\n" +
+	"\ttenant_id\x18\r \x01(\tR\btenantId\x12\x1a\n" +
+	"\bpriority\x18\f \x01(\tR\bpriority\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xc9\x01\n" +

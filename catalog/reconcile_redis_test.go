@@ -48,7 +48,7 @@ func TestReconcilerRedis(t *testing.T) {
 
 	// The job as ingest starts it: QUEUED recorded, probe enqueued.
 	jobID, assetID := e.job(t, "uploads/it.mp4", 1)
-	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Preset: "small",
+	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Preset: "small", Priority: tasks.PriorityNormal,
 		Source: &kilnv1.ObjectRef{Bucket: recBucket, Key: "uploads/it.mp4", Etag: "etag-uploads/it.mp4", Size: 99}}
 	cmd, err := tasks.NewProbeTask(ctx, probe)
 	if err != nil {

@@ -236,7 +236,7 @@ func partLen(up mpUpload, n int) int64 {
 // startMultipart asks for a new multipart upload.
 func (e *cliEnv) startMultipart(ctx context.Context, c *client, size int64, q url.Values, partSize int64) (mpUpload, error) {
 	body := map[string]any{"filename": q.Get("filename"), "size": size, "multipart": true}
-	for _, k := range []string{"preset", "playback_policy", "webhook_url"} {
+	for _, k := range []string{"preset", "playback_policy", "priority", "webhook_url"} {
 		if v := q.Get(k); v != "" {
 			body[k] = v
 		}

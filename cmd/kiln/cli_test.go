@@ -100,6 +100,7 @@ func TestExitCodes(t *testing.T) {
 		{"unknown flag", nil, []string{"jobs", "--nope"}, exitUsage, "not defined"},
 		{"bad limit", nil, []string{"jobs", "--limit", "-1"}, exitUsage, "--limit"},
 		{"bad policy", nil, []string{"upload", "x.mp4", "--playback-policy", "private"}, exitUsage, "playback-policy"},
+		{"bad priority", nil, []string{"upload", "x.mp4", "--priority", "urgent"}, exitUsage, "priority"},
 		{"bad api url", nil, []string{"job", "j", "--api-url", "ftp://x"}, exitUsage, "--api-url"},
 		{"no key", nil, []string{"job", "j", "--api-key", " "}, exitUsage, "no API key"},
 		{"unknown command", nil, []string{"frobnicate"}, exitUsage, "unknown command"},
@@ -358,7 +359,7 @@ func TestUploadStreamsTheFile(t *testing.T) {
 	defer srv.Close()
 	e, stdout, stderr := testEnv(t, srv)
 	path, data := tempFile(t, 300<<10)
-	err := e.run(t.Context(), "upload", []string{path, "--preset", "fast", "--playback-policy", "signed", "--webhook-url", "https://h.example/x?a=1"})
+	err := e.run(t.Context(), "upload", []string{path, "--preset", "fast", "--playback-policy", "signed", "--priority", "low", "--webhook-url", "https://h.example/x?a=1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +372,7 @@ func TestUploadStreamsTheFile(t *testing.T) {
 	if f.expect != "100-continue" {
 		t.Fatalf("Expect = %q", f.expect)
 	}
-	want := map[string]string{"filename": "clip one.mp4", "preset": "fast", "playback_policy": "signed", "webhook_url": "https://h.example/x?a=1"}
+	want := map[string]string{"filename": "clip one.mp4", "preset": "fast", "playback_policy": "signed", "priority": "low", "webhook_url": "https://h.example/x?a=1"}
 	for k, v := range want {
 		if f.query[k] != v {
 			t.Fatalf("query %s = %q, want %q (all: %v)", k, f.query[k], v, f.query)

@@ -13,15 +13,18 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kilnvideo/kiln/internal/tasks"
 )
 
 // redrawEvery bounds terminal redraws of a progress bar (10 per second).
 const redrawEvery = 100 * time.Millisecond
 
 func (e *cliEnv) upload(ctx context.Context, args []string) error {
-	fs, cf := e.flagSet("upload", "FILE [--preset P] [--playback-policy public|signed] [--webhook-url URL] [--wait]")
+	fs, cf := e.flagSet("upload", "FILE [--preset P] [--playback-policy public|signed] [--priority high|normal|low] [--webhook-url URL] [--wait]")
 	preset := fs.String("preset", "", "encoding preset (server default: default)")
 	policy := fs.String("playback-policy", "", "public or signed (server default: public)")
+	priority := fs.String("priority", "", "high, normal or low: the order of this upload's transcode among your waiting ones (server default: normal)")
 	webhook := fs.String("webhook-url", "", "URL notified of this job's events")
 	wait := fs.Bool("wait", false, "follow the job until it ends and print the HLS playback URL")
 	mp := multipartFlags(fs)
@@ -31,6 +34,9 @@ func (e *cliEnv) upload(ctx context.Context, args []string) error {
 	}
 	if *policy != "" && *policy != "public" && *policy != "signed" {
 		return usageErr("--playback-policy %q: want public or signed", *policy)
+	}
+	if *priority != "" && !tasks.ValidPriority(*priority) {
+		return usageErr("--priority %q: want high, normal or low", *priority)
 	}
 	c, err := e.client(cf)
 	if err != nil {
@@ -57,6 +63,9 @@ func (e *cliEnv) upload(ctx context.Context, args []string) error {
 	}
 	if *policy != "" {
 		q.Set("playback_policy", *policy)
+	}
+	if *priority != "" {
+		q.Set("priority", *priority)
 	}
 	if *webhook != "" {
 		q.Set("webhook_url", *webhook)

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -90,7 +91,16 @@ type Queue struct {
 	cfg     Config
 	weights string // Config.Weights as the scripts read them
 	log     *zap.Logger
+
+	// The fleet's slots, read at most once a slotsTTL: every submit and
+	// every finished transcode asks.
+	mu      sync.Mutex
+	slots   int
+	slotsAt time.Time
 }
+
+// slotsTTL is how long a count of the fleet's slots is used.
+const slotsTTL = time.Second
 
 // New returns the queue of cfg.
 func New(cfg Config) (*Queue, error) {
@@ -337,12 +347,23 @@ func wrap(err error) error {
 	return nil
 }
 
-// Run makes a pass every Config.Interval until ctx ends.
+// sweepEvery is how many of Run's ticks go by between two sweeps: a
+// finished task's slot is released by Middleware as it ends, so the sweep
+// (one asynq lookup per admitted task) is only the safety net for a
+// worker that died.
+const sweepEvery = 10
+
+// Run admits waiting work every Config.Interval, and makes a whole Pass
+// every sweepEvery intervals, until ctx ends.
 func (q *Queue) Run(ctx context.Context) {
 	t := time.NewTicker(q.cfg.Interval)
 	defer t.Stop()
-	for {
-		if err := q.Pass(ctx); err != nil && ctx.Err() == nil {
+	for tick := 0; ; tick++ {
+		pass := q.admitAll
+		if tick%sweepEvery == 0 {
+			pass = q.Pass
+		}
+		if err := pass(ctx); err != nil && ctx.Err() == nil {
 			q.log.Warn("admission pass", zap.Error(err))
 		}
 		select {
@@ -365,11 +386,27 @@ func (q *Queue) Pass(ctx context.Context) error {
 	return q.admitAll(ctx)
 }
 
+// fleetSlots is the fleet's transcode slots, read again once slotsTTL has
+// passed.
+func (q *Queue) fleetSlots(ctx context.Context) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.slotsAt.IsZero() && time.Since(q.slotsAt) < slotsTTL {
+		return q.slots, nil
+	}
+	n, err := q.cfg.Slots.TranscodeSlots(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("admission: %w", err)
+	}
+	q.slots, q.slotsAt = n, time.Now()
+	return n, nil
+}
+
 // admitAll admits waiting work while the fleet has free slots.
 func (q *Queue) admitAll(ctx context.Context) error {
-	slots, err := q.cfg.Slots.TranscodeSlots(ctx)
+	slots, err := q.fleetSlots(ctx)
 	if err != nil {
-		return fmt.Errorf("admission: %w", err)
+		return err
 	}
 	for {
 		res, err := admit.Run(ctx, q.cfg.Redis, nil, max(slots, 1), q.cfg.MaxPerTenant, q.weights).StringSlice()

@@ -126,7 +126,7 @@ func (s *Service) listJobs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var f JobFilter
+	f := JobFilter{Tenant: httpapi.Tenant(r.Context())}
 	if v := q.Get("state"); v != "" {
 		st, ok := ParseState(v)
 		if !ok {
@@ -187,11 +187,29 @@ func (s *Service) jobOf(w http.ResponseWriter, r *http.Request) (*Job, bool) {
 		return nil, false
 	}
 	j, err := s.store.Job(r.Context(), id)
+	if err == nil && !httpapi.Owns(r.Context(), j.TenantID) {
+		err = ErrNotFound // another tenant's job is not there for this key
+	}
 	if err != nil {
 		s.storeError(w, r, err, "job")
 		return nil, false
 	}
 	return j, true
+}
+
+// owned answers 404 for an asset id that is unknown or not the request's
+// tenant's (and returns false), before an operation changes anything. A
+// deleted asset of the tenant is its own still (a delete can be repeated).
+func (s *Service) owned(w http.ResponseWriter, r *http.Request, assetID string) bool {
+	owner, err := s.store.JobTenant(r.Context(), jobid.JobOf(assetID))
+	if err == nil && !httpapi.Owns(r.Context(), owner) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		s.storeError(w, r, err, "asset")
+		return false
+	}
+	return true
 }
 
 // writeJob answers with the job's JSON.
@@ -264,7 +282,7 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	task := &kilnv1.ProbeTask{
-		JobId: j.ID, AssetId: j.AssetID, Preset: j.Preset, Attempt: max(j.Attempt, 1) + 1, Priority: j.Priority,
+		JobId: j.ID, AssetId: j.AssetID, Preset: j.Preset, Attempt: max(j.Attempt, 1) + 1, Priority: j.Priority, TenantId: j.TenantID,
 		Source: &kilnv1.ObjectRef{Bucket: j.Source.Bucket, Key: j.Source.Key, Etag: j.Source.ETag, Size: j.Source.Size},
 	}
 	ev, err := s.retrier.Retry(r.Context(), task, j.PlaybackPolicy)
@@ -312,6 +330,9 @@ func (s *Service) retryRendition(w http.ResponseWriter, r *http.Request) {
 	}
 	if !renditionName.MatchString(name) {
 		httpapi.WriteError(w, http.StatusNotFound, httpapi.CodeNotFound, "no such rendition")
+		return
+	}
+	if !s.owned(w, r, id) {
 		return
 	}
 	if s.rendRetrier == nil {
@@ -373,6 +394,9 @@ func (s *Service) deleteAsset(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if !jobid.ValidAsset(id) {
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed asset id")
+		return
+	}
+	if !s.owned(w, r, id) {
 		return
 	}
 	if s.remover == nil {
@@ -441,7 +465,7 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
-	sub := s.hub.subscribe(j.ID, httpapi.KeyName(r.Context()))
+	sub := s.hub.subscribe(j.ID, httpapi.Tenant(r.Context())+"/"+httpapi.KeyName(r.Context())) // names repeat across tenants
 	if sub == nil {
 		s.log.Warn("job events: too many streams", zap.String("key", httpapi.KeyName(r.Context())), zap.String("job_id", j.ID))
 		w.Header().Set("Retry-After", strconv.Itoa(streamRetryAfter))

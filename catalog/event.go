@@ -12,6 +12,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/tenant"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -26,6 +27,9 @@ type Fact struct {
 	// Policy is policy.Public or policy.Signed from a QUEUED event, "" from
 	// any other (only QUEUED carries it).
 	Policy string
+	// Tenant is the tenant that owns the job, from a QUEUED event
+	// (tenant.Default when it names none), "" from any other.
+	Tenant string
 	// Priority is the upload's from a QUEUED event (tasks.Priorities), ""
 	// from any other.
 	Priority string
@@ -118,6 +122,10 @@ func FactOf(ev *kilnv1.JobEvent, now time.Time) (*Fact, error) {
 	f.Preset = ev.GetPreset()
 	if st == StateQueued {
 		f.Policy = policy.OfEvent(ev.GetPlaybackPolicy())
+		if t := ev.GetTenantId(); t != "" && !tenant.Valid(t) {
+			return nil, fmt.Errorf("%w: job %s: malformed tenant id", ErrInvalidEvent, ev.GetJobId())
+		}
+		f.Tenant = tenant.OfEvent(ev.GetTenantId())
 		if f.Priority = tasks.NormPriority(ev.GetPriority()); !tasks.ValidPriority(f.Priority) {
 			f.Priority = tasks.PriorityNormal
 		}

@@ -319,6 +319,7 @@ func (r *Reconciler) sources(ctx context.Context, now time.Time, rep *Report) er
 			Origin:         OriginReconciler,
 			Preset:         layout.SourceMeta(info.Metadata, layout.MetaPreset),
 			PlaybackPolicy: layout.SourceMeta(info.Metadata, layout.MetaPolicy),
+			TenantId:       layout.SourceMeta(info.Metadata, layout.MetaTenant),
 			WebhookUrl:     layout.SourceMeta(info.Metadata, layout.MetaWebhook),
 			Priority:       layout.SourceMeta(info.Metadata, layout.MetaPriority),
 			Time:           timestamppb.New(now),
@@ -436,7 +437,7 @@ func (r *Reconciler) job(ctx context.Context, now time.Time, j *Job, rep *Report
 		return r.stall(ctx, j, attempt, ActionFailureRecorded, msg, rep, log)
 	case pipeline[last] == tasks.TypeProbe && j.Media != nil && j.Plan != nil && j.Source.Key != "":
 		next := &kilnv1.TranscodeTask{JobId: j.ID, AssetId: j.AssetID, Attempt: attempt, Source: j.sourceRef(), Media: j.Media, Plan: j.Plan,
-			Priority: j.Priority}
+			Priority: j.Priority, TenantId: j.TenantID}
 		cmd, err := tasks.NewTranscodeTask(ctx, next)
 		if err != nil {
 			return err
@@ -525,7 +526,7 @@ func (r *Reconciler) enqueueProbe(ctx context.Context, j *Job, attempt int32, re
 		return nil
 	}
 	cmd, err := tasks.NewProbeTask(ctx, &kilnv1.ProbeTask{JobId: j.ID, AssetId: j.AssetID, Source: j.sourceRef(), Preset: j.Preset, Attempt: attempt,
-		Priority: j.Priority})
+		Priority: j.Priority, TenantId: j.TenantID})
 	if err != nil {
 		return err
 	}
@@ -552,7 +553,7 @@ func (r *Reconciler) redrive(ctx context.Context, j *Job, attempt int32, lastTas
 	}
 	retrier := &Retrier{Queue: r.cfg.Queue, Attempts: r.cfg.Attempts, Events: r.cfg.Events}
 	task := &kilnv1.ProbeTask{JobId: j.ID, AssetId: j.AssetID, Source: j.sourceRef(), Preset: j.Preset, Attempt: attempt + 1,
-		Priority: j.Priority}
+		Priority: j.Priority, TenantId: j.TenantID}
 	if _, err := retrier.Retry(ctx, task, j.PlaybackPolicy); err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/jobevent"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/tenant"
 	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -48,8 +49,9 @@ func TestReconcilerRedis(t *testing.T) {
 
 	// The job as ingest starts it: QUEUED recorded, probe enqueued.
 	jobID, assetID := e.job(t, "uploads/it.mp4", 1)
-	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Preset: "small", Priority: tasks.PriorityNormal,
-		Source: &kilnv1.ObjectRef{Bucket: recBucket, Key: "uploads/it.mp4", Etag: "etag-uploads/it.mp4", Size: 99}}
+	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Preset: "small",
+		Source:   &kilnv1.ObjectRef{Bucket: recBucket, Key: "uploads/it.mp4", Etag: "etag-uploads/it.mp4", Size: 99},
+		Priority: tasks.PriorityNormal, TenantId: tenant.Default} // what ingest sends, what the job records
 	cmd, err := tasks.NewProbeTask(ctx, probe)
 	if err != nil {
 		t.Fatal(err)

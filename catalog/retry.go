@@ -56,6 +56,7 @@ func (r *Retrier) Retry(ctx context.Context, task *kilnv1.ProbeTask, playbackPol
 	}
 	ev := jobevent.New(task.JobId, task.AssetId, task.Attempt, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
 	ev.Source, ev.Preset, ev.PlaybackPolicy, ev.Priority = task.Source, task.Preset, playbackPolicy, task.Priority
+	ev.TenantId = task.TenantId // the job's already (a tenant is never contradicted)
 	if err := r.Events.PublishJobEvent(ctx, ev); err != nil {
 		// The probe is enqueued: its PROBING event will still move the job
 		// to the new attempt.

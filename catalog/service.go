@@ -743,6 +743,9 @@ func (s *Service) asset(w http.ResponseWriter, r *http.Request) (*Asset, bool) {
 		return nil, false
 	}
 	a, err := s.store.Asset(r.Context(), id)
+	if err == nil && !httpapi.Owns(r.Context(), a.TenantID) {
+		err = ErrNotFound // another tenant's asset is not there for this key
+	}
 	if err != nil {
 		s.storeError(w, r, err, "asset")
 		return nil, false

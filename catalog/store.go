@@ -48,7 +48,7 @@ type Store interface {
 	// ErrNotFound (also for a deleted job).
 	Job(ctx context.Context, id string) (*Job, error)
 	// ListJobs returns jobs newest first (created_at, then id, descending),
-	// deleted ones excluded, and the cursor of the next page (nil on the
+	// deleted ones and, with f.Tenant, other tenants' excluded, and the cursor of the next page (nil on the
 	// last).
 	ListJobs(ctx context.Context, f JobFilter) ([]*Job, *Cursor, error)
 	// Asset returns the asset with the given id, or an error wrapping
@@ -84,6 +84,10 @@ type Store interface {
 	// (a crash between the commit and the enqueue) — oldest first, of ready
 	// assets that are not deleted. The reconciler enqueues them.
 	PendingRenditionRetries(ctx context.Context, before time.Time, limit int) ([]RenditionRetry, error)
+	// JobTenant returns the tenant of job id, deleted or not ("" while its
+	// QUEUED is not recorded), or an error wrapping ErrNotFound when no
+	// event of it was recorded.
+	JobTenant(ctx context.Context, id string) (string, error)
 	// HasJob reports whether any event of job id was recorded, deleted or
 	// not (what the reconciler asks of a source object's job).
 	HasJob(ctx context.Context, id string) (bool, error)
@@ -126,6 +130,9 @@ type Job struct {
 	Source   Source
 	// PlaybackPolicy is policy.Public or policy.Signed (see Asset).
 	PlaybackPolicy string
+	// TenantID owns the job and its asset; "" until the job's QUEUED event
+	// (which alone carries it) is recorded: then no tenant sees it.
+	TenantID string
 	// Priority is the upload's (tasks.Priorities): the order of its
 	// transcode among its tenant's waiting work.
 	Priority string
@@ -175,6 +182,7 @@ type Asset struct {
 	JobID           string
 	State           State  // the job's state
 	PlaybackPolicy  string // see above
+	TenantID        string // the job's (Job.TenantID)
 	Bucket          string
 	Prefix          string
 	MP4Key          string
@@ -248,6 +256,9 @@ type JobFilter struct {
 	State State
 	// SourceKey, when set, keeps jobs of that source object key.
 	SourceKey string
+	// Tenant, when set, keeps the jobs of that tenant (the API always
+	// sets it: a key lists its own tenant's jobs only).
+	Tenant string
 	// Limit bounds the page; 1 to MaxListLimit, default DefaultListLimit.
 	Limit int
 	// After continues a listing after this position (the page's last job).

@@ -132,6 +132,7 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 		"Content-Length":                  strconv.FormatInt(*req.Size, 10),
 		"X-Amz-Meta-" + layout.MetaPreset: req.Preset,
 		"X-Amz-Meta-" + layout.MetaPolicy: req.PlaybackPolicy,
+		"X-Amz-Meta-" + layout.MetaTenant: httpapi.Tenant(r.Context()),
 	}
 	if req.Priority != tasks.PriorityNormal {
 		headers["X-Amz-Meta-"+layout.MetaPriority] = req.Priority

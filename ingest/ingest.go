@@ -31,6 +31,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/tenant"
 	"github.com/kilnvideo/kiln/internal/tracing"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -314,6 +315,9 @@ func (s *Service) startJob(ctx context.Context, ev *kilnv1.ObjectLanded, links .
 	if err := s.CheckObject(o); err != nil {
 		return s.reject(bus.SubjectObjectLanded, ev, err)
 	}
+	if t := ev.GetTenantId(); t != "" && !tenant.Valid(t) {
+		return s.reject(bus.SubjectObjectLanded, ev, rejected(RejectInvalid, "object %s/%s: malformed %s metadata", o.Bucket, o.Key, layout.MetaTenant))
+	}
 	jobID, assetID := jobid.FromObject(o.Bucket, o.Key, o.Etag)
 	span.SetAttributes(tracing.AttrJobID.String(jobID), tracing.AttrAssetID.String(assetID))
 	preset := ev.GetPreset()
@@ -323,6 +327,7 @@ func (s *Service) startJob(ctx context.Context, ev *kilnv1.ObjectLanded, links .
 	log := s.log.With(zap.String("job_id", jobID), zap.String("bucket", o.Bucket), zap.String("key", o.Key), zap.String("origin", ev.Origin))
 	queued := jobevent.New(jobID, assetID, 1, kilnv1.JobState_JOB_STATE_QUEUED, "queued")
 	queued.Source, queued.Preset, queued.PlaybackPolicy = o, preset, policy.OfEvent(ev.GetPlaybackPolicy())
+	queued.TenantId = tenant.OfEvent(ev.GetTenantId())
 	if u := ev.GetWebhookUrl(); ValidWebhookURL(u) {
 		queued.WebhookUrl = u
 	}
@@ -338,7 +343,8 @@ func (s *Service) startJob(ctx context.Context, ev *kilnv1.ObjectLanded, links .
 	// probe is harmless (the catalog backfills a late QUEUED). Either
 	// failure is returned, so the message is redelivered and both are
 	// retried (the probe deduplicated by its TaskID, the event by its id).
-	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: preset, Priority: queued.Priority}
+	probe := &kilnv1.ProbeTask{JobId: jobID, AssetId: assetID, Source: o, Preset: preset, Priority: queued.Priority,
+		TenantId: queued.TenantId} // the admission to the transcode queue shares the fleet per tenant
 	t, err := tasks.NewProbeTask(ctx, probe)
 	if err != nil {
 		return err
@@ -425,6 +431,7 @@ func parseS3Event(data []byte) ([]*kilnv1.ObjectLanded, []string, error) {
 			Preset:         preset,
 			PlaybackPolicy: policy,
 			WebhookUrl:     webhook,
+			TenantId:       layout.SourceMeta(md, layout.MetaTenant),
 			Priority:       priority,
 			Time:           timestamppb.New(r.EventTime),
 		})

@@ -24,6 +24,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/tenant"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -116,6 +117,9 @@ type uploadToken struct {
 	Size     int64  `json:"s"`
 	PartSize int64  `json:"p"`
 	Created  int64  `json:"t"` // Unix seconds
+	// Tenant is the tenant of the key that started the upload: only its
+	// keys may act on it ("" in ids signed before tenants: the default).
+	Tenant string `json:"n,omitempty"`
 }
 
 func (t uploadToken) partCount() int { return int((t.Size + t.PartSize - 1) / t.PartSize) }
@@ -185,6 +189,9 @@ func (s *Service) uploadOf(w http.ResponseWriter, r *http.Request, expired bool)
 	case err != nil:
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "not an upload id")
 		return t, false
+	case tenant.OfEvent(t.Tenant) != httpapi.Tenant(r.Context()): // another tenant's: as if it did not exist
+		httpapi.WriteError(w, http.StatusNotFound, CodeUploadNotFound, "no such upload")
+		return uploadToken{}, false
 	case !expired && !time.Now().Before(s.expiresAt(t)):
 		httpapi.WriteError(w, http.StatusGone, CodeUploadExpired,
 			"the upload was not completed within "+s.cfg.UploadAbortAfter.String()+" and is aborted; start a new one")
@@ -318,7 +325,8 @@ func (s *Service) startMultipart(w http.ResponseWriter, r *http.Request, req Dir
 		httpapi.WriteError(w, http.StatusBadGateway, httpapi.CodeUnavailable, "starting the upload failed; retry")
 		return
 	}
-	t := uploadToken{Key: key, UploadID: uploadID, Size: *req.Size, PartSize: partSize, Created: created.Unix()}
+	t := uploadToken{Key: key, UploadID: uploadID, Size: *req.Size, PartSize: partSize, Created: created.Unix(),
+		Tenant: httpapi.Tenant(r.Context())}
 	id := s.signToken(t)
 	batch, err := s.partURLs(r.Context(), t, 1, DefaultPartBatch)
 	if err != nil {
@@ -565,6 +573,7 @@ func (s *Service) completed(w http.ResponseWriter, r *http.Request, t uploadToke
 		PlaybackPolicy: layout.SourceMeta(info.Metadata, layout.MetaPolicy), Priority: layout.SourceMeta(info.Metadata, layout.MetaPriority),
 		Time:       timestamppb.Now(),
 		WebhookUrl: layout.SourceMeta(info.Metadata, layout.MetaWebhook),
+		TenantId:   layout.SourceMeta(info.Metadata, layout.MetaTenant),
 	}
 	jobID, assetID := jobid.FromObject(s.cfg.SourcesBucket, t.Key, info.ETag)
 	resp := CompleteResponse{

@@ -242,6 +242,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	landed := &kilnv1.ObjectLanded{
 		Object: &kilnv1.ObjectRef{Bucket: info.Bucket, Key: info.Key, Etag: info.ETag, Size: info.Size, ContentType: contentType},
 		Origin: "api", Preset: preset, PlaybackPolicy: playback, WebhookUrl: webhook, Priority: priority, Time: timestamppb.Now(),
+		TenantId: httpapi.Tenant(ctx),
 	}
 	// A client that disconnects now must not lose its job: the fact is
 	// published with a context of its own.
@@ -445,9 +446,10 @@ func tooLarge(err error) bool {
 }
 
 // uploadMeta is the S3 user metadata that lets the bucket notification
-// start the same job as the API's own event (in the same trace).
+// start the same job as the API's own event (in the same trace, for the
+// same tenant: the request's).
 func uploadMeta(ctx context.Context, preset, playback, webhook, priority string) map[string]string {
-	m := map[string]string{layout.MetaPreset: preset, layout.MetaPolicy: playback}
+	m := map[string]string{layout.MetaPreset: preset, layout.MetaPolicy: playback, layout.MetaTenant: httpapi.Tenant(ctx)}
 	if webhook != "" {
 		m[layout.MetaWebhook] = webhook
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/tenant"
 )
 
 // multipartBody writes parts (a file part when filename is set) and returns
@@ -259,7 +260,7 @@ func TestUpload(t *testing.T) {
 				t.Errorf("content type/size = %q/%d, want %q/%d", put.ContentType, put.Size, tt.wantContentType, tt.wantSize)
 			}
 			wantPolicy := cmp.Or(tt.wantPolicy, policy.Public)
-			wantMeta := map[string]string{layout.MetaPreset: tt.wantPreset, layout.MetaPolicy: wantPolicy}
+			wantMeta := map[string]string{layout.MetaPreset: tt.wantPreset, layout.MetaPolicy: wantPolicy, layout.MetaTenant: tenant.Default}
 			if tt.wantPriority != "" {
 				wantMeta[layout.MetaPriority] = tt.wantPriority
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/kilnvideo/kiln/catalog/storetest"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/sqlmigrate"
+	"github.com/kilnvideo/kiln/internal/tenant"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -95,7 +96,7 @@ func TestStoreSurvivesRestart(t *testing.T) {
 		Scan(&mode, &fk, &version); err != nil {
 		t.Fatal(err)
 	}
-	if mode != "wal" || fk != 1 || version != migrationCount(t) || version != 10 {
+	if mode != "wal" || fk != 1 || version != migrationCount(t) || version != 11 {
 		t.Errorf("journal_mode=%s foreign_keys=%d schema_version=%d", mode, fk, version)
 	}
 	gotJob, err := s.Job(t.Context(), jobID)
@@ -320,7 +321,7 @@ func TestMigrateFromOldBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	if j.State != catalog.StateReady || j.Attempt != 2 || j.PlaybackPolicy != policy.Signed || j.Source.Key != "in/a.mov" ||
-		!j.Timestamps[catalog.StateReady].Equal(eventtest.T0) || len(j.FailedRenditions) != 1 {
+		!j.Timestamps[catalog.StateReady].Equal(eventtest.T0) || len(j.FailedRenditions) != 1 || j.TenantID != tenant.Default {
 		t.Errorf("old job = %+v", j)
 	}
 	a, err := s.Asset(ctx, assetID)

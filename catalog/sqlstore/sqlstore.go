@@ -263,6 +263,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 	const fillSource = `
 		preset        = CASE WHEN preset = '' THEN :preset ELSE preset END,
 		playback_policy = CASE WHEN playback_policy = '' THEN :policy ELSE playback_policy END,
+		tenant_id     = CASE WHEN tenant_id = '' THEN :tenant ELSE tenant_id END,
 		priority      = CASE WHEN priority = '' THEN :priority ELSE priority END,
 		source_bucket = CASE WHEN source_bucket = '' THEN :bucket ELSE source_bucket END,
 		source_key    = CASE WHEN source_bucket = '' THEN :key ELSE source_key END,
@@ -275,7 +276,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		chunks_total = CASE WHEN :ctotal > chunks_total THEN :ctotal ELSE chunks_total END,`
 	args := []any{
 		sql.Named("id", f.JobID), sql.Named("now", fmtTime(now)),
-		sql.Named("preset", f.Preset), sql.Named("policy", f.Policy), sql.Named("priority", f.Priority),
+		sql.Named("preset", f.Preset), sql.Named("policy", f.Policy), sql.Named("priority", f.Priority), sql.Named("tenant", f.Tenant),
 		sql.Named("bucket", f.Source.Bucket), sql.Named("key", f.Source.Key),
 		sql.Named("etag", f.Source.ETag), sql.Named("size", f.Source.Size),
 		sql.Named("media", r.media), sql.Named("plan", r.plan), sql.Named("playable", r.playable),
@@ -292,12 +293,12 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 		_, err = tx.ExecContext(ctx, `INSERT INTO jobs (id, asset_id, state, progress, preset,
 				source_bucket, source_key, source_etag, source_size, error_code, error_message,
 				media_json, plan_json, created_at, updated_at, playback_policy, attempt, playable_at,
-				chunks_done, chunks_total, priority, `+col+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				chunks_done, chunks_total, priority, tenant_id, `+col+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			f.JobID, f.AssetID, f.State, f.Progress, f.Preset,
 			f.Source.Bucket, f.Source.Key, f.Source.ETag, f.Source.Size, f.ErrorCode, f.ErrorMessage,
 			r.media, r.plan, fmtTime(now), fmtTime(now), f.Policy, f.Attempt, r.playable,
-			f.ChunksDone, f.ChunksTotal, f.Priority, fmtTime(f.At))
+			f.ChunksDone, f.ChunksTotal, f.Priority, f.Tenant, fmtTime(f.At))
 		if err != nil {
 			return false, fmt.Errorf("catalog: job %s: insert: %w", f.JobID, err)
 		}
@@ -372,7 +373,7 @@ func apply(ctx context.Context, tx sqldialect.Tx, f *catalog.Fact, r row, now ti
 			updated_at = :now
 			WHERE id = :id AND (
 				(preset = '' AND :preset <> '') OR (source_bucket = '' AND :bucket <> '') OR
-				(playback_policy = '' AND :policy <> '') OR (priority = '' AND :priority <> '') OR
+				(playback_policy = '' AND :policy <> '') OR (priority = '' AND :priority <> '') OR (tenant_id = '' AND :tenant <> '') OR
 				(media_json IS NULL AND CAST(:media AS TEXT) IS NOT NULL) OR (plan_json IS NULL AND CAST(:plan AS TEXT) IS NOT NULL))`, args...)
 		if err != nil {
 			return false, fmt.Errorf("catalog: job %s: backfill: %w", f.JobID, err)
@@ -556,7 +557,7 @@ func loadFailed(ctx context.Context, q queryer, j *catalog.Job) error {
 func jobColumns() string {
 	cols := []string{"id", "asset_id", "state", "progress", "preset", "playback_policy", "attempt",
 		"source_bucket", "source_key", "source_etag", "source_size", "error_code", "error_message",
-		"media_json", "plan_json", "created_at", "updated_at", "playable_at", "chunks_done", "chunks_total", "priority"}
+		"media_json", "plan_json", "created_at", "updated_at", "playable_at", "chunks_done", "chunks_total", "priority", "tenant_id"}
 	for _, st := range catalog.States() {
 		cols = append(cols, column(st))
 	}
@@ -575,7 +576,7 @@ func scanJob(row interface{ Scan(...any) error }, extra ...any) (*catalog.Job, e
 		dest             = []any{&j.ID, &j.AssetID, &j.State, &j.Progress, &j.Preset, &j.PlaybackPolicy, &j.Attempt,
 			&j.Source.Bucket, &j.Source.Key, &j.Source.ETag, &j.Source.Size,
 			&j.ErrorCode, &j.ErrorMessage, &media, &plan, &created, &updated, &playable,
-			&j.Chunks.Done, &j.Chunks.Total, &j.Priority}
+			&j.Chunks.Done, &j.Chunks.Total, &j.Priority, &j.TenantID}
 	)
 	for i := range all {
 		dest = append(dest, &ts[i])
@@ -630,6 +631,9 @@ func (s *Store) ListJobs(ctx context.Context, f catalog.JobFilter) ([]*catalog.J
 	}
 	if f.SourceKey != "" {
 		where, args = append(where, "source_key = ?"), append(args, f.SourceKey)
+	}
+	if f.Tenant != "" {
+		where, args = append(where, "tenant_id = ?"), append(args, f.Tenant)
 	}
 	if f.After != nil {
 		where = append(where, "(created_at < ? OR (created_at = ? AND id < ?))")
@@ -725,11 +729,11 @@ func (s *Store) Asset(ctx context.Context, id string) (*catalog.Asset, error) {
 		bucket, prefix, mp4, poster, readyAt, thumbs, plan, playable sql.NullString
 		duration                                                     sql.NullFloat64
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT j.id, j.state, j.playback_policy, a.outputs_bucket, a.outputs_prefix,
+	err := s.r.QueryRowContext(ctx, `SELECT j.id, j.state, j.playback_policy, j.tenant_id, a.outputs_bucket, a.outputs_prefix,
 			a.mp4_key, a.poster_key, a.duration_seconds, a.ready_at, a.thumbnails_json, j.plan_json, j.playable_at
 		FROM jobs j LEFT JOIN assets a ON a.id = j.asset_id
 		WHERE j.asset_id = ? AND j.deleted_at IS NULL`, id).
-		Scan(&a.JobID, &a.State, &a.PlaybackPolicy, &bucket, &prefix, &mp4, &poster, &duration, &readyAt, &thumbs, &plan, &playable)
+		Scan(&a.JobID, &a.State, &a.PlaybackPolicy, &a.TenantID, &bucket, &prefix, &mp4, &poster, &duration, &readyAt, &thumbs, &plan, &playable)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("catalog: asset %s: %w", id, catalog.ErrNotFound)
 	}
@@ -872,7 +876,7 @@ func (s *Store) RetryRendition(ctx context.Context, assetID, name string) (catal
 
 // retryAsset is what a rendition retry needs of j's asset.
 func retryAsset(ctx context.Context, q queryer, j *catalog.Job) (*catalog.Asset, error) {
-	a := &catalog.Asset{ID: j.AssetID, JobID: j.ID, State: j.State, PlaybackPolicy: j.PlaybackPolicy}
+	a := &catalog.Asset{ID: j.AssetID, JobID: j.ID, State: j.State, PlaybackPolicy: j.PlaybackPolicy, TenantID: j.TenantID}
 	var thumbs sql.NullString
 	if err := q.QueryRowContext(ctx, `SELECT outputs_bucket, outputs_prefix, poster_key, thumbnails_json
 		FROM assets WHERE id = ?`, a.ID).Scan(&a.Bucket, &a.Prefix, &a.PosterKey, &thumbs); err != nil {
@@ -949,6 +953,20 @@ const timeLayout = TimeLayout
 func fmtTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 
 func parseTime(s string) (time.Time, error) { return time.Parse(timeLayout, s) }
+
+// JobTenant returns the tenant of job id, deleted or not (see
+// catalog.Store).
+func (s *Store) JobTenant(ctx context.Context, id string) (string, error) {
+	var t string
+	err := s.r.QueryRowContext(ctx, `SELECT tenant_id FROM jobs WHERE id = ?`, id).Scan(&t)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("catalog: job %s: %w", id, catalog.ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("catalog: job %s: tenant: %w", id, err)
+	}
+	return t, nil
+}
 
 // HasJob reports whether job id was ever recorded, deleted or not.
 func (s *Store) HasJob(ctx context.Context, id string) (bool, error) {

@@ -23,6 +23,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/tenant"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -41,6 +42,7 @@ func Run(t *testing.T, open Opener) {
 		{"ApplyRejectsInvalidEvents", testApplyRejectsInvalidEvents},
 		{"NotFound", testNotFound},
 		{"PlaybackPolicy", testPlaybackPolicy},
+		{"Tenants", testTenants},
 		{"Priority", testPriority},
 		{"CancelAndAttempts", testCancelAndAttempts},
 		{"DeleteJob", testDeleteJob},
@@ -436,6 +438,106 @@ func testPlaybackPolicy(t *testing.T, open Opener) {
 			}
 		})
 	}
+}
+
+// testTenants: the QUEUED event names the job's tenant (none: the default
+// one); job and asset carry it, it is filled once and never contradicted,
+// it is "" until the QUEUED is recorded; ListJobs keeps one tenant's jobs
+// when asked, and JobTenant answers for a deleted job too.
+func testTenants(t *testing.T, open Opener) {
+	const tenA, tenB = "ten_aaaaaaaaaaaaaaaaaaaaaaaaaa", "ten_bbbbbbbbbbbbbbbbbbbbbbbbbb"
+	jobID, assetID := eventtest.Job("tenant")
+	queuedFor := func(tn string) *kilnv1.JobEvent {
+		ev := eventtest.Event(jobID, queued, 0)
+		ev.TenantId = tn
+		return ev
+	}
+	probingFor := func(tn string) *kilnv1.JobEvent { // only QUEUED carries it
+		ev := eventtest.Event(jobID, probing, 0)
+		ev.TenantId = tn
+		return ev
+	}
+	tests := []struct {
+		name   string
+		events []*kilnv1.JobEvent
+		want   string
+	}{
+		{"named", []*kilnv1.JobEvent{queuedFor(tenA), eventtest.Event(jobID, ready, 0)}, tenA},
+		{"producer without tenants: the default", []*kilnv1.JobEvent{queuedFor(""), eventtest.Event(jobID, ready, 0)}, tenant.Default},
+		{"not queued yet: nobody's", []*kilnv1.JobEvent{eventtest.Event(jobID, probing, 0), eventtest.Event(jobID, ready, 0)}, ""},
+		{"only QUEUED carries it", []*kilnv1.JobEvent{probingFor(tenA), eventtest.Event(jobID, ready, 0)}, ""},
+		{"late QUEUED fills it in", []*kilnv1.JobEvent{eventtest.Event(jobID, probing, 0), eventtest.Event(jobID, ready, 0), queuedFor(tenB)}, tenB},
+		{"never contradicted", []*kilnv1.JobEvent{queuedFor(tenA), queuedFor(tenB), eventtest.Event(jobID, ready, 0)}, tenA},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			mustApply(t, s, tt.events...)
+			j, err := s.Job(t.Context(), jobID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := s.Asset(t.Context(), assetID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			owner, err := s.JobTenant(t.Context(), jobID)
+			if err != nil || j.TenantID != tt.want || a.TenantID != tt.want || owner != tt.want {
+				t.Errorf("tenant: job %q, asset %q, JobTenant %q (%v); want %q", j.TenantID, a.TenantID, owner, err, tt.want)
+			}
+		})
+	}
+	t.Run("malformed tenant id is an invalid event", func(t *testing.T) {
+		s := open(t)
+		if _, err := s.Apply(t.Context(), queuedFor("ten_../../x")); !errors.Is(err, catalog.ErrInvalidEvent) {
+			t.Fatalf("Apply = %v, want ErrInvalidEvent", err)
+		}
+	})
+	t.Run("ListJobs and JobTenant", func(t *testing.T) {
+		s := open(t)
+		owners := map[string]string{}
+		for i, tn := range []string{tenA, tenB, tenA, "", tenant.Default} {
+			id, _ := eventtest.Job(fmt.Sprintf("tenant-%d", i))
+			ev := eventtest.Event(id, queued, 0)
+			ev.TenantId = tn
+			mustApply(t, s, ev)
+			owners[id] = tenant.OfEvent(tn)
+		}
+		for _, tn := range []string{tenA, tenB, tenant.Default, "ten_cccccccccccccccccccccccccc"} {
+			jobs, _, err := s.ListJobs(t.Context(), catalog.JobFilter{Tenant: tn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 0
+			for _, o := range owners {
+				if o == tn {
+					want++
+				}
+			}
+			if len(jobs) != want {
+				t.Errorf("tenant %s lists %d jobs, want %d", tn, len(jobs), want)
+			}
+			for _, j := range jobs {
+				if j.TenantID != tn || owners[j.ID] != tn {
+					t.Errorf("tenant %s lists %s of %q", tn, j.ID, j.TenantID)
+				}
+			}
+		}
+		if all, _, err := s.ListJobs(t.Context(), catalog.JobFilter{}); err != nil || len(all) != len(owners) {
+			t.Errorf("no tenant filter: %d jobs, %v; want %d", len(all), err, len(owners))
+		}
+		id, _ := eventtest.Job("tenant-0")
+		mustApply(t, s, eventtest.Event(id, ready, 0))
+		if _, err := s.DeleteJob(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+		if owner, err := s.JobTenant(t.Context(), id); err != nil || owner != tenA {
+			t.Errorf("JobTenant of a deleted job: %q, %v; want %s", owner, err, tenA)
+		}
+		if _, err := s.JobTenant(t.Context(), "job_unknownunknownunknownun"); !errors.Is(err, catalog.ErrNotFound) {
+			t.Errorf("JobTenant of an unknown job: %v, want ErrNotFound", err)
+		}
+	})
 }
 
 func testCancelAndAttempts(t *testing.T, open Opener) {

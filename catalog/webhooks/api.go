@@ -114,8 +114,8 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now().UTC()
 	id := newID(endpointPrefix)
-	_, err := s.db.ExecContext(r.Context(), `INSERT INTO webhook_endpoints (id, url, secret, event_types, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, id, req.URL, secret, strings.Join(types, ","), fmtTime(now), fmtTime(now))
+	_, err := s.db.ExecContext(r.Context(), `INSERT INTO webhook_endpoints (id, url, secret, event_types, created_at, updated_at, tenant_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, id, req.URL, secret, strings.Join(types, ","), fmtTime(now), fmtTime(now), httpapi.Tenant(r.Context()))
 	if err != nil {
 		s.internal(w, r, fmt.Errorf("insert endpoint: %w", err))
 		return
@@ -187,8 +187,11 @@ func scanEndpoint(sc scanner) (*endpointJSON, error) {
 
 var errNotFound = errors.New("webhooks: not found")
 
+// endpoint is endpoint id of the request's tenant (errNotFound for another
+// tenant's: it is not there for this key).
 func (s *Service) endpoint(ctx context.Context, id string) (*endpointJSON, error) {
-	ep, err := scanEndpoint(s.db.QueryRowContext(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints WHERE id = ?`, id))
+	ep, err := scanEndpoint(s.db.QueryRowContext(ctx, `SELECT `+endpointColumns+` FROM webhook_endpoints WHERE id = ? AND tenant_id = ?`,
+		id, httpapi.Tenant(ctx)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errNotFound
 	}
@@ -199,13 +202,13 @@ func (s *Service) endpoint(ctx context.Context, id string) (*endpointJSON, error
 }
 
 func (s *Service) list(w http.ResponseWriter, r *http.Request) {
-	where, args := `job_id IS NULL`, []any{}
+	where, args := `tenant_id = ? AND job_id IS NULL`, []any{httpapi.Tenant(r.Context())}
 	if j := r.URL.Query().Get("job_id"); j != "" {
 		if !jobid.ValidJob(j) {
 			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed job id")
 			return
 		}
-		where, args = `job_id = ?`, append(args, j)
+		where, args = `tenant_id = ? AND job_id = ?`, append(args, j)
 	}
 	rows, err := s.db.QueryContext(r.Context(), `SELECT `+endpointColumns+` FROM webhook_endpoints WHERE `+where+` ORDER BY created_at, id`, args...)
 	if err != nil {
@@ -393,7 +396,7 @@ func (s *Service) replay(w http.ResponseWriter, r *http.Request) {
 	var created []string
 	err := inTx(ctx, s.db, func(tx sqldialect.Tx) error {
 		var typ string
-		if err := tx.QueryRowContext(ctx, `SELECT type FROM webhook_events WHERE id = ?`, id).Scan(&typ); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT type FROM webhook_events WHERE id = ? AND tenant_id = ?`, id, httpapi.Tenant(ctx)).Scan(&typ); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return errNotFound
 			}

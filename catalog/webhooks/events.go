@@ -19,6 +19,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
+	"github.com/kilnvideo/kiln/internal/tenant"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -181,7 +182,14 @@ func (s *Service) OnApply(ctx context.Context, raw *sql.Tx, ev *kilnv1.JobEvent,
 	// first), and the job's later events must still reach it. Registering
 	// is idempotent.
 	if u := ev.GetWebhookUrl(); u != "" && ev.GetState() == kilnv1.JobState_JOB_STATE_QUEUED {
-		if err := s.addJobEndpoint(ctx, tx, jobID, u, now); err != nil {
+		if err := s.addJobEndpoint(ctx, tx, jobID, tenant.OfEvent(ev.GetTenantId()), u, now); err != nil {
+			return err
+		}
+	}
+	// The QUEUED names the job's tenant: what was held until it is known
+	// goes out now, to that tenant's endpoints.
+	if ev.GetState() == kilnv1.JobState_JOB_STATE_QUEUED {
+		if err := s.adopt(ctx, tx, jobID, now); err != nil {
 			return err
 		}
 	}
@@ -260,16 +268,16 @@ func (s *Service) playback(assetID string, o *kilnv1.AssetOutputs) *Playback {
 // jobID, signed with its own secret (UploadSecret of the default secret and
 // jobID). Its id is derived from job and URL
 // so a repeat is a no-op.
-func (s *Service) addJobEndpoint(ctx context.Context, tx sqldialect.Tx, jobID, u string, now time.Time) error {
+func (s *Service) addJobEndpoint(ctx context.Context, tx sqldialect.Tx, jobID, tenantID, u string, now time.Time) error {
 	if err := validURL(u); err != nil {
 		s.log.Warn("per-upload webhook_url ignored", zap.String("job_id", jobID), zap.Error(err))
 		return nil
 	}
 	sum := sha256.Sum256([]byte(jobID + "\x00" + u))
 	id := endpointPrefix + idEnc.EncodeToString(sum[:])[:26]
-	_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, url, secret, event_types, job_id, created_at, updated_at, derived_secret)
-		VALUES (?, ?, '', ?, ?, ?, ?, 1) ON CONFLICT DO NOTHING`,
-		id, u, strings.Join(DefaultEventTypes, ","), jobID, fmtTime(now), fmtTime(now))
+	_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, url, secret, event_types, job_id, created_at, updated_at, derived_secret, tenant_id)
+		VALUES (?, ?, '', ?, ?, ?, ?, 1, ?) ON CONFLICT DO NOTHING`,
+		id, u, strings.Join(DefaultEventTypes, ","), jobID, fmtTime(now), fmtTime(now), tenantID)
 	if err != nil {
 		return fmt.Errorf("webhooks: job %s: per-upload endpoint: %w", jobID, err)
 	}
@@ -279,25 +287,79 @@ func (s *Service) addJobEndpoint(ctx context.Context, tx sqldialect.Tx, jobID, u
 // emit inserts the event and a pending delivery per matching endpoint; it
 // records nothing when no endpoint wants the event.
 func (s *Service) emit(ctx context.Context, tx sqldialect.Tx, typ string, data Data, now time.Time) error {
-	endpoints, err := matching(ctx, tx, typ, data.JobID)
+	owner, err := jobTenant(ctx, tx, data.JobID)
 	if err != nil {
 		return err
 	}
-	if len(endpoints) == 0 {
-		return nil
+	var endpoints []string
+	if owner != "" {
+		if endpoints, err = matching(ctx, tx, typ, data.JobID, owner); err != nil {
+			return err
+		}
+		if len(endpoints) == 0 {
+			return nil
+		}
 	}
+	// A job whose tenant is not known yet (its QUEUED comes late) has its
+	// events held, of no tenant and with no delivery, until adopt.
 	p := Payload{Type: typ, ID: newID(eventPrefix), CreatedAt: now, Data: data}
 	body, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("webhooks: marshal %s: %w", typ, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_events (id, type, job_id, asset_id, body, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, p.ID, typ, data.JobID, data.AssetID, string(body), fmtTime(now)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_events (id, type, job_id, asset_id, body, created_at, tenant_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, p.ID, typ, data.JobID, data.AssetID, string(body), fmtTime(now), owner); err != nil {
 		return fmt.Errorf("webhooks: insert event %s: %w", typ, err)
 	}
 	for _, ep := range endpoints {
 		if err := insertDelivery(ctx, tx, p.ID, ep, now); err != nil {
 			return err
+		}
+	}
+	s.nudge()
+	return nil
+}
+
+// adopt delivers the events held for jobID (recorded while its tenant was
+// not known) to the endpoints of its tenant, now known, oldest first.
+func (s *Service) adopt(ctx context.Context, tx sqldialect.Tx, jobID string, now time.Time) error {
+	owner, err := jobTenant(ctx, tx, jobID)
+	if err != nil || owner == "" {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT id, type FROM webhook_events WHERE job_id = ? AND tenant_id = '' ORDER BY created_at, CASE WHEN type = 'job.created' THEN 0 ELSE 1 END, id`, jobID)
+	if err != nil {
+		return fmt.Errorf("webhooks: held events of %s: %w", jobID, err)
+	}
+	type held struct{ id, typ string }
+	var events []held
+	for rows.Next() {
+		var h held
+		if err := rows.Scan(&h.id, &h.typ); err != nil {
+			rows.Close()
+			return fmt.Errorf("webhooks: held events of %s: %w", jobID, err)
+		}
+		events = append(events, h)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("webhooks: held events of %s: %w", jobID, err)
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE webhook_events SET tenant_id = ? WHERE job_id = ? AND tenant_id = ''`, owner, jobID); err != nil {
+		return fmt.Errorf("webhooks: adopt events of %s: %w", jobID, err)
+	}
+	for _, h := range events {
+		endpoints, err := matching(ctx, tx, h.typ, jobID, owner)
+		if err != nil {
+			return err
+		}
+		for _, ep := range endpoints {
+			if err := insertDelivery(ctx, tx, h.id, ep, now); err != nil {
+				return err
+			}
 		}
 	}
 	s.nudge()
@@ -313,11 +375,24 @@ func insertDelivery(ctx context.Context, tx sqldialect.Tx, eventID, endpointID s
 	return nil
 }
 
-// matching lists the enabled endpoints that want typ for jobID: registered
-// ones and the job's per-upload ones.
-func matching(ctx context.Context, tx sqldialect.Tx, typ, jobID string) ([]string, error) {
+// jobTenant is the tenant of jobID as the catalog recorded it in this
+// transaction ("" when its QUEUED, which alone names it, is not recorded
+// yet, or there is no such job).
+func jobTenant(ctx context.Context, tx sqldialect.Tx, jobID string) (string, error) {
+	var t string
+	err := tx.QueryRowContext(ctx, `SELECT tenant_id FROM jobs WHERE id = ?`, jobID).Scan(&t)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("webhooks: tenant of job %s: %w", jobID, err)
+	}
+	return t, nil
+}
+
+// matching lists the enabled endpoints that want typ for jobID of tenant
+// owner: owner's registered ones and the job's per-upload ones. A job of
+// no tenant yet ("") reaches no registered endpoint: none may see it.
+func matching(ctx context.Context, tx sqldialect.Tx, typ, jobID, owner string) ([]string, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT id, event_types FROM webhook_endpoints
-		WHERE disabled_at IS NULL AND (job_id IS NULL OR job_id = ?) ORDER BY id`, jobID)
+		WHERE disabled_at IS NULL AND ((job_id IS NULL AND tenant_id = ? AND tenant_id <> '') OR job_id = ?) ORDER BY id`, owner, jobID)
 	if err != nil {
 		return nil, fmt.Errorf("webhooks: match endpoints: %w", err)
 	}

@@ -99,6 +99,10 @@ func TestReplicasMakeEachAttemptOnce(t *testing.T) {
 	const jobs = 40
 	for i := range jobs {
 		job, asset := jobid.FromObject("kiln-sources", fmt.Sprintf("clip-%d.mp4", i), "etag")
+		queued := &kilnv1.JobEvent{EventId: job + ".queued", JobId: job, AssetId: asset, State: kilnv1.JobState_JOB_STATE_QUEUED}
+		if _, err := st.Apply(t.Context(), queued); err != nil { // the job's tenant: the default one
+			t.Fatal(err)
+		}
 		ev := &kilnv1.JobEvent{EventId: job + ".failed", JobId: job, AssetId: asset, State: kilnv1.JobState_JOB_STATE_FAILED,
 			Error: &kilnv1.JobError{Code: "invalid_media", Message: "not a video"}}
 		if _, err := st.Apply(t.Context(), ev); err != nil {
@@ -157,6 +161,7 @@ func testStaleReadMakesNoAttempt(t *testing.T, open backend) {
 	rcv := newReceiver(t, 500)
 	ep := f.register(t, rcv.srv.URL, EventJobFailed)
 	rcv.secret = ep.Secret
+	f.queued(t)
 	if _, err := f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_FAILED, 0)); err != nil {
 		t.Fatal(err)
 	}

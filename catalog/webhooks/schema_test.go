@@ -3,6 +3,8 @@ package webhooks
 import (
 	"strings"
 	"testing"
+
+	"github.com/kilnvideo/kiln/internal/tenant"
 )
 
 // TestSchemaOfOldBinary: a database whose webhook tables the previous binary
@@ -35,10 +37,14 @@ func testSchemaOfOldBinary(t *testing.T, open backend) {
 	}
 	var n, v int
 	if err := db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM webhook_endpoints), (SELECT MAX(version) FROM webhooks_schema_version)`).
-		Scan(&n, &v); err != nil || n != 1 || v != 3 {
+		Scan(&n, &v); err != nil || n != 1 || v != 4 {
 		t.Fatalf("endpoints %d, version %d, %v", n, v, err)
 	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO webhooks_schema_version (version) VALUES (4)`); err != nil {
+	var owner string
+	if err := db.QueryRowContext(ctx, `SELECT tenant_id FROM webhook_endpoints WHERE id = 'we_old'`).Scan(&owner); err != nil || owner != tenant.Default {
+		t.Fatalf("the old endpoint's tenant is %q (%v), want the default tenant's", owner, err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO webhooks_schema_version (version) VALUES (5)`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := New(ctx, Config{DB: db, Dialect: d}); err == nil || !strings.Contains(err.Error(), "newer than this binary") {

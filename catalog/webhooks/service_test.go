@@ -146,6 +146,15 @@ func (f *fixture) register(t *testing.T, url string, types ...string) endpointJS
 	return ep
 }
 
+// queued applies the test job's QUEUED: the job is the default tenant's
+// from then on (its events reach that tenant's endpoints).
+func (f *fixture) queued(t *testing.T) {
+	t.Helper()
+	if _, err := f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_QUEUED, 0)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (f *fixture) dispatch(t *testing.T) {
 	t.Helper()
 	// Two passes: enqueue (the fake runs the attempt), then collect.
@@ -364,6 +373,7 @@ func testRetriesThenSuccessAndDeliveryLog(t *testing.T, open backend) {
 	rcv := newReceiver(t, 500, 429, 204)
 	ep := f.register(t, rcv.srv.URL, EventJobFailed)
 	rcv.secret = ep.Secret
+	f.queued(t)
 	if _, err := f.store.Apply(t.Context(), jobEvent(kilnv1.JobState_JOB_STATE_FAILED, 0)); err != nil {
 		t.Fatal(err)
 	}
@@ -694,6 +704,7 @@ func testAssetDeleted(t *testing.T, open backend) {
 	f := newFixture(t, open, "")
 	rcv := newReceiver(t)
 	f.register(t, rcv.srv.URL, EventAssetDeleted)
+	f.queued(t)
 	if err := f.svc.AssetDeleted(t.Context(), nil, testJob, testAsset); err != nil {
 		t.Fatal(err)
 	}

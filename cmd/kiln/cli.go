@@ -41,11 +41,18 @@ API client (talks to a running kiln over HTTP):
   kiln dead-letters replay SEQ
                  republish a dead letter to its original subject (after a fix) and
                  delete it
+  kiln tenants create NAME | list | delete TENANT_ID
+                 manage tenants (an admin key); create prints the tenant id, delete
+                 disables it and revokes its keys
+  kiln keys create TENANT_ID --name N [--scope read|write] | list TENANT_ID | revoke KEY_ID
+                 manage a tenant's API keys (an admin key); create prints the secret,
+                 shown this once, alone on stdout; a revoked key stops within 5 s
 
   Client flags (anywhere after the command):
     --api-url URL   kiln API base URL ($KILN_API_URL, default http://127.0.0.1:8700)
     --api-key KEY   bearer API key ($KILN_API_KEY; read keys can list and show,
-                    uploads, deletes and replays need a write key)
+                    uploads, deletes and replays need a write key, tenants and keys
+                    an admin key; a key sees its own tenant's jobs only)
 
 Exit codes:
   0  success
@@ -190,6 +197,10 @@ func (e *cliEnv) run(ctx context.Context, cmd string, args []string) error {
 		err = e.deleteAsset(ctx, args)
 	case "dead-letters":
 		err = e.deadLetters(ctx, args)
+	case "tenants":
+		err = e.tenants(ctx, args)
+	case "keys":
+		err = e.keys(ctx, args)
 	default:
 		return usageErr("unknown command %q", cmd)
 	}

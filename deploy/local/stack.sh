@@ -555,6 +555,7 @@ start_stack() {
 	fi
 	mkdir -p "$DATA"/{redis,nats,minio,minio-events,work,logs,run}
 	API_KEY="$(secret "$DATA/api-key" kiln_)"
+	ADMIN_KEY="$(secret "$DATA/admin-key" kiln_)" # the tenant and key API (scope admin)
 	S3_SECRET_KEY="$(secret "$DATA/s3-secret-key" '')"
 	PLAYBACK_SIGNING_KEY="$(secret "$DATA/playback-signing-key" '')"
 	REDIS_PASSWORD="$(secret "$DATA/redis-password" '')"
@@ -615,7 +616,7 @@ start_stack() {
 		KILN_REDIS_PASSWORD="$REDIS_PASSWORD"
 		KILN_HTTP_ADDR="127.0.0.1:$HTTP_PORT"
 		KILN_PUBLIC_URL="$API_URL"
-		KILN_API_KEYS="$API_KEY"
+		KILN_API_KEYS="$API_KEY,admin=$ADMIN_KEY:admin"
 		KILN_PLAYBACK_SIGNING_KEY="$PLAYBACK_SIGNING_KEY"
 		KILN_NATS_LISTEN="127.0.0.1:$NATS_PORT"
 		KILN_NATS_STORE_DIR="$DATA/nats"
@@ -672,6 +673,7 @@ export_test_env() {
 	export KILN_TEST_REQUIRE_SERVICES=1
 	export KILN_TEST_API_URL="$API_URL"
 	export KILN_TEST_API_KEY="$API_KEY"
+	export KILN_TEST_ADMIN_KEY="$ADMIN_KEY"
 	export KILN_TEST_S3_ENDPOINT="$S3_ENDPOINT"
 	export KILN_TEST_S3_ACCESS_KEY="$S3_ACCESS_KEY"
 	export KILN_TEST_S3_SECRET_KEY="$S3_SECRET_KEY"
@@ -712,7 +714,8 @@ cmd_up() {
 ${C_B}kiln is up${C_0}   (data: .data/up, logs: .data/up/logs)
 API            $API_URL
 web UI         $API_URL/ui/   (upload, progress, player)
-API key        $API_KEY
+API key        $API_KEY   (the default tenant's)
+admin key      $ADMIN_KEY   (tenants and keys: .tools/bin/kiln tenants create NAME --api-key …)
 MinIO console  $CONSOLE_URL   (user $S3_ACCESS_KEY, password $S3_SECRET_KEY; S3 API http://$S3_ENDPOINT)
 upload         curl -H "Authorization: Bearer $API_KEY" -F file=@video.mp4 $API_URL/v1/uploads
                or: .tools/bin/kiln upload video.mp4 --wait --api-url $API_URL --api-key $API_KEY

@@ -31,6 +31,7 @@ import (
 
 	"github.com/kilnvideo/kiln/catalog"
 	"github.com/kilnvideo/kiln/internal/admission"
+	"github.com/kilnvideo/kiln/internal/apikeys"
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/cancel"
 	"github.com/kilnvideo/kiln/internal/httpapi"
@@ -177,7 +178,9 @@ func (p *process) connect(ctx context.Context) error {
 	}
 	p.cancel = &cancel.Service{Redis: p.redis, Inspector: p.inspector, Events: b, Logger: p.log.Named("cancel")}
 	if p.keys, err = httpapi.NewKeySet(httpapi.KeysConfig{Keys: cfg.APIKeys, RateLimit: cfg.APIRateLimit, Burst: cfg.APIRateBurst,
-		AuthFailures: cfg.AuthFailures, Proxies: cfg.TrustedProxies, Logger: p.log.Named("auth")}); err != nil {
+		AuthFailures: cfg.AuthFailures, Proxies: cfg.TrustedProxies, Logger: p.log.Named("auth"),
+		// Keys made through the tenant API, which the catalog mirrors here.
+		Directory: &apikeys.Directory{Redis: p.redis}}); err != nil {
 		return err
 	}
 	if err := p.metrics.Register(p.keys); err != nil { // authentication failures on /metrics

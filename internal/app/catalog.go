@@ -8,7 +8,9 @@ import (
 	"github.com/kilnvideo/kiln/catalog/postgres"
 	"github.com/kilnvideo/kiln/catalog/sqlite"
 	"github.com/kilnvideo/kiln/catalog/sqlstore"
+	"github.com/kilnvideo/kiln/catalog/tenants"
 	"github.com/kilnvideo/kiln/catalog/webhooks"
+	"github.com/kilnvideo/kiln/internal/apikeys"
 	"github.com/kilnvideo/kiln/internal/bus"
 	"github.com/kilnvideo/kiln/internal/deadletter"
 	"github.com/kilnvideo/kiln/internal/httpapi"
@@ -82,10 +84,17 @@ func (p *process) catalog(ctx context.Context) error {
 	}, stateNames())); err != nil {
 		return err
 	}
+	ten, err := tenants.New(ctx, tenants.Config{DB: store.DB(), Dialect: store.Dialect(),
+		Directory: &apikeys.Directory{Redis: p.redis}, Logger: p.log.Named("tenants")})
+	if err != nil {
+		return err
+	}
 	store.OnApply(wh.OnApply) // the outbox: before any event is applied
 	store.OnDelete(wh.AssetDeleted)
 	httpapi.Mount(p.mux, p.keys, cat.Routes())
 	httpapi.Mount(p.mux, p.keys, wh.Routes())
+	httpapi.Mount(p.mux, p.keys, ten.Routes())
+	p.g.Go(func() error { return ten.Run(ctx) }) // the key directory, mirrored from the database
 	httpapi.Mount(p.mux, p.keys, deadletter.New(deadletter.Config{Store: p.bus, Logger: p.log.Named("deadletter")}).Routes())
 	p.g.Go(func() error { return wh.Run(ctx) })
 	if cfg.ReconcileInterval > 0 {

@@ -61,11 +61,14 @@ func New(cfg Config) *Service {
 //	GET  /v1/dead-letters                ?consumer=&limit=&cursor=, oldest first
 //	GET  /v1/dead-letters/{seq}          one, with its data
 //	POST /v1/dead-letters/{seq}/replay   republish it to its subject, delete it
+//
+// Dead letters span every tenant: only keys of the default tenant (the
+// operator's) reach them.
 func (s *Service) Routes() []httpapi.Route {
 	return []httpapi.Route{
-		httpapi.Authed("GET /v1/dead-letters", s.list),
-		httpapi.Authed("GET /v1/dead-letters/{seq}", s.get),
-		httpapi.Authed("POST /v1/dead-letters/{seq}/replay", s.replay),
+		httpapi.Authed("GET /v1/dead-letters", httpapi.OperatorOnly(s.list)),
+		httpapi.Authed("GET /v1/dead-letters/{seq}", httpapi.OperatorOnly(s.get)),
+		httpapi.Authed("POST /v1/dead-letters/{seq}/replay", httpapi.OperatorOnly(s.replay)),
 	}
 }
 

@@ -46,7 +46,8 @@ func TestParseKeys(t *testing.T) {
 		{"named key with '=' inside", "ci=" + b64 + ":read", []APIKey{{Name: "ci", Secret: b64, Scope: ScopeRead}}, ""},
 		{"key with ':' and explicit scope", "a:" + kb + ":write", []APIKey{{Name: "key-1", Secret: "a:" + kb, Scope: ScopeWrite}}, ""},
 		{"exactly the minimum length", "kiln_0123456789abcdefghi", []APIKey{{Name: "key-1", Secret: "kiln_0123456789abcdefghi", Scope: ScopeWrite}}, ""},
-		{"unknown scope", ka + ":admin", nil, "scope must be"},
+		{"unknown scope", ka + ":owner", nil, "scope must be"},
+		{"admin scope", "boss=" + ka + ":admin", []APIKey{{Name: "boss", Secret: ka, Scope: ScopeAdmin}}, ""},
 		{"key with ':' without scope", "a:b", nil, "scope must be"},
 		{"scope in capitals", ka + ":READ", nil, "scope must be"},
 		{"empty key with scope", ":read", nil, "empty key"},
@@ -107,7 +108,7 @@ func TestNewKeySetConfig(t *testing.T) {
 		{"unlimited", KeysConfig{Keys: keys}, true},
 		{"negative rate", KeysConfig{Keys: keys, RateLimit: -1, Burst: 1}, false},
 		{"zero burst", KeysConfig{Keys: keys, RateLimit: 1}, false},
-		{"bad scope", KeysConfig{Keys: []APIKey{{Secret: "a", Scope: "admin"}}}, false},
+		{"bad scope", KeysConfig{Keys: []APIKey{{Secret: "a", Scope: "owner"}}}, false},
 		{"empty secret", KeysConfig{Keys: []APIKey{{Name: "x"}}}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -137,6 +137,9 @@ const (
 	MetaPreset  = "Kiln-Preset"
 	MetaPolicy  = "Kiln-Playback-Policy"
 	MetaWebhook = "Kiln-Webhook-Url"
+	// MetaTenant is the tenant of the key that uploaded the source (a
+	// source without it belongs to the default tenant).
+	MetaTenant = "Kiln-Tenant"
 	// MetaPriority is the upload's priority (tasks.Priorities; absent: normal).
 	MetaPriority = "Kiln-Priority"
 )

@@ -145,8 +145,11 @@ func S3(tb testing.TB) S3Env {
 
 // StackEnv is where the services of the running test stack are.
 type StackEnv struct {
-	APIURL    string          // KILN_TEST_API_URL
-	APIKey    string          // KILN_TEST_API_KEY
+	APIURL string // KILN_TEST_API_URL
+	APIKey string // KILN_TEST_API_KEY (the default tenant's)
+	// AdminKey is KILN_TEST_ADMIN_KEY, the stack's admin key (the tenant
+	// and key API); may be empty (AdminKey fails or skips then).
+	AdminKey  string
 	S3        objstore.Config // KILN_TEST_S3_*
 	Sources   string          // KILN_TEST_SOURCES_BUCKET, default kiln-sources
 	Outputs   string          // KILN_TEST_OUTPUTS_BUCKET, default kiln-outputs
@@ -166,6 +169,7 @@ func Stack(tb testing.TB) StackEnv {
 	return StackEnv{
 		APIURL:        v[0],
 		APIKey:        v[1],
+		AdminKey:      os.Getenv("KILN_TEST_ADMIN_KEY"),
 		S3:            s3.Config,
 		Sources:       s3.Sources,
 		Outputs:       s3.Outputs,

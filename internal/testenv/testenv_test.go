@@ -100,7 +100,7 @@ func TestPolicy(t *testing.T) {
 func TestPresent(t *testing.T) {
 	t.Setenv(RequireServicesEnv, "1")
 	for k, v := range map[string]string{
-		"KILN_TEST_API_URL": "http://127.0.0.1:8710", "KILN_TEST_API_KEY": "key",
+		"KILN_TEST_API_URL": "http://127.0.0.1:8710", "KILN_TEST_API_KEY": "key", "KILN_TEST_ADMIN_KEY": "admin",
 		"KILN_TEST_S3_ENDPOINT": "127.0.0.1:9710", "KILN_TEST_S3_ACCESS_KEY": "ak", "KILN_TEST_S3_SECRET_KEY": "sk",
 		"KILN_TEST_REDIS_ADDR": "127.0.0.1:6710", "KILN_TEST_NATS_URL": "nats://127.0.0.1:4710",
 		"KILN_TEST_SOURCES_BUCKET": "", "KILN_TEST_OUTPUTS_BUCKET": "outs", "KILN_TEST_REDIS_PASSWORD": "rpw",
@@ -118,7 +118,7 @@ func TestPresent(t *testing.T) {
 	if r.outcome != "passed" {
 		t.Fatalf("%s: %s", r.outcome, r.msg)
 	}
-	want := StackEnv{APIURL: "http://127.0.0.1:8710", APIKey: "key", Sources: "kiln-sources", Outputs: "outs",
+	want := StackEnv{APIURL: "http://127.0.0.1:8710", APIKey: "key", AdminKey: "admin", Sources: "kiln-sources", Outputs: "outs",
 		RedisAddr: "127.0.0.1:6710", RedisPassword: "rpw", NATSURL: "nats://127.0.0.1:4710"}
 	want.S3.Endpoint, want.S3.AccessKey, want.S3.SecretKey = "127.0.0.1:9710", "ak", "sk"
 	if s != want {

@@ -180,6 +180,9 @@ type ObjectLanded struct {
 	PlaybackPolicy string `protobuf:"bytes,5,opt,name=playback_policy,json=playbackPolicy,proto3" json:"playback_policy,omitempty"`
 	// WebhookURL, when set, receives this job's webhook events.
 	WebhookUrl string `protobuf:"bytes,6,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	// TenantID owns the job: the tenant of the API key that uploaded it
+	// (the source object's Kiln-Tenant metadata); "" is the default tenant.
+	TenantId string `protobuf:"bytes,7,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// Priority is the upload's: "high", "normal" ("" means normal) or "low".
 	Priority      string `protobuf:"bytes,12,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -258,6 +261,13 @@ func (x *ObjectLanded) GetWebhookUrl() string {
 	return ""
 }
 
+func (x *ObjectLanded) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
 func (x *ObjectLanded) GetPriority() string {
 	if x != nil {
 		return x.Priority
@@ -312,6 +322,10 @@ type JobEvent struct {
 	// how many. Zero for a transcode that is not chunked.
 	ChunksDone  int32 `protobuf:"varint,17,opt,name=chunks_done,json=chunksDone,proto3" json:"chunks_done,omitempty"`
 	ChunksTotal int32 `protobuf:"varint,18,opt,name=chunks_total,json=chunksTotal,proto3" json:"chunks_total,omitempty"`
+	// TenantID is set on JOB_STATE_QUEUED: the tenant that owns the job and
+	// its asset ("" is the default tenant). Like the playback policy, only
+	// QUEUED carries it; until it is recorded the job belongs to no tenant.
+	TenantId string `protobuf:"bytes,19,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// Priority is set on JOB_STATE_QUEUED: "high", "normal" ("" means
 	// normal) or "low".
 	Priority      string `protobuf:"bytes,25,opt,name=priority,proto3" json:"priority,omitempty"`
@@ -473,6 +487,13 @@ func (x *JobEvent) GetChunksTotal() int32 {
 		return x.ChunksTotal
 	}
 	return 0
+}
+
+func (x *JobEvent) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
 }
 
 func (x *JobEvent) GetPriority() string {
@@ -2549,7 +2570,7 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
 	"\x04etag\x18\x03 \x01(\tR\x04etag\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x03R\x04size\x12!\n" +
-	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"\x80\x02\n" +
+	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\"\x9d\x02\n" +
 	"\fObjectLanded\x12*\n" +
 	"\x06object\x18\x01 \x01(\v2\x12.kiln.v1.ObjectRefR\x06object\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x16\n" +
@@ -2557,8 +2578,9 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12'\n" +
 	"\x0fplayback_policy\x18\x05 \x01(\tR\x0eplaybackPolicy\x12\x1f\n" +
 	"\vwebhook_url\x18\x06 \x01(\tR\n" +
-	"webhookUrl\x12\x1a\n" +
-	"\bpriority\x18\f \x01(\tR\bpriority\"\x97\x05\n" +
+	"webhookUrl\x12\x1b\n" +
+	"\ttenant_id\x18\a \x01(\tR\btenantId\x12\x1a\n" +
+	"\bpriority\x18\f \x01(\tR\bpriority\"\xb4\x05\n" +
 	"\bJobEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x19\n" +
@@ -2580,7 +2602,8 @@ const file_kiln_v1_kiln_proto_rawDesc = "" +
 	"\bplayable\x18\x10 \x01(\bR\bplayable\x12\x1f\n" +
 	"\vchunks_done\x18\x11 \x01(\x05R\n" +
 	"chunksDone\x12!\n" +
-	"\fchunks_total\x18\x12 \x01(\x05R\vchunksTotal\x12\x1a\n" +
+	"\fchunks_total\x18\x12 \x01(\x05R\vchunksTotal\x12\x1b\n" +
+	"\ttenant_id\x18\x13 \x01(\tR\btenantId\x12\x1a\n" +
 	"\bpriority\x18\x19 \x01(\tR\bpriority\"8\n" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/kilnvideo/kiln/internal/testenv"
 )
 
 // TestTenants on the real stack: the admin key makes tenants A and B and a
@@ -23,20 +21,9 @@ import (
 // refuse it within the directory's 5 s bound.
 func TestTenants(t *testing.T) {
 	s := needStack(t)
-	if s.AdminKey == "" {
-		testenv.Missing(t, "no admin key: KILN_TEST_ADMIN_KEY not set")
-	}
-	bin := testenv.BuildKiln(t)
+	admin := adminCLI(t, s)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	admin := func(args ...string) string {
-		t.Helper()
-		out, stderr, code := cliRun(ctx, t, bin, s.APIURL, s.AdminKey, args...)
-		if code != 0 {
-			t.Fatalf("kiln %v: exit %d\n%s", args, code, stderr)
-		}
-		return strings.TrimSpace(out)
-	}
 	tenA, tenB := admin("tenants", "create", "acme"), admin("tenants", "create", "bolt")
 	a, b := s, s
 	a.APIKey = admin("keys", "create", tenA, "--name", "ci")

@@ -356,14 +356,25 @@ func TestJobEvents(t *testing.T) {
 		}
 	}
 	f.apply(t, event(id, probing, 0))
-	if jobs, _ := readEvents(t, scB, 1); len(jobs) != 1 || jobs[0].State != StateProbing {
-		t.Fatalf("B: %+v", jobs)
+	for name, sc := range map[string]*bufio.Scanner{"A": scA, "B": scB} {
+		if jobs, _ := readEvents(t, sc, 1); len(jobs) != 1 || jobs[0].State != StateProbing {
+			t.Fatalf("%s: %+v", name, jobs)
+		}
 	}
 	b.Body.Close()
 	waitFor(t, func() bool { return f.svc.hub.count() == 1 })
-	time.Sleep(50 * time.Millisecond) // let heartbeats flow
+	// While nothing changes, heartbeats flow (every 20 ms here).
+	for heartbeat := false; !heartbeat; {
+		if !scA.Scan() {
+			t.Fatal("A's stream ended before a heartbeat")
+		}
+		heartbeat = strings.HasPrefix(scA.Text(), ": heartbeat")
+	}
+	// Changes faster than a reader takes them may reach it as the latest
+	// state only (a stream sends the job as it is when it writes): A sees
+	// the states in order, and ready last.
 	f.apply(t, event(id, transcoding, 0.5), event(id, packaging, 0), event(id, ready, 0))
-	jobs, heartbeats := readEvents(t, scA, 10)
+	jobs, _ := readEvents(t, scA, 10)
 	if scA.Scan() {
 		t.Errorf("stream continues after ready: %q", scA.Text())
 	}
@@ -371,8 +382,10 @@ func TestJobEvents(t *testing.T) {
 	for _, j := range jobs {
 		states = append(states, j.State)
 	}
-	if states[0] != StateProbing || states[len(states)-1] != StateReady || heartbeats == 0 {
-		t.Errorf("A saw %v, %d heartbeats", states, heartbeats)
+	order := map[State]int{StateTranscoding: 1, StatePackaging: 2, StateReady: 3}
+	if len(states) == 0 || states[len(states)-1] != StateReady ||
+		!slices.IsSortedFunc(states, func(x, y State) int { return order[x] - order[y] }) || slices.Contains(states, StateProbing) {
+		t.Errorf("A saw %v after probing, want the later states in order, ready last", states)
 	}
 	waitFor(t, func() bool { return f.svc.hub.count() == 0 })
 

@@ -176,6 +176,7 @@ func (c command) options() []asynq.Option {
 // that is not for the transcode queue.
 func commandOf(task *asynq.Task, opts []asynq.Option) (command, bool, error) {
 	c := command{Type: task.Type(), Payload: task.Payload(), Queue: "default"}
+	var unsupported asynq.Option
 	for _, o := range opts {
 		switch o.Type() {
 		case asynq.TaskIDOpt:
@@ -189,13 +190,14 @@ func commandOf(task *asynq.Task, opts []asynq.Option) (command, bool, error) {
 		case asynq.RetentionOpt:
 			c.Retention, _ = o.Value().(time.Duration)
 		default:
-			if c.Queue == tasks.QueueTranscode {
-				return c, false, fmt.Errorf("admission: %s: option %s cannot wait for admission", c.Type, o)
-			}
+			unsupported = o
 		}
 	}
 	if c.Queue != tasks.QueueTranscode {
 		return c, false, nil
+	}
+	if unsupported != nil {
+		return c, false, fmt.Errorf("admission: %s: option %s cannot wait for admission", c.Type, unsupported)
 	}
 	if c.ID == "" {
 		return c, false, fmt.Errorf("admission: %s: a transcode task needs a TaskID", c.Type)

@@ -134,8 +134,8 @@ func (quiet) Fatal(...any) {}
 
 // TestFairShare is the starvation test: tenant A submits 50 transcodes and
 // the fleet (2 slots) is busy with two of them; then tenant B submits 1.
-// B's starts at the next free slot — third of all — not after A's 50, as
-// it would in asynq's FIFO queue.
+// B's starts at the next free slot — third or fourth of all — not after
+// A's 50, as it would in asynq's FIFO queue.
 func TestFairShare(t *testing.T) {
 	r := newRig(t, 2, admission.Config{})
 	for i := range 50 {
@@ -155,8 +155,11 @@ func TestFairShare(t *testing.T) {
 	started := r.serve(t, 2, 30*time.Millisecond)
 	order := waitStarted(t, started, 50)
 	t.Logf("start order: %s", strings.Join(order, " "))
-	if at := slices.Index(order, "B00"); at < 0 || at > 2 {
-		t.Fatalf("B's job started %d-th (0-based), want within one slot of A's two (≤ 2): %v", at, order)
+	// B is admitted at the first free slot. When both slots free at once,
+	// B and one of A's are admitted together, and which of the two asynq
+	// starts first is the race of their enqueues: B is third or fourth.
+	if at := slices.Index(order, "B00"); at < 0 || at > 3 {
+		t.Fatalf("B's job started %d-th (0-based), want with the first free slot after A's two (≤ 3): %v", at, order)
 	}
 	// Both tenants' work is done and released.
 	waitStarted(t, started, 51)

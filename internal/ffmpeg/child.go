@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 )
 
 // What an ffmpeg or ffprobe child gets from the worker: a minimal
@@ -45,13 +48,35 @@ func init() {
 // execLimited sets RLIMIT_AS to limit bytes and execs path with args; it
 // returns only on failure (exit code 127, as a shell's for a command that
 // could not run).
+//
+// Under the limit this process (a Go runtime that may already map more
+// than it) must not allocate: a heap growth would fail and the runtime
+// die ("out of memory") before ffmpeg ran. So everything execve needs is
+// built first, the collector is off, and after setrlimit only the execve
+// system call itself is made (syscall.Exec would convert its arguments
+// after the limit).
 func execLimited(limit, path string, args []string) int {
 	n, err := strconv.ParseUint(limit, 10, 64)
+	var pathp *byte
+	var argvp, envp []*byte
 	if err == nil {
+		pathp, err = syscall.BytePtrFromString(path)
+	}
+	if err == nil {
+		argvp, err = syscall.SlicePtrFromStrings(append([]string{path}, args...))
+	}
+	if err == nil {
+		envp, err = syscall.SlicePtrFromStrings(os.Environ())
+	}
+	if err == nil {
+		debug.SetGCPercent(-1)
+		runtime.LockOSThread()
 		err = syscall.Setrlimit(syscall.RLIMIT_AS, &syscall.Rlimit{Cur: n, Max: n})
 	}
 	if err == nil {
-		err = syscall.Exec(path, append([]string{path}, args...), os.Environ())
+		_, _, errno := syscall.RawSyscall(syscall.SYS_EXECVE, uintptr(unsafe.Pointer(pathp)),
+			uintptr(unsafe.Pointer(&argvp[0])), uintptr(unsafe.Pointer(&envp[0])))
+		err = errno
 	}
 	fmt.Fprintf(os.Stderr, "%s: %s: %v\n", limitArg0, path, err)
 	return 127

@@ -32,6 +32,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
 	"github.com/kilnvideo/kiln/internal/tenant"
 )
@@ -417,7 +418,7 @@ func (s *Service) createKey(w http.ResponseWriter, r *http.Request) {
 	secret := newSecret()
 	sum := sha256.Sum256([]byte(secret))
 	digest := hex.EncodeToString(sum[:])
-	k := &keyJSON{ID: tenant.NewID(keyPrefix), TenantID: t.ID, Name: req.Name, Scope: req.Scope,
+	k := &keyJSON{ID: jobid.Random(keyPrefix), TenantID: t.ID, Name: req.Name, Scope: req.Scope,
 		CreatedAt: s.now().UTC().Truncate(time.Microsecond)}
 	ctx := r.Context()
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO api_keys (id, tenant_id, name, scope, digest, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -473,7 +474,7 @@ func (s *Service) listKeys(w http.ResponseWriter, r *http.Request) {
 // from the directory (204).
 func (s *Service) revokeKey(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !tenant.ValidID(id, keyPrefix) {
+	if !jobid.Valid(id, keyPrefix) {
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed key id")
 		return
 	}

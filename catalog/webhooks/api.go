@@ -113,7 +113,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	now := s.now().UTC()
-	id := newID(endpointPrefix)
+	id := jobid.Random(endpointPrefix)
 	_, err := s.db.ExecContext(r.Context(), `INSERT INTO webhook_endpoints (id, url, secret, event_types, created_at, updated_at, tenant_id)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, id, req.URL, secret, strings.Join(types, ","), fmtTime(now), fmtTime(now), httpapi.Tenant(r.Context()))
 	if err != nil {
@@ -236,7 +236,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 // itself when it is malformed or unknown.
 func (s *Service) pathEndpoint(w http.ResponseWriter, r *http.Request) (*endpointJSON, bool) {
 	id := r.PathValue("id")
-	if !validID(id, endpointPrefix) {
+	if !jobid.Valid(id, endpointPrefix) {
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed webhook id")
 		return nil, false
 	}
@@ -349,7 +349,7 @@ func (s *Service) deliveries(w http.ResponseWriter, r *http.Request) {
 	}
 	where, args := `endpoint_id = ?`, []any{ep.ID}
 	if e := q.Get("event_id"); e != "" {
-		if !validID(e, eventPrefix) {
+		if !jobid.Valid(e, eventPrefix) {
 			httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed event id")
 			return
 		}
@@ -388,7 +388,7 @@ func (s *Service) deliveries(w http.ResponseWriter, r *http.Request) {
 // same body and webhook-id (receivers dedupe).
 func (s *Service) replay(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !validID(id, eventPrefix) {
+	if !jobid.Valid(id, eventPrefix) {
 		httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeInvalidID, "malformed event id")
 		return
 	}
@@ -423,7 +423,7 @@ func (s *Service) replay(w http.ResponseWriter, r *http.Request) {
 		}
 		now := s.now().UTC()
 		for _, e := range endpoints {
-			d := newID(deliveryPrefix)
+			d := jobid.Random(deliveryPrefix)
 			if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, event_id, endpoint_id, status, next_attempt_at, created_at, updated_at)
 				VALUES (?, ?, ?, 'pending', ?, ?, ?)`, d, id, e, fmtTime(now), fmtTime(now), fmtTime(now)); err != nil {
 				return err

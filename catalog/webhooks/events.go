@@ -2,10 +2,7 @@ package webhooks
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,34 +77,12 @@ type Playback struct {
 	Poster string `json:"poster,omitempty"`
 }
 
-var idEnc = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-// newID is prefix + 26 random base32 characters (130 bits).
-func newID(prefix string) string {
-	b := make([]byte, 17)
-	_, _ = rand.Read(b)
-	return prefix + idEnc.EncodeToString(b)[:26]
-}
-
 // Id prefixes.
 const (
 	endpointPrefix = "whe_"
 	eventPrefix    = "evt_"
 	deliveryPrefix = "whd_"
 )
-
-func validID(s, prefix string) bool {
-	d, ok := strings.CutPrefix(s, prefix)
-	if !ok || len(d) != 26 {
-		return false
-	}
-	for _, c := range d {
-		if (c < 'a' || c > 'z') && (c < '2' || c > '7') {
-			return false
-		}
-	}
-	return true
-}
 
 // validURL reports whether u can be an endpoint: an absolute http(s) URL
 // without credentials or fragment, at most 2048 bytes. Where it may be
@@ -273,8 +248,7 @@ func (s *Service) addJobEndpoint(ctx context.Context, tx sqldialect.Tx, jobID, t
 		s.log.Warn("per-upload webhook_url ignored", zap.String("job_id", jobID), zap.Error(err))
 		return nil
 	}
-	sum := sha256.Sum256([]byte(jobID + "\x00" + u))
-	id := endpointPrefix + idEnc.EncodeToString(sum[:])[:26]
+	id := jobid.Derived(endpointPrefix, jobID+"\x00"+u)
 	_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, url, secret, event_types, job_id, created_at, updated_at, derived_secret, tenant_id)
 		VALUES (?, ?, '', ?, ?, ?, ?, 1, ?) ON CONFLICT DO NOTHING`,
 		id, u, strings.Join(DefaultEventTypes, ","), jobID, fmtTime(now), fmtTime(now), tenantID)
@@ -302,7 +276,7 @@ func (s *Service) emit(ctx context.Context, tx sqldialect.Tx, typ string, data D
 	}
 	// A job whose tenant is not known yet (its QUEUED comes late) has its
 	// events held, of no tenant and with no delivery, until adopt.
-	p := Payload{Type: typ, ID: newID(eventPrefix), CreatedAt: now, Data: data}
+	p := Payload{Type: typ, ID: jobid.Random(eventPrefix), CreatedAt: now, Data: data}
 	body, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("webhooks: marshal %s: %w", typ, err)
@@ -368,7 +342,7 @@ func (s *Service) adopt(ctx context.Context, tx sqldialect.Tx, jobID string, now
 
 func insertDelivery(ctx context.Context, tx sqldialect.Tx, eventID, endpointID string, now time.Time) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, event_id, endpoint_id, status, next_attempt_at, created_at, updated_at)
-		VALUES (?, ?, ?, 'pending', ?, ?, ?)`, newID(deliveryPrefix), eventID, endpointID, fmtTime(now), fmtTime(now), fmtTime(now))
+		VALUES (?, ?, ?, 'pending', ?, ?, ?)`, jobid.Random(deliveryPrefix), eventID, endpointID, fmtTime(now), fmtTime(now), fmtTime(now))
 	if err != nil {
 		return fmt.Errorf("webhooks: insert delivery of %s: %w", eventID, err)
 	}

@@ -741,7 +741,7 @@ func testAPIValidationAndCRUD(t *testing.T, open backend) {
 	var ep endpointJSON
 	body := `{"url":"https://x.example/hook","secret":"` + secret + `","event_types":["job.ready","job.progress","job.ready"]}`
 	if code := f.call(t, http.MethodPost, "/v1/webhooks", body, &ep); code != 201 || ep.Secret != secret ||
-		strings.Join(ep.EventTypes, ",") != "job.ready,job.progress" || !validID(ep.ID, endpointPrefix) {
+		strings.Join(ep.EventTypes, ",") != "job.ready,job.progress" || !jobid.Valid(ep.ID, endpointPrefix) {
 		t.Fatalf("create: %d %+v", code, ep)
 	}
 	var got endpointJSON

@@ -7,51 +7,20 @@
 // backfill it), so a single-key setup is one tenant without knowing it.
 package tenant
 
-import (
-	"crypto/rand"
-	"encoding/base32"
-	"strings"
-)
+import "github.com/kilnvideo/kiln/internal/jobid"
 
 // Default is the tenant of configured keys (KILN_API_KEYS), of sources
 // without a tenant in their metadata (any S3 client dropping a file), and of
 // everything recorded before tenants.
 const Default = "default"
 
-const (
-	prefix    = "ten_"
-	digestLen = 26
-)
-
-var enc = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+const prefix = "ten_"
 
 // New returns a fresh random tenant id.
-func New() string { return NewID(prefix) }
-
-// NewID returns prefix followed by 26 random base32 characters (130 bits):
-// the form of tenant and key ids.
-func NewID(prefix string) string {
-	var b [20]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
-	return prefix + enc.EncodeToString(b[:])[:digestLen]
-}
+func New() string { return jobid.Random(prefix) }
 
 // Valid reports whether s is Default or a well-formed tenant id.
-func Valid(s string) bool { return s == Default || ValidID(s, prefix) }
-
-// ValidID reports whether s is prefix and 26 base32 characters.
-func ValidID(s, prefix string) bool {
-	d, ok := strings.CutPrefix(s, prefix)
-	if !ok || len(d) != digestLen {
-		return false
-	}
-	for _, c := range d {
-		if (c < 'a' || c > 'z') && (c < '2' || c > '7') {
-			return false
-		}
-	}
-	return true
-}
+func Valid(s string) bool { return s == Default || jobid.Valid(s, prefix) }
 
 // OfEvent is the tenant a fact names: "" (a producer older than tenants,
 // or a source without tenant metadata) is Default.

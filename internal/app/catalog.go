@@ -15,6 +15,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/deadletter"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/metrics"
+	"github.com/kilnvideo/kiln/internal/quota"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
 )
 
@@ -85,8 +86,12 @@ func (p *process) catalog(ctx context.Context) error {
 		return err
 	}
 	ten, err := tenants.New(ctx, tenants.Config{DB: store.DB(), Dialect: store.Dialect(),
-		Directory: &apikeys.Directory{Redis: p.redis}, Logger: p.log.Named("tenants")})
+		Directory: &apikeys.Directory{Redis: p.redis}, Usage: store, Quotas: &quota.Store{Redis: p.redis},
+		Logger: p.log.Named("tenants")})
 	if err != nil {
+		return err
+	}
+	if err := p.metrics.Register(ten); err != nil { // kiln_tenant_usage, kiln_tenant_quota_limit
 		return err
 	}
 	store.OnApply(wh.OnApply) // the outbox: before any event is applied
@@ -94,7 +99,8 @@ func (p *process) catalog(ctx context.Context) error {
 	httpapi.Mount(p.mux, p.keys, cat.Routes())
 	httpapi.Mount(p.mux, p.keys, wh.Routes())
 	httpapi.Mount(p.mux, p.keys, ten.Routes())
-	p.g.Go(func() error { return ten.Run(ctx) }) // the key directory, mirrored from the database
+	p.g.Go(func() error { return ten.Run(ctx) })      // the key directory, mirrored from the database
+	p.g.Go(func() error { return ten.RunUsage(ctx) }) // limits and usage, where ingest checks them
 	httpapi.Mount(p.mux, p.keys, deadletter.New(deadletter.Config{Store: p.bus, Logger: p.log.Named("deadletter")}).Routes())
 	p.g.Go(func() error { return wh.Run(ctx) })
 	if cfg.ReconcileInterval > 0 {

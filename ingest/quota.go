@@ -3,7 +3,6 @@ package ingest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -13,18 +12,6 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/quota"
-)
-
-// Quota error codes.
-const (
-	// CodeConcurrencyLimit (429, with Retry-After): the tenant has as many
-	// jobs running (or uploads becoming one) as its concurrent_jobs quota
-	// allows; retry once one ends.
-	CodeConcurrencyLimit = "concurrency_limit"
-	// CodeQuotaExceeded (403): the upload would pass the tenant's
-	// stored_bytes quota, or its encoded minutes of this month reached
-	// encoded_minutes_per_month.
-	CodeQuotaExceeded = "quota_exceeded"
 )
 
 // Quotas checks uploads against their tenant's quotas and reserves their
@@ -49,10 +36,6 @@ const (
 	streamHold = 2 * time.Minute
 	landHold   = 2 * time.Minute
 )
-
-// ConcurrencyRetryAfter is the Retry-After (seconds) of a 429
-// concurrency_limit.
-const ConcurrencyRetryAfter = 10
 
 // reservation is an admitted upload's place among its tenant's concurrent
 // jobs (nil when quotas are off: its methods do nothing).
@@ -88,21 +71,7 @@ func (s *Service) admit(w http.ResponseWriter, r *http.Request, key string, size
 	}
 	s.log.Info("upload refused by quota", zap.String("tenant_id", tenantID), zap.String("quota", v.Exceeded),
 		zap.Int64("limit", v.Limit), zap.Int64("used", v.Used), zap.Int64("bytes", size))
-	switch v.Exceeded {
-	case quota.ConcurrentJobs:
-		w.Header().Set("Retry-After", strconv.Itoa(ConcurrencyRetryAfter))
-		httpapi.WriteError(w, http.StatusTooManyRequests, CodeConcurrencyLimit,
-			fmt.Sprintf("%d of %d concurrent jobs are running: retry once one ends", v.Used, v.Limit))
-	case quota.StoredBytes:
-		msg := fmt.Sprintf("stored_bytes quota: %d of %d bytes are stored", v.Used, v.Limit)
-		if size > 0 {
-			msg = fmt.Sprintf("stored_bytes quota: %d of %d bytes are stored; this upload of %d bytes would pass it", v.Used, v.Limit, size)
-		}
-		httpapi.WriteError(w, http.StatusForbidden, CodeQuotaExceeded, msg)
-	default:
-		httpapi.WriteError(w, http.StatusForbidden, CodeQuotaExceeded,
-			fmt.Sprintf("encoded_minutes_per_month quota: %d of %d minutes encoded this month", v.Used, v.Limit))
-	}
+	quota.WriteRefusal(w, v, size)
 	return nil, false
 }
 
@@ -120,24 +89,11 @@ func (rv *reservation) keepWhileStreaming(ctx context.Context) (stop func()) {
 	if rv == nil {
 		return func() {}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(streamHold / 2)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := rv.s.cfg.Quotas.Hold(ctx, rv.tenant, rv.key, streamHold); err != nil && ctx.Err() == nil {
-					rv.s.log.Warn("renew quota reservation", zap.String("key", rv.key), zap.Error(err))
-				}
-			}
+	return renewEvery(ctx, streamHold/2, func(ctx context.Context) {
+		if err := rv.s.cfg.Quotas.Hold(ctx, rv.tenant, rv.key, streamHold); err != nil && ctx.Err() == nil {
+			rv.s.log.Warn("renew quota reservation", zap.String("key", rv.key), zap.Error(err))
 		}
-	}()
-	return func() { cancel(); <-done }
+	})
 }
 
 // landed keeps the reservation d more for the catalog to take over.

@@ -89,14 +89,14 @@ func TestQuotaRefusesBeforeStoring(t *testing.T) {
 	first := f.events.landed[0].GetObject().GetKey()
 
 	code, body, h := f.stream(t, tenantA, clip, false)
-	want(t, "second upload", code, body, http.StatusTooManyRequests, CodeConcurrencyLimit)
-	if h.Get("Retry-After") != strconv.Itoa(ConcurrencyRetryAfter) {
+	want(t, "second upload", code, body, http.StatusTooManyRequests, quota.CodeConcurrencyLimit)
+	if h.Get("Retry-After") != strconv.Itoa(quota.ConcurrencyRetryAfter) {
 		t.Errorf("Retry-After %q", h.Get("Retry-After"))
 	}
 	code, body = f.doAs(t, tenantA, http.MethodPost, "/v1/direct-uploads", map[string]any{"filename": "a.mp4", "size": 10})
-	want(t, "direct upload", code, body, http.StatusTooManyRequests, CodeConcurrencyLimit)
+	want(t, "direct upload", code, body, http.StatusTooManyRequests, quota.CodeConcurrencyLimit)
 	code, body = f.doAs(t, tenantA, http.MethodPost, "/v1/direct-uploads", map[string]any{"filename": "a.mp4", "size": 10, "multipart": true})
-	want(t, "multipart upload", code, body, http.StatusTooManyRequests, CodeConcurrencyLimit)
+	want(t, "multipart upload", code, body, http.StatusTooManyRequests, quota.CodeConcurrencyLimit)
 	if n := f.stored(t); n != 1 {
 		t.Fatalf("%d objects after refused uploads, want 1", n)
 	}
@@ -119,7 +119,7 @@ func TestQuotaRefusesBeforeStoring(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, body, _ = f.stream(t, tenantA, clip, false)
-	want(t, "upload beside the multipart one", code, body, http.StatusTooManyRequests, CodeConcurrencyLimit)
+	want(t, "upload beside the multipart one", code, body, http.StatusTooManyRequests, quota.CodeConcurrencyLimit)
 	code, body = f.doAs(t, tenantA, http.MethodDelete, "/v1/direct-uploads/"+up.UploadID, nil)
 	want(t, "abort", code, body, http.StatusNoContent, "")
 	if n, err := f.q.Active(ctx, tenantA); err != nil || n != 0 {
@@ -133,11 +133,11 @@ func TestQuotaRefusesBeforeStoring(t *testing.T) {
 	}
 	before := f.stored(t)
 	code, body, _ = f.stream(t, tenantA, noise(11), false)
-	want(t, "11 bytes with 10 left", code, body, http.StatusForbidden, CodeQuotaExceeded)
+	want(t, "11 bytes with 10 left", code, body, http.StatusForbidden, quota.CodeQuotaExceeded)
 	code, body = f.doAs(t, tenantA, http.MethodPost, "/v1/direct-uploads", map[string]any{"filename": "a.mp4", "size": 11})
-	want(t, "a direct upload of 11 bytes with 10 left", code, body, http.StatusForbidden, CodeQuotaExceeded)
+	want(t, "a direct upload of 11 bytes with 10 left", code, body, http.StatusForbidden, quota.CodeQuotaExceeded)
 	code, body, _ = f.stream(t, tenantA, noise(11), true)
-	want(t, "11 bytes of unknown size with 10 left", code, body, http.StatusForbidden, CodeQuotaExceeded)
+	want(t, "11 bytes of unknown size with 10 left", code, body, http.StatusForbidden, quota.CodeQuotaExceeded)
 	if n := f.stored(t); n != before {
 		t.Fatalf("%d objects after uploads over the quota, want %d", n, before)
 	}
@@ -153,7 +153,7 @@ func TestQuotaRefusesBeforeStoring(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, body, _ = f.stream(t, tenantA, clip, false)
-	want(t, "upload with the month's minutes used", code, body, http.StatusForbidden, CodeQuotaExceeded)
+	want(t, "upload with the month's minutes used", code, body, http.StatusForbidden, quota.CodeQuotaExceeded)
 	code, body, _ = f.stream(t, tenantB, clip, false)
 	want(t, "tenant B, no quotas", code, body, http.StatusAccepted, "")
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/quota"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -221,7 +222,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.releaseIdempotency(ctx, idem)
 		if errors.Is(err, errOverQuota) {
-			httpapi.WriteError(w, http.StatusForbidden, CodeQuotaExceeded, "stored_bytes quota: the upload passes the bytes the quota has left")
+			httpapi.WriteError(w, http.StatusForbidden, quota.CodeQuotaExceeded, "stored_bytes quota: the upload passes the bytes the quota has left")
 			return
 		}
 		if tooLarge(err) {

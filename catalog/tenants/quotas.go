@@ -207,18 +207,7 @@ func (s *Service) RunUsage(ctx context.Context) error {
 	if !s.quotasOn() {
 		return nil
 	}
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
-	for {
-		if err := s.PublishUsage(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("publish usage", zap.Error(err))
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	return s.every(ctx, s.interval, "publish usage", s.PublishUsage)
 }
 
 // PublishUsage counts every tenant's usage in the database, resolves

@@ -151,11 +151,17 @@ func (s *Service) Routes() []httpapi.Route {
 // removed, so a directory write that failed (or a Redis that lost its
 // data) is repaired within SyncInterval.
 func (s *Service) Run(ctx context.Context) error {
-	t := time.NewTicker(s.sync)
+	return s.every(ctx, s.sync, "key directory sync", s.Sync)
+}
+
+// every runs pass at once and then every d until ctx ends, logging its
+// errors as what.
+func (s *Service) every(ctx context.Context, d time.Duration, what string, pass func(context.Context) error) error {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
-		if err := s.Sync(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("key directory sync", zap.Error(err))
+		if err := pass(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn(what, zap.Error(err))
 		}
 		select {
 		case <-ctx.Done():

@@ -61,7 +61,7 @@ func (p *process) catalog(ctx context.Context) error {
 		Remover: p.objects, OutputsBucket: cfg.OutputsBucket, SourcesBucket: cfg.SourcesBucket, Rejections: p.rejections,
 		MaxStreamsPerKey: cfg.SSEMaxStreamsPerKey, PlaybackRateLimit: cfg.PlaybackRateLimit,
 		PlaybackRateBurst: cfg.PlaybackRateBurst, Proxies: cfg.TrustedProxies, Changes: p.bus,
-		TracerProvider: cfg.TracerProvider,
+		TracerProvider: cfg.TracerProvider, Quotas: &quota.Store{Redis: p.redis},
 	})
 	if err != nil {
 		return err

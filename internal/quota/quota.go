@@ -26,10 +26,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/kilnvideo/kiln/internal/httpapi"
 )
 
 // The quotas, as named in errors, usage and metrics.
@@ -38,6 +41,42 @@ const (
 	StoredBytes    = "stored_bytes"
 	EncodedMinutes = "encoded_minutes"
 )
+
+// Error codes of a refusal (WriteRefusal).
+const (
+	// CodeConcurrencyLimit (429, with Retry-After): the tenant has as many
+	// jobs running (or uploads becoming one) as its concurrent_jobs quota
+	// allows; retry once one ends.
+	CodeConcurrencyLimit = "concurrency_limit"
+	// CodeQuotaExceeded (403): the upload would pass the tenant's
+	// stored_bytes quota, or its encoded minutes of this month reached
+	// encoded_minutes_per_month.
+	CodeQuotaExceeded = "quota_exceeded"
+)
+
+// ConcurrencyRetryAfter is the Retry-After (seconds) of a 429
+// concurrency_limit.
+const ConcurrencyRetryAfter = 10
+
+// WriteRefusal answers a request that quota v refused (v.Exceeded set);
+// size is the upload's (-1 unknown, 0 none).
+func WriteRefusal(w http.ResponseWriter, v Verdict, size int64) {
+	switch v.Exceeded {
+	case ConcurrentJobs:
+		w.Header().Set("Retry-After", strconv.Itoa(ConcurrencyRetryAfter))
+		httpapi.WriteError(w, http.StatusTooManyRequests, CodeConcurrencyLimit,
+			fmt.Sprintf("%d of %d concurrent jobs are running: retry once one ends", v.Used, v.Limit))
+	case StoredBytes:
+		msg := fmt.Sprintf("stored_bytes quota: %d of %d bytes are stored", v.Used, v.Limit)
+		if size > 0 {
+			msg += fmt.Sprintf("; this upload of %d bytes would pass it", size)
+		}
+		httpapi.WriteError(w, http.StatusForbidden, CodeQuotaExceeded, msg)
+	default:
+		httpapi.WriteError(w, http.StatusForbidden, CodeQuotaExceeded,
+			fmt.Sprintf("encoded_minutes_per_month quota: %d of %d minutes encoded this month", v.Used, v.Limit))
+	}
+}
 
 // Names lists every quota.
 var Names = []string{ConcurrentJobs, StoredBytes, EncodedMinutes}
@@ -113,7 +152,8 @@ type Verdict struct {
 
 // admit checks a tenant's limits against its usage and reserves member in
 // its active set until ARGV[4] (ms), unless a quota refuses: stored bytes
-// (used, or used plus the upload's size when known, over the limit),
+// (used, or used plus the upload's size when known, over the limit; not
+// checked for a size of 0, which stores nothing new),
 // encoded minutes (this month's at the limit) or concurrent jobs (the
 // members that have not lapsed, at the limit; a member already reserved is
 // renewed, never refused).
@@ -130,7 +170,7 @@ if use then usage = cjson.decode(use) end
 local size = tonumber(ARGV[5])
 local stored = tonumber(usage.stored_bytes or 0)
 local maxBytes = tonumber(limits.stored_bytes or 0)
-if maxBytes > 0 and (stored >= maxBytes or (size > 0 and stored + size > maxBytes)) then
+if maxBytes > 0 and size ~= 0 and (stored >= maxBytes or (size > 0 and stored + size > maxBytes)) then
   return {'stored_bytes', maxBytes, stored, 0}
 end
 local encoded = 0
@@ -157,8 +197,8 @@ if maxBytes > 0 then remaining = maxBytes - stored end
 return {'', 0, 0, remaining}
 `)
 
-// Admit checks an upload of size bytes (-1 when unknown) by tenant
-// against its quotas and, when they allow it, reserves its source key
+// Admit checks an upload of size bytes (-1 when unknown, 0 for a job that
+// stores nothing new: a retry) by tenant against its quotas and, when they allow it, reserves its source key
 // among the tenant's concurrent jobs for hold (Hold renews it; the
 // catalog takes it over once the job is recorded).
 func (s *Store) Admit(ctx context.Context, tenant, sourceKey string, size int64, hold time.Duration) (Verdict, error) {

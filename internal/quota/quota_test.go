@@ -201,7 +201,8 @@ func TestPublishResolves(t *testing.T) {
 
 // TestStoredBytesAndMinutes: stored bytes refuse an upload whose size
 // would pass the limit (or any upload once the limit is reached, when
-// its size is unknown) and tell the room left; encoded minutes refuse
+// its size is unknown; a retry, which stores nothing, passes) and tell
+// the room left; encoded minutes refuse
 // once this month's reach the limit, and count nothing of last month's.
 func TestStoredBytesAndMinutes(t *testing.T) {
 	s, c := newStore(t)
@@ -227,6 +228,9 @@ func TestStoredBytesAndMinutes(t *testing.T) {
 	pub(1_000_000_000_000, 0)
 	if v := admit(t, s, "ten_a", "sources/unknown2", -1); v.Exceeded != quota.StoredBytes {
 		t.Errorf("an upload of unknown size with no room left: %+v", v)
+	}
+	if v := admit(t, s, "ten_a", "sources/fits", 0); v.Exceeded != "" {
+		t.Errorf("a retry (no new bytes) with no room left: %+v", v)
 	}
 	pub(0, 599.5)
 	if v := admit(t, s, "ten_a", "sources/m1", 1); v.Exceeded != "" {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/quota"
+	"github.com/kilnvideo/kiln/internal/tenant"
 )
 
 // CodeInvalidQuota (400): a quota that is not a whole number of at least
@@ -66,7 +67,7 @@ func newQuotaState(cfg Config) *quotaState {
 		usageDesc: prometheus.NewDesc("kiln_tenant_usage",
 			"What a tenant uses of each quota: concurrent_jobs (running jobs and uploads becoming one), stored_bytes (its sources kept), encoded_minutes (this month, UTC).",
 			[]string{"tenant", "quota"}, nil),
-		limitDesc: prometheus.NewDesc("kiln_tenant_quota_limit", "A tenant's limit of each quota it has one of.",
+		limitDesc: prometheus.NewDesc("kiln_tenant_quota_limit", "A tenant's limit of each quota (0: no limit).",
 			[]string{"tenant", "quota"}, nil),
 		upDesc: prometheus.NewDesc("kiln_tenant_usage_up", "Whether the last count of the tenants' usage succeeded.", nil, nil),
 	}
@@ -321,6 +322,7 @@ func (s *Service) remember(snap quota.Snapshot, reserved map[string][]string, en
 	for t := range snap.Limits {
 		fig(t)
 	}
+	fig(tenant.Default) // always there, using nothing or something
 	s.mu.Lock()
 	s.last = figs
 	s.mu.Unlock()
@@ -328,7 +330,8 @@ func (s *Service) remember(snap quota.Snapshot, reserved map[string][]string, en
 
 // Describe and Collect make the Service a prometheus.Collector of the
 // last usage pass: kiln_tenant_usage and kiln_tenant_quota_limit per
-// tenant and quota, and kiln_tenant_usage_up.
+// tenant (the default one, and every other that uses something or has a
+// limit) and quota, and kiln_tenant_usage_up.
 func (s *Service) Describe(ch chan<- *prometheus.Desc) {
 	ch <- s.usageDesc
 	ch <- s.limitDesc
@@ -349,9 +352,7 @@ func (s *Service) Collect(ch chan<- prometheus.Metric) {
 		}
 		for q, n := range map[string]int64{quota.ConcurrentJobs: f.limits.ConcurrentJobs, quota.StoredBytes: f.limits.StoredBytes,
 			quota.EncodedMinutes: f.limits.EncodedMinutesPerMonth} {
-			if n > 0 {
-				ch <- prometheus.MustNewConstMetric(s.limitDesc, prometheus.GaugeValue, float64(n), t, q)
-			}
+			ch <- prometheus.MustNewConstMetric(s.limitDesc, prometheus.GaugeValue, float64(n), t, q)
 		}
 	}
 }

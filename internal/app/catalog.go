@@ -17,6 +17,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/metrics"
 	"github.com/kilnvideo/kiln/internal/quota"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
+	"go.uber.org/zap"
 )
 
 // sqlStore is a catalog store on a SQL database, whose tables the webhook
@@ -99,8 +100,13 @@ func (p *process) catalog(ctx context.Context) error {
 	httpapi.Mount(p.mux, p.keys, cat.Routes())
 	httpapi.Mount(p.mux, p.keys, wh.Routes())
 	httpapi.Mount(p.mux, p.keys, ten.Routes())
-	p.g.Go(func() error { return ten.Run(ctx) })      // the key directory, mirrored from the database
-	p.g.Go(func() error { return ten.RunUsage(ctx) }) // limits and usage, where ingest checks them
+	p.g.Go(func() error { return ten.Run(ctx) }) // the key directory, mirrored from the database
+	// Limits and usage, where ingest checks them: before the catalog
+	// serves, and then every 2 s.
+	if err := ten.PublishUsage(ctx); err != nil {
+		p.log.Warn("publish usage (repeated every 2 s)", zap.Error(err))
+	}
+	p.g.Go(func() error { return ten.RunUsage(ctx) })
 	httpapi.Mount(p.mux, p.keys, deadletter.New(deadletter.Config{Store: p.bus, Logger: p.log.Named("deadletter")}).Routes())
 	p.g.Go(func() error { return wh.Run(ctx) })
 	if cfg.ReconcileInterval > 0 {

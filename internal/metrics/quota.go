@@ -1,6 +1,11 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kilnvideo/kiln/internal/quota"
+	"github.com/kilnvideo/kiln/internal/tenant"
+)
 
 // QuotaRefusals counts the uploads refused because they would pass a
 // tenant's quota, by tenant and quota: kiln_quota_refusals_total.
@@ -16,6 +21,11 @@ func NewQuotaRefusals(reg prometheus.Registerer) (*QuotaRefusals, error) {
 	}, []string{"tenant", "quota"})
 	if err := reg.Register(n); err != nil {
 		return nil, err
+	}
+	// The default tenant's series exist from the start: an alert on their
+	// rate needs them.
+	for _, q := range quota.Names {
+		n.WithLabelValues(tenant.Default, q)
 	}
 	return &QuotaRefusals{n: n}, nil
 }

@@ -120,7 +120,7 @@ func newRoleFlags(role string, stderr io.Writer) *roleFlags {
 	f.durFlag(&c.Limits.MaxDuration, "max-duration", "KILN_MAX_DURATION", "longest source a worker accepts", moreThan[time.Duration](0))
 	f.intFlag(&c.Limits.MaxWidth, "max-width", "KILN_MAX_WIDTH", "widest source picture a worker accepts", atLeast(1))
 	f.intFlag(&c.Limits.MaxHeight, "max-height", "KILN_MAX_HEIGHT", "tallest source picture a worker accepts", atLeast(1))
-	f.intFlag(&c.Concurrency, "concurrency", "KILN_CONCURRENCY", "tasks run at once by one worker; 0 runs serve without workers", concurrency(role))
+	f.intFlag(&c.Concurrency, "concurrency", "KILN_CONCURRENCY", "transcode tasks run at once by one worker, and as many short-stage tasks (probe, package, webhook) beside them; 0 runs serve without workers", concurrency(role))
 	f.strFlag(&f.workerQueues, "worker-queues", "KILN_WORKER_QUEUES", "comma-separated queues this worker takes tasks from: probe, transcode, package, webhook (default: all)", validWorkerQueues)
 	f.durFlag(&c.TaskLease, "task-lease", "KILN_TASK_LEASE", "a running stage task whose worker stops renewing its lease for this long runs again on another worker (worker)", within(lease.MinTTL, 10*time.Minute))
 	f.strFlag(&c.FFmpegPath, "ffmpeg", "KILN_FFMPEG", "ffmpeg binary")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kilnvideo/kiln/internal/ledger"
@@ -83,30 +84,43 @@ func (p *process) worker(ctx context.Context) error {
 		AllowLoopback: cfg.WebhookAllowLoopback, Logger: p.log.Named("webhooks"),
 	}).Register(mux)
 	handlers, stopHandlers := context.WithCancel(context.WithoutCancel(ctx))
-	srv := asynq.NewServer(p.redisOpt(), asynq.Config{
-		Concurrency:    cfg.Concurrency,
-		Queues:         queues,
-		RetryDelayFunc: retryDelay,
-		// A run that found its task's lease held is no failure: it neither
-		// uses up a retry nor fails the job (lease.ErrBusy).
-		IsFailure:       func(err error) bool { return !errors.Is(err, lease.ErrBusy) },
-		ErrorHandler:    busyQuiet{&tasks.FailureHandler{Events: p.bus, Logger: p.log.Named("worker")}},
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		// asynq's default, a second, would be paid at every stage's
-		// hand-over on an idle fleet; each check is one Redis script.
-		TaskCheckInterval: cfg.TaskCheckInterval,
-		Logger:            asynqLogger{p.log.Named("asynq").Sugar()},
-		// Not ctx: SIGTERM must let running tasks finish within the
-		// shutdown timeout; asynq hands back the rest, then they stop.
-		BaseContext: func() context.Context { return handlers },
-	})
-	if err := srv.Start(mux); err != nil {
-		stopHandlers()
-		return fmt.Errorf("asynq server: %w", err)
+	var servers []*asynq.Server
+	for _, group := range ServerQueues(queues) {
+		srv := asynq.NewServer(p.redisOpt(), asynq.Config{
+			Concurrency:    cfg.Concurrency,
+			Queues:         group,
+			RetryDelayFunc: retryDelay,
+			// A run that found its task's lease held is no failure: it neither
+			// uses up a retry nor fails the job (lease.ErrBusy).
+			IsFailure:       func(err error) bool { return !errors.Is(err, lease.ErrBusy) },
+			ErrorHandler:    busyQuiet{&tasks.FailureHandler{Events: p.bus, Logger: p.log.Named("worker")}},
+			ShutdownTimeout: cfg.ShutdownTimeout,
+			// asynq's default, a second, would be paid at every stage's
+			// hand-over on an idle fleet; each check is one Redis script.
+			TaskCheckInterval: cfg.TaskCheckInterval,
+			Logger:            asynqLogger{p.log.Named("asynq").Sugar()},
+			// Not ctx: SIGTERM must let running tasks finish within the
+			// shutdown timeout; asynq hands back the rest, then they stop.
+			BaseContext: func() context.Context { return handlers },
+		})
+		if err := srv.Start(mux); err != nil {
+			for _, started := range servers {
+				started.Shutdown()
+			}
+			stopHandlers()
+			return fmt.Errorf("asynq server: %w", err)
+		}
+		servers = append(servers, srv)
 	}
 	p.g.Go(func() error {
 		<-ctx.Done()
-		srv.Shutdown() // waits up to ShutdownTimeout, then hands the unfinished tasks back
+		// Each waits up to ShutdownTimeout, then hands its unfinished tasks
+		// back: side by side, so that the whole takes that long at most.
+		var wg sync.WaitGroup
+		for _, srv := range servers {
+			wg.Go(srv.Shutdown)
+		}
+		wg.Wait()
 		stopHandlers() // their ffmpegs die
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -123,6 +137,32 @@ func (p *process) worker(ctx context.Context) error {
 		return nil
 	})
 	return nil
+}
+
+// ServerQueues splits a worker's queues (with their weights) among its
+// asynq servers: the transcode queue gets a server of its own, the short
+// stages (probe, package, webhook) share another, each running
+// KILN_CONCURRENCY tasks at once. In one server the transcodes would take
+// every goroutine whenever the fleet is busy, and an upload would not be
+// probed, a download not packaged, a webhook not sent, until an encode
+// ended; apart, the transcode server's concurrency is exactly the
+// process's transcode slots (what admission counts, from the servers'
+// heartbeats), and the short stages never wait behind an encode.
+func ServerQueues(queues map[string]int) []map[string]int {
+	var out []map[string]int
+	if w, ok := queues[tasks.QueueTranscode]; ok {
+		out = append(out, map[string]int{tasks.QueueTranscode: w})
+	}
+	short := map[string]int{}
+	for q, w := range queues {
+		if q != tasks.QueueTranscode {
+			short[q] = w
+		}
+	}
+	if len(short) > 0 {
+		out = append(out, short)
+	}
+	return out
 }
 
 // WorkerQueueWeights are the asynq queues of a worker that takes tasks

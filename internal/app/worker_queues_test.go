@@ -25,6 +25,13 @@ func TestWorkerQueueWeights(t *testing.T) {
 	if err != nil || !maps.Equal(some, want) {
 		t.Errorf("transcode, webhook: %v, %v; want %v", some, err, want)
 	}
+	if got := ServerQueues(some); len(got) != 2 || !maps.Equal(got[0], map[string]int{tasks.QueueTranscode: want[tasks.QueueTranscode]}) ||
+		!maps.Equal(got[1], map[string]int{tasks.QueueWebhook: want[tasks.QueueWebhook]}) {
+		t.Errorf("ServerQueues(transcode, webhook) = %v, want the transcode queue apart", got)
+	}
+	if got := ServerQueues(map[string]int{tasks.QueueProbe: 6}); len(got) != 1 || !maps.Equal(got[0], map[string]int{tasks.QueueProbe: 6}) {
+		t.Errorf("ServerQueues(probe) = %v", got)
+	}
 	for _, bad := range [][]string{{"encode"}, {tasks.QueueProbe, tasks.QueueProbe}, {""}} {
 		if w, err := WorkerQueueWeights(bad); err == nil {
 			t.Errorf("%q: %v, want an error", bad, w)
@@ -108,5 +115,78 @@ func TestWorkerRunsItsQueuesOnly(t *testing.T) {
 	}
 	if info.State != asynq.TaskStatePending {
 		t.Errorf("the probe task is %s: a package worker took it", info.State)
+	}
+}
+
+// TestWorkerServers runs a real worker process on every queue: it
+// registers two asynq servers, the transcode queue's alone and the short
+// stages' together, each of KILN_CONCURRENCY — so admission counts
+// exactly the process's transcode slots, and probes, packaging and
+// webhooks have goroutines of their own while the fleet encodes.
+func TestWorkerServers(t *testing.T) {
+	redisAddr, s3 := testenv.Redis(t), testenv.S3(t)
+	opt := testenv.RedisDB(t, testRedisDB)
+	insp := testenv.AsynqInspector(t, opt)
+
+	dir := t.TempDir()
+	cfg := Defaults()
+	cfg.Roles, cfg.EmbedNATS = []Role{RoleWorker}, true
+	cfg.NATSListen, cfg.NATSStoreDir = "127.0.0.1:-1", filepath.Join(dir, "nats")
+	cfg.HTTPAddr = testenv.FreeAddr(t)
+	cfg.PublicURL = "http://" + cfg.HTTPAddr
+	cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB = redisAddr, testenv.RedisPassword(), testRedisDB
+	cfg.S3, cfg.SourcesBucket, cfg.OutputsBucket = s3.Config, s3.Sources, s3.Outputs
+	cfg.WorkDir = filepath.Join(dir, "work")
+	cfg.Concurrency = 3
+	cfg.Logger = zaptest.NewLogger(t)
+
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitReady(t, cfg.PublicURL, done)
+
+	all := tasks.QueueWeights()
+	short := maps.Clone(all)
+	delete(short, tasks.QueueTranscode)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		servers, err := insp.Servers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(servers) == 2 {
+			var transcode, rest bool
+			for _, s := range servers {
+				switch {
+				case maps.Equal(s.Queues, map[string]int{tasks.QueueTranscode: all[tasks.QueueTranscode]}):
+					transcode = true
+				case maps.Equal(s.Queues, short):
+					rest = true
+				default:
+					t.Errorf("a server runs %v", s.Queues)
+				}
+				if s.Concurrency != 3 {
+					t.Errorf("server of %v: concurrency %d, want 3", s.Queues, s.Concurrency)
+				}
+			}
+			if !transcode || !rest {
+				t.Errorf("servers %v, %v: want the transcode queue's and the short stages'", servers[0].Queues, servers[1].Queues)
+			}
+			slots, err := (fleet{insp}).TranscodeSlots(t.Context())
+			if err != nil || slots != 3 {
+				t.Errorf("TranscodeSlots = %d, %v; want 3", slots, err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s: %d asynq servers, want 2", len(servers))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

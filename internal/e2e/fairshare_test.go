@@ -8,15 +8,17 @@ import (
 )
 
 // TestFairShareTenants is the starvation test on the real stack: tenant A
-// uploads 12 videos, then tenant B uploads 1, while the fleet (two
-// transcode slots) works through A's. In one FIFO queue B's transcode
+// uploads 12 videos and, once all 12 transcodes run or wait for a slot,
+// tenant B uploads 1, while the fleet (two transcode slots) works through
+// A's. In one FIFO queue B's transcode
 // would start after A's 12; it starts at the next free slot instead, ahead
 // of the A uploads still waiting.
 func TestFairShareTenants(t *testing.T) {
 	s := needStack(t)
 	admin := adminCLI(t, s)
 	a, b := s, s
-	a.APIKey = admin("keys", "create", admin("tenants", "create", "fair-a"), "--name", "fair")
+	tenA := admin("tenants", "create", "fair-a")
+	a.APIKey = admin("keys", "create", tenA, "--name", "fair")
 	b.APIKey = admin("keys", "create", admin("tenants", "create", "fair-b"), "--name", "fair")
 
 	clip := makeClip(t, "fair.mp4", 6, "640x360")
@@ -33,6 +35,7 @@ func TestFairShareTenants(t *testing.T) {
 	for i := range n {
 		send(a, fmt.Sprintf("A%02d", i))
 	}
+	waitAllWaiting(t, s, tenA, jobs)
 	send(b, "B")
 	order := transcodeOrder(t, jobs)
 	if overtaken := n - slices.Index(order, "B"); overtaken < n/2 {

@@ -3,7 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +41,46 @@ func adminCLI(t *testing.T, s stack) func(args ...string) string {
 type queuedJob struct {
 	name, jobID string
 	by          stack
+}
+
+// waitAllWaiting waits until the transcode of every one of jobs (of
+// tenant) has been handed to admission: started (a transcoding timestamp)
+// or waiting for a slot (kiln_admission_waiting_tasks{tenant} on
+// /metrics). An order test uploads its late job only then, so that what it
+// is to overtake is really waiting, however fast the fleet encodes and
+// however slowly the uploads and probes before it went.
+func waitAllWaiting(t *testing.T, s stack, tenant string, jobs []queuedJob) {
+	t.Helper()
+	waitingRE := regexp.MustCompile(`(?m)^kiln_admission_waiting_tasks\{[^}]*tenant="` + regexp.QuoteMeta(tenant) + `"[^}]*\} (\d+)$`)
+	deadline := time.Now().Add(jobTimeout)
+	for {
+		started := 0
+		for _, q := range jobs {
+			var j apiJob
+			if q.by.do(t, http.MethodGet, "/v1/jobs/"+q.jobID, nil, "", &j); !j.Timestamps["transcoding"].IsZero() {
+				started++
+			}
+		}
+		waiting := 0
+		resp, err := http.Get(s.APIURL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, m := range waitingRE.FindAllSubmatch(text, -1) {
+			n, _ := strconv.Atoi(string(m[1]))
+			waiting += n
+		}
+		if started+waiting >= len(jobs) {
+			t.Logf("%d of %d transcodes started, %d waiting for admission", started, len(jobs), waiting)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %d of %d transcodes started, %d waiting", jobTimeout, started, len(jobs), waiting)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // transcodeOrder waits until every job is ready and returns their names in

@@ -8,17 +8,13 @@ import (
 )
 
 // TestPriorityOrder is the priority test on the real stack: six low
-// uploads, then one high, while the fleet (two transcode slots) is busy
-// with the first lows. The high upload's transcode starts before the lows
+// uploads, then — once all six transcodes run or wait for a slot — one
+// high, while the fleet (two transcode slots) is busy with the first lows. The high upload's transcode starts before the lows
 // still waiting — it overtakes them, rather than taking its turn in upload
 // order — and each job reports the priority it was uploaded with.
 func TestPriorityOrder(t *testing.T) {
 	s := needStack(t)
-	// The clip is long enough that two lows still wait when the high one
-	// is probed, on a fast machine too: its upload and probe come after six
-	// others, on cores the first lows' encodes keep busy (an 8 s clip let
-	// the lows finish first). Under 30 s, the stack's chunk threshold.
-	clip := makeClip(t, "priority.mp4", 20, "640x360")
+	clip := makeClip(t, "priority.mp4", 12, "640x360")
 	var jobs []queuedJob
 	priorities := map[string]string{}
 	send := func(name, priority string) {
@@ -33,6 +29,7 @@ func TestPriorityOrder(t *testing.T) {
 	for i := range 6 {
 		send(fmt.Sprintf("low%d", i), "low")
 	}
+	waitAllWaiting(t, s, "default", jobs)
 	send("high", "high")
 	order := transcodeOrder(t, jobs)
 	for _, q := range jobs {

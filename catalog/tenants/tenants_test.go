@@ -136,6 +136,7 @@ func newStack(t *testing.T, open func(*testing.T) store) *stack {
 	httpapi.Mount(mux, keys, cat.Routes())
 	httpapi.Mount(mux, keys, wh.Routes())
 	httpapi.Mount(mux, keys, ten.Routes())
+	httpapi.Mount(mux, keys, ten.SelfServiceRoutes())
 	st.h = mux
 	return st
 }

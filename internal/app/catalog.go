@@ -94,7 +94,8 @@ func (p *process) catalog(ctx context.Context) error {
 	httpapi.Mount(p.mux, p.keys, cat.Routes())
 	httpapi.Mount(p.mux, p.keys, wh.Routes())
 	httpapi.Mount(p.mux, p.keys, ten.Routes())
-	httpapi.Mount(p.mux, p.keys, ten.SelfServiceRoutes()) // a tenant's own keys (the web console)
+	// A tenant's own keys, for its own keys (the web console's keys page).
+	httpapi.Mount(p.mux, p.keys, ten.SelfServiceRoutes())
 	p.g.Go(func() error { return ten.Run(ctx) }) // the key directory, mirrored from the database
 	httpapi.Mount(p.mux, p.keys, deadletter.New(deadletter.Config{Store: p.bus, Logger: p.log.Named("deadletter")}).Routes())
 	p.g.Go(func() error { return wh.Run(ctx) })

@@ -15,6 +15,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/deadletter"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/metrics"
+	"github.com/kilnvideo/kiln/internal/operations"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
 )
 
@@ -98,6 +99,8 @@ func (p *process) catalog(ctx context.Context) error {
 	httpapi.Mount(p.mux, p.keys, ten.SelfServiceRoutes())
 	p.g.Go(func() error { return ten.Run(ctx) }) // the key directory, mirrored from the database
 	httpapi.Mount(p.mux, p.keys, deadletter.New(deadletter.Config{Store: p.bus, Logger: p.log.Named("deadletter")}).Routes())
+	httpapi.Mount(p.mux, p.keys, operations.New(operations.Config{Metrics: p.metrics, Servers: p.inspector, Jobs: store,
+		Logger: p.log.Named("operations")}).Routes())
 	p.g.Go(func() error { return wh.Run(ctx) })
 	if cfg.ReconcileInterval > 0 {
 		rec, err := catalog.NewReconciler(catalog.ReconcilerConfig{

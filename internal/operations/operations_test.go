@@ -1,0 +1,152 @@
+package operations_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/kilnvideo/kiln/catalog/eventtest"
+	"github.com/kilnvideo/kiln/catalog/sqlite"
+	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/metrics"
+	"github.com/kilnvideo/kiln/internal/operations"
+	"github.com/kilnvideo/kiln/internal/tasks"
+	"github.com/kilnvideo/kiln/internal/testenv"
+	"github.com/kilnvideo/kiln/internal/tenant"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
+)
+
+// redisDB is this package's database of the test stack's Redis.
+const redisDB = 3
+
+// TestSummary: GET /v1/operations shows what /metrics shows of the stage
+// queues (their depths, the age of the oldest pending task) and of the
+// catalog's jobs, the worker seen on Redis, and the recent failures by
+// code; only the operator's keys (the default tenant's) get it.
+func TestSummary(t *testing.T) {
+	opt := testenv.RedisDB(t, redisDB)
+	insp := testenv.AsynqInspector(t, opt)
+	client := testenv.AsynqClient(t, opt)
+	for i := range 3 {
+		if _, err := client.Enqueue(asynq.NewTask(tasks.TypeTranscode, fmt.Appendf(nil, "%d", i)), asynq.Queue(tasks.QueueTranscode)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A worker of the package queue only: the transcodes stay pending.
+	testenv.AsynqServer(t, opt, []string{tasks.QueuePackage}, asynq.HandlerFunc(func(_ context.Context, _ *asynq.Task) error { return nil }), nil)
+
+	store, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kiln.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	other := tenant.New()
+	for i, code := range []string{"invalid_media", "timeout", "invalid_media"} {
+		id, _ := eventtest.Job(fmt.Sprint("ops-", i))
+		q := eventtest.Event(id, kilnv1.JobState_JOB_STATE_QUEUED, 0)
+		if i == 1 {
+			q.TenantId = other // every tenant's failures count
+		}
+		f := eventtest.Event(id, kilnv1.JobState_JOB_STATE_FAILED, 0)
+		f.Error.Code = code
+		for _, ev := range []*kilnv1.JobEvent{q, f} {
+			if _, err := store.Apply(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	reg := metrics.NewRegistry()
+	if err := reg.AddScraper(metrics.QueueScraper(insp, []string{tasks.QueueProbe, tasks.QueueTranscode, tasks.QueuePackage})); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.AddScraper(metrics.JobScraper(func(ctx context.Context) (map[string]int, error) {
+		counts, err := store.CountJobs(ctx)
+		out := map[string]int{}
+		for st, n := range counts {
+			out[string(st)] = n
+		}
+		return out, err
+	}, []string{"queued", "failed"})); err != nil {
+		t.Fatal(err)
+	}
+
+	const opsKey, tenantKey = "kiln_ops_key_0123456789abcdef", "kiln_tenant_key_0123456789abc"
+	keys, err := httpapi.NewKeySet(httpapi.KeysConfig{Keys: []httpapi.APIKey{{Name: "ops", Secret: opsKey}},
+		Directory: tenantDir{tenantKey: {ID: "key_t", Tenant: other, Name: "t", Scope: httpapi.ScopeWrite}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := operations.New(operations.Config{Metrics: reg, Servers: insp, Jobs: store})
+	srv := httptest.NewServer(httpapi.Handler(keys, svc.Routes()))
+	defer srv.Close()
+	get := func(key string) (int, operations.Summary) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/v1/operations", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var s operations.Summary
+		if resp.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode, s
+	}
+	if code, _ := get(tenantKey); code != http.StatusForbidden {
+		t.Errorf("a tenant's key: %d, want 403", code)
+	}
+	// The worker's heartbeat reaches Redis soon after it starts.
+	var s operations.Summary
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var code int
+		if code, s = get(opsKey); code != http.StatusOK {
+			t.Fatalf("the operator's key: %d", code)
+		}
+		if len(s.Workers) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !s.QueuesUp || len(s.Queues) != 3 || s.Queues[0].Name != tasks.QueueProbe || s.Queues[1].Name != tasks.QueueTranscode {
+		t.Fatalf("queues: %v %+v", s.QueuesUp, s.Queues)
+	}
+	if q := s.Queues[1]; q.Pending != 3 || q.OldestPendingSeconds <= 0 {
+		t.Errorf("transcode queue: %+v, want 3 pending with an age", q)
+	}
+	if !s.WorkersUp || len(s.Workers) != 1 || s.Workers[0].Concurrency != 8 || s.Workers[0].Queues[tasks.QueuePackage] == 0 {
+		t.Errorf("workers: %v %+v", s.WorkersUp, s.Workers)
+	}
+	if !s.JobsUp || s.Jobs["failed"] != 3 {
+		t.Errorf("jobs: %v %+v", s.JobsUp, s.Jobs)
+	}
+	if !s.FailuresUp || len(s.Failures) != 2 || s.Failures[0].Code != "invalid_media" || s.Failures[0].Count != 2 ||
+		s.Failures[1].Code != "timeout" || s.Failures[1].Count != 1 || s.Failures[0].LastMessage == "" {
+		t.Errorf("failures: %+v", s.Failures)
+	}
+	if s.DeadLettersUp || len(s.DeadLetters) != 0 { // no dead-letter scraper in this registry
+		t.Errorf("dead letters: %v %+v", s.DeadLettersUp, s.DeadLetters)
+	}
+}
+
+// tenantDir is a key directory in memory, by secret.
+type tenantDir map[string]httpapi.KeyRecord
+
+func (d tenantDir) LookupKey(_ context.Context, digest [sha256.Size]byte) (httpapi.KeyRecord, bool, error) {
+	for secret, rec := range d {
+		if sha256.Sum256([]byte(secret)) == digest {
+			return rec, true, nil
+		}
+	}
+	return httpapi.KeyRecord{}, false, nil
+}

@@ -19,8 +19,8 @@ import (
 	"github.com/kilnvideo/kiln/internal/metrics"
 	"github.com/kilnvideo/kiln/internal/operations"
 	"github.com/kilnvideo/kiln/internal/tasks"
-	"github.com/kilnvideo/kiln/internal/testenv"
 	"github.com/kilnvideo/kiln/internal/tenant"
+	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 

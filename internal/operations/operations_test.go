@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,4 +151,24 @@ func (d tenantDir) LookupKey(_ context.Context, digest [sha256.Size]byte) (httpa
 		}
 	}
 	return httpapi.KeyRecord{}, false, nil
+}
+
+// TestRouteInOpenAPI: the route is in the catalog's OpenAPI document.
+func TestRouteInOpenAPI(t *testing.T) {
+	doc, err := os.ReadFile("../../catalog/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(doc, &spec); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range operations.New(operations.Config{}).Routes() {
+		method, path, _ := strings.Cut(r.Pattern, " ")
+		if _, ok := spec.Paths[path][strings.ToLower(method)]; !ok || !r.Auth {
+			t.Errorf("%s: in openapi.json %v, needs a key %v", r.Pattern, ok, r.Auth)
+		}
+	}
 }

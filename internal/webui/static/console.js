@@ -139,6 +139,9 @@ function when(iso) {
 const fileName = (job) => ((job.source && job.source.key) || '').split('/').pop() || job.id;
 const jobOfAsset = (assetId) => 'job_' + assetId.replace(/^ast_/, '');
 const mediaDuration = (job) => job.media && (job.media.decoded_duration_seconds || job.media.duration_seconds);
+// newer reports whether job is not older than seen (the same job as shown
+// before): an action's answer and the stream's events may cross.
+const newer = (job, seen) => !seen || seen.id !== job.id || !seen.updated_at || !job.updated_at || Date.parse(job.updated_at) >= Date.parse(seen.updated_at);
 const playable = (job) => job.state === 'ready' || (!!job.playable_at && !TERMINAL.has(job.state));
 
 function badge(state) {
@@ -390,10 +393,11 @@ const library = {
 	// upsert shows job: in place when listed, else at its place by
 	// created_at (newest first), or at the top (live).
 	upsert(job, live) {
+		const prev = this.jobs.get(job.id);
+		if (!newer(job, prev)) return;
 		ui.rows[job.id] = job.state;
 		const tbody = $('library').tBodies[0];
 		const old = tbody.querySelector('tr[data-job-id="' + CSS.escape(job.id) + '"]');
-		const prev = this.jobs.get(job.id);
 		// A poster image that loaded stays (the row is rebuilt otherwise).
 		const tr = this.row(job);
 		if (old && prev && playable(prev) === playable(job)) tr.cells[0].replaceWith(old.cells[0]);
@@ -675,7 +679,7 @@ const assetPage = {
 	},
 
 	onJob(job) {
-		if (!this.id || job.asset_id !== this.id) return;
+		if (!this.id || job.asset_id !== this.id || !newer(job, ui.job)) return;
 		const before = ui.job;
 		this.showJob(job);
 		// A change of stage or playability changes the asset: read it again.
@@ -695,6 +699,7 @@ const assetPage = {
 	},
 
 	showJob(job) {
+		if (!newer(job, ui.job)) return;
 		ui.job = job;
 		$('asset-title').textContent = fileName(job);
 		const b = $('asset-state');
@@ -770,7 +775,7 @@ const assetPage = {
 				? 'Signed: these URLs carry a token until ' + new Date(asset.playback_token_expires_at).toLocaleString() + '.'
 				: 'Signed: a read key gets no token; use a write key.'
 			: '';
-		if (pb && asset.state === 'ready' && !pb.mp4 && this.mp4Tries < 20) {
+		if (pb && asset.state === 'ready' && !pb.mp4 && this.mp4Tries < 40) {
 			// The download is built after READY, and no event says when.
 			this.mp4Tries++;
 			clearTimeout(this.mp4Timer);

@@ -190,7 +190,7 @@ func TestConsole(t *testing.T) {
 	c.wait("the storyboard", `kilnConsole.storyboard > 1 && !document.getElementById('scrubber').hidden`, 30*time.Second)
 	box := eval[[]float64](c, `(r => [r.left, r.top, r.width, r.height])(document.getElementById('scrub').getBoundingClientRect())`)
 	x, y := box[0]+box[2]*0.8, box[1]+box[3]/2
-	c.do(chromedp.MouseEvent(input.MouseMoved, x-5, y), chromedp.MouseEvent(input.MouseMoved, x, y))
+	c.do(chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x-5, y), chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x, y))
 	c.wait("the scrub preview", `!document.getElementById('scrub-preview').hidden && !!kilnConsole.scrub && kilnConsole.scrub.time > 2`, 10*time.Second)
 	sprite, err := chromedp.Run(ctx, chromedp.Evaluate[int](`new Promise((ok, bad) => { const i = new Image(); i.onload = () => ok(i.naturalWidth); i.onerror = () => bad(new Error('sprite did not load: ' + i.src)); i.src = kilnConsole.scrub.image; })`, chromedp.EvalAwaitPromise))
 	if err != nil || sprite == 0 {

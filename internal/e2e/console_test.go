@@ -172,7 +172,7 @@ func TestConsole(t *testing.T) {
 
 	// The asset page: plays, with quality menu, renditions, decisions,
 	// URLs, the MP4 download and a scrub preview from the storyboard.
-	c.do(chromedp.Click(chromedp.CSS(`#library tr[data-job-id="`+ids[0]+`"] td.file a`)))
+	c.do(chromedp.Click(chromedp.CSS(`#library tr[data-job-id="` + ids[0] + `"] td.file a`)))
 	c.wait("the asset page", `kilnConsole.view === 'asset' && !!kilnConsole.asset && !!window.kilnPlayer`, 30*time.Second)
 	st := waitPlayed(t, ctx)
 	t.Logf("asset page plays with %s at %.1f s of %.1f s", st.Engine, st.CurrentTime, st.Duration)
@@ -206,7 +206,7 @@ func TestConsole(t *testing.T) {
 	c.do(chromedp.SetUploadFiles(chromedp.ID("files"), []string{long}))
 	c.wait("the long upload accepted", `kilnConsole.uploads.filter(u => u.jobId).length === 3`, 2*time.Minute)
 	longJob := eval[string](c, `kilnConsole.uploads.find(u => u.name.includes('long')).jobId`)
-	c.do(chromedp.Click(chromedp.CSS(`#library tr[data-job-id="`+longJob+`"] td.file a`)))
+	c.do(chromedp.Click(chromedp.CSS(`#library tr[data-job-id="` + longJob + `"] td.file a`)))
 	c.wait("the cancel button", `kilnConsole.view === 'asset' && !!kilnConsole.job && !document.getElementById('act-cancel').hidden`, 60*time.Second)
 	c.do(chromedp.Click(chromedp.ID("act-cancel")))
 	c.wait("canceled, live", `kilnConsole.job.state === 'canceled' && document.getElementById('asset-state').textContent === 'canceled' && !document.getElementById('act-retry').hidden`, 2*time.Minute)
@@ -229,7 +229,7 @@ func TestConsole(t *testing.T) {
 	}
 
 	// Webhooks: the deliveries of the uploads are logged; replay one.
-	c.do(chromedp.Navigate(s.APIURL+"/ui/#/webhooks"))
+	c.do(chromedp.Navigate(s.APIURL + "/ui/#/webhooks"))
 	c.wait("the delivery log", `document.querySelectorAll('#endpoints table.deliveries tbody tr').length >= 2`, time.Minute)
 	eventID := eval[string](c, `document.querySelector('#endpoints table.deliveries tbody tr').dataset.eventId`)
 	before := rcv.count(eventID)
@@ -282,7 +282,7 @@ func TestConsole(t *testing.T) {
 	})
 
 	// Operations: the stage queues, workers, jobs and failures.
-	c.do(chromedp.Navigate(s.APIURL+"/ui/#/operations"))
+	c.do(chromedp.Navigate(s.APIURL + "/ui/#/operations"))
 	c.wait("the operations view", `!!kilnConsole.ops && kilnConsole.ops.queues_up && document.querySelectorAll('#ops-queues tbody tr[data-queue]').length >= 3 &&
 		document.querySelectorAll('#ops-workers tbody tr').length >= 1 && !document.querySelector('#ops-workers tbody td.muted')`, 30*time.Second)
 	if !eval[bool](c, `['probe', 'transcode', 'package'].every(q => !!document.querySelector('#ops-queues tr[data-queue="' + q + '"]')) && kilnConsole.ops.jobs_up && kilnConsole.ops.jobs.ready >= 2`) {

@@ -127,7 +127,7 @@ func TestConsole(t *testing.T) {
 	// Signing in: the key goes in the header form, the library opens live.
 	c.do(chromedp.Navigate(s.APIURL+"/ui/"), chromedp.WaitVisible(chromedp.ID("view-signin")))
 	screenshot(t, ctx, "console-signin.png")
-	c.do(chromedp.SendKeys(chromedp.ID("api-key"), s.APIKey), chromedp.Submit(chromedp.ID("api-key")))
+	c.do(chromedp.SendKeys(chromedp.ID("api-key"), s.APIKey), chromedp.Click(chromedp.CSS(`#key-form button`)))
 	c.wait("the library, live", `kilnConsole.view === 'library' && kilnConsole.live && !document.getElementById('view-library').hidden`, 30*time.Second)
 	c.wait("who am I", `!!kilnConsole.me && !document.getElementById('nav-ops').hidden`, 10*time.Second)
 	eval[bool](c, `window.sameDocument = true`) // a reload would lose it

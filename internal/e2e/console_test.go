@@ -49,6 +49,12 @@ func (c *consoleRun) wait(what, expr string, timeout time.Duration) {
 	}
 }
 
+// open shows a view by its address (#/…), in the same document.
+func (c *consoleRun) open(hash string) {
+	c.t.Helper()
+	eval[bool](c, `location.hash = '`+hash+`', true`)
+}
+
 func (c *consoleRun) do(actions ...chromedp.Action[chromedp.Void]) {
 	c.t.Helper()
 	if err := chromedp.Do(c.ctx, actions...); err != nil {
@@ -133,13 +139,15 @@ func TestConsole(t *testing.T) {
 	eval[bool](c, `window.sameDocument = true`) // a reload would lose it
 
 	// A webhook endpoint, before the uploads: their events are delivered.
-	c.do(chromedp.Navigate(s.APIURL+"/ui/#/webhooks"), chromedp.WaitVisible(chromedp.ID("webhook-url")))
+	c.open("#/webhooks")
+	c.do(chromedp.WaitVisible(chromedp.ID("webhook-url")))
 	c.do(chromedp.SendKeys(chromedp.ID("webhook-url"), rcv.srv.URL+"/hook"), chromedp.Click(chromedp.CSS(`#webhook-form button[type=submit]`)))
 	c.wait("the endpoint's secret, shown once", `!document.getElementById('webhook-secret').hidden && document.querySelector('#webhook-secret code').textContent.startsWith('whsec_')`, 10*time.Second)
 	c.wait("the endpoint listed", `document.querySelectorAll('#endpoints article.endpoint').length >= 1`, 10*time.Second)
 
 	// Two files at once; both appear at once and reach playable live.
-	c.do(chromedp.Navigate(s.APIURL+"/ui/#/"), chromedp.WaitVisible(chromedp.ID("drop")))
+	c.open("#/")
+	c.do(chromedp.WaitVisible(chromedp.ID("drop")))
 	c.do(chromedp.SetUploadFiles(chromedp.ID("files"), []string{one, two}))
 	c.wait("both uploads accepted", `kilnConsole.uploads.filter(u => u.jobId).length === 2`, 2*time.Minute)
 	ids := eval[[]string](c, `kilnConsole.uploads.map(u => u.jobId)`)
@@ -202,7 +210,8 @@ func TestConsole(t *testing.T) {
 	screenshot(t, ctx, "console-asset.png")
 
 	// A long upload: cancel it, retry it, cancel it again, delete it.
-	c.do(chromedp.Navigate(s.APIURL+"/ui/#/"), chromedp.WaitVisible(chromedp.ID("drop")))
+	c.open("#/")
+	c.do(chromedp.WaitVisible(chromedp.ID("drop")))
 	c.do(chromedp.SetUploadFiles(chromedp.ID("files"), []string{long}))
 	c.wait("the long upload accepted", `kilnConsole.uploads.filter(u => u.jobId).length === 3`, 2*time.Minute)
 	longJob := eval[string](c, `kilnConsole.uploads.find(u => u.name.includes('long')).jobId`)
@@ -243,7 +252,8 @@ func TestConsole(t *testing.T) {
 	screenshot(t, ctx, "console-webhooks.png")
 
 	// API keys: create one (its secret shown once, and working), revoke it.
-	c.do(chromedp.Navigate(s.APIURL+"/ui/#/keys"), chromedp.WaitVisible(chromedp.ID("key-name")))
+	c.open("#/keys")
+	c.do(chromedp.WaitVisible(chromedp.ID("key-name")))
 	c.do(chromedp.SendKeys(chromedp.ID("key-name"), run+"-reader"), chromedp.SetValue(chromedp.ID("key-scope"), "read"),
 		chromedp.Click(chromedp.CSS(`#key-create button[type=submit]`)))
 	c.wait("the new key's secret", `!document.getElementById('key-secret').hidden`, 10*time.Second)
@@ -291,7 +301,8 @@ func TestConsole(t *testing.T) {
 	screenshot(t, ctx, "console-operations.png")
 
 	// On a phone.
-	c.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(s.APIURL+"/ui/#/"))
+	c.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	c.open("#/")
 	c.wait("the library on a phone", `kilnConsole.view === 'library' && document.querySelectorAll('#library tbody tr[data-job-id]').length >= 2`, 30*time.Second)
 	if w := eval[float64](c, `document.documentElement.scrollWidth`); w > 400 {
 		t.Errorf("the library is %.0f px wide on a 390 px phone", w)

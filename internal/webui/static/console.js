@@ -364,7 +364,9 @@ const library = {
 	row(job) {
 		const name = fileName(job);
 		let poster = h('span', { class: 'noposter', 'aria-hidden': 'true', text: '▶' });
-		if (playable(job) && job.playback_policy !== 'signed') {
+		// The poster exists once the job is ready (a signed asset's needs a
+		// token: the asset page has it).
+		if (job.state === 'ready' && job.playback_policy !== 'signed') {
 			poster = h('img', { src: api('play/' + encodeURIComponent(job.asset_id) + '/poster.jpg'), alt: '', loading: 'lazy', width: 96, height: 54 });
 			poster.addEventListener('error', () => poster.replaceWith(h('span', { class: 'noposter', 'aria-hidden': 'true', text: '▶' })), { once: true });
 		}
@@ -398,9 +400,9 @@ const library = {
 		ui.rows[job.id] = job.state;
 		const tbody = $('library').tBodies[0];
 		const old = tbody.querySelector('tr[data-job-id="' + CSS.escape(job.id) + '"]');
-		// A poster image that loaded stays (the row is rebuilt otherwise).
+		// The poster cell stays while the row is rebuilt (no new request).
 		const tr = this.row(job);
-		if (old && prev && playable(prev) === playable(job)) tr.cells[0].replaceWith(old.cells[0]);
+		if (old && prev && (prev.state === 'ready') === (job.state === 'ready')) tr.cells[0].replaceWith(old.cells[0]);
 		this.jobs.set(job.id, job);
 		if (old) {
 			old.replaceWith(tr);

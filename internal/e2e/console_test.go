@@ -188,10 +188,22 @@ func TestConsole(t *testing.T) {
 	c.wait("the MP4 download", `!!document.getElementById('mp4-link') && document.getElementById('mp4-link').href.includes('/download.mp4')`, 60*time.Second)
 	if !eval[bool](c, `document.querySelectorAll('#renditions tbody tr[data-rendition]').length >= 2 &&
 		[...document.querySelectorAll('#renditions tbody tr[data-rendition]')].every(r => r.dataset.state === 'ready' && /b\/s/.test(r.cells[2].textContent)) &&
-		document.querySelectorAll('#decisions li').length >= 1 &&
+		document.querySelectorAll('#decisions li:not(.muted)').length === (kilnConsole.job.plan.decisions || []).length &&
 		[...document.querySelectorAll('#urls code.url')].some(e => e.textContent.endsWith('/master.m3u8')) &&
 		document.querySelectorAll('#urls button').length >= 2`) {
 		t.Fatalf("asset page details missing:\n%s", pageText(ctx))
+	}
+	// The plan's decisions are the API's.
+	var planned struct {
+		Plan struct {
+			Decisions []string `json:"decisions"`
+		} `json:"plan"`
+	}
+	if code := s.do(t, http.MethodGet, "/v1/jobs/"+ids[0], nil, "", &planned); code != http.StatusOK {
+		t.Fatalf("GET job: %d", code)
+	}
+	if shown := eval[[]string](c, `[...document.querySelectorAll('#decisions li:not(.muted)')].map(li => li.textContent)`); strings.Join(shown, "|") != strings.Join(planned.Plan.Decisions, "|") {
+		t.Errorf("decisions shown %q, planned %q", shown, planned.Plan.Decisions)
 	}
 	c.do(chromedp.SetValue(chromedp.ID("quality"), "0"))
 	eval[bool](c, `document.getElementById('quality').dispatchEvent(new Event('change')), true`)
@@ -238,7 +250,7 @@ func TestConsole(t *testing.T) {
 	}
 
 	// Webhooks: the deliveries of the uploads are logged; replay one.
-	c.do(chromedp.Navigate(s.APIURL + "/ui/#/webhooks"))
+	c.open("#/webhooks")
 	c.wait("the delivery log", `document.querySelectorAll('#endpoints table.deliveries tbody tr').length >= 2`, time.Minute)
 	eventID := eval[string](c, `document.querySelector('#endpoints table.deliveries tbody tr').dataset.eventId`)
 	before := rcv.count(eventID)
@@ -292,7 +304,7 @@ func TestConsole(t *testing.T) {
 	})
 
 	// Operations: the stage queues, workers, jobs and failures.
-	c.do(chromedp.Navigate(s.APIURL + "/ui/#/operations"))
+	c.open("#/operations")
 	c.wait("the operations view", `!!kilnConsole.ops && kilnConsole.ops.queues_up && document.querySelectorAll('#ops-queues tbody tr[data-queue]').length >= 3 &&
 		document.querySelectorAll('#ops-workers tbody tr').length >= 1 && !document.querySelector('#ops-workers tbody td.muted')`, 30*time.Second)
 	if !eval[bool](c, `['probe', 'transcode', 'package'].every(q => !!document.querySelector('#ops-queues tr[data-queue="' + q + '"]')) && kilnConsole.ops.jobs_up && kilnConsole.ops.jobs.ready >= 2`) {

@@ -195,7 +195,14 @@ function confirmDialog(text, yes) {
 	$('confirm-yes').textContent = yes || 'Delete';
 	d.returnValue = '';
 	return new Promise((resolve) => {
-		d.addEventListener('close', () => resolve(d.returnValue === 'ok'), { once: true });
+		// A close event of the dialog's previous opening may still be
+		// queued: only a close that left it closed answers.
+		const closed = () => {
+			if (d.open) return;
+			d.removeEventListener('close', closed);
+			resolve(d.returnValue === 'ok');
+		};
+		d.addEventListener('close', closed);
 		d.showModal();
 		$('confirm-no').focus();
 	});

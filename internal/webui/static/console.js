@@ -513,9 +513,10 @@ const uploads = {
 
 	onJob(job) {
 		for (const item of this.items) {
-			if (item.jobId !== job.id || item.state === 'playable') continue;
+			if (item.jobId !== job.id) continue;
 			const link = item.el.text.querySelector('a');
-			this.set(item, playable(job) ? 'playable' : job.state, (playable(job) ? 'playable · ' : stageText(job) + ' · '), overall(job));
+			const st = TERMINAL.has(job.state) ? job.state : playable(job) ? 'playable' : job.state;
+			this.set(item, st, (st === 'playable' ? 'playable while it encodes · ' : stageText(job) + ' · '), overall(job));
 			if (link) item.el.text.append(link);
 		}
 	},
@@ -1006,6 +1007,7 @@ const webhooks = {
 
 	card(ep) {
 		const log = h('div', { class: 'tablewrap' });
+		log.status = h('p', { class: 'ok', role: 'status', hidden: true });
 		const card = h(
 			'article',
 			{ class: 'card endpoint', dataset: { endpointId: ep.id } },
@@ -1023,6 +1025,7 @@ const webhooks = {
 				ep.disabled ? h('button', { type: 'button', class: 'secondary small', text: 'Enable', onclick: () => this.enable(ep) }) : '',
 				h('button', { type: 'button', class: 'danger small', text: 'Delete…', onclick: () => this.remove(ep) }),
 			),
+			log.status,
 			log,
 		);
 		this.deliveries(ep, log);
@@ -1032,7 +1035,7 @@ const webhooks = {
 	async deliveries(ep, box) {
 		try {
 			const res = await call('GET', 'webhooks/' + encodeURIComponent(ep.id) + '/deliveries?limit=50');
-			const rows = (res.deliveries || []).slice().reverse(); // newest first
+			const rows = (res.deliveries || []).slice().sort((a, b) => Date.parse(b.at) - Date.parse(a.at)); // newest first
 			box.textContent = '';
 			if (!rows.length) return box.append(h('p', { class: 'muted', text: 'No deliveries yet.' }));
 			const tbody = h('tbody');
@@ -1072,7 +1075,7 @@ const webhooks = {
 			const res = await call('POST', 'webhook-events/' + encodeURIComponent(eventId) + '/replay');
 			ui.replayed = (ui.replayed || 0) + 1;
 			show($('banner'), '');
-			box.prepend(h('p', { class: 'ok', role: 'status', text: 'Replayed ' + eventId + ': ' + (res.deliveries || []).length + ' new deliveries.' }));
+			show(box.status, 'Replayed ' + eventId + ': ' + (res.deliveries || []).length + ' new deliveries.');
 			setTimeout(() => this.deliveries(ep, box), 1500);
 		} catch (e) {
 			fail(e);

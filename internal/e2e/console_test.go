@@ -148,8 +148,15 @@ func TestConsole(t *testing.T) {
 	// Two files at once; both appear at once and reach playable live.
 	c.open("#/")
 	c.do(chromedp.WaitVisible(chromedp.ID("drop")))
+	// From 500 kB here (64 MB by default) files go up as resumable multipart
+	// direct uploads, straight to storage: "one" does, "two" is posted.
+	eval[bool](c, `localStorage.setItem('kiln.multipartFrom', '500000'), true`)
 	c.do(chromedp.SetUploadFiles(chromedp.ID("files"), []string{one, two}))
 	c.wait("both uploads accepted", `kilnConsole.uploads.filter(u => u.jobId).length === 2`, 2*time.Minute)
+	if !eval[bool](c, `kilnConsole.uploads.find(u => u.name.includes('one')).multipart && !kilnConsole.uploads.find(u => u.name.includes('two')).multipart`) {
+		t.Error("the uploads did not take the multipart and the simple path")
+	}
+	eval[bool](c, `localStorage.removeItem('kiln.multipartFrom'), true`)
 	ids := eval[[]string](c, `kilnConsole.uploads.map(u => u.jobId)`)
 	for _, id := range ids {
 		c.wait("the upload's row", `!!document.querySelector('#library tr[data-job-id="`+id+`"]')`, 30*time.Second)

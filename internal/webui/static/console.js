@@ -11,8 +11,16 @@
 
 const KEY_STORAGE = 'kiln.apiKey';
 const PAGE = 20;
-// Files from this size go up as resumable multipart direct uploads.
+// Files from this size go up as resumable multipart direct uploads; the
+// local storage item kiln.multipartFrom (bytes) changes it.
 const MULTIPART_FROM = 64 << 20;
+function multipartFrom() {
+	try {
+		return +localStorage.getItem('kiln.multipartFrom') || MULTIPART_FROM;
+	} catch (e) {
+		return MULTIPART_FROM;
+	}
+}
 const STATES = ['queued', 'probing', 'transcoding', 'packaging', 'ready'];
 const TERMINAL = new Set(['ready', 'failed', 'canceled']);
 
@@ -30,6 +38,9 @@ const ui = (window.kilnConsole = {
 	storyboard: 0, // cues of the asset page's storyboard
 	scrub: null, // the last scrub preview shown: {time, image, x, y}
 	me: null, // GET /v1/tenant
+	ops: null, // GET /v1/operations, on the operations view
+	replayed: 0, // webhook deliveries replayed
+	playerStartedIn: '', // the job's state when the asset page's player started
 	errors: [],
 });
 
@@ -458,11 +469,10 @@ $('more').addEventListener('click', () => library.load(false));
 // --- uploads ---------------------------------------------------------------
 
 const uploads = {
-	items: [],
+	items: ui.uploads,
 
 	add(file) {
-		const item = { name: file.name, size: file.size, state: 'uploading', jobId: '', assetId: '', error: '' };
-		ui.uploads.push(item);
+		const item = { name: file.name, size: file.size, state: 'uploading', jobId: '', assetId: '', error: '', multipart: file.size >= multipartFrom() };
 		const bar = h('progress', { max: 1, value: 0, 'aria-label': 'Upload of ' + file.name });
 		const text = h('span', { class: 'muted small', text: 'waiting…' });
 		const li = h('li', { dataset: { state: 'uploading' } }, h('span', { class: 'name', text: file.name + ' (' + bytes(file.size) + ')' }), bar, text);
@@ -492,7 +502,7 @@ const uploads = {
 
 	async one(file, item, opts) {
 		try {
-			const res = file.size >= MULTIPART_FROM ? await multipart(file, item, opts) : await simpleUpload(file, item, opts);
+			const res = file.size >= multipartFrom() ? await multipart(file, item, opts) : await simpleUpload(file, item, opts);
 			item.jobId = res.job_id;
 			item.assetId = res.asset_id;
 			const link = h('a', { href: '#/assets/' + encodeURIComponent(res.asset_id), text: 'open' });
@@ -618,6 +628,9 @@ const drop = $('drop');
 $('files').addEventListener('change', () => {
 	uploads.start($('files').files);
 	$('files').value = '';
+});
+drop.addEventListener('click', (ev) => {
+	if (!ev.target.closest('label, input')) $('files').click(); // the label opens it itself
 });
 drop.addEventListener('keydown', (ev) => {
 	if (ev.key === 'Enter' || ev.key === ' ') {
@@ -1073,7 +1086,7 @@ const webhooks = {
 	async replay(ep, eventId, box) {
 		try {
 			const res = await call('POST', 'webhook-events/' + encodeURIComponent(eventId) + '/replay');
-			ui.replayed = (ui.replayed || 0) + 1;
+			ui.replayed++;
 			show($('banner'), '');
 			show(box.status, 'Replayed ' + eventId + ': ' + (res.deliveries || []).length + ' new deliveries.');
 			setTimeout(() => this.deliveries(ep, box), 1500);

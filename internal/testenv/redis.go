@@ -16,7 +16,6 @@ import (
 //	0   the test stack itself (never flushed: RedisDB refuses it)
 //	1   internal/ledger
 //	2   catalog/tenants (the key directory)
-//	3   internal/operations
 //	5   internal/admission
 //	6   catalog/webhooks (two replicas' dispatchers)
 //	7   internal/tasks
@@ -29,7 +28,7 @@ import (
 //	14  deploy (the metrics test's kiln serve, the KEDA scaler's keys)
 //	15  internal/profiling
 //
-// A new package takes a free number (4) and adds it here.
+// A new package takes a free number (3 or 4) and adds it here.
 
 // RedisDB returns the connection options of database db of the test
 // stack's Redis (Redis), flushed now and again at the end of the test; the

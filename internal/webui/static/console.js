@@ -425,12 +425,16 @@ const library = {
 		if (old) {
 			old.replaceWith(tr);
 		} else if (live) {
+			const at = Date.parse(job.created_at);
 			const after = [...tbody.rows].find((r) => {
 				const other = this.jobs.get(r.dataset.jobId);
-				return other && other.created_at < job.created_at;
+				return other && Date.parse(other.created_at) < at;
 			});
+			if (!after && this.cursor) {
+				this.jobs.delete(job.id); // it belongs to a later page
+				return;
+			}
 			tbody.insertBefore(tr, after || null);
-			if (!after && this.cursor) tr.remove(); // belongs to a later page
 		} else {
 			tbody.append(tr);
 		}

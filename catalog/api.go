@@ -20,6 +20,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/quota"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -288,6 +289,22 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusServiceUnavailable, CodeNotConfigured, "this catalog cannot retry jobs")
 		return
 	}
+	// A new attempt is a running job again: its tenant's concurrency and
+	// monthly minutes allow it or not (it stores nothing new).
+	reserved := false
+	if s.quotas != nil {
+		v, err := s.quotas.Admit(r.Context(), j.TenantID, j.Source.Key, 0, retryHold)
+		if err != nil {
+			s.log.Error("retry job: quota check", zap.String("job_id", j.ID), zap.Error(err))
+			httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "the quota store is unavailable; retry")
+			return
+		}
+		if v.Exceeded != "" {
+			quota.WriteRefusal(w, v, 0)
+			return
+		}
+		reserved = true
+	}
 	task := &kilnv1.ProbeTask{
 		JobId: j.ID, AssetId: j.AssetID, Preset: j.Preset, Attempt: max(j.Attempt, 1) + 1, Priority: j.Priority, TenantId: j.TenantID,
 		Source: &kilnv1.ObjectRef{Bucket: j.Source.Bucket, Key: j.Source.Key, Etag: j.Source.ETag, Size: j.Source.Size},
@@ -301,6 +318,11 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil && ev == nil {
+		if reserved {
+			if rerr := s.quotas.Release(context.WithoutCancel(r.Context()), j.TenantID, j.Source.Key); rerr != nil {
+				s.log.Warn("retry job: release the quota reservation (it lapses by itself)", zap.String("job_id", j.ID), zap.Error(rerr))
+			}
+		}
 		s.log.Error("retry job", zap.String("job_id", j.ID), zap.Error(err))
 		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "retrying the job failed; retry")
 		return
@@ -310,6 +332,17 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 	}
 	s.writeJob(w, r, http.StatusAccepted, s.reload(r.Context(), j))
 }
+
+// QuotaAdmitter checks a retried job against its tenant's quotas and
+// holds its place among the tenant's concurrent jobs (quota.Store).
+type QuotaAdmitter interface {
+	Admit(ctx context.Context, tenant, sourceKey string, size int64, hold time.Duration) (quota.Verdict, error)
+	Release(ctx context.Context, tenant, sourceKey string) error
+}
+
+// retryHold is how long a retry's reservation waits for the usage pass
+// to see the job running again.
+const retryHold = 2 * time.Minute
 
 // errNoEncodedKey aborts a rendition retry: the failed rendition's encoded
 // object is not known (a row older than encoded keys that no backfill

@@ -110,6 +110,9 @@ type Config struct {
 	// Retrier starts new attempts of jobs (POST /v1/jobs/{id}/retry);
 	// without it that route answers 503 not_configured.
 	Retrier JobRetrier
+	// Quotas checks a job retry against its tenant's concurrency and
+	// monthly minutes (quota.Store); nil checks none.
+	Quotas QuotaAdmitter
 	// RenditionRetrier enqueues the packaging of one failed rendition
 	// (POST /v1/assets/{id}/renditions/{name}/retry); without it that route
 	// answers 503 not_configured.
@@ -199,6 +202,7 @@ type Service struct {
 
 	canceler      JobCanceler
 	retrier       JobRetrier
+	quotas        QuotaAdmitter
 	rendRetrier   RenditionRetrier
 	remover       ObjectRemover
 	outputsBucket string
@@ -272,6 +276,7 @@ func New(cfg Config) (*Service, error) {
 
 		canceler:      cfg.Canceler,
 		retrier:       cfg.Retrier,
+		quotas:        cfg.Quotas,
 		rendRetrier:   cfg.RenditionRetrier,
 		remover:       cfg.Remover,
 		outputsBucket: cfg.OutputsBucket,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kilnvideo/kiln/internal/playlist"
+	"github.com/kilnvideo/kiln/internal/quota"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
@@ -96,6 +97,19 @@ type Store interface {
 	// last updated before f.Before, least recently updated first (then by
 	// id), one page of f.PageLimit() after f.After.
 	StaleJobs(ctx context.Context, f StaleFilter) ([]*Job, error)
+	// TenantUsage returns what each tenant (only tenant, when not "") uses
+	// of the quotas counted here: the bytes of its sources not deleted, and
+	// the seconds of video of its jobs that became ready since since
+	// (deleted since or not: the encoding happened). A tenant that uses
+	// nothing is absent.
+	TenantUsage(ctx context.Context, tenant string, since time.Time) (map[string]quota.Usage, error)
+	// RunningSources returns the source keys of the jobs that have not
+	// ended, deleted ones excluded, by tenant (jobs of no tenant yet left
+	// out): what counts against a concurrency limit.
+	RunningSources(ctx context.Context) (map[string][]string, error)
+	// EndedSources returns which of keys are source keys of recorded jobs
+	// that ended (or were deleted).
+	EndedSources(ctx context.Context, keys []string) ([]string, error)
 	// CountJobs returns how many jobs, deleted ones excluded, are in each
 	// state (a state without a job is absent): kiln_jobs on /metrics.
 	CountJobs(ctx context.Context) (map[State]int, error)

@@ -128,6 +128,13 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := layout.NewSourceKey(req.Filename)
+	ttl := s.cfg.DirectUploadTTL
+	// The reservation lasts as long as the URL can still be used, and then
+	// as long as the landed object takes to become a job.
+	rsv, ok := s.admit(w, r, key, *req.Size, ttl+landHold)
+	if !ok {
+		return
+	}
 	headers := map[string]string{
 		"Content-Length":                  strconv.FormatInt(*req.Size, 10),
 		"X-Amz-Meta-" + layout.MetaPreset: req.Preset,
@@ -144,10 +151,10 @@ func (s *Service) directUpload(w http.ResponseWriter, r *http.Request) {
 	for k, v := range headers {
 		signed.Set(k, v)
 	}
-	ttl := s.cfg.DirectUploadTTL
 	expires := time.Now().Add(ttl).UTC().Truncate(time.Second)
 	u, err := s.cfg.Presigner.PresignPut(r.Context(), s.cfg.SourcesBucket, key, ttl, signed)
 	if err != nil {
+		rsv.release(r.Context())
 		if errors.Is(err, r.Context().Err()) {
 			return
 		}

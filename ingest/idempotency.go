@@ -180,18 +180,26 @@ func newToken() string {
 
 // keepReserved extends the reservation until stop is called.
 func keepReserved(ctx context.Context, store IdempotencyStore, key, token string) (stop func()) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	return renewEvery(context.WithoutCancel(ctx), reservationTTL/3, func(ctx context.Context) {
+		_, _ = store.Extend(ctx, key, token, reservationTTL)
+	})
+}
+
+// renewEvery calls renew every d, in a goroutine, until stop is called
+// (or ctx ends); stop returns once renew is no longer running.
+func renewEvery(ctx context.Context, d time.Duration, renew func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(reservationTTL / 3)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				_, _ = store.Extend(ctx, key, token, reservationTTL)
+				renew(ctx)
 			}
 		}
 	}()

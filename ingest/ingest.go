@@ -94,6 +94,11 @@ type Config struct {
 	// WebhookSecret is KILN_WEBHOOK_SECRET: an upload with a webhook_url
 	// gets that webhook's own secret, derived from it (webhooks.UploadSecret).
 	WebhookSecret string
+	// Quotas checks every upload against its tenant's quotas before a
+	// byte is stored (quota.go); nil checks none. QuotaRefusals counts the
+	// uploads they refuse; nil counts none.
+	Quotas        Quotas
+	QuotaRefusals QuotaRefusals
 	// Rejections counts the landed objects the intake refuses, by reason
 	// (metrics.Rejections); nil counts nothing.
 	Rejections Rejections

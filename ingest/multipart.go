@@ -314,10 +314,17 @@ func (s *Service) startMultipart(w http.ResponseWriter, r *http.Request, req Dir
 	if ctype == "" {
 		ctype = "application/octet-stream"
 	}
+	// Reserved until the upload is swept as abandoned, and then as long as
+	// a completed one takes to become a job.
+	rsv, ok := s.admit(w, r, key, *req.Size, s.cfg.UploadAbortAfter+landHold)
+	if !ok {
+		return
+	}
 	created := time.Now()
 	uploadID, err := s.cfg.Multipart.NewMultipartUpload(r.Context(), s.cfg.SourcesBucket, key, ctype,
 		uploadMeta(r.Context(), req.Preset, req.PlaybackPolicy, req.WebhookURL, req.Priority))
 	if err != nil {
+		rsv.release(r.Context())
 		if errors.Is(err, r.Context().Err()) {
 			return
 		}
@@ -439,6 +446,7 @@ func (s *Service) abortUpload(w http.ResponseWriter, r *http.Request) {
 		s.storageError(w, r, t, "abort", err)
 		return
 	}
+	s.reservationOf(tenant.OfEvent(t.Tenant), t.Key).release(r.Context())
 	s.log.Info("multipart upload aborted", zap.String("key", t.Key), zap.String("by", "client"))
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -599,6 +607,7 @@ func (s *Service) completed(w http.ResponseWriter, r *http.Request, t uploadToke
 		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "the upload is complete but could not be recorded; complete it again")
 		return
 	}
+	s.reservationOf(tenant.OfEvent(t.Tenant), t.Key).landed(ctx, landHold)
 	s.log.Info("multipart upload completed", zap.String("job_id", jobID), zap.String("key", t.Key), zap.Int64("bytes", info.Size))
 	httpapi.WriteJSON(w, http.StatusAccepted, resp)
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/objstore"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/quota"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
@@ -199,13 +200,30 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	}
 
 	key := layout.NewSourceKey(filename)
-	info, err := s.cfg.Objects.Put(ctx, s.cfg.SourcesBucket, key, src, size, contentType,
+	// Quotas before any byte is stored: a repeat of an idempotent upload
+	// replayed above, and counts nothing.
+	rsv, ok := s.admit(w, r, key, size, streamHold)
+	if !ok {
+		s.releaseIdempotency(ctx, idem)
+		return
+	}
+	jobOnItsWay := false
+	defer func() {
+		if jobOnItsWay {
+			rsv.landed(ctx, landHold)
+		} else {
+			rsv.release(ctx)
+		}
+	}()
+	stopHold := rsv.keepWhileStreaming(ctx)
+	info, err := s.cfg.Objects.Put(ctx, s.cfg.SourcesBucket, key, rsv.limit(src, s.cfg.MaxUploadBytes), size, contentType,
 		uploadMeta(ctx, preset, playback, webhook, priority))
+	stopHold()
 	if err != nil {
-		if idem != nil {
-			if rerr := s.cfg.Idempotency.Release(context.WithoutCancel(ctx), idem.key, idem.token); rerr != nil {
-				s.log.Warn("idempotency release", zap.Error(rerr))
-			}
+		s.releaseIdempotency(ctx, idem)
+		if errors.Is(err, errOverQuota) {
+			httpapi.WriteError(w, http.StatusForbidden, quota.CodeQuotaExceeded, "stored_bytes quota: the upload passes the bytes the quota has left")
+			return
 		}
 		if tooLarge(err) {
 			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "upload exceeds "+strconv.FormatInt(s.cfg.MaxUploadBytes, 10)+" bytes")
@@ -256,20 +274,28 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		// Idempotency-Key uploads again rather than replaying a job id that
 		// may never start, the key is released.
 		s.log.Error("publish object landed", zap.String("job_id", jobID), zap.String("key", key), zap.Error(err))
-		if idem != nil {
-			if rerr := s.cfg.Idempotency.Release(context.WithoutCancel(ctx), idem.key, idem.token); rerr != nil {
-				s.log.Warn("idempotency release", zap.Error(rerr))
-			}
-		}
+		s.releaseIdempotency(ctx, idem)
 		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
 		httpapi.WriteError(w, http.StatusServiceUnavailable, httpapi.CodeUnavailable, "the upload could not be recorded; retry")
 		return
 	}
+	jobOnItsWay = true
 	if idem != nil && !s.complete(w, r, idem, info, resp) {
 		return
 	}
 	s.log.Info("upload stored", zap.String("job_id", jobID), zap.String("key", key), zap.Int64("bytes", info.Size))
 	httpapi.WriteJSON(w, http.StatusAccepted, resp)
+}
+
+// releaseIdempotency gives up idem's reservation (nil: none), so that a
+// retry with the same key uploads again.
+func (s *Service) releaseIdempotency(ctx context.Context, idem *idemClaim) {
+	if idem == nil {
+		return
+	}
+	if err := s.cfg.Idempotency.Release(context.WithoutCancel(ctx), idem.key, idem.token); err != nil {
+		s.log.Warn("idempotency release", zap.Error(err))
+	}
 }
 
 // RetryAfterSeconds is the Retry-After of an upload answered 503 because

@@ -1017,13 +1017,7 @@ func (s *Store) CountJobs(ctx context.Context) (map[catalog.State]int, error) {
 // StaleJobs returns a page of the running jobs not updated since
 // f.Before, least recently updated first (see catalog.Store).
 func (s *Store) StaleJobs(ctx context.Context, f catalog.StaleFilter) ([]*catalog.Job, error) {
-	var running []any
-	for _, st := range catalog.States() {
-		if !st.Terminal() {
-			running = append(running, string(st))
-		}
-	}
-	marks := strings.TrimSuffix(strings.Repeat("?, ", len(running)), ", ")
+	running, marks := runningStates()
 	where, args := "state IN ("+marks+") AND deleted_at IS NULL AND updated_at < ?", append(running, fmtTime(f.Before))
 	if f.After != nil {
 		t := fmtTime(f.After.UpdatedAt)

@@ -22,6 +22,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/failure"
 	"github.com/kilnvideo/kiln/internal/jobid"
 	"github.com/kilnvideo/kiln/internal/policy"
+	"github.com/kilnvideo/kiln/internal/quota"
 	"github.com/kilnvideo/kiln/internal/tasks"
 	"github.com/kilnvideo/kiln/internal/tenant"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -60,6 +61,7 @@ func Run(t *testing.T, open Opener) {
 		{"HasJob", testHasJob},
 		{"StaleJobs", testStaleJobs},
 		{"CountJobs", testCountJobs},
+		{"Usage", testUsage},
 		{"Lease", testLease},
 	}
 	for _, tt := range tests {
@@ -1081,6 +1083,72 @@ func testCountJobs(t *testing.T, open Opener) {
 	want := map[catalog.State]int{catalog.StateQueued: 2, catalog.StateReady: 1} // the deleted job is not counted
 	if err != nil || !maps.Equal(got, want) {
 		t.Errorf("CountJobs = %v, %v; want %v", got, err, want)
+	}
+}
+
+// testUsage: the stored bytes of a tenant's jobs not deleted, the seconds
+// of its jobs made ready since a time (deleted or not), its running jobs'
+// sources, and which sources ended.
+func testUsage(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	const tenA, tenB = "ten_aaaaaaaaaaaaaaaaaaaaaaaaaa", "ten_bbbbbbbbbbbbbbbbbbbbbbbbbb"
+	if u, err := s.TenantUsage(ctx, "", eventtest.T0); err != nil || len(u) != 0 {
+		t.Fatalf("TenantUsage of an empty store = %v, %v", u, err)
+	}
+	queuedFor := func(job, tn string) *kilnv1.JobEvent {
+		ev := eventtest.Event(job, queued, 0)
+		ev.TenantId = tn
+		return ev
+	}
+	run, _ := eventtest.Job("usage-run")           // A, transcoding
+	done, doneAsset := eventtest.Job("usage-done") // A, ready
+	gone, _ := eventtest.Job("usage-gone")         // A, ready, then deleted
+	other, _ := eventtest.Job("usage-other")       // B, queued
+	orphan, _ := eventtest.Job("usage-orphan")     // nobody's: no QUEUED
+	mustApply(t, s, queuedFor(run, tenA), eventtest.Event(run, transcoding, 0.5),
+		queuedFor(done, tenA), eventtest.Event(done, ready, 0),
+		queuedFor(gone, tenA), eventtest.Event(gone, ready, 0),
+		queuedFor(other, tenB), eventtest.Event(orphan, probing, 0))
+	if _, err := s.DeleteJob(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Asset(ctx, doneAsset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := eventtest.Source(run).Size
+	got, err := s.TenantUsage(ctx, "", eventtest.T0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]quota.Usage{
+		tenA: {StoredBytes: 2 * size, EncodedSeconds: 2 * a.DurationSeconds}, // run and done kept; done and gone encoded
+		tenB: {StoredBytes: size},
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("TenantUsage = %v, want %v", got, want)
+	}
+	if got, err := s.TenantUsage(ctx, tenB, eventtest.T0); err != nil || !maps.Equal(got, map[string]quota.Usage{tenB: {StoredBytes: size}}) {
+		t.Errorf("TenantUsage of B = %v, %v", got, err)
+	}
+	// Since a time after the READYs: nothing encoded.
+	if got, err := s.TenantUsage(ctx, tenA, eventtest.T0.Add(24*time.Hour)); err != nil || got[tenA].EncodedSeconds != 0 || got[tenA].StoredBytes != 2*size {
+		t.Errorf("TenantUsage of A after its READYs = %v, %v", got, err)
+	}
+	running, err := s.RunningSources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(running) != fmt.Sprint(map[string][]string{tenA: {eventtest.Source(run).Key}, tenB: {eventtest.Source(other).Key}}) {
+		t.Errorf("RunningSources = %v", running)
+	}
+	ended, err := s.EndedSources(ctx, []string{eventtest.Source(run).Key, eventtest.Source(done).Key, eventtest.Source(gone).Key, "in/unknown.mov"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{eventtest.Source(done).Key, eventtest.Source(gone).Key}; !slices.Equal(ended, want) {
+		t.Errorf("EndedSources = %v, want %v", ended, want)
 	}
 }
 

@@ -13,6 +13,9 @@
 //	POST   /v1/tenants/{id}/keys      {"name","scope"} → 201 key, with its secret (once)
 //	GET    /v1/tenants/{id}/keys      its keys (never their secrets)
 //	DELETE /v1/keys/{id}              revoke a key → 204
+//	PUT    /v1/tenants/{id}/quotas    set its quotas → 200 tenant
+//	GET    /v1/tenants/{id}/usage     its usage against its quotas
+//	GET    /v1/usage                  the usage of the key's own tenant (any read or write key)
 package tenants
 
 import (
@@ -33,6 +36,7 @@ import (
 
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/jobid"
+	"github.com/kilnvideo/kiln/internal/quota"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
 	"github.com/kilnvideo/kiln/internal/tenant"
 )
@@ -72,7 +76,15 @@ type Config struct {
 	// directory again (a write that failed, a directory that lost its
 	// data); DefaultSyncInterval when 0.
 	SyncInterval time.Duration
-	Logger       *zap.Logger
+	// Usage counts what tenants use (catalog.Store) and Quotas keeps
+	// limits and usage where ingest checks them (quota.Store); without
+	// them the quota routes answer 503 and RunUsage does nothing.
+	Usage  UsageSource
+	Quotas QuotaStore
+	// UsageInterval is how often RunUsage publishes limits and usage;
+	// DefaultUsageInterval when 0.
+	UsageInterval time.Duration
+	Logger        *zap.Logger
 }
 
 // DefaultSyncInterval is how often Run mirrors the keys into the directory.
@@ -85,6 +97,7 @@ type Service struct {
 	sync time.Duration
 	log  *zap.Logger
 	now  func() time.Time
+	*quotaState
 }
 
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
@@ -100,7 +113,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, errors.New("tenants: Config.DB and Config.Directory are required")
 	}
 	s := &Service{db: sqldialect.DB{DB: cfg.DB, Dialect: cfg.Dialect}, dir: cfg.Directory, sync: cfg.SyncInterval,
-		log: cfg.Logger, now: time.Now}
+		log: cfg.Logger, now: time.Now, quotaState: newQuotaState(cfg)}
 	if s.sync <= 0 {
 		s.sync = DefaultSyncInterval
 	}
@@ -117,7 +130,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// Routes lists the API; every route needs an admin key.
+// Routes lists the API; every route but GET /v1/usage needs an admin key.
 func (s *Service) Routes() []httpapi.Route {
 	return []httpapi.Route{
 		httpapi.AdminOnly("POST /v1/tenants", s.createTenant),
@@ -127,6 +140,9 @@ func (s *Service) Routes() []httpapi.Route {
 		httpapi.AdminOnly("POST /v1/tenants/{id}/keys", s.createKey),
 		httpapi.AdminOnly("GET /v1/tenants/{id}/keys", s.listKeys),
 		httpapi.AdminOnly("DELETE /v1/keys/{id}", s.revokeKey),
+		httpapi.AdminOnly("PUT /v1/tenants/{id}/quotas", s.setQuotas),
+		httpapi.AdminOnly("GET /v1/tenants/{id}/usage", s.tenantUsage),
+		httpapi.Authed("GET /v1/usage", s.ownUsage),
 	}
 }
 
@@ -135,11 +151,17 @@ func (s *Service) Routes() []httpapi.Route {
 // removed, so a directory write that failed (or a Redis that lost its
 // data) is repaired within SyncInterval.
 func (s *Service) Run(ctx context.Context) error {
-	t := time.NewTicker(s.sync)
+	return s.every(ctx, s.sync, "key directory sync", s.Sync)
+}
+
+// every runs pass at once and then every d until ctx ends, logging its
+// errors as what.
+func (s *Service) every(ctx context.Context, d time.Duration, what string, pass func(context.Context) error) error {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
-		if err := s.Sync(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("key directory sync", zap.Error(err))
+		if err := pass(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn(what, zap.Error(err))
 		}
 		select {
 		case <-ctx.Done():
@@ -198,6 +220,8 @@ type (
 		CreatedAt time.Time  `json:"created_at"`
 		Disabled  bool       `json:"disabled"`
 		DeletedAt *time.Time `json:"deleted_at,omitempty"`
+		// Quotas are its limits (quotas.go).
+		Quotas quota.Limits `json:"quotas"`
 	}
 	keyJSON struct {
 		ID        string        `json:"id"`
@@ -218,7 +242,7 @@ func (k *keyJSON) record() httpapi.KeyRecord {
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 const (
-	tenantColumns = `id, name, created_at, deleted_at`
+	tenantColumns = `id, name, created_at, deleted_at, quota_concurrent_jobs, quota_stored_bytes, quota_encoded_minutes`
 	keyColumns    = `id, tenant_id, name, scope, created_at, revoked_at`
 	maxBody       = 16 << 10
 )
@@ -229,7 +253,8 @@ func scanTenant(sc scanner) (*tenantJSON, error) {
 	var t tenantJSON
 	var created string
 	var deleted sql.NullString
-	if err := sc.Scan(&t.ID, &t.Name, &created, &deleted); err != nil {
+	if err := sc.Scan(&t.ID, &t.Name, &created, &deleted, &t.Quotas.ConcurrentJobs, &t.Quotas.StoredBytes,
+		&t.Quotas.EncodedMinutesPerMonth); err != nil {
 		return nil, err
 	}
 	var err error
@@ -269,7 +294,8 @@ func scanKey(sc scanner, extra ...any) (*keyJSON, error) {
 
 func (s *Service) createTenant(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Name string `json:"name"`
+		Name   string       `json:"name"`
+		Quotas quota.Limits `json:"quotas"`
 	}
 	if !httpapi.DecodeJSON(w, r, &req, maxBody, true) {
 		return
@@ -278,12 +304,18 @@ func (s *Service) createTenant(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidName, "name must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
 		return
 	}
-	t := &tenantJSON{ID: tenant.New(), Name: req.Name, CreatedAt: s.now().UTC().Truncate(time.Microsecond)}
-	if _, err := s.db.ExecContext(r.Context(), `INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)`,
-		t.ID, t.Name, fmtTime(t.CreatedAt)); err != nil {
+	if !req.Quotas.Valid() {
+		writeInvalidQuota(w)
+		return
+	}
+	t := &tenantJSON{ID: tenant.New(), Name: req.Name, CreatedAt: s.now().UTC().Truncate(time.Microsecond), Quotas: req.Quotas}
+	if _, err := s.db.ExecContext(r.Context(), `INSERT INTO tenants (id, name, created_at, quota_concurrent_jobs, quota_stored_bytes,
+		quota_encoded_minutes) VALUES (?, ?, ?, ?, ?, ?)`, t.ID, t.Name, fmtTime(t.CreatedAt),
+		t.Quotas.ConcurrentJobs, t.Quotas.StoredBytes, t.Quotas.EncodedMinutesPerMonth); err != nil {
 		s.internal(w, r, fmt.Errorf("insert tenant: %w", err))
 		return
 	}
+	s.putLimits(r.Context(), t.ID, t.Quotas)
 	s.log.Info("tenant created", zap.String("tenant_id", t.ID), zap.String("name", t.Name), zap.String("key", httpapi.KeyName(r.Context())))
 	httpapi.WriteJSON(w, http.StatusCreated, t)
 }

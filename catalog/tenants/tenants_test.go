@@ -26,6 +26,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/apikeys"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/objstore"
+	"github.com/kilnvideo/kiln/internal/quota"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
 	"github.com/kilnvideo/kiln/internal/testenv"
 	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
@@ -86,11 +87,13 @@ const (
 // assets, webhooks, tenants — behind keys that consult the key directory
 // on the real Redis, on a clock the test moves.
 type stack struct {
-	store store
-	h     http.Handler
-	dir   *apikeys.Directory
-	mu    sync.Mutex
-	now   time.Time
+	store  store
+	h      http.Handler
+	dir    *apikeys.Directory
+	ten    *tenants.Service
+	quotas *quota.Store
+	mu     sync.Mutex
+	now    time.Time
 }
 
 // sql is the store's database, binding SQLite's marks for either dialect.
@@ -128,7 +131,9 @@ func newStack(t *testing.T, open func(*testing.T) store) *stack {
 		t.Fatal(err)
 	}
 	st.store.OnApply(wh.OnApply)
-	ten, err := tenants.New(t.Context(), tenants.Config{DB: st.store.DB(), Dialect: st.store.Dialect(), Directory: st.dir})
+	st.quotas = &quota.Store{Redis: st.dir.Redis, Now: st.clock}
+	ten, err := tenants.New(t.Context(), tenants.Config{DB: st.store.DB(), Dialect: st.store.Dialect(), Directory: st.dir,
+		Usage: st.store, Quotas: st.quotas})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +142,7 @@ func newStack(t *testing.T, open func(*testing.T) store) *stack {
 	httpapi.Mount(mux, keys, wh.Routes())
 	httpapi.Mount(mux, keys, ten.Routes())
 	httpapi.Mount(mux, keys, ten.SelfServiceRoutes())
-	st.h = mux
+	st.h, st.ten = mux, ten
 	return st
 }
 

@@ -44,6 +44,10 @@ API client (talks to a running kiln over HTTP):
   kiln tenants create NAME | list | delete TENANT_ID
                  manage tenants (an admin key); create prints the tenant id, delete
                  disables it and revokes its keys
+  kiln tenants quotas TENANT_ID [--concurrent-jobs N] [--stored-bytes N] [--encoded-minutes N]
+                 set a tenant's quotas (an admin key; 0 or absent: no limit)
+  kiln usage [--tenant TENANT_ID]
+                 the key's tenant's usage against its quotas (an admin key: --tenant's)
   kiln keys create TENANT_ID --name N [--scope read|write] | list TENANT_ID | revoke KEY_ID
                  manage a tenant's API keys (an admin key); create prints the secret,
                  shown this once, alone on stdout; a revoked key stops within 5 s
@@ -201,6 +205,8 @@ func (e *cliEnv) run(ctx context.Context, cmd string, args []string) error {
 		err = e.tenants(ctx, args)
 	case "keys":
 		err = e.keys(ctx, args)
+	case "usage":
+		err = e.usage(ctx, args)
 	default:
 		return usageErr("unknown command %q", cmd)
 	}

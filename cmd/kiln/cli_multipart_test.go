@@ -212,6 +212,7 @@ func TestUploadMultipartResume(t *testing.T) {
 			t.Errorf("part %d was stored before and sent again (stored %v, second run %v)", n, stored, resent)
 		}
 	}
+	t.Logf("parts stored before the interruption %v, sent by the resumed run %v", stored, resent)
 	if all := slices.Sorted(slices.Values(append(slices.Clone(stored), resent...))); !slices.Equal(all, []int{1, 2, 3, 4}) {
 		t.Fatalf("parts stored %v + sent %v, want 1 to 4 once each", stored, resent)
 	}

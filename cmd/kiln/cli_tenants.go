@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"text/tabwriter"
 	"time"
 )
@@ -13,10 +14,16 @@ import (
 // tenantInfo and keyInfo are what the client shows of a tenant and a key.
 type (
 	tenantInfo struct {
-		ID        string    `json:"id"`
-		Name      string    `json:"name"`
-		CreatedAt time.Time `json:"created_at"`
-		Disabled  bool      `json:"disabled"`
+		ID        string      `json:"id"`
+		Name      string      `json:"name"`
+		CreatedAt time.Time   `json:"created_at"`
+		Disabled  bool        `json:"disabled"`
+		Quotas    quotaLimits `json:"quotas"`
+	}
+	quotaLimits struct {
+		ConcurrentJobs         int64 `json:"concurrent_jobs"`
+		StoredBytes            int64 `json:"stored_bytes"`
+		EncodedMinutesPerMonth int64 `json:"encoded_minutes_per_month"`
 	}
 	keyInfo struct {
 		ID        string    `json:"id"`
@@ -84,8 +91,29 @@ func (e *cliEnv) tenants(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintln(e.stdout, "deleted tenant", pos[0], "(its keys are revoked)")
 		return nil
+	case "quotas":
+		fs, cf := e.flagSet("tenants quotas", "TENANT_ID [--concurrent-jobs N] [--stored-bytes N] [--encoded-minutes N]")
+		var l quotaLimits
+		fs.Int64Var(&l.ConcurrentJobs, "concurrent-jobs", 0, "jobs running at once, uploads becoming one included (0: no limit)")
+		fs.Int64Var(&l.StoredBytes, "stored-bytes", 0, "bytes of sources kept (0: no limit)")
+		fs.Int64Var(&l.EncodedMinutesPerMonth, "encoded-minutes", 0, "minutes of video made ready per calendar month, UTC (0: no limit)")
+		pos, err := parseArgs(fs, rest, 1)
+		if err != nil {
+			return err
+		}
+		c, err := e.client(cf)
+		if err != nil {
+			return err
+		}
+		var t tenantInfo
+		if err := c.sendJSON(ctx, http.MethodPut, "/v1/tenants/"+url.PathEscape(pos[0])+"/quotas", nil, l, &t); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "quotas of %s: concurrent jobs %s, stored bytes %s, encoded minutes per month %s\n", t.ID,
+			limitText(t.Quotas.ConcurrentJobs), limitText(t.Quotas.StoredBytes), limitText(t.Quotas.EncodedMinutesPerMonth))
+		return nil
 	}
-	return usageErr("kiln tenants: want create NAME, list or delete TENANT_ID")
+	return usageErr("kiln tenants: want create NAME, list, delete TENANT_ID or quotas TENANT_ID")
 }
 
 // keys runs `kiln keys create TENANT_ID --name N [--scope read|write] |
@@ -155,6 +183,59 @@ func (e *cliEnv) keys(ctx context.Context, args []string) error {
 		return nil
 	}
 	return usageErr("kiln keys: want create TENANT_ID --name N [--scope read|write], list TENANT_ID or revoke KEY_ID")
+}
+
+// usage runs `kiln usage [--tenant TENANT_ID]`: the key's tenant's usage
+// (GET /v1/usage), or with an admin key another tenant's.
+func (e *cliEnv) usage(ctx context.Context, args []string) error {
+	fs, cf := e.flagSet("usage", "[--tenant TENANT_ID]")
+	of := fs.String("tenant", "", "the tenant (an admin key); default the key's own")
+	if _, err := parseArgs(fs, args, 0); err != nil {
+		return err
+	}
+	c, err := e.client(cf)
+	if err != nil {
+		return err
+	}
+	path := "/v1/usage"
+	if *of != "" {
+		path = "/v1/tenants/" + url.PathEscape(*of) + "/usage"
+	}
+	type figures struct {
+		Used  float64 `json:"used"`
+		Limit *int64  `json:"limit"`
+	}
+	var u struct {
+		TenantID       string    `json:"tenant_id"`
+		PeriodStart    time.Time `json:"period_start"`
+		PeriodEnd      time.Time `json:"period_end"`
+		ConcurrentJobs figures   `json:"concurrent_jobs"`
+		StoredBytes    figures   `json:"stored_bytes"`
+		EncodedMinutes figures   `json:"encoded_minutes"`
+	}
+	if err := c.getJSON(ctx, path, nil, &u); err != nil {
+		return err
+	}
+	limit := func(f figures) string {
+		if f.Limit == nil {
+			return "no limit"
+		}
+		return strconv.FormatInt(*f.Limit, 10)
+	}
+	fmt.Fprintf(e.stdout, "tenant %s, %s to %s\n", u.TenantID, u.PeriodStart.Format(time.DateOnly), u.PeriodEnd.Format(time.DateOnly))
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "QUOTA\tUSED\tLIMIT")
+	fmt.Fprintf(tw, "concurrent jobs\t%.0f\t%s\n", u.ConcurrentJobs.Used, limit(u.ConcurrentJobs))
+	fmt.Fprintf(tw, "stored bytes\t%.0f\t%s\n", u.StoredBytes.Used, limit(u.StoredBytes))
+	fmt.Fprintf(tw, "encoded minutes this month\t%.2f\t%s\n", u.EncodedMinutes.Used, limit(u.EncodedMinutes))
+	return tw.Flush()
+}
+
+func limitText(n int64) string {
+	if n <= 0 {
+		return "no limit"
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // deleteRequest sends DELETE path and discards the answer.

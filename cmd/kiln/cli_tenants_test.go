@@ -11,6 +11,7 @@ import (
 	"github.com/kilnvideo/kiln/catalog/sqlite"
 	"github.com/kilnvideo/kiln/catalog/tenants"
 	"github.com/kilnvideo/kiln/internal/httpapi"
+	"github.com/kilnvideo/kiln/internal/quota"
 )
 
 // memDirectory is the key directory in memory (apikeys.Directory is on
@@ -36,7 +37,18 @@ func (d *memDirectory) Remove(_ context.Context, digests ...string) error {
 	return nil
 }
 
-// TestTenantsAndKeysCLI: kiln tenants and kiln keys against the tenant API
+// memQuotas is the quota store in memory with active concurrent jobs of
+// every tenant (quota.Store is on Redis; internal/quota tests it there).
+type memQuotas struct{ active int64 }
+
+func (memQuotas) PutLimits(context.Context, string, quota.Limits) error { return nil }
+func (memQuotas) Reservations(context.Context) (map[string][]string, error) {
+	return nil, nil
+}
+func (q *memQuotas) Active(context.Context, string) (int64, error) { return q.active, nil }
+func (memQuotas) Publish(context.Context, quota.Snapshot) error    { return nil }
+
+// TestTenantsAndKeysCLI: kiln tenants, kiln keys and kiln usage against the tenant API
 // itself (on SQLite), with testKey as the admin key.
 func TestTenantsAndKeysCLI(t *testing.T) {
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "kiln.db"))
@@ -45,7 +57,8 @@ func TestTenantsAndKeysCLI(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	dir := &memDirectory{keys: map[string]httpapi.KeyRecord{}}
-	svc, err := tenants.New(t.Context(), tenants.Config{DB: st.DB(), Dialect: st.Dialect(), Directory: dir})
+	svc, err := tenants.New(t.Context(), tenants.Config{DB: st.DB(), Dialect: st.Dialect(), Directory: dir,
+		Usage: st, Quotas: &memQuotas{active: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +97,20 @@ func TestTenantsAndKeysCLI(t *testing.T) {
 	}
 	if out, _, err = run("keys", "list", id); err != nil || !strings.Contains(out, "revoked") || len(dir.keys) != 0 {
 		t.Fatalf("after revoke:\n%s %v (directory %d)", out, err, len(dir.keys))
+	}
+	out, _, err = run("tenants", "quotas", id, "--concurrent-jobs", "3", "--stored-bytes", "1000")
+	if err != nil || !strings.Contains(out, "quotas of "+id+": concurrent jobs 3, stored bytes 1000, encoded minutes per month no limit") {
+		t.Fatalf("tenants quotas: %q %v", out, err)
+	}
+	if _, stderr, err := run("tenants", "quotas", id, "--encoded-minutes", "-5"); exitCode(err) != exitAPI || !strings.Contains(stderr+err.Error(), "invalid_quota") {
+		t.Fatalf("tenants quotas with a negative limit: %v (exit %d) %s", err, exitCode(err), stderr)
+	}
+	out, _, err = run("usage", "--tenant", id)
+	for _, want := range []string{"tenant " + id + ", ", "concurrent jobs             2     3\n", "stored bytes                0     1000\n",
+		"encoded minutes this month  0.00  no limit\n"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("usage --tenant: %v\n%s\nwant %q", err, out, want)
+		}
 	}
 	out, _, err = run("tenants", "list")
 	if err != nil || !strings.Contains(out, "default") || !strings.Contains(out, id) || !strings.Contains(out, "acme") {

@@ -65,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil
-	case "upload", "jobs", "job", "delete", "dead-letters", "tenants", "keys":
+	case "upload", "jobs", "job", "delete", "dead-letters", "tenants", "keys", "usage":
 		return runCLI(args[0], args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)

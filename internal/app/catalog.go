@@ -16,7 +16,9 @@ import (
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/metrics"
 	"github.com/kilnvideo/kiln/internal/operations"
+	"github.com/kilnvideo/kiln/internal/quota"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
+	"go.uber.org/zap"
 )
 
 // sqlStore is a catalog store on a SQL database, whose tables the webhook
@@ -61,7 +63,7 @@ func (p *process) catalog(ctx context.Context) error {
 		Remover: p.objects, OutputsBucket: cfg.OutputsBucket, SourcesBucket: cfg.SourcesBucket, Rejections: p.rejections,
 		MaxStreamsPerKey: cfg.SSEMaxStreamsPerKey, PlaybackRateLimit: cfg.PlaybackRateLimit,
 		PlaybackRateBurst: cfg.PlaybackRateBurst, Proxies: cfg.TrustedProxies, Changes: p.bus,
-		TracerProvider: cfg.TracerProvider,
+		TracerProvider: cfg.TracerProvider, Quotas: &quota.Store{Redis: p.redis},
 	})
 	if err != nil {
 		return err
@@ -86,8 +88,12 @@ func (p *process) catalog(ctx context.Context) error {
 		return err
 	}
 	ten, err := tenants.New(ctx, tenants.Config{DB: store.DB(), Dialect: store.Dialect(),
-		Directory: &apikeys.Directory{Redis: p.redis}, Logger: p.log.Named("tenants")})
+		Directory: &apikeys.Directory{Redis: p.redis}, Usage: store, Quotas: &quota.Store{Redis: p.redis},
+		Logger: p.log.Named("tenants")})
 	if err != nil {
+		return err
+	}
+	if err := p.metrics.Register(ten); err != nil { // kiln_tenant_usage, kiln_tenant_quota_limit
 		return err
 	}
 	store.OnApply(wh.OnApply) // the outbox: before any event is applied
@@ -95,9 +101,15 @@ func (p *process) catalog(ctx context.Context) error {
 	httpapi.Mount(p.mux, p.keys, cat.Routes())
 	httpapi.Mount(p.mux, p.keys, wh.Routes())
 	httpapi.Mount(p.mux, p.keys, ten.Routes())
-	// A tenant's own keys, for its own keys (the web console's keys page).
+	// A tenant's own keys, for its read and write keys (the web console's keys page).
 	httpapi.Mount(p.mux, p.keys, ten.SelfServiceRoutes())
 	p.g.Go(func() error { return ten.Run(ctx) }) // the key directory, mirrored from the database
+	// Limits and usage, where ingest checks them: before the catalog
+	// serves, and then every 2 s.
+	if err := ten.PublishUsage(ctx); err != nil {
+		p.log.Warn("publish usage (repeated every 2 s)", zap.Error(err))
+	}
+	p.g.Go(func() error { return ten.RunUsage(ctx) })
 	httpapi.Mount(p.mux, p.keys, deadletter.New(deadletter.Config{Store: p.bus, Logger: p.log.Named("deadletter")}).Routes())
 	httpapi.Mount(p.mux, p.keys, operations.New(operations.Config{Metrics: p.metrics, Servers: p.inspector, Jobs: store,
 		Logger: p.log.Named("operations")}).Routes())

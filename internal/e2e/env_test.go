@@ -85,6 +85,7 @@ type jobView struct {
 	AssetID string `json:"asset_id"`
 	State   string `json:"state"`
 	Preset  string `json:"preset"`
+	Attempt int32  `json:"attempt"`
 	Error   *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`

@@ -14,7 +14,11 @@ import (
 // order — and each job reports the priority it was uploaded with.
 func TestPriorityOrder(t *testing.T) {
 	s := needStack(t)
-	clip := makeClip(t, "priority.mp4", 8, "640x360")
+	// The clip is long enough that two lows still wait when the high one
+	// is probed, on a fast machine too: its upload and probe come after six
+	// others, on cores the first lows' encodes keep busy (an 8 s clip let
+	// the lows finish first). Under 30 s, the stack's chunk threshold.
+	clip := makeClip(t, "priority.mp4", 20, "640x360")
 	var jobs []queuedJob
 	priorities := map[string]string{}
 	send := func(name, priority string) {

@@ -16,6 +16,8 @@ import (
 //	0   the test stack itself (never flushed: RedisDB refuses it)
 //	1   internal/ledger
 //	2   catalog/tenants (the key directory)
+//	3   internal/quota
+//	4   ingest (quotas)
 //	5   internal/admission
 //	6   catalog/webhooks (two replicas' dispatchers)
 //	7   internal/tasks
@@ -28,7 +30,8 @@ import (
 //	14  deploy (the metrics test's kiln serve, the KEDA scaler's keys)
 //	15  internal/profiling
 //
-// A new package takes a free number (3 or 4) and adds it here.
+// Every number is taken: a new package shares one only if its tests use
+// their own keys and never flush.
 
 // RedisDB returns the connection options of database db of the test
 // stack's Redis (Redis), flushed now and again at the end of the test; the

@@ -94,7 +94,8 @@ func (r *replayReceiver) count(id string) int {
 // two files at once and watches both reach playable in the library, live,
 // without a reload; searches and filters the library; opens an asset,
 // plays it, reads its renditions, decisions and URLs, and sees a storyboard
-// scrub preview; uploads a long file, cancels it, retries it, cancels and
+// scrub preview; plays a signed asset with its token and mints a new one;
+// uploads a long file, cancels it, retries it, cancels and
 // deletes it (confirming in a dialog); replays a webhook delivery; creates
 // and revokes an API key; and reads the operations view. Another tenant
 // sees none of it. Screenshots of every view go to KILN_TEST_SCREENSHOT_DIR
@@ -108,6 +109,7 @@ func TestConsole(t *testing.T) {
 	run := "console-" + hex.EncodeToString(tag) // this run's file names
 	one, two := makeClip(t, run+" one.mp4", 6, "640x360"), makeClip(t, run+" two.mp4", 4, "480x270")
 	long := makeClip(t, run+" long.mp4", 40, "640x360")
+	signed := makeClip(t, run+" signed.mp4", 3, "320x180")
 	rcv := newReplayReceiver(t)
 	t.Cleanup(func() { // the endpoint goes with the test (t.Context() is canceled by now)
 		var list struct {
@@ -227,11 +229,31 @@ func TestConsole(t *testing.T) {
 	}
 	screenshot(t, ctx, "console-asset.png")
 
+	// A signed asset: its URLs carry a token for this write key, the player
+	// plays with it, and a new token can be minted.
+	c.open("#/")
+	c.do(chromedp.WaitVisible(chromedp.ID("drop")))
+	eval[bool](c, `(p => (p.value = 'signed', true))(document.getElementById('policy'))`)
+	c.do(chromedp.SetUploadFiles(chromedp.ID("files"), []string{signed}))
+	c.wait("the signed upload accepted", `kilnConsole.uploads.filter(u => u.jobId).length === 3`, 2*time.Minute)
+	eval[bool](c, `(p => (p.value = 'public', true))(document.getElementById('policy'))`)
+	signedJob := eval[string](c, `kilnConsole.uploads.find(u => u.name.includes('signed')).jobId`)
+	c.wait("the signed asset playable", `document.querySelector('#library tr[data-job-id="`+signedJob+`"]').dataset.playable === 'true'`, jobTimeout)
+	c.do(chromedp.Click(chromedp.CSS(`#library tr[data-job-id="` + signedJob + `"] td.file a`)))
+	c.wait("the signed asset's token", `kilnConsole.view === 'asset' && !!kilnConsole.asset && kilnConsole.asset.playback_policy === 'signed' &&
+		!!kilnConsole.asset.playback && kilnConsole.asset.playback.hls.includes('token=') && !!kilnConsole.asset.playback_token_expires_at &&
+		!document.getElementById('token-info').hidden && !document.getElementById('new-token').hidden`, 30*time.Second)
+	st = waitPlayed(t, ctx)
+	t.Logf("signed asset plays with %s at %.1f s", st.Engine, st.CurrentTime)
+	c.do(chromedp.Click(chromedp.ID("new-token")))
+	c.wait("a new token", `[...document.querySelectorAll('#urls dt')].some(d => d.textContent === 'Token')`, 10*time.Second)
+	screenshot(t, ctx, "console-asset-signed.png")
+
 	// A long upload: cancel it, retry it, cancel it again, delete it.
 	c.open("#/")
 	c.do(chromedp.WaitVisible(chromedp.ID("drop")))
 	c.do(chromedp.SetUploadFiles(chromedp.ID("files"), []string{long}))
-	c.wait("the long upload accepted", `kilnConsole.uploads.filter(u => u.jobId).length === 3`, 2*time.Minute)
+	c.wait("the long upload accepted", `kilnConsole.uploads.filter(u => u.jobId).length === 4`, 2*time.Minute)
 	longJob := eval[string](c, `kilnConsole.uploads.find(u => u.name.includes('long')).jobId`)
 	c.do(chromedp.Click(chromedp.CSS(`#library tr[data-job-id="` + longJob + `"] td.file a`)))
 	c.wait("the cancel button", `kilnConsole.view === 'asset' && !!kilnConsole.job && !document.getElementById('act-cancel').hidden`, 60*time.Second)

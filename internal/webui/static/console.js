@@ -683,10 +683,16 @@ const assetPage = {
 		ui.job = ui.asset = ui.scrub = null;
 		ui.storyboard = 0;
 		$('video').hidden = true;
+		$('video').removeAttribute('poster');
 		$('scrubber').hidden = true;
 		$('player-wait').hidden = false;
 		$('quality').disabled = true;
 		$('quality').length = 1;
+		for (const b of ['act-cancel', 'act-retry', 'act-delete', 'new-token', 'token-info']) $(b).hidden = true;
+		$('asset-state').textContent = '–';
+		$('asset-state').dataset.state = '';
+		$('asset-progress').textContent = '';
+		$('asset-bar').value = 0;
 		show($('player-error'), '');
 		show($('asset-error'), '');
 	},

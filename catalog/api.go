@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -107,7 +108,7 @@ func decodeCursor(s string) (*Cursor, error) {
 // maxSourceKey bounds the source_key filter (S3 keys are at most 1024 bytes).
 const maxSourceKey = 1024
 
-// listJobs answers GET /v1/jobs?state=&source_key=&limit=&cursor=.
+// listJobs answers GET /v1/jobs?state=&source_key=&q=&limit=&cursor=.
 func (s *Service) listJobs(w http.ResponseWriter, r *http.Request) {
 	bad := func(msg string) { httpapi.WriteError(w, http.StatusBadRequest, httpapi.CodeBadRequest, msg) }
 	q, err := url.ParseQuery(r.URL.RawQuery)
@@ -117,7 +118,7 @@ func (s *Service) listJobs(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, v := range q {
 		switch k {
-		case "state", "source_key", "limit", "cursor":
+		case "state", "source_key", "q", "limit", "cursor":
 			if len(v) > 1 {
 				bad(k + " given more than once")
 				return
@@ -141,6 +142,12 @@ func (s *Service) listJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	} else {
 		f.SourceKey = v
+	}
+	if v := strings.TrimSpace(q.Get("q")); utf8.RuneCountInString(v) > MaxNameFilter {
+		bad(fmt.Sprintf("q is longer than %d characters", MaxNameFilter))
+		return
+	} else {
+		f.Name = v
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -482,6 +489,42 @@ func (s *Service) deleteAsset(w http.ResponseWriter, r *http.Request) {
 // streamRetryAfter is the Retry-After of a 429 too_many_streams, seconds.
 const streamRetryAfter = 5
 
+// startStream answers 200 with a text/event-stream and returns what sends
+// one chunk of it within Config.StreamWriteTimeout (false: the stream is
+// over). A writer without deadlines (tests' recorders) is written without
+// one.
+func (s *Service) startStream(w http.ResponseWriter) (write func([]byte) bool) {
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	return func(b []byte) bool {
+		if err := rc.SetWriteDeadline(time.Now().Add(s.streamWrite)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return false
+		}
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+}
+
+// tooManyStreams answers 429 too_many_streams.
+func (s *Service) tooManyStreams(w http.ResponseWriter, r *http.Request, poll string) {
+	s.log.Warn("events: too many streams", zap.String("key", httpapi.KeyName(r.Context())), zap.String("path", r.URL.Path))
+	w.Header().Set("Retry-After", strconv.Itoa(streamRetryAfter))
+	httpapi.WriteError(w, http.StatusTooManyRequests, CodeTooManyStreams,
+		fmt.Sprintf("this API key has %d event streams open already; close one or poll %s", s.hub.maxPerKey, poll))
+}
+
+// streamKey is the hub's name of the request's API key (names repeat
+// across tenants).
+func streamKey(r *http.Request) string {
+	return httpapi.Tenant(r.Context()) + "/" + httpapi.KeyName(r.Context())
+}
+
 // jobEvents answers GET /v1/jobs/{id}/events with a text/event-stream: an
 // "job" event with the current job, then one per change of its state,
 // attempt, progress, chunk counts or playable time, a comment every
@@ -497,32 +540,13 @@ func (s *Service) jobEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rc := http.NewResponseController(w)
-	sub := s.hub.subscribe(j.ID, httpapi.Tenant(r.Context())+"/"+httpapi.KeyName(r.Context())) // names repeat across tenants
+	sub := s.hub.subscribe(j.ID, streamKey(r))
 	if sub == nil {
-		s.log.Warn("job events: too many streams", zap.String("key", httpapi.KeyName(r.Context())), zap.String("job_id", j.ID))
-		w.Header().Set("Retry-After", strconv.Itoa(streamRetryAfter))
-		httpapi.WriteError(w, http.StatusTooManyRequests, CodeTooManyStreams,
-			fmt.Sprintf("this API key has %d event streams open already; close one or poll GET /v1/jobs/{id}", s.hub.maxPerKey))
+		s.tooManyStreams(w, r, "GET /v1/jobs/{id}")
 		return
 	}
 	defer s.hub.unsubscribe(sub)
-	// write sends one chunk within the write timeout. A writer without
-	// deadlines (tests' recorders) is written without one.
-	write := func(b []byte) bool {
-		if err := rc.SetWriteDeadline(time.Now().Add(s.streamWrite)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			return false
-		}
-		if _, err := w.Write(b); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
+	write := s.startStream(w)
 
 	seq := 0
 	var playable time.Time // the playable time announced last

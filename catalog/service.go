@@ -392,6 +392,7 @@ func (s *Service) JobChanged(jobID string) { s.changed(jobID) }
 //	GET    /v1/jobs                                jobs, newest first, paginated (API key)
 //	GET    /v1/jobs/{id}                           job (API key)
 //	GET    /v1/jobs/{id}/events                    job changes as server-sent events (API key)
+//	GET    /v1/events                              changes of every job of the key's tenant, as server-sent events (API key)
 //	POST   /v1/jobs/{id}/cancel                    cancel a running job (API key)
 //	POST   /v1/jobs/{id}/retry                     new attempt of a failed/canceled job (API key)
 //	GET    /v1/assets/{id}                         asset (API key)
@@ -417,6 +418,7 @@ func (s *Service) Routes() []httpapi.Route {
 		api("GET /v1/jobs", s.listJobs),
 		api("GET /v1/jobs/{id}", s.getJob),
 		api("GET /v1/jobs/{id}/events", s.jobEvents),
+		api("GET /v1/events", s.tenantEvents),
 		api("POST /v1/jobs/{id}/cancel", s.cancelJob),
 		api("POST /v1/jobs/{id}/retry", s.retryJob),
 		api("GET /v1/assets/{id}", s.getAsset),

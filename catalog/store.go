@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/kilnvideo/kiln/internal/playlist"
@@ -270,6 +271,9 @@ type JobFilter struct {
 	State State
 	// SourceKey, when set, keeps jobs of that source object key.
 	SourceKey string
+	// Name, when set, keeps jobs whose source file name contains it,
+	// ignoring ASCII case (FileNameFilter): the library's search.
+	Name string
 	// Tenant, when set, keeps the jobs of that tenant (the API always
 	// sets it: a key lists its own tenant's jobs only).
 	Tenant string
@@ -278,6 +282,19 @@ type JobFilter struct {
 	// After continues a listing after this position (the page's last job).
 	After *Cursor
 }
+
+// MaxNameFilter bounds JobFilter.Name (GET /v1/jobs?q=).
+const MaxNameFilter = 100
+
+// unsafeNameRun is what layout.SafeName replaces in a file name ('/'
+// stays: a key put in the bucket directly is searched whole).
+var unsafeNameRun = regexp.MustCompile(`[^A-Za-z0-9._/-]+`)
+
+// FileNameFilter is the text JobFilter.Name searches for in the stored
+// file names: as layout.SafeName stored them, every run of other
+// characters than letters, digits, '.', '_', '-' and '/' is one '_' ("my
+// clip.mp4" finds my_clip.mp4).
+func FileNameFilter(name string) string { return unsafeNameRun.ReplaceAllString(name, "_") }
 
 // StaleFilter selects a page of StaleJobs.
 type StaleFilter struct {

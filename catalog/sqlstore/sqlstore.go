@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kilnvideo/kiln/catalog"
+	"github.com/kilnvideo/kiln/internal/layout"
 	"github.com/kilnvideo/kiln/internal/policy"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
 	"github.com/kilnvideo/kiln/internal/tasks"
@@ -621,6 +622,9 @@ func scanJob(row interface{ Scan(...any) error }, extra ...any) (*catalog.Job, e
 	return j, nil
 }
 
+// likeEscaper escapes LIKE's wildcards (and its escape character, '!').
+var likeEscaper = strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
+
 // ListJobs returns jobs newest first (created_at, then id, descending),
 // deleted ones excluded, and the cursor of the next page (nil on the last).
 func (s *Store) ListJobs(ctx context.Context, f catalog.JobFilter) ([]*catalog.Job, *catalog.Cursor, error) {
@@ -631,6 +635,16 @@ func (s *Store) ListJobs(ctx context.Context, f catalog.JobFilter) ([]*catalog.J
 	}
 	if f.SourceKey != "" {
 		where, args = append(where, "source_key = ?"), append(args, f.SourceKey)
+	}
+	if f.Name != "" {
+		// The file name of an upload's key (layout.NewSourceKey,
+		// "uploads/<24 hex>/<name>") is what follows its fixed-length
+		// prefix; of another key (put in the bucket directly), the
+		// whole key is searched.
+		prefix := layout.SourcePrefix + strings.Repeat("_", 24) + "/"
+		like := "%" + likeEscaper.Replace(strings.ToLower(catalog.FileNameFilter(f.Name))) + "%"
+		where = append(where, `(LOWER(source_key) LIKE ? ESCAPE '!' OR (source_key NOT LIKE ? AND LOWER(source_key) LIKE ? ESCAPE '!'))`)
+		args = append(args, prefix+like, prefix+"%", like)
 	}
 	if f.Tenant != "" {
 		where, args = append(where, "tenant_id = ?"), append(args, f.Tenant)

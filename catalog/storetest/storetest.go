@@ -48,6 +48,7 @@ func Run(t *testing.T, open Opener) {
 		{"CancelAndAttempts", testCancelAndAttempts},
 		{"DeleteJob", testDeleteJob},
 		{"ListJobs", testListJobs},
+		{"ListJobsByName", testListJobsByName},
 		{"PartialReadyIgnored", testPartialReadyIgnored},
 		{"PartialReadyValidation", testPartialReadyValidation},
 		{"PartialReadyRenditions", testPartialReadyRenditions},
@@ -685,6 +686,58 @@ func testListJobs(t *testing.T, open Opener) {
 	jobs, _, err = s.ListJobs(ctx, catalog.JobFilter{State: catalog.StateReady})
 	if err != nil || len(jobs) != 1 || !slices.Equal(jobs[0].FailedRenditions, []string{"720p"}) {
 		t.Errorf("ready jobs = %+v, %v", jobs, err)
+	}
+}
+
+// testListJobsByName: JobFilter.Name finds jobs by their source file name,
+// ignoring case, and searches an upload's file name only (not its random
+// folder), a key put in the bucket directly whole.
+func testListJobsByName(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	keys := map[string]string{
+		"name-a": "uploads/0123456789abcdef01234567/Holiday_Beach.mp4",
+		"name-b": "uploads/fedcba9876543210fedcba98/beach-day-bowl.mov",
+		"name-c": "uploads/00000000000000000000cafe/office.mkv",
+		"name-d": "inbox/beach/raw.mov", // put in the bucket directly
+	}
+	ids := map[string]string{}
+	for name, key := range keys {
+		id, _ := eventtest.Job(name)
+		ids[name] = id
+		ev := eventtest.Event(id, queued, 0)
+		ev.Source.Key = key
+		mustApply(t, s, ev)
+	}
+	for _, tc := range []struct {
+		q    string
+		want []string
+	}{
+		{"beach", []string{"name-a", "name-b", "name-d"}},
+		{"BEACH.MP4", []string{"name-a"}},
+		{"holiday beach", []string{"name-a"}}, // the space as SafeName stored it
+		{"y_b", []string{"name-a"}},           // '_' is no wildcard (y-b)
+		{"%", []string{"name-a"}},             // nor '%' (it is a run: '_')
+		{"cafe", nil},                         // the random folder is not the name
+		{"inbox/", []string{"name-d"}},
+		{"uploads", nil},
+	} {
+		jobs, _, err := s.ListJobs(ctx, catalog.JobFilter{Name: tc.q})
+		if err != nil {
+			t.Fatalf("q %q: %v", tc.q, err)
+		}
+		var got []string
+		for _, j := range jobs {
+			for name, id := range ids {
+				if j.ID == id {
+					got = append(got, name)
+				}
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("q %q found %v, want %v", tc.q, got, tc.want)
+		}
 	}
 }
 

@@ -141,6 +141,7 @@ func newStack(t *testing.T, open func(*testing.T) store) *stack {
 	httpapi.Mount(mux, keys, cat.Routes())
 	httpapi.Mount(mux, keys, wh.Routes())
 	httpapi.Mount(mux, keys, ten.Routes())
+	httpapi.Mount(mux, keys, ten.SelfServiceRoutes())
 	st.h, st.ten = mux, ten
 	return st
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/kilnvideo/kiln/internal/deadletter"
 	"github.com/kilnvideo/kiln/internal/httpapi"
 	"github.com/kilnvideo/kiln/internal/metrics"
+	"github.com/kilnvideo/kiln/internal/operations"
 	"github.com/kilnvideo/kiln/internal/quota"
 	"github.com/kilnvideo/kiln/internal/sqldialect"
 	"go.uber.org/zap"
@@ -100,6 +101,8 @@ func (p *process) catalog(ctx context.Context) error {
 	httpapi.Mount(p.mux, p.keys, cat.Routes())
 	httpapi.Mount(p.mux, p.keys, wh.Routes())
 	httpapi.Mount(p.mux, p.keys, ten.Routes())
+	// A tenant's own keys, for its read and write keys (the web console's keys page).
+	httpapi.Mount(p.mux, p.keys, ten.SelfServiceRoutes())
 	p.g.Go(func() error { return ten.Run(ctx) }) // the key directory, mirrored from the database
 	// Limits and usage, where ingest checks them: before the catalog
 	// serves, and then every 2 s.
@@ -108,6 +111,8 @@ func (p *process) catalog(ctx context.Context) error {
 	}
 	p.g.Go(func() error { return ten.RunUsage(ctx) })
 	httpapi.Mount(p.mux, p.keys, deadletter.New(deadletter.Config{Store: p.bus, Logger: p.log.Named("deadletter")}).Routes())
+	httpapi.Mount(p.mux, p.keys, operations.New(operations.Config{Metrics: p.metrics, Servers: p.inspector, Jobs: store,
+		Logger: p.log.Named("operations")}).Routes())
 	p.g.Go(func() error { return wh.Run(ctx) })
 	if cfg.ReconcileInterval > 0 {
 		rec, err := catalog.NewReconciler(catalog.ReconcilerConfig{

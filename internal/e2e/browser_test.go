@@ -281,7 +281,7 @@ func TestBrowserPlayer(t *testing.T) {
 	}
 }
 
-// TestBrowserUploadPage drives the upload page like a user: types the API
+// TestBrowserUploadPage drives the simple upload page like a user: types the API
 // key, picks a file, uploads, waits for "ready" and for the embedded player
 // to play.
 func TestBrowserUploadPage(t *testing.T) {
@@ -295,6 +295,10 @@ func TestBrowserUploadPage(t *testing.T) {
 	}
 	if loc, err := chromedp.Run(ctx, chromedp.Location()); err != nil || loc != s.APIURL+"/ui/" {
 		t.Fatalf("location after GET / = %q, %v; want %s/ui/", loc, err, s.APIURL)
+	}
+	// The console is there; this test drives the simple upload page.
+	if err := chromedp.Do(ctx, chromedp.WaitReady(chromedp.ID("view-signin")), chromedp.Navigate(s.APIURL+"/ui/upload.html")); err != nil {
+		t.Fatal(err)
 	}
 
 	if err := chromedp.Do(ctx,

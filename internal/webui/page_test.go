@@ -37,7 +37,7 @@ func headless(t *testing.T) context.Context {
 	return ctx
 }
 
-// TestUploadPagePlaysWhenPlayable: the upload page starts its player the
+// TestUploadPagePlaysWhenPlayable: the simple upload page starts its player the
 // moment the job it follows is playable (playable_at, still transcoding),
 // keeps that player at ready, and shows the MP4 link once the download
 // is built after ready.
@@ -102,7 +102,7 @@ func TestUploadPagePlaysWhenPlayable(t *testing.T) {
 		t.Fatal(err)
 	}
 	eval(`localStorage.setItem('kiln.apiKey', 'kiln_page_test_key'), true`)
-	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/ui/?follow#job=job_1")); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/ui/upload.html?follow#job=job_1")); err != nil {
 		t.Fatal(err)
 	}
 	// Count the players the page starts.

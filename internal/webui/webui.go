@@ -1,9 +1,12 @@
-// Package webui serves kiln's small browser UI under /ui/: an upload page
-// that follows the job and plays the result, and a bare player page. The
-// files are static, embedded in the binary, and talk to the API with
+// Package webui serves kiln's browser UI under /ui/: the console (index.html,
+// console.js: library, upload, asset page with the player, webhooks, API
+// keys, operations), a simple upload page that follows one job and plays
+// the result (upload.html, app.js), and a bare player page. The files are
+// static ES modules and CSS, embedded in the binary without a build step,
+// and talk to the public API with
 // same-origin relative URLs, so the UI works wherever the API is published
-// (KILN_PUBLIC_URL, reverse proxies with a path prefix). The page itself
-// needs no API key; it sends the key the user types.
+// (KILN_PUBLIC_URL, reverse proxies with a path prefix). The pages
+// themselves need no API key; they send the key the user types.
 //
 // hls.js is vendored, unmodified, under static/vendor (see its README).
 package webui

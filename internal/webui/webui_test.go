@@ -19,7 +19,10 @@ func TestHandler(t *testing.T) {
 		status       int
 		ctype, body  string
 	}{
-		{"GET", "/ui/", 200, "text/html", `id="upload-form"`},
+		{"GET", "/ui/", 200, "text/html", `id="view-library"`},
+		{"GET", "/ui/upload.html", 200, "text/html", `id="upload-form"`},
+		{"GET", "/ui/console.js", 200, "javascript", "../v1/"},
+		{"GET", "/ui/console.css", 200, "text/css", ""},
 		{"GET", "/ui/index.html", 301, "", ""}, // FileServer canonicalises to /ui/
 		{"GET", "/ui/player.html", 200, "text/html", `id="video"`},
 		{"GET", "/ui/app.js", 200, "javascript", "../v1/"},
@@ -61,7 +64,8 @@ func TestHandler(t *testing.T) {
 // The pages must reach the API only through same-origin relative URLs and
 // load nothing from other hosts.
 func TestRelativeURLs(t *testing.T) {
-	for _, name := range []string{"static/index.html", "static/player.html", "static/app.js", "static/player.js", "static/player-page.js"} {
+	for _, name := range []string{"static/index.html", "static/upload.html", "static/player.html", "static/app.js", "static/console.js",
+		"static/player.js", "static/player-page.js"} {
 		b, err := static.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-// kiln upload page: POST /v1/uploads (multipart, with upload progress), poll
+// kiln simple upload page (upload.html): POST /v1/uploads (multipart, with upload progress), poll
 // GET /v1/jobs/{id} until ready or failed, and play the asset
 // (GET /v1/assets/{id}) as soon as the job is playable: while it still
 // encodes (playable_at; its playlists grow), else once it is ready. Every API URL is relative to this page (served at <base>/ui/), so the

@@ -36,7 +36,8 @@
 	};
 
 	// attach(video, src, {engine: 'auto'|'hls.js'|'native', onChange(state)})
-	// returns {state, destroy()}.
+	// returns {state, hls, destroy()}; hls is the hls.js instance (null for
+	// the other engines), for a quality menu.
 	function attach(video, src, opts) {
 		opts = opts || {};
 		var state = {
@@ -172,6 +173,7 @@
 
 		return {
 			state: state,
+			hls: hls,
 			destroy: function () {
 				if (hls) hls.destroy();
 				video.removeAttribute('src');

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,11 @@ import (
 
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kilnvideo/kiln/internal/bus"
+	"github.com/kilnvideo/kiln/internal/testenv"
+	kilnv1 "github.com/kilnvideo/kiln/proto/kiln/v1"
 )
 
 // consoleRun drives the web console in one chromium tab.
@@ -97,7 +103,8 @@ func (r *replayReceiver) count(id string) int {
 // scrub preview; plays a signed asset with its token and mints a new one;
 // uploads a long file, cancels it, retries it, cancels and
 // deletes it (confirming in a dialog); replays a webhook delivery; creates
-// and revokes an API key; and reads the operations view. Another tenant
+// and revokes an API key; reads the operations view and replays a dead
+// letter there (a forged fact the intake refused). Another tenant
 // sees none of it. Screenshots of every view go to KILN_TEST_SCREENSHOT_DIR
 // when it is set.
 func TestConsole(t *testing.T) {
@@ -331,14 +338,70 @@ func TestConsole(t *testing.T) {
 		return reader.do(t, http.MethodGet, "/v1/jobs", nil, "", nil) == http.StatusUnauthorized
 	})
 
-	// Operations: the stage queues, workers, jobs and failures.
+	// A dead letter: an "object landed" fact of a bucket that is not the
+	// sources bucket, as the ingest user may publish it; the intake refuses
+	// it for good (wrong_bucket) and dead-letters it.
+	type deadLetter struct {
+		Seq      uint64 `json:"seq"`
+		Consumer string `json:"consumer"`
+	}
+	listDead := func() []deadLetter {
+		var page struct {
+			DeadLetters []deadLetter `json:"dead_letters"`
+		}
+		if code := s.do(t, http.MethodGet, "/v1/dead-letters?consumer=ingest&limit=100", nil, "", &page); code != http.StatusOK {
+			t.Fatalf("GET /v1/dead-letters: %d", code)
+		}
+		return page.DeadLetters
+	}
+	var lastSeq uint64
+	for _, d := range listDead() {
+		lastSeq = max(lastSeq, d.Seq)
+	}
+	forged, _ := proto.Marshal(&kilnv1.ObjectLanded{Object: &kilnv1.ObjectRef{Bucket: "not-" + run, Key: "uploads/x/forged.mp4", Etag: "e1"}, Origin: "api"})
+	nc := testenv.NATSConn(t, bus.UserIngest)
+	if err := nc.Publish(bus.SubjectObjectLanded, forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var dead uint64
+	eventually(t, time.Minute, "the forged fact dead-lettered", func() bool {
+		for _, d := range listDead() {
+			if d.Seq > lastSeq {
+				dead = d.Seq
+				return true
+			}
+		}
+		return false
+	})
+	seqSel := `#ops-deadletters tr[data-seq="` + strconv.FormatUint(dead, 10) + `"]`
+
+	// Operations: the stage queues, workers, jobs and failures; the dead
+	// letter, replayed with its button.
 	c.open("#/operations")
 	c.wait("the operations view", `!!kilnConsole.ops && kilnConsole.ops.queues_up && document.querySelectorAll('#ops-queues tbody tr[data-queue]').length >= 3 &&
 		document.querySelectorAll('#ops-workers tbody tr').length >= 1 && !document.querySelector('#ops-workers tbody td.muted')`, 30*time.Second)
 	if !eval[bool](c, `['probe', 'transcode', 'package'].every(q => !!document.querySelector('#ops-queues tr[data-queue="' + q + '"]')) && kilnConsole.ops.jobs_up && kilnConsole.ops.jobs.ready >= 2`) {
 		t.Errorf("operations view: %s", pageText(ctx))
 	}
+	c.wait("the dead letter listed", `!!document.querySelector('`+seqSel+`')`, 30*time.Second)
 	screenshot(t, ctx, "console-operations.png")
+	c.do(chromedp.Click(chromedp.CSS(seqSel + ` button`)))
+	c.wait("the dead letter replayed", `!document.querySelector('`+seqSel+`') && document.querySelectorAll('#ops-deadletters tr[data-seq]').length >= 1`, 30*time.Second)
+	if code := s.do(t, http.MethodGet, "/v1/dead-letters/"+strconv.FormatUint(dead, 10), nil, "", nil); code != http.StatusNotFound {
+		t.Errorf("the replayed dead letter %d: %d, want 404 (replayed and deleted)", dead, code)
+	}
+	// Replayed to its subject, the intake refused it again: a new one.
+	eventually(t, time.Minute, "the replayed fact dead-lettered again", func() bool {
+		for _, d := range listDead() {
+			if d.Seq > dead {
+				return true
+			}
+		}
+		return false
+	})
 
 	// On a phone.
 	c.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))

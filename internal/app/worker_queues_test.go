@@ -44,34 +44,10 @@ func TestWorkerQueueWeights(t *testing.T) {
 // queue alone (at its weight), takes a package task and leaves a probe
 // task pending.
 func TestWorkerRunsItsQueuesOnly(t *testing.T) {
-	redisAddr, s3 := testenv.Redis(t), testenv.S3(t)
 	opt := testenv.RedisDB(t, testRedisDB)
 	insp := testenv.AsynqInspector(t, opt)
 	client := testenv.AsynqClient(t, opt)
-
-	dir := t.TempDir()
-	cfg := Defaults()
-	cfg.Roles, cfg.EmbedNATS = []Role{RoleWorker}, true
-	cfg.NATSListen, cfg.NATSStoreDir = "127.0.0.1:-1", filepath.Join(dir, "nats")
-	cfg.HTTPAddr = testenv.FreeAddr(t)
-	cfg.PublicURL = "http://" + cfg.HTTPAddr
-	cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB = redisAddr, testenv.RedisPassword(), testRedisDB
-	cfg.S3, cfg.SourcesBucket, cfg.OutputsBucket = s3.Config, s3.Sources, s3.Outputs
-	cfg.WorkDir = filepath.Join(dir, "work")
-	cfg.Concurrency = 1
-	cfg.WorkerQueues = []string{tasks.QueuePackage}
-	cfg.Logger = zaptest.NewLogger(t)
-
-	ctx, stop := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	waitReady(t, cfg.PublicURL, done)
+	runWorker(t, 1, tasks.QueuePackage)
 
 	probe, err := tasks.NewProbeTask(t.Context(), &kilnv1.ProbeTask{JobId: "job_queues_probe"})
 	if err != nil {
@@ -124,32 +100,9 @@ func TestWorkerRunsItsQueuesOnly(t *testing.T) {
 // exactly the process's transcode slots, and probes, packaging and
 // webhooks have goroutines of their own while the fleet encodes.
 func TestWorkerServers(t *testing.T) {
-	redisAddr, s3 := testenv.Redis(t), testenv.S3(t)
 	opt := testenv.RedisDB(t, testRedisDB)
 	insp := testenv.AsynqInspector(t, opt)
-
-	dir := t.TempDir()
-	cfg := Defaults()
-	cfg.Roles, cfg.EmbedNATS = []Role{RoleWorker}, true
-	cfg.NATSListen, cfg.NATSStoreDir = "127.0.0.1:-1", filepath.Join(dir, "nats")
-	cfg.HTTPAddr = testenv.FreeAddr(t)
-	cfg.PublicURL = "http://" + cfg.HTTPAddr
-	cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB = redisAddr, testenv.RedisPassword(), testRedisDB
-	cfg.S3, cfg.SourcesBucket, cfg.OutputsBucket = s3.Config, s3.Sources, s3.Outputs
-	cfg.WorkDir = filepath.Join(dir, "work")
-	cfg.Concurrency = 3
-	cfg.Logger = zaptest.NewLogger(t)
-
-	ctx, stop := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	waitReady(t, cfg.PublicURL, done)
+	runWorker(t, 3)
 
 	all := tasks.QueueWeights()
 	short := maps.Clone(all)
@@ -189,4 +142,35 @@ func TestWorkerServers(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// runWorker runs a real worker process (with its embedded NATS, on the
+// package's Redis database and the stack's MinIO) of concurrency on queues
+// (none: all of them) until the end of the test.
+func runWorker(t *testing.T, concurrency int, queues ...string) {
+	t.Helper()
+	redisAddr, s3 := testenv.Redis(t), testenv.S3(t)
+	dir := t.TempDir()
+	cfg := Defaults()
+	cfg.Roles, cfg.EmbedNATS = []Role{RoleWorker}, true
+	cfg.NATSListen, cfg.NATSStoreDir = "127.0.0.1:-1", filepath.Join(dir, "nats")
+	cfg.HTTPAddr = testenv.FreeAddr(t)
+	cfg.PublicURL = "http://" + cfg.HTTPAddr
+	cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB = redisAddr, testenv.RedisPassword(), testRedisDB
+	cfg.S3, cfg.SourcesBucket, cfg.OutputsBucket = s3.Config, s3.Sources, s3.Outputs
+	cfg.WorkDir = filepath.Join(dir, "work")
+	cfg.Concurrency = concurrency
+	cfg.WorkerQueues = queues
+	cfg.Logger = zaptest.NewLogger(t)
+
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	waitReady(t, cfg.PublicURL, done)
 }

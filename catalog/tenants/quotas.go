@@ -106,12 +106,8 @@ func (s *Service) setQuotas(w http.ResponseWriter, r *http.Request) {
 		writeInvalidQuota(w)
 		return
 	}
-	t, ok := s.pathTenant(w, r)
+	t, ok := s.liveTenant(w, r)
 	if !ok {
-		return
-	}
-	if t.Disabled {
-		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "the tenant is deleted")
 		return
 	}
 	ctx := r.Context()
@@ -201,9 +197,10 @@ func (s *Service) writeUsage(w http.ResponseWriter, r *http.Request, tenantID st
 // minutes rounds seconds to minutes with two decimals.
 func minutes(sec float64) float64 { return math.Round(sec/60*100) / 100 }
 
-// RunUsage publishes every tenant's limits and usage (PublishUsage) at
-// once and then every UsageInterval, until ctx ends. Every catalog replica
-// may run it: each pass writes the whole truth of the database.
+// RunUsage publishes every tenant's limits and usage (PublishUsage) every
+// UsageInterval, until ctx ends; the first pass is the caller's, made
+// before the catalog serves. Every catalog replica may run it: each pass
+// writes the whole truth of the database.
 func (s *Service) RunUsage(ctx context.Context) error {
 	if !s.quotasOn() {
 		return nil

@@ -151,23 +151,28 @@ func (s *Service) Routes() []httpapi.Route {
 // removed, so a directory write that failed (or a Redis that lost its
 // data) is repaired within SyncInterval.
 func (s *Service) Run(ctx context.Context) error {
+	s.pass(ctx, "key directory sync", s.Sync)
 	return s.every(ctx, s.sync, "key directory sync", s.Sync)
 }
 
-// every runs pass at once and then every d until ctx ends, logging its
-// errors as what.
+// every runs pass every d until ctx ends, logging its errors as what.
 func (s *Service) every(ctx context.Context, d time.Duration, what string, pass func(context.Context) error) error {
 	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
-		if err := pass(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn(what, zap.Error(err))
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			s.pass(ctx, what, pass)
 		}
+	}
+}
+
+// pass runs pass once, logging its error as what.
+func (s *Service) pass(ctx context.Context, what string, pass func(context.Context) error) {
+	if err := pass(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn(what, zap.Error(err))
 	}
 }
 
@@ -363,6 +368,17 @@ func (s *Service) pathTenant(w http.ResponseWriter, r *http.Request) (*tenantJSO
 	return t, true
 }
 
+// liveTenant is pathTenant for a change to the tenant: a deleted one
+// answers 409 conflict.
+func (s *Service) liveTenant(w http.ResponseWriter, r *http.Request) (*tenantJSON, bool) {
+	t, ok := s.pathTenant(w, r)
+	if ok && t.Disabled {
+		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "the tenant is deleted")
+		return nil, false
+	}
+	return t, ok
+}
+
 func (s *Service) getTenant(w http.ResponseWriter, r *http.Request) {
 	if t, ok := s.pathTenant(w, r); ok {
 		httpapi.WriteJSON(w, http.StatusOK, t)
@@ -439,12 +455,8 @@ func (s *Service) createKey(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusBadRequest, CodeInvalidScope, `scope must be "read" or "write" (admin keys are configured, in KILN_API_KEYS)`)
 		return
 	}
-	t, ok := s.pathTenant(w, r)
+	t, ok := s.liveTenant(w, r)
 	if !ok {
-		return
-	}
-	if t.Disabled {
-		httpapi.WriteError(w, http.StatusConflict, CodeConflict, "the tenant is deleted")
 		return
 	}
 	secret := newSecret()

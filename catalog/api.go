@@ -291,7 +291,6 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 	}
 	// A new attempt is a running job again: its tenant's concurrency and
 	// monthly minutes allow it or not (it stores nothing new).
-	reserved := false
 	if s.quotas != nil {
 		v, err := s.quotas.Admit(r.Context(), j.TenantID, j.Source.Key, 0, retryHold)
 		if err != nil {
@@ -303,7 +302,6 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 			quota.WriteRefusal(w, v, 0)
 			return
 		}
-		reserved = true
 	}
 	task := &kilnv1.ProbeTask{
 		JobId: j.ID, AssetId: j.AssetID, Preset: j.Preset, Attempt: max(j.Attempt, 1) + 1, Priority: j.Priority, TenantId: j.TenantID,
@@ -318,7 +316,7 @@ func (s *Service) retryJob(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil && ev == nil {
-		if reserved {
+		if s.quotas != nil { // the reservation above
 			if rerr := s.quotas.Release(context.WithoutCancel(r.Context()), j.TenantID, j.Source.Key); rerr != nil {
 				s.log.Warn("retry job: release the quota reservation (it lapses by itself)", zap.String("job_id", j.ID), zap.Error(rerr))
 			}

@@ -713,7 +713,7 @@ cmd_up() {
 
 ${C_B}kiln is up${C_0}   (data: .data/up, logs: .data/up/logs)
 API            $API_URL
-web UI         $API_URL/ui/   (upload, progress, player)
+web UI         $API_URL/ui/   (the console: library, uploads, player, webhooks, keys, operations)
 API key        $API_KEY   (the default tenant's)
 admin key      $ADMIN_KEY   (tenants and keys: .tools/bin/kiln tenants create NAME --api-key …)
 MinIO console  $CONSOLE_URL   (user $S3_ACCESS_KEY, password $S3_SECRET_KEY; S3 API http://$S3_ENDPOINT)
